@@ -1,0 +1,33 @@
+"""The orchestrator's Litestar application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+
+from orchestrator.api.controllers import TaskController, WorkflowController, health
+from orchestrator.api.envelope import EXCEPTION_HANDLERS
+from orchestrator.service import Orchestrator
+
+
+def create_app(orchestrator: Orchestrator) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await orchestrator.start()
+        try:
+            yield
+        finally:
+            await orchestrator.stop()
+
+    return Litestar(
+        route_handlers=[health, TaskController, WorkflowController],
+        lifespan=[lifespan],
+        state=State({"orchestrator": orchestrator}),
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=orchestrator.settings.server.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="provisioning orchestrator", version="1.0.0"),
+    )

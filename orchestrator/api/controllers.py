@@ -1,0 +1,222 @@
+"""Health, tasks and workflow submission (seed 003), plus explicit-graph workflows."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from orchestrator.api.envelope import Envelope
+from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
+from orchestrator.api.schemas import (
+    ClusterCreate,
+    ServersCreate,
+    TaskOut,
+    TaskservCreate,
+    WorkflowIn,
+    WorkflowOut,
+    task_out,
+    workflow_as_task,
+    workflow_out,
+)
+from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.planner import (
+    WorkflowSpec,
+    check_operation,
+    plan_cluster,
+    plan_servers,
+    plan_taskserv,
+)
+from orchestrator.service import Orchestrator
+from orchestrator.store.workflows import get_task, get_workflow, list_tasks, list_workflows
+from orchestrator.workspace import load_infra
+
+TASK_STATUSES = ("Pending", "Running", "Completed", "Failed", "Cancelled")
+WORKFLOW_STATUSES = (*TASK_STATUSES, "RollingBack", "RolledBack")
+
+Limit = Annotated[int, Parameter(query="limit", ge=1, le=1000)]
+Offset = Annotated[int, Parameter(query="offset", ge=0)]
+
+
+def _orchestrator(state: State) -> Orchestrator:
+    orchestrator: Orchestrator = state.orchestrator
+    return orchestrator
+
+
+async def _submit(orchestrator: Orchestrator, spec: WorkflowSpec, wait: bool) -> Response[Any]:
+    workflow_id = await orchestrator.submit(spec)
+    if wait:
+        timeout = orchestrator.settings.server.wait_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await orchestrator.executor.wait(workflow_id)
+        except TimeoutError:
+            pass
+    workflow = await get_workflow(orchestrator.engine, workflow_id)
+    status = workflow["status"] if workflow else "Pending"
+    return Response(
+        Envelope(workflow_id),
+        status_code=HTTP_202_ACCEPTED,
+        headers={"Location": f"/tasks/{workflow_id}", "X-Workflow-Status": status},
+    )
+
+
+@get("/health", tags=["health"], summary="Liveness: answers without authentication")
+async def health() -> Envelope[str]:
+    return Envelope("Orchestrator is healthy")
+
+
+class TaskController(Controller):
+    path = "/tasks"
+    tags = ["tasks"]
+
+    @get("/", summary="List tasks")
+    async def list(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        status: str | None = None,
+        workflow_id: str | None = None,
+        limit: Limit = DEFAULT_LIMIT,
+        offset: Offset = 0,
+    ) -> Response[Envelope[list[TaskOut]]]:
+        if status is not None and status not in TASK_STATUSES:
+            raise InvalidInput(f"status: '{status}' is not one of {', '.join(TASK_STATUSES)}")
+        check_page(limit, offset)
+        rows, total = await list_tasks(
+            _orchestrator(state).engine,
+            status=status,
+            workflow_id=workflow_id,
+            limit=limit,
+            offset=offset,
+        )
+        return Response(
+            Envelope([task_out(r) for r in rows]),
+            headers=page_headers(request, total, limit, offset),
+        )
+
+    @get("/{task_id:str}", summary="A task, or a workflow by the id its submission returned")
+    async def show(self, state: State, task_id: str) -> Envelope[TaskOut]:
+        engine = _orchestrator(state).engine
+        row = await get_task(engine, task_id)
+        if row is not None:
+            return Envelope(task_out(row))
+        workflow = await get_workflow(engine, task_id)
+        if workflow is not None:
+            return Envelope(workflow_as_task(workflow))
+        raise NotFound(f"task '{task_id}' not found")
+
+
+class WorkflowController(Controller):
+    path = "/workflows"
+    tags = ["workflows"]
+
+    @post("/servers/create", status_code=HTTP_202_ACCEPTED, summary="Create an infra's servers")
+    async def servers_create(self, state: State, data: ServersCreate) -> Response[Any]:
+        orchestrator = _orchestrator(state)
+        infra = load_infra(orchestrator.settings.workspace, data.infra, data.settings)
+        spec = WorkflowSpec(
+            kind="servers",
+            name=f"create_servers {data.infra}",
+            tasks=plan_servers(orchestrator.instance_types, infra),
+            parallel_limit=infra.parallel_limit,
+            check_mode=data.check_mode,
+            request={"infra": data.infra, "settings": data.settings},
+        )
+        return await _submit(orchestrator, spec, data.wait)
+
+    @post("/taskserv/create", status_code=HTTP_202_ACCEPTED, summary="Install a taskserv")
+    async def taskserv_create(self, state: State, data: TaskservCreate) -> Response[Any]:
+        orchestrator = _orchestrator(state)
+        check_operation(data.operation)
+        infra = load_infra(orchestrator.settings.workspace, data.infra, data.settings)
+        spec = WorkflowSpec(
+            kind="taskserv",
+            name=f"{data.operation}_taskserv {data.taskserv} {data.infra}",
+            tasks=plan_taskserv(orchestrator.instance_types, infra, data.operation, data.taskserv),
+            parallel_limit=infra.parallel_limit,
+            check_mode=data.check_mode,
+            request={
+                "infra": data.infra,
+                "settings": data.settings,
+                "taskserv": data.taskserv,
+                "operation": data.operation,
+            },
+        )
+        return await _submit(orchestrator, spec, data.wait)
+
+    @post("/cluster/create", status_code=HTTP_202_ACCEPTED, summary="Create a cluster")
+    async def cluster_create(self, state: State, data: ClusterCreate) -> Response[Any]:
+        orchestrator = _orchestrator(state)
+        check_operation(data.operation)
+        infra = load_infra(orchestrator.settings.workspace, data.infra, data.settings)
+        spec = WorkflowSpec(
+            kind="cluster",
+            name=f"{data.operation}_cluster {data.cluster_type} {data.infra}",
+            tasks=plan_cluster(
+                orchestrator.instance_types, infra, data.operation, data.cluster_type
+            ),
+            parallel_limit=infra.parallel_limit,
+            check_mode=data.check_mode,
+            request={
+                "infra": data.infra,
+                "settings": data.settings,
+                "cluster_type": data.cluster_type,
+                "operation": data.operation,
+            },
+        )
+        return await _submit(orchestrator, spec, data.wait)
+
+    @post("/", status_code=HTTP_202_ACCEPTED, summary="Submit a workflow as an explicit graph")
+    async def create(self, state: State, data: WorkflowIn) -> Response[Any]:
+        spec = WorkflowSpec(
+            kind="custom",
+            name=data.name,
+            tasks=[t.to_spec() for t in data.tasks],
+            parallel_limit=data.parallel_limit,
+            check_mode=data.check_mode,
+            request={"name": data.name},
+        )
+        return await _submit(_orchestrator(state), spec, data.wait)
+
+    @get("/", summary="List workflows")
+    async def list(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        status: str | None = None,
+        kind: str | None = None,
+        limit: Limit = DEFAULT_LIMIT,
+        offset: Offset = 0,
+    ) -> Response[Envelope[list[WorkflowOut]]]:
+        if status is not None and status not in WORKFLOW_STATUSES:
+            raise InvalidInput(f"status: '{status}' is not one of {', '.join(WORKFLOW_STATUSES)}")
+        check_page(limit, offset)
+        rows, total = await list_workflows(
+            _orchestrator(state).engine, status=status, kind=kind, limit=limit, offset=offset
+        )
+        return Response(
+            Envelope([workflow_out(r) for r in rows]),
+            headers=page_headers(request, total, limit, offset),
+        )
+
+    @get("/{workflow_id:str}", summary="A workflow with its task counts")
+    async def show(self, state: State, workflow_id: str) -> Envelope[WorkflowOut]:
+        row = await get_workflow(_orchestrator(state).engine, workflow_id)
+        if row is None:
+            raise NotFound(f"workflow '{workflow_id}' not found")
+        return Envelope(workflow_out(row))
+
+    @post("/{workflow_id:str}/cancel", status_code=200, summary="Cancel a workflow")
+    async def cancel(self, state: State, workflow_id: str) -> Envelope[str]:
+        orchestrator = _orchestrator(state)
+        row = await get_workflow(orchestrator.engine, workflow_id)
+        if row is None:
+            raise NotFound(f"workflow '{workflow_id}' not found")
+        if not await orchestrator.executor.cancel(workflow_id):
+            return Envelope(f"Workflow {workflow_id} already ended ({row['status']})")
+        return Envelope("Workflow cancelled")

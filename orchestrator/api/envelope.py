@@ -1,0 +1,92 @@
+"""The response envelope and the one place errors become HTTP responses.
+
+Success: `{"success": true, "data": …}`; error: `{"success": false, "error": message,
+"code": CODE, "details": …}`. A 500 never carries a stack trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from orchestrator.errors import DomainError
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+
+class Envelope(msgspec.Struct, Generic[T]):
+    data: T
+    success: bool = True
+
+
+class ErrorBody(msgspec.Struct):
+    error: str
+    code: str
+    details: Any = None
+    success: bool = False
+
+
+CODES = {
+    400: "INVALID_INPUT",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "INVALID_INPUT",
+    429: "RATE_LIMITED",
+}
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> Response[Any]:
+    return Response(ErrorBody(error=message, code=code, details=details), status_code=status)
+
+
+def _domain(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    return error_response(exc.status_code, exc.code, exc.message, exc.details)
+
+
+def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    problems = []
+    for item in extra:
+        if not isinstance(item, dict):
+            continue
+        key = item.get("key")
+        message = str(item.get("message", ""))
+        problems.append(f"{key}: {message}" if key and key != "data" else message)
+    text = "; ".join(problems) or str(exc.detail)
+    return error_response(422, "INVALID_INPUT", f"invalid request: {text}", extra or None)
+
+
+def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    code = CODES.get(status, "INTERNAL_ERROR" if status >= 500 else "INVALID_INPUT")
+    message = str(exc.detail)
+    if isinstance(exc.__cause__, SerializationException):
+        message = f"the request body could not be decoded: {message}"
+    elif status == 413:
+        message = "the request body is larger than the configured limit (server.max_body_bytes)"
+    return error_response(status, code, message, None)
+
+
+def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
+    return error_response(500, "INTERNAL_ERROR", "internal server error; see the server log")
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    DomainError: _domain,
+    ValidationException: _validation,
+    HTTPException: _http,
+    Exception: _internal,
+}

@@ -1,0 +1,24 @@
+"""The `provisioning` command: run the service, migrate its database, and drive it.
+
+- `serve` (`cli/serve.py`) and `db` (`cli/db.py`) work on the local configuration
+  (`--config`, `PROVISIONING_*`).
+- `workflow` (`cli/workflows.py`) and `tasks` (`cli/tasks.py`) talk to a running
+  orchestrator over HTTP through `orchestrator.client.OrchestratorClient`, at `--url`,
+  else `$PROVISIONING_URL`, else the configured server address.
+
+Exit codes: 0 success; 1 an error (one line on stderr, `error: …`, never a traceback)
+or a workflow that ended Failed or Cancelled; 2 a usage error; 130 when the user stops
+watching a workflow with Ctrl-C (the workflow keeps running).
+"""
+
+from __future__ import annotations
+
+from orchestrator.cli import db, serve, tasks, workflows
+from orchestrator.cli.app import cli
+
+__all__ = ["cli", "db", "main", "serve", "tasks", "workflows"]
+
+
+def main() -> None:
+    """The console script."""
+    cli(prog_name="provisioning")

@@ -1,0 +1,230 @@
+"""`provisioning serve`: the orchestrator under uvicorn, with logging and a clean exit.
+
+The port is bound before anything else, so a busy port fails at once. The app's
+lifespan (which opens the store, takes the data-dir lock and starts the executor) runs
+under uvicorn; when it fails for a known reason (`SchemaNotCurrent`, `AlreadyRunning`,
+…) the CLI prints that reason as one line and exits 1. SIGINT and SIGTERM stop the
+server gracefully, lifespan shutdown included, and then exit 0.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from types import FrameType
+from typing import Any
+
+import click
+import msgspec
+import structlog
+from sqlalchemy.engine import make_url
+
+from orchestrator.cli.app import Failure, Options, cli, pass_options
+from orchestrator.settings import ConfigError, Settings
+
+#: What each shipped provider type is, for the start-up banner.
+PROVIDER_TYPE_DESCRIPTIONS = {"sim": "simulated cloud", "local": "commands on this host"}
+
+
+@cli.command()
+@click.argument("app", required=False, type=click.Choice(["orchestrator", "control-center"]))
+@click.option("--host", help="Listen address (default: server.host).")
+@click.option("--port", type=int, help="Listen port (default: server.port).")
+@pass_options
+def serve(options: Options, app: str | None, host: str | None, port: int | None) -> None:
+    """Run the orchestrator until SIGINT or SIGTERM.
+
+    APP picks one service; for now only the orchestrator exists.
+    """
+    if app == "control-center":
+        click.echo("error: the control center is not available yet", err=True)
+        sys.exit(2)
+    settings = options.settings()
+    server = msgspec.structs.replace(
+        settings.server,
+        host=settings.server.host if host is None else host,
+        port=settings.server.port if port is None else port,
+    )
+    run_orchestrator(msgspec.structs.replace(settings, server=server))
+
+
+def run_orchestrator(settings: Settings) -> None:
+    """Serve the orchestrator API on `settings.server`; return once it has stopped."""
+    import uvicorn
+
+    from orchestrator.api.app import create_app
+    from orchestrator.service import AlreadyRunning, Orchestrator
+    from orchestrator.store.engine import SchemaNotCurrent
+    from providers.base import ProviderConfigError
+
+    log_level = _log_level(settings)
+    listener = _listen(settings.server.host, settings.server.port)
+    try:
+        orchestrator = Orchestrator(settings)
+    except ProviderConfigError as exc:
+        listener.close()
+        raise Failure(str(exc)) from exc
+    app = _StartupErrors(
+        create_app(orchestrator),
+        expected=(AlreadyRunning, SchemaNotCurrent, ConfigError, ProviderConfigError),
+    )
+    _configure_logging(settings, log_level)  # after create_app: Litestar configures on creation
+    _print_banner(settings, orchestrator.instance_types, listener.getsockname()[1])
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        log_level=log_level,
+        access_log=log_level <= logging.DEBUG,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        uvicorn.Server(config).run(sockets=[listener])
+    except SystemExit as exc:  # uvicorn's answer to a failed lifespan start-up
+        if app.error is None:
+            raise
+        raise Failure(f"the orchestrator did not start: {app.describe_error()}") from exc
+    except (_Stopped, KeyboardInterrupt):
+        pass  # uvicorn re-raises the signal once its graceful shutdown is done
+    finally:
+        listener.close()
+    click.echo("orchestrator stopped")
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived."""
+
+
+def _raise_stopped(_signum: int, _frame: FrameType | None) -> None:
+    raise _Stopped
+
+
+class _StartupErrors:
+    """The ASGI app, remembering why its lifespan start-up failed.
+
+    An expected failure is reported by the CLI as one line, so its traceback is kept out
+    of the log; any other failure keeps its traceback.
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        expected: tuple[type[BaseException], ...],
+    ) -> None:
+        self.app = app
+        self.expected = expected
+        self.error: BaseException | None = None
+        logging.getLogger("uvicorn.error").addFilter(self._drop_failure_notice)
+
+    def describe_error(self) -> str:
+        if isinstance(self.error, self.expected):
+            return str(self.error)
+        return f"{type(self.error).__name__}: {self.error} (see the log above)"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_quietly(message: dict[str, Any]) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                self.error = sys.exc_info()[1]  # the app sends this while handling it
+                if isinstance(self.error, self.expected):
+                    message = {"type": message["type"], "message": ""}
+            await send(message)
+
+        await self.app(scope, receive, send_quietly)
+
+    def _drop_failure_notice(self, record: logging.LogRecord) -> bool:
+        expected = isinstance(self.error, self.expected)
+        return not (expected and "startup failed" in record.getMessage())
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listener = socket.create_server(address[:2], family=family)
+    except OSError as exc:
+        why = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise Failure(f"cannot listen on {host}:{port}: {why or exc}") from exc
+    return listener
+
+
+def _print_banner(settings: Settings, instance_types: dict[str, str], port: int) -> None:
+    host = settings.server.host
+    shown_host = f"[{host}]" if ":" in host else host
+    database = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+    providers = ", ".join(
+        f"{name} ({kind}, {PROVIDER_TYPE_DESCRIPTIONS[kind]})"
+        if kind in PROVIDER_TYPE_DESCRIPTIONS
+        else f"{name} ({kind})"
+        for name, kind in instance_types.items()
+    )
+    click.echo("provisioning orchestrator")
+    for key, value in (
+        ("listening", f"http://{shown_host}:{port}"),
+        ("data dir", str(settings.data_dir)),
+        ("database", database),
+        ("workspace", str(settings.workspace)),
+        ("providers", providers or "none"),
+    ):
+        click.echo(f"  {key:<10} {value}")
+    if "sim" in instance_types.values():
+        click.echo("  note       sim instances are simulated clouds: nothing real is created")
+
+
+def _log_level(settings: Settings) -> int:
+    level = logging.getLevelName(settings.server.log_level.upper())
+    if not isinstance(level, int):
+        raise Failure(f"server.log_level: unknown level '{settings.server.log_level}'")
+    if settings.server.log_format not in ("auto", "console", "json"):
+        raise Failure(
+            f"server.log_format must be auto, console or json, not '{settings.server.log_format}'"
+        )
+    return level
+
+
+def _configure_logging(settings: Settings, level: int) -> None:
+    """structlog's and the standard library's records through one handler on stderr:
+    console lines on a terminal (or `log_format = "console"`), JSON lines otherwise."""
+    json_lines = settings.server.log_format == "json" or (
+        settings.server.log_format == "auto" and not sys.stderr.isatty()
+    )
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_lines
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    litestar = logging.getLogger("litestar")  # Litestar's default config gives it its own
+    litestar.handlers, litestar.propagate = [], True
+    # Alembic narrates every start ("Context impl SQLiteImpl."); keep that for debugging.
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))

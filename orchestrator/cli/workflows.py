@@ -1,0 +1,214 @@
+"""`provisioning workflow`: submit, list, show, cancel and follow workflows.
+
+A submission without `--wait` prints only the workflow id on stdout, for scripts. With
+`--wait`, and in `workflow wait`, the workflow is followed until it ends (see
+`orchestrator.progress`): exit 0 when it Completed, 1 when it Failed or was Cancelled
+(the failed tasks' errors on stderr), 130 on Ctrl-C, which stops watching, not the work.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar, cast
+
+import click
+
+from orchestrator.cli.app import Options, cli, json_option, pass_options, print_json, stdout
+from orchestrator.cli.tables import detail, page_note, task_table, workflow_table
+from orchestrator.client import OrchestratorClient
+from orchestrator.progress import format_duration, watch
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@cli.group()
+def workflow() -> None:
+    """Workflows: submitted units of work, each a graph of tasks."""
+
+
+def _submission(command: F) -> F:
+    """The options every `workflow … create` shares."""
+    decorators: tuple[Callable[[Any], Any], ...] = (
+        click.option("--infra", required=True, help="Infra name under <workspace>/infra/."),
+        click.option("--settings", metavar="FILE", help="Settings file inside the infra."),
+        click.option("--check", is_flag=True, help="Check mode: plan, change nothing."),
+        click.option("--wait", is_flag=True, help="Follow the workflow until it ends."),
+        pass_options,
+    )
+    decorated: Any = command
+    for decorate in reversed(decorators):
+        decorated = decorate(decorated)
+    return cast(F, decorated)
+
+
+def _operation(command: F) -> F:
+    choice = click.Choice(["create", "delete"])
+    return click.option("--operation", type=choice, default="create", show_default=True)(command)
+
+
+@workflow.group()
+def servers() -> None:
+    """An infra's servers."""
+
+
+@servers.command("create")
+@_submission
+def create_servers(
+    options: Options, infra: str, settings: str | None, check: bool, wait: bool
+) -> None:
+    """Create the servers an infra's settings declare."""
+    with options.client() as client:
+        workflow_id = client.create_servers(infra, settings=settings, check_mode=check)
+        _submitted(client, workflow_id, wait)
+
+
+@workflow.group()
+def taskserv() -> None:
+    """Task services installed on an infra's servers."""
+
+
+@taskserv.command("create")
+@click.argument("name", metavar="TASKSERV")
+@_operation
+@_submission
+def create_taskserv(
+    options: Options,
+    name: str,
+    operation: str,
+    infra: str,
+    settings: str | None,
+    check: bool,
+    wait: bool,
+) -> None:
+    """Install (or with --operation delete, remove) a taskserv on an infra's servers."""
+    with options.client() as client:
+        workflow_id = client.create_taskserv(
+            name, infra, operation=operation, settings=settings, check_mode=check
+        )
+        _submitted(client, workflow_id, wait)
+
+
+@workflow.group()
+def cluster() -> None:
+    """Clusters built on an infra."""
+
+
+@cluster.command("create")
+@click.argument("cluster_type", metavar="CLUSTER_TYPE")
+@_operation
+@_submission
+def create_cluster(
+    options: Options,
+    cluster_type: str,
+    operation: str,
+    infra: str,
+    settings: str | None,
+    check: bool,
+    wait: bool,
+) -> None:
+    """Create (or with --operation delete) an infra's cluster of CLUSTER_TYPE."""
+    with options.client() as client:
+        workflow_id = client.create_cluster(
+            cluster_type, infra, operation=operation, settings=settings, check_mode=check
+        )
+        _submitted(client, workflow_id, wait)
+
+
+@workflow.command("list")
+@click.option("--status", help="Pending, Running, Completed, Failed, Cancelled, …")
+@click.option("--kind", help="servers, taskserv, cluster, custom, …")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--wide", is_flag=True, help="Show whole ids.")
+@json_option
+@pass_options
+def list_workflows(
+    options: Options, status: str | None, kind: str | None, limit: int, offset: int, wide: bool
+) -> None:
+    """List workflows, newest first."""
+    with options.client() as client:
+        page = client.list_workflows(status=status, kind=kind, limit=limit, offset=offset)
+    if options.json:
+        print_json(page.items)
+        return
+    if page.items:
+        stdout.print(workflow_table(page.items, wide=wide))
+    click.echo(page_note(page, "workflows"))
+
+
+@workflow.command("show")
+@click.argument("workflow_id", metavar="ID")
+@json_option
+@pass_options
+def show_workflow(options: Options, workflow_id: str) -> None:
+    """Show a workflow and its first tasks."""
+    with options.client() as client:
+        found = client.get_workflow(workflow_id)
+        if options.json:
+            print_json(found)
+            return
+        page = client.list_tasks(workflow_id=workflow_id, limit=50)
+    stdout.print(detail(found))
+    if page.items:
+        click.echo()
+        stdout.print(task_table(page.items))
+    if page.next:
+        click.echo(
+            f"{page_note(page, 'tasks')}; see: provisioning tasks list --workflow {found.id}"
+        )
+
+
+@workflow.command("cancel")
+@click.argument("workflow_id", metavar="ID")
+@pass_options
+def cancel_workflow(options: Options, workflow_id: str) -> None:
+    """Cancel a workflow: pending tasks never start, running ones are stopped."""
+    with options.client() as client:
+        click.echo(client.cancel_workflow(workflow_id))
+
+
+@workflow.command("wait")
+@click.argument("workflow_id", metavar="ID")
+@pass_options
+def wait_workflow(options: Options, workflow_id: str) -> None:
+    """Follow a workflow until it ends; exit 0 if it Completed, else 1."""
+    with options.client() as client:
+        _follow(client, workflow_id)
+
+
+def _submitted(client: OrchestratorClient, workflow_id: str, wait: bool) -> None:
+    if not wait:
+        click.echo(workflow_id)
+        return
+    click.echo(f"workflow {workflow_id} submitted")
+    _follow(client, workflow_id)
+
+
+def _follow(client: OrchestratorClient, workflow_id: str) -> NoReturn:
+    try:
+        outcome = watch(client, workflow_id, console=stdout)
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nstopped watching; workflow {workflow_id} keeps running. "
+            f"To cancel it: provisioning workflow cancel {workflow_id}",
+            err=True,
+        )
+        sys.exit(130)
+    ended = outcome.workflow
+    took = ""
+    if ended.started_at and ended.completed_at:
+        took = f" in {format_duration((ended.completed_at - ended.started_at).total_seconds())}"
+    summary = (
+        f"workflow {ended.id} {ended.status}: {ended.finished_tasks}/{ended.total_tasks} tasks"
+    )
+    if outcome.succeeded:
+        check = " (check mode: nothing was changed)" if ended.check_mode else ""
+        click.echo(f"{summary}{took}{check}")
+        sys.exit(0)
+    failed = outcome.failed_tasks
+    reason = f": {ended.error}" if ended.error and not failed else ""
+    click.echo(f"error: {summary}{took}{reason}", err=True)
+    for task in failed:
+        click.echo(f"  {task.name} ({task.id}): {task.error}", err=True)
+    sys.exit(1)

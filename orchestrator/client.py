@@ -1,0 +1,333 @@
+"""A small typed client of the orchestrator's HTTP API, as the CLI uses it.
+
+Every call unwraps the response envelope: it returns the `data` of a success and raises
+`ApiError` (the envelope's message and code) for an error, or when the answer is not
+the documented shape. A server that cannot be reached raises `Unreachable`. Bodies are
+decoded into the structs below, so a field the API drops or retypes fails loudly here
+rather than somewhere in a table.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+T = TypeVar("T")
+
+#: Statuses after which a workflow never changes again.
+FINAL_WORKFLOW_STATUSES = frozenset({"Completed", "Failed", "Cancelled", "RolledBack"})
+#: Statuses after which a task never changes again.
+FINAL_TASK_STATUSES = frozenset({"Completed", "Failed", "Cancelled"})
+#: The most rows one page may hold (the API's maximum `limit`).
+MAX_PAGE = 1000
+
+
+class Task(msgspec.Struct, kw_only=True):
+    """A task as `GET /tasks` answers it (seed 003 fields first)."""
+
+    id: str
+    name: str
+    command: str
+    args: list[str]
+    dependencies: list[str]
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    output: str | None
+    error: str | None
+    workflow_id: str
+    provider: str
+    action: str
+    attempts: int
+    max_attempts: int
+    progress: float
+    operation_id: str | None = None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    timeout: float | None = None
+    result: dict[str, Any] | None = None
+    compensates: str | None = None
+    #: "task", or "workflow" when `GET /tasks/{id}` was given a workflow id.
+    kind: str = "task"
+
+
+class Workflow(msgspec.Struct, kw_only=True):
+    """A workflow as `GET /workflows/{id}` answers it."""
+
+    id: str
+    kind: str
+    name: str
+    status: str
+    parallel_limit: int
+    check_mode: bool
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    task_counts: dict[str, int]
+    progress: float
+    rollback_enabled: bool = False
+    owner: str | None = None
+
+    @property
+    def total_tasks(self) -> int:
+        return sum(self.task_counts.values())
+
+    @property
+    def finished_tasks(self) -> int:
+        return sum(n for s, n in self.task_counts.items() if s in FINAL_TASK_STATUSES)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_WORKFLOW_STATUSES
+
+
+class Page(msgspec.Struct, Generic[T]):
+    """One page of a list, with the paging headers the API sent."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+    #: The absolute `Link: rel="next"` URL; None on the last page.
+    next: str | None
+
+
+class ApiError(Exception):
+    """The orchestrator answered with an error envelope, or with something unexpected."""
+
+    def __init__(self, message: str, code: str, status: int, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.details = details
+
+
+class Unreachable(Exception):
+    """No orchestrator answers at the base URL (refused, unresolvable, timed out)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class OrchestratorClient:
+    """Calls the orchestrator at `base_url`; `token` is sent as `Authorization: Bearer`.
+
+    Use as a context manager, or call `close()`. `transport` is for tests.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> OrchestratorClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- health ---------------------------------------------------------------------------
+
+    def health(self) -> str:
+        return self._call("GET", "/health", str)[0]
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        workflow_id: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Page[Task]:
+        query = {"status": status, "workflow_id": workflow_id, "limit": limit, "offset": offset}
+        return self._page("/tasks", query, list[Task])
+
+    def all_tasks(self, *, workflow_id: str | None = None, status: str | None = None) -> list[Task]:
+        """Every matching task, following the `Link: rel="next"` pages."""
+        query = {"status": status, "workflow_id": workflow_id, "limit": MAX_PAGE}
+        page = self._page("/tasks", query, list[Task])
+        tasks = list(page.items)
+        while page.next is not None:
+            page = self._page(page.next, {}, list[Task])
+            tasks.extend(page.items)
+        return tasks
+
+    def get_task(self, task_id: str) -> Task:
+        """A task; given a workflow id, the workflow in task shape (`kind == "workflow"`)."""
+        return self._call("GET", f"/tasks/{_segment(task_id)}", Task)[0]
+
+    # -- workflows ------------------------------------------------------------------------
+
+    def create_servers(
+        self, infra: str, *, settings: str | None = None, check_mode: bool = False
+    ) -> str:
+        """Submit a servers workflow; return its id (it runs on after this returns)."""
+        body = {"infra": infra, "settings": settings, "check_mode": check_mode, "wait": False}
+        return self._call("POST", "/workflows/servers/create", str, json=body)[0]
+
+    def create_taskserv(
+        self,
+        taskserv: str,
+        infra: str,
+        *,
+        operation: str = "create",
+        settings: str | None = None,
+        check_mode: bool = False,
+    ) -> str:
+        body = {
+            "operation": operation,
+            "taskserv": taskserv,
+            "infra": infra,
+            "settings": settings,
+            "check_mode": check_mode,
+            "wait": False,
+        }
+        return self._call("POST", "/workflows/taskserv/create", str, json=body)[0]
+
+    def create_cluster(
+        self,
+        cluster_type: str,
+        infra: str,
+        *,
+        operation: str = "create",
+        settings: str | None = None,
+        check_mode: bool = False,
+    ) -> str:
+        body = {
+            "operation": operation,
+            "cluster_type": cluster_type,
+            "infra": infra,
+            "settings": settings,
+            "check_mode": check_mode,
+            "wait": False,
+        }
+        return self._call("POST", "/workflows/cluster/create", str, json=body)[0]
+
+    def list_workflows(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Page[Workflow]:
+        query = {"status": status, "kind": kind, "limit": limit, "offset": offset}
+        return self._page("/workflows", query, list[Workflow])
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        return self._call("GET", f"/workflows/{_segment(workflow_id)}", Workflow)[0]
+
+    def cancel_workflow(self, workflow_id: str) -> str:
+        """Ask the orchestrator to cancel; return its message (also when already ended)."""
+        return self._call("POST", f"/workflows/{_segment(workflow_id)}/cancel", str)[0]
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _page(self, path: str, query: dict[str, Any], items_type: type[list[T]]) -> Page[T]:
+        items, response = self._call("GET", path, items_type, params=query)
+        headers = response.headers
+        try:
+            total = int(headers["X-Total-Count"])
+            limit = int(headers["X-Limit"])
+            offset = int(headers["X-Offset"])
+        except (KeyError, ValueError) as exc:
+            raise self._unexpected(response, f"missing or invalid paging header {exc}") from None
+        link = response.links.get("next", {}).get("url")
+        # A link is relative to the URL it came with (RFC 8288), not to the base URL.
+        following = str(response.url.join(link)) if link else None
+        return Page(items=items, total=total, limit=limit, offset=offset, next=following)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        data_type: type[T],
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+    ) -> tuple[T, httpx.Response]:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(method, path, params=query or None, json=json)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise Unreachable(self.base_url, str(exc) or type(exc).__name__) from exc
+        except httpx.TimeoutException as exc:
+            raise ApiError(
+                f"{method} {path}: no answer within {self._http.timeout.read} s",
+                "TIMEOUT",
+                0,
+            ) from exc
+        except httpx.TransportError as exc:
+            raise Unreachable(self.base_url, str(exc) or type(exc).__name__) from exc
+        try:
+            envelope = msgspec.json.decode(response.content, type=_Envelope)
+        except msgspec.DecodeError as exc:
+            raise self._unexpected(response, f"not an envelope ({exc})") from None
+        if not response.is_success:
+            if envelope.success or envelope.error is None:
+                raise self._unexpected(response, "not an error envelope")
+            raise ApiError(
+                envelope.error, envelope.code or "UNKNOWN", response.status_code, envelope.details
+            )
+        if not envelope.success or not envelope.data:
+            raise self._unexpected(response, "a success answer without `success` and `data`")
+        try:
+            return msgspec.json.decode(envelope.data, type=data_type), response
+        except msgspec.DecodeError as exc:
+            raise self._unexpected(response, f"`data` is not the documented shape: {exc}") from None
+
+    @staticmethod
+    def _unexpected(response: httpx.Response, why: str) -> ApiError:
+        request = response.request
+        return ApiError(
+            f"unexpected answer to {request.method} {request.url}: HTTP {response.status_code}, "
+            f"{why}",
+            "UNEXPECTED_RESPONSE",
+            response.status_code,
+        )
+
+
+class _Envelope(msgspec.Struct):
+    """Either envelope; `data` is decoded once its type is known."""
+
+    success: bool
+    #: Empty when the body has no `data`.
+    data: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    error: str | None = None
+    code: str | None = None
+    details: Any = None
+
+
+def _segment(value: str) -> str:
+    """An id as one path segment: a `/` or `?` in it must not change the route."""
+    return quote(value, safe="")

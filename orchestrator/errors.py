@@ -1,0 +1,46 @@
+"""Domain errors. Each maps once, in `orchestrator.api.errors`, to a status and a code."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class DomainError(Exception):
+    status_code = 400
+    code = "INVALID_INPUT"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidInput(DomainError):
+    status_code = 422
+    code = "INVALID_INPUT"
+
+
+class CycleDetected(DomainError):
+    status_code = 422
+    code = "CYCLE_DETECTED"
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        super().__init__(
+            f"the dependencies form a cycle: {' -> '.join(cycle)}", {"cycle": list(cycle)}
+        )
+
+
+class NotFound(DomainError):
+    status_code = 404
+    code = "NOT_FOUND"
+
+
+class Conflict(DomainError):
+    status_code = 409
+    code = "CONFLICT"
+
+
+class ProviderNotConfigured(DomainError):
+    status_code = 422
+    code = "PROVIDER_ERROR"

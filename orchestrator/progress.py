@@ -1,0 +1,258 @@
+"""Following a workflow until it ends: a live display on a terminal, plain lines elsewhere.
+
+`watch` polls `GET /workflows/{id}` and then `GET /tasks?workflow_id=` every `interval`
+seconds and returns the workflow's final state with its last-seen tasks. On a terminal
+it draws a bar of finished/total tasks, the counts by status and the running tasks, and
+prints retries and failures above it as they happen. Anywhere else (a pipe, a log file,
+a test) it prints one line per task state change it observes, plus one per workflow
+status change, and nothing that moves. A change that starts and ends between two polls
+shows as its end state only.
+
+Workflows larger than `FULL_SCAN_LIMIT` tasks are followed through their counts and
+their Running and Failed tasks only, so a poll stays cheap.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TextIO
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.client import OrchestratorClient, Task, Workflow
+
+FULL_SCAN_LIMIT = 2000
+#: How each status is coloured on a terminal.
+STATUS_STYLES = {
+    "Pending": "dim",
+    "Running": "cyan",
+    "Completed": "green",
+    "Failed": "red",
+    "Cancelled": "yellow",
+    "Retrying": "magenta",
+    "RollingBack": "magenta",
+    "RolledBack": "yellow",
+}
+_RUNNING_SHOWN = 8
+_DETAIL_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The workflow as it ended, with the tasks seen in the last poll."""
+
+    workflow: Workflow
+    tasks: list[Task]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.workflow.status == "Completed"
+
+    @property
+    def failed_tasks(self) -> list[Task]:
+        return [t for t in self.tasks if t.status == "Failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One observed task state change, in the words a person reads."""
+
+    task: Task
+    #: A task status, or "Retrying" for a failed attempt that will be tried again.
+    state: str
+    detail: str
+    at: datetime
+
+
+def watch(
+    client: OrchestratorClient,
+    workflow_id: str,
+    *,
+    console: Console,
+    out: TextIO | None = None,
+    interval: float = 0.3,
+) -> Outcome:
+    """Follow the workflow until its status is final; return how it ended.
+
+    The live display is used when `console` is a terminal; otherwise lines go to `out`
+    (default stdout), flushed one by one. API errors propagate (`ApiError`,
+    `Unreachable`), and so does `KeyboardInterrupt`, with the display closed cleanly.
+    """
+    if console.is_terminal:
+        return _watch_live(client, workflow_id, console, interval)
+    return _watch_plain(client, workflow_id, out or sys.stdout, interval)
+
+
+class ChangeLog:
+    """Remembers each task's last (status, attempts) and reports what differs."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[str, int]] = {}
+
+    def changes(self, tasks: Iterable[Task]) -> list[Change]:
+        found: list[Change] = []
+        for task in tasks:
+            state = _state(task)
+            key = (state, task.attempts)
+            previous = self._seen.get(task.id, ("Pending", 0))
+            self._seen[task.id] = key
+            if key != previous and state != "Pending":
+                found.append(Change(task, state, _detail(task, state), _when(task, state)))
+        found.sort(key=lambda c: c.at)
+        return found
+
+
+def poll(client: OrchestratorClient, workflow_id: str) -> tuple[Workflow, list[Task]]:
+    """The workflow, then its tasks (read after it, so a final workflow has final tasks)."""
+    workflow = client.get_workflow(workflow_id)
+    if workflow.total_tasks <= FULL_SCAN_LIMIT:
+        return workflow, client.all_tasks(workflow_id=workflow_id)
+    running = client.list_tasks(workflow_id=workflow_id, status="Running", limit=1000).items
+    return workflow, running + client.all_tasks(workflow_id=workflow_id, status="Failed")
+
+
+def _watch_plain(
+    client: OrchestratorClient, workflow_id: str, out: TextIO, interval: float
+) -> Outcome:
+    log = ChangeLog()
+    last_status = ""
+    while True:
+        workflow, tasks = poll(client, workflow_id)
+        # (when, rank, line): a workflow starts before its tasks and ends after them.
+        lines = [
+            (c.at, 1, f"{_clock(c.at)} {c.state:<9} {c.task.name}  {c.detail}")
+            for c in log.changes(tasks)
+        ]
+        if workflow.status != last_status:
+            last_status = workflow.status
+            at = _workflow_when(workflow)
+            counts = f"{workflow.finished_tasks}/{workflow.total_tasks} tasks"
+            line = f"{_clock(at)} workflow  {workflow.status:<9} {workflow.name}  {counts}"
+            lines.append((at, 2 if workflow.is_final else 0, line))
+        for _, _, line in sorted(lines, key=lambda entry: entry[:2]):
+            print(line, file=out)
+        out.flush()
+        if workflow.is_final:
+            return Outcome(workflow, tasks)
+        time.sleep(interval)
+
+
+def _watch_live(
+    client: OrchestratorClient, workflow_id: str, console: Console, interval: float
+) -> Outcome:
+    log = ChangeLog()
+    workflow, tasks = poll(client, workflow_id)
+    with Live(_panel(workflow, tasks), console=console, transient=False) as live:
+        while True:
+            for change in log.changes(tasks):
+                if change.state in ("Retrying", "Failed"):
+                    style = STATUS_STYLES[change.state]
+                    line = Text.assemble(
+                        (f"{change.state:<9} ", style), (change.task.name, "bold"), "  "
+                    )
+                    line.append(change.detail)
+                    live.console.print(line)
+            live.update(_panel(workflow, tasks))
+            if workflow.is_final:
+                return Outcome(workflow, tasks)
+            time.sleep(interval)
+            workflow, tasks = poll(client, workflow_id)
+
+
+def _panel(workflow: Workflow, tasks: list[Task]) -> RenderableType:
+    header = Text.assemble(
+        (workflow.name, "bold"),
+        f"  {workflow.id}  ",
+        (workflow.status, STATUS_STYLES.get(workflow.status, "")),
+    )
+    if workflow.check_mode:
+        header.append("  (check mode: nothing is changed)", "dim")
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(
+        ProgressBar(
+            total=max(workflow.total_tasks, 1), completed=workflow.finished_tasks, width=40
+        ),
+        f"{workflow.finished_tasks}/{workflow.total_tasks} tasks",
+        _elapsed(workflow),
+    )
+    counts = Text("  ".join(f"{s} {n}" for s, n in sorted(workflow.task_counts.items())))
+    running = [t for t in tasks if t.status == "Running"]
+    lines: list[RenderableType] = [header, bar, counts]
+    if running:
+        names = ", ".join(_running_name(t) for t in running[:_RUNNING_SHOWN])
+        more = len(running) - _RUNNING_SHOWN
+        lines.append(
+            Text("running: ", "cyan") + Text(names + (f" +{more} more" if more > 0 else ""))
+        )
+    return Group(*lines)
+
+
+def _state(task: Task) -> str:
+    if task.status == "Pending" and task.attempts > 0 and task.error:
+        return "Retrying"
+    return task.status
+
+
+def _detail(task: Task, state: str) -> str:
+    attempt = f"attempt {task.attempts}/{task.max_attempts}"
+    if state == "Running":
+        return attempt
+    if state == "Completed":
+        return _one_line(task.output or "")
+    if state == "Retrying":
+        return f"{attempt} failed, will retry: {_one_line(task.error or '')}"
+    if state == "Failed":
+        return f"{attempt}: {_one_line(task.error or 'no error message')}"
+    return _one_line(task.error or "")
+
+
+def _when(task: Task, state: str) -> datetime:
+    stamp = task.started_at if state == "Running" else task.completed_at
+    return stamp or datetime.now(UTC)
+
+
+def _workflow_when(workflow: Workflow) -> datetime:
+    if workflow.is_final and workflow.completed_at is not None:
+        return workflow.completed_at
+    return workflow.started_at or workflow.created_at
+
+
+def _running_name(task: Task) -> str:
+    return task.name if task.attempts <= 1 else f"{task.name} (attempt {task.attempts})"
+
+
+def _elapsed(workflow: Workflow) -> str:
+    if workflow.started_at is None:
+        return "waiting"
+    end = workflow.completed_at or datetime.now(UTC)
+    return format_duration((end - workflow.started_at).total_seconds())
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _DETAIL_CHARS else flat[: _DETAIL_CHARS - 1] + "…"
+
+
+def _clock(at: datetime) -> str:
+    return at.astimezone().strftime("%H:%M:%S")
+
+
+def format_duration(seconds: float) -> str:
+    """`0.42s`, `12.3s`, `4m05s`, `2h03m`: short enough for a table column."""
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -1,0 +1,180 @@
+"""The orchestrator as one object: settings, store, providers and executor, wired.
+
+Controllers call this; it validates a `WorkflowSpec` (graph and provider instances),
+stores it in one transaction and hands it to the executor.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orchestrator.errors import InvalidInput
+from orchestrator.executor import Executor
+from orchestrator.graph import build_graph, topological_order
+from orchestrator.ids import new_id
+from orchestrator.planner import TaskSpec, WorkflowSpec
+from orchestrator.settings import Settings
+from orchestrator.store.engine import create_engine, ensure_schema
+from orchestrator.store.journal import utcnow
+from orchestrator.store.workflows import StoredWorkflow, insert_workflow
+from providers.base import Provider
+from providers.registry import build_instances
+
+log = structlog.get_logger(__name__)
+
+
+class AlreadyRunning(Exception):
+    """Another orchestrator process owns this embedded database."""
+
+
+class Orchestrator:
+    def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or create_engine(settings)
+        self.instance_types = {name: str(t["type"]) for name, t in settings.providers.items()}
+        self.providers: dict[str, Provider] = build_instances(
+            {
+                name: {k: v for k, v in table.items() if k != "max_concurrent"}
+                for name, table in settings.providers.items()
+            }
+        )
+        limits = {
+            name: int(table["max_concurrent"])
+            for name, table in settings.providers.items()
+            if "max_concurrent" in table
+        }
+        self.executor = Executor(
+            self.engine,
+            self.providers,
+            settings.executor,
+            workspace=settings.workspace,
+            provider_limits=limits,
+        )
+        self._lock: IO[str] | None = None
+
+    async def start(self) -> None:
+        if self.settings.is_sqlite:
+            self._lock = _lock_data_dir(Path(self.settings.data_dir))
+        await ensure_schema(self.engine, self.settings)
+        await self.executor.start()
+        log.info("orchestrator started", worker=self.executor.worker_id)
+
+    async def stop(self) -> None:
+        await self.executor.stop()
+        await self.engine.dispose()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    async def submit(self, spec: WorkflowSpec, owner: str | None = None) -> str:
+        """Validate, store and start a workflow; return its id."""
+        if not spec.tasks:
+            raise InvalidInput("the workflow has no tasks")
+        graph = build_graph([(t.name, t.dependencies) for t in spec.tasks])
+        for index, task in enumerate(spec.tasks):
+            if task.provider not in self.providers:
+                raise InvalidInput(
+                    f"tasks[{index}].provider: '{task.provider}' is not a configured provider "
+                    f"instance (configured: {', '.join(sorted(self.providers))})"
+                )
+        order = {name: i for i, name in enumerate(topological_order(graph))}
+        parallel_limit = spec.parallel_limit or self.settings.executor.default_parallel_limit
+        if parallel_limit < 1:
+            raise InvalidInput("parallel_limit must be at least 1")
+        now = utcnow()
+        workflow_id = new_id()
+        workflow = {
+            "id": workflow_id,
+            "kind": spec.kind,
+            "name": spec.name,
+            "status": "Pending",
+            "parallel_limit": parallel_limit,
+            "rollback_enabled": spec.rollback_enabled,
+            "check_mode": spec.check_mode,
+            "owner": owner,
+            "spec": spec.request,
+            "error": None,
+            "created_at": now,
+            "started_at": None,
+            "completed_at": None,
+        }
+        ids = {t.name: new_id() for t in spec.tasks}
+        rows = [self._task_row(t, ids[t.name], workflow_id, order[t.name], now) for t in spec.tasks]
+        edges = [(ids[t.name], ids[d]) for t in spec.tasks for d in t.dependencies]
+        await insert_workflow(self.engine, workflow, rows, edges)
+        stored = StoredWorkflow(
+            workflow,
+            sorted(rows, key=lambda r: r["position"]),
+            {ids[t.name]: [ids[d] for d in t.dependencies] for t in spec.tasks},
+        )
+        await self.executor.submit(stored)
+        return workflow_id
+
+    def _task_row(
+        self, task: TaskSpec, task_id: str, workflow_id: str, position: int, now: Any
+    ) -> dict[str, Any]:
+        retry = self.settings.executor.retry
+        timeout = (
+            task.timeout if task.timeout is not None else self.settings.executor.default_timeout
+        )
+        return {
+            "id": task_id,
+            "workflow_id": workflow_id,
+            "operation_id": task.operation_id,
+            "position": position,
+            "name": task.name,
+            "command": task.command or f"{task.provider} {task.action}",
+            "args": task.args,
+            "provider": task.provider,
+            "action": task.action,
+            "params": task.params,
+            "status": "Pending",
+            "pending_dependencies": len(task.dependencies),
+            "attempts": 0,
+            "max_attempts": task.max_attempts or retry.max_attempts,
+            "retry_initial_delay": (
+                task.retry_initial_delay
+                if task.retry_initial_delay is not None
+                else retry.initial_delay
+            ),
+            "retry_max_delay": (
+                task.retry_max_delay if task.retry_max_delay is not None else retry.max_delay
+            ),
+            "timeout": timeout or None,
+            "progress": 0.0,
+            "output": None,
+            "error": None,
+            "result": None,
+            "compensates": None,
+            "not_before": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "handle": None,
+            "created_at": now,
+            "started_at": None,
+            "completed_at": None,
+        }
+
+
+def _lock_data_dir(data_dir: Path) -> IO[str]:
+    """One orchestrator per embedded database: two would both resume the same tasks."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = (data_dir / "orchestrator.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.close()
+        raise AlreadyRunning(
+            f"another orchestrator is already running on {data_dir} "
+            "(use PostgreSQL to run several workers on one database)"
+        ) from exc
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle

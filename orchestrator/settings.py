@@ -1,0 +1,192 @@
+"""One typed settings object, loaded from a TOML file and `PROVISIONING_*` variables.
+
+Precedence, lowest first: built-in defaults, the TOML file (`--config`, else
+`$PROVISIONING_CONFIG`, else `./provisioning.toml` when it exists), then environment
+variables. A variable names a top-level key (`PROVISIONING_DATA_DIR`) or a key in a table
+with a double underscore (`PROVISIONING_SERVER__PORT=9091`,
+`PROVISIONING_EXECUTOR__GLOBAL_LIMIT=4`); its value is read as TOML when it parses as a
+TOML value (numbers, booleans, arrays) and as a string otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ENV_PREFIX = "PROVISIONING_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 9090
+    #: Request bodies larger than this get 413.
+    max_body_bytes: int = 1_048_576
+    #: How long a request with `wait: true` is held before answering (seconds).
+    wait_timeout: float = 300.0
+    log_format: str = "auto"  # auto | console | json
+    log_level: str = "info"
+
+
+class ControlCenterSettings(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 9080
+
+
+class RetrySettings(msgspec.Struct, forbid_unknown_fields=True):
+    """The default retry policy (the seed system's): 3 attempts, exponential, 5 s → 300 s."""
+
+    max_attempts: int = 3
+    initial_delay: float = 5.0
+    max_delay: float = 300.0
+    multiplier: float = 2.0
+    jitter: float = 0.1  # ± fraction of each delay
+
+
+class ExecutorSettings(msgspec.Struct, forbid_unknown_fields=True):
+    #: Tasks running at once across every workflow.
+    global_limit: int = 32
+    #: A workflow's `parallel_limit` when it gives none.
+    default_parallel_limit: int = 8
+    #: Tasks running at once on one provider instance, unless the instance sets
+    #: `max_concurrent`.
+    provider_limit: int = 16
+    #: Per-task timeout when the task gives none (seconds; 0 means none).
+    default_timeout: float = 3600.0
+    retry: RetrySettings = msgspec.field(default_factory=RetrySettings)
+
+
+class SqliteSettings(msgspec.Struct, forbid_unknown_fields=True):
+    #: NORMAL survives a crash of the process (kill -9); FULL also survives power loss.
+    synchronous: str = "NORMAL"
+
+
+def _default_providers() -> dict[str, dict[str, Any]]:
+    # The seed's cloud names map to the shipped simulated cloud, so every example runs on
+    # a fresh machine; pointing them at a real cloud is a change of `type`.
+    return {
+        "upcloud": {"type": "sim", "latency": 0.2, "seed": 1},
+        "aws": {"type": "sim", "latency": 0.2, "seed": 2},
+        "local": {"type": "local"},
+    }
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "provisioning")
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    data_dir: str = msgspec.field(default_factory=_default_data_dir)
+    #: Empty means the embedded SQLite database `<data_dir>/provisioning.db`.
+    database_url: str = ""
+    #: Where `infra` directories live: `<workspace_root>/infra/<name>/`.
+    workspace_root: str = "."
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    control_center: ControlCenterSettings = msgspec.field(default_factory=ControlCenterSettings)
+    executor: ExecutorSettings = msgspec.field(default_factory=ExecutorSettings)
+    sqlite: SqliteSettings = msgspec.field(default_factory=SqliteSettings)
+    providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=_default_providers)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{Path(self.data_dir).resolve() / 'provisioning.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def workspace(self) -> Path:
+        return Path(self.workspace_root).resolve()
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if not all(path):
+            continue
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _env_value(raw)
+    return tree
+
+
+def _config_file(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:
+    if explicit is not None:
+        return Path(explicit)
+    if environ.get(ENV_PREFIX + "CONFIG"):
+        return Path(environ[ENV_PREFIX + "CONFIG"])
+    local = Path("provisioning.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(
+    config_file: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings; raise `ConfigError` naming the offending key."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    path = _config_file(config_file, environ)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
+    data = _merge(data, _from_environment(environ))
+    if "providers" in data:
+        # A configured provider table replaces the defaults one instance at a time.
+        data["providers"] = _merge(_default_providers(), data["providers"])
+    try:
+        settings = msgspec.convert(data, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    ex = settings.executor
+    for key in ("global_limit", "default_parallel_limit", "provider_limit"):
+        if getattr(ex, key) < 1:
+            raise ConfigError(f"executor.{key} must be at least 1")
+    if ex.retry.max_attempts < 1:
+        raise ConfigError("executor.retry.max_attempts must be at least 1")
+    if settings.sqlite.synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        raise ConfigError("sqlite.synchronous must be one of OFF, NORMAL, FULL, EXTRA")
+    for name, table in settings.providers.items():
+        if not isinstance(table, dict) or "type" not in table:
+            raise ConfigError(f'providers.{name} needs a `type` (for example type = "sim")')

@@ -1,0 +1,1 @@
+"""The store owns SQL: tables, schema upgrades and every query the apps run."""

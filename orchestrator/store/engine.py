@@ -1,0 +1,89 @@
+"""Opening the database and keeping its schema current.
+
+The embedded SQLite database is created and upgraded on start; any other database
+must be upgraded explicitly with `provisioning db upgrade`, and the service refuses to
+start on an outdated schema with a message naming that command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from orchestrator.settings import Settings
+
+MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
+
+
+class SchemaNotCurrent(Exception):
+    """The database's schema is not the one this version of the code expects."""
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = settings.resolved_database_url
+    if settings.is_sqlite:
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        synchronous = settings.sqlite.synchronous.upper()
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["url"] = url
+    return config
+
+
+def _head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _upgrade_on(connection: Connection, url: str) -> None:
+    config = alembic_config(url)
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest revision (idempotent)."""
+    url = engine.url.render_as_string(hide_password=False)
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade_on, url)
+
+
+async def ensure_schema(engine: AsyncEngine, settings: Settings) -> None:
+    """Upgrade the embedded database; refuse to run on an outdated external one."""
+    if settings.is_sqlite:
+        await upgrade(engine)
+        return
+    async with engine.connect() as connection:
+        current = await connection.run_sync(_current_revision)
+    head = _head_revision()
+    if current != head:
+        raise SchemaNotCurrent(
+            f"the database schema is at revision {current or 'none'}, this version needs "
+            f"{head}; run `provisioning db upgrade` (with the same configuration) first"
+        )

@@ -1,0 +1,262 @@
+"""Group commit of executor transitions.
+
+The executor records a transition (a task's new state, a workflow's new state, the event
+that tells of it, the resources a provider changed) and awaits `flush()` before anything
+may depend on it. Everything recorded while one transaction is being written goes into
+the next, so under load many transitions share one commit, and a lone transition is
+written at once. A task row and the event recording its change always land in the same
+transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from orchestrator.ids import new_id
+from orchestrator.store.models import Event, Resource, Task, TaskDependency, Workflow
+from providers.base import ResourceChange
+
+TASK_STATE_COLUMNS = (
+    "status",
+    "attempts",
+    "progress",
+    "output",
+    "error",
+    "result",
+    "not_before",
+    "lease_owner",
+    "lease_expires_at",
+    "handle",
+    "started_at",
+    "completed_at",
+)
+WORKFLOW_STATE_COLUMNS = ("status", "error", "started_at", "completed_at")
+
+
+_update_task = (
+    update(Task)
+    .where(Task.id == bindparam("b_id"))
+    .values({c: bindparam(f"b_{c}") for c in TASK_STATE_COLUMNS})
+)
+_update_workflow = (
+    update(Workflow)
+    .where(Workflow.id == bindparam("b_id"))
+    .values({c: bindparam(f"b_{c}") for c in WORKFLOW_STATE_COLUMNS})
+)
+# A completed task releases its dependents: the counter a claim query filters on.
+_release_dependents = (
+    update(Task)
+    .where(
+        Task.id.in_(
+            select(TaskDependency.task_id)
+            .where(TaskDependency.depends_on == bindparam("b_done"))
+            .scalar_subquery()
+        )
+    )
+    .values(pending_dependencies=Task.pending_dependencies - 1)
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class ResourceWrite:
+    provider: str
+    workflow_id: str
+    task_id: str
+    change: ResourceChange
+
+
+class JournalError(Exception):
+    """A batch of transitions could not be written; the executor must stop."""
+
+
+class Journal:
+    """Collects transitions and writes them in as few transactions as it can."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._tasks: dict[str, dict[str, Any]] = {}
+        self._workflows: dict[str, dict[str, Any]] = {}
+        self._events: list[dict[str, Any]] = []
+        self._released: list[str] = []
+        self._resources: list[ResourceWrite] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._inflight: asyncio.Future[None] | None = None
+        self.commits = 0
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._run(), name="journal-writer")
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+
+    # -- recording -------------------------------------------------------------------
+
+    def task(self, task_id: str, state: dict[str, Any]) -> None:
+        self._tasks[task_id] = state
+        self._wake.set()
+
+    def workflow(self, workflow_id: str, state: dict[str, Any]) -> None:
+        self._workflows[workflow_id] = state
+        self._wake.set()
+
+    def event(
+        self,
+        type_: str,
+        data: dict[str, Any],
+        workflow_id: str | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        self._events.append(
+            {
+                "at": utcnow(),
+                "type": type_,
+                "workflow_id": workflow_id,
+                "task_id": task_id,
+                "data": data,
+            }
+        )
+        self._wake.set()
+
+    def release_dependents(self, task_id: str) -> None:
+        self._released.append(task_id)
+
+    def resource(self, write: ResourceWrite) -> None:
+        self._resources.append(write)
+
+    def _has_pending(self) -> bool:
+        return bool(self._tasks or self._workflows or self._events or self._resources)
+
+    async def flush(self) -> None:
+        """Return once everything recorded so far is committed."""
+        if self._failure is not None:
+            raise JournalError("the journal writer has stopped") from self._failure
+        if not self._has_pending():
+            if self._inflight is not None:
+                await asyncio.shield(self._inflight)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._wake.set()
+        await future
+
+    # -- writing ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._has_pending():
+                continue
+            batch = self._take()
+            waiters, self._waiters = self._waiters, []
+            inflight = asyncio.get_running_loop().create_future()
+            self._inflight = inflight
+            try:
+                async with self._engine.begin() as connection:
+                    await self._write(connection, *batch)
+                self.commits += 1
+            except Exception as exc:
+                self._failure = exc
+                error = JournalError(f"could not persist transitions: {exc}")
+                for waiter in [*waiters, inflight]:
+                    waiter.set_exception(error)
+                raise
+            finally:
+                self._inflight = None
+            for waiter in [*waiters, inflight]:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _take(
+        self,
+    ) -> tuple[
+        list[dict[str, Any]],
+        list[dict[str, Any]],
+        list[dict[str, Any]],
+        list[str],
+        list[ResourceWrite],
+    ]:
+        tasks = [
+            {"b_id": tid, **{f"b_{c}": state[c] for c in TASK_STATE_COLUMNS}}
+            for tid, state in self._tasks.items()
+        ]
+        workflows = [
+            {"b_id": wid, **{f"b_{c}": state[c] for c in WORKFLOW_STATE_COLUMNS}}
+            for wid, state in self._workflows.items()
+        ]
+        batch = (tasks, workflows, self._events, self._released, self._resources)
+        self._tasks, self._workflows, self._events = {}, {}, []
+        self._released, self._resources = [], []
+        return batch
+
+    async def _write(
+        self,
+        connection: AsyncConnection,
+        tasks: list[dict[str, Any]],
+        workflows: list[dict[str, Any]],
+        events: list[dict[str, Any]],
+        released: list[str],
+        resources: list[ResourceWrite],
+    ) -> None:
+        if tasks:
+            await connection.execute(_update_task, tasks)
+        if released:
+            await connection.execute(_release_dependents, [{"b_done": t} for t in released])
+        if workflows:
+            await connection.execute(_update_workflow, workflows)
+        for write in resources:
+            await _write_resource(connection, write)
+        if events:
+            await connection.execute(insert(Event), events)
+
+
+async def _write_resource(connection: AsyncConnection, write: ResourceWrite) -> None:
+    change = write.change
+    key = (
+        (Resource.provider == write.provider)
+        & (Resource.kind == change.kind)
+        & (Resource.name == change.name)
+    )
+    if change.op == "delete":
+        await connection.execute(delete(Resource).where(key))
+        return
+    now = utcnow()
+    values = {
+        "provider": write.provider,
+        "kind": change.kind,
+        "name": change.name,
+        "status": change.status,
+        "workflow_id": write.workflow_id,
+        "task_id": write.task_id,
+        "data": change.data,
+        "updated_at": now,
+    }
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(Resource).values(id=new_id(), created_at=now, **values)
+    statement = statement.on_conflict_do_update(
+        index_elements=["provider", "kind", "name"],
+        set_={k: statement.excluded[k] for k in values if k not in ("provider", "kind", "name")},
+    )
+    await connection.execute(statement)
+
+
+async def max_event_seq(connection: AsyncConnection) -> int:
+    return int((await connection.execute(select(func.max(Event.seq)))).scalar() or 0)

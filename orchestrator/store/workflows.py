@@ -1,0 +1,237 @@
+"""Queries on workflows, tasks and resources (everything but the executor's hot path)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orchestrator.store.journal import utcnow
+from orchestrator.store.models import Event, Resource, Task, TaskDependency, Workflow
+
+ACTIVE_WORKFLOW_STATUSES = ("Pending", "Running", "RollingBack")
+
+
+@dataclass(slots=True)
+class StoredWorkflow:
+    workflow: dict[str, Any]
+    tasks: list[dict[str, Any]]
+    #: task id -> ids of the tasks it depends on
+    dependencies: dict[str, list[str]]
+
+
+async def insert_workflow(
+    engine: AsyncEngine,
+    workflow: dict[str, Any],
+    tasks: Sequence[dict[str, Any]],
+    dependencies: Sequence[tuple[str, str]],
+) -> None:
+    """Store a workflow, its tasks and edges, and the event announcing it, atomically."""
+    async with engine.begin() as connection:
+        await connection.execute(insert(Workflow), [workflow])
+        if tasks:
+            await connection.execute(insert(Task), list(tasks))
+        if dependencies:
+            await connection.execute(
+                insert(TaskDependency),
+                [{"task_id": t, "depends_on": d} for t, d in dependencies],
+            )
+        await connection.execute(
+            insert(Event),
+            [
+                {
+                    "at": utcnow(),
+                    "type": "WorkflowSubmitted",
+                    "workflow_id": workflow["id"],
+                    "task_id": None,
+                    "data": {
+                        "workflow_id": workflow["id"],
+                        "kind": workflow["kind"],
+                        "name": workflow["name"],
+                        "status": workflow["status"],
+                        "tasks": len(tasks),
+                    },
+                }
+            ],
+        )
+
+
+async def load_unfinished(engine: AsyncEngine) -> list[StoredWorkflow]:
+    """Every workflow that has not reached a terminal state, with its graph."""
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                select(Workflow.__table__).where(Workflow.status.in_(ACTIVE_WORKFLOW_STATUSES))
+            )
+        ).mappings()
+        workflows = {row["id"]: StoredWorkflow(dict(row), [], {}) for row in rows}
+        if not workflows:
+            return []
+        ids = list(workflows)
+        task_rows = await connection.execute(
+            select(Task.__table__).where(Task.workflow_id.in_(ids)).order_by(Task.position)
+        )
+        owner: dict[str, StoredWorkflow] = {}
+        for task in task_rows.mappings():
+            stored = workflows[task["workflow_id"]]
+            stored.tasks.append(dict(task))
+            stored.dependencies[task["id"]] = []
+            owner[task["id"]] = stored
+        dep_rows = await connection.execute(
+            select(TaskDependency.task_id, TaskDependency.depends_on)
+            .join(Task, Task.id == TaskDependency.task_id)
+            .where(Task.workflow_id.in_(ids))
+        )
+        for task_id, depends_on in dep_rows:
+            owner[task_id].dependencies[task_id].append(depends_on)
+    return list(workflows.values())
+
+
+async def list_tasks(
+    engine: AsyncEngine,
+    *,
+    status: str | None,
+    workflow_id: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[dict[str, Any]], int]:
+    conditions = []
+    if status is not None:
+        conditions.append(Task.status == status)
+    if workflow_id is not None:
+        conditions.append(Task.workflow_id == workflow_id)
+    async with engine.connect() as connection:
+        total = (
+            await connection.execute(select(func.count()).select_from(Task).where(*conditions))
+        ).scalar_one()
+        rows = (
+            await connection.execute(
+                select(Task.__table__)
+                .where(*conditions)
+                .order_by(Task.created_at, Task.workflow_id, Task.position)
+                .limit(limit)
+                .offset(offset)
+            )
+        ).mappings()
+        tasks = [dict(row) for row in rows]
+        await _attach_dependency_names(connection, tasks)
+    return tasks, int(total)
+
+
+async def get_task(engine: AsyncEngine, task_id: str) -> dict[str, Any] | None:
+    async with engine.connect() as connection:
+        row = (
+            (await connection.execute(select(Task.__table__).where(Task.id == task_id)))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        task = dict(row)
+        await _attach_dependency_names(connection, [task])
+    return task
+
+
+async def _attach_dependency_names(connection: Any, tasks: list[dict[str, Any]]) -> None:
+    if not tasks:
+        return
+    ids = [t["id"] for t in tasks]
+    found: dict[str, list[str]] = defaultdict(list)
+    rows = await connection.execute(
+        select(TaskDependency.task_id, TaskDependency.depends_on).where(
+            TaskDependency.task_id.in_(ids)
+        )
+    )
+    for task_id, depends_on in rows:
+        found[task_id].append(depends_on)
+    for task in tasks:
+        task["dependencies"] = sorted(found.get(task["id"], []))
+
+
+async def get_workflow(engine: AsyncEngine, workflow_id: str) -> dict[str, Any] | None:
+    async with engine.connect() as connection:
+        row = (
+            (await connection.execute(select(Workflow.__table__).where(Workflow.id == workflow_id)))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        workflow = dict(row)
+        counts = await connection.execute(
+            select(Task.status, func.count())
+            .where(Task.workflow_id == workflow_id)
+            .group_by(Task.status)
+        )
+        workflow["task_counts"] = {status: int(n) for status, n in counts}
+    return workflow
+
+
+async def get_resource(
+    engine: AsyncEngine, provider: str, kind: str, name: str
+) -> dict[str, Any] | None:
+    async with engine.connect() as connection:
+        row = (
+            (
+                await connection.execute(
+                    select(Resource.__table__).where(
+                        Resource.provider == provider, Resource.kind == kind, Resource.name == name
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+    return None if row is None else dict(row)
+
+
+async def list_resources(engine: AsyncEngine, provider: str, kind: str) -> list[dict[str, Any]]:
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                select(Resource.__table__)
+                .where(Resource.provider == provider, Resource.kind == kind)
+                .order_by(Resource.name)
+            )
+        ).mappings()
+        return [dict(row) for row in rows]
+
+
+async def list_workflows(
+    engine: AsyncEngine, *, status: str | None, kind: str | None, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    conditions = []
+    if status is not None:
+        conditions.append(Workflow.status == status)
+    if kind is not None:
+        conditions.append(Workflow.kind == kind)
+    async with engine.connect() as connection:
+        total = (
+            await connection.execute(select(func.count()).select_from(Workflow).where(*conditions))
+        ).scalar_one()
+        rows = (
+            await connection.execute(
+                select(Workflow.__table__)
+                .where(*conditions)
+                .order_by(Workflow.created_at.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+        ).mappings()
+        workflows = [dict(row) for row in rows]
+        if workflows:
+            counts = await connection.execute(
+                select(Task.workflow_id, Task.status, func.count())
+                .where(Task.workflow_id.in_([w["id"] for w in workflows]))
+                .group_by(Task.workflow_id, Task.status)
+            )
+            by_id: dict[str, dict[str, int]] = defaultdict(dict)
+            for workflow_id, task_status, n in counts:
+                by_id[workflow_id][task_status] = int(n)
+            for workflow in workflows:
+                workflow["task_counts"] = by_id.get(workflow["id"], {})
+    return workflows, int(total)

@@ -1,0 +1,363 @@
+"""Run commands on the orchestrator's host, confined to the task's workspace.
+
+One action, `run`, executes an argument list (never a shell) in its own session, so
+that the whole process group can be stopped on cancellation, on timeout, or by a later
+orchestrator through `reap`. Output (stdout and stderr interleaved) is kept up to a
+bound, tail first. Processes the command leaves running in the background once it has
+exited are not killed, as a shell would not kill them.
+
+`PR_SET_PDEATHSIG` is deliberately not used: any `preexec_fn` makes CPython fork
+instead of vfork, which made spawning about three times slower; `reap` covers the case
+of an orchestrator that died while a command ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeGuard
+
+from providers.base import (
+    JSON,
+    ActionCall,
+    ActionResult,
+    PermanentProviderError,
+    ProviderConfigError,
+    ProviderError,
+)
+
+_CONFIG_KEYS = frozenset({"inherit_env", "max_output_bytes", "kill_grace"})
+_COMMAND_KEYS = frozenset({"command", "args", "env", "cwd"})
+_MINIMAL_ENV = ("PATH", "HOME", "LANG")
+_DRAIN_SECONDS = 0.5  # how long output is still read once the command has exited
+_POLL_SECONDS = 0.05
+_ERROR_TAIL_LINES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: Path
+    explicit_cwd: bool
+
+
+class _Capture(asyncio.SubprocessProtocol):
+    """Keeps the last `limit` bytes of output; tells when the process exits."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self.tail = bytearray()
+        self.total = 0
+        self.limit = limit
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.drained: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        chunk = data.encode() if isinstance(data, str) else data
+        self.total += len(chunk)
+        self.tail += chunk
+        if len(self.tail) > self.limit:
+            del self.tail[: len(self.tail) - self.limit]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if not self.drained.done():
+            self.drained.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def text(self) -> str:
+        body = self.tail.decode("utf-8", errors="replace")
+        dropped = self.total - len(self.tail)
+        return f"[output truncated: {dropped} earlier bytes dropped]\n{body}" if dropped else body
+
+
+@dataclass(slots=True)
+class _Running:
+    pid: int
+    cancelled: bool = False
+
+
+class LocalProvider:
+    """Runs `run` actions as local processes.
+
+    Config: `inherit_env` (default true: the command sees the orchestrator's whole
+    environment; false: only PATH, HOME and LANG), `max_output_bytes` (default 64 KiB,
+    the tail is kept), `kill_grace` (default 2 s between SIGTERM and SIGKILL).
+
+    Params of `run`: `command` (required), `args` (list of strings), `env` (merged over
+    the inherited environment), `cwd` (relative to the workspace, which it may not
+    leave, symlinks included), `undo` (a command of the same shape, run by `compensate`).
+    """
+
+    type_name: ClassVar[str] = "local"
+
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        unknown = sorted(set(config) - _CONFIG_KEYS)
+        if unknown:
+            raise ProviderConfigError(f"unknown settings {unknown}")
+        inherit = config.get("inherit_env", True)
+        limit = config.get("max_output_bytes", 64 * 1024)
+        grace = config.get("kill_grace", 2.0)
+        if not isinstance(inherit, bool):
+            raise ProviderConfigError("inherit_env must be a boolean")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ProviderConfigError("max_output_bytes must be a positive integer")
+        if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
+            raise ProviderConfigError("kill_grace must be >= 0")
+        self.name = name
+        self.inherit_env = inherit
+        self.max_output_bytes = limit
+        self.kill_grace = float(grace)
+        self._running: dict[str, _Running] = {}
+
+    async def apply(self, call: ActionCall) -> ActionResult:
+        """Run the command; exit status 0 succeeds, anything else raises `ProviderError`."""
+        command, undo = self._parse_call(call)
+        output, pid = await self._run(call.task_id, command, call.on_handle)
+        return ActionResult(
+            output=output, result={"exit_code": 0, "pid": pid}, reversible=undo is not None
+        )
+
+    async def compensate(self, call: ActionCall, applied: ActionResult) -> ActionResult:
+        """Run the `undo` command; without one the run is irreversible."""
+        _, undo = self._parse_call(call)
+        if undo is None:
+            raise PermanentProviderError("irreversible: the command was given no `undo`")
+        output, pid = await self._run(call.task_id, undo, call.on_handle)
+        return ActionResult(output=output, result={"exit_code": 0, "pid": pid}, reversible=False)
+
+    async def check(self, call: ActionCall) -> ActionResult:
+        """Validate the params and say what would run; nothing is executed."""
+        command, undo = self._parse_call(call)
+        for cmd in (command, undo):
+            if cmd is not None and _resolve_executable(cmd) is None:
+                raise PermanentProviderError(f"command not found: {cmd.argv[0]!r}")
+        return ActionResult(
+            output=f"would run: {shlex.join(command.argv)}",
+            result={"argv": list(command.argv), "cwd": str(command.cwd)},
+            reversible=undo is not None,
+        )
+
+    async def cancel(self, task_id: str) -> None:
+        """Stop the task's running command (its whole process group), if any."""
+        running = self._running.get(task_id)
+        if running is not None:
+            running.cancelled = True
+            await self._kill_group(running.pid)
+
+    async def reap(self, handle: JSON) -> None:
+        """Stop the process group a previous orchestrator recorded, if it is still that one.
+
+        The group leader is matched by pid and start time (so a reused pid is left alone). If the
+        leader is gone, group members left behind are stopped when all of them started
+        after it. A handle without a start time, or a group already gone, is a no-op.
+        """
+        pid, start = handle.get("pid"), handle.get("start_time")
+        pgid = handle.get("pgid", pid)
+        if not (_is_int(pid) and _is_int(pgid) and _is_int(start)):
+            return
+        leader = _proc_stat(pid)
+        if leader is not None and leader[0] != "Z":
+            if leader[1] == pgid and leader[2] == start:
+                await self._kill_group(pgid)
+            return
+        members = _group_members(pgid)
+        if members and all(started >= start for started in members):
+            await self._kill_group(pgid)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _parse_call(self, call: ActionCall) -> tuple[_Command, _Command | None]:
+        if call.action != "run":
+            raise PermanentProviderError(
+                f"local provider: unsupported action {call.action!r} (supported: run)"
+            )
+        params = dict(call.params)
+        undo = params.pop("undo", None)
+        command = self._parse_command(params, call.workspace, "params")
+        if undo is None:
+            return command, None
+        if not isinstance(undo, Mapping):
+            raise PermanentProviderError("undo must be a table {command, args, env, cwd}")
+        return command, self._parse_command(undo, call.workspace, "undo")
+
+    def _parse_command(self, spec: Mapping[str, Any], workspace: Path, where: str) -> _Command:
+        if "shell" in spec:
+            raise PermanentProviderError("shell is not supported: give `command` and `args`")
+        unknown = sorted(set(spec) - _COMMAND_KEYS)
+        if unknown:
+            raise PermanentProviderError(
+                f"{where}: unknown keys {unknown} (allowed: {sorted(_COMMAND_KEYS)})"
+            )
+        command, args, env = spec.get("command"), spec.get("args", []), spec.get("env", {})
+        if not isinstance(command, str) or not command:
+            raise PermanentProviderError(f"{where}: `command` must be a non-empty string")
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise PermanentProviderError(f"{where}: `args` must be a list of strings")
+        if not isinstance(env, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            raise PermanentProviderError(f"{where}: `env` must map strings to strings")
+        cwd = spec.get("cwd")
+        return _Command(
+            argv=(command, *args),
+            env={**self._base_env(), **env},
+            cwd=_confine(workspace, cwd),
+            explicit_cwd=cwd is not None,
+        )
+
+    def _base_env(self) -> dict[str, str]:
+        if self.inherit_env:
+            return dict(os.environ)
+        env = {k: os.environ[k] for k in _MINIMAL_ENV if k in os.environ}
+        env.setdefault("PATH", os.defpath)
+        return env
+
+    async def _run(
+        self,
+        task_id: str,
+        command: _Command,
+        on_handle: Callable[[JSON], Awaitable[None]] | None,
+    ) -> tuple[str, int]:
+        if not command.explicit_cwd:
+            command.cwd.mkdir(parents=True, exist_ok=True)  # the workspace itself
+        elif not command.cwd.is_dir():
+            raise PermanentProviderError(f"cwd {str(command.cwd)!r} is not a directory")
+        loop = asyncio.get_running_loop()
+        capture = _Capture(loop, self.max_output_bytes)
+        try:
+            transport, _ = await loop.subprocess_exec(
+                lambda: capture,
+                *command.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=command.env,
+                cwd=command.cwd,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise PermanentProviderError(f"command not found: {command.argv[0]!r}") from None
+        except PermissionError:
+            raise PermanentProviderError(
+                f"cannot execute {command.argv[0]!r}: permission denied"
+            ) from None
+        pid = transport.get_pid()
+        running = self._running[task_id] = _Running(pid)
+        try:
+            stat = _proc_stat(pid)  # None: already over, nothing to stop later
+            if on_handle is not None and stat is not None:
+                await on_handle({"pid": pid, "pgid": pid, "start_time": stat[2]})
+            await capture.exited
+            await asyncio.wait([capture.drained], timeout=_DRAIN_SECONDS)
+        except BaseException:
+            await self._kill_group(pid)
+            await asyncio.wait([capture.exited], timeout=1.0)  # let asyncio reap the leader
+            raise
+        finally:
+            if self._running.get(task_id) is running:
+                del self._running[task_id]
+            transport.close()
+        status = transport.get_returncode()
+        output = capture.text()
+        if status == 0:
+            return output, pid
+        last = "\n".join(output.rstrip().splitlines()[-_ERROR_TAIL_LINES:])
+        if running.cancelled:
+            raise ProviderError(f"command cancelled: {last}")
+        if status is not None and status < 0:
+            raise ProviderError(f"command killed by signal {_signal_name(-status)}: {last}")
+        raise ProviderError(f"command exited with status {status}: {last}")
+
+    async def _kill_group(self, pgid: int) -> None:
+        """SIGTERM the group, wait up to `kill_grace` for it to go, then SIGKILL it."""
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            for _ in range(int(self.kill_grace / _POLL_SECONDS)):
+                if not _group_alive(pgid):
+                    return
+                await asyncio.sleep(_POLL_SECONDS)
+        finally:
+            if _group_alive(pgid):
+                _signal_group(pgid, signal.SIGKILL)
+
+
+def _confine(workspace: Path, cwd: object) -> Path:
+    root = workspace.resolve()
+    if cwd is None:
+        return root
+    if not isinstance(cwd, str) or Path(cwd).is_absolute():
+        raise PermanentProviderError("cwd must be a path relative to the workspace")
+    target = (root / cwd).resolve()
+    if not target.is_relative_to(root):
+        raise PermanentProviderError(f"cwd {cwd!r} escapes the workspace")
+    return target
+
+
+def _resolve_executable(command: _Command) -> str | None:
+    name = command.argv[0]
+    if os.sep in name:
+        path = command.cwd / name
+        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+    return shutil.which(name, path=command.env.get("PATH", os.defpath))
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, process group, start time in clock ticks) from /proc, or None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    return fields[0].decode(), int(fields[2]), int(fields[19])
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Start times of the live (not zombie) processes in a process group."""
+    if not os.path.isdir("/proc"):
+        return []
+    starts = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None and stat[1] == pgid and stat[0] != "Z":
+                starts.append(stat[2])
+    return starts
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not os.path.isdir("/proc"):
+        return True
+    return bool(_group_members(pgid))  # zombies count as gone
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

@@ -1,0 +1,115 @@
+"""Real services for the tests: an orchestrator process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+PROVISIONING = str(Path(sys.executable).parent / "provisioning")
+EXAMPLE_WORKSPACE = REPO / "examples" / "workspace"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fast_sim_env() -> dict[str, str]:
+    """Simulated clouds with little latency, so tests spend their time on real work."""
+    return {
+        "PROVISIONING_PROVIDERS__UPCLOUD__LATENCY": "0.01",
+        "PROVISIONING_PROVIDERS__AWS__LATENCY": "0.01",
+        "PROVISIONING_EXECUTOR__RETRY__INITIAL_DELAY": "0.05",
+        "PROVISIONING_EXECUTOR__RETRY__MAX_DELAY": "0.2",
+    }
+
+
+class OrchestratorProcess:
+    """`provisioning serve` in a subprocess, with its own data directory."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        workspace: Path = EXAMPLE_WORKSPACE,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir / f"server-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "PROVISIONING_DATA_DIR": str(data_dir),
+            "PROVISIONING_WORKSPACE_ROOT": str(workspace),
+            "PROVISIONING_SERVER__PORT": str(self.port),
+            **fast_sim_env(),
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> OrchestratorProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [PROVISIONING, "serve", "orchestrator"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+
+def wait_for_workflow(client: httpx.Client, workflow_id: str, timeout: float = 30.0) -> dict:
+    """Poll `GET /workflows/{id}` until it ends; return the workflow."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workflow = client.get(f"/workflows/{workflow_id}").json()["data"]
+        if workflow["status"] in ("Completed", "Failed", "Cancelled", "RolledBack"):
+            return workflow
+        time.sleep(0.05)
+    raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout}s")

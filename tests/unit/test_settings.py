@@ -1,0 +1,62 @@
+"""Configuration: defaults need no file; TOML then environment override them."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.settings import ConfigError, load_settings
+
+
+def test_defaults_need_no_file_and_map_the_seed_clouds_to_the_simulator(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert settings.server.port == 9090
+    assert settings.control_center.port == 9080
+    assert settings.is_sqlite
+    assert {name: t["type"] for name, t in settings.providers.items()} == {
+        "upcloud": "sim",
+        "aws": "sim",
+        "local": "local",
+    }
+    retry = settings.executor.retry
+    assert (retry.max_attempts, retry.initial_delay, retry.max_delay) == (3, 5.0, 300.0)
+
+
+def test_toml_then_environment_override(tmp_path):
+    config = tmp_path / "p.toml"
+    config.write_text(
+        "[server]\nport = 9999\n[executor]\nglobal_limit = 4\n"
+        '[providers.upcloud]\ntype = "sim"\nlatency = 0\n'
+        '[providers.extra]\ntype = "local"\nmax_concurrent = 2\n'
+    )
+    settings = load_settings(
+        config, environ={"PROVISIONING_SERVER__PORT": "1234", "PROVISIONING_DATA_DIR": "/x"}
+    )
+    assert settings.server.port == 1234
+    assert settings.executor.global_limit == 4
+    assert settings.data_dir == "/x"
+    assert settings.providers["upcloud"]["latency"] == 0
+    assert settings.providers["aws"]["type"] == "sim"  # defaults kept
+    assert settings.providers["extra"]["max_concurrent"] == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server]\nport = 'x'\n", "server.port"),
+        ("[server]\nprot = 1\n", "prot"),
+        ("[executor]\nglobal_limit = 0\n", "executor.global_limit"),
+        ("[providers.x]\nlatency = 1\n", "providers.x needs a `type`"),
+        ("not toml [", "not valid TOML"),
+    ],
+)
+def test_bad_configuration_names_the_key(tmp_path, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("`", ".")):
+        load_settings(config, environ={})
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", environ={})
