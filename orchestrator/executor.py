@@ -30,6 +30,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.ids import new_id
+from orchestrator.rollback import DoneTask, plan_compensations
 from orchestrator.settings import ExecutorSettings
 from orchestrator.store.journal import Journal, ResourceWrite, utcnow
 from orchestrator.store.workflows import (
@@ -37,6 +38,7 @@ from orchestrator.store.workflows import (
     get_resource,
     list_resources,
     load_unfinished,
+    task_row,
 )
 from providers.base import (
     JSON,
@@ -44,6 +46,7 @@ from providers.base import (
     ActionResult,
     PermanentProviderError,
     Provider,
+    ResourceChange,
 )
 
 log = structlog.get_logger(__name__)
@@ -75,7 +78,12 @@ class TaskRun:
     started_at: datetime | None = None
     completed_at: datetime | None = None
     lease_owner: str | None = None
-    dependents: list[TaskRun] = field(default_factory=list)
+    on_failure: str = "continue"
+    compensates: str | None = None
+    compensation: JSON | None = None
+    operation_id: str | None = None
+    #: (dependent, soft): a soft dependent runs whatever state this task ends in.
+    dependents: list[tuple[TaskRun, bool]] = field(default_factory=list)
     runner: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
 
@@ -103,6 +111,7 @@ class WorkflowRun:
     status: str
     parallel_limit: int
     check_mode: bool
+    rollback_enabled: bool
     started_at: datetime | None
     tasks: dict[str, TaskRun] = field(default_factory=dict)
     ready: deque[TaskRun] = field(default_factory=deque)
@@ -110,6 +119,8 @@ class WorkflowRun:
     unfinished: int = 0
     queued: bool = False
     cancel_requested: bool = False
+    #: Set once a task with on_failure fail/rollback failed: nothing new starts.
+    stopping_after: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def state(self, error: str | None = None) -> dict[str, Any]:
@@ -222,14 +233,12 @@ class Executor:
         await self.journal.flush()
         return True
 
-    async def wait(self, workflow_id: str) -> bool:
-        """Wait until the workflow ends; False at once if it is not active here."""
+    async def wait(self, workflow_id: str) -> None:
+        """Return once the workflow has ended here and its end is committed."""
         wf = self._workflows.get(workflow_id)
-        if wf is None:
-            return False
-        await wf.done.wait()
+        if wf is not None:
+            await wf.done.wait()
         await self.journal.flush()
-        return True
 
     def is_active(self, workflow_id: str) -> bool:
         return workflow_id in self._workflows
@@ -250,40 +259,13 @@ class Executor:
             status=row["status"],
             parallel_limit=max(1, int(row["parallel_limit"])),
             check_mode=bool(row["check_mode"]),
+            rollback_enabled=bool(row["rollback_enabled"]),
             started_at=row["started_at"],
         )
         self._workflows[wf.id] = wf
         for t in stored.tasks:
-            wf.tasks[t["id"]] = TaskRun(
-                id=t["id"],
-                name=t["name"],
-                workflow=wf,
-                provider=t["provider"],
-                action=t["action"],
-                params=t["params"],
-                status=t["status"],
-                attempts=t["attempts"],
-                max_attempts=t["max_attempts"],
-                retry_initial_delay=t["retry_initial_delay"],
-                retry_max_delay=t["retry_max_delay"],
-                timeout=t["timeout"],
-                pending=0,
-                output=t["output"],
-                error=t["error"],
-                result=t["result"],
-                progress=t["progress"],
-                not_before=t["not_before"],
-                handle=t["handle"],
-                started_at=t["started_at"],
-                completed_at=t["completed_at"],
-            )
-        for task_id, deps in stored.dependencies.items():
-            task = wf.tasks[task_id]
-            for dep_id in deps:
-                dep = wf.tasks[dep_id]
-                dep.dependents.append(task)
-                if dep.status != "Completed":
-                    task.pending += 1
+            wf.tasks[t["id"]] = self._task_run(wf, t)
+        self._link(wf, stored.dependencies)
         wf.unfinished = sum(1 for t in wf.tasks.values() if t.status not in TERMINAL)
         for task in wf.tasks.values():
             if task.status == "Running":
@@ -291,12 +273,53 @@ class Executor:
         for task in list(wf.tasks.values()):
             if task.status == "Pending" and task.pending == 0:
                 self._schedule(task)
-        # A failure recorded before a crash may not have cascaded yet.
+        # A failure recorded before a crash may not have propagated yet.
         for task in list(wf.tasks.values()):
             if task.status in ("Failed", "Cancelled"):
-                self._cascade(task)
+                self._propagate_failure(task, release_soft=False)
         if wf.unfinished == 0:
             self._finish_workflow(wf)
+
+    @staticmethod
+    def _task_run(wf: WorkflowRun, t: Mapping[str, Any]) -> TaskRun:
+        return TaskRun(
+            id=t["id"],
+            name=t["name"],
+            workflow=wf,
+            provider=t["provider"],
+            action=t["action"],
+            params=t["params"],
+            status=t["status"],
+            attempts=t["attempts"],
+            max_attempts=t["max_attempts"],
+            retry_initial_delay=t["retry_initial_delay"],
+            retry_max_delay=t["retry_max_delay"],
+            timeout=t["timeout"],
+            pending=0,
+            output=t["output"],
+            error=t["error"],
+            result=t["result"],
+            progress=t["progress"],
+            not_before=t["not_before"],
+            handle=t["handle"],
+            started_at=t["started_at"],
+            completed_at=t["completed_at"],
+            on_failure=t["on_failure"],
+            compensates=t["compensates"],
+            compensation=t["compensation"],
+            operation_id=t["operation_id"],
+        )
+
+    def _link(self, wf: WorkflowRun, edges: Mapping[str, list[tuple[str, str]]]) -> None:
+        """Wire dependents and count each task's unmet dependencies."""
+        for task_id, deps in edges.items():
+            task = wf.tasks[task_id]
+            for dep_id, kind in deps:
+                dep = wf.tasks[dep_id]
+                soft = kind == "soft"
+                dep.dependents.append((task, soft))
+                if not (dep.status == "Completed" or (soft and dep.status in TERMINAL)):
+                    task.pending += 1
 
     async def _recover_interrupted(self, task: TaskRun) -> None:
         provider = self.providers.get(task.provider)
@@ -360,6 +383,10 @@ class Executor:
                 continue
             task = wf.ready.popleft()
             if task.status != "Pending":
+                self._enqueue_workflow(wf)
+                continue
+            if wf.stopping_after is not None and task.compensates is None:
+                self._finish(task, "Cancelled", error=self._stop_reason(wf))
                 self._enqueue_workflow(wf)
                 continue
             if self._provider_running[task.provider] >= self._provider_limit(task.provider):
@@ -456,14 +483,31 @@ class Executor:
             or StoreInventory(self.engine, task.provider),
             on_handle=self._handle_recorder(task),
         )
-        method = provider.check if task.workflow.check_mode else provider.apply
-        if task.timeout:
-            async with asyncio.timeout(task.timeout):
-                return await method(call)
-        return await method(call)
+        async with asyncio.timeout(task.timeout):
+            if task.compensates is not None:
+                return await provider.compensate(call, self._applied(task))
+            if task.workflow.check_mode:
+                return await provider.check(call)
+            return await provider.apply(call)
+
+    @staticmethod
+    def _applied(task: TaskRun) -> ActionResult:
+        """What the compensated task's apply returned, as its provider gave it."""
+        applied = task.compensation or {}
+        result = dict(applied.get("result") or {})
+        if result.get("reversible") is False:
+            raise PermanentProviderError(
+                f"irreversible: '{task.name.removeprefix('undo ')}' ({task.action}) cannot be "
+                "undone"
+            )
+        resources = tuple(ResourceChange(**r) for r in result.pop("resources", []))
+        result.pop("reversible", None)
+        return ActionResult(output=applied.get("output") or "", result=result, resources=resources)
 
     def _handle_recorder(self, task: TaskRun) -> Any:
         async def record(handle: JSON) -> None:
+            # Committed before the provider waits on the work, so a restarted
+            # orchestrator can find and stop what this attempt started.
             task.handle = handle
             self.journal.task(task.id, task.state())
 
@@ -471,7 +515,15 @@ class Executor:
 
     def _complete(self, task: TaskRun, result: ActionResult) -> None:
         task.output = result.output
-        task.result = {**result.result, "reversible": result.reversible}
+        task.error = None  # an earlier attempt's error stays in the event log
+        task.result = {
+            **result.result,
+            "reversible": result.reversible,
+            "resources": [
+                {"kind": r.kind, "name": r.name, "op": r.op, "status": r.status, "data": r.data}
+                for r in result.resources
+            ],
+        }
         task.progress = 100.0
         task.handle = None
         if not task.workflow.check_mode:
@@ -516,9 +568,7 @@ class Executor:
             return
         self._finish(task, "Failed", error=error)
 
-    def _finish(
-        self, task: TaskRun, status: str, *, error: str | None = None, cascade: bool = True
-    ) -> None:
+    def _finish(self, task: TaskRun, status: str, *, error: str | None = None) -> None:
         """Record a terminal state and propagate it to dependents."""
         wf = task.workflow
         task.status = status
@@ -530,46 +580,159 @@ class Executor:
         data: JSON = {"task_id": task.id, "name": task.name, "status": status}
         if error is not None:
             data["error"] = error
+        if task.operation_id is not None:
+            data["operation_id"] = task.operation_id
         self.journal.event("TaskStatusChanged", data, wf.id, task.id)
         wf.unfinished -= 1
         if status == "Completed":
-            self.journal.release_dependents(task.id)
-            for dependent in task.dependents:
-                dependent.pending -= 1
-                if dependent.pending == 0 and dependent.status == "Pending":
-                    self._schedule(dependent)
-        elif cascade:
-            self._cascade(task)
+            self.journal.release_dependents(task.id, soft_only=False)
+            for dependent, _soft in task.dependents:
+                self._release(dependent)
+        else:
+            self._propagate_failure(task)
+            if status == "Failed" and task.on_failure in ("fail", "rollback"):
+                self._stop_workflow(wf, task)
         if wf.unfinished == 0:
             self._finish_workflow(wf)
 
-    def _cascade(self, failed: TaskRun) -> None:
-        """Cancel every pending task below `failed`, naming it as the cause."""
+    def _release(self, task: TaskRun) -> None:
+        task.pending -= 1
+        if task.pending == 0 and task.status == "Pending":
+            self._schedule(task)
+
+    def _propagate_failure(self, failed: TaskRun, *, release_soft: bool = True) -> None:
+        """Cancel every pending task below `failed` through hard edges, naming it as the
+        cause, and release the soft dependents of everything that ended."""
         verb = "failed" if failed.status == "Failed" else "was cancelled"
         error = f"cancelled: dependency '{failed.name}' {verb}"
-        stack = list(failed.dependents)
+        stack = [failed]
         while stack:
-            task = stack.pop()
-            if task.status == "Pending":
-                self._finish(task, "Cancelled", error=error, cascade=False)
-                stack.extend(task.dependents)
+            ended = stack.pop()
+            if release_soft:
+                self.journal.release_dependents(ended.id, soft_only=True)
+            for dependent, soft in ended.dependents:
+                if soft:
+                    if release_soft:
+                        self._release(dependent)
+                elif dependent.status == "Pending":
+                    self._mark_cancelled(dependent, error)
+                    stack.append(dependent)
+
+    def _mark_cancelled(self, task: TaskRun, error: str) -> None:
+        wf = task.workflow
+        task.status = "Cancelled"
+        task.completed_at = utcnow()
+        task.error = error
+        self.journal.task(task.id, task.state())
+        self.journal.event(
+            "TaskStatusChanged",
+            {"task_id": task.id, "name": task.name, "status": "Cancelled", "error": error},
+            wf.id,
+            task.id,
+        )
+        wf.unfinished -= 1
+
+    def _stop_workflow(self, wf: WorkflowRun, failed: TaskRun) -> None:
+        """on_failure fail/rollback: pending work of the workflow never starts."""
+        if wf.stopping_after is not None:
+            return
+        wf.stopping_after = failed.name
+        reason = self._stop_reason(wf)
+        for task in list(wf.tasks.values()):
+            if task.status == "Pending" and task.compensates is None:
+                self._mark_cancelled(task, reason)
+
+    @staticmethod
+    def _stop_reason(wf: WorkflowRun) -> str:
+        return f"cancelled: the workflow stopped after '{wf.stopping_after}' failed"
 
     def _finish_workflow(self, wf: WorkflowRun) -> None:
-        statuses = {t.status for t in wf.tasks.values()}
+        if wf.status == "RollingBack":
+            self._end_rollback(wf)
+            return
         failed = [t for t in wf.tasks.values() if t.status == "Failed"]
         error = None
         if wf.cancel_requested:
-            wf.status = "Cancelled"
-            error = "cancelled by request"
-        elif failed or "Cancelled" in statuses:
-            wf.status = "Failed"
+            status, error = "Cancelled", "cancelled by request"
+        elif failed or any(t.status == "Cancelled" for t in wf.tasks.values()):
+            status = "Failed"
             error = "; ".join(f"{t.name}: {t.error}" for t in failed[:5]) or "tasks were cancelled"
+            wants_rollback = wf.rollback_enabled or any(t.on_failure == "rollback" for t in failed)
+            if wants_rollback and not wf.check_mode and self._start_rollback(wf, error):
+                return
         else:
-            wf.status = "Completed"
+            status = "Completed"
+        self._end_workflow(wf, status, error)
+
+    def _end_workflow(self, wf: WorkflowRun, status: str, error: str | None) -> None:
+        wf.status = status
         self.journal.workflow(wf.id, wf.state(error))
-        data: JSON = {"workflow_id": wf.id, "status": wf.status}
+        data: JSON = {"workflow_id": wf.id, "status": status, "kind": wf.kind}
         if error:
             data["error"] = error
         self.journal.event("WorkflowStatusChanged", data, wf.id)
         self._workflows.pop(wf.id, None)
         wf.done.set()
+
+    def _start_rollback(self, wf: WorkflowRun, cause: str) -> bool:
+        """Add compensation tasks for the workflow's completed work; False if none."""
+        done = [
+            DoneTask(
+                id=t.id,
+                name=t.name,
+                provider=t.provider,
+                action=t.action,
+                params=t.params,
+                output=t.output,
+                result=t.result,
+                dependencies=tuple(
+                    d.id for d in wf.tasks.values() for x, _ in d.dependents if x is t
+                ),
+                operation_id=t.operation_id,
+            )
+            for t in wf.tasks.values()
+            if t.status == "Completed" and t.compensates is None
+        ]
+        if not done:
+            return False
+        specs = plan_compensations(done)
+        ids = {spec.name: new_id() for spec in specs}
+        base = len(wf.tasks)
+        rows = [
+            task_row(spec, ids[spec.name], wf.id, base + i, self.settings)
+            for i, spec in enumerate(specs)
+        ]
+        edges = {
+            ids[spec.name]: [(ids[d], "soft") for d in spec.soft_dependencies] for spec in specs
+        }
+        self.journal.insert_tasks(
+            rows, [(task, dep, kind) for task, deps in edges.items() for dep, kind in deps]
+        )
+        wf.status = "RollingBack"
+        self.journal.workflow(wf.id, wf.state(cause))
+        self.journal.event(
+            "WorkflowStatusChanged",
+            {"workflow_id": wf.id, "status": "RollingBack", "kind": wf.kind, "error": cause},
+            wf.id,
+        )
+        self.journal.event(
+            "RollbackStarted", {"workflow_id": wf.id, "compensations": len(rows)}, wf.id
+        )
+        for row in rows:
+            wf.tasks[row["id"]] = self._task_run(wf, row)
+        self._link(wf, edges)
+        wf.unfinished += len(rows)
+        for row in rows:
+            task = wf.tasks[row["id"]]
+            if task.pending == 0:
+                self._schedule(task)
+        return True
+
+    def _end_rollback(self, wf: WorkflowRun) -> None:
+        compensations = [t for t in wf.tasks.values() if t.compensates is not None]
+        failed = [t for t in compensations if t.status != "Completed"]
+        if not failed:
+            self._end_workflow(wf, "RolledBack", "rolled back after a failure")
+            return
+        details = "; ".join(f"{t.name}: {t.error}" for t in failed[:10])
+        self._end_workflow(wf, "Failed", f"rollback incomplete: {details}")

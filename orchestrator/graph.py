@@ -13,8 +13,11 @@ import networkx as nx
 from orchestrator.errors import CycleDetected, InvalidInput
 
 
-def build_graph(tasks: Sequence[tuple[str, Sequence[str]]]) -> nx.DiGraph[str]:
+def build_graph(tasks: Sequence[tuple[str, Sequence[str]]], what: str = "tasks") -> nx.DiGraph[str]:
     """Validate `(name, dependencies)` pairs and return the DAG.
+
+    Problems are reported at their path (`tasks[1].dependencies[0]`, or with `what`
+    naming the list, `operations[1]…`).
 
     Refuses a duplicate task name, a dependency listed twice, an unknown dependency,
     a task depending on itself, and any cycle (naming its tasks in order).
@@ -22,16 +25,16 @@ def build_graph(tasks: Sequence[tuple[str, Sequence[str]]]) -> nx.DiGraph[str]:
     graph: nx.DiGraph[str] = nx.DiGraph()
     for index, (name, _deps) in enumerate(tasks):
         if name in graph:
-            raise InvalidInput(f"tasks[{index}].name: duplicate task name '{name}'")
+            raise InvalidInput(f"{what}[{index}]: duplicate name '{name}'")
         graph.add_node(name)
     for index, (name, deps) in enumerate(tasks):
         seen: set[str] = set()
         for dep_index, dep in enumerate(deps):
-            where = f"tasks[{index}].dependencies[{dep_index}]"
+            where = f"{what}[{index}].dependencies[{dep_index}]"
             if dep in seen:
                 raise InvalidInput(f"{where}: '{name}' lists dependency '{dep}' twice")
             if dep not in graph:
-                raise InvalidInput(f"{where}: unknown task '{dep}'")
+                raise InvalidInput(f"{where}: unknown {what[:-1]} '{dep}'")
             seen.add(dep)
             graph.add_edge(dep, name)
     try:

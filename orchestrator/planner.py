@@ -29,6 +29,12 @@ class TaskSpec:
     retry_max_delay: float | None = None
     timeout: float | None = None
     operation_id: str | None = None
+    #: Tasks that must have ended, in any state, before this one starts.
+    soft_dependencies: list[str] = field(default_factory=list)
+    #: fail | continue | rollback (see docs/concepts.md)
+    on_failure: str = "continue"
+    compensates: str | None = None
+    compensation: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

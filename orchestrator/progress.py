@@ -27,7 +27,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.client import OrchestratorClient, Task, Workflow
+from orchestrator.client import MAX_PAGE, OrchestratorClient, Task, Workflow
 
 FULL_SCAN_LIMIT = 2000
 #: How each status is coloured on a terminal.
@@ -83,7 +83,7 @@ def watch(
     """Follow the workflow until its status is final; return how it ended.
 
     The live display is used when `console` is a terminal; otherwise lines go to `out`
-    (default stdout), flushed one by one. API errors propagate (`ApiError`,
+    (default stdout), flushed after every poll. API errors propagate (`ApiError`,
     `Unreachable`), and so does `KeyboardInterrupt`, with the display closed cleanly.
     """
     if console.is_terminal:
@@ -115,7 +115,7 @@ def poll(client: OrchestratorClient, workflow_id: str) -> tuple[Workflow, list[T
     workflow = client.get_workflow(workflow_id)
     if workflow.total_tasks <= FULL_SCAN_LIMIT:
         return workflow, client.all_tasks(workflow_id=workflow_id)
-    running = client.list_tasks(workflow_id=workflow_id, status="Running", limit=1000).items
+    running = client.list_tasks(workflow_id=workflow_id, status="Running", limit=MAX_PAGE).items
     return workflow, running + client.all_tasks(workflow_id=workflow_id, status="Failed")
 
 

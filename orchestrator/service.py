@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,11 +18,11 @@ from orchestrator.errors import InvalidInput
 from orchestrator.executor import Executor
 from orchestrator.graph import build_graph, topological_order
 from orchestrator.ids import new_id
-from orchestrator.planner import TaskSpec, WorkflowSpec
+from orchestrator.planner import WorkflowSpec
 from orchestrator.settings import Settings
 from orchestrator.store.engine import create_engine, ensure_schema
 from orchestrator.store.journal import utcnow
-from orchestrator.store.workflows import StoredWorkflow, insert_workflow
+from orchestrator.store.workflows import StoredWorkflow, insert_workflow, task_row
 from providers.base import Provider
 from providers.registry import build_instances
 
@@ -76,7 +76,7 @@ class Orchestrator:
         """Validate, store and start a workflow; return its id."""
         if not spec.tasks:
             raise InvalidInput("the workflow has no tasks")
-        graph = build_graph([(t.name, t.dependencies) for t in spec.tasks])
+        graph = build_graph([(t.name, [*t.dependencies, *t.soft_dependencies]) for t in spec.tasks])
         for index, task in enumerate(spec.tasks):
             if task.provider not in self.providers:
                 raise InvalidInput(
@@ -105,61 +105,19 @@ class Orchestrator:
             "completed_at": None,
         }
         ids = {t.name: new_id() for t in spec.tasks}
-        rows = [self._task_row(t, ids[t.name], workflow_id, order[t.name], now) for t in spec.tasks]
-        edges = [(ids[t.name], ids[d]) for t in spec.tasks for d in t.dependencies]
+        rows = [
+            task_row(t, ids[t.name], workflow_id, order[t.name], self.settings.executor)
+            for t in spec.tasks
+        ]
+        edges = [(ids[t.name], ids[d], "hard") for t in spec.tasks for d in t.dependencies]
+        edges += [(ids[t.name], ids[d], "soft") for t in spec.tasks for d in t.soft_dependencies]
         await insert_workflow(self.engine, workflow, rows, edges)
-        stored = StoredWorkflow(
-            workflow,
-            sorted(rows, key=lambda r: r["position"]),
-            {ids[t.name]: [ids[d] for d in t.dependencies] for t in spec.tasks},
-        )
+        dependencies: dict[str, list[tuple[str, str]]] = {ids[t.name]: [] for t in spec.tasks}
+        for task_id, depends_on, kind in edges:
+            dependencies[task_id].append((depends_on, kind))
+        stored = StoredWorkflow(workflow, sorted(rows, key=lambda r: r["position"]), dependencies)
         await self.executor.submit(stored)
         return workflow_id
-
-    def _task_row(
-        self, task: TaskSpec, task_id: str, workflow_id: str, position: int, now: Any
-    ) -> dict[str, Any]:
-        retry = self.settings.executor.retry
-        timeout = (
-            task.timeout if task.timeout is not None else self.settings.executor.default_timeout
-        )
-        return {
-            "id": task_id,
-            "workflow_id": workflow_id,
-            "operation_id": task.operation_id,
-            "position": position,
-            "name": task.name,
-            "command": task.command or f"{task.provider} {task.action}",
-            "args": task.args,
-            "provider": task.provider,
-            "action": task.action,
-            "params": task.params,
-            "status": "Pending",
-            "pending_dependencies": len(task.dependencies),
-            "attempts": 0,
-            "max_attempts": task.max_attempts or retry.max_attempts,
-            "retry_initial_delay": (
-                task.retry_initial_delay
-                if task.retry_initial_delay is not None
-                else retry.initial_delay
-            ),
-            "retry_max_delay": (
-                task.retry_max_delay if task.retry_max_delay is not None else retry.max_delay
-            ),
-            "timeout": timeout or None,
-            "progress": 0.0,
-            "output": None,
-            "error": None,
-            "result": None,
-            "compensates": None,
-            "not_before": None,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "handle": None,
-            "created_at": now,
-            "started_at": None,
-            "completed_at": None,
-        }
 
 
 def _lock_data_dir(data_dir: Path) -> IO[str]:

@@ -19,6 +19,10 @@ from typing import Any
 import msgspec
 
 ENV_PREFIX = "PROVISIONING_"
+#: Variables read by the CLI as a client, not settings of the service.
+CLIENT_VARIABLES = frozenset(ENV_PREFIX + n for n in ("CONFIG", "URL", "TOKEN"))
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "console", "json")
 
 
 class ConfigError(Exception):
@@ -131,7 +135,7 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if not name.startswith(ENV_PREFIX) or name in CLIENT_VARIABLES:
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
         if not all(path):
@@ -179,6 +183,14 @@ def load_settings(
 
 
 def _validate(settings: Settings) -> None:
+    ports = {"server": settings.server.port, "control_center": settings.control_center.port}
+    for section, port in ports.items():
+        if not 0 < port < 65536:
+            raise ConfigError(f"{section}.port must be between 1 and 65535, got {port}")
+    if settings.server.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"server.log_level must be one of {', '.join(LOG_LEVELS)}")
+    if settings.server.log_format not in LOG_FORMATS:
+        raise ConfigError(f"server.log_format must be one of {', '.join(LOG_FORMATS)}")
     ex = settings.executor
     for key in ("global_limit", "default_parallel_limit", "provider_limit"):
         if getattr(ex, key) < 1:

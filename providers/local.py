@@ -83,7 +83,7 @@ class _Capture(asyncio.SubprocessProtocol):
 
 @dataclass(slots=True)
 class _Running:
-    pid: int
+    pid: int | None = None  # None while starting
     cancelled: bool = False
 
 
@@ -152,8 +152,9 @@ class LocalProvider:
         """Stop the task's running command (its whole process group), if any."""
         running = self._running.get(task_id)
         if running is not None:
-            running.cancelled = True
-            await self._kill_group(running.pid)
+            running.cancelled = True  # if still starting, `_run` stops it once started
+            if running.pid is not None:
+                await self._kill_group(running.pid)
 
     async def reap(self, handle: JSON) -> None:
         """Stop the process group a previous orchestrator recorded, if it is still that one.
@@ -235,39 +236,27 @@ class LocalProvider:
             raise PermanentProviderError(f"cwd {str(command.cwd)!r} is not a directory")
         loop = asyncio.get_running_loop()
         capture = _Capture(loop, self.max_output_bytes)
+        running = self._running[task_id] = _Running()
         try:
-            transport, _ = await loop.subprocess_exec(
-                lambda: capture,
-                *command.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=command.env,
-                cwd=command.cwd,
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            raise PermanentProviderError(f"command not found: {command.argv[0]!r}") from None
-        except PermissionError:
-            raise PermanentProviderError(
-                f"cannot execute {command.argv[0]!r}: permission denied"
-            ) from None
-        pid = transport.get_pid()
-        running = self._running[task_id] = _Running(pid)
-        try:
-            stat = _proc_stat(pid)  # None: already over, nothing to stop later
-            if on_handle is not None and stat is not None:
-                await on_handle({"pid": pid, "pgid": pid, "start_time": stat[2]})
-            await capture.exited
-            await asyncio.wait([capture.drained], timeout=_DRAIN_SECONDS)
-        except BaseException:
-            await self._kill_group(pid)
-            await asyncio.wait([capture.exited], timeout=1.0)  # let asyncio reap the leader
-            raise
+            transport = await self._spawn(command, capture)
+            pid = running.pid = transport.get_pid()
+            try:
+                stat = _proc_stat(pid)  # None: already over, nothing to stop later
+                if on_handle is not None and stat is not None:
+                    await on_handle({"pid": pid, "pgid": pid, "start_time": stat[2]})
+                if running.cancelled:
+                    await self._kill_group(pid)
+                await capture.exited
+                await asyncio.wait([capture.drained], timeout=_DRAIN_SECONDS)
+            except BaseException:
+                await self._kill_group(pid)
+                await asyncio.wait([capture.exited], timeout=1.0)  # let asyncio reap it
+                raise
+            finally:
+                transport.close()
         finally:
             if self._running.get(task_id) is running:
                 del self._running[task_id]
-            transport.close()
         status = transport.get_returncode()
         output = capture.text()
         if status == 0:
@@ -278,6 +267,33 @@ class LocalProvider:
         if status is not None and status < 0:
             raise ProviderError(f"command killed by signal {_signal_name(-status)}: {last}")
         raise ProviderError(f"command exited with status {status}: {last}")
+
+    async def _spawn(self, command: _Command, capture: _Capture) -> asyncio.SubprocessTransport:
+        loop = asyncio.get_running_loop()
+        spawn = asyncio.ensure_future(
+            loop.subprocess_exec(
+                lambda: capture,
+                *command.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=command.env,
+                cwd=command.cwd,
+                start_new_session=True,
+            )
+        )
+        try:
+            transport, _ = await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            spawn.add_done_callback(_kill_abandoned)  # cancelled while starting
+            raise
+        except FileNotFoundError:
+            raise PermanentProviderError(f"command not found: {command.argv[0]!r}") from None
+        except PermissionError:
+            raise PermanentProviderError(
+                f"cannot execute {command.argv[0]!r}: permission denied"
+            ) from None
+        return transport
 
     async def _kill_group(self, pgid: int) -> None:
         """SIGTERM the group, wait up to `kill_grace` for it to go, then SIGKILL it."""
@@ -290,6 +306,13 @@ class LocalProvider:
         finally:
             if _group_alive(pgid):
                 _signal_group(pgid, signal.SIGKILL)
+
+
+def _kill_abandoned(spawn: asyncio.Future[tuple[asyncio.SubprocessTransport, Any]]) -> None:
+    if not spawn.cancelled() and spawn.exception() is None:
+        transport, _ = spawn.result()
+        _signal_group(transport.get_pid(), signal.SIGKILL)
+        transport.close()
 
 
 def _confine(workspace: Path, cwd: object) -> Path:

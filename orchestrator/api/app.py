@@ -9,6 +9,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
+from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
 from orchestrator.api.envelope import EXCEPTION_HANDLERS
 from orchestrator.service import Orchestrator
@@ -24,10 +25,11 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             await orchestrator.stop()
 
     return Litestar(
-        route_handlers=[health, TaskController, WorkflowController],
+        route_handlers=[health, TaskController, WorkflowController, BatchController],
         lifespan=[lifespan],
         state=State({"orchestrator": orchestrator}),
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=orchestrator.settings.server.max_body_bytes,
+        logging_config=None,  # the CLI configures logging (structlog) once
         openapi_config=OpenAPIConfig(title="provisioning orchestrator", version="1.0.0"),
     )

@@ -42,12 +42,14 @@ Limit = Annotated[int, Parameter(query="limit", ge=1, le=1000)]
 Offset = Annotated[int, Parameter(query="offset", ge=0)]
 
 
-def _orchestrator(state: State) -> Orchestrator:
+def orchestrator_of(state: State) -> Orchestrator:
     orchestrator: Orchestrator = state.orchestrator
     return orchestrator
 
 
-async def _submit(orchestrator: Orchestrator, spec: WorkflowSpec, wait: bool) -> Response[Any]:
+async def _submit(
+    orchestrator: Orchestrator, spec: WorkflowSpec, wait: bool
+) -> Response[Envelope[str]]:
     workflow_id = await orchestrator.submit(spec)
     if wait:
         timeout = orchestrator.settings.server.wait_timeout
@@ -88,7 +90,7 @@ class TaskController(Controller):
             raise InvalidInput(f"status: '{status}' is not one of {', '.join(TASK_STATUSES)}")
         check_page(limit, offset)
         rows, total = await list_tasks(
-            _orchestrator(state).engine,
+            orchestrator_of(state).engine,
             status=status,
             workflow_id=workflow_id,
             limit=limit,
@@ -101,7 +103,7 @@ class TaskController(Controller):
 
     @get("/{task_id:str}", summary="A task, or a workflow by the id its submission returned")
     async def show(self, state: State, task_id: str) -> Envelope[TaskOut]:
-        engine = _orchestrator(state).engine
+        engine = orchestrator_of(state).engine
         row = await get_task(engine, task_id)
         if row is not None:
             return Envelope(task_out(row))
@@ -116,8 +118,8 @@ class WorkflowController(Controller):
     tags = ["workflows"]
 
     @post("/servers/create", status_code=HTTP_202_ACCEPTED, summary="Create an infra's servers")
-    async def servers_create(self, state: State, data: ServersCreate) -> Response[Any]:
-        orchestrator = _orchestrator(state)
+    async def servers_create(self, state: State, data: ServersCreate) -> Response[Envelope[str]]:
+        orchestrator = orchestrator_of(state)
         infra = load_infra(orchestrator.settings.workspace, data.infra, data.settings)
         spec = WorkflowSpec(
             kind="servers",
@@ -130,8 +132,8 @@ class WorkflowController(Controller):
         return await _submit(orchestrator, spec, data.wait)
 
     @post("/taskserv/create", status_code=HTTP_202_ACCEPTED, summary="Install a taskserv")
-    async def taskserv_create(self, state: State, data: TaskservCreate) -> Response[Any]:
-        orchestrator = _orchestrator(state)
+    async def taskserv_create(self, state: State, data: TaskservCreate) -> Response[Envelope[str]]:
+        orchestrator = orchestrator_of(state)
         check_operation(data.operation)
         infra = load_infra(orchestrator.settings.workspace, data.infra, data.settings)
         spec = WorkflowSpec(
@@ -150,8 +152,8 @@ class WorkflowController(Controller):
         return await _submit(orchestrator, spec, data.wait)
 
     @post("/cluster/create", status_code=HTTP_202_ACCEPTED, summary="Create a cluster")
-    async def cluster_create(self, state: State, data: ClusterCreate) -> Response[Any]:
-        orchestrator = _orchestrator(state)
+    async def cluster_create(self, state: State, data: ClusterCreate) -> Response[Envelope[str]]:
+        orchestrator = orchestrator_of(state)
         check_operation(data.operation)
         infra = load_infra(orchestrator.settings.workspace, data.infra, data.settings)
         spec = WorkflowSpec(
@@ -172,7 +174,7 @@ class WorkflowController(Controller):
         return await _submit(orchestrator, spec, data.wait)
 
     @post("/", status_code=HTTP_202_ACCEPTED, summary="Submit a workflow as an explicit graph")
-    async def create(self, state: State, data: WorkflowIn) -> Response[Any]:
+    async def create(self, state: State, data: WorkflowIn) -> Response[Envelope[str]]:
         spec = WorkflowSpec(
             kind="custom",
             name=data.name,
@@ -181,7 +183,7 @@ class WorkflowController(Controller):
             check_mode=data.check_mode,
             request={"name": data.name},
         )
-        return await _submit(_orchestrator(state), spec, data.wait)
+        return await _submit(orchestrator_of(state), spec, data.wait)
 
     @get("/", summary="List workflows")
     async def list(
@@ -197,7 +199,7 @@ class WorkflowController(Controller):
             raise InvalidInput(f"status: '{status}' is not one of {', '.join(WORKFLOW_STATUSES)}")
         check_page(limit, offset)
         rows, total = await list_workflows(
-            _orchestrator(state).engine, status=status, kind=kind, limit=limit, offset=offset
+            orchestrator_of(state).engine, status=status, kind=kind, limit=limit, offset=offset
         )
         return Response(
             Envelope([workflow_out(r) for r in rows]),
@@ -206,14 +208,14 @@ class WorkflowController(Controller):
 
     @get("/{workflow_id:str}", summary="A workflow with its task counts")
     async def show(self, state: State, workflow_id: str) -> Envelope[WorkflowOut]:
-        row = await get_workflow(_orchestrator(state).engine, workflow_id)
+        row = await get_workflow(orchestrator_of(state).engine, workflow_id)
         if row is None:
             raise NotFound(f"workflow '{workflow_id}' not found")
         return Envelope(workflow_out(row))
 
     @post("/{workflow_id:str}/cancel", status_code=200, summary="Cancel a workflow")
     async def cancel(self, state: State, workflow_id: str) -> Envelope[str]:
-        orchestrator = _orchestrator(state)
+        orchestrator = orchestrator_of(state)
         row = await get_workflow(orchestrator.engine, workflow_id)
         if row is None:
             raise NotFound(f"workflow '{workflow_id}' not found")

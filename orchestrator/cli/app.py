@@ -113,3 +113,10 @@ def json_option(command: F) -> F:
 def print_json(value: Any) -> None:
     """Structs, lists and dicts as indented JSON on stdout."""
     click.echo(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+
+
+def shown_database(settings: Settings) -> str:
+    """The database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)

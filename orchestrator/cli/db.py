@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
-from sqlalchemy import Connection
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.cli.app import Failure, Options, cli, pass_options
+from orchestrator.cli.app import Failure, Options, cli, pass_options, shown_database
 from orchestrator.settings import Settings
+
+if TYPE_CHECKING:  # SQLAlchemy is imported when a db command runs, not for every command
+    from sqlalchemy import Connection
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 R = TypeVar("R")
 
@@ -37,7 +37,7 @@ def upgrade(options: Options) -> None:
         return before, await _current_revision(db_engine)
 
     before, after = _on_database(settings, run)
-    where = _shown_url(settings)
+    where = shown_database(settings)
     if before == after:
         click.echo(f"{where}: already at revision {after} (head)")
     else:
@@ -70,6 +70,8 @@ async def _current_revision(db_engine: AsyncEngine) -> str | None:
 
 def _on_database(settings: Settings, work: Callable[[AsyncEngine], Awaitable[R]]) -> R:
     """Run `work` on an engine for the configured database; errors become one line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from orchestrator.store.engine import create_engine
 
     async def run() -> R:
@@ -82,8 +84,4 @@ def _on_database(settings: Settings, work: Callable[[AsyncEngine], Awaitable[R]]
     try:
         return asyncio.run(run())
     except (SQLAlchemyError, OSError) as exc:
-        raise Failure(f"database {_shown_url(settings)}: {exc}") from exc
-
-
-def _shown_url(settings: Settings) -> str:
-    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+        raise Failure(f"database {shown_database(settings)}: {exc}") from exc

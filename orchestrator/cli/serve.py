@@ -20,10 +20,8 @@ from typing import Any
 
 import click
 import msgspec
-import structlog
-from sqlalchemy.engine import make_url
 
-from orchestrator.cli.app import Failure, Options, cli, pass_options
+from orchestrator.cli.app import Failure, Options, cli, pass_options, shown_database
 from orchestrator.settings import ConfigError, Settings
 
 #: What each shipped provider type is, for the start-up banner.
@@ -33,7 +31,7 @@ PROVIDER_TYPE_DESCRIPTIONS = {"sim": "simulated cloud", "local": "commands on th
 @cli.command()
 @click.argument("app", required=False, type=click.Choice(["orchestrator", "control-center"]))
 @click.option("--host", help="Listen address (default: server.host).")
-@click.option("--port", type=int, help="Listen port (default: server.port).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Listen port (default: server.port).")
 @pass_options
 def serve(options: Options, app: str | None, host: str | None, port: int | None) -> None:
     """Run the orchestrator until SIGINT or SIGTERM.
@@ -54,6 +52,16 @@ def serve(options: Options, app: str | None, host: str | None, port: int | None)
 
 def run_orchestrator(settings: Settings) -> None:
     """Serve the orchestrator API on `settings.server`; return once it has stopped."""
+    log_level = _log_level(settings)
+    listener = _listen(settings.server.host, settings.server.port)  # fail fast, before imports
+    try:
+        _serve(settings, listener, log_level)
+    finally:
+        listener.close()
+    click.echo("orchestrator stopped")
+
+
+def _serve(settings: Settings, listener: socket.socket, log_level: int) -> None:
     import uvicorn
 
     from orchestrator.api.app import create_app
@@ -61,19 +69,17 @@ def run_orchestrator(settings: Settings) -> None:
     from orchestrator.store.engine import SchemaNotCurrent
     from providers.base import ProviderConfigError
 
-    log_level = _log_level(settings)
-    listener = _listen(settings.server.host, settings.server.port)
     try:
         orchestrator = Orchestrator(settings)
     except ProviderConfigError as exc:
-        listener.close()
         raise Failure(str(exc)) from exc
-    app = _StartupErrors(
+    port = listener.getsockname()[1]
+    app = _Lifespan(
         create_app(orchestrator),
         expected=(AlreadyRunning, SchemaNotCurrent, ConfigError, ProviderConfigError),
+        on_started=lambda: _print_banner(settings, orchestrator.instance_types, port),
     )
     _configure_logging(settings, log_level)  # after create_app: Litestar configures on creation
-    _print_banner(settings, orchestrator.instance_types, listener.getsockname()[1])
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -91,9 +97,6 @@ def run_orchestrator(settings: Settings) -> None:
         raise Failure(f"the orchestrator did not start: {app.describe_error()}") from exc
     except (_Stopped, KeyboardInterrupt):
         pass  # uvicorn re-raises the signal once its graceful shutdown is done
-    finally:
-        listener.close()
-    click.echo("orchestrator stopped")
 
 
 class _Stopped(Exception):
@@ -104,8 +107,9 @@ def _raise_stopped(_signum: int, _frame: FrameType | None) -> None:
     raise _Stopped
 
 
-class _StartupErrors:
-    """The ASGI app, remembering why its lifespan start-up failed.
+class _Lifespan:
+    """The ASGI app, watching its lifespan: `on_started` runs once start-up completed;
+    when start-up fails, the reason is kept in `error`.
 
     An expected failure is reported by the CLI as one line, so its traceback is kept out
     of the log; any other failure keeps its traceback.
@@ -114,38 +118,51 @@ class _StartupErrors:
     def __init__(
         self,
         app: Callable[..., Awaitable[None]],
-        expected: tuple[type[BaseException], ...],
+        expected: tuple[type[Exception], ...],
+        on_started: Callable[[], None],
     ) -> None:
         self.app = app
         self.expected = expected
+        self.on_started = on_started
         self.error: BaseException | None = None
         logging.getLogger("uvicorn.error").addFilter(self._drop_failure_notice)
 
     def describe_error(self) -> str:
-        if isinstance(self.error, self.expected):
-            return str(self.error)
+        if self.known_error is not None:
+            return str(self.known_error)
         return f"{type(self.error).__name__}: {self.error} (see the log above)"
+
+    @property
+    def known_error(self) -> Exception | None:
+        """The expected exception behind the failure, also inside an exception group."""
+        found: BaseException | None = self.error
+        while isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0] if len(found.exceptions) == 1 else None
+        return found if isinstance(found, self.expected) else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return
 
-        async def send_quietly(message: dict[str, Any]) -> None:
-            if message["type"] == "lifespan.startup.failed":
+        async def watching_send(message: dict[str, Any]) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                self.on_started()
+            elif message["type"] == "lifespan.startup.failed":
                 self.error = sys.exc_info()[1]  # the app sends this while handling it
-                if isinstance(self.error, self.expected):
+                if self.known_error is not None:
                     message = {"type": message["type"], "message": ""}
             await send(message)
 
-        await self.app(scope, receive, send_quietly)
+        await self.app(scope, receive, watching_send)
 
     def _drop_failure_notice(self, record: logging.LogRecord) -> bool:
-        expected = isinstance(self.error, self.expected)
-        return not (expected and "startup failed" in record.getMessage())
+        return not (self.known_error is not None and "startup failed" in record.getMessage())
 
 
 def _listen(host: str, port: int) -> socket.socket:
+    if not 0 <= port <= 65535:  # getaddrinfo would quietly wrap it around
+        raise Failure(f"server.port: {port} is not a port number (0-65535)")
     try:
         family, _, _, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -160,7 +177,6 @@ def _listen(host: str, port: int) -> socket.socket:
 def _print_banner(settings: Settings, instance_types: dict[str, str], port: int) -> None:
     host = settings.server.host
     shown_host = f"[{host}]" if ":" in host else host
-    database = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
     providers = ", ".join(
         f"{name} ({kind}, {PROVIDER_TYPE_DESCRIPTIONS[kind]})"
         if kind in PROVIDER_TYPE_DESCRIPTIONS
@@ -171,7 +187,7 @@ def _print_banner(settings: Settings, instance_types: dict[str, str], port: int)
     for key, value in (
         ("listening", f"http://{shown_host}:{port}"),
         ("data dir", str(settings.data_dir)),
-        ("database", database),
+        ("database", shown_database(settings)),
         ("workspace", str(settings.workspace)),
         ("providers", providers or "none"),
     ):
@@ -194,6 +210,8 @@ def _log_level(settings: Settings) -> int:
 def _configure_logging(settings: Settings, level: int) -> None:
     """structlog's and the standard library's records through one handler on stderr:
     console lines on a terminal (or `log_format = "console"`), JSON lines otherwise."""
+    import structlog
+
     json_lines = settings.server.log_format == "json" or (
         settings.server.log_format == "auto" and not sys.stderr.isatty()
     )

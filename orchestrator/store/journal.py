@@ -50,18 +50,23 @@ _update_workflow = (
     .where(Workflow.id == bindparam("b_id"))
     .values({c: bindparam(f"b_{c}") for c in WORKFLOW_STATE_COLUMNS})
 )
-# A completed task releases its dependents: the counter a claim query filters on.
-_release_dependents = (
-    update(Task)
-    .where(
-        Task.id.in_(
-            select(TaskDependency.task_id)
-            .where(TaskDependency.depends_on == bindparam("b_done"))
-            .scalar_subquery()
-        )
+
+
+def _release(soft_only: bool) -> Any:
+    """A task that ended releases its dependents (all of them when it completed, the
+    soft ones otherwise): the counter a claim query filters on."""
+    edges = select(TaskDependency.task_id).where(TaskDependency.depends_on == bindparam("b_done"))
+    if soft_only:
+        edges = edges.where(TaskDependency.kind == "soft")
+    return (
+        update(Task)
+        .where(Task.id.in_(edges.scalar_subquery()))
+        .values(pending_dependencies=Task.pending_dependencies - 1)
     )
-    .values(pending_dependencies=Task.pending_dependencies - 1)
-)
+
+
+_release_all = _release(soft_only=False)
+_release_soft = _release(soft_only=True)
 
 
 def utcnow() -> datetime:
@@ -89,6 +94,9 @@ class Journal:
         self._workflows: dict[str, dict[str, Any]] = {}
         self._events: list[dict[str, Any]] = []
         self._released: list[str] = []
+        self._released_soft: list[str] = []
+        self._new_tasks: list[dict[str, Any]] = []
+        self._new_edges: list[dict[str, Any]] = []
         self._resources: list[ResourceWrite] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
@@ -135,14 +143,22 @@ class Journal:
         )
         self._wake.set()
 
-    def release_dependents(self, task_id: str) -> None:
-        self._released.append(task_id)
+    def release_dependents(self, task_id: str, *, soft_only: bool) -> None:
+        (self._released_soft if soft_only else self._released).append(task_id)
+
+    def insert_tasks(self, rows: list[dict[str, Any]], edges: list[tuple[str, str, str]]) -> None:
+        """New tasks of a running workflow (compensations), written before any update."""
+        self._new_tasks.extend(rows)
+        self._new_edges.extend({"task_id": t, "depends_on": d, "kind": k} for t, d, k in edges)
+        self._wake.set()
 
     def resource(self, write: ResourceWrite) -> None:
         self._resources.append(write)
 
     def _has_pending(self) -> bool:
-        return bool(self._tasks or self._workflows or self._events or self._resources)
+        return bool(
+            self._tasks or self._workflows or self._events or self._resources or self._new_tasks
+        )
 
     async def flush(self) -> None:
         """Return once everything recorded so far is committed."""
@@ -171,7 +187,7 @@ class Journal:
             self._inflight = inflight
             try:
                 async with self._engine.begin() as connection:
-                    await self._write(connection, *batch)
+                    await self._write(connection, batch)
                 self.commits += 1
             except Exception as exc:
                 self._failure = exc
@@ -185,47 +201,58 @@ class Journal:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def _take(
-        self,
-    ) -> tuple[
-        list[dict[str, Any]],
-        list[dict[str, Any]],
-        list[dict[str, Any]],
-        list[str],
-        list[ResourceWrite],
-    ]:
-        tasks = [
-            {"b_id": tid, **{f"b_{c}": state[c] for c in TASK_STATE_COLUMNS}}
-            for tid, state in self._tasks.items()
-        ]
-        workflows = [
-            {"b_id": wid, **{f"b_{c}": state[c] for c in WORKFLOW_STATE_COLUMNS}}
-            for wid, state in self._workflows.items()
-        ]
-        batch = (tasks, workflows, self._events, self._released, self._resources)
+    def _take(self) -> _Batch:
+        batch = _Batch(
+            tasks=[
+                {"b_id": tid, **{f"b_{c}": state[c] for c in TASK_STATE_COLUMNS}}
+                for tid, state in self._tasks.items()
+            ],
+            workflows=[
+                {"b_id": wid, **{f"b_{c}": state[c] for c in WORKFLOW_STATE_COLUMNS}}
+                for wid, state in self._workflows.items()
+            ],
+            events=self._events,
+            released=self._released,
+            released_soft=self._released_soft,
+            resources=self._resources,
+            new_tasks=self._new_tasks,
+            new_edges=self._new_edges,
+        )
         self._tasks, self._workflows, self._events = {}, {}, []
-        self._released, self._resources = [], []
+        self._released, self._released_soft, self._resources = [], [], []
+        self._new_tasks, self._new_edges = [], []
         return batch
 
-    async def _write(
-        self,
-        connection: AsyncConnection,
-        tasks: list[dict[str, Any]],
-        workflows: list[dict[str, Any]],
-        events: list[dict[str, Any]],
-        released: list[str],
-        resources: list[ResourceWrite],
-    ) -> None:
-        if tasks:
-            await connection.execute(_update_task, tasks)
-        if released:
-            await connection.execute(_release_dependents, [{"b_done": t} for t in released])
-        if workflows:
-            await connection.execute(_update_workflow, workflows)
-        for write in resources:
+    @staticmethod
+    async def _write(connection: AsyncConnection, batch: _Batch) -> None:
+        if batch.new_tasks:
+            await connection.execute(insert(Task), batch.new_tasks)
+        if batch.new_edges:
+            await connection.execute(insert(TaskDependency), batch.new_edges)
+        if batch.tasks:
+            await connection.execute(_update_task, batch.tasks)
+        if batch.released:
+            await connection.execute(_release_all, [{"b_done": t} for t in batch.released])
+        if batch.released_soft:
+            await connection.execute(_release_soft, [{"b_done": t} for t in batch.released_soft])
+        if batch.workflows:
+            await connection.execute(_update_workflow, batch.workflows)
+        for write in batch.resources:
             await _write_resource(connection, write)
-        if events:
-            await connection.execute(insert(Event), events)
+        if batch.events:
+            await connection.execute(insert(Event), batch.events)
+
+
+@dataclass(slots=True)
+class _Batch:
+    tasks: list[dict[str, Any]]
+    workflows: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    released: list[str]
+    released_soft: list[str]
+    resources: list[ResourceWrite]
+    new_tasks: list[dict[str, Any]]
+    new_edges: list[dict[str, Any]]
 
 
 async def _write_resource(connection: AsyncConnection, write: ResourceWrite) -> None:

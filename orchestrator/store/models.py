@@ -108,7 +108,11 @@ class Task(Base):
     output: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    compensates: Mapped[str | None] = mapped_column(String(36))
+    #: fail | continue | rollback: what a final failure of this task does to the workflow.
+    on_failure: Mapped[str] = mapped_column(String(16), server_default="continue")
+    #: The task this one undoes, and what that task's apply returned (for `compensate`).
+    compensates: Mapped[str | None] = mapped_column(String(36), index=True)
+    compensation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     not_before: Mapped[datetime | None]
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None]
@@ -128,6 +132,8 @@ class TaskDependency(Base):
     depends_on: Mapped[str] = mapped_column(
         ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+    #: hard: run only after the dependency completed; soft: after it ended in any way.
+    kind: Mapped[str] = mapped_column(String(8), server_default="hard")
 
 
 class Event(Base):
@@ -159,3 +165,18 @@ class Resource(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class Checkpoint(Base):
+    """A named moment: the event `seq` then, with the inventory and workflow states."""
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    seq: Mapped[int] = mapped_column(SequenceInt)
+    created_at: Mapped[datetime]
+    inventory: Mapped[list[Any]] = mapped_column(JSON)
+    workflows: Mapped[list[Any]] = mapped_column(JSON)
+    size: Mapped[int] = mapped_column(Integer)

@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orchestrator.planner import TaskSpec
+from orchestrator.settings import ExecutorSettings
 from orchestrator.store.journal import utcnow
 from orchestrator.store.models import Event, Resource, Task, TaskDependency, Workflow
 
@@ -20,15 +22,15 @@ ACTIVE_WORKFLOW_STATUSES = ("Pending", "Running", "RollingBack")
 class StoredWorkflow:
     workflow: dict[str, Any]
     tasks: list[dict[str, Any]]
-    #: task id -> ids of the tasks it depends on
-    dependencies: dict[str, list[str]]
+    #: task id -> (id of a task it depends on, "hard" | "soft")
+    dependencies: dict[str, list[tuple[str, str]]]
 
 
 async def insert_workflow(
     engine: AsyncEngine,
     workflow: dict[str, Any],
     tasks: Sequence[dict[str, Any]],
-    dependencies: Sequence[tuple[str, str]],
+    dependencies: Sequence[tuple[str, str, str]],
 ) -> None:
     """Store a workflow, its tasks and edges, and the event announcing it, atomically."""
     async with engine.begin() as connection:
@@ -38,7 +40,7 @@ async def insert_workflow(
         if dependencies:
             await connection.execute(
                 insert(TaskDependency),
-                [{"task_id": t, "depends_on": d} for t, d in dependencies],
+                [{"task_id": t, "depends_on": d, "kind": k} for t, d, k in dependencies],
             )
         await connection.execute(
             insert(Event),
@@ -82,12 +84,12 @@ async def load_unfinished(engine: AsyncEngine) -> list[StoredWorkflow]:
             stored.dependencies[task["id"]] = []
             owner[task["id"]] = stored
         dep_rows = await connection.execute(
-            select(TaskDependency.task_id, TaskDependency.depends_on)
+            select(TaskDependency.task_id, TaskDependency.depends_on, TaskDependency.kind)
             .join(Task, Task.id == TaskDependency.task_id)
             .where(Task.workflow_id.in_(ids))
         )
-        for task_id, depends_on in dep_rows:
-            owner[task_id].dependencies[task_id].append(depends_on)
+        for task_id, depends_on, kind in dep_rows:
+            owner[task_id].dependencies[task_id].append((depends_on, kind))
     return list(workflows.values())
 
 
@@ -235,3 +237,65 @@ async def list_workflows(
             for workflow in workflows:
                 workflow["task_counts"] = by_id.get(workflow["id"], {})
     return workflows, int(total)
+
+
+def task_row(
+    task: TaskSpec, task_id: str, workflow_id: str, position: int, executor: ExecutorSettings
+) -> dict[str, Any]:
+    """The row of a new task, with the configured retry and timeout defaults filled in."""
+    retry = executor.retry
+    timeout = task.timeout if task.timeout is not None else executor.default_timeout
+    return {
+        "id": task_id,
+        "workflow_id": workflow_id,
+        "operation_id": task.operation_id,
+        "position": position,
+        "name": task.name,
+        "command": task.command or f"{task.provider} {task.action}",
+        "args": task.args,
+        "provider": task.provider,
+        "action": task.action,
+        "params": task.params,
+        "status": "Pending",
+        "pending_dependencies": len(task.dependencies) + len(task.soft_dependencies),
+        "attempts": 0,
+        "max_attempts": task.max_attempts or retry.max_attempts,
+        "retry_initial_delay": (
+            task.retry_initial_delay
+            if task.retry_initial_delay is not None
+            else retry.initial_delay
+        ),
+        "retry_max_delay": (
+            task.retry_max_delay if task.retry_max_delay is not None else retry.max_delay
+        ),
+        "timeout": timeout or None,
+        "progress": 0.0,
+        "output": None,
+        "error": None,
+        "result": None,
+        "on_failure": task.on_failure,
+        "compensates": task.compensates,
+        "compensation": task.compensation,
+        "not_before": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "handle": None,
+        "created_at": utcnow(),
+        "started_at": None,
+        "completed_at": None,
+    }
+
+
+async def tasks_of(engine: AsyncEngine, workflow_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Every task of the given workflows, in workflow order."""
+    if not workflow_ids:
+        return []
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                select(Task.__table__)
+                .where(Task.workflow_id.in_(list(workflow_ids)))
+                .order_by(Task.workflow_id, Task.position)
+            )
+        ).mappings()
+        return [dict(row) for row in rows]

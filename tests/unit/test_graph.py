@@ -57,7 +57,7 @@ def test_unknown_dependency_is_refused_with_its_path():
 
 
 def test_duplicate_task_and_duplicate_dependency_are_refused():
-    with pytest.raises(InvalidInput, match="duplicate task name 'a'"):
+    with pytest.raises(InvalidInput, match="duplicate name 'a'"):
         build_graph([("a", []), ("a", [])])
     with pytest.raises(InvalidInput, match="lists dependency 'a' twice"):
         build_graph([("a", []), ("b", ["a", "a"])])

@@ -267,6 +267,32 @@ async def test_cancel_by_task_id_kills_the_group_and_fails_the_apply(
     await provider.cancel("t9")  # nothing running any more: a no-op
 
 
+@pytest.mark.parametrize("steps", range(6))
+async def test_cancelling_while_the_command_starts_leaves_nothing_running(
+    provider: LocalProvider, tmp_path: Path, steps: int
+) -> None:
+    task = asyncio.create_task(provider.apply(make_call(tmp_path, **sh(SPAWNS_GRANDCHILD))))
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)
+    pidfile = tmp_path / "grandchild.pid"
+    if pidfile.exists() and pidfile.read_text().strip():
+        assert await wait_gone(int(pidfile.read_text()), timeout=1.0)
+
+
+async def test_cancel_by_task_id_while_the_command_starts_stops_it(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    task = asyncio.create_task(provider.apply(make_call(tmp_path, "t8", **sh(SPAWNS_GRANDCHILD))))
+    await asyncio.sleep(0)  # the apply has begun to start the process
+    await provider.cancel("t8")
+    with pytest.raises(ProviderError, match="cancelled"):
+        await asyncio.wait_for(task, timeout=5)
+
+
 async def test_a_background_process_left_holding_the_output_does_not_block(
     provider: LocalProvider, tmp_path: Path
 ) -> None:

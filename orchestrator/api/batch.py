@@ -1,0 +1,205 @@
+"""Batch operations (seed 003): submit a batch as JSON or YAML, follow its operations."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import yaml
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from orchestrator.api.controllers import Limit, Offset, orchestrator_of
+from orchestrator.api.envelope import Envelope
+from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
+from orchestrator.batch import Batch, check_storage_backend, plan_batch
+from orchestrator.errors import DomainError, InvalidInput, NotFound
+from orchestrator.store.workflows import get_workflow, list_workflows, tasks_of
+
+JSON_TYPES = ("application/json", "application/vnd.provisioning.v1+json", "")
+YAML_TYPES = ("application/yaml", "text/yaml", "application/x-yaml", "text/x-yaml")
+
+
+class UnsupportedMediaType(DomainError):
+    status_code = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class OperationOut(msgspec.Struct, omit_defaults=True):
+    id: str
+    status: str
+    progress: float
+    results: dict[str, Any] | None = None
+
+
+class BatchOut(msgspec.Struct):
+    batch_id: str
+    status: str
+    operations: list[OperationOut]
+    name: str | None = None
+    created_at: datetime | None = None
+    error: str | None = None
+
+
+def decode_batch(body: bytes, content_type: str) -> Batch:
+    """JSON or YAML into a `Batch`; errors name the path (`$.operations[1].id`)."""
+    media = content_type.split(";")[0].strip().lower()
+    if media in YAML_TYPES:
+        try:
+            raw = yaml.safe_load(body)
+        except yaml.YAMLError as exc:
+            raise DomainError(f"the request body is not valid YAML: {exc}") from exc
+    elif media in JSON_TYPES:
+        try:
+            raw = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise DomainError(f"the request body could not be decoded: {exc}") from exc
+    else:
+        raise UnsupportedMediaType(
+            f"content type '{media}' is not accepted; send application/json or application/yaml"
+        )
+    try:
+        return msgspec.convert(raw, Batch)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid batch: {exc}") from exc
+
+
+def operation_status(statuses: list[str], compensated: bool) -> str:
+    if compensated:
+        return "RolledBack"
+    if not statuses or all(s == "Pending" for s in statuses):
+        return "Pending"
+    if all(s == "Completed" for s in statuses):
+        return "Completed"
+    if "Running" in statuses or "Pending" in statuses:
+        return "Running"
+    if "Failed" in statuses:
+        return "Failed"
+    return "Cancelled"
+
+
+def summarize(workflow: dict[str, Any], tasks: list[dict[str, Any]], *, results: bool) -> BatchOut:
+    """A batch as seed 003 shows it: per operation, status, progress and results."""
+    order = [op["id"] for op in (workflow["spec"] or {}).get("operations", [])]
+    originals: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    undone: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for task in tasks:
+        op = task["operation_id"] or ""
+        if task["compensates"] is None:
+            originals[op].append(task)
+        else:
+            undone[op][task["compensates"]] = task
+    operations = []
+    for op in order:
+        mine = originals.get(op, [])
+        statuses = [t["status"] for t in mine]
+        done = [t for t in mine if t["status"] == "Completed"]
+        compensated = bool(done) and all(
+            undone[op].get(t["id"], {}).get("status") == "Completed" for t in done
+        )
+        ended = sum(1 for s in statuses if s in ("Completed", "Failed", "Cancelled"))
+        out = OperationOut(
+            id=op,
+            status=operation_status(statuses, compensated),
+            progress=round(100.0 * ended / len(mine), 1) if mine else 0.0,
+        )
+        if results:
+            out.results = {
+                t["name"].split("/", 1)[-1]: {
+                    "task_id": t["id"],
+                    "status": t["status"],
+                    "output": t["output"],
+                    "error": t["error"],
+                    "result": t["result"],
+                    "compensation": _compensation(undone[op].get(t["id"])),
+                }
+                for t in mine
+            }
+        operations.append(out)
+    return BatchOut(
+        batch_id=workflow["id"],
+        status=workflow["status"],
+        operations=operations,
+        name=workflow["name"],
+        created_at=workflow["created_at"],
+        error=workflow["error"],
+    )
+
+
+def _compensation(task: dict[str, Any] | None) -> dict[str, Any] | None:
+    if task is None:
+        return None
+    return {"task_id": task["id"], "status": task["status"], "error": task["error"]}
+
+
+class BatchController(Controller):
+    path = "/batch"
+    tags = ["batch"]
+
+    @post("/execute", status_code=HTTP_202_ACCEPTED, summary="Execute a batch (JSON or YAML)")
+    async def execute(
+        self, state: State, request: Request[Any, Any, Any]
+    ) -> Response[Envelope[BatchOut]]:
+        orchestrator = orchestrator_of(state)
+        batch = decode_batch(await request.body(), request.headers.get("content-type", ""))
+        backend = "sqlite" if orchestrator.settings.is_sqlite else "postgresql"
+        check_storage_backend(batch, backend)
+        spec = plan_batch(batch, orchestrator.instance_types)
+        batch_id = await orchestrator.submit(spec)
+        workflow = await get_workflow(orchestrator.engine, batch_id)
+        assert workflow is not None
+        summary = summarize(
+            workflow, await tasks_of(orchestrator.engine, [batch_id]), results=False
+        )
+        return Response(
+            Envelope(summary),
+            status_code=HTTP_202_ACCEPTED,
+            headers={"Location": f"/batch/operations/{batch_id}"},
+        )
+
+    @get("/operations", summary="List batches")
+    async def list(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        status: str | None = None,
+        limit: Limit = DEFAULT_LIMIT,
+        offset: Offset = 0,
+    ) -> Response[Envelope[list[BatchOut]]]:
+        check_page(limit, offset)
+        engine = orchestrator_of(state).engine
+        rows, total = await list_workflows(
+            engine, status=status, kind="batch", limit=limit, offset=offset
+        )
+        tasks = await tasks_of(engine, [r["id"] for r in rows])
+        by_batch: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for task in tasks:
+            by_batch[task["workflow_id"]].append(task)
+        return Response(
+            Envelope([summarize(r, by_batch[r["id"]], results=False) for r in rows]),
+            headers=page_headers(request, total, limit, offset),
+        )
+
+    @get("/operations/{batch_id:str}", summary="A batch with per-operation status and results")
+    async def show(self, state: State, batch_id: str) -> Envelope[BatchOut]:
+        engine = orchestrator_of(state).engine
+        workflow = await _batch(engine, batch_id)
+        return Envelope(summarize(workflow, await tasks_of(engine, [batch_id]), results=True))
+
+    @post("/operations/{batch_id:str}/cancel", status_code=200, summary="Cancel a batch")
+    async def cancel(self, state: State, batch_id: str) -> Envelope[str]:
+        orchestrator = orchestrator_of(state)
+        workflow = await _batch(orchestrator.engine, batch_id)
+        if not await orchestrator.executor.cancel(batch_id):
+            return Envelope(f"Batch {batch_id} already ended ({workflow['status']})")
+        return Envelope("Operation cancelled")
+
+
+async def _batch(engine: Any, batch_id: str) -> dict[str, Any]:
+    workflow = await get_workflow(engine, batch_id)
+    if workflow is None or workflow["kind"] != "batch":
+        raise NotFound(f"batch '{batch_id}' not found")
+    return workflow

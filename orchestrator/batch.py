@@ -1,0 +1,237 @@
+"""Batches (seed 003): operations that depend on operations, each expanding into tasks.
+
+A batch is a workflow of kind `batch` whose tasks are grouped by `operation_id`. An
+operation's dependency on another becomes an edge from each of its tasks to each of the
+other's (hard: run only if it completed; soft: run once it ended, however). Everything
+here is pure: parsing, validation with the exact path of a problem, and expansion.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from orchestrator.errors import InvalidInput
+from orchestrator.graph import build_graph
+from orchestrator.planner import InstanceTypes, TaskSpec, WorkflowSpec
+
+OperationType = Literal["server_batch", "taskserv_batch", "cluster_batch", "command_batch"]
+OnFailure = Literal["fail", "continue", "rollback"]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+
+class Dependency(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    type: Literal["hard", "soft"] = "hard"
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    plan: str | None = None
+    zone: str | None = None
+    params: dict[str, Any] = {}
+
+
+class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    cluster_type: str
+    params: dict[str, Any] = {}
+
+
+class UndoCommand(msgspec.Struct, forbid_unknown_fields=True):
+    command: str
+    args: list[str] = []
+    env: dict[str, str] = {}
+    cwd: str | None = None
+
+
+class Command(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    command: str
+    args: list[str] = []
+    env: dict[str, str] = {}
+    cwd: str | None = None
+    undo: UndoCommand | None = None
+    timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class Operation(msgspec.Struct, forbid_unknown_fields=True):
+    id: Name
+    type: OperationType
+    provider: str | None = None
+    dependencies: list[str | Dependency] = []
+    on_failure: OnFailure | None = None
+    server_configs: list[ServerConfig] = []
+    taskservs: list[str] = []
+    #: servers a taskserv_batch installs on (one task per taskserv and server)
+    servers: list[str] = []
+    clusters: list[ClusterConfig] = []
+    commands: list[Command] = []
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    #: failure injection for the simulated cloud, passed to every task's params
+    simulate: dict[str, Any] | None = None
+
+
+class Batch(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    operations: Annotated[list[Operation], msgspec.Meta(min_length=1, max_length=1000)]
+    version: str = "1.0.0"
+    storage_backend: str | None = None
+    parallel_limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    rollback_enabled: bool = False
+    check_mode: bool = False
+
+
+def _dependency(raw: str | Dependency) -> Dependency:
+    return Dependency(raw) if isinstance(raw, str) else raw
+
+
+def check_storage_backend(batch: Batch, configured: str) -> None:
+    """The state store is the server's: a batch may name it, not choose another."""
+    wanted = batch.storage_backend
+    if wanted is None or wanted == configured:
+        return
+    if wanted not in SUPPORTED_BACKENDS:
+        raise InvalidInput(
+            f"storage_backend: '{wanted}' is not supported; this product stores state in "
+            f"{' or '.join(SUPPORTED_BACKENDS)}, and this orchestrator uses '{configured}' "
+            "(omit the field, or give that value)"
+        )
+    raise InvalidInput(
+        f"storage_backend: this orchestrator stores state in '{configured}', not '{wanted}'; "
+        "the backend is chosen by the server's database_url"
+    )
+
+
+def _validate_operations(batch: Batch) -> None:
+    ids = [op.id for op in batch.operations]
+    for index, op in enumerate(batch.operations):
+        if ids.index(op.id) != index:
+            raise InvalidInput(f"operations[{index}].id: duplicate operation id '{op.id}'")
+        for dep_index, raw in enumerate(op.dependencies):
+            dep = _dependency(raw)
+            if dep.id not in ids:
+                raise InvalidInput(
+                    f"operations[{index}].dependencies[{dep_index}]: unknown operation "
+                    f"'{dep.id}' (operations: {', '.join(ids)})"
+                )
+    build_graph(
+        [(op.id, [_dependency(d).id for d in op.dependencies]) for op in batch.operations],
+        what="operations",
+    )
+
+
+def _provider(op: Operation, index: int, types: InstanceTypes, default: str | None) -> str:
+    provider = op.provider or default
+    if provider is None:
+        raise InvalidInput(f"operations[{index}].provider: required for a {op.type}")
+    if provider not in types:
+        raise InvalidInput(
+            f"operations[{index}].provider: '{provider}' is not a configured provider "
+            f"instance (configured: {', '.join(sorted(types))})"
+        )
+    return provider
+
+
+def _with_simulate(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+    return {**params, "simulate": op.simulate} if op.simulate else params
+
+
+def _expand(op: Operation, index: int, types: InstanceTypes) -> list[TaskSpec]:
+    where = f"operations[{index}]"
+    tasks: list[TaskSpec] = []
+    if op.type == "server_batch":
+        if not op.server_configs:
+            raise InvalidInput(f"{where}.server_configs: a server_batch needs at least one server")
+        provider = _provider(op, index, types, None)
+        for server in op.server_configs:
+            params = {"name": server.name, **server.params}
+            params.update({k: v for k, v in (("plan", server.plan), ("zone", server.zone)) if v})
+            tasks.append(_task(op, f"server {server.name}", provider, "server.create", params))
+    elif op.type == "taskserv_batch":
+        if not op.taskservs:
+            raise InvalidInput(f"{where}.taskservs: a taskserv_batch needs at least one taskserv")
+        provider = _provider(op, index, types, None)
+        targets: list[str | None] = [*op.servers] or [None]
+        for taskserv in op.taskservs:
+            for target in targets:
+                ts_params: dict[str, Any] = {"name": taskserv}
+                subject = f"taskserv {taskserv}"
+                if target is not None:
+                    ts_params["server"] = target
+                    subject += f" on {target}"
+                tasks.append(_task(op, subject, provider, "taskserv.create", ts_params))
+    elif op.type == "cluster_batch":
+        if not op.clusters:
+            raise InvalidInput(f"{where}.clusters: a cluster_batch needs at least one cluster")
+        provider = _provider(op, index, types, None)
+        for cluster in op.clusters:
+            params = {"name": cluster.name, "cluster_type": cluster.cluster_type, **cluster.params}
+            tasks.append(_task(op, f"cluster {cluster.name}", provider, "cluster.create", params))
+    else:
+        if not op.commands:
+            raise InvalidInput(f"{where}.commands: a command_batch needs at least one command")
+        provider = _provider(op, index, types, "local")
+        if types[provider] != "local":
+            raise InvalidInput(f"{where}.provider: a command_batch runs on a `local` instance")
+        for command in op.commands:
+            params = {"command": command.command, "args": list(command.args)}
+            if command.env:
+                params["env"] = dict(command.env)
+            if command.cwd is not None:
+                params["cwd"] = command.cwd
+            if command.undo is not None:
+                params["undo"] = msgspec.to_builtins(command.undo)
+            task = _task(op, command.name, provider, "run", params)
+            task.command, task.args = command.command, list(command.args)
+            task.timeout = command.timeout or op.timeout
+            tasks.append(task)
+    return tasks
+
+
+def _task(
+    op: Operation, subject: str, provider: str, action: str, params: dict[str, Any]
+) -> TaskSpec:
+    return TaskSpec(
+        name=f"{op.id}/{subject}",
+        provider=provider,
+        action=action,
+        params=_with_simulate(op, params),
+        command=f"{provider} {action}",
+        args=[str(params.get("name", subject))],
+        max_attempts=op.max_attempts,
+        timeout=op.timeout,
+        operation_id=op.id,
+    )
+
+
+def plan_batch(batch: Batch, types: InstanceTypes) -> WorkflowSpec:
+    """Validate a batch and expand it into one workflow of tasks."""
+    _validate_operations(batch)
+    default_failure = "rollback" if batch.rollback_enabled else "fail"
+    expanded: dict[str, list[TaskSpec]] = {}
+    for index, op in enumerate(batch.operations):
+        tasks = _expand(op, index, types)
+        for task in tasks:
+            task.on_failure = op.on_failure or default_failure
+        expanded[op.id] = tasks
+    for op in batch.operations:
+        for raw in op.dependencies:
+            dep = _dependency(raw)
+            upstream = [t.name for t in expanded[dep.id]]
+            for task in expanded[op.id]:
+                (task.soft_dependencies if dep.type == "soft" else task.dependencies).extend(
+                    upstream
+                )
+    return WorkflowSpec(
+        kind="batch",
+        name=batch.name,
+        tasks=[t for op in batch.operations for t in expanded[op.id]],
+        parallel_limit=batch.parallel_limit,
+        rollback_enabled=batch.rollback_enabled,
+        check_mode=batch.check_mode,
+        request=msgspec.to_builtins(batch),
+    )

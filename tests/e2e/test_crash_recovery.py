@@ -1,0 +1,94 @@
+"""kill -9 in the middle of a workflow of local shell tasks, then a restart."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.servers import OrchestratorProcess, wait_for_workflow
+
+TASKS = 12
+
+
+def _task(index: int, root: Path, dependencies: list[str]) -> dict:
+    """A task that holds a lock while it works: a second concurrent run would find it
+    taken and say so in the log; its side effect is a `.done` file."""
+    name = f"step-{index:02d}"
+    script = (
+        f'echo "start {name} $$" >> {root}/log; sleep 0.4; '
+        f'echo "{name}" > {root}/{name}.done; echo "end {name} $$" >> {root}/log'
+    )
+    guarded = (
+        f"flock -n -E 75 {root}/{name}.lock sh -c '{script}'; rc=$?; "
+        f'[ $rc -eq 75 ] && echo "CONCURRENT {name}" >> {root}/log; exit $rc'
+    )
+    return {
+        "name": name,
+        "provider": "local",
+        "action": "run",
+        "params": {"command": "sh", "args": ["-c", guarded]},
+        "dependencies": dependencies,
+        "max_attempts": 3,
+        "retry_initial_delay": 0.1,
+    }
+
+
+def _workflow(root: Path) -> dict:
+    tasks = [_task(0, root, [])]
+    tasks += [_task(i, root, ["step-00"]) for i in range(1, TASKS - 1)]
+    tasks.append(_task(TASKS - 1, root, [f"step-{i:02d}" for i in range(1, TASKS - 1)]))
+    return {"name": "crash-test", "parallel_limit": 3, "tasks": tasks}
+
+
+def test_a_killed_server_finishes_every_workflow_after_restart(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    data = tmp_path / "data"
+    first = OrchestratorProcess(data, workspace=work).start()
+    try:
+        with first.client() as http:
+            response = http.post("/workflows", json=_workflow(work))
+            assert response.status_code == 202, response.text
+            workflow_id = response.json()["data"]
+            # Kill while some tasks are done and others are running.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                tasks = http.get("/tasks", params={"workflow_id": workflow_id}).json()["data"]
+                statuses = [t["status"] for t in tasks]
+                if statuses.count("Completed") >= 2 and "Running" in statuses:
+                    break
+                time.sleep(0.02)
+            else:
+                raise AssertionError(f"never saw running tasks: {statuses}")
+        first.kill()
+    finally:
+        first.stop()
+
+    second = OrchestratorProcess(data, workspace=work).start()
+    try:
+        with second.client() as http:
+            workflow = wait_for_workflow(http, workflow_id, timeout=60)
+            tasks = http.get("/tasks", params={"workflow_id": workflow_id}).json()["data"]
+    finally:
+        second.stop()
+
+    assert workflow["status"] == "Completed", workflow
+    assert all(t["status"] == "Completed" for t in tasks)
+    log = (work / "log").read_text()
+    assert "CONCURRENT" not in log, log
+    for index in range(TASKS):
+        assert (work / f"step-{index:02d}.done").exists()
+    # The interrupted tasks were retried as new attempts, by their policy: no attempt
+    # started that the store does not count (one killed before its command spawned
+    # counts without a start), and the kill cost some task an attempt.
+    starts: dict[str, int] = {}
+    for line in log.splitlines():
+        if line.startswith("start "):
+            starts[line.split()[1]] = starts.get(line.split()[1], 0) + 1
+    for task in tasks:
+        assert 1 <= starts[task["name"]] <= task["attempts"], (task["name"], starts)
+    assert any(t["attempts"] >= 2 for t in tasks), "no task was interrupted by the kill"
+    # Every task ran to its end at least once (at-least-once: a crash between a
+    # command's exit and the commit of its completion runs it again, never concurrently).
+    ends = {line.split()[1] for line in log.splitlines() if line.startswith("end ")}
+    assert ends == {f"step-{i:02d}" for i in range(TASKS)}, log

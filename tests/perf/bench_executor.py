@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Executor benchmarks: prints figures, asserts nothing.
+
+    .venv/bin/python tests/perf/bench_executor.py [--database URL] [--repeat N]
+
+Every transition is persisted (SQLite WAL, synchronous=NORMAL, unless --database says
+otherwise), as in production:
+
+- W1 fan-out: 1 -> 1000 no-op tasks -> 1 join, parallel limit 8: tasks per second;
+- W2 chain: 200 no-op tasks in a line: milliseconds per dependency hop;
+- W3 processes: 200 tasks each running `true`, limit 8, beside `make -j8` running the
+  same 200 `true` commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from orchestrator.planner import TaskSpec, WorkflowSpec  # noqa: E402
+from orchestrator.service import Orchestrator  # noqa: E402
+from orchestrator.settings import load_settings  # noqa: E402
+from orchestrator.store.engine import create_engine, upgrade  # noqa: E402
+
+
+def noop(name: str, deps: list[str] | None = None) -> TaskSpec:
+    return TaskSpec(name=name, provider="bench", action="noop", dependencies=deps or [])
+
+
+def fan_out(width: int) -> list[TaskSpec]:
+    middle = [noop(f"t{i}", ["start"]) for i in range(width)]
+    return [noop("start"), *middle, noop("join", [t.name for t in middle])]
+
+
+def chain(length: int) -> list[TaskSpec]:
+    return [noop(f"c{i}", [f"c{i - 1}"] if i else []) for i in range(length)]
+
+
+def processes(count: int) -> list[TaskSpec]:
+    return [
+        TaskSpec(name=f"p{i}", provider="local", action="run", params={"command": "true"})
+        for i in range(count)
+    ]
+
+
+async def run_workflow(orchestrator: Orchestrator, tasks: list[TaskSpec], limit: int) -> float:
+    start = time.perf_counter()
+    workflow_id = await orchestrator.submit(
+        WorkflowSpec(kind="custom", name="bench", tasks=tasks, parallel_limit=limit)
+    )
+    await orchestrator.executor.wait(workflow_id)
+    elapsed = time.perf_counter() - start
+    async with orchestrator.engine.connect() as connection:
+        from sqlalchemy import text
+
+        status = (
+            await connection.execute(
+                text("select status from workflows where id = :id"), {"id": workflow_id}
+            )
+        ).scalar_one()
+    assert status == "Completed", status
+    return elapsed
+
+
+def make_seconds(count: int, jobs: int) -> float:
+    with tempfile.TemporaryDirectory() as directory:
+        targets = " ".join(f"p{i}" for i in range(count))
+        rules = "".join(f"p{i}:\n\t@true\n" for i in range(count))
+        (Path(directory) / "Makefile").write_text(f".PHONY: all {targets}\nall: {targets}\n{rules}")
+        start = time.perf_counter()
+        subprocess.run(["make", "-s", f"-j{jobs}", "-C", directory], check=True)
+        return time.perf_counter() - start
+
+
+async def main(database: str | None, repeat: int) -> None:
+    data_dir = tempfile.mkdtemp(prefix="bench-")
+    environ = {
+        "PROVISIONING_DATA_DIR": data_dir,
+        "PROVISIONING_EXECUTOR__GLOBAL_LIMIT": "64",
+        "PROVISIONING_EXECUTOR__PROVIDER_LIMIT": "64",
+        "PROVISIONING_PROVIDERS__BENCH__TYPE": "sim",
+        "PROVISIONING_PROVIDERS__BENCH__LATENCY": "0",
+    }
+    if database:
+        environ["PROVISIONING_DATABASE_URL"] = database
+    settings = load_settings(environ=environ)
+    if database:
+        await upgrade(create_engine(settings))
+    orchestrator = Orchestrator(settings)
+    await orchestrator.start()
+    store = "sqlite (WAL, synchronous=NORMAL)" if settings.is_sqlite else "postgresql"
+    print(f"store: {store}; every transition persisted; best of {repeat} runs")
+    try:
+        w1 = min([await run_workflow(orchestrator, fan_out(1000), 8) for _ in range(repeat)])
+        print(f"W1 fan-out 1->1000->1, limit 8: {1002 / w1:,.0f} tasks/s ({w1 * 1000:.0f} ms)")
+        w2 = min([await run_workflow(orchestrator, chain(200), 8) for _ in range(repeat)])
+        print(f"W2 chain of 200: {w2 * 1000 / 199:.2f} ms per hop ({w2 * 1000:.0f} ms)")
+        w3 = [await run_workflow(orchestrator, processes(200), 8) for _ in range(repeat)]
+    finally:
+        await orchestrator.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    make = [make_seconds(200, 8) for _ in range(repeat)]
+    best, best_make = min(w3), min(make)
+    median = statistics.median(w3) * 1000
+    print(
+        f"W3 200 x `true`, limit 8: {best * 1000:.0f} ms (median {median:.0f})"
+        f"; make -j8: {best_make * 1000:.0f} ms (median {statistics.median(make) * 1000:.0f})"
+        f"; ratio {best / best_make:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--database", help="a database URL (default: embedded SQLite)")
+    parser.add_argument("--repeat", type=int, default=3)
+    arguments = parser.parse_args()
+    # The server runs on uvloop (uvicorn's default when installed); so does the bench.
+
+    asyncio.run(main(arguments.database, arguments.repeat))
