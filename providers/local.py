@@ -249,8 +249,7 @@ class LocalProvider:
                 await capture.exited
                 await asyncio.wait([capture.drained], timeout=_DRAIN_SECONDS)
             except BaseException:
-                await self._kill_group(pid)
-                await asyncio.wait([capture.exited], timeout=1.0)  # let asyncio reap it
+                await self._stop(transport, capture)
                 raise
             finally:
                 transport.close()
@@ -285,7 +284,12 @@ class LocalProvider:
         try:
             transport, _ = await asyncio.shield(spawn)
         except asyncio.CancelledError:
-            spawn.add_done_callback(_kill_abandoned)  # cancelled while starting
+            # Cancelled while starting: let the start finish (milliseconds), then stop it.
+            while not spawn.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([spawn])
+            if not spawn.cancelled() and spawn.exception() is None:
+                await self._stop(spawn.result()[0], capture)
             raise
         except FileNotFoundError:
             raise PermanentProviderError(f"command not found: {command.argv[0]!r}") from None
@@ -294,6 +298,13 @@ class LocalProvider:
                 f"cannot execute {command.argv[0]!r}: permission denied"
             ) from None
         return transport
+
+    async def _stop(self, transport: asyncio.SubprocessTransport, capture: _Capture) -> None:
+        try:
+            await self._kill_group(transport.get_pid())
+            await asyncio.wait([capture.exited], timeout=1.0)  # let asyncio reap the leader
+        finally:
+            transport.close()
 
     async def _kill_group(self, pgid: int) -> None:
         """SIGTERM the group, wait up to `kill_grace` for it to go, then SIGKILL it."""
@@ -306,13 +317,6 @@ class LocalProvider:
         finally:
             if _group_alive(pgid):
                 _signal_group(pgid, signal.SIGKILL)
-
-
-def _kill_abandoned(spawn: asyncio.Future[tuple[asyncio.SubprocessTransport, Any]]) -> None:
-    if not spawn.cancelled() and spawn.exception() is None:
-        transport, _ = spawn.result()
-        _signal_group(transport.get_pid(), signal.SIGKILL)
-        transport.close()
 
 
 def _confine(workspace: Path, cwd: object) -> Path:

@@ -12,6 +12,8 @@ from litestar.openapi import OpenAPIConfig
 from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
 from orchestrator.api.envelope import EXCEPTION_HANDLERS
+from orchestrator.api.rollback import RollbackController
+from orchestrator.api.state import StateController
 from orchestrator.service import Orchestrator
 
 
@@ -25,7 +27,14 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             await orchestrator.stop()
 
     return Litestar(
-        route_handlers=[health, TaskController, WorkflowController, BatchController],
+        route_handlers=[
+            health,
+            TaskController,
+            WorkflowController,
+            BatchController,
+            StateController,
+            RollbackController,
+        ],
         lifespan=[lifespan],
         state=State({"orchestrator": orchestrator}),
         exception_handlers=EXCEPTION_HANDLERS,

@@ -105,6 +105,10 @@ class Journal:
         self._inflight: asyncio.Future[None] | None = None
         self.commits = 0
 
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
+
     def start(self) -> None:
         self._writer = asyncio.create_task(self._run(), name="journal-writer")
 

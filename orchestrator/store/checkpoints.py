@@ -1,0 +1,246 @@
+"""Checkpoints, rollback selection, inventory restore and the statistics read from state."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orchestrator.errors import Conflict, NotFound
+from orchestrator.ids import new_id
+from orchestrator.rollback import DoneTask
+from orchestrator.store.journal import utcnow
+from orchestrator.store.models import Checkpoint, Event, Resource, Task, TaskDependency, Workflow
+from orchestrator.store.workflows import ACTIVE_WORKFLOW_STATUSES
+
+_RESOURCE_FIELDS = ("id", "provider", "kind", "name", "status", "workflow_id", "task_id", "data")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+async def create_checkpoint(engine: AsyncEngine, name: str, description: str) -> dict[str, Any]:
+    """Record the event position, the inventory and workflow states, atomically."""
+    async with engine.begin() as connection:
+        seq = int((await connection.execute(select(func.max(Event.seq)))).scalar() or 0)
+        resources = (await connection.execute(select(Resource.__table__))).mappings().all()
+        inventory = [
+            {
+                **{k: r[k] for k in _RESOURCE_FIELDS},
+                "created_at": _iso(r["created_at"]),
+                "updated_at": _iso(r["updated_at"]),
+            }
+            for r in resources
+        ]
+        workflows = [
+            {"id": w, "kind": k, "status": s}
+            for w, k, s in await connection.execute(
+                select(Workflow.id, Workflow.kind, Workflow.status)
+            )
+        ]
+        size = len(json.dumps({"inventory": inventory, "workflows": workflows}))
+        row = {
+            "id": new_id(),
+            "name": name,
+            "description": description,
+            "seq": seq,
+            "created_at": utcnow(),
+            "inventory": inventory,
+            "workflows": workflows,
+            "size": size,
+        }
+        await connection.execute(insert(Checkpoint), [row])
+        await connection.execute(
+            insert(Event),
+            [
+                {
+                    "at": row["created_at"],
+                    "type": "CheckpointCreated",
+                    "workflow_id": None,
+                    "task_id": None,
+                    "data": {"checkpoint_id": row["id"], "name": name, "seq": seq},
+                }
+            ],
+        )
+    return row
+
+
+async def get_checkpoint(engine: AsyncEngine, checkpoint_id: str) -> dict[str, Any] | None:
+    async with engine.connect() as connection:
+        row = (
+            (
+                await connection.execute(
+                    select(Checkpoint.__table__).where(Checkpoint.id == checkpoint_id)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        checkpoint = dict(row)
+        checkpoint["operations_count"] = await _completed_since(
+            connection, checkpoint["created_at"]
+        )
+    return checkpoint
+
+
+async def list_checkpoints(
+    engine: AsyncEngine, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    async with engine.connect() as connection:
+        total = (
+            await connection.execute(select(func.count()).select_from(Checkpoint))
+        ).scalar_one()
+        rows = (
+            await connection.execute(
+                select(
+                    Checkpoint.id,
+                    Checkpoint.name,
+                    Checkpoint.description,
+                    Checkpoint.created_at,
+                    Checkpoint.size,
+                    Checkpoint.seq,
+                )
+                .order_by(Checkpoint.created_at.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+        ).mappings()
+        return [dict(r) for r in rows], int(total)
+
+
+def _undoable() -> Any:
+    """Completed tasks that are neither undone nor being undone."""
+    undone = select(Task.compensates).where(
+        Task.compensates.is_not(None), Task.status.in_(("Completed", "Pending", "Running"))
+    )
+    return (
+        select(Task.__table__, Workflow.created_at.label("workflow_created_at"))
+        .join(Workflow, Workflow.id == Task.workflow_id)
+        .where(
+            Task.status == "Completed",
+            Task.compensates.is_(None),
+            Workflow.check_mode.is_(False),
+            Workflow.kind != "rollback",
+            Task.id.not_in(undone),
+        )
+    )
+
+
+async def _completed_since(connection: Any, moment: datetime) -> int:
+    query = _undoable().where(Task.completed_at > moment).subquery()
+    return int((await connection.execute(select(func.count()).select_from(query))).scalar_one())
+
+
+async def undoable_tasks(
+    engine: AsyncEngine,
+    *,
+    since: datetime | None = None,
+    operation_ids: Sequence[str] = (),
+) -> list[DoneTask]:
+    """What a rollback would compensate: work completed after `since`, or in the named
+    operations (`op` for the latest batch that has it, or `batch_id:op`)."""
+    query = _undoable()
+    if since is not None:
+        query = query.where(Task.completed_at > since)
+    async with engine.connect() as connection:
+        if operation_ids:
+            query = query.where(await _operation_filter(connection, operation_ids))
+        rows = (await connection.execute(query.order_by(Task.completed_at))).mappings().all()
+        ids = [r["id"] for r in rows]
+        deps: dict[str, list[str]] = defaultdict(list)
+        if ids:
+            edges = await connection.execute(
+                select(TaskDependency.task_id, TaskDependency.depends_on).where(
+                    TaskDependency.task_id.in_(ids)
+                )
+            )
+            for task_id, depends_on in edges:
+                deps[task_id].append(depends_on)
+    order = sorted({r["workflow_created_at"] for r in rows})
+    group = {moment: i for i, moment in enumerate(order)}
+    return [
+        DoneTask(
+            id=r["id"],
+            name=r["name"],
+            provider=r["provider"],
+            action=r["action"],
+            params=r["params"],
+            output=r["output"],
+            result=r["result"],
+            dependencies=tuple(deps[r["id"]]),
+            operation_id=r["operation_id"],
+            group=group[r["workflow_created_at"]],
+        )
+        for r in rows
+    ]
+
+
+async def _operation_filter(connection: Any, operation_ids: Sequence[str]) -> Any:
+    pairs = []
+    for raw in operation_ids:
+        batch_id, _, op = raw.rpartition(":")
+        if not batch_id:
+            batch_id = (
+                await connection.execute(
+                    select(Task.workflow_id)
+                    .join(Workflow, Workflow.id == Task.workflow_id)
+                    .where(Task.operation_id == op, Workflow.kind == "batch")
+                    .order_by(Workflow.created_at.desc())
+                    .limit(1)
+                )
+            ).scalar()
+            if batch_id is None:
+                raise NotFound(f"operation '{op}' not found in any batch")
+        pairs.append((Task.workflow_id == batch_id) & (Task.operation_id == op))
+    condition = pairs[0]
+    for pair in pairs[1:]:
+        condition = condition | pair
+    return condition
+
+
+async def restore_inventory(engine: AsyncEngine, checkpoint: dict[str, Any]) -> int:
+    """Reset the recorded inventory to the checkpoint's; the infrastructure is untouched."""
+    async with engine.begin() as connection:
+        active = (
+            await connection.execute(
+                select(func.count())
+                .select_from(Workflow)
+                .where(Workflow.status.in_(ACTIVE_WORKFLOW_STATUSES))
+            )
+        ).scalar_one()
+        if active:
+            raise Conflict(
+                f"{active} workflow(s) still running; wait for them or cancel them, then restore"
+            )
+        await connection.execute(delete(Resource))
+        rows = [
+            {
+                **{k: r[k] for k in _RESOURCE_FIELDS},
+                "created_at": datetime.fromisoformat(r["created_at"]),
+                "updated_at": utcnow(),
+            }
+            for r in checkpoint["inventory"]
+        ]
+        if rows:
+            await connection.execute(insert(Resource), rows)
+        await connection.execute(
+            insert(Event),
+            [
+                {
+                    "at": utcnow(),
+                    "type": "StateRestored",
+                    "workflow_id": None,
+                    "task_id": None,
+                    "data": {"checkpoint_id": checkpoint["id"], "resources": len(rows)},
+                }
+            ],
+        )
+    return len(rows)
