@@ -23,8 +23,13 @@ T = TypeVar("T")
 FINAL_WORKFLOW_STATUSES = frozenset({"Completed", "Failed", "Cancelled", "RolledBack"})
 #: Statuses after which a task never changes again.
 FINAL_TASK_STATUSES = frozenset({"Completed", "Failed", "Cancelled"})
+#: Statuses after which a batch never changes again.
+FINAL_BATCH_STATUSES = frozenset({"Completed", "Failed", "Cancelled", "RolledBack"})
 #: The most rows one page may hold (the API's maximum `limit`).
 MAX_PAGE = 1000
+#: How long `rollback` waits for its answer: the server holds it up to its
+#: `server.wait_timeout` (300 s by default) and then answers with the rollback running.
+ROLLBACK_TIMEOUT = 330.0
 
 
 class Task(msgspec.Struct, kw_only=True):
@@ -85,6 +90,134 @@ class Workflow(msgspec.Struct, kw_only=True):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_WORKFLOW_STATUSES
+
+
+class Compensation(msgspec.Struct, kw_only=True):
+    """The task that undid (or is undoing) a batch task's work."""
+
+    task_id: str
+    status: str
+    error: str | None
+
+
+class OperationResult(msgspec.Struct, kw_only=True):
+    """What one of an operation's tasks did, keyed by its subject (`server web-01`)."""
+
+    task_id: str
+    status: str
+    output: str | None
+    error: str | None
+    result: dict[str, Any] | None
+    compensation: Compensation | None
+
+
+class BatchOperation(msgspec.Struct, kw_only=True):
+    """One operation of a batch; `results` only in `GET /batch/operations/{id}`."""
+
+    id: str
+    status: str
+    progress: float
+    results: dict[str, OperationResult] | None = None
+
+
+class Batch(msgspec.Struct, kw_only=True):
+    """A batch as `POST /batch/execute` and `GET /batch/operations[/{id}]` answer it."""
+
+    batch_id: str
+    status: str
+    operations: list[BatchOperation]
+    name: str | None = None
+    created_at: datetime | None = None
+    error: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_BATCH_STATUSES
+
+    @property
+    def finished_operations(self) -> int:
+        return sum(1 for op in self.operations if op.status not in ("Pending", "Running"))
+
+
+class Checkpoint(msgspec.Struct, kw_only=True):
+    """A checkpoint; `operations_count` and `resources` only in its detail."""
+
+    id: str
+    name: str
+    description: str
+    created_at: datetime
+    size: str
+    seq: int
+    #: Completed, not yet undone tasks since the checkpoint: what a rollback would undo.
+    operations_count: int | None = None
+    #: Inventory rows the checkpoint recorded: what a restore would put back.
+    resources: int | None = None
+
+
+class RollbackResult(msgspec.Struct, kw_only=True):
+    """`POST /rollback/execute`: `rollback_id` is None when there was nothing to undo,
+    `success` None while the rollback still runs."""
+
+    rollback_id: str | None
+    success: bool | None
+    operations_executed: int
+    operations_failed: int
+    duration: float
+    status: str
+
+
+class RollbackStatistics(msgspec.Struct, kw_only=True):
+    total_checkpoints: int
+    total_rollbacks: int
+    success_rate: float | None
+    average_rollback_time: float | None
+
+
+class WorkflowProgress(msgspec.Struct, kw_only=True):
+    """`GET /state/workflows/{id}/progress`."""
+
+    workflow_id: str
+    status: str
+    progress: float
+    current_step: str | None
+    total_steps: int
+    completed_steps: int
+    estimated_time_remaining: float | None
+
+
+class SystemLoad(msgspec.Struct, kw_only=True):
+    cpu_usage: float
+    #: MB in use.
+    memory_usage: float
+    memory_percent: float
+    disk_usage: float
+
+
+class SystemMetrics(msgspec.Struct, kw_only=True):
+    total_workflows: int
+    active_workflows: int
+    completed_workflows: int
+    failed_workflows: int
+    running_tasks: int
+    queued_tasks: int
+    system_load: SystemLoad
+
+
+class SystemHealth(msgspec.Struct, kw_only=True):
+    overall_status: str
+    components: dict[str, str]
+    providers: dict[str, str]
+    last_check: datetime
+    details: dict[str, str]
+
+
+class StateStatistics(msgspec.Struct, kw_only=True):
+    total_workflows: int
+    active_snapshots: int
+    storage_usage: str
+    storage_bytes: int
+    average_workflow_duration: float | None
+    workflows_by_status: dict[str, int]
 
 
 class Page(msgspec.Struct, Generic[T]):
@@ -251,6 +384,82 @@ class OrchestratorClient:
         """Ask the orchestrator to cancel; return its message (also when already ended)."""
         return self._call("POST", f"/workflows/{_segment(workflow_id)}/cancel", str)[0]
 
+    # -- batches --------------------------------------------------------------------------
+
+    def submit_batch(self, document: bytes, content_type: str = "application/yaml") -> Batch:
+        """Submit a batch document (YAML or JSON); return it as accepted (it runs on)."""
+        headers = {"Content-Type": content_type}
+        return self._call("POST", "/batch/execute", Batch, content=document, headers=headers)[0]
+
+    def list_batches(
+        self, *, status: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> Page[Batch]:
+        query = {"status": status, "limit": limit, "offset": offset}
+        return self._page("/batch/operations", query, list[Batch])
+
+    def get_batch(self, batch_id: str) -> Batch:
+        """A batch with every operation's `results`."""
+        return self._call("GET", f"/batch/operations/{_segment(batch_id)}", Batch)[0]
+
+    def cancel_batch(self, batch_id: str) -> str:
+        """Ask the orchestrator to cancel; return its message (also when already ended)."""
+        return self._call("POST", f"/batch/operations/{_segment(batch_id)}/cancel", str)[0]
+
+    # -- checkpoints and rollback ---------------------------------------------------------
+
+    def create_checkpoint(self, name: str, description: str = "") -> str:
+        body = {"name": name, "description": description}
+        return self._call("POST", "/rollback/checkpoints", str, json=body)[0]
+
+    def list_checkpoints(
+        self, *, limit: int | None = None, offset: int | None = None
+    ) -> Page[Checkpoint]:
+        query = {"limit": limit, "offset": offset}
+        return self._page("/rollback/checkpoints", query, list[Checkpoint])
+
+    def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
+        return self._call("GET", f"/rollback/checkpoints/{_segment(checkpoint_id)}", Checkpoint)[0]
+
+    def rollback(
+        self,
+        *,
+        checkpoint_id: str | None = None,
+        operation_ids: list[str] | None = None,
+        timeout: float = ROLLBACK_TIMEOUT,
+    ) -> RollbackResult:
+        """Undo the work done since a checkpoint, or the named operations (`op` or
+        `batch_id:op`); give exactly one. The server answers once the rollback ends or
+        its wait timeout passes (then `success` is None)."""
+        body: dict[str, Any] = {}
+        if checkpoint_id is not None:
+            body["checkpoint_id"] = checkpoint_id
+        if operation_ids is not None:
+            body["operation_ids"] = operation_ids
+        answer = self._call("POST", "/rollback/execute", RollbackResult, json=body, timeout=timeout)
+        return answer[0]
+
+    def restore(self, checkpoint_id: str) -> str:
+        """Reset the recorded inventory to the checkpoint's; return the server's message."""
+        return self._call("POST", f"/rollback/restore/{_segment(checkpoint_id)}", str)[0]
+
+    def rollback_statistics(self) -> RollbackStatistics:
+        return self._call("GET", "/rollback/statistics", RollbackStatistics)[0]
+
+    # -- state ----------------------------------------------------------------------------
+
+    def workflow_progress(self, workflow_id: str) -> WorkflowProgress:
+        path = f"/state/workflows/{_segment(workflow_id)}/progress"
+        return self._call("GET", path, WorkflowProgress)[0]
+
+    def system_health(self) -> SystemHealth:
+        return self._call("GET", "/state/system/health", SystemHealth)[0]
+
+    def system_metrics(self) -> SystemMetrics:
+        return self._call("GET", "/state/system/metrics", SystemMetrics)[0]
+
+    def state_statistics(self) -> StateStatistics:
+        return self._call("GET", "/state/statistics", StateStatistics)[0]
+
     # -- plumbing -------------------------------------------------------------------------
 
     def _page(self, path: str, query: dict[str, Any], items_type: type[list[T]]) -> Page[T]:
@@ -275,15 +484,27 @@ class OrchestratorClient:
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> tuple[T, httpx.Response]:
         query = {k: v for k, v in (params or {}).items() if v is not None}
+        waited = self._http.timeout.read if timeout is None else timeout
         try:
-            response = self._http.request(method, path, params=query or None, json=json)
+            response = self._http.request(
+                method,
+                path,
+                params=query or None,
+                json=json,
+                content=content,
+                headers=headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise Unreachable(self.base_url, str(exc) or type(exc).__name__) from exc
         except httpx.TimeoutException as exc:
             raise ApiError(
-                f"{method} {path}: no answer within {self._http.timeout.read} s",
+                f"{method} {path}: no answer within {waited} s",
                 "TIMEOUT",
                 0,
             ) from exc

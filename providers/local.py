@@ -246,7 +246,7 @@ class LocalProvider:
                     await on_handle({"pid": pid, "pgid": pid, "start_time": stat[2]})
                 if running.cancelled:
                     await self._kill_group(pid)
-                await capture.exited
+                await asyncio.shield(capture.exited)  # a cancel must not cancel the future
                 await asyncio.wait([capture.drained], timeout=_DRAIN_SECONDS)
             except BaseException:
                 await self._stop(transport, capture)

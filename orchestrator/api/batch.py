@@ -17,7 +17,12 @@ from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
 from orchestrator.batch import Batch, check_storage_backend, plan_batch
 from orchestrator.errors import DomainError, InvalidInput, NotFound
-from orchestrator.store.workflows import get_workflow, list_workflows, tasks_of
+from orchestrator.store.workflows import (
+    compensations_of,
+    get_workflow,
+    list_workflows,
+    tasks_of,
+)
 
 JSON_TYPES = ("application/json", "application/vnd.provisioning.v1+json", "")
 YAML_TYPES = ("application/yaml", "text/yaml", "application/x-yaml", "text/x-yaml")
@@ -42,6 +47,18 @@ class BatchOut(msgspec.Struct):
     name: str | None = None
     created_at: datetime | None = None
     error: str | None = None
+
+
+async def batch_tasks(engine: Any, batch_ids: list[str]) -> list[dict[str, Any]]:
+    """The batches' tasks, with the compensations other workflows ran for them."""
+    tasks = await tasks_of(engine, batch_ids)
+    known = {t["id"] for t in tasks}
+    originals = [t["id"] for t in tasks if t["compensates"] is None]
+    extra = [t for t in await compensations_of(engine, originals) if t["id"] not in known]
+    workflow_of = {t["id"]: t["workflow_id"] for t in tasks}
+    for task in extra:  # filed under the batch of the task they undo
+        task["workflow_id"] = workflow_of[task["compensates"]]
+    return tasks + extra
 
 
 def decode_batch(body: bytes, content_type: str) -> Batch:
@@ -91,7 +108,9 @@ def summarize(workflow: dict[str, Any], tasks: list[dict[str, Any]], *, results:
         if task["compensates"] is None:
             originals[op].append(task)
         else:
-            undone[op][task["compensates"]] = task
+            earlier = undone[op].get(task["compensates"])
+            if earlier is None or earlier["status"] != "Completed":
+                undone[op][task["compensates"]] = task
     operations = []
     for op in order:
         mine = originals.get(op, [])
@@ -174,7 +193,7 @@ class BatchController(Controller):
         rows, total = await list_workflows(
             engine, status=status, kind="batch", limit=limit, offset=offset
         )
-        tasks = await tasks_of(engine, [r["id"] for r in rows])
+        tasks = await batch_tasks(engine, [r["id"] for r in rows])
         by_batch: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for task in tasks:
             by_batch[task["workflow_id"]].append(task)
@@ -187,7 +206,7 @@ class BatchController(Controller):
     async def show(self, state: State, batch_id: str) -> Envelope[BatchOut]:
         engine = orchestrator_of(state).engine
         workflow = await _batch(engine, batch_id)
-        return Envelope(summarize(workflow, await tasks_of(engine, [batch_id]), results=True))
+        return Envelope(summarize(workflow, await batch_tasks(engine, [batch_id]), results=True))
 
     @post("/operations/{batch_id:str}/cancel", status_code=200, summary="Cancel a batch")
     async def cancel(self, state: State, batch_id: str) -> Envelope[str]:

@@ -299,3 +299,18 @@ async def tasks_of(engine: AsyncEngine, workflow_ids: Sequence[str]) -> list[dic
             )
         ).mappings()
         return [dict(row) for row in rows]
+
+
+async def compensations_of(engine: AsyncEngine, task_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The compensation tasks, in any workflow, that undo the given tasks."""
+    if not task_ids:
+        return []
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                select(Task.__table__)
+                .where(Task.compensates.in_(list(task_ids)))
+                .order_by(Task.created_at)
+            )
+        ).mappings()
+        return [dict(row) for row in rows]
