@@ -45,6 +45,26 @@ class ControlCenterSettings(msgspec.Struct, forbid_unknown_fields=True):
     port: int = 9080
 
 
+class AuthSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Sessions, MFA and rate limits (the control center issues, both apps verify)."""
+
+    #: HMAC key for JWTs; empty means a random key generated once and kept in
+    #: `<data_dir>/jwt.key` (mode 0600), shared by both apps on this machine.
+    jwt_secret: str = ""
+    jwt_algorithm: str = "HS256"
+    access_token_ttl: float = 3600.0
+    refresh_token_ttl: float = 7 * 24 * 3600.0
+    #: Roles that must enroll TOTP before they can act.
+    mfa_required_roles: list[str] = msgspec.field(default_factory=lambda: ["admin"])
+    min_password_length: int = 12
+    #: Requests per minute: authentication per IP, general per user, batch per user.
+    rate_limit_auth: int = 5
+    rate_limit_general: int = 100
+    rate_limit_batch: int = 10
+    #: Serve /metrics without authentication.
+    metrics_open: bool = True
+
+
 class RetrySettings(msgspec.Struct, forbid_unknown_fields=True):
     """The default retry policy (the seed system's): 3 attempts, exponential, 5 s → 300 s."""
 
@@ -98,6 +118,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     control_center: ControlCenterSettings = msgspec.field(default_factory=ControlCenterSettings)
     executor: ExecutorSettings = msgspec.field(default_factory=ExecutorSettings)
     sqlite: SqliteSettings = msgspec.field(default_factory=SqliteSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=_default_providers)
 
     @property

@@ -189,15 +189,17 @@ class SimProvider:
             )
         params = call.params
         name = _param_str(params, "name")
-        existing = _live(await call.inventory.get(kind, name))
+        # A taskserv is installed per server: its inventory row is `name@server`.
+        key = f"{name}@{params['server']}" if kind == "taskserv" and params.get("server") else name
+        existing = _live(await call.inventory.get(kind, key))
         if op == "delete":
             if existing is None:
-                return _Plan(f"{kind} {name} does not exist")
-            return _Plan(f"{kind} {name}", ResourceChange(kind, name, "delete", data=existing))
-        identity = {key: self._identity(key, params) for key in _IDENTITY[kind]}
+                return _Plan(f"{kind} {key} does not exist")
+            return _Plan(f"{kind} {key}", ResourceChange(kind, key, "delete", data=existing))
+        identity = {attr: self._identity(attr, params) for attr in _IDENTITY[kind]}
         if existing is not None:
             if all(existing.get(k) == v for k, v in identity.items()):
-                return _Plan(f"{kind} {name} already exists", result=existing)
+                return _Plan(f"{kind} {key} already exists", result=existing)
             held = ", ".join(f"{k} {existing.get(k)!r}" for k in identity)
             raise PermanentProviderError(f"{kind} {name} already exists with {held}")
         server = identity.get("server")
@@ -208,7 +210,7 @@ class SimProvider:
         ):
             raise PermanentProviderError(f"server {server} not found for taskserv {name}")
         data = {k: v for k, v in params.items() if k not in _NOT_DATA} | identity
-        digest = hashlib.sha256(f"{self.name}/{kind}/{name}".encode()).digest()
+        digest = hashlib.sha256(f"{self.name}/{kind}/{key}".encode()).digest()
         data["id"] = str(uuid.UUID(bytes=digest[:16], version=4))
         if kind == "server":
             data["ip"] = f"198.51.100.{1 + digest[16] % 254}"
@@ -216,7 +218,7 @@ class SimProvider:
             summary = f"taskserv {name}" + (f" on server {server}" if server else "")
         else:
             summary = f"{kind} {name} ({_describe(data, _IDENTITY[kind])})"
-        return _Plan(summary, ResourceChange(kind, name, "create", data=data), result=data)
+        return _Plan(summary, ResourceChange(kind, key, "create", data=data), result=data)
 
     def _identity(self, key: str, params: JSON) -> Any:
         if key == "server":
@@ -248,11 +250,14 @@ def _wake(pending: asyncio.Future[None]) -> None:
 
 
 def _live(row: JSON | None) -> JSON | None:
-    """The attributes of an inventory entry (a row with `data`, or the data itself)."""
+    """The attributes of an inventory entry: a row holding `data`, or the data itself
+    (with its `status` beside it); None when there is none or it is marked deleted."""
     if row is None or row.get("status") == "deleted":
         return None
     data = row.get("data")
-    return dict(data) if isinstance(data, Mapping) else dict(row)
+    if isinstance(data, Mapping):
+        return dict(data)
+    return {k: v for k, v in row.items() if k != "status"}
 
 
 def _describe(data: Mapping[str, Any], keys: tuple[str, ...]) -> str:

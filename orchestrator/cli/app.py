@@ -120,3 +120,8 @@ def shown_database(settings: Settings) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+
+
+# Groups defined in modules of their own, registered on `cli` as they are imported (last,
+# as they import this module).
+from orchestrator.cli import batch, rollback  # noqa: E402, F401
