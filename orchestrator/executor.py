@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import defaultdict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.ids import new_id
+from orchestrator.metrics import Metrics
 from orchestrator.rollback import DoneTask, plan_compensations
 from orchestrator.settings import ExecutorSettings
 from orchestrator.store.journal import Journal, ResourceWrite, utcnow
@@ -86,6 +88,8 @@ class TaskRun:
     dependents: list[tuple[TaskRun, bool]] = field(default_factory=list)
     runner: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
+    #: When it last became ready (monotonic clock): the scheduling delay's start.
+    ready_at: float = 0.0
 
     def state(self) -> dict[str, Any]:
         return {
@@ -164,6 +168,8 @@ class Executor:
         settings: ExecutorSettings,
         *,
         workspace: Path,
+        metrics: Metrics,
+        on_commit: Callable[[], None] | None = None,
         provider_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.engine = engine
@@ -171,7 +177,8 @@ class Executor:
         self.settings = settings
         self.workspace = workspace
         self.worker_id = f"worker-{new_id()[:8]}"
-        self.journal = Journal(engine)
+        self.metrics = metrics
+        self.journal = Journal(engine, on_commit=self._committed(on_commit))
         self._provider_limits = dict(provider_limits or {})
         self._inventories = {name: StoreInventory(engine, name) for name in self.providers}
         self._workflows: dict[str, WorkflowRun] = {}
@@ -182,6 +189,14 @@ class Executor:
         self.running = 0
         self._stopping = False
         self.started = False
+
+    def _committed(self, then: Callable[[], None] | None) -> Callable[[], None]:
+        def committed() -> None:
+            self.metrics.commits.inc()
+            if then is not None:
+                then()
+
+        return committed
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -361,6 +376,7 @@ class Executor:
 
     def _make_ready(self, task: TaskRun) -> None:
         wf = task.workflow
+        task.ready_at = time.monotonic()
         wf.ready.append(task)
         self._enqueue_workflow(wf)
 
@@ -415,12 +431,16 @@ class Executor:
             task.id,
         )
         if wf.status == "Pending":
+            self.metrics.workflow_moved("Pending", "Running")
             wf.status = "Running"
             wf.started_at = now
             self.journal.workflow(wf.id, wf.state())
             self.journal.event(
-                "WorkflowStatusChanged", {"workflow_id": wf.id, "status": "Running"}, wf.id
+                "WorkflowStatusChanged",
+                {"workflow_id": wf.id, "status": "Running", "kind": wf.kind},
+                wf.id,
             )
+        self.metrics.scheduling_delay.observe(time.monotonic() - task.ready_at)
         task.runner = asyncio.create_task(self._run(task), name=f"task-{task.id}")
 
     def _release_slot(self, task: TaskRun) -> None:
@@ -440,7 +460,11 @@ class Executor:
     async def _run(self, task: TaskRun) -> None:
         try:
             await self.journal.flush()
-            result = await self._call_provider(task)
+            began = time.monotonic()
+            try:
+                result = await self._call_provider(task)
+            finally:
+                self.metrics.task_duration.observe(time.monotonic() - began)
         except asyncio.CancelledError:
             self._release_slot(task)
             if task.cancel_reason is not None:
@@ -544,6 +568,7 @@ class Executor:
                 task.retry_max_delay,
                 self.settings.retry.jitter,
             )
+            self.metrics.retries.inc()
             task.status = "Pending"
             task.error = error
             task.handle = None
@@ -584,6 +609,7 @@ class Executor:
             data["operation_id"] = task.operation_id
         self.journal.event("TaskStatusChanged", data, wf.id, task.id)
         wf.unfinished -= 1
+        self.metrics.tasks_total.labels(status.lower()).inc()
         if status == "Completed":
             self.journal.release_dependents(task.id, soft_only=False)
             for dependent, _soft in task.dependents:
@@ -631,6 +657,7 @@ class Executor:
             task.id,
         )
         wf.unfinished -= 1
+        self.metrics.tasks_total.labels("cancelled").inc()
 
     def _stop_workflow(self, wf: WorkflowRun, failed: TaskRun) -> None:
         """on_failure fail/rollback: pending work of the workflow never starts."""
@@ -665,12 +692,15 @@ class Executor:
         self._end_workflow(wf, status, error)
 
     def _end_workflow(self, wf: WorkflowRun, status: str, error: str | None) -> None:
+        self.metrics.workflow_moved(wf.status, status)
         wf.status = status
         self.journal.workflow(wf.id, wf.state(error))
         data: JSON = {"workflow_id": wf.id, "status": status, "kind": wf.kind}
         if error:
             data["error"] = error
         self.journal.event("WorkflowStatusChanged", data, wf.id)
+        if wf.kind == "batch":
+            self.journal.event("BatchStatusChanged", {**data, "batch_id": wf.id}, wf.id)
         self._workflows.pop(wf.id, None)
         wf.done.set()
 
@@ -708,6 +738,8 @@ class Executor:
         self.journal.insert_tasks(
             rows, [(task, dep, kind) for task, deps in edges.items() for dep, kind in deps]
         )
+        self.metrics.workflow_moved(wf.status, "RollingBack")
+        self.metrics.rollbacks.inc()
         wf.status = "RollingBack"
         self.journal.workflow(wf.id, wf.state(cause))
         self.journal.event(

@@ -15,13 +15,16 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.errors import InvalidInput
+from orchestrator.events import EventBus
 from orchestrator.executor import Executor
 from orchestrator.graph import build_graph, topological_order
 from orchestrator.ids import new_id
+from orchestrator.metrics import Metrics
 from orchestrator.planner import WorkflowSpec
 from orchestrator.settings import Settings
 from orchestrator.store.engine import create_engine, ensure_schema
 from orchestrator.store.journal import utcnow
+from orchestrator.store.statistics import workflow_counts
 from orchestrator.store.workflows import StoredWorkflow, insert_workflow, task_row
 from providers.base import Provider
 from providers.registry import build_instances
@@ -49,19 +52,25 @@ class Orchestrator:
             for name, table in settings.providers.items()
             if "max_concurrent" in table
         }
+        self.events = EventBus()
+        self.metrics = Metrics()
         self.executor = Executor(
             self.engine,
             self.providers,
             settings.executor,
             workspace=settings.workspace,
+            metrics=self.metrics,
+            on_commit=self.events.notify,
             provider_limits=limits,
         )
+        self.metrics.watch(lambda: self.executor.running, lambda: self.executor.queued)
         self._lock: IO[str] | None = None
 
     async def start(self) -> None:
         if self.settings.is_sqlite:
             self._lock = _lock_data_dir(Path(self.settings.data_dir))
         await ensure_schema(self.engine, self.settings)
+        self.metrics.workflows.update(await workflow_counts(self.engine))
         await self.executor.start()
         log.info("orchestrator started", worker=self.executor.worker_id)
 
@@ -112,6 +121,10 @@ class Orchestrator:
         edges = [(ids[t.name], ids[d], "hard") for t in spec.tasks for d in t.dependencies]
         edges += [(ids[t.name], ids[d], "soft") for t in spec.tasks for d in t.soft_dependencies]
         await insert_workflow(self.engine, workflow, rows, edges)
+        self.events.notify()
+        self.metrics.workflow_moved(None, "Pending")
+        if spec.kind == "rollback":
+            self.metrics.rollbacks.inc()
         dependencies: dict[str, list[tuple[str, str]]] = {ids[t.name]: [] for t in spec.tasks}
         for task_id, depends_on, kind in edges:
             dependencies[task_id].append((depends_on, kind))

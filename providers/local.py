@@ -97,6 +97,7 @@ class LocalProvider:
     Params of `run`: `command` (required), `args` (list of strings), `env` (merged over
     the inherited environment), `cwd` (relative to the workspace, which it may not
     leave, symlinks included), `undo` (a command of the same shape, run by `compensate`).
+    Other params (the name of what the command acts on, …) are ignored; `shell` is refused.
     """
 
     type_name: ClassVar[str] = "local"
@@ -159,9 +160,10 @@ class LocalProvider:
     async def reap(self, handle: JSON) -> None:
         """Stop the process group a previous orchestrator recorded, if it is still that one.
 
-        The group leader is matched by pid and start time (so a reused pid is left alone). If the
-        leader is gone, group members left behind are stopped when all of them started
-        after it. A handle without a start time, or a group already gone, is a no-op.
+        The group leader is matched by pid and start time, so a reused pid is left alone.
+        If the leader is gone, members left in its group are stopped when all of them
+        started after it. A handle without a start time, or a group already gone, is a
+        no-op. Needs /proc (Linux).
         """
         pid, start = handle.get("pid"), handle.get("start_time")
         pgid = handle.get("pgid", pid)
@@ -196,10 +198,8 @@ class LocalProvider:
         if "shell" in spec:
             raise PermanentProviderError("shell is not supported: give `command` and `args`")
         unknown = sorted(set(spec) - _COMMAND_KEYS)
-        if unknown:
-            raise PermanentProviderError(
-                f"{where}: unknown keys {unknown} (allowed: {sorted(_COMMAND_KEYS)})"
-            )
+        if unknown and where == "undo":
+            raise PermanentProviderError(f"undo: unknown keys {unknown}")
         command, args, env = spec.get("command"), spec.get("args", []), spec.get("env", {})
         if not isinstance(command, str) or not command:
             raise PermanentProviderError(f"{where}: `command` must be a non-empty string")

@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
 from orchestrator.api.envelope import EXCEPTION_HANDLERS
+from orchestrator.api.monitoring import event_stream, http_metrics, metrics
 from orchestrator.api.rollback import RollbackController
 from orchestrator.api.state import StateController
 from orchestrator.service import Orchestrator
@@ -34,7 +35,10 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             BatchController,
             StateController,
             RollbackController,
+            metrics,
+            event_stream,
         ],
+        middleware=[http_metrics(lambda: orchestrator.metrics)],
         lifespan=[lifespan],
         state=State({"orchestrator": orchestrator}),
         exception_handlers=EXCEPTION_HANDLERS,

@@ -86,6 +86,9 @@ def _serve(settings: Settings, listener: socket.socket, log_level: int) -> None:
         log_level=log_level,
         access_log=log_level <= logging.DEBUG,
         lifespan="on",
+        # The standard asyncio loop, not uvloop: it starts `local` subprocesses several
+        # times faster here (tests/perf/bench_executor.py, W3), which dominates.
+        loop="asyncio",
         timeout_graceful_shutdown=10,
     )
     signal.signal(signal.SIGTERM, _raise_stopped)

@@ -11,6 +11,7 @@ transaction.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -88,8 +89,9 @@ class JournalError(Exception):
 class Journal:
     """Collects transitions and writes them in as few transactions as it can."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, on_commit: Callable[[], None] | None = None) -> None:
         self._engine = engine
+        self._on_commit = on_commit
         self._tasks: dict[str, dict[str, Any]] = {}
         self._workflows: dict[str, dict[str, Any]] = {}
         self._events: list[dict[str, Any]] = []
@@ -193,6 +195,8 @@ class Journal:
                 async with self._engine.begin() as connection:
                     await self._write(connection, batch)
                 self.commits += 1
+                if self._on_commit is not None:
+                    self._on_commit()
             except Exception as exc:
                 self._failure = exc
                 error = JournalError(f"could not persist transitions: {exc}")

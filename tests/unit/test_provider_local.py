@@ -129,7 +129,7 @@ async def test_runs_in_the_workspace_and_creates_it(
 async def test_non_zero_exit_is_a_retryable_error_with_the_last_output(
     provider: LocalProvider, tmp_path: Path
 ) -> None:
-    with pytest.raises(ProviderError, match="exited with status 3: .*boom") as caught:
+    with pytest.raises(ProviderError, match=r"exited with status 3: .*boom") as caught:
         await provider.apply(make_call(tmp_path, **sh("echo boom; exit 3")))
     assert not isinstance(caught.value, PermanentProviderError)
 
@@ -151,7 +151,7 @@ async def test_only_run_is_supported(provider: LocalProvider, tmp_path: Path) ->
         ({"command": ""}, "command"),
         ({"command": "echo", "args": "a b"}, "args"),
         ({"command": "echo", "env": {"N": 1}}, "env"),
-        ({"command": "echo", "argz": []}, "unknown keys"),
+        ({"command": "echo", "undo": {"command": "rm", "argz": []}}, "unknown keys"),
         ({"command": "echo", "undo": "rm -rf x"}, "undo"),
     ],
 )
@@ -160,6 +160,13 @@ async def test_malformed_params_are_permanent_errors(
 ) -> None:
     with pytest.raises(PermanentProviderError, match=message):
         await provider.apply(make_call(tmp_path, **params))
+
+
+async def test_params_describing_the_target_are_ignored(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    call = make_call(tmp_path, command="echo", args=["hi"], name="web-01", plan="small")
+    assert (await provider.apply(call)).output == "hi\n"
 
 
 async def test_env_is_merged_over_the_inherited_environment(

@@ -65,7 +65,7 @@ def fast(**config: Any) -> SimProvider:
     return SimProvider("upcloud", {"latency": 0, **config})
 
 
-WEB = {"name": "web-01", "plan": "1xCPU-2 GB", "zone": "de-fra1"}
+WEB: dict[str, Any] = {"name": "web-01", "plan": "1xCPU-2 GB", "zone": "de-fra1"}
 
 
 async def failures(provider: SimProvider, calls: int) -> list[bool]:

@@ -1,0 +1,204 @@
+"""Monitoring (seed 003): Prometheus `/metrics`, the `/ws` event stream, HTTP metrics.
+
+The stream reads the event log from the client's last `seq` (`?since=`; default: from
+now on) and is woken by `EventBus` after each commit. A client that does not keep up is
+told (`{"type": "error", "code": "SLOW_CONSUMER"}`) and disconnected; since it reads
+the log, it can reconnect with `since` and lose nothing. The executor never waits for a
+client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+from litestar import Response, WebSocket, get, websocket
+from litestar.datastructures import State
+from litestar.enums import ScopeType
+from litestar.exceptions import WebSocketDisconnect
+from litestar.types import ASGIApp, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from orchestrator.api.controllers import orchestrator_of
+from orchestrator.events import read_events
+from orchestrator.metrics import Metrics
+from orchestrator.service import Orchestrator
+from orchestrator.store.statistics import ping
+
+#: How long one send may take before the client counts as stalled (seconds).
+SEND_TIMEOUT = 5.0
+#: How far (in events) a client may lag behind the log's head.
+MAX_LAG = 10_000
+WS_POLICY_VIOLATION = 1008
+
+
+class StreamFilter(msgspec.Struct, forbid_unknown_fields=True):
+    type: str = "subscribe"
+    workflow_id: str | None = None
+    event_types: list[str] = []
+    token: str | None = None
+
+
+@get("/metrics", tags=["monitoring"], summary="Prometheus metrics", include_in_schema=True)
+async def metrics(state: State) -> Response[bytes]:
+    return Response(orchestrator_of(state).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def stream_message(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as the stream sends it: `{event_type, timestamp, data, metadata, seq}`."""
+    return {
+        "event_type": event["type"],
+        "timestamp": event["at"],
+        "data": event["data"],
+        "metadata": {"workflow_id": event["workflow_id"], "task_id": event["task_id"]},
+        "seq": event["seq"],
+    }
+
+
+class _Subscription:
+    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
+        query = socket.query_params
+        types = query.get("event_type") or query.get("event_types") or ""
+        self.workflow_id: str | None = query.get("workflow_id")
+        self.types = [t for t in types.split(",") if t]
+        self.changed = asyncio.Event()
+
+    def update(self, request: StreamFilter) -> None:
+        self.workflow_id = request.workflow_id
+        self.types = list(request.event_types)
+        self.changed.set()
+
+
+@websocket("/ws")
+async def event_stream(socket: WebSocket[Any, Any, Any]) -> None:
+    orchestrator: Orchestrator = socket.app.state.orchestrator
+    since = socket.query_params.get("since")
+    await socket.accept()
+    try:
+        after = int(since) if since is not None else await ping(orchestrator.engine)
+    except ValueError:
+        await _refuse(socket, "INVALID_INPUT", "since: must be an event seq (an integer)")
+        return
+    subscription = _Subscription(socket)
+    async with anyio.create_task_group() as group:
+
+        async def listen() -> None:
+            try:
+                while True:
+                    raw = await socket.receive_text()
+                    try:
+                        request = msgspec.json.decode(raw, type=StreamFilter)
+                    except msgspec.DecodeError as exc:
+                        await _send(
+                            socket, {"type": "error", "code": "INVALID_INPUT", "error": str(exc)}
+                        )
+                        continue
+                    if request.type == "subscribe":
+                        subscription.update(request)
+            except WebSocketDisconnect:
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(listen)
+        with contextlib.suppress(WebSocketDisconnect, anyio.ClosedResourceError):
+            await _pump(socket, orchestrator, subscription, after)
+        group.cancel_scope.cancel()
+
+
+async def _pump(
+    socket: WebSocket[Any, Any, Any],
+    orchestrator: Orchestrator,
+    subscription: _Subscription,
+    after: int,
+) -> None:
+    bus = orchestrator.events
+    while True:
+        version = bus.version
+        events = await read_events(
+            orchestrator.engine,
+            after,
+            workflow_id=subscription.workflow_id,
+            types=subscription.types,
+        )
+        for event in events:
+            if not await _send(socket, stream_message(event)):
+                await _refuse(
+                    socket,
+                    "SLOW_CONSUMER",
+                    f"the client did not keep up; reconnect with since={after} to resume",
+                )
+                return
+            after = event["seq"]
+        if events:
+            head = await ping(orchestrator.engine)
+            if head - after > MAX_LAG:
+                await _refuse(
+                    socket,
+                    "SLOW_CONSUMER",
+                    f"more than {MAX_LAG} events behind; reconnect with since={after} to resume",
+                )
+                return
+            continue
+        subscription.changed.clear()
+        waiter = asyncio.ensure_future(bus.wait_for_change(version))
+        changed = asyncio.ensure_future(subscription.changed.wait())
+        try:
+            await asyncio.wait([waiter, changed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            changed.cancel()
+
+
+async def _send(socket: WebSocket[Any, Any, Any], message: dict[str, Any]) -> bool:
+    try:
+        with anyio.fail_after(SEND_TIMEOUT):
+            await socket.send_bytes(msgspec.json.encode(message))
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _refuse(socket: WebSocket[Any, Any, Any], code: str, error: str) -> None:
+    with anyio.move_on_after(1):
+        await socket.send_bytes(
+            msgspec.json.encode({"type": "error", "code": code, "error": error})
+        )
+    with anyio.move_on_after(1):
+        await socket.close(code=WS_POLICY_VIOLATION, reason=code)
+
+
+def http_metrics(metrics_of: Callable[[], Metrics]) -> Callable[[ASGIApp], ASGIApp]:
+    """ASGI middleware counting requests by route template and status, with latency."""
+
+    def middleware(app: ASGIApp) -> ASGIApp:
+        async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != ScopeType.HTTP:
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = 500
+
+            async def watching(message: Any) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, watching)
+            finally:
+                route = scope.get("path_template") or "unmatched"
+                method = scope.get("method", "")
+                registry = metrics_of()
+                registry.http_requests.labels(method, route, str(status)).inc()
+                registry.http_duration.labels(method, route).observe(time.perf_counter() - started)
+
+        return wrapped
+
+    return middleware
+
