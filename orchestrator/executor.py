@@ -54,6 +54,7 @@ from providers.base import (
 log = structlog.get_logger(__name__)
 
 TERMINAL = frozenset({"Completed", "Failed", "Cancelled"})
+WORKFLOW_TERMINAL = TERMINAL | {"RolledBack"}
 
 
 @dataclass(eq=False, slots=True)
@@ -123,6 +124,8 @@ class WorkflowRun:
     unfinished: int = 0
     queued: bool = False
     cancel_requested: bool = False
+    #: What made it fail (kept through a rollback, which reports it).
+    error: str | None = None
     #: Set once a task with on_failure fail/rollback failed: nothing new starts.
     stopping_after: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -132,7 +135,7 @@ class WorkflowRun:
             "status": self.status,
             "error": error,
             "started_at": self.started_at,
-            "completed_at": utcnow() if self.status in TERMINAL else None,
+            "completed_at": utcnow() if self.status in WORKFLOW_TERMINAL else None,
         }
 
 
@@ -276,6 +279,7 @@ class Executor:
             check_mode=bool(row["check_mode"]),
             rollback_enabled=bool(row["rollback_enabled"]),
             started_at=row["started_at"],
+            error=row["error"],
         )
         self._workflows[wf.id] = wf
         for t in stored.tasks:
@@ -741,6 +745,7 @@ class Executor:
         self.metrics.workflow_moved(wf.status, "RollingBack")
         self.metrics.rollbacks.inc()
         wf.status = "RollingBack"
+        wf.error = cause
         self.journal.workflow(wf.id, wf.state(cause))
         self.journal.event(
             "WorkflowStatusChanged",
@@ -763,8 +768,9 @@ class Executor:
     def _end_rollback(self, wf: WorkflowRun) -> None:
         compensations = [t for t in wf.tasks.values() if t.compensates is not None]
         failed = [t for t in compensations if t.status != "Completed"]
+        cause = wf.error or "a failure"
         if not failed:
-            self._end_workflow(wf, "RolledBack", "rolled back after a failure")
+            self._end_workflow(wf, "RolledBack", f"rolled back after: {cause}")
             return
         details = "; ".join(f"{t.name}: {t.error}" for t in failed[:10])
-        self._end_workflow(wf, "Failed", f"rollback incomplete: {details}")
+        self._end_workflow(wf, "Failed", f"{cause}; rollback incomplete: {details}")

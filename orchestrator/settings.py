@@ -36,6 +36,10 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     max_body_bytes: int = 1_048_576
     #: How long a request with `wait: true` is held before answering (seconds).
     wait_timeout: float = 300.0
+    #: An event stream client that does not take a message for this long is cut off.
+    ws_send_timeout: float = 5.0
+    #: ... and so is one that falls this many events behind the log.
+    ws_max_lag: int = 10_000
     log_format: str = "auto"  # auto | console | json
     log_level: str = "info"
 

@@ -47,6 +47,8 @@ class BatchOut(msgspec.Struct):
     name: str | None = None
     created_at: datetime | None = None
     error: str | None = None
+    check_mode: bool = False
+    rollback_enabled: bool = False
 
 
 async def batch_tasks(engine: Any, batch_ids: list[str]) -> list[dict[str, Any]]:
@@ -145,6 +147,8 @@ def summarize(workflow: dict[str, Any], tasks: list[dict[str, Any]], *, results:
         name=workflow["name"],
         created_at=workflow["created_at"],
         error=workflow["error"],
+        check_mode=workflow["check_mode"],
+        rollback_enabled=workflow["rollback_enabled"],
     )
 
 

@@ -30,10 +30,6 @@ from orchestrator.metrics import Metrics
 from orchestrator.service import Orchestrator
 from orchestrator.store.statistics import ping
 
-#: How long one send may take before the client counts as stalled (seconds).
-SEND_TIMEOUT = 5.0
-#: How far (in events) a client may lag behind the log's head.
-MAX_LAG = 10_000
 WS_POLICY_VIOLATION = 1008
 
 
@@ -117,6 +113,7 @@ async def _pump(
     after: int,
 ) -> None:
     bus = orchestrator.events
+    limits = orchestrator.settings.server
     while True:
         version = bus.version
         events = await read_events(
@@ -126,7 +123,7 @@ async def _pump(
             types=subscription.types,
         )
         for event in events:
-            if not await _send(socket, stream_message(event)):
+            if not await _send(socket, stream_message(event), limits.ws_send_timeout):
                 await _refuse(
                     socket,
                     "SLOW_CONSUMER",
@@ -136,11 +133,12 @@ async def _pump(
             after = event["seq"]
         if events:
             head = await ping(orchestrator.engine)
-            if head - after > MAX_LAG:
+            if head - after > limits.ws_max_lag:
                 await _refuse(
                     socket,
                     "SLOW_CONSUMER",
-                    f"more than {MAX_LAG} events behind; reconnect with since={after} to resume",
+                    f"more than {limits.ws_max_lag} events behind; reconnect with since={after} "
+                    "to resume",
                 )
                 return
             continue
@@ -154,9 +152,12 @@ async def _pump(
             changed.cancel()
 
 
-async def _send(socket: WebSocket[Any, Any, Any], message: dict[str, Any]) -> bool:
+async def _send(
+    socket: WebSocket[Any, Any, Any], message: dict[str, Any], patience: float = 5.0
+) -> bool:
+    """Send one message; False when the client did not take it within `patience` s."""
     try:
-        with anyio.fail_after(SEND_TIMEOUT):
+        with anyio.fail_after(patience):
             await socket.send_bytes(msgspec.json.encode(message))
     except TimeoutError:
         return False
@@ -201,4 +202,3 @@ def http_metrics(metrics_of: Callable[[], Metrics]) -> Callable[[ASGIApp], ASGIA
         return wrapped
 
     return middleware
-

@@ -133,7 +133,7 @@ def test_a_failed_batch_compensates_exactly_what_completed(tmp_path_factory, gra
         finally:
             await orchestrator.stop()
 
-    (tasks, edges, events), workflow_id = asyncio.run(scenario())
+    (tasks, edges, events), _ = asyncio.run(scenario())
     originals = [t for t in tasks if t["compensates"] is None]
     completed = {t["id"] for t in originals if t["status"] == "Completed"}
     final = [e for e in events if e["type"] == "WorkflowStatusChanged"][-1]["data"]["status"]
