@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.ids import new_id
@@ -174,6 +175,7 @@ class Executor:
         metrics: Metrics,
         on_commit: Callable[[], None] | None = None,
         provider_limits: Mapping[str, int] | None = None,
+        writer_engine: Engine | None = None,
     ) -> None:
         self.engine = engine
         self.providers = dict(providers)
@@ -181,7 +183,9 @@ class Executor:
         self.workspace = workspace
         self.worker_id = f"worker-{new_id()[:8]}"
         self.metrics = metrics
-        self.journal = Journal(engine, on_commit=self._committed(on_commit))
+        self.journal = Journal(
+            engine, on_commit=self._committed(on_commit), sync_engine=writer_engine
+        )
         self._provider_limits = dict(provider_limits or {})
         self._inventories = {name: StoreInventory(engine, name) for name in self.providers}
         self._workflows: dict[str, WorkflowRun] = {}

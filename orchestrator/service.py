@@ -22,7 +22,7 @@ from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
 from orchestrator.planner import WorkflowSpec
 from orchestrator.settings import Settings
-from orchestrator.store.engine import create_engine, ensure_schema
+from orchestrator.store.engine import create_engine, create_writer_engine, ensure_schema
 from orchestrator.store.journal import utcnow
 from orchestrator.store.statistics import workflow_counts
 from orchestrator.store.workflows import StoredWorkflow, insert_workflow, task_row
@@ -62,6 +62,7 @@ class Orchestrator:
             metrics=self.metrics,
             on_commit=self.events.notify,
             provider_limits=limits,
+            writer_engine=create_writer_engine(settings),
         )
         self.metrics.watch(lambda: self.executor.running, lambda: self.executor.queued)
         self._lock: IO[str] | None = None

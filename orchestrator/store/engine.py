@@ -10,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 from orchestrator.settings import Settings
 
@@ -26,24 +28,40 @@ class SchemaNotCurrent(Exception):
     """The database's schema is not the one this version of the code expects."""
 
 
+def _sqlite_pragmas(engine: Engine, settings: Settings) -> None:
+    synchronous = settings.sqlite.synchronous.upper()
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.resolved_database_url
     if settings.is_sqlite:
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30})
-        synchronous = settings.sqlite.synchronous.upper()
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA synchronous={synchronous}")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
+        _sqlite_pragmas(engine.sync_engine, settings)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def create_writer_engine(settings: Settings) -> Engine | None:
+    """For the embedded SQLite store, a synchronous engine the journal writes with from
+    its own thread (one connection, kept open); None for other databases."""
+    if not settings.is_sqlite:
+        return None
+    url = settings.resolved_database_url.replace("sqlite+aiosqlite://", "sqlite://", 1)
+    engine = sqlalchemy.create_engine(
+        url, poolclass=StaticPool, connect_args={"timeout": 30, "check_same_thread": False}
+    )
+    _sqlite_pragmas(engine, settings)
+    return engine
 
 
 def alembic_config(url: str) -> Config:

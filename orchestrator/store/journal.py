@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.ids import new_id
 from orchestrator.store.models import Event, Resource, Task, TaskDependency, Workflow
@@ -89,8 +90,15 @@ class JournalError(Exception):
 class Journal:
     """Collects transitions and writes them in as few transactions as it can."""
 
-    def __init__(self, engine: AsyncEngine, on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        on_commit: Callable[[], None] | None = None,
+        sync_engine: Engine | None = None,
+    ) -> None:
         self._engine = engine
+        self._sync_engine = sync_engine
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="journal")
         self._on_commit = on_commit
         self._tasks: dict[str, dict[str, Any]] = {}
         self._workflows: dict[str, dict[str, Any]] = {}
@@ -120,6 +128,9 @@ class Journal:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
+        self._thread.shutdown(wait=True)
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
 
     # -- recording -------------------------------------------------------------------
 
@@ -192,8 +203,7 @@ class Journal:
             inflight = asyncio.get_running_loop().create_future()
             self._inflight = inflight
             try:
-                async with self._engine.begin() as connection:
-                    await self._write(connection, batch)
+                await self._commit(batch)
                 self.commits += 1
                 if self._on_commit is not None:
                     self._on_commit()
@@ -231,24 +241,39 @@ class Journal:
         self._new_tasks, self._new_edges = [], []
         return batch
 
-    @staticmethod
-    async def _write(connection: AsyncConnection, batch: _Batch) -> None:
-        if batch.new_tasks:
-            await connection.execute(insert(Task), batch.new_tasks)
-        if batch.new_edges:
-            await connection.execute(insert(TaskDependency), batch.new_edges)
-        if batch.tasks:
-            await connection.execute(_update_task, batch.tasks)
-        if batch.released:
-            await connection.execute(_release_all, [{"b_done": t} for t in batch.released])
-        if batch.released_soft:
-            await connection.execute(_release_soft, [{"b_done": t} for t in batch.released_soft])
-        if batch.workflows:
-            await connection.execute(_update_workflow, batch.workflows)
-        for write in batch.resources:
-            await _write_resource(connection, write)
-        if batch.events:
-            await connection.execute(insert(Event), batch.events)
+    async def _commit(self, batch: _Batch) -> None:
+        if self._sync_engine is not None:
+            # Embedded SQLite: the whole transaction in the journal's own thread, one
+            # hand-off per batch instead of one per statement.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._thread, _write_batch, self._sync_engine, batch)
+            return
+        async with self._engine.begin() as connection:
+            await connection.run_sync(_write, batch)
+
+
+def _write_batch(engine: Engine, batch: _Batch) -> None:
+    with engine.begin() as connection:
+        _write(connection, batch)
+
+
+def _write(connection: Connection, batch: _Batch) -> None:
+    if batch.new_tasks:
+        connection.execute(insert(Task), batch.new_tasks)
+    if batch.new_edges:
+        connection.execute(insert(TaskDependency), batch.new_edges)
+    if batch.tasks:
+        connection.execute(_update_task, batch.tasks)
+    if batch.released:
+        connection.execute(_release_all, [{"b_done": t} for t in batch.released])
+    if batch.released_soft:
+        connection.execute(_release_soft, [{"b_done": t} for t in batch.released_soft])
+    if batch.workflows:
+        connection.execute(_update_workflow, batch.workflows)
+    for write in batch.resources:
+        _write_resource(connection, write)
+    if batch.events:
+        connection.execute(insert(Event), batch.events)
 
 
 @dataclass(slots=True)
@@ -263,7 +288,7 @@ class _Batch:
     new_edges: list[dict[str, Any]]
 
 
-async def _write_resource(connection: AsyncConnection, write: ResourceWrite) -> None:
+def _write_resource(connection: Connection, write: ResourceWrite) -> None:
     change = write.change
     key = (
         (Resource.provider == write.provider)
@@ -271,7 +296,7 @@ async def _write_resource(connection: AsyncConnection, write: ResourceWrite) -> 
         & (Resource.name == change.name)
     )
     if change.op == "delete":
-        await connection.execute(delete(Resource).where(key))
+        connection.execute(delete(Resource).where(key))
         return
     now = utcnow()
     values = {
@@ -290,8 +315,4 @@ async def _write_resource(connection: AsyncConnection, write: ResourceWrite) -> 
         index_elements=["provider", "kind", "name"],
         set_={k: statement.excluded[k] for k in values if k not in ("provider", "kind", "name")},
     )
-    await connection.execute(statement)
-
-
-async def max_event_seq(connection: AsyncConnection) -> int:
-    return int((await connection.execute(select(func.max(Event.seq)))).scalar() or 0)
+    connection.execute(statement)
