@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
@@ -15,6 +15,7 @@ from orchestrator.api.envelope import EXCEPTION_HANDLERS
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics
 from orchestrator.api.rollback import RollbackController
 from orchestrator.api.state import StateController
+from orchestrator.api.versioning import versioning
 from orchestrator.service import Orchestrator
 
 
@@ -27,18 +28,19 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         finally:
             await orchestrator.stop()
 
+    resources = [
+        TaskController,
+        WorkflowController,
+        BatchController,
+        StateController,
+        RollbackController,
+    ]
+    # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
+    # and 001); the OpenAPI schema lists the unprefixed ones.
+    v1 = Router(path="/api/v1", route_handlers=resources, include_in_schema=False)
     return Litestar(
-        route_handlers=[
-            health,
-            TaskController,
-            WorkflowController,
-            BatchController,
-            StateController,
-            RollbackController,
-            metrics,
-            event_stream,
-        ],
-        middleware=[http_metrics(lambda: orchestrator.metrics)],
+        route_handlers=[health, *resources, v1, metrics, event_stream],
+        middleware=[versioning, http_metrics(lambda: orchestrator.metrics)],
         lifespan=[lifespan],
         state=State({"orchestrator": orchestrator}),
         exception_handlers=EXCEPTION_HANDLERS,

@@ -397,3 +397,38 @@ def test_bad_operation_is_422(client):
         json={"operation": "explode", "taskserv": "kubernetes", "infra": "production"},
     )
     assert "operation" in error_of(response, 422, "INVALID_INPUT")
+
+
+def test_header_versioning_and_the_api_v1_prefix(client):
+    vendor = {"Accept": "application/vnd.provisioning.v1+json"}
+    assert client.get("/tasks", headers=vendor).status_code == 200
+    refused = client.get("/tasks", headers={"Accept": "application/vnd.provisioning.v2+json"})
+    assert "v1" in error_of(refused, 406, "NOT_ACCEPTABLE")
+    prefixed = client.get("/api/v1/tasks", params={"limit": 1})
+    assert prefixed.status_code == 200
+    assert prefixed.headers["X-Total-Count"] == client.get("/tasks").headers["X-Total-Count"]
+    assert client.get("/api/v1/workflows/nope").json()["code"] == "NOT_FOUND"
+
+
+def test_the_openapi_schema_lists_every_endpoint(client):
+    schema = client.get("/schema/openapi.json").json()
+    paths = set(schema["paths"])
+    for path in (
+        "/health",
+        "/tasks",
+        "/tasks/{task_id}",
+        "/workflows/servers/create",
+        "/workflows/taskserv/create",
+        "/workflows/cluster/create",
+        "/batch/execute",
+        "/batch/operations",
+        "/batch/operations/{batch_id}",
+        "/batch/operations/{batch_id}/cancel",
+        "/state/system/health",
+        "/state/workflows/{workflow_id}/progress",
+        "/rollback/checkpoints",
+        "/rollback/execute",
+        "/rollback/restore/{checkpoint_id}",
+        "/metrics",
+    ):
+        assert path in paths, path
