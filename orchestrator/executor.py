@@ -618,6 +618,10 @@ class Executor:
         self.journal.event("TaskStatusChanged", data, wf.id, task.id)
         wf.unfinished -= 1
         self.metrics.tasks_total.labels(status.lower()).inc()
+        if status == "Failed":
+            log.warning(
+                "task failed", workflow_id=wf.id, task_id=task.id, task=task.name, error=error
+            )
         if status == "Completed":
             self.journal.release_dependents(task.id, soft_only=False)
             for dependent, _soft in task.dependents:
@@ -707,6 +711,7 @@ class Executor:
         if error:
             data["error"] = error
         self.journal.event("WorkflowStatusChanged", data, wf.id)
+        log.info("workflow ended", workflow_id=wf.id, kind=wf.kind, status=status, error=error)
         if wf.kind == "batch":
             self.journal.event("BatchStatusChanged", {**data, "batch_id": wf.id}, wf.id)
         self._workflows.pop(wf.id, None)

@@ -12,7 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
 from orchestrator.api.envelope import EXCEPTION_HANDLERS
-from orchestrator.api.monitoring import event_stream, http_metrics, metrics
+from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
 from orchestrator.api.rollback import RollbackController
 from orchestrator.api.state import StateController
 from orchestrator.api.versioning import versioning
@@ -40,7 +40,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
     v1 = Router(path="/api/v1", route_handlers=resources, include_in_schema=False)
     return Litestar(
         route_handlers=[health, *resources, v1, metrics, event_stream],
-        middleware=[versioning, http_metrics(lambda: orchestrator.metrics)],
+        middleware=[request_context, versioning, http_metrics(lambda: orchestrator.metrics)],
         lifespan=[lifespan],
         state=State({"orchestrator": orchestrator}),
         exception_handlers=EXCEPTION_HANDLERS,

@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import structlog
 from litestar import Response, WebSocket, get, websocket
 from litestar.datastructures import State
 from litestar.enums import ScopeType
@@ -26,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from orchestrator.api.controllers import orchestrator_of
 from orchestrator.events import read_events
+from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
 from orchestrator.service import Orchestrator
 from orchestrator.store.statistics import ping
@@ -200,5 +202,33 @@ def http_metrics(metrics_of: Callable[[], Metrics]) -> Callable[[ASGIApp], ASGIA
                 registry.http_duration.labels(method, route).observe(time.perf_counter() - started)
 
         return wrapped
+
+    return middleware
+
+
+def request_context(app: ASGIApp) -> ASGIApp:
+    """Bind a request id (the client's `X-Request-ID`, or a new one) to every log line
+    of the request, and return it in the response's `X-Request-ID`."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given[:64] if given.isascii() and given.isprintable() and given else ""
+        request_id = request_id or new_id()
+
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(
+            request_id=request_id, method=scope.get("method"), path=scope.get("path")
+        ):
+            await app(scope, receive, tagged)
 
     return middleware
