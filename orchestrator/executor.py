@@ -43,6 +43,7 @@ from orchestrator.store.workflows import (
     load_unfinished,
     task_row,
 )
+from orchestrator.webhooks import Outbox
 from providers.base import (
     JSON,
     ActionCall,
@@ -176,6 +177,7 @@ class Executor:
         on_commit: Callable[[], None] | None = None,
         provider_limits: Mapping[str, int] | None = None,
         writer_engine: Engine | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.engine = engine
         self.providers = dict(providers)
@@ -184,7 +186,10 @@ class Executor:
         self.worker_id = f"worker-{new_id()[:8]}"
         self.metrics = metrics
         self.journal = Journal(
-            engine, on_commit=self._committed(on_commit), sync_engine=writer_engine
+            engine,
+            on_commit=self._committed(on_commit),
+            sync_engine=writer_engine,
+            outbox=outbox,
         )
         self._provider_limits = dict(provider_limits or {})
         self._inventories = {name: StoreInventory(engine, name) for name in self.providers}

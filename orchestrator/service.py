@@ -26,6 +26,7 @@ from orchestrator.store.engine import create_engine, create_writer_engine, ensur
 from orchestrator.store.journal import utcnow
 from orchestrator.store.statistics import workflow_counts
 from orchestrator.store.workflows import StoredWorkflow, insert_workflow, task_row
+from orchestrator.webhooks import Outbox, WebhookDispatcher
 from providers.base import Provider
 from providers.registry import build_instances
 
@@ -54,15 +55,18 @@ class Orchestrator:
         }
         self.events = EventBus()
         self.metrics = Metrics()
+        self.outbox = Outbox(settings.webhooks)
+        self.webhooks = WebhookDispatcher(self.engine, settings.webhooks, self.metrics)
         self.executor = Executor(
             self.engine,
             self.providers,
             settings.executor,
             workspace=settings.workspace,
             metrics=self.metrics,
-            on_commit=self.events.notify,
+            on_commit=self.committed,
             provider_limits=limits,
             writer_engine=create_writer_engine(settings),
+            outbox=self.outbox,
         )
         self.metrics.watch(lambda: self.executor.running, lambda: self.executor.queued)
         self._lock: IO[str] | None = None
@@ -73,10 +77,17 @@ class Orchestrator:
         await ensure_schema(self.engine, self.settings)
         self.metrics.workflows.update(await workflow_counts(self.engine))
         await self.executor.start()
+        self.webhooks.start()
         log.info("orchestrator started", worker=self.executor.worker_id)
+
+    def committed(self) -> None:
+        """New events are in the log: wake the stream readers and the webhook sender."""
+        self.events.notify()
+        self.webhooks.notify()
 
     async def stop(self) -> None:
         await self.executor.stop()
+        await self.webhooks.stop()
         await self.engine.dispose()
         if self._lock is not None:
             self._lock.close()
@@ -121,8 +132,8 @@ class Orchestrator:
         ]
         edges = [(ids[t.name], ids[d], "hard") for t in spec.tasks for d in t.dependencies]
         edges += [(ids[t.name], ids[d], "soft") for t in spec.tasks for d in t.soft_dependencies]
-        await insert_workflow(self.engine, workflow, rows, edges)
-        self.events.notify()
+        await insert_workflow(self.engine, workflow, rows, edges, self.outbox)
+        self.committed()
         self.metrics.workflow_moved(None, "Pending")
         if spec.kind == "rollback":
             self.metrics.rollbacks.inc()

@@ -69,6 +69,23 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True):
     metrics_open: bool = True
 
 
+class WebhookEndpoint(msgspec.Struct, forbid_unknown_fields=True):
+    url: str
+    events: list[str]
+    secret: str
+
+
+class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Signed deliveries of log events (seed 003), from a persisted outbox."""
+
+    enabled: bool = False
+    endpoints: list[WebhookEndpoint] = []
+    timeout: float = 10.0
+    max_attempts: int = 8
+    initial_delay: float = 2.0
+    max_delay: float = 600.0
+
+
 class RetrySettings(msgspec.Struct, forbid_unknown_fields=True):
     """The default retry policy (the seed system's): 3 attempts, exponential, 5 s → 300 s."""
 
@@ -123,6 +140,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     executor: ExecutorSettings = msgspec.field(default_factory=ExecutorSettings)
     sqlite: SqliteSettings = msgspec.field(default_factory=SqliteSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=_default_providers)
 
     @property
@@ -224,6 +242,26 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("executor.retry.max_attempts must be at least 1")
     if settings.sqlite.synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         raise ConfigError("sqlite.synchronous must be one of OFF, NORMAL, FULL, EXTRA")
+    _validate_webhooks(settings.webhooks)
     for name, table in settings.providers.items():
         if not isinstance(table, dict) or "type" not in table:
             raise ConfigError(f'providers.{name} needs a `type` (for example type = "sim")')
+
+
+def _validate_webhooks(webhooks: WebhookSettings) -> None:
+    from orchestrator.webhooks import EVENT_NAMES
+
+    for index, endpoint in enumerate(webhooks.endpoints):
+        where = f"webhooks.endpoints[{index}]"
+        if not endpoint.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url must start with http:// or https://")
+        if not endpoint.secret:
+            raise ConfigError(f"{where}.secret must not be empty (it signs every delivery)")
+        unknown = sorted(set(endpoint.events) - set(EVENT_NAMES) - {"*"})
+        if unknown or not endpoint.events:
+            raise ConfigError(
+                f"{where}.events: unknown {unknown or 'empty list'}; known: "
+                f'{", ".join(EVENT_NAMES)} (or "*")'
+            )
+    if webhooks.max_attempts < 1:
+        raise ConfigError("webhooks.max_attempts must be at least 1")

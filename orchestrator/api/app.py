@@ -16,6 +16,7 @@ from orchestrator.api.monitoring import event_stream, http_metrics, metrics, req
 from orchestrator.api.rollback import RollbackController
 from orchestrator.api.state import StateController
 from orchestrator.api.versioning import versioning
+from orchestrator.api.webhooks import WebhookController
 from orchestrator.service import Orchestrator
 
 
@@ -34,6 +35,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         BatchController,
         StateController,
         RollbackController,
+        WebhookController,
     ]
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.

@@ -101,7 +101,10 @@ class RollbackController(Controller):
     @post("/checkpoints", status_code=HTTP_201_CREATED, summary="Create a checkpoint")
     async def create(self, state: State, data: CheckpointIn) -> Envelope[str]:
         orchestrator = orchestrator_of(state)
-        row = await create_checkpoint(orchestrator.engine, data.name, data.description)
+        row = await create_checkpoint(
+            orchestrator.engine, data.name, data.description, orchestrator.outbox
+        )
+        orchestrator.committed()
         return Envelope(row["id"])
 
     @get("/checkpoints", summary="List checkpoints, newest first")
@@ -161,7 +164,8 @@ class RollbackController(Controller):
     async def restore(self, state: State, checkpoint_id: str) -> Envelope[str]:
         orchestrator = orchestrator_of(state)
         checkpoint = await _checkpoint(orchestrator, checkpoint_id)
-        await restore_inventory(orchestrator.engine, checkpoint)
+        await restore_inventory(orchestrator.engine, checkpoint, orchestrator.outbox)
+        orchestrator.committed()
         return Envelope(f"State restored from checkpoint {checkpoint_id}")
 
     @get("/statistics", summary="Rollback statistics")

@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,9 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.ids import new_id
 from orchestrator.rollback import DoneTask
-from orchestrator.store.journal import utcnow
+from orchestrator.store.journal import utcnow, write_events
 from orchestrator.store.models import Checkpoint, Event, Resource, Task, TaskDependency, Workflow
 from orchestrator.store.workflows import ACTIVE_WORKFLOW_STATUSES
+
+if TYPE_CHECKING:
+    from orchestrator.webhooks import Outbox
 
 _RESOURCE_FIELDS = ("id", "provider", "kind", "name", "status", "workflow_id", "task_id", "data")
 
@@ -25,7 +28,9 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-async def create_checkpoint(engine: AsyncEngine, name: str, description: str) -> dict[str, Any]:
+async def create_checkpoint(
+    engine: AsyncEngine, name: str, description: str, outbox: Outbox | None = None
+) -> dict[str, Any]:
     """Record the event position, the inventory and workflow states, atomically."""
     async with engine.begin() as connection:
         seq = int((await connection.execute(select(func.max(Event.seq)))).scalar() or 0)
@@ -56,18 +61,14 @@ async def create_checkpoint(engine: AsyncEngine, name: str, description: str) ->
             "size": size,
         }
         await connection.execute(insert(Checkpoint), [row])
-        await connection.execute(
-            insert(Event),
-            [
-                {
-                    "at": row["created_at"],
-                    "type": "CheckpointCreated",
-                    "workflow_id": None,
-                    "task_id": None,
-                    "data": {"checkpoint_id": row["id"], "name": name, "seq": seq},
-                }
-            ],
-        )
+        created = {
+            "at": row["created_at"],
+            "type": "CheckpointCreated",
+            "workflow_id": None,
+            "task_id": None,
+            "data": {"checkpoint_id": row["id"], "name": name, "seq": seq},
+        }
+        await connection.run_sync(write_events, [created], outbox)
     return row
 
 
@@ -206,7 +207,9 @@ async def _operation_filter(connection: Any, operation_ids: Sequence[str]) -> An
     return condition
 
 
-async def restore_inventory(engine: AsyncEngine, checkpoint: dict[str, Any]) -> int:
+async def restore_inventory(
+    engine: AsyncEngine, checkpoint: dict[str, Any], outbox: Outbox | None = None
+) -> int:
     """Reset the recorded inventory to the checkpoint's; the infrastructure is untouched."""
     async with engine.begin() as connection:
         active = (
@@ -231,16 +234,12 @@ async def restore_inventory(engine: AsyncEngine, checkpoint: dict[str, Any]) -> 
         ]
         if rows:
             await connection.execute(insert(Resource), rows)
-        await connection.execute(
-            insert(Event),
-            [
-                {
-                    "at": utcnow(),
-                    "type": "StateRestored",
-                    "workflow_id": None,
-                    "task_id": None,
-                    "data": {"checkpoint_id": checkpoint["id"], "resources": len(rows)},
-                }
-            ],
-        )
+        restored = {
+            "at": utcnow(),
+            "type": "StateRestored",
+            "workflow_id": None,
+            "task_id": None,
+            "data": {"checkpoint_id": checkpoint["id"], "resources": len(rows)},
+        }
+        await connection.run_sync(write_events, [restored], outbox)
     return len(rows)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -24,6 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from orchestrator.ids import new_id
 from orchestrator.store.models import Event, Resource, Task, TaskDependency, Workflow
 from providers.base import ResourceChange
+
+if TYPE_CHECKING:
+    from orchestrator.webhooks import Outbox
 
 TASK_STATE_COLUMNS = (
     "status",
@@ -95,8 +98,10 @@ class Journal:
         engine: AsyncEngine,
         on_commit: Callable[[], None] | None = None,
         sync_engine: Engine | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self._engine = engine
+        self._outbox = outbox
         self._sync_engine = sync_engine
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="journal")
         self._on_commit = on_commit
@@ -246,18 +251,33 @@ class Journal:
             # Embedded SQLite: the whole transaction in the journal's own thread, one
             # hand-off per batch instead of one per statement.
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._thread, _write_batch, self._sync_engine, batch)
+            await loop.run_in_executor(
+                self._thread, _write_batch, self._sync_engine, batch, self._outbox
+            )
             return
         async with self._engine.begin() as connection:
-            await connection.run_sync(_write, batch)
+            await connection.run_sync(_write, batch, self._outbox)
 
 
-def _write_batch(engine: Engine, batch: _Batch) -> None:
+def _write_batch(engine: Engine, batch: _Batch, outbox: Outbox | None) -> None:
     with engine.begin() as connection:
-        _write(connection, batch)
+        _write(connection, batch, outbox)
 
 
-def _write(connection: Connection, batch: _Batch) -> None:
+def write_events(
+    connection: Connection, events: list[dict[str, Any]], outbox: Outbox | None
+) -> None:
+    """Append events to the log, and their webhook deliveries to the outbox, in the
+    caller's transaction."""
+    if not outbox:
+        connection.execute(insert(Event), events)
+        return
+    returning = insert(Event).returning(Event.seq, sort_by_parameter_order=True)
+    seqs = [row[0] for row in connection.execute(returning, events)]
+    outbox.write(connection, events, seqs)
+
+
+def _write(connection: Connection, batch: _Batch, outbox: Outbox | None) -> None:
     if batch.new_tasks:
         connection.execute(insert(Task), batch.new_tasks)
     if batch.new_edges:
@@ -273,7 +293,7 @@ def _write(connection: Connection, batch: _Batch) -> None:
     for write in batch.resources:
         _write_resource(connection, write)
     if batch.events:
-        connection.execute(insert(Event), batch.events)
+        write_events(connection, batch.events, outbox)
 
 
 @dataclass(slots=True)

@@ -180,3 +180,24 @@ class Checkpoint(Base):
     inventory: Mapped[list[Any]] = mapped_column(JSON)
     workflows: Mapped[list[Any]] = mapped_column(JSON)
     size: Mapped[int] = mapped_column(Integer)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per (event, endpoint), written with the event it carries."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    event_seq: Mapped[int] = mapped_column(SequenceInt)
+    event: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: pending | delivered | dead
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.planner import TaskSpec
 from orchestrator.settings import ExecutorSettings
-from orchestrator.store.journal import utcnow
-from orchestrator.store.models import Event, Resource, Task, TaskDependency, Workflow
+from orchestrator.store.journal import utcnow, write_events
+from orchestrator.store.models import Resource, Task, TaskDependency, Workflow
+
+if TYPE_CHECKING:
+    from orchestrator.webhooks import Outbox
 
 ACTIVE_WORKFLOW_STATUSES = ("Pending", "Running", "RollingBack")
 
@@ -31,6 +34,7 @@ async def insert_workflow(
     workflow: dict[str, Any],
     tasks: Sequence[dict[str, Any]],
     dependencies: Sequence[tuple[str, str, str]],
+    outbox: Outbox | None = None,
 ) -> None:
     """Store a workflow, its tasks and edges, and the event announcing it, atomically."""
     async with engine.begin() as connection:
@@ -42,24 +46,20 @@ async def insert_workflow(
                 insert(TaskDependency),
                 [{"task_id": t, "depends_on": d, "kind": k} for t, d, k in dependencies],
             )
-        await connection.execute(
-            insert(Event),
-            [
-                {
-                    "at": utcnow(),
-                    "type": "WorkflowSubmitted",
-                    "workflow_id": workflow["id"],
-                    "task_id": None,
-                    "data": {
-                        "workflow_id": workflow["id"],
-                        "kind": workflow["kind"],
-                        "name": workflow["name"],
-                        "status": workflow["status"],
-                        "tasks": len(tasks),
-                    },
-                }
-            ],
-        )
+        submitted = {
+            "at": utcnow(),
+            "type": "WorkflowSubmitted",
+            "workflow_id": workflow["id"],
+            "task_id": None,
+            "data": {
+                "workflow_id": workflow["id"],
+                "kind": workflow["kind"],
+                "name": workflow["name"],
+                "status": workflow["status"],
+                "tasks": len(tasks),
+            },
+        }
+        await connection.run_sync(write_events, [submitted], outbox)
 
 
 async def load_unfinished(engine: AsyncEngine) -> list[StoredWorkflow]:

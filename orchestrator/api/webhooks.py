@@ -1,0 +1,59 @@
+"""Webhook deliveries: what was sent where, with attempts and the last error."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import State
+
+from orchestrator.api.controllers import Limit, Offset, orchestrator_of
+from orchestrator.api.envelope import Envelope
+from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
+from orchestrator.errors import InvalidInput
+from orchestrator.webhooks import list_deliveries
+
+STATUSES = ("pending", "delivered", "dead")
+
+
+class DeliveryOut(msgspec.Struct):
+    id: str
+    event: str
+    event_seq: int
+    url: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+
+
+class WebhookController(Controller):
+    path = "/webhooks"
+    tags = ["webhooks"]
+
+    @get("/deliveries", summary="Webhook deliveries, newest events first")
+    async def deliveries(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        status: str | None = None,
+        event: str | None = None,
+        limit: Limit = DEFAULT_LIMIT,
+        offset: Offset = 0,
+    ) -> Response[Envelope[list[DeliveryOut]]]:
+        if status is not None and status not in STATUSES:
+            raise InvalidInput(f"status: '{status}' is not one of {', '.join(STATUSES)}")
+        check_page(limit, offset)
+        rows, total = await list_deliveries(
+            orchestrator_of(state).engine, status=status, event=event, limit=limit, offset=offset
+        )
+        fields = DeliveryOut.__struct_fields__
+        return Response(
+            Envelope([DeliveryOut(**{k: r[k] for k in fields}) for r in rows]),
+            headers=page_headers(request, total, limit, offset),
+        )
