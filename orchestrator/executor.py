@@ -252,11 +252,12 @@ class Executor:
             if task.status == "Pending":
                 self._finish(task, "Cancelled", error="cancelled: the workflow was cancelled")
             elif task.status == "Running" and task.runner is not None:
+                runner = task.runner  # the task may end while the provider is stopping it
                 task.cancel_reason = "cancelled: the workflow was cancelled"
                 provider = self.providers.get(task.provider)
                 if provider is not None:
                     await provider.cancel(task.id)
-                task.runner.cancel()
+                runner.cancel()
         await self.journal.flush()
         return True
 
