@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 
 ENV_PREFIX = "PROVISIONING_"
-#: Variables read by the CLI as a client, not settings of the service.
-CLIENT_VARIABLES = frozenset(ENV_PREFIX + n for n in ("CONFIG", "URL", "TOKEN"))
+#: Variables read by the CLI as a client, or once at first start, not settings.
+CLIENT_VARIABLES = frozenset(ENV_PREFIX + n for n in ("CONFIG", "URL", "TOKEN", "ADMIN_PASSWORD"))
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "console", "json")
 

@@ -11,7 +11,7 @@ from litestar.openapi import OpenAPIConfig
 
 from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
-from orchestrator.api.envelope import EXCEPTION_HANDLERS
+from orchestrator.api.envelope import EXCEPTION_HANDLERS, document_errors
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
 from orchestrator.api.rollback import RollbackController
 from orchestrator.api.state import StateController
@@ -40,7 +40,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.
     v1 = Router(path="/api/v1", route_handlers=resources, include_in_schema=False)
-    return Litestar(
+    app = Litestar(
         route_handlers=[health, *resources, v1, metrics, event_stream],
         middleware=[request_context, versioning, http_metrics(lambda: orchestrator.metrics)],
         lifespan=[lifespan],
@@ -50,3 +50,5 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         logging_config=None,  # the CLI configures logging (structlog) once
         openapi_config=OpenAPIConfig(title="provisioning orchestrator", version="1.0.0"),
     )
+    document_errors(app)
+    return app

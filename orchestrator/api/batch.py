@@ -12,7 +12,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from orchestrator.api.controllers import Limit, Offset, orchestrator_of
+from orchestrator.api.controllers import Limit, Offset, WorkflowStatus, orchestrator_of
 from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
 from orchestrator.batch import Batch, check_storage_backend, plan_batch
@@ -188,7 +188,7 @@ class BatchController(Controller):
         self,
         state: State,
         request: Request[Any, Any, Any],
-        status: str | None = None,
+        status: WorkflowStatus | None = None,
         limit: Limit = DEFAULT_LIMIT,
         offset: Offset = 0,
     ) -> Response[Envelope[list[BatchOut]]]:

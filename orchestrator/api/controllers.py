@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
@@ -23,7 +23,7 @@ from orchestrator.api.schemas import (
     workflow_as_task,
     workflow_out,
 )
-from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.errors import NotFound
 from orchestrator.planner import (
     WorkflowSpec,
     check_operation,
@@ -35,11 +35,13 @@ from orchestrator.service import Orchestrator
 from orchestrator.store.workflows import get_task, get_workflow, list_tasks, list_workflows
 from orchestrator.workspace import load_infra
 
-TASK_STATUSES = ("Pending", "Running", "Completed", "Failed", "Cancelled")
-WORKFLOW_STATUSES = (*TASK_STATUSES, "RollingBack", "RolledBack")
+TaskStatus = Literal["Pending", "Running", "Completed", "Failed", "Cancelled"]
+WorkflowStatus = Literal[
+    "Pending", "Running", "Completed", "Failed", "Cancelled", "RollingBack", "RolledBack"
+]
 
 Limit = Annotated[int, Parameter(query="limit", ge=1, le=1000)]
-Offset = Annotated[int, Parameter(query="offset", ge=0)]
+Offset = Annotated[int, Parameter(query="offset", ge=0, le=2**53)]
 
 
 def orchestrator_of(state: State) -> Orchestrator:
@@ -81,13 +83,11 @@ class TaskController(Controller):
         self,
         state: State,
         request: Request[Any, Any, Any],
-        status: str | None = None,
+        status: TaskStatus | None = None,
         workflow_id: str | None = None,
         limit: Limit = DEFAULT_LIMIT,
         offset: Offset = 0,
     ) -> Response[Envelope[list[TaskOut]]]:
-        if status is not None and status not in TASK_STATUSES:
-            raise InvalidInput(f"status: '{status}' is not one of {', '.join(TASK_STATUSES)}")
         check_page(limit, offset)
         rows, total = await list_tasks(
             orchestrator_of(state).engine,
@@ -190,13 +190,11 @@ class WorkflowController(Controller):
         self,
         state: State,
         request: Request[Any, Any, Any],
-        status: str | None = None,
+        status: WorkflowStatus | None = None,
         kind: str | None = None,
         limit: Limit = DEFAULT_LIMIT,
         offset: Offset = 0,
     ) -> Response[Envelope[list[WorkflowOut]]]:
-        if status is not None and status not in WORKFLOW_STATUSES:
-            raise InvalidInput(f"status: '{status}' is not one of {', '.join(WORKFLOW_STATUSES)}")
         check_page(limit, offset)
         rows, total = await list_workflows(
             orchestrator_of(state).engine, status=status, kind=kind, limit=limit, offset=offset

@@ -6,12 +6,15 @@ Success: `{"success": true, "data": …}`; error: `{"success": false, "error": m
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, Generic, TypeVar
 
 import msgspec
 import structlog
-from litestar import Request, Response
+from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from orchestrator.errors import DomainError
@@ -47,6 +50,26 @@ CODES = {
 }
 
 
+#: Every error any endpoint may answer, all in the envelope: documented once, here.
+ERROR_RESPONSES: dict[int, ResponseSpec] = {
+    status: ResponseSpec(
+        data_container=ErrorBody,
+        description=f"{HTTPStatus(status).phrase}: `code` {code}",
+        generate_examples=False,
+    )
+    for status, code in {**CODES, 500: "INTERNAL_ERROR"}.items()
+    if status != 405
+}
+
+
+def document_errors(app: Litestar) -> None:
+    """Give every HTTP route of the app the envelope's error responses in OpenAPI."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            if isinstance(handler, HTTPRouteHandler):
+                handler.responses = {**ERROR_RESPONSES, **(handler.responses or {})}
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response[Any]:
     return Response(ErrorBody(error=message, code=code, details=details), status_code=status)
 
@@ -72,11 +95,14 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     code = CODES.get(status, "INTERNAL_ERROR" if status >= 500 else "INVALID_INPUT")
     message = str(exc.detail)
+    headers = dict(exc.headers or {})
     if isinstance(exc.__cause__, SerializationException):
         message = f"the request body could not be decoded: {message}"
     elif status == 413:
         message = "the request body is larger than the configured limit (server.max_body_bytes)"
-    return error_response(status, code, message, None)
+    response = error_response(status, code, message, None)
+    response.headers.update(headers)  # Allow on 405, Retry-After on 429, …
+    return response
 
 
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -42,7 +42,7 @@ class StreamFilter(msgspec.Struct, forbid_unknown_fields=True):
     token: str | None = None
 
 
-@get("/metrics", tags=["monitoring"], summary="Prometheus metrics", include_in_schema=True)
+@get("/metrics", tags=["monitoring"], summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST)
 async def metrics(state: State) -> Response[bytes]:
     return Response(orchestrator_of(state).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get
@@ -12,10 +12,9 @@ from litestar.datastructures import State
 from orchestrator.api.controllers import Limit, Offset, orchestrator_of
 from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
-from orchestrator.errors import InvalidInput
 from orchestrator.webhooks import list_deliveries
 
-STATUSES = ("pending", "delivered", "dead")
+DeliveryStatus = Literal["pending", "delivered", "dead"]
 
 
 class DeliveryOut(msgspec.Struct):
@@ -41,13 +40,11 @@ class WebhookController(Controller):
         self,
         state: State,
         request: Request[Any, Any, Any],
-        status: str | None = None,
+        status: DeliveryStatus | None = None,
         event: str | None = None,
         limit: Limit = DEFAULT_LIMIT,
         offset: Offset = 0,
     ) -> Response[Envelope[list[DeliveryOut]]]:
-        if status is not None and status not in STATUSES:
-            raise InvalidInput(f"status: '{status}' is not one of {', '.join(STATUSES)}")
         check_page(limit, offset)
         rows, total = await list_deliveries(
             orchestrator_of(state).engine, status=status, event=event, limit=limit, offset=offset

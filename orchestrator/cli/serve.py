@@ -13,6 +13,7 @@ import errno
 import logging
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from types import FrameType
@@ -30,24 +31,42 @@ PROVIDER_TYPE_DESCRIPTIONS = {"sim": "simulated cloud", "local": "commands on th
 
 @cli.command()
 @click.argument("app", required=False, type=click.Choice(["orchestrator", "control-center"]))
-@click.option("--host", help="Listen address (default: server.host).")
-@click.option("--port", type=click.IntRange(0, 65535), help="Listen port (default: server.port).")
+@click.option("--host", help="Listen address (default: server.host / control_center.host).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Listen port of the app served.")
 @pass_options
 def serve(options: Options, app: str | None, host: str | None, port: int | None) -> None:
-    """Run the orchestrator until SIGINT or SIGTERM.
+    """Run the orchestrator and the control center until SIGINT or SIGTERM.
 
-    APP picks one service; for now only the orchestrator exists.
+    APP picks one of them; without it both run, the control center in a child process
+    (--host and --port then apply to the orchestrator).
     """
-    if app == "control-center":
-        click.echo("error: the control center is not available yet", err=True)
-        sys.exit(2)
     settings = options.settings()
+    if app == "control-center":
+        from control_center.serve import run_control_center
+
+        run_control_center(settings, host, port)
+        return
     server = msgspec.structs.replace(
         settings.server,
         host=settings.server.host if host is None else host,
         port=settings.server.port if port is None else port,
     )
-    run_orchestrator(msgspec.structs.replace(settings, server=server))
+    settings = msgspec.structs.replace(settings, server=server)
+    if app == "orchestrator":
+        run_orchestrator(settings)
+        return
+    command = [sys.executable, "-m", "orchestrator.cli", "serve", "control-center"]
+    if options.config:
+        command[3:3] = ["--config", options.config]
+    control_center = subprocess.Popen(command)
+    try:
+        run_orchestrator(settings)
+    finally:
+        control_center.terminate()
+        try:
+            control_center.wait(15)
+        except subprocess.TimeoutExpired:
+            control_center.kill()
 
 
 def run_orchestrator(settings: Settings) -> None:
@@ -249,5 +268,8 @@ def _configure_logging(settings: Settings, level: int) -> None:
     root.setLevel(level)
     litestar = logging.getLogger("litestar")  # Litestar's default config gives it its own
     litestar.handlers, litestar.propagate = [], True
+    # Database drivers log statement parameters at DEBUG, which can hold password hashes.
+    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
+    logging.getLogger("sqlalchemy").setLevel(max(level, logging.WARNING))
     # Alembic narrates every start ("Context impl SQLiteImpl."); keep that for debugging.
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))

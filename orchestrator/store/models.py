@@ -201,3 +201,7 @@ class WebhookDelivery(Base):
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
+
+
+# The control center's tables share this metadata (one schema, one Alembic history).
+import control_center.models  # noqa: E402, F401

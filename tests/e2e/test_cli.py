@@ -114,10 +114,45 @@ def test_a_bad_config_file_exits_1_with_the_message(tmp_path):
     assert "unknown field `prot`" in done.stderr
 
 
-def test_the_control_center_is_not_available_yet():
-    done = run("serve", "control-center")
-    assert done.returncode == 2
-    assert "the control center is not available yet" in done.stderr
+def test_serve_runs_both_apps_and_stops_both(tmp_path):
+    import time
+
+    import httpx
+
+    ports = {"orchestrator": free_port(), "control center": free_port()}
+    env = {
+        **os.environ,
+        "PROVISIONING_DATA_DIR": str(tmp_path / "data"),
+        "PROVISIONING_SERVER__PORT": str(ports["orchestrator"]),
+        "PROVISIONING_CONTROL_CENTER__PORT": str(ports["control center"]),
+        "PROVISIONING_ADMIN_PASSWORD": "first-admin-Passw0rd!",
+    }
+    process = subprocess.Popen(
+        [PROVISIONING, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 20
+        for port in ports.values():
+            while True:
+                assert time.monotonic() < deadline
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+        login = httpx.post(
+            f"http://127.0.0.1:{ports['control center']}/auth/login",
+            json={"username": "admin", "password": "first-admin-Passw0rd!"},
+        )
+        assert login.status_code == 200, login.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    for port in ports.values():
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/health")
+    assert b"first-admin-Passw0rd!" not in output
 
 
 def test_sigterm_stops_the_server_gracefully(tmp_path):

@@ -1,0 +1,104 @@
+"""`/api-keys` (seed 002): create (the key is shown once), list, revoke.
+
+A key acts as its owner, with the owner's roles and policies. Keys are resources
+`api-keys:<id>` owned by their user (`resource.owner` in conditions); the default
+policies let everyone manage their own and only administrators anyone else's.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from litestar import Controller, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from control_center import api_key_store
+from control_center.request_context import (
+    AnyRequest,
+    CurrentPrincipal,
+    Limit,
+    Offset,
+    audit_as,
+    check,
+    services,
+)
+from control_center.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, api_key_out
+from control_center.tokens import utcnow
+from orchestrator.api.envelope import Envelope
+from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
+from orchestrator.errors import InvalidInput
+
+
+class ApiKeyController(Controller):
+    path = "/api-keys"
+    tags = ["api-keys"]
+
+    @post("/", status_code=HTTP_201_CREATED, summary="Create an API key (shown once)")
+    async def create(
+        self,
+        request: AnyRequest,
+        state: State,
+        principal: CurrentPrincipal,
+        data: JSONBody[ApiKeyIn],
+    ) -> Envelope[ApiKeyCreated]:
+        await check(request, principal, "create", "api-keys:*", owner=principal.user_id)
+        expires_at = data.expires_at
+        if data.expires_in_days is not None:
+            if expires_at is not None:
+                raise InvalidInput("give expires_at or expires_in_days, not both")
+            expires_at = utcnow() + timedelta(days=data.expires_in_days)
+        if expires_at is not None:
+            if expires_at.tzinfo is None:
+                raise InvalidInput("expires_at: must include a time zone (for example Z)")
+            if expires_at <= utcnow():
+                raise InvalidInput("expires_at: must be in the future")
+        row, key = await api_key_store.create_api_key(
+            services(state).db, principal.user_id, data.name, data.description, expires_at
+        )
+        audit_as(request, "api-keys.create", f"api-keys:{row['id']}", prefix=row["prefix"])
+        return Envelope(
+            ApiKeyCreated(
+                id=row["id"],
+                name=row["name"],
+                description=row["description"],
+                key=key,
+                key_prefix=row["prefix"],
+                created_at=row["created_at"],
+                expires_at=row["expires_at"],
+            )
+        )
+
+    @get("/", summary="List your API keys (administrators: anyone's, with user_id)")
+    async def list(
+        self,
+        request: AnyRequest,
+        state: State,
+        principal: CurrentPrincipal,
+        user_id: FromQuery[str | None] = None,
+        include_revoked: FromQuery[bool] = False,
+        limit: Limit = DEFAULT_LIMIT,
+        offset: Offset = 0,
+    ) -> Response[Envelope[list[ApiKeyOut]]]:
+        owner = user_id or principal.user_id
+        await check(request, principal, "list", "api-keys:*", owner=owner)
+        check_page(limit, offset)
+        rows, total = await api_key_store.list_api_keys(
+            services(state).db, owner, include_revoked, limit, offset
+        )
+        return Response(
+            Envelope([api_key_out(row) for row in rows]),
+            headers=page_headers(request, total, limit, offset),
+        )
+
+    @delete("/{key_id:str}", status_code=HTTP_200_OK, summary="Revoke an API key")
+    async def revoke(
+        self, request: AnyRequest, state: State, principal: CurrentPrincipal, key_id: FromPath[str]
+    ) -> Envelope[str]:
+        engine = services(state).db
+        audit_as(request, "api-keys.delete", f"api-keys:{key_id}")
+        row = await api_key_store.get_api_key(engine, key_id)
+        await check(request, principal, "delete", f"api-keys:{key_id}", owner=row["user_id"])
+        await api_key_store.revoke_api_key(engine, key_id)
+        return Envelope("API key revoked successfully")

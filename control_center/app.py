@@ -1,0 +1,91 @@
+"""The control center's Litestar application (default 127.0.0.1:9080).
+
+It shares the orchestrator's database and answers with the same envelope. On start it
+opens the database (upgrading the embedded SQLite one), creates the default policies
+once, and creates `admin` when there is no user yet.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control_center.api_keys import ApiKeyController
+from control_center.audit_api import AuditController
+from control_center.auth import AuthController
+from control_center.bootstrap import ADMIN_USERNAME, admin_password_from_environment, seed
+from control_center.guard import key_for
+from control_center.middleware import EXCEPTION_HANDLERS_AUDITED, audit_middleware
+from control_center.policies_api import PolicyController
+from control_center.ratelimit import RateLimiter
+from control_center.request_context import Services, provide_principal
+from control_center.users import ProfileController, UserController
+from orchestrator.api.envelope import Envelope
+from orchestrator.api.versioning import versioning
+from orchestrator.settings import Settings
+from orchestrator.store.engine import create_engine, ensure_schema
+
+
+@get("/health", tags=["health"], summary="Liveness: answers without authentication")
+async def health() -> Envelope[str]:
+    return Envelope("Control center is healthy")
+
+
+def _announce(password: str) -> None:
+    # On the console only, once: never through the logger.
+    sys.stdout.write(
+        f"control center: created user '{ADMIN_USERNAME}' with the one-time password "
+        f"{password}\ncontrol center: log in and change it now (PUT /user/password); "
+        "it is not shown again\n"
+    )
+    sys.stdout.flush()
+
+
+def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litestar:
+    """The app; it opens `engine` (or one for `settings`) when it starts."""
+    services = Services(settings=settings, limiter=RateLimiter(), engine=engine)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        key_for(settings)  # a bad key setting stops the start, not the first login
+        admin_password_from_environment(settings)
+        owned = services.engine is None
+        db = services.engine or create_engine(settings)
+        try:
+            await ensure_schema(db, settings)
+            generated = await seed(db, settings)
+            if generated is not None:
+                _announce(generated)
+            services.engine = db
+            yield
+        finally:
+            if owned:
+                services.engine = None
+                await db.dispose()
+
+    return Litestar(
+        route_handlers=[
+            health,
+            AuthController,
+            UserController,
+            ProfileController,
+            ApiKeyController,
+            PolicyController,
+            AuditController,
+        ],
+        dependencies={"principal": Provide(provide_principal)},
+        middleware=[versioning, audit_middleware],
+        lifespan=[lifespan],
+        state=State({"services": services}),
+        exception_handlers=EXCEPTION_HANDLERS_AUDITED,
+        request_max_body_size=settings.server.max_body_bytes,
+        logging_config=None,
+        openapi_config=OpenAPIConfig(title="provisioning control center", version="1.0.0"),
+    )

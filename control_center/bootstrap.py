@@ -1,0 +1,74 @@
+"""First start: the default policies and, when there is no user at all, `admin`.
+
+The administrator's password is `$PROVISIONING_ADMIN_PASSWORD` when set, else a random
+one printed once on the console. Either way it is a one-time password: until it is
+changed, the account's tokens reach only `PUT /user/password`, `/auth/logout` and
+`/auth/mfa/*`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control_center import accounts
+from control_center.audit import record_audit
+from control_center.passwords import check_strength, hash_password_async, one_time_password
+from control_center.policy_store import seed_default_policies
+from orchestrator.errors import Conflict, InvalidInput
+from orchestrator.settings import ConfigError, Settings
+
+ADMIN_PASSWORD_VARIABLE = "PROVISIONING_ADMIN_PASSWORD"  # noqa: S105 (a name)
+ADMIN_USERNAME = "admin"
+ADMIN_EMAIL = "admin@localhost"
+
+
+def admin_password_from_environment(settings: Settings) -> str | None:
+    password = os.environ.get(ADMIN_PASSWORD_VARIABLE) or None
+    if password is not None:
+        try:
+            check_strength(
+                password, settings.auth.min_password_length, field=ADMIN_PASSWORD_VARIABLE
+            )
+        except InvalidInput as exc:
+            raise ConfigError(exc.message) from exc
+    return password
+
+
+async def seed(engine: AsyncEngine, settings: Settings) -> str | None:
+    """Create what a new database needs. Returns the generated administrator password
+    when one was made (for the caller to show once), else None."""
+    if await seed_default_policies(engine):
+        await record_audit(
+            engine,
+            action="policies.seed",
+            resource="policies:*",
+            result="success",
+            details={"policies": "default"},
+        )
+    if await accounts.count_users(engine) > 0:
+        return None
+    given = admin_password_from_environment(settings)
+    password = given or one_time_password(settings.auth.min_password_length)
+    try:
+        row = await accounts.create_user(
+            engine,
+            {
+                "username": ADMIN_USERNAME,
+                "email": ADMIN_EMAIL,
+                "password_hash": await hash_password_async(password),
+                "roles": ["admin"],
+                "must_change_password": True,
+            },
+        )
+    except Conflict:
+        return None  # another process created it at the same moment
+    await record_audit(
+        engine,
+        action="users.create",
+        resource=f"users:{row['id']}",
+        result="success",
+        details={"username": ADMIN_USERNAME, "roles": ["admin"], "first_start": True},
+    )
+    return None if given else password

@@ -1,0 +1,178 @@
+"""Authentication and authorization for both apps, independent of any web framework.
+
+    principal = await authenticate(engine, settings, request.headers.get("authorization"))
+    await authorize(engine, principal, "create", "servers:web-01", {"ip": client_ip})
+
+`authenticate` accepts a session JWT or an API key and raises `Unauthorized`;
+`authorize` raises `MfaRequired` or `PasswordChangeRequired` while the user must act
+on their account first, and `Forbidden` when the policies do not allow the action.
+The user's roles and state are read from the database on every call, so disabling a
+user or changing roles takes effect at once, as does any policy change.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control_center import api_key_store
+from control_center.errors import Forbidden, MfaRequired, PasswordChangeRequired, Unauthorized
+from control_center.models import User
+from control_center.policies import Decision
+from control_center.policy_store import policy_engine
+from control_center.sessions import is_revoked
+from control_center.tokens import (
+    Principal,
+    bearer_credential,
+    decode_access_token,
+    is_api_key,
+    signing_key,
+    utcnow,
+)
+from orchestrator.settings import AuthSettings, Settings
+
+__all__ = [
+    "MFA_PENDING",
+    "MUST_CHANGE_PASSWORD",
+    "Principal",
+    "authenticate",
+    "authorize",
+    "check_restrictions",
+    "decide",
+    "key_for",
+]
+
+MFA_PENDING = "mfa_pending"
+MUST_CHANGE_PASSWORD = "must_change_password"  # noqa: S105 (a state, not a password)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_key(secret: str, algorithm: str, data_dir: str) -> str:
+    auth = AuthSettings(jwt_secret=secret, jwt_algorithm=algorithm)
+    return signing_key(Settings(data_dir=data_dir, auth=auth))
+
+
+def key_for(settings: Settings) -> str:
+    """The JWT signing key (read from `<data_dir>/jwt.key` once per process)."""
+    return _cached_key(settings.auth.jwt_secret, settings.auth.jwt_algorithm, settings.data_dir)
+
+
+async def _user(engine: AsyncEngine, user_id: str, revoked_jti: str | None) -> Any:
+    async with engine.connect() as connection:
+        if revoked_jti is not None and await is_revoked(connection, revoked_jti):
+            raise Unauthorized("the token has been revoked; log in again")
+        return (
+            await connection.execute(
+                select(
+                    User.id,
+                    User.username,
+                    User.roles,
+                    User.enabled,
+                    User.mfa_enabled,
+                    User.must_change_password,
+                ).where(User.id == user_id)
+            )
+        ).first()
+
+
+def _principal(
+    settings: Settings,
+    user: Any,
+    via: str,
+    credential_id: str,
+    expires_at: datetime | None,
+) -> Principal:
+    roles = tuple(str(role) for role in user.roles)
+    needs_mfa = any(role in settings.auth.mfa_required_roles for role in roles)
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        roles=roles,
+        via="jwt" if via == "jwt" else "api_key",
+        mfa_pending=needs_mfa and not user.mfa_enabled,
+        must_change_password=bool(user.must_change_password),
+        credential_id=credential_id,
+        expires_at=expires_at,
+    )
+
+
+async def authenticate(
+    engine: AsyncEngine, settings: Settings, authorization_header: str | None
+) -> Principal:
+    """Who presents `Authorization: Bearer <jwt or API key>`; `Unauthorized` otherwise."""
+    credential = bearer_credential(authorization_header)
+    if is_api_key(credential):
+        return await _api_key_principal(engine, settings, credential)
+    claims = decode_access_token(settings.auth, key_for(settings), credential)
+    user = await _user(engine, claims["sub"], claims["jti"])
+    if user is None or not user.enabled:
+        raise Unauthorized("the account no longer exists or is disabled")
+    expires_at = datetime.fromtimestamp(claims["exp"], UTC)
+    return _principal(settings, user, "jwt", claims["jti"], expires_at)
+
+
+async def _api_key_principal(engine: AsyncEngine, settings: Settings, key: str) -> Principal:
+    record = await api_key_store.find_by_key(engine, key)
+    if record is None:
+        raise Unauthorized("the API key is invalid")
+    if record["revoked_at"] is not None:
+        raise Unauthorized("the API key has been revoked")
+    if record["expires_at"] is not None and record["expires_at"] <= utcnow():
+        raise Unauthorized("the API key has expired")
+    user = await _user(engine, record["user_id"], None)
+    if user is None or not user.enabled:
+        raise Unauthorized("the account owning this API key is disabled")
+    await api_key_store.touch(engine, record["id"])
+    return _principal(settings, user, "api_key", record["id"], record["expires_at"])
+
+
+def check_restrictions(principal: Principal, tolerated: Collection[str] = ()) -> None:
+    """Raise while the user must first enroll MFA or change a one-time password, unless
+    `tolerated` names that state (`MFA_PENDING`, `MUST_CHANGE_PASSWORD`)."""
+    if principal.mfa_pending and MFA_PENDING not in tolerated:
+        raise MfaRequired(
+            "your role requires multi-factor authentication: enroll with POST "
+            "/auth/mfa/enroll and POST /auth/mfa/verify first"
+        )
+    if principal.must_change_password and MUST_CHANGE_PASSWORD not in tolerated:
+        raise PasswordChangeRequired(
+            "you must change your one-time password first (PUT /user/password)"
+        )
+
+
+async def decide(
+    engine: AsyncEngine,
+    principal: Principal,
+    action: str,
+    resource: str,
+    context: Mapping[str, Any] | None = None,
+) -> Decision:
+    """The policies' answer, without raising (for callers that audit the reason)."""
+    return (await policy_engine(engine)).evaluate(principal, action, resource, context)
+
+
+async def authorize(
+    engine: AsyncEngine,
+    principal: Principal,
+    action: str,
+    resource: str,
+    context: Mapping[str, Any] | None = None,
+) -> None:
+    """Raise unless `principal` may do `action` on `resource`.
+
+    `context` may carry `ip`, `method`, `owner` (the id of the user the resource belongs
+    to) and `now` (a datetime); conditions read them as `request.ip`, `request.method`,
+    `resource.owner` and `time.hour`.
+    """
+    check_restrictions(principal)
+    decision = await decide(engine, principal, action, resource, context)
+    if not decision.allowed:
+        raise Forbidden(
+            f"forbidden: '{action}' on '{resource}' ({decision.reason})",
+            {"action": action, "resource": resource, "reason": decision.reason},
+        )

@@ -1,0 +1,276 @@
+"""Request and response types of the control center API (seeds 003 and 002), and the
+mapping from stored rows to them. No response type has a field for a password, a
+password hash or a TOTP secret; a key or secret appears only in the one response
+that creates it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+Username = Annotated[
+    str, msgspec.Meta(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+]
+Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+Role = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+Roles = Annotated[list[Role], msgspec.Meta(max_length=20)]
+Secret = Annotated[str, msgspec.Meta(max_length=1024)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Text = Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
+    password: Secret
+    username: Annotated[str, msgspec.Meta(max_length=254)] | None = None
+    #: Seed 002 logs in by email; either names the account.
+    email: Annotated[str, msgspec.Meta(max_length=254)] | None = None
+    mfa_code: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class UserBrief(msgspec.Struct):
+    id: str
+    username: str
+    email: str
+    roles: list[str]
+
+
+class LoginOut(msgspec.Struct):
+    token: str
+    expires_at: datetime
+    refresh_token: str
+    refresh_expires_at: datetime
+    user: UserBrief
+    #: What the user must do before the token reaches anything else:
+    #: MFA_REQUIRED, PASSWORD_CHANGE_REQUIRED.
+    restrictions: list[str]
+
+
+class RefreshIn(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+    #: Seed 003 names the field `token`; it carries the refresh token.
+    token: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+
+
+class TokenOut(msgspec.Struct):
+    token: str
+    expires_at: datetime
+    refresh_token: str
+    refresh_expires_at: datetime
+
+
+class MfaEnrollOut(msgspec.Struct):
+    secret: str
+    otpauth_uri: str
+
+
+class MfaCodeIn(msgspec.Struct, forbid_unknown_fields=True):
+    code: Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class MfaVerifyOut(msgspec.Struct):
+    enabled: bool
+    backup_codes: list[str]
+
+
+class UserIn(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    email: Email
+    password: Secret
+    roles: Roles = msgspec.field(default_factory=lambda: ["viewer"])
+    enabled: bool = True
+    must_change_password: bool = False
+
+
+class UserUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username | None = None
+    email: Email | None = None
+    roles: Roles | None = None
+    enabled: bool | None = None
+    #: Set a new password (an administrator's reset); usually with must_change_password.
+    password: Secret | None = None
+    must_change_password: bool | None = None
+
+
+class UserOut(msgspec.Struct):
+    id: str
+    username: str
+    email: str
+    roles: list[str]
+    enabled: bool
+    mfa_enabled: bool
+    must_change_password: bool
+    created_at: datetime
+    updated_at: datetime
+    last_login: datetime | None
+
+
+class ProfileOut(msgspec.Struct):
+    id: str
+    username: str
+    email: str
+    roles: list[str]
+    created_at: datetime
+    updated_at: datetime
+    last_login: datetime | None
+    is_active: bool
+    mfa_enabled: bool
+    must_change_password: bool
+
+
+class ProfileUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username | None = None
+    email: Email | None = None
+
+
+class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: Secret
+    new_password: Secret
+    confirm_new_password: Secret | None = None
+
+
+class ApiKeyIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    description: Text = ""
+    expires_at: datetime | None = None
+    expires_in_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = None
+
+
+class ApiKeyCreated(msgspec.Struct):
+    id: str
+    name: str
+    description: str
+    #: The key itself: shown in this response only.
+    key: str
+    key_prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class ApiKeyOut(msgspec.Struct):
+    id: str
+    user_id: str
+    name: str
+    description: str
+    key_prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used: datetime | None
+    revoked_at: datetime | None
+
+
+class PolicyIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    rules: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=100)]
+    version: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] = "1.0.0"
+    description: Text = ""
+    enabled: bool = True
+
+
+class PolicyUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name | None = None
+    rules: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=100)] | None = None
+    version: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+    description: Text | None = None
+    enabled: bool | None = None
+
+
+class PolicyOut(msgspec.Struct):
+    id: str
+    name: str
+    version: str
+    description: str
+    rules: list[dict[str, Any]]
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class PolicyCreated(msgspec.Struct):
+    id: str
+    name: str
+    version: str
+
+
+class AuditOut(msgspec.Struct):
+    id: str
+    timestamp: datetime
+    user_id: str | None
+    action: str
+    resource: str
+    result: str
+    details: dict[str, Any]
+    ip: str | None
+    hash: str
+
+
+def user_out(row: dict[str, Any]) -> UserOut:
+    return UserOut(
+        id=row["id"],
+        username=row["username"],
+        email=row["email"],
+        roles=list(row["roles"]),
+        enabled=row["enabled"],
+        mfa_enabled=row["mfa_enabled"],
+        must_change_password=row["must_change_password"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_login=row["last_login"],
+    )
+
+
+def profile_out(row: dict[str, Any]) -> ProfileOut:
+    return ProfileOut(
+        id=row["id"],
+        username=row["username"],
+        email=row["email"],
+        roles=list(row["roles"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_login=row["last_login"],
+        is_active=row["enabled"],
+        mfa_enabled=row["mfa_enabled"],
+        must_change_password=row["must_change_password"],
+    )
+
+
+def api_key_out(row: dict[str, Any]) -> ApiKeyOut:
+    return ApiKeyOut(
+        id=row["id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        description=row["description"],
+        key_prefix=row["prefix"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        last_used=row["last_used"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def policy_out(row: dict[str, Any]) -> PolicyOut:
+    return PolicyOut(
+        id=row["id"],
+        name=row["name"],
+        version=row["version"],
+        description=row["description"],
+        rules=list(row["rules"]),
+        enabled=row["enabled"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def audit_out(row: dict[str, Any]) -> AuditOut:
+    return AuditOut(
+        id=row["id"],
+        timestamp=row["timestamp"],
+        user_id=row["user_id"],
+        action=row["action"],
+        resource=row["resource"],
+        result=row["result"],
+        details=dict(row["details"]),
+        ip=row["ip"],
+        hash=row["hash"],
+    )

@@ -1,0 +1,171 @@
+"""JWT access tokens, opaque refresh tokens and API keys, and who presented them.
+
+Access tokens are HMAC-signed JWTs carrying `sub, roles, exp, iat, jti`. The key is
+`auth.jwt_secret`, else a random key created once in `<data_dir>/jwt.key` (mode 0600)
+and shared by both apps on the machine. Verification pins the configured algorithm, so
+`alg: none` and tokens signed any other way are refused. Refresh tokens and API keys
+are random strings; only their SHA-256 digests are stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import jwt
+
+from control_center.errors import Unauthorized
+from orchestrator.ids import new_id
+from orchestrator.settings import AuthSettings, ConfigError, Settings
+
+ISSUER = "provisioning-control-center"
+HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+API_KEY_PREFIX = "prov_live_"
+API_KEY_SHOWN_CHARS = 12
+KEY_FILE = "jwt.key"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is acting: a user, through a session token or one of their API keys."""
+
+    user_id: str
+    username: str
+    roles: tuple[str, ...]
+    via: Literal["jwt", "api_key"]
+    #: The user's role requires TOTP and the user has not enrolled yet.
+    mfa_pending: bool = False
+    #: The user still has a one-time password.
+    must_change_password: bool = False
+    #: The access token's `jti`, or the API key's id.
+    credential_id: str = ""
+    expires_at: datetime | None = None
+
+    @property
+    def primary_role(self) -> str:
+        return self.roles[0] if self.roles else ""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    jti: str
+    expires_at: datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def digest(secret: str) -> str:
+    """The stored form of a high-entropy secret (refresh token, API key, backup code)."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def signing_key(settings: Settings) -> str:
+    """The configured HMAC key, else the machine's key file (created on first use)."""
+    auth = settings.auth
+    needed = HMAC_KEY_BYTES.get(auth.jwt_algorithm)
+    if needed is None:
+        raise ConfigError(
+            f"auth.jwt_algorithm must be one of {', '.join(HMAC_KEY_BYTES)}, "
+            f"not '{auth.jwt_algorithm}'"
+        )
+    if auth.jwt_secret:
+        if len(auth.jwt_secret.encode("utf-8")) < needed:
+            raise ConfigError(
+                f"auth.jwt_secret must be at least {needed} bytes long for {auth.jwt_algorithm}"
+            )
+        return auth.jwt_secret
+    return _key_file(Path(settings.data_dir) / KEY_FILE)
+
+
+def _key_file(path: Path) -> str:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_hex(64))
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)  # atomic: the first app to start wins
+        finally:
+            temporary.unlink(missing_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        os.chmod(path, 0o600)
+    key = path.read_text().strip()
+    if len(key) < 64:
+        raise ConfigError(f"{path} does not hold a usable key; delete it to create a new one")
+    return key
+
+
+def issue_access_token(
+    auth: AuthSettings, key: str, user_id: str, roles: list[str], now: datetime | None = None
+) -> IssuedToken:
+    now = now or utcnow()
+    expires_at = now + timedelta(seconds=auth.access_token_ttl)
+    jti = new_id()
+    exp = int(expires_at.timestamp())
+    claims: dict[str, Any] = {
+        "sub": user_id,
+        "roles": list(roles),
+        "iat": int(now.timestamp()),
+        "exp": exp,
+        "jti": jti,
+        "iss": ISSUER,
+        "typ": "access",
+    }
+    token = jwt.encode(claims, key, algorithm=auth.jwt_algorithm)
+    return IssuedToken(token, jti, datetime.fromtimestamp(exp, UTC))
+
+
+def decode_access_token(auth: AuthSettings, key: str, token: str) -> dict[str, Any]:
+    """The verified claims; `Unauthorized` for an expired, forged or malformed token."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[auth.jwt_algorithm],
+            issuer=ISSUER,
+            options={"require": ["sub", "exp", "iat", "jti", "iss"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("the token has expired; log in again or refresh it") from exc
+    except jwt.PyJWTError as exc:
+        raise Unauthorized("the token is invalid") from exc
+    if claims.get("typ") != "access" or not isinstance(claims.get("sub"), str):
+        raise Unauthorized("the token is invalid")
+    return claims
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def is_api_key(credential: str) -> bool:
+    return credential.startswith("prov_")
+
+
+def bearer_credential(authorization_header: str | None) -> str:
+    """The credential of an `Authorization: Bearer …` header."""
+    if not authorization_header:
+        raise Unauthorized("authentication required: send Authorization: Bearer <token>")
+    scheme, _, credential = authorization_header.strip().partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        raise Unauthorized("the Authorization header must read 'Bearer <token or API key>'")
+    return credential

@@ -1,0 +1,213 @@
+"""`/users` (administration, policy-checked) and `/user` (one's own profile and password)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Response, delete, get, post, put
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from control_center import accounts
+from control_center.guard import MFA_PENDING, MUST_CHANGE_PASSWORD
+from control_center.passwords import check_strength, hash_password_async, verify_password_async
+from control_center.request_context import (
+    AnyRequest,
+    CurrentPrincipal,
+    Limit,
+    Offset,
+    audit_as,
+    check,
+    limit,
+    services,
+)
+from control_center.schemas import (
+    PasswordChange,
+    ProfileOut,
+    ProfileUpdate,
+    UserIn,
+    UserOut,
+    UserUpdate,
+    profile_out,
+    user_out,
+)
+from orchestrator.api.envelope import Envelope
+from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
+from orchestrator.errors import Conflict, InvalidInput
+from orchestrator.settings import Settings
+
+ADMIN_ROLE = "admin"
+
+
+def _checked_password(settings: Settings, password: str, username: str, field: str) -> None:
+    check_strength(password, settings.auth.min_password_length, field=field)
+    if username.lower() in password.lower():
+        raise InvalidInput(f"{field}: must not contain the username")
+
+
+async def _keep_an_admin(request: AnyRequest, user: dict[str, Any], update: dict[str, Any]) -> None:
+    """Refuse to remove, disable or demote the last enabled administrator."""
+    if ADMIN_ROLE not in user["roles"] or not user["enabled"]:
+        return
+    stays = update.get("enabled", True) and ADMIN_ROLE in update.get("roles", user["roles"])
+    if stays:
+        return
+    admins = await accounts.enabled_users_with_role(services(request.app.state).db, ADMIN_ROLE)
+    if admins == [user["id"]]:
+        raise Conflict("this is the last enabled administrator; appoint another one first")
+
+
+class UserController(Controller):
+    path = "/users"
+    tags = ["users"]
+
+    @get("/", summary="List users")
+    async def list(
+        self,
+        request: AnyRequest,
+        state: State,
+        principal: CurrentPrincipal,
+        role: FromQuery[str | None] = None,
+        enabled: FromQuery[bool | None] = None,
+        limit: Limit = DEFAULT_LIMIT,
+        offset: Offset = 0,
+    ) -> Response[Envelope[list[UserOut]]]:
+        await check(request, principal, "list", "users:*")
+        check_page(limit, offset)
+        rows, total = await accounts.list_users(services(state).db, role, enabled, limit, offset)
+        return Response(
+            Envelope([user_out(row) for row in rows]),
+            headers=page_headers(request, total, limit, offset),
+        )
+
+    @get("/{user_id:str}", summary="A user")
+    async def show(
+        self, request: AnyRequest, state: State, principal: CurrentPrincipal, user_id: FromPath[str]
+    ) -> Envelope[UserOut]:
+        await check(request, principal, "read", f"users:{user_id}")
+        return Envelope(user_out(await accounts.get_user(services(state).db, user_id)))
+
+    @post("/", status_code=HTTP_201_CREATED, summary="Create a user")
+    async def create(
+        self, request: AnyRequest, state: State, principal: CurrentPrincipal, data: JSONBody[UserIn]
+    ) -> Envelope[UserOut]:
+        await check(request, principal, "create", "users:*")
+        service = services(state)
+        _checked_password(service.settings, data.password, data.username, "password")
+        row = await accounts.create_user(
+            service.db,
+            {
+                "username": data.username,
+                "email": data.email,
+                "password_hash": await hash_password_async(data.password),
+                "roles": list(dict.fromkeys(data.roles)),
+                "enabled": data.enabled,
+                "must_change_password": data.must_change_password,
+            },
+        )
+        audit_as(request, "users.create", f"users:{row['id']}", roles=row["roles"])
+        return Envelope(user_out(row))
+
+    @put("/{user_id:str}", status_code=HTTP_200_OK, summary="Update a user")
+    async def update(
+        self,
+        request: AnyRequest,
+        state: State,
+        principal: CurrentPrincipal,
+        user_id: FromPath[str],
+        data: JSONBody[UserUpdate],
+    ) -> Envelope[str]:
+        await check(request, principal, "update", f"users:{user_id}")
+        service = services(state)
+        user = await accounts.get_user(service.db, user_id)
+        fields: dict[str, Any] = {
+            key: getattr(data, key)
+            for key in ("username", "email", "roles", "enabled", "must_change_password")
+            if getattr(data, key) is not None
+        }
+        if "roles" in fields:
+            fields["roles"] = list(dict.fromkeys(fields["roles"]))
+        if user_id == principal.user_id and fields.get("enabled") is False:
+            raise Conflict("you cannot disable your own account")
+        await _keep_an_admin(request, user, fields)
+        if data.password is not None:
+            username = fields.get("username", user["username"])
+            _checked_password(service.settings, data.password, username, "password")
+            fields["password_hash"] = await hash_password_async(data.password)
+        await accounts.update_user(service.db, user_id, fields)
+        changed = sorted("password" if k == "password_hash" else k for k in fields)
+        audit_as(request, "users.update", f"users:{user_id}", changed=changed)
+        return Envelope("User updated successfully")
+
+    @delete("/{user_id:str}", status_code=HTTP_200_OK, summary="Delete a user")
+    async def remove(
+        self, request: AnyRequest, state: State, principal: CurrentPrincipal, user_id: FromPath[str]
+    ) -> Envelope[str]:
+        await check(request, principal, "delete", f"users:{user_id}")
+        if user_id == principal.user_id:
+            raise Conflict("you cannot delete your own account")
+        engine = services(state).db
+        user = await accounts.get_user(engine, user_id)
+        await _keep_an_admin(request, user, {"enabled": False})
+        await accounts.delete_user(engine, user_id)
+        return Envelope("User deleted successfully")
+
+
+class ProfileController(Controller):
+    """One's own account: reachable without any policy."""
+
+    path = "/user"
+    tags = ["users"]
+
+    @get("/profile", opt={"tolerates": (MFA_PENDING,)}, summary="Your profile")
+    async def profile(self, state: State, principal: CurrentPrincipal) -> Envelope[ProfileOut]:
+        return Envelope(profile_out(await accounts.get_user(services(state).db, principal.user_id)))
+
+    @put("/profile", summary="Change your username or email")
+    async def update_profile(
+        self,
+        request: AnyRequest,
+        state: State,
+        principal: CurrentPrincipal,
+        data: JSONBody[ProfileUpdate],
+    ) -> Envelope[ProfileOut]:
+        audit_as(request, "users.update_profile", f"users:{principal.user_id}")
+        fields = {k: v for k, v in (("username", data.username), ("email", data.email)) if v}
+        engine = services(state).db
+        await accounts.update_user(engine, principal.user_id, fields)
+        return Envelope(profile_out(await accounts.get_user(engine, principal.user_id)))
+
+    @put(
+        "/password",
+        opt={"tolerates": (MUST_CHANGE_PASSWORD,)},
+        summary="Change your password",
+    )
+    async def change_password(
+        self,
+        request: AnyRequest,
+        state: State,
+        principal: CurrentPrincipal,
+        data: JSONBody[PasswordChange],
+    ) -> Envelope[str]:
+        audit_as(request, "users.change_password", f"users:{principal.user_id}")
+        service = services(state)
+        # Guessing the current password with a stolen token is as slow as logging in.
+        limit(request, f"password:{principal.user_id}", service.settings.auth.rate_limit_auth)
+        user = await accounts.get_user(service.db, principal.user_id)
+        if not await verify_password_async(data.current_password, user["password_hash"]):
+            raise InvalidInput("current_password: is not your current password")
+        if data.confirm_new_password is not None and data.confirm_new_password != data.new_password:
+            raise InvalidInput("confirm_new_password: does not match new_password")
+        if data.new_password == data.current_password:
+            raise InvalidInput("new_password: must differ from the current password")
+        _checked_password(service.settings, data.new_password, user["username"], "new_password")
+        await accounts.update_user(
+            service.db,
+            principal.user_id,
+            {
+                "password_hash": await hash_password_async(data.new_password),
+                "must_change_password": False,
+            },
+        )
+        return Envelope("Password updated successfully")

@@ -1,0 +1,5 @@
+"""`python -m orchestrator.cli`: the `provisioning` command."""
+
+from orchestrator.cli import main
+
+main()

@@ -1,0 +1,92 @@
+"""Keys and tokens: the key file, refused settings, and what verification rejects."""
+
+from __future__ import annotations
+
+import stat
+import time
+
+import jwt
+import pytest
+
+from control_center.errors import Unauthorized
+from control_center.passwords import check_strength, hash_password, verify_password
+from control_center.tokens import (
+    decode_access_token,
+    issue_access_token,
+    signing_key,
+)
+from orchestrator.errors import InvalidInput
+from orchestrator.settings import AuthSettings, ConfigError, Settings
+
+
+def test_without_a_configured_key_one_is_created_once_with_mode_0600(tmp_path):
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    key = signing_key(settings)
+    path = tmp_path / "data" / "jwt.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(key) >= 64
+    assert signing_key(settings) == key
+    assert [p.name for p in path.parent.iterdir()] == ["jwt.key"]
+
+
+def test_a_short_configured_key_or_an_unknown_algorithm_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        signing_key(Settings(data_dir=str(tmp_path), auth=AuthSettings(jwt_secret="short")))
+    with pytest.raises(ConfigError, match="jwt_algorithm"):
+        signing_key(Settings(data_dir=str(tmp_path), auth=AuthSettings(jwt_algorithm="none")))
+
+
+KEY = "k" * 64
+AUTH = AuthSettings(jwt_secret=KEY)
+
+
+def test_an_issued_token_verifies_with_its_claims():
+    issued = issue_access_token(AUTH, KEY, "u-1", ["viewer"])
+    claims = decode_access_token(AUTH, KEY, issued.token)
+    assert claims["sub"] == "u-1"
+    assert claims["roles"] == ["viewer"]
+    assert claims["jti"] == issued.jti
+    assert {"exp", "iat"} <= claims.keys()
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        jwt.encode({"sub": "u-1", "exp": int(time.time()) + 60}, KEY, algorithm="HS256"),
+        jwt.encode(
+            {"sub": "u-1", "exp": int(time.time()) + 60, "iat": 1, "jti": "j", "iss": "elsewhere"},
+            KEY,
+            algorithm="HS256",
+        ),
+        "a.b.c",
+        "",
+    ],
+)
+def test_tokens_missing_claims_or_from_elsewhere_are_refused(token):
+    with pytest.raises(Unauthorized):
+        decode_access_token(AUTH, KEY, token)
+
+
+def test_passwords_hash_and_verify():
+    stored = hash_password("Correct-Horse-9")
+    assert stored.startswith("scrypt$")
+    assert verify_password("Correct-Horse-9", stored)
+    assert not verify_password("correct-horse-9", stored)
+    assert not verify_password("Correct-Horse-9", "not a hash")
+
+
+@pytest.mark.parametrize(
+    ("password", "problem"),
+    [
+        ("Short-1", "at least 12"),
+        ("alllowercaseletters", "two kinds"),
+        ("Ab1Ab1Ab1Ab1Ab1", "distinct"),
+        ("Correct-Horse-9", ""),
+    ],
+)
+def test_password_strength(password, problem):
+    if not problem:
+        check_strength(password, 12)
+        return
+    with pytest.raises(InvalidInput, match=problem):
+        check_strength(password, 12)
