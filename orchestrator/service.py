@@ -14,6 +14,7 @@ from typing import IO
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from control_center.policy_store import seed_default_policies
 from orchestrator.errors import InvalidInput
 from orchestrator.events import EventBus
 from orchestrator.executor import Executor
@@ -75,6 +76,8 @@ class Orchestrator:
         if self.settings.is_sqlite:
             self._lock = _lock_data_dir(Path(self.settings.data_dir))
         await ensure_schema(self.engine, self.settings)
+        # Policies are enforced here too: a database that only this app opened has them.
+        await seed_default_policies(self.engine)
         self.metrics.workflows.update(await workflow_counts(self.engine))
         await self.executor.start()
         self.webhooks.start()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,6 +20,10 @@ PROVISIONING = str(Path(sys.executable).parent / "provisioning")
 EXAMPLE_WORKSPACE = REPO / "examples" / "workspace"
 
 
+#: base URL -> API key of the test operator, for helpers that only know the URL
+TOKENS: dict[str, str] = {}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -31,6 +37,9 @@ def fast_sim_env() -> dict[str, str]:
         "PROVISIONING_PROVIDERS__AWS__LATENCY": "0.01",
         "PROVISIONING_EXECUTOR__RETRY__INITIAL_DELAY": "0.05",
         "PROVISIONING_EXECUTOR__RETRY__MAX_DELAY": "0.2",
+        # The suite makes many requests as one user; the limits have their own tests.
+        "PROVISIONING_AUTH__RATE_LIMIT_GENERAL": "100000",
+        "PROVISIONING_AUTH__RATE_LIMIT_BATCH": "100000",
     }
 
 
@@ -60,6 +69,8 @@ class OrchestratorProcess:
 
     def start(self, timeout: float = 20.0) -> OrchestratorProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.token = provision_operator(self.data_dir, self.env)
+        TOKENS[self.url] = self.token
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [PROVISIONING, "serve", "orchestrator"],
@@ -101,7 +112,10 @@ class OrchestratorProcess:
             self.process.wait(5)
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+        """An HTTP client authenticated as the test operator."""
+        return httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {self.token}"}
+        )
 
 
 def wait_for_workflow(client: httpx.Client, workflow_id: str, timeout: float = 30.0) -> dict:
@@ -113,3 +127,48 @@ def wait_for_workflow(client: httpx.Client, workflow_id: str, timeout: float = 3
             return workflow
         time.sleep(0.05)
     raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout}s")
+
+
+def provision_operator(data_dir: Path, env: Mapping[str, str]) -> str:
+    """An `operator` user with an API key in the server's database (made once per data
+    directory, through the control center's own store functions); returns the key."""
+    return provision_user(data_dir, env, "test-operator", ["operator"])
+
+
+def provision_user(data_dir: Path, env: Mapping[str, str], username: str, roles: list[str]) -> str:
+    saved = data_dir / f"{username}.key"
+    if saved.exists():
+        return saved.read_text()
+    key = asyncio.run(_provision(env, username, roles))
+    saved.write_text(key)
+    return key
+
+
+async def _provision(env: Mapping[str, str], username: str, roles: list[str]) -> str:
+    from control_center.accounts import create_user
+    from control_center.api_key_store import create_api_key
+    from control_center.passwords import hash_password_async
+    from control_center.policy_store import seed_default_policies
+    from orchestrator.settings import load_settings
+    from orchestrator.store.engine import create_engine, upgrade
+
+    settings = load_settings(
+        environ={k: v for k, v in env.items() if k.startswith("PROVISIONING_")}
+    )
+    engine = create_engine(settings)
+    try:
+        await upgrade(engine)
+        await seed_default_policies(engine)
+        user = await create_user(
+            engine,
+            {
+                "username": username,
+                "email": f"{username}@example.com",
+                "password_hash": await hash_password_async(secrets.token_urlsafe(24)),
+                "roles": roles,
+            },
+        )
+        _, key = await create_api_key(engine, user["id"], "tests", "test suite", None)
+    finally:
+        await engine.dispose()
+    return key

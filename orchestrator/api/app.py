@@ -14,6 +14,7 @@ from orchestrator.api.controllers import TaskController, WorkflowController, hea
 from orchestrator.api.envelope import EXCEPTION_HANDLERS, document_errors
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
 from orchestrator.api.rollback import RollbackController
+from orchestrator.api.security import Security
 from orchestrator.api.state import StateController
 from orchestrator.api.versioning import versioning
 from orchestrator.api.webhooks import WebhookController
@@ -40,9 +41,16 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.
     v1 = Router(path="/api/v1", route_handlers=resources, include_in_schema=False)
+    security = Security(orchestrator)
     app = Litestar(
         route_handlers=[health, *resources, v1, metrics, event_stream],
-        middleware=[request_context, versioning, http_metrics(lambda: orchestrator.metrics)],
+        guards=[security.guard],
+        middleware=[
+            request_context,
+            versioning,
+            security.audit,
+            http_metrics(lambda: orchestrator.metrics),
+        ],
         lifespan=[lifespan],
         state=State({"orchestrator": orchestrator}),
         exception_handlers=EXCEPTION_HANDLERS,

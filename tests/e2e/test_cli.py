@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import PROVISIONING, OrchestratorProcess, free_port
+from tests.servers import PROVISIONING, TOKENS, OrchestratorProcess, free_port
 
 UUID_LENGTH = 36
 
@@ -25,6 +25,8 @@ def run(
     """Run the CLI; `url` becomes `--url`. The environment holds no PROVISIONING_* but `env`."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONING_")}
     command = [PROVISIONING, *(["--url", url] if url else []), *args]
+    if url in TOKENS:
+        command[1:1] = ["--token", TOKENS[url]]
     return subprocess.run(
         command,
         env={**base, **(env or {})},
@@ -314,7 +316,16 @@ def test_cancel_then_wait_reports_the_cancelled_workflow(server):
 def test_ctrl_c_stops_watching_and_says_how_to_cancel(server):
     workflow_id = submit(server, [slow_task("slow")])
     watcher = subprocess.Popen(
-        [PROVISIONING, "--url", server.url, "workflow", "wait", workflow_id],
+        [
+            PROVISIONING,
+            "--url",
+            server.url,
+            "--token",
+            server.token,
+            "workflow",
+            "wait",
+            workflow_id,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -352,6 +363,6 @@ def test_an_unknown_task_exits_1_with_the_api_code(server):
 
 
 def test_the_url_defaults_to_the_configured_server(server):
-    env = {"PROVISIONING_SERVER__PORT": str(server.port)}
+    env = {"PROVISIONING_SERVER__PORT": str(server.port), "PROVISIONING_TOKEN": server.token}
     done = run("tasks", "list", "--limit", "1", env=env)
     assert done.returncode == 0, done.stderr

@@ -97,7 +97,7 @@ def test_without_wait_only_the_id_is_printed_then_batch_wait_follows(server):
 def test_a_batch_from_stdin_is_read_as_yaml(server):
     document = (BATCHES / "multi_cloud.yaml").read_text()
     done = subprocess.run(
-        [PROVISIONING, "--url", server.url, "batch", "submit", "-"],
+        [PROVISIONING, "--url", server.url, "--token", server.token, "batch", "submit", "-"],
         input=document,
         capture_output=True,
         text=True,
@@ -196,7 +196,7 @@ def test_ctrl_c_stops_watching_then_cancel_then_wait_reports_cancelled(server, t
     path = write_batch(tmp_path / "slow.json", "slow", [slow])
     batch_id = run("batch", "submit", str(path), url=server.url).stdout.strip()
     watcher = subprocess.Popen(
-        [PROVISIONING, "--url", server.url, "batch", "wait", batch_id],
+        [PROVISIONING, "--url", server.url, "--token", server.token, "batch", "wait", batch_id],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -10,7 +10,12 @@ from tests.servers import REPO
 
 def test_the_seed_python_client_runs_the_production_servers_workflow(server):
     done = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "clients" / "seed_client.py"), server.url],
+        [
+            sys.executable,
+            str(REPO / "examples" / "clients" / "seed_client.py"),
+            server.url,
+            server.token,
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -17,7 +17,8 @@ from tests.servers import wait_for_workflow
 
 
 def ws_url(server, query: str = "") -> str:
-    return f"ws://127.0.0.1:{server.port}/ws{query}"
+    joiner = "&" if query else "?"
+    return f"ws://127.0.0.1:{server.port}/ws{query}{joiner}token={server.token}"
 
 
 async def collect(url: str, until, timeout: float = 15.0) -> list[dict]:
@@ -220,9 +221,11 @@ def test_a_client_that_never_reads_is_cut_off_and_the_work_finishes(tmp_path):
     tasks = [
         {"name": f"t{i}-{padding}", "provider": "upcloud", "action": "noop"} for i in range(10_000)
     ]
-    stalled = _stalled_websocket(server.port, "/ws?since=0")
+    stalled = _stalled_websocket(server.port, f"/ws?since=0&token={server.token}")
     try:
-        with httpx.Client(base_url=server.url, timeout=60) as http:
+        with httpx.Client(
+            base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {server.token}"}
+        ) as http:
             started = time.monotonic()
             workflow_id = http.post(
                 "/workflows", json={"name": "many", "tasks": tasks, "parallel_limit": 16}

@@ -1,0 +1,214 @@
+"""Authentication, policies, rate limits and audit on every orchestrator endpoint.
+
+Every request but `/health`, the OpenAPI documents and (when `auth.metrics_open`)
+`/metrics` carries a session JWT or an API key from the control center
+(`Authorization: Bearer …`; the event stream also takes `?token=`). The route names an
+action on a resource (the table below, documented in docs/security.md), which the
+policies must allow. Each user has 100 requests a minute (10 batch submissions); every
+mutating request, allowed or refused, and every refusal is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from control_center.audit import record_audit
+from control_center.errors import RateLimited
+from control_center.guard import Principal, authenticate, authorize
+from control_center.middleware import MUTATING, REFUSED, result_of
+from control_center.ratelimit import RateLimiter, RateLimitStatus
+from orchestrator.errors import DomainError
+from orchestrator.service import Orchestrator
+
+log = structlog.get_logger(__name__)
+
+#: (method, route template) -> (action, resource kind, path parameter naming the id)
+ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
+    ("GET", "/tasks"): ("list", "tasks", None),
+    ("GET", "/tasks/{task_id}"): ("read", "tasks", "task_id"),
+    ("POST", "/workflows/servers/create"): ("create", "servers", None),
+    ("POST", "/workflows/taskserv/create"): ("create", "taskservs", None),
+    ("POST", "/workflows/cluster/create"): ("create", "clusters", None),
+    ("POST", "/workflows"): ("create", "workflows", None),
+    ("GET", "/workflows"): ("list", "workflows", None),
+    ("GET", "/workflows/{workflow_id}"): ("read", "workflows", "workflow_id"),
+    ("POST", "/workflows/{workflow_id}/cancel"): ("cancel", "workflows", "workflow_id"),
+    ("POST", "/batch/execute"): ("execute", "batches", None),
+    ("GET", "/batch/operations"): ("list", "batches", None),
+    ("GET", "/batch/operations/{batch_id}"): ("read", "batches", "batch_id"),
+    ("POST", "/batch/operations/{batch_id}/cancel"): ("cancel", "batches", "batch_id"),
+    ("GET", "/state/workflows/{workflow_id}/progress"): ("read", "workflows", "workflow_id"),
+    ("GET", "/state/workflows/{workflow_id}/snapshots"): ("read", "workflows", "workflow_id"),
+    ("GET", "/state/system/metrics"): ("read", "state", None),
+    ("GET", "/state/system/health"): ("read", "state", None),
+    ("GET", "/state/statistics"): ("read", "state", None),
+    ("POST", "/rollback/checkpoints"): ("create", "checkpoints", None),
+    ("GET", "/rollback/checkpoints"): ("list", "checkpoints", None),
+    ("GET", "/rollback/checkpoints/{checkpoint_id}"): ("read", "checkpoints", "checkpoint_id"),
+    ("POST", "/rollback/execute"): ("execute", "rollback", None),
+    ("POST", "/rollback/restore/{checkpoint_id}"): ("restore", "checkpoints", "checkpoint_id"),
+    ("GET", "/rollback/statistics"): ("read", "rollback", None),
+    ("GET", "/webhooks/deliveries"): ("list", "webhooks", None),
+    ("GET", "/metrics"): ("read", "metrics", None),
+    ("GET", "/ws"): ("read", "events", None),
+}
+OPEN = ("/health", "/schema")
+BATCH_SUBMISSION = ("POST", "/batch/execute")
+_STATE_KEY = "provisioning_access"
+
+
+@dataclass(slots=True)
+class Access:
+    """What the guard decided, for the audit record and the rate-limit headers."""
+
+    action: str = ""
+    resource: str = ""
+    principal: Principal | None = None
+    ratelimit: RateLimitStatus | None = None
+    error: DomainError | None = None
+
+
+def route_key(method: str, template: str) -> tuple[str, str]:
+    template = template.removeprefix("/api/v1")
+    return method, (template.rstrip("/") or "/")
+
+
+class Security:
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+        self.limiter = RateLimiter()
+
+    def is_open(self, template: str) -> bool:
+        if template.startswith(OPEN):
+            return True
+        return template == "/metrics" and self.orchestrator.settings.auth.metrics_open
+
+    async def guard(
+        self, connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
+    ) -> None:
+        """Litestar guard: authenticate, rate-limit and authorize, or raise."""
+        scope = connection.scope
+        template = str(scope.get("path_template", scope["path"]))
+        if self.is_open(template):
+            return
+        method = str(scope.get("method", "GET"))  # a WebSocket upgrade is a GET
+        key = route_key(method, template)
+        action, kind, id_param = ENDPOINTS.get(key, ("access", "orchestrator", None))
+        ident = str(connection.path_params.get(id_param, "*")) if id_param else "*"
+        access = access_of(scope)
+        access.action, access.resource = f"{kind}:{action}", f"{kind}:{ident}"
+        settings = self.orchestrator.settings
+        header = connection.headers.get("authorization")
+        if header is None and scope["type"] == ScopeType.WEBSOCKET:
+            token = connection.query_params.get("token")
+            header = f"Bearer {token}" if token else None
+        try:
+            principal = await authenticate(self.orchestrator.engine, settings, header)
+            access.principal = principal
+            self._limit(access, principal, key)
+            await authorize(
+                self.orchestrator.engine,
+                principal,
+                action,
+                access.resource,
+                {"ip": _client_ip(scope), "method": method},
+            )
+        except DomainError as exc:
+            access.error = exc
+            raise
+
+    def _limit(self, access: Access, principal: Principal, key: tuple[str, str]) -> None:
+        auth = self.orchestrator.settings.auth
+        general = self.limiter.hit(f"user:{principal.user_id}", auth.rate_limit_general)
+        access.ratelimit = general
+        if not general.allowed:
+            raise RateLimited(
+                f"more than {general.limit} requests a minute; retry in {_wait(general)} s"
+            )
+        if key == BATCH_SUBMISSION:
+            batch = self.limiter.hit(f"batch:{principal.user_id}", auth.rate_limit_batch)
+            access.ratelimit = batch
+            if not batch.allowed:
+                raise RateLimited(
+                    f"more than {batch.limit} batch submissions a minute; retry after {batch.reset}"
+                )
+
+    def audit(self, app: ASGIApp) -> ASGIApp:
+        """ASGI middleware: rate-limit headers on every response, and an audit record for
+        every mutating request and every refusal."""
+
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != ScopeType.HTTP:
+                await app(scope, receive, send)
+                return
+
+            access = access_of(scope)
+
+            async def noted(message: Any) -> None:
+                if message["type"] == "http.response.start" and access.action:
+                    message = self._headers(message, access)
+                    status = int(message["status"])
+                    if scope.get("method") in MUTATING or status in REFUSED:
+                        await self._record(scope, access, status)
+                await send(message)
+
+            await app(scope, receive, noted)
+
+        return middleware
+
+    @staticmethod
+    def _headers(message: Any, access: Access) -> Any:
+        if access.ratelimit is None:
+            return message
+        extra = [
+            (name.lower().encode(), value.encode())
+            for name, value in access.ratelimit.headers().items()
+        ]
+        return {**message, "headers": [*(message.get("headers") or []), *extra]}
+
+    async def _record(self, scope: Scope, access: Access, status: int) -> None:
+        details: dict[str, Any] = {
+            "method": scope.get("method"),
+            "path": scope.get("path"),
+            "status": status,
+            "app": "orchestrator",
+        }
+        if access.error is not None:
+            details["code"] = access.error.code
+            details["error"] = access.error.message
+        principal = access.principal
+        try:
+            await record_audit(
+                self.orchestrator.engine,
+                action=access.action,
+                resource=access.resource,
+                result=result_of(status),
+                user_id=principal.user_id if principal else None,
+                details=details,
+                ip=_client_ip(scope),
+            )
+        except Exception:
+            log.exception("audit record failed", action=access.action)
+
+
+def _wait(status: RateLimitStatus) -> int:
+    return max(1, status.reset - int(time.time()))
+
+
+def access_of(scope: Scope) -> Access:
+    state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    access: Access = state.setdefault(_STATE_KEY, Access())
+    return access
+
+
+def _client_ip(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None

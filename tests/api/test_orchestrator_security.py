@@ -1,0 +1,183 @@
+"""Authentication, policies, rate limits and audit on the orchestrator, through real
+HTTP against a real server process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import websockets
+
+from tests.servers import OrchestratorProcess, provision_user
+
+BATCH = {
+    "name": "small",
+    "operations": [
+        {
+            "id": "s",
+            "type": "server_batch",
+            "provider": "upcloud",
+            "server_configs": [{"name": "sec-1", "plan": "1xCPU-1 GB", "zone": "de-fra1"}],
+        },
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[OrchestratorProcess]:
+    process = OrchestratorProcess(
+        tmp_path_factory.mktemp("security"),
+        env={"PROVISIONING_AUTH__RATE_LIMIT_BATCH": "3"},
+    ).start()
+    yield process
+    process.stop()
+
+
+def _client(server: OrchestratorProcess, key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=30)
+
+
+def _key(server: OrchestratorProcess, username: str, roles: list[str]) -> str:
+    return provision_user(server.data_dir, server.env, username, roles)
+
+
+def _audit(server: OrchestratorProcess) -> list[dict]:
+    with sqlite3.connect(server.data_dir / "provisioning.db") as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("select * from audit_log order by seq").fetchall()
+    return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
+
+
+def _error(response: httpx.Response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.json()["success"] is False
+    assert response.json()["code"] == code
+    return response.json()["error"]
+
+
+def test_health_and_metrics_are_open_everything_else_needs_a_credential(server):
+    with _client(server, None) as anonymous:
+        assert anonymous.get("/health").status_code == 200
+        assert anonymous.get("/metrics").status_code == 200
+        for path in (
+            "/tasks",
+            "/workflows",
+            "/batch/operations",
+            "/state/statistics",
+            "/rollback/checkpoints",
+            "/webhooks/deliveries",
+            "/api/v1/tasks",
+        ):
+            _error(anonymous.get(path), 401, "UNAUTHORIZED")
+        _error(anonymous.post("/batch/execute", json=BATCH), 401, "UNAUTHORIZED")
+    with _client(server, "prov_live_not-a-real-key") as forged:
+        _error(forged.get("/tasks"), 401, "UNAUTHORIZED")
+    with _client(server, "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.") as unsigned:
+        _error(unsigned.get("/tasks"), 401, "UNAUTHORIZED")
+
+
+def test_a_viewer_reads_but_cannot_submit_and_the_refusal_is_audited(server):
+    viewer = _key(server, "viewer-1", ["viewer"])
+    with _client(server, viewer) as http:
+        assert http.get("/tasks").status_code == 200
+        message = _error(http.post("/batch/execute", json=BATCH), 403, "FORBIDDEN")
+        assert "batches" in message
+        _error(http.post("/rollback/checkpoints", json={"name": "x"}), 403, "FORBIDDEN")
+    denied = [r for r in _audit(server) if r["result"] == "denied"]
+    actions = {(r["action"], r["details"]["path"]) for r in denied}
+    assert ("batches:execute", "/batch/execute") in actions
+    assert ("checkpoints:create", "/rollback/checkpoints") in actions
+    by_viewer = [r for r in denied if r["user_id"] and r["details"]["path"] == "/batch/execute"]
+    assert by_viewer
+    assert by_viewer[-1]["details"]["code"] == "FORBIDDEN"
+    anonymous = [r for r in denied if r["user_id"] is None]
+    assert {r["details"]["code"] for r in anonymous} == {"UNAUTHORIZED"}
+
+
+def test_an_operator_runs_batches_and_every_mutation_is_audited(server):
+    with server.client() as http:
+        response = http.post("/batch/execute", json=BATCH)
+        assert response.status_code == 202
+        assert response.headers["X-RateLimit-Limit"] == "3"
+    records = [r for r in _audit(server) if r["details"].get("path") == "/batch/execute"]
+    assert records[-1]["result"] == "success"
+    assert records[-1]["resource"] == "batches:*"
+    assert records[-1]["ip"] == "127.0.0.1"
+
+
+def test_the_batch_rate_limit_refuses_the_fourth_submission_in_a_minute(server):
+    key = _key(server, "operator-limits", ["operator"])
+    with _client(server, key) as http:
+        codes = [http.post("/batch/execute", json=BATCH).status_code for _ in range(4)]
+        assert codes == [202, 202, 202, 429]
+        refused = http.post("/batch/execute", json=BATCH)
+        _error(refused, 429, "RATE_LIMITED")
+        assert refused.headers["X-RateLimit-Remaining"] == "0"
+        assert int(refused.headers["X-RateLimit-Reset"]) > 0
+        assert http.get("/tasks").status_code == 200  # other endpoints still answer
+
+
+def test_a_deny_policy_wins_at_once_and_a_revoked_key_stops_working(server):
+    from control_center.api_key_store import find_by_key, revoke_api_key
+    from control_center.policy_store import create_policy
+    from orchestrator.settings import load_settings
+    from orchestrator.store.engine import create_engine
+
+    key = _key(server, "operator-deny", ["operator"])
+    with _client(server, key) as http:
+        assert http.get("/workflows").status_code == 200
+
+    async def change() -> None:
+        engine = create_engine(
+            load_settings(
+                environ={k: v for k, v in server.env.items() if k.startswith("PROVISIONING_")}
+            )
+        )
+        try:
+            await create_policy(
+                engine,
+                {
+                    "name": "no-workflow-listing",
+                    "version": "1.0.0",
+                    "enabled": True,
+                    "rules": [
+                        {
+                            "effect": "Deny",
+                            "resource": "workflows:*",
+                            "action": ["list"],
+                            "condition": "user.username == 'operator-deny'",
+                        }
+                    ],
+                },
+            )
+            row = await find_by_key(engine, key)
+            assert row is not None
+            await revoke_api_key(engine, row["id"])
+        finally:
+            await engine.dispose()
+
+    with _client(server, key) as http:
+        asyncio.run(change())
+        _error(http.get("/workflows"), 401, "UNAUTHORIZED")  # revoked
+    other = _key(server, "operator-deny-2", ["operator"])
+    with _client(server, other) as http:
+        assert http.get("/workflows").status_code == 200  # the Deny names one user
+
+
+def test_the_event_stream_needs_a_token(server):
+    async def connect(url: str) -> int:
+        try:
+            async with websockets.connect(url) as ws:
+                await ws.recv()
+        except websockets.InvalidStatus as refused:
+            return refused.response.status_code
+        return 0
+
+    assert asyncio.run(connect(f"ws://127.0.0.1:{server.port}/ws")) == 403
+    bad = f"ws://127.0.0.1:{server.port}/ws?token=nope"
+    assert asyncio.run(connect(bad)) == 403
