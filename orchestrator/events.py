@@ -11,6 +11,7 @@ executor.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ class EventBus:
 
     def __init__(self) -> None:
         self.version = 0
+        #: Open event streams per user (the API caps them).
+        self.streams: Counter[str] = Counter()
         self._changed = asyncio.Event()
 
     def notify(self) -> None:

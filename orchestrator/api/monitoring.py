@@ -26,6 +26,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from orchestrator.api.controllers import orchestrator_of
+from orchestrator.api.security import access_of
 from orchestrator.events import read_events
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
@@ -75,8 +76,23 @@ class _Subscription:
 @websocket("/ws")
 async def event_stream(socket: WebSocket[Any, Any, Any]) -> None:
     orchestrator: Orchestrator = socket.app.state.orchestrator
-    since = socket.query_params.get("since")
+    principal = access_of(socket.scope).principal
+    user = principal.user_id if principal is not None else "anonymous"
+    limit = orchestrator.settings.server.ws_connections_per_user
+    streams = orchestrator.events.streams
     await socket.accept()
+    if streams[user] >= limit:
+        await _refuse(socket, "RATE_LIMITED", f"at most {limit} event streams per user")
+        return
+    streams[user] += 1
+    try:
+        await _stream(socket, orchestrator)
+    finally:
+        streams[user] -= 1
+
+
+async def _stream(socket: WebSocket[Any, Any, Any], orchestrator: Orchestrator) -> None:
+    since = socket.query_params.get("since")
     try:
         after = int(since) if since is not None else await ping(orchestrator.engine)
     except ValueError:

@@ -10,6 +10,7 @@ import socket
 import time
 
 import httpx
+import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -269,3 +270,25 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return True
     finally:
         sock.setblocking(True)
+
+
+def test_a_user_holds_at_most_ten_event_streams(server):
+    async def scenario():
+        open_streams = [await websockets.connect(ws_url(server)) for _ in range(10)]
+        try:
+            async with websockets.connect(ws_url(server)) as eleventh:
+                refusal = json.loads(await asyncio.wait_for(eleventh.recv(), 5))
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(eleventh.recv(), 5)
+        finally:
+            for stream in open_streams:
+                await stream.close()
+        await asyncio.sleep(0.2)
+        async with websockets.connect(ws_url(server)) as again:  # a slot is free again
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(again.recv(), 0.3)
+        return refusal, closed.value.rcvd
+
+    refusal, close = asyncio.run(scenario())
+    assert refusal["code"] == "RATE_LIMITED"
+    assert close.code == 1008
