@@ -18,8 +18,6 @@ from control_center import api_key_store
 from control_center.request_context import (
     AnyRequest,
     CurrentPrincipal,
-    Limit,
-    Offset,
     audit_as,
     check,
     services,
@@ -27,7 +25,7 @@ from control_center.request_context import (
 from control_center.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, api_key_out
 from control_center.tokens import utcnow
 from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
+from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.errors import InvalidInput
 
 

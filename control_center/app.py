@@ -27,7 +27,7 @@ from control_center.policies_api import PolicyController
 from control_center.ratelimit import RateLimiter
 from control_center.request_context import Services, provide_principal
 from control_center.users import ProfileController, UserController
-from orchestrator.api.envelope import Envelope
+from orchestrator.api.envelope import Envelope, document_errors
 from orchestrator.api.versioning import versioning
 from orchestrator.settings import Settings
 from orchestrator.store.engine import create_engine, ensure_schema
@@ -70,7 +70,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
                 services.engine = None
                 await db.dispose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             AuthController,
@@ -89,3 +89,5 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         logging_config=None,
         openapi_config=OpenAPIConfig(title="provisioning control center", version="1.0.0"),
     )
+    document_errors(app)
+    return app

@@ -116,30 +116,32 @@ async def verify_chain(engine: AsyncEngine) -> str | None:
 
     A record that was edited or deleted breaks its own link or its successor's. When
     records were removed from the end, the last remaining record is named, because the
-    head no longer points at it.
+    head no longer points at it; a record past the head (or any record when the head
+    is missing) is named too.
     """
     async with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # One snapshot for the head and the records: a record appended meanwhile
+            # must not look like one forged past the head.
+            await connection.execution_options(isolation_level="REPEATABLE READ")
         head = (
             await connection.execute(
                 select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.id == 1)
             )
         ).first()
-        if head is None:
-            return None
         result = await connection.stream(
-            select(AuditRecord.__table__)
-            .where(AuditRecord.seq <= head.seq)
-            .order_by(AuditRecord.seq)
-            .execution_options(yield_per=500)
+            select(AuditRecord.__table__).order_by(AuditRecord.seq).execution_options(yield_per=500)
         )
         previous = GENESIS
         last_id: str | None = None
         async for row in result.mappings():
             record = dict(row)
+            if head is None or record["seq"] > head.seq:
+                return str(record["id"])  # a record the head does not account for
             if chain_hash(previous, record) != record["hash"]:
                 return str(record["id"])
             previous, last_id = record["hash"], str(record["id"])
-        if previous != head.hash:
+        if head is not None and previous != head.hash:
             return last_id or "audit_chain_head"
     return None
 

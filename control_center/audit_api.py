@@ -13,14 +13,12 @@ from control_center.audit import list_audit
 from control_center.request_context import (
     AnyRequest,
     CurrentPrincipal,
-    Limit,
-    Offset,
     check,
     services,
 )
 from control_center.schemas import AuditOut, audit_out
 from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
+from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.errors import InvalidInput
 
 

@@ -15,15 +15,13 @@ from control_center.policies import compile_rules
 from control_center.request_context import (
     AnyRequest,
     CurrentPrincipal,
-    Limit,
-    Offset,
     audit_as,
     check,
     services,
 )
 from control_center.schemas import PolicyCreated, PolicyIn, PolicyOut, PolicyUpdate, policy_out
 from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
+from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 
 
 class PolicyController(Controller):

@@ -9,12 +9,11 @@ one-time password, unless the handler's `opt["tolerates"]` names that state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import QueryParameter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_center.errors import RateLimited
@@ -30,8 +29,7 @@ from orchestrator.settings import Settings
 NOTE_KEY = "control_center.audit"
 
 AnyRequest = Request[Any, Any, Any]
-Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
-Offset = Annotated[int, QueryParameter(ge=0)]
+
 #: The `principal` handler parameter, provided by `provide_principal`.
 CurrentPrincipal = NamedDependency[Principal]
 

@@ -15,8 +15,6 @@ from control_center.passwords import check_strength, hash_password_async, verify
 from control_center.request_context import (
     AnyRequest,
     CurrentPrincipal,
-    Limit,
-    Offset,
     audit_as,
     check,
     limit,
@@ -33,7 +31,7 @@ from control_center.schemas import (
     user_out,
 )
 from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
+from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.errors import Conflict, InvalidInput
 from orchestrator.settings import Settings
 

@@ -12,9 +12,9 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from orchestrator.api.controllers import Limit, Offset, WorkflowStatus, orchestrator_of
+from orchestrator.api.controllers import WorkflowStatus, orchestrator_of
 from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
+from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.batch import Batch, check_storage_backend, plan_batch
 from orchestrator.errors import DomainError, InvalidInput, NotFound
 from orchestrator.store.workflows import (

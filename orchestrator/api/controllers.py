@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
+from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.api.schemas import (
     ClusterCreate,
     ServersCreate,
@@ -39,9 +38,6 @@ TaskStatus = Literal["Pending", "Running", "Completed", "Failed", "Cancelled"]
 WorkflowStatus = Literal[
     "Pending", "Running", "Completed", "Failed", "Cancelled", "RollingBack", "RolledBack"
 ]
-
-Limit = Annotated[int, Parameter(query="limit", ge=1, le=1000)]
-Offset = Annotated[int, Parameter(query="offset", ge=0, le=2**53)]
 
 
 def orchestrator_of(state: State) -> Orchestrator:

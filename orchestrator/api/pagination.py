@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from litestar import Request
+from litestar.params import QueryParameter
 
 from orchestrator.errors import InvalidInput
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
+#: Past any table's size, and within what every database's integers hold.
+MAX_OFFSET = 2**53
+
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)]
+Offset = Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)]
 
 
 def check_page(limit: int, offset: int) -> None:

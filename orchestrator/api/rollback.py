@@ -13,9 +13,9 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_201_CREATED
 
-from orchestrator.api.controllers import Limit, Offset, orchestrator_of
+from orchestrator.api.controllers import orchestrator_of
 from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, check_page, page_headers
+from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.api.state import human_bytes
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.planner import WorkflowSpec

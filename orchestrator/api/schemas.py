@@ -49,9 +49,9 @@ class TaskIn(msgspec.Struct, forbid_unknown_fields=True):
     params: dict[str, Any] = {}
     dependencies: list[str] = []
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
-    retry_initial_delay: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    retry_max_delay: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    retry_initial_delay: Annotated[float, msgspec.Meta(ge=0, le=86_400)] | None = None
+    retry_max_delay: Annotated[float, msgspec.Meta(ge=0, le=86_400)] | None = None
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=7 * 86_400)] | None = None
 
     def to_spec(self) -> TaskSpec:
         command = str(self.params.get("command", f"{self.provider} {self.action}"))

@@ -11,6 +11,15 @@ import click
 import msgspec
 from rich.console import Console
 
+from orchestrator.cc_client import (
+    ControlCenterClient,
+    ControlCenterUnreachable,
+    Credentials,
+    CredentialsError,
+    SessionExpired,
+    fresh_credentials,
+    load_credentials,
+)
 from orchestrator.client import ApiError, OrchestratorClient, Unreachable
 from orchestrator.settings import ConfigError, Settings, load_settings
 
@@ -37,26 +46,76 @@ class Options:
     url: str | None
     token: str | None
     json: bool
+    #: `--cc-url`/`$PROVISIONING_CC_URL` of a control-center command.
+    cc_url: str | None = None
     _settings: Settings | None = field(default=None, repr=False)
+    _login: Credentials | None = field(default=None, repr=False)
+    _login_read: bool = field(default=False, repr=False)
 
     def settings(self) -> Settings:
         """The configuration; raises `ConfigError` (shown as one line) when unusable."""
         if self._settings is None:
-            self._settings = load_settings(self.config)
+            # The CLI's own variables are not settings.
+            environ = {k: v for k, v in os.environ.items() if k != "PROVISIONING_CC_URL"}
+            self._settings = load_settings(self.config, environ)
         return self._settings
 
+    def saved_login(self) -> Credentials | None:
+        """What `provisioning login` saved, as it is on disk (None without a login)."""
+        if not self._login_read:
+            self._login, self._login_read = load_credentials(), True
+        return self._login
+
+    def ignore_saved_login(self) -> None:
+        """Act as if nothing were saved (for `login`, which replaces it)."""
+        self._login, self._login_read = None, True
+
+    def bearer(self) -> str | None:
+        """`--token`/`$PROVISIONING_TOKEN`, else the saved login's access token, renewed
+        once through the control center when it has expired."""
+        if self.token:
+            return self.token
+        saved = self.saved_login()
+        if saved is None:
+            return None
+        if saved.expired():
+            self._login = saved = fresh_credentials()
+        return saved.token if saved else None
+
     def base_url(self) -> str:
-        """`--url`/`$PROVISIONING_URL`, else the configured server's address."""
+        """`--url`/`$PROVISIONING_URL`, else the saved login's, else the configured
+        server's address."""
         if self.url:
             return self.url
+        saved = self.saved_login()
+        if saved is not None and saved.url:
+            return saved.url
         server = self.settings().server
-        # A server listening on every interface is reached on the loopback one.
-        wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
-        host = wildcard.get(server.host, server.host)
-        return f"http://[{host}]:{server.port}" if ":" in host else f"http://{host}:{server.port}"
+        return _address(server.host, server.port)
+
+    def control_center_url(self) -> str:
+        """`--cc-url`/`$PROVISIONING_CC_URL`, else the saved login's, else the configured
+        control center's address."""
+        if self.cc_url:
+            return self.cc_url
+        saved = self.saved_login()
+        if saved is not None and saved.cc_url:
+            return saved.cc_url
+        center = self.settings().control_center
+        return _address(center.host, center.port)
 
     def client(self) -> OrchestratorClient:
-        return OrchestratorClient(self.base_url(), self.token)
+        return OrchestratorClient(self.base_url(), self.bearer())
+
+    def control_center(self) -> ControlCenterClient:
+        return ControlCenterClient(self.control_center_url(), self.bearer())
+
+
+def _address(host: str, port: int) -> str:
+    # A server listening on every interface is reached on the loopback one.
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
+    host = wildcard.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class _Group(click.Group):
@@ -67,11 +126,16 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ApiError as exc:
             raise Failure(f"{exc.message} ({exc.code})") from exc
+        except ControlCenterUnreachable as exc:
+            raise Failure(
+                f"cannot reach the control center at {exc.url}; is it running? "
+                "(python -m control_center)"
+            ) from exc
         except Unreachable as exc:
             raise Failure(
                 f"cannot reach the orchestrator at {exc.url}; is it running? (provisioning serve)"
             ) from exc
-        except ConfigError as exc:
+        except (ConfigError, CredentialsError, SessionExpired) as exc:
             raise Failure(str(exc)) from exc
 
 
@@ -124,4 +188,4 @@ def shown_database(settings: Settings) -> str:
 
 # Groups defined in modules of their own, registered on `cli` as they are imported (last,
 # as they import this module).
-from orchestrator.cli import batch, rollback  # noqa: E402, F401
+from orchestrator.cli import accounts, batch, rollback  # noqa: E402, F401

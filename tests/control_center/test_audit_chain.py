@@ -105,3 +105,36 @@ async def test_audit_filters(engines):
     async with engine.connect() as connection:
         count = await connection.execute(select(func.count()).select_from(AuditRecord))
     assert count.scalar_one() == 4
+
+
+async def test_a_record_forged_past_the_head_or_a_deleted_head_is_named(engines):
+    from sqlalchemy import insert
+
+    from control_center.models import AuditChainHead
+
+    engine, _ = engines
+    for n in range(3):
+        await write(engine, n, "alice")
+    async with engine.begin() as connection:
+        last = dict(
+            (
+                await connection.execute(
+                    select(AuditRecord.__table__).order_by(AuditRecord.seq.desc()).limit(1)
+                )
+            )
+            .mappings()
+            .one()
+        )
+        forged = {**last, "seq": last["seq"] + 1, "id": "forged-id"}
+        forged["hash"] = chain_hash(last["hash"], forged)
+        await connection.execute(insert(AuditRecord), [forged])
+    assert await verify_chain(engine) == "forged-id"
+    async with engine.begin() as connection:
+        await connection.execute(delete(AuditRecord).where(AuditRecord.id == "forged-id"))
+    assert await verify_chain(engine) is None
+    async with engine.begin() as connection:
+        await connection.execute(delete(AuditChainHead))
+        first = (
+            await connection.execute(select(AuditRecord.id).order_by(AuditRecord.seq).limit(1))
+        ).scalar_one()
+    assert await verify_chain(engine) == first
