@@ -149,6 +149,16 @@ class AuditRecord(msgspec.Struct, kw_only=True):
 # -- the client -----------------------------------------------------------------------------
 
 
+class MfaEnrollment(msgspec.Struct, kw_only=True):
+    secret: str
+    otpauth_uri: str
+
+
+class MfaActivated(msgspec.Struct, kw_only=True):
+    enabled: bool
+    backup_codes: list[str]
+
+
 class ControlCenterClient:
     """Calls the control center at `base_url`; `token` is sent as `Authorization: Bearer`.
 
@@ -314,6 +324,21 @@ class ControlCenterClient:
         return self._page("/audit/logs", query, list[AuditRecord])
 
     # -- plumbing -------------------------------------------------------------------------
+
+    # -- your own account -------------------------------------------------------------
+
+    def enroll_mfa(self) -> MfaEnrollment:
+        return self._call("POST", "/auth/mfa/enroll", MfaEnrollment)
+
+    def verify_mfa(self, code: str) -> MfaActivated:
+        return self._call("POST", "/auth/mfa/verify", MfaActivated, json={"code": code})
+
+    def disable_mfa(self, code: str) -> Any:
+        return self._call("POST", "/auth/mfa/disable", Any, json={"code": code})
+
+    def change_password(self, current: str, new: str) -> Any:
+        body = {"current_password": current, "new_password": new, "confirm_new_password": new}
+        return self._call("PUT", "/user/password", Any, json=body)
 
     def _call(self, method: str, path: str, data_type: type[T], **kwargs: Any) -> T:
         with self._reachable():

@@ -100,20 +100,18 @@ def first_login(cli: Any) -> tuple[subprocess.CompletedProcess[str], ...]:
 
 
 @pytest.fixture(scope="module")
-def mfa(center: ControlCenterProcess, first_login: Any, credentials: Path) -> dict[str, Any]:
-    """The first-start duties, over HTTP with the saved token: enroll TOTP, change the
-    password. Returns the TOTP secret and the backup codes."""
-    token = saved(credentials)["token"]
-    with center.client(token) as http:
-        secret = data_of(http.post("/auth/mfa/enroll"))["secret"]
-        verified = data_of(http.post("/auth/mfa/verify", json={"code": pyotp.TOTP(secret).now()}))
-        body = {
-            "current_password": ADMIN_PASSWORD,
-            "new_password": NEW_PASSWORD,
-            "confirm_new_password": NEW_PASSWORD,
-        }
-        data_of(http.put("/user/password", json=body))
-    return {"secret": secret, "backup_codes": verified["backup_codes"]}
+def mfa(cli: Any, first_login: Any) -> dict[str, Any]:
+    """The first-start duties through the CLI with the saved session: enroll TOTP,
+    verify it, change the one-time password. Returns the secret and backup codes."""
+    enrolled = cli("mfa", "enroll", "--json")
+    assert enrolled.returncode == 0, enrolled.stderr
+    secret = json.loads(enrolled.stdout)["secret"]
+    verified = cli("mfa", "verify", pyotp.TOTP(secret).now(), "--json")
+    assert verified.returncode == 0, verified.stderr
+    changed = cli("password", "--password-stdin", input=f"{ADMIN_PASSWORD}\n{NEW_PASSWORD}\n")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.strip() == "password changed"
+    return {"secret": secret, "backup_codes": json.loads(verified.stdout)["backup_codes"]}
 
 
 @pytest.fixture(scope="module")
