@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -43,54 +44,48 @@ def fast_sim_env() -> dict[str, str]:
     }
 
 
-class OrchestratorProcess:
-    """`provisioning serve` in a subprocess, with its own data directory."""
+class ServiceProcess:
+    """One of the apps in a subprocess on a free loopback port, with its own data
+    directory and log file; `start` returns once `/health` answers."""
 
-    def __init__(
-        self,
-        data_dir: Path,
-        *,
-        workspace: Path = EXAMPLE_WORKSPACE,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
+    name = "service"
+    command: list[str] = []
+    port_variable = ""
+
+    def __init__(self, data_dir: Path, env: Mapping[str, str]) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir / f"server-{self.port}.log"
+        self.log_path = data_dir / f"{self.name}-{self.port}.log"
         self.env = {
             **os.environ,
             "PROVISIONING_DATA_DIR": str(data_dir),
-            "PROVISIONING_WORKSPACE_ROOT": str(workspace),
-            "PROVISIONING_SERVER__PORT": str(self.port),
-            **fast_sim_env(),
-            **(env or {}),
+            self.port_variable: str(self.port),
+            **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> OrchestratorProcess:
+    def prepare(self) -> None:
+        """Called before each start, with the data directory in place."""
+
+    def start(self, timeout: float = 20.0) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.token = provision_operator(self.data_dir, self.env)
-        TOKENS[self.url] = self.token
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [PROVISIONING, "serve", "orchestrator"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        log.close()
+        self.prepare()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
+                raise RuntimeError(f"{self.name} exited early:\n{self.log()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+        raise RuntimeError(f"{self.name} did not become healthy:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -110,6 +105,30 @@ class OrchestratorProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
+
+
+class OrchestratorProcess(ServiceProcess):
+    """`provisioning serve orchestrator`, reached as a test operator with an API key."""
+
+    name = "server"
+    command = [PROVISIONING, "serve", "orchestrator"]
+    port_variable = "PROVISIONING_SERVER__PORT"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        workspace: Path = EXAMPLE_WORKSPACE,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            data_dir,
+            {"PROVISIONING_WORKSPACE_ROOT": str(workspace), **fast_sim_env(), **(env or {})},
+        )
+
+    def prepare(self) -> None:
+        self.token = provision_operator(self.data_dir, self.env)
+        TOKENS[self.url] = self.token
 
     def client(self) -> httpx.Client:
         """An HTTP client authenticated as the test operator."""
