@@ -27,6 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+import logging  # noqa: E402
+
+import structlog  # noqa: E402
+
 from orchestrator.planner import TaskSpec, WorkflowSpec  # noqa: E402
 from orchestrator.service import Orchestrator  # noqa: E402
 from orchestrator.settings import load_settings  # noqa: E402
@@ -83,6 +87,7 @@ def make_seconds(count: int, jobs: int) -> float:
 
 
 async def main(database: str | None, repeat: int) -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     data_dir = tempfile.mkdtemp(prefix="bench-")
     environ = {
         "PROVISIONING_DATA_DIR": data_dir,
