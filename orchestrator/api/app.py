@@ -52,7 +52,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             http_metrics(lambda: orchestrator.metrics),
         ],
         lifespan=[lifespan],
-        state=State({"orchestrator": orchestrator}),
+        state=State({"orchestrator": orchestrator, "security": security}),
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=orchestrator.settings.server.max_body_bytes,
         logging_config=None,  # the CLI configures logging (structlog) once

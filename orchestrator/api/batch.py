@@ -12,7 +12,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from orchestrator.api.controllers import WorkflowStatus, orchestrator_of
+from orchestrator.api.controllers import WorkflowStatus, items_of, orchestrator_of, security_of
 from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.batch import Batch, check_storage_backend, plan_batch
@@ -171,6 +171,7 @@ class BatchController(Controller):
         backend = "sqlite" if orchestrator.settings.is_sqlite else "postgresql"
         check_storage_backend(batch, backend)
         spec = plan_batch(batch, orchestrator.instance_types)
+        await security_of(request).authorize_items(request.scope, items_of(spec))
         batch_id = await orchestrator.submit(spec)
         workflow = await get_workflow(orchestrator.engine, batch_id)
         assert workflow is not None

@@ -22,6 +22,7 @@ from orchestrator.api.schemas import (
     workflow_as_task,
     workflow_out,
 )
+from orchestrator.api.security import Security
 from orchestrator.errors import NotFound
 from orchestrator.planner import (
     WorkflowSpec,
@@ -40,14 +41,30 @@ WorkflowStatus = Literal[
 ]
 
 
+def security_of(request: Request[Any, Any, Any]) -> Security:
+    security: Security = request.app.state.security
+    return security
+
+
+def items_of(spec: WorkflowSpec) -> list[tuple[str, str]]:
+    """What a submission changes, as policies name it: `create` on `servers:web-01`."""
+    items = []
+    for task in spec.tasks:
+        kind, dot, action = task.action.partition(".")
+        if dot:
+            items.append((action, f"{kind}s:{task.params.get('name', task.name)}"))
+    return sorted(set(items))
+
+
 def orchestrator_of(state: State) -> Orchestrator:
     orchestrator: Orchestrator = state.orchestrator
     return orchestrator
 
 
 async def _submit(
-    orchestrator: Orchestrator, spec: WorkflowSpec, wait: bool
+    orchestrator: Orchestrator, request: Request[Any, Any, Any], spec: WorkflowSpec, wait: bool
 ) -> Response[Envelope[str]]:
+    await security_of(request).authorize_items(request.scope, items_of(spec))
     workflow_id = await orchestrator.submit(spec)
     if wait:
         timeout = orchestrator.settings.server.wait_timeout
@@ -114,7 +131,9 @@ class WorkflowController(Controller):
     tags = ["workflows"]
 
     @post("/servers/create", status_code=HTTP_202_ACCEPTED, summary="Create an infra's servers")
-    async def servers_create(self, state: State, data: ServersCreate) -> Response[Envelope[str]]:
+    async def servers_create(
+        self, state: State, request: Request[Any, Any, Any], data: ServersCreate
+    ) -> Response[Envelope[str]]:
         orchestrator = orchestrator_of(state)
         infra = load_infra(orchestrator.settings.workspace, data.infra, data.settings)
         spec = WorkflowSpec(
@@ -125,10 +144,12 @@ class WorkflowController(Controller):
             check_mode=data.check_mode,
             request={"infra": data.infra, "settings": data.settings},
         )
-        return await _submit(orchestrator, spec, data.wait)
+        return await _submit(orchestrator, request, spec, data.wait)
 
     @post("/taskserv/create", status_code=HTTP_202_ACCEPTED, summary="Install a taskserv")
-    async def taskserv_create(self, state: State, data: TaskservCreate) -> Response[Envelope[str]]:
+    async def taskserv_create(
+        self, state: State, request: Request[Any, Any, Any], data: TaskservCreate
+    ) -> Response[Envelope[str]]:
         orchestrator = orchestrator_of(state)
         check_operation(data.operation)
         infra = load_infra(orchestrator.settings.workspace, data.infra, data.settings)
@@ -145,10 +166,12 @@ class WorkflowController(Controller):
                 "operation": data.operation,
             },
         )
-        return await _submit(orchestrator, spec, data.wait)
+        return await _submit(orchestrator, request, spec, data.wait)
 
     @post("/cluster/create", status_code=HTTP_202_ACCEPTED, summary="Create a cluster")
-    async def cluster_create(self, state: State, data: ClusterCreate) -> Response[Envelope[str]]:
+    async def cluster_create(
+        self, state: State, request: Request[Any, Any, Any], data: ClusterCreate
+    ) -> Response[Envelope[str]]:
         orchestrator = orchestrator_of(state)
         check_operation(data.operation)
         infra = load_infra(orchestrator.settings.workspace, data.infra, data.settings)
@@ -167,10 +190,12 @@ class WorkflowController(Controller):
                 "operation": data.operation,
             },
         )
-        return await _submit(orchestrator, spec, data.wait)
+        return await _submit(orchestrator, request, spec, data.wait)
 
     @post("/", status_code=HTTP_202_ACCEPTED, summary="Submit a workflow as an explicit graph")
-    async def create(self, state: State, data: WorkflowIn) -> Response[Envelope[str]]:
+    async def create(
+        self, state: State, request: Request[Any, Any, Any], data: WorkflowIn
+    ) -> Response[Envelope[str]]:
         spec = WorkflowSpec(
             kind="custom",
             name=data.name,
@@ -179,7 +204,7 @@ class WorkflowController(Controller):
             check_mode=data.check_mode,
             request={"name": data.name},
         )
-        return await _submit(orchestrator_of(state), spec, data.wait)
+        return await _submit(orchestrator_of(state), request, spec, data.wait)
 
     @get("/", summary="List workflows")
     async def list(

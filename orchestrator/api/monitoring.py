@@ -25,8 +25,10 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from control_center.guard import Principal
 from orchestrator.api.controllers import orchestrator_of
-from orchestrator.api.security import access_of
+from orchestrator.api.security import Security, access_of
+from orchestrator.errors import DomainError
 from orchestrator.events import read_events
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
@@ -76,11 +78,15 @@ class _Subscription:
 @websocket("/ws")
 async def event_stream(socket: WebSocket[Any, Any, Any]) -> None:
     orchestrator: Orchestrator = socket.app.state.orchestrator
+    await socket.accept()
     principal = access_of(socket.scope).principal
-    user = principal.user_id if principal is not None else "anonymous"
+    if principal is None:  # no ?token=: the first message must be {"type": "auth"}
+        principal = await _first_message_auth(socket)
+        if principal is None:
+            return
+    user = principal.user_id
     limit = orchestrator.settings.server.ws_connections_per_user
     streams = orchestrator.events.streams
-    await socket.accept()
     if streams[user] >= limit:
         await _refuse(socket, "RATE_LIMITED", f"at most {limit} event streams per user")
         return
@@ -89,6 +95,25 @@ async def event_stream(socket: WebSocket[Any, Any, Any]) -> None:
         await _stream(socket, orchestrator)
     finally:
         streams[user] -= 1
+
+
+async def _first_message_auth(socket: WebSocket[Any, Any, Any]) -> Principal | None:
+    """Wait (10 s) for `{"type": "auth", "token": …}` and check it like a `?token=`."""
+    security: Security = socket.app.state.security
+    try:
+        with anyio.fail_after(10):
+            message = msgspec.json.decode(await socket.receive_text(), type=StreamFilter)
+        if message.type != "auth" or not message.token:
+            raise msgspec.ValidationError("the first message must be {type: auth, token}")
+        return await security.check(socket.scope, f"Bearer {message.token}", "read", ("GET", "/ws"))
+    except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        error = str(exc) or "no auth message within 10 s"
+        await _refuse(socket, "UNAUTHORIZED", f"authentication required: {error}")
+    except DomainError as exc:
+        await _refuse(socket, exc.code, exc.message)
+    except WebSocketDisconnect:
+        pass
+    return None
 
 
 async def _stream(socket: WebSocket[Any, Any, Any], orchestrator: Orchestrator) -> None:

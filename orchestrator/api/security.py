@@ -105,13 +105,24 @@ class Security:
         ident = str(connection.path_params.get(id_param, "*")) if id_param else "*"
         access = access_of(scope)
         access.action, access.resource = f"{kind}:{action}", f"{kind}:{ident}"
-        settings = self.orchestrator.settings
         header = connection.headers.get("authorization")
         if header is None and scope["type"] == ScopeType.WEBSOCKET:
             token = connection.query_params.get("token")
-            header = f"Bearer {token}" if token else None
+            if not token:
+                return  # the stream takes a first {"type": "auth"} message instead
+            header = f"Bearer {token}"
+        await self.check(scope, header, action, key)
+
+    async def check(
+        self, scope: Scope, header: str | None, action: str, key: tuple[str, str]
+    ) -> Principal:
+        """Authenticate `header`, apply the rate limits and authorize `action` on the
+        resource already noted for the request; record the outcome for the audit."""
+        access = access_of(scope)
         try:
-            principal = await authenticate(self.orchestrator.engine, settings, header)
+            principal = await authenticate(
+                self.orchestrator.engine, self.orchestrator.settings, header
+            )
             access.principal = principal
             self._limit(access, principal, key)
             await authorize(
@@ -119,11 +130,32 @@ class Security:
                 principal,
                 action,
                 access.resource,
-                {"ip": _client_ip(scope), "method": method},
+                {"ip": _client_ip(scope), "method": key[0]},
             )
         except DomainError as exc:
             access.error = exc
             raise
+        return principal
+
+    async def authorize_items(self, scope: Scope, items: list[tuple[str, str]]) -> None:
+        """Authorize each (action, resource) a submission names (`create` on
+        `servers:web-01`), for the principal the guard already let in."""
+        access = access_of(scope)
+        if access.principal is None:
+            return
+        for action, resource in items:
+            try:
+                await authorize(
+                    self.orchestrator.engine,
+                    access.principal,
+                    action,
+                    resource,
+                    {"ip": _client_ip(scope), "method": str(scope.get("method", ""))},
+                )
+            except DomainError as exc:
+                access.error = exc
+                access.resource = resource
+                raise
 
     def _limit(self, access: Access, principal: Principal, key: tuple[str, str]) -> None:
         auth = self.orchestrator.settings.auth

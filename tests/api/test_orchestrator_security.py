@@ -169,15 +169,89 @@ def test_a_deny_policy_wins_at_once_and_a_revoked_key_stops_working(server):
         assert http.get("/workflows").status_code == 200  # the Deny names one user
 
 
-def test_the_event_stream_needs_a_token(server):
-    async def connect(url: str) -> int:
+def test_the_event_stream_takes_a_token_in_the_query_or_a_first_auth_message(server):
+    url = f"ws://127.0.0.1:{server.port}/ws"
+
+    async def refused_at_handshake() -> int:
         try:
-            async with websockets.connect(url) as ws:
+            async with websockets.connect(f"{url}?token=nope") as ws:
                 await ws.recv()
         except websockets.InvalidStatus as refused:
             return refused.response.status_code
         return 0
 
-    assert asyncio.run(connect(f"ws://127.0.0.1:{server.port}/ws")) == 403
-    bad = f"ws://127.0.0.1:{server.port}/ws?token=nope"
-    assert asyncio.run(connect(bad)) == 403
+    async def first_message(token: str) -> tuple[dict, int | None]:
+        async with websockets.connect(f"{url}?since=0") as ws:
+            await ws.send(json.dumps({"type": "auth", "token": token}))
+            first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            try:
+                await asyncio.wait_for(ws.recv(), 0.5)
+            except websockets.ConnectionClosed as closed:
+                return first, closed.rcvd.code if closed.rcvd else None
+            except TimeoutError:
+                pass
+            return first, None
+
+    assert asyncio.run(refused_at_handshake()) == 403
+    refusal, code = asyncio.run(first_message("nope"))
+    assert refusal["type"] == "error"
+    assert refusal["code"] == "UNAUTHORIZED"
+    assert code == 1008
+    event, code = asyncio.run(first_message(server.token))
+    assert "event_type" in event  # since=0 replays the log
+    assert code is None
+
+
+def test_each_server_a_submission_creates_is_authorized(server):
+    import asyncio as aio
+
+    from control_center.policy_store import create_policy
+    from orchestrator.settings import load_settings
+    from orchestrator.store.engine import create_engine
+
+    async def deny() -> None:
+        engine = create_engine(
+            load_settings(
+                environ={k: v for k, v in server.env.items() if k.startswith("PROVISIONING_")}
+            )
+        )
+        try:
+            await create_policy(
+                engine,
+                {
+                    "name": "no-production-databases",
+                    "version": "1.0.0",
+                    "enabled": True,
+                    "rules": [
+                        {
+                            "effect": "Deny",
+                            "resource": "servers:prod-db-*",
+                            "action": ["create"],
+                            "condition": None,
+                        }
+                    ],
+                },
+            )
+        finally:
+            await engine.dispose()
+
+    aio.run(deny())
+    key = _key(server, "operator-items", ["operator"])
+    task = {
+        "name": "db",
+        "provider": "aws",
+        "action": "server.create",
+        "params": {"name": "prod-db-1", "plan": "t3.micro", "zone": "eu-west-1"},
+    }
+    with _client(server, key) as http:
+        before = http.get("/workflows").headers["X-Total-Count"]
+        message = _error(
+            http.post("/workflows", json={"name": "x", "tasks": [task]}), 403, "FORBIDDEN"
+        )
+        assert "servers:prod-db-1" in message
+        assert http.get("/workflows").headers["X-Total-Count"] == before  # nothing stored
+        task["params"]["name"] = "web-9"
+        assert http.post("/workflows", json={"name": "y", "tasks": [task]}).status_code == 202
+    denied = [r for r in _audit(server) if r["resource"] == "servers:prod-db-1"]
+    assert denied
+    assert denied[-1]["result"] == "denied"
