@@ -40,6 +40,8 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     ws_send_timeout: float = 5.0
     #: ... and so is one that falls this many events behind the log.
     ws_max_lag: int = 10_000
+    #: How long an Idempotency-Key's first answer is kept (seconds).
+    idempotency_ttl: float = 24 * 3600.0
     #: Event stream connections one user may hold at once (seed 001: 10).
     ws_connections_per_user: int = 10
     log_format: str = "auto"  # auto | console | json

@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
 from orchestrator.api.envelope import EXCEPTION_HANDLERS, document_errors
+from orchestrator.api.idempotency import Idempotency
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
 from orchestrator.api.rollback import RollbackController
 from orchestrator.api.security import Security
@@ -49,6 +50,11 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             request_context,
             versioning,
             security.audit,
+            Idempotency(
+                orchestrator.engine,
+                orchestrator.settings.server.idempotency_ttl,
+                security.credential_valid,
+            ),
             http_metrics(lambda: orchestrator.metrics),
         ],
         lifespan=[lifespan],

@@ -137,6 +137,13 @@ class Security:
             raise
         return principal
 
+    async def credential_valid(self, header: str | None) -> bool:
+        try:
+            await authenticate(self.orchestrator.engine, self.orchestrator.settings, header)
+        except DomainError:
+            return False
+        return True
+
     async def authorize_items(self, scope: Scope, items: list[tuple[str, str]]) -> None:
         """Authorize each (action, resource) a submission names (`create` on
         `servers:web-01`), for the principal the guard already let in."""

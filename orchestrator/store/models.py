@@ -203,5 +203,22 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[datetime | None]
 
 
+class IdempotentRequest(Base):
+    """The first answer to a POST sent with an `Idempotency-Key`, replayed to retries."""
+
+    __tablename__ = "idempotent_requests"
+
+    #: sha256 of the credential, so one client's keys never answer another's requests
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    #: pending while the first request runs, then done
+    state: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    headers: Mapped[list[Any] | None] = mapped_column(JSON)
+    body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
 # The control center's tables share this metadata (one schema, one Alembic history).
 import control_center.models  # noqa: E402, F401

@@ -1,0 +1,190 @@
+"""`Idempotency-Key` on POST: a retried request gets the first answer, and starts nothing.
+
+The first request with a key (per credential) is recorded as pending before it runs;
+its answer is stored when it ends (a 5xx is not kept, so a retry runs again). A retry
+with the same key and body gets that answer, with `Idempotent-Replayed: true`; one with a
+different body gets 422, one while the first still runs gets 409. Keys are kept
+`server.idempotency_ttl` seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orchestrator.store.journal import utcnow
+from orchestrator.store.models import IdempotentRequest
+
+HEADER = b"idempotency-key"
+MAX_KEY = 200
+
+
+def _reply(status: int, code: str, error: str) -> tuple[int, list[Any], bytes]:
+    body = msgspec.json.encode({"success": False, "error": error, "code": code, "details": None})
+    return status, [(b"content-type", b"application/json")], body
+
+
+class Idempotency:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ttl: float,
+        credential_valid: Callable[[str | None], Awaitable[bool]],
+    ) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        #: A stored answer is only replayed to a credential that is still valid.
+        self.credential_valid = credential_valid
+
+    def __call__(self, app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            headers = dict(scope.get("headers", [])) if scope["type"] == ScopeType.HTTP else {}
+            key = headers.get(HEADER, b"").decode("latin-1").strip()
+            if scope.get("method") != "POST" or not key:
+                await app(scope, receive, send)
+                return
+            body, replay = await _read_body(receive)
+            credential = headers.get(b"authorization", b"")
+            where = (
+                hashlib.sha256(credential).hexdigest(),
+                key[:MAX_KEY],
+                hashlib.sha256(scope["path"].encode() + b"\0" + body).hexdigest(),
+            )
+            stored = await self._claim(*where)
+            if stored is not None:
+                if await self.credential_valid(credential.decode("latin-1") or None):
+                    await _send_reply(send, *stored)
+                else:  # let the guard answer (401) and audit it
+                    await app(scope, replay, send)
+                return
+            captured = await _run(app, scope, replay, send)
+            await self._finish(where[0], where[1], captured)
+
+        return middleware
+
+    async def _claim(self, scope: str, key: str, request_hash: str) -> Any:
+        """Record the key as pending, or return the reply a retry gets."""
+        now = utcnow()
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                delete(IdempotentRequest).where(
+                    IdempotentRequest.created_at < now - timedelta(seconds=self.ttl)
+                )
+            )
+            try:
+                async with connection.begin_nested():
+                    await connection.execute(
+                        insert(IdempotentRequest),
+                        [
+                            {
+                                "scope": scope,
+                                "key": key,
+                                "request_hash": request_hash,
+                                "state": "pending",
+                                "created_at": now,
+                            }
+                        ],
+                    )
+                return None
+            except IntegrityError:
+                row = (
+                    (
+                        await connection.execute(
+                            select(IdempotentRequest.__table__).where(
+                                IdempotentRequest.scope == scope, IdempotentRequest.key == key
+                            )
+                        )
+                    )
+                    .mappings()
+                    .one()
+                )
+        if row["request_hash"] != request_hash:
+            return _reply(
+                422, "INVALID_INPUT", "this Idempotency-Key was used for a different request"
+            )
+        if row["state"] == "pending":
+            return _reply(409, "CONFLICT", "a request with this Idempotency-Key is still running")
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in row["headers"]]
+        headers.append((b"idempotent-replayed", b"true"))
+        return row["status_code"], headers, row["body"].encode()
+
+    async def _finish(self, scope: str, key: str, captured: _Captured) -> None:
+        which = (IdempotentRequest.scope == scope) & (IdempotentRequest.key == key)
+        async with self.engine.begin() as connection:
+            if captured.status is None or captured.status >= 500:
+                await connection.execute(delete(IdempotentRequest).where(which))
+                return
+            await connection.execute(
+                update(IdempotentRequest)
+                .where(which)
+                .values(
+                    state="done",
+                    status_code=captured.status,
+                    headers=[
+                        [k.decode("latin-1"), v.decode("latin-1")]
+                        for k, v in captured.headers
+                        if k.lower() not in (b"content-length", b"date", b"x-request-id")
+                    ],
+                    body=captured.body.decode("utf-8", errors="replace"),
+                )
+            )
+
+
+class _Captured:
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = b""
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
+    """Read the whole request body, and a `receive` that hands it on unchanged."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    sent = False
+
+    async def replay() -> Any:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+async def _run(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> _Captured:
+    captured = _Captured()
+
+    async def capture(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            captured.status = int(message["status"])
+            captured.headers = list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            captured.body += message.get("body", b"")
+        await send(message)
+
+    await app(scope, receive, capture)
+    return captured
+
+
+async def _send_reply(send: Send, status: int, headers: list[Any], body: bytes) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
