@@ -6,6 +6,7 @@ stores it in one transaction and hands it to the executor.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 from pathlib import Path
@@ -25,6 +26,7 @@ from orchestrator.planner import WorkflowSpec
 from orchestrator.settings import Settings
 from orchestrator.store.engine import create_engine, create_writer_engine, ensure_schema
 from orchestrator.store.journal import utcnow
+from orchestrator.store.retention import prune
 from orchestrator.store.statistics import workflow_counts
 from orchestrator.store.workflows import StoredWorkflow, insert_workflow, task_row
 from orchestrator.webhooks import Outbox, WebhookDispatcher
@@ -71,6 +73,7 @@ class Orchestrator:
         )
         self.metrics.watch(lambda: self.executor.running, lambda: self.executor.queued)
         self._lock: IO[str] | None = None
+        self._retention: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.settings.is_sqlite:
@@ -81,6 +84,7 @@ class Orchestrator:
         self.metrics.workflows.update(await workflow_counts(self.engine))
         await self.executor.start()
         self.webhooks.start()
+        self._retention = asyncio.create_task(self._prune_forever(), name="retention")
         log.info("orchestrator started", worker=self.executor.worker_id)
 
     def committed(self) -> None:
@@ -88,7 +92,28 @@ class Orchestrator:
         self.events.notify()
         self.webhooks.notify()
 
+    async def _prune_forever(self) -> None:
+        retention = self.settings.retention
+        if not (retention.events_days or retention.workflows_days):
+            return
+        while True:
+            try:
+                removed = await prune(
+                    self.engine,
+                    events_days=retention.events_days or None,
+                    workflows_days=retention.workflows_days or None,
+                    batch_size=retention.batch_size,
+                )
+                if any(removed.values()):
+                    log.info("pruned old records", **removed)
+            except Exception:
+                log.exception("pruning failed")
+            await asyncio.sleep(retention.interval)
+
     async def stop(self) -> None:
+        if self._retention is not None:
+            self._retention.cancel()
+            await asyncio.gather(self._retention, return_exceptions=True)
         await self.executor.stop()
         await self.webhooks.stop()
         await self.engine.dispose()

@@ -90,6 +90,16 @@ class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):
     max_delay: float = 600.0
 
 
+class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Pruning of old events and finished workflows (0 days keeps them forever)."""
+
+    events_days: float = 30.0
+    workflows_days: float = 90.0
+    #: Seconds between two prunings.
+    interval: float = 3600.0
+    batch_size: int = 1000
+
+
 class RetrySettings(msgspec.Struct, forbid_unknown_fields=True):
     """The default retry policy (the seed system's): 3 attempts, exponential, 5 s → 300 s."""
 
@@ -145,6 +155,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     sqlite: SqliteSettings = msgspec.field(default_factory=SqliteSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
+    retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=_default_providers)
 
     @property

@@ -19,6 +19,7 @@ from orchestrator.api.controllers import orchestrator_of
 from orchestrator.api.envelope import Envelope
 from orchestrator.errors import NotFound
 from orchestrator.store.journal import utcnow
+from orchestrator.store.retention import sizes
 from orchestrator.store.statistics import (
     checkpoint_count,
     database_bytes,
@@ -82,6 +83,9 @@ class Statistics(msgspec.Struct):
     storage_bytes: int
     average_workflow_duration: float | None
     workflows_by_status: dict[str, int]
+    #: Rows kept per kind (events, workflows, tasks, webhook deliveries): what
+    #: retention prunes.
+    rows: dict[str, int]
 
 
 def human_bytes(size: float) -> str:
@@ -263,5 +267,6 @@ class StateController(Controller):
                 storage_bytes=size,
                 average_workflow_duration=average,
                 workflows_by_status=dict(counts),
+                rows=await sizes(engine),
             )
         )
