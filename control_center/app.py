@@ -42,8 +42,9 @@ def _announce(password: str) -> None:
     # On the console only, once: never through the logger.
     sys.stdout.write(
         f"control center: created user '{ADMIN_USERNAME}' with the one-time password "
-        f"{password}\ncontrol center: log in and change it now (PUT /user/password); "
-        "it is not shown again\n"
+        f"{password}\ncontrol center: it is not shown again; log in and replace it now:\n"
+        f"    provisioning login -u {ADMIN_USERNAME}\n"
+        "    provisioning mfa enroll && provisioning mfa verify CODE && provisioning password\n"
     )
     sys.stdout.flush()
 
