@@ -9,7 +9,7 @@ nor blocks the others; every failure is reported.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,18 +75,3 @@ def plan_compensations(done: Sequence[DoneTask]) -> list[TaskSpec]:
             )
         )
     return specs
-
-
-def reverse_order_holds(
-    originals: Mapping[str, Iterable[str]], finished_at: Mapping[str, int]
-) -> bool:
-    """True when every original's compensation finished after its dependents' ones.
-
-    `originals` maps an original task id to the ids it depended on; `finished_at` maps
-    an original id to the log position where its compensation ended.
-    """
-    for task, deps in originals.items():
-        for dep in deps:
-            if dep in finished_at and task in finished_at and finished_at[dep] < finished_at[task]:
-                return False
-    return True
