@@ -18,7 +18,6 @@ Rules (see docs/concepts.md):
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
@@ -31,32 +30,28 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orchestrator.attempt import Attempt, call_provider, compensation_rows, result_record
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
-from orchestrator.rollback import DoneTask, plan_compensations
+from orchestrator.outcomes import (
+    CANCELLED_BY_REQUEST,
+    TERMINAL,
+    WORKFLOW_TERMINAL,
+    EndedTask,
+    backoff_delay,
+    dependency_reason,
+    interrupted_reason,
+    stop_reason,
+    workflow_end,
+)
+from orchestrator.rollback import DoneTask
 from orchestrator.settings import ExecutorSettings
 from orchestrator.store.journal import Journal, ResourceWrite, utcnow
-from orchestrator.store.workflows import (
-    StoredWorkflow,
-    get_resource,
-    list_resources,
-    load_unfinished,
-    task_row,
-)
+from orchestrator.store.workflows import StoredWorkflow, load_unfinished
 from orchestrator.webhooks import Outbox
-from providers.base import (
-    JSON,
-    ActionCall,
-    ActionResult,
-    PermanentProviderError,
-    Provider,
-    ResourceChange,
-)
+from providers.base import JSON, ActionResult, PermanentProviderError, Provider
 
 log = structlog.get_logger(__name__)
-
-TERMINAL = frozenset({"Completed", "Failed", "Cancelled"})
-WORKFLOW_TERMINAL = TERMINAL | {"RolledBack"}
 
 
 @dataclass(eq=False, slots=True)
@@ -141,28 +136,6 @@ class WorkflowRun:
         }
 
 
-class StoreInventory:
-    """The `Inventory` a provider instance sees: its own rows of the resources table."""
-
-    def __init__(self, engine: AsyncEngine, provider: str) -> None:
-        self._engine = engine
-        self._provider = provider
-
-    async def get(self, kind: str, name: str) -> JSON | None:
-        row = await get_resource(self._engine, self._provider, kind, name)
-        return None if row is None else {**row["data"], "status": row["status"]}
-
-    async def list(self, kind: str) -> list[JSON]:
-        rows = await list_resources(self._engine, self._provider, kind)
-        return [{**row["data"], "name": row["name"], "status": row["status"]} for row in rows]
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float, jitter: float) -> float:
-    """Delay before attempt `attempt + 1`: exponential from `initial`, capped, jittered."""
-    base = min(maximum, initial * (2 ** max(0, attempt - 1)))
-    return float(max(0.0, base * (1 + random.uniform(-jitter, jitter))))
-
-
 class Executor:
     """Runs every unfinished workflow of the store to a terminal state."""
 
@@ -192,7 +165,6 @@ class Executor:
             outbox=outbox,
         )
         self._provider_limits = dict(provider_limits or {})
-        self._inventories = {name: StoreInventory(engine, name) for name in self.providers}
         self._workflows: dict[str, WorkflowRun] = {}
         self._ready_workflows: deque[WorkflowRun] = deque()
         self._provider_running: dict[str, int] = defaultdict(int)
@@ -250,10 +222,10 @@ class Executor:
         wf.cancel_requested = True
         for task in wf.tasks.values():
             if task.status == "Pending":
-                self._finish(task, "Cancelled", error="cancelled: the workflow was cancelled")
+                self._finish(task, "Cancelled", error=CANCELLED_BY_REQUEST)
             elif task.status == "Running" and task.runner is not None:
                 runner = task.runner  # the task may end while the provider is stopping it
-                task.cancel_reason = "cancelled: the workflow was cancelled"
+                task.cancel_reason = CANCELLED_BY_REQUEST
                 provider = self.providers.get(task.provider)
                 if provider is not None:
                     await provider.cancel(task.id)
@@ -357,7 +329,7 @@ class Executor:
                 await provider.reap(task.handle)
             except Exception:
                 log.exception("reap failed", task_id=task.id)
-        error = f"interrupted: the orchestrator stopped while attempt {task.attempts} was running"
+        error = interrupted_reason(task.attempts)
         self.journal.event(
             "TaskInterrupted",
             {"task_id": task.id, "attempt": task.attempts, "error": error},
@@ -416,7 +388,7 @@ class Executor:
                 self._enqueue_workflow(wf)
                 continue
             if wf.stopping_after is not None and task.compensates is None:
-                self._finish(task, "Cancelled", error=self._stop_reason(wf))
+                self._finish(task, "Cancelled", error=stop_reason(wf.stopping_after))
                 self._enqueue_workflow(wf)
                 continue
             if self._provider_running[task.provider] >= self._provider_limit(task.provider):
@@ -502,45 +474,26 @@ class Executor:
         self._pump()
 
     async def _call_provider(self, task: TaskRun) -> ActionResult:
-        provider = self.providers.get(task.provider)
-        if provider is None:
-            raise PermanentProviderError(
-                f"provider instance '{task.provider}' is not configured "
-                f"(configured: {', '.join(sorted(self.providers)) or 'none'})"
-            )
-        call = ActionCall(
+        attempt = Attempt(
             task_id=task.id,
+            name=task.name,
             workflow_id=task.workflow.id,
-            instance=task.provider,
+            provider=task.provider,
             action=task.action,
             params=task.params,
             attempt=task.attempts,
             timeout=task.timeout,
+            check_mode=task.workflow.check_mode,
+            compensates=task.compensates,
+            compensation=task.compensation,
+        )
+        return await call_provider(
+            attempt,
+            self.providers,
+            engine=self.engine,
             workspace=self.workspace,
-            inventory=self._inventories.get(task.provider)
-            or StoreInventory(self.engine, task.provider),
             on_handle=self._handle_recorder(task),
         )
-        async with asyncio.timeout(task.timeout):
-            if task.compensates is not None:
-                return await provider.compensate(call, self._applied(task))
-            if task.workflow.check_mode:
-                return await provider.check(call)
-            return await provider.apply(call)
-
-    @staticmethod
-    def _applied(task: TaskRun) -> ActionResult:
-        """What the compensated task's apply returned, as its provider gave it."""
-        applied = task.compensation or {}
-        result = dict(applied.get("result") or {})
-        if result.get("reversible") is False:
-            raise PermanentProviderError(
-                f"irreversible: '{task.name.removeprefix('undo ')}' ({task.action}) cannot be "
-                "undone"
-            )
-        resources = tuple(ResourceChange(**r) for r in result.pop("resources", []))
-        result.pop("reversible", None)
-        return ActionResult(output=applied.get("output") or "", result=result, resources=resources)
 
     def _handle_recorder(self, task: TaskRun) -> Any:
         async def record(handle: JSON) -> None:
@@ -554,14 +507,7 @@ class Executor:
     def _complete(self, task: TaskRun, result: ActionResult) -> None:
         task.output = result.output
         task.error = None  # an earlier attempt's error stays in the event log
-        task.result = {
-            **result.result,
-            "reversible": result.reversible,
-            "resources": [
-                {"kind": r.kind, "name": r.name, "op": r.op, "status": r.status, "data": r.data}
-                for r in result.resources
-            ],
-        }
+        task.result = result_record(result)
         task.progress = 100.0
         task.handle = None
         if not task.workflow.check_mode:
@@ -573,7 +519,7 @@ class Executor:
 
     def _after_failure(self, task: TaskRun, error: str, *, retryable: bool) -> None:
         if task.workflow.cancel_requested:
-            self._finish(task, "Cancelled", error="cancelled: the workflow was cancelled")
+            self._finish(task, "Cancelled", error=CANCELLED_BY_REQUEST)
             return
         if retryable and task.attempts < task.max_attempts:
             delay = backoff_delay(
@@ -647,8 +593,7 @@ class Executor:
     def _propagate_failure(self, failed: TaskRun, *, release_soft: bool = True) -> None:
         """Cancel every pending task below `failed` through hard edges, naming it as the
         cause, and release the soft dependents of everything that ended."""
-        verb = "failed" if failed.status == "Failed" else "was cancelled"
-        error = f"cancelled: dependency '{failed.name}' {verb}"
+        error = dependency_reason(failed.name, failed.status)
         stack = [failed]
         while stack:
             ended = stack.pop()
@@ -682,32 +627,26 @@ class Executor:
         if wf.stopping_after is not None:
             return
         wf.stopping_after = failed.name
-        reason = self._stop_reason(wf)
+        reason = stop_reason(failed.name)
         for task in list(wf.tasks.values()):
             if task.status == "Pending" and task.compensates is None:
                 self._mark_cancelled(task, reason)
 
-    @staticmethod
-    def _stop_reason(wf: WorkflowRun) -> str:
-        return f"cancelled: the workflow stopped after '{wf.stopping_after}' failed"
-
     def _finish_workflow(self, wf: WorkflowRun) -> None:
-        if wf.status == "RollingBack":
-            self._end_rollback(wf)
+        end = workflow_end(
+            wf.status,
+            (
+                EndedTask(t.name, t.status, t.error, t.on_failure, t.compensates)
+                for t in wf.tasks.values()
+            ),
+            cancel_requested=wf.cancel_requested,
+            rollback_enabled=wf.rollback_enabled,
+            check_mode=wf.check_mode,
+            cause=wf.error,
+        )
+        if end.rollback and self._start_rollback(wf, end.error or ""):
             return
-        failed = [t for t in wf.tasks.values() if t.status == "Failed"]
-        error = None
-        if wf.cancel_requested:
-            status, error = "Cancelled", "cancelled by request"
-        elif failed or any(t.status == "Cancelled" for t in wf.tasks.values()):
-            status = "Failed"
-            error = "; ".join(f"{t.name}: {t.error}" for t in failed[:5]) or "tasks were cancelled"
-            wants_rollback = wf.rollback_enabled or any(t.on_failure == "rollback" for t in failed)
-            if wants_rollback and not wf.check_mode and self._start_rollback(wf, error):
-                return
-        else:
-            status = "Completed"
-        self._end_workflow(wf, status, error)
+        self._end_workflow(wf, end.status, end.error)
 
     def _end_workflow(self, wf: WorkflowRun, status: str, error: str | None) -> None:
         self.metrics.workflow_moved(wf.status, status)
@@ -744,19 +683,8 @@ class Executor:
         ]
         if not done:
             return False
-        specs = plan_compensations(done)
-        ids = {spec.name: new_id() for spec in specs}
-        base = len(wf.tasks)
-        rows = [
-            task_row(spec, ids[spec.name], wf.id, base + i, self.settings)
-            for i, spec in enumerate(specs)
-        ]
-        edges = {
-            ids[spec.name]: [(ids[d], "soft") for d in spec.soft_dependencies] for spec in specs
-        }
-        self.journal.insert_tasks(
-            rows, [(task, dep, kind) for task, deps in edges.items() for dep, kind in deps]
-        )
+        rows, edges = compensation_rows(done, wf.id, len(wf.tasks), self.settings, new_id)
+        self.journal.insert_tasks(rows, edges)
         self.metrics.workflow_moved(wf.status, "RollingBack")
         self.metrics.rollbacks.inc()
         wf.status = "RollingBack"
@@ -772,20 +700,13 @@ class Executor:
         )
         for row in rows:
             wf.tasks[row["id"]] = self._task_run(wf, row)
-        self._link(wf, edges)
+        by_task: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for task_id, depends_on, kind in edges:
+            by_task[task_id].append((depends_on, kind))
+        self._link(wf, by_task)
         wf.unfinished += len(rows)
         for row in rows:
             task = wf.tasks[row["id"]]
             if task.pending == 0:
                 self._schedule(task)
         return True
-
-    def _end_rollback(self, wf: WorkflowRun) -> None:
-        compensations = [t for t in wf.tasks.values() if t.compensates is not None]
-        failed = [t for t in compensations if t.status != "Completed"]
-        cause = wf.error or "a failure"
-        if not failed:
-            self._end_workflow(wf, "RolledBack", f"rolled back after: {cause}")
-            return
-        details = "; ".join(f"{t.name}: {t.error}" for t in failed[:10])
-        self._end_workflow(wf, "Failed", f"{cause}; rollback incomplete: {details}")

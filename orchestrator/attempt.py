@@ -1,0 +1,139 @@
+"""One attempt of a task: the provider call both executors make, and what it records.
+
+Also the rows of a rollback's compensation tasks, which both executors insert when a
+workflow fails with rollback enabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orchestrator.rollback import DoneTask, plan_compensations
+from orchestrator.settings import ExecutorSettings
+from orchestrator.store.workflows import get_resource, list_resources, task_row
+from providers.base import (
+    JSON,
+    ActionCall,
+    ActionResult,
+    PermanentProviderError,
+    Provider,
+    ResourceChange,
+)
+
+
+class StoreInventory:
+    """The `Inventory` a provider instance sees: its own rows of the resources table."""
+
+    def __init__(self, engine: AsyncEngine, provider: str) -> None:
+        self._engine = engine
+        self._provider = provider
+
+    async def get(self, kind: str, name: str) -> JSON | None:
+        row = await get_resource(self._engine, self._provider, kind, name)
+        return None if row is None else {**row["data"], "status": row["status"]}
+
+    async def list(self, kind: str) -> list[JSON]:
+        rows = await list_resources(self._engine, self._provider, kind)
+        return [{**row["data"], "name": row["name"], "status": row["status"]} for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What a provider call needs to know about the task being attempted."""
+
+    task_id: str
+    name: str
+    workflow_id: str
+    provider: str
+    action: str
+    params: JSON
+    attempt: int
+    timeout: float | None
+    check_mode: bool
+    compensates: str | None
+    compensation: JSON | None
+
+
+async def call_provider(
+    attempt: Attempt,
+    providers: Mapping[str, Provider],
+    *,
+    engine: AsyncEngine,
+    workspace: Path,
+    on_handle: Callable[[JSON], Awaitable[None]],
+) -> ActionResult:
+    """Apply, check or compensate, within the task's timeout (TimeoutError past it)."""
+    provider = providers.get(attempt.provider)
+    if provider is None:
+        raise PermanentProviderError(
+            f"provider instance '{attempt.provider}' is not configured "
+            f"(configured: {', '.join(sorted(providers)) or 'none'})"
+        )
+    call = ActionCall(
+        task_id=attempt.task_id,
+        workflow_id=attempt.workflow_id,
+        instance=attempt.provider,
+        action=attempt.action,
+        params=attempt.params,
+        attempt=attempt.attempt,
+        timeout=attempt.timeout,
+        workspace=workspace,
+        inventory=StoreInventory(engine, attempt.provider),
+        on_handle=on_handle,
+    )
+    async with asyncio.timeout(attempt.timeout):
+        if attempt.compensates is not None:
+            return await provider.compensate(call, applied(attempt))
+        if attempt.check_mode:
+            return await provider.check(call)
+        return await provider.apply(call)
+
+
+def applied(attempt: Attempt) -> ActionResult:
+    """What the compensated task's apply returned, as its provider gave it."""
+    record = attempt.compensation or {}
+    result = dict(record.get("result") or {})
+    if result.get("reversible") is False:
+        raise PermanentProviderError(
+            f"irreversible: '{attempt.name.removeprefix('undo ')}' ({attempt.action}) cannot be "
+            "undone"
+        )
+    resources = tuple(ResourceChange(**r) for r in result.pop("resources", []))
+    result.pop("reversible", None)
+    return ActionResult(output=record.get("output") or "", result=result, resources=resources)
+
+
+def result_record(result: ActionResult) -> JSON:
+    """A completed task's `result` column: what a later compensation is given back."""
+    return {
+        **result.result,
+        "reversible": result.reversible,
+        "resources": [
+            {"kind": r.kind, "name": r.name, "op": r.op, "status": r.status, "data": r.data}
+            for r in result.resources
+        ],
+    }
+
+
+def compensation_rows(
+    done: Sequence[DoneTask],
+    workflow_id: str,
+    first_position: int,
+    settings: ExecutorSettings,
+    new_id: Callable[[], str],
+) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
+    """The task rows and (task, depends on, kind) edges undoing `done`."""
+    specs = plan_compensations(done)
+    ids = {spec.name: new_id() for spec in specs}
+    rows = [
+        task_row(spec, ids[spec.name], workflow_id, first_position + i, settings)
+        for i, spec in enumerate(specs)
+    ]
+    edges = [(ids[spec.name], ids[d], "soft") for spec in specs for d in spec.soft_dependencies]
+    return rows, edges
