@@ -174,6 +174,14 @@ class Executor:
         self._stopping = False
         self.started = False
 
+    @property
+    def healthy(self) -> bool:
+        return not self.journal.failed
+
+    @property
+    def commits(self) -> int:
+        return self.journal.commits
+
     def _committed(self, then: Callable[[], None] | None) -> Callable[[], None]:
         def committed() -> None:
             self.metrics.commits.inc()

@@ -30,6 +30,7 @@ from orchestrator.store.retention import prune
 from orchestrator.store.statistics import workflow_counts
 from orchestrator.store.workflows import StoredWorkflow, insert_workflow, task_row
 from orchestrator.webhooks import Outbox, WebhookDispatcher
+from orchestrator.worker import Worker, worker_identity
 from providers.base import Provider
 from providers.registry import build_instances
 
@@ -41,8 +42,26 @@ class AlreadyRunning(Exception):
 
 
 class Orchestrator:
-    def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
+    """The service of one process.
+
+    On the embedded SQLite database, the in-memory `Executor` runs every workflow (one
+    process per database). On PostgreSQL, a `Worker` claims tasks from the database
+    beside any other workers; with `run_tasks=False` it only submits and cancels (an
+    API-only process), and `background=False` leaves webhook delivery and pruning to
+    the `serve` processes (a `provisioning worker`).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine | None = None,
+        *,
+        run_tasks: bool | None = None,
+        background: bool = True,
+    ) -> None:
         self.settings = settings
+        self.run_tasks = settings.server.worker if run_tasks is None else run_tasks
+        self.background = background
         self.engine = engine or create_engine(settings)
         self.instance_types = {name: str(t["type"]) for name, t in settings.providers.items()}
         self.providers: dict[str, Provider] = build_instances(
@@ -60,31 +79,50 @@ class Orchestrator:
         self.metrics = Metrics()
         self.outbox = Outbox(settings.webhooks)
         self.webhooks = WebhookDispatcher(self.engine, settings.webhooks, self.metrics)
-        self.executor = Executor(
-            self.engine,
-            self.providers,
-            settings.executor,
-            workspace=settings.workspace,
-            metrics=self.metrics,
-            on_commit=self.committed,
-            provider_limits=limits,
-            writer_engine=create_writer_engine(settings),
-            outbox=self.outbox,
-        )
+        self.executor: Executor | Worker
+        if settings.is_sqlite:
+            self.executor = Executor(
+                self.engine,
+                self.providers,
+                settings.executor,
+                workspace=settings.workspace,
+                metrics=self.metrics,
+                on_commit=self.committed,
+                provider_limits=limits,
+                writer_engine=create_writer_engine(settings),
+                outbox=self.outbox,
+            )
+        else:
+            self.executor = Worker(
+                self.engine,
+                self.providers,
+                settings.executor,
+                workspace=settings.workspace,
+                metrics=self.metrics,
+                worker_id=worker_identity(settings.data_dir),
+                on_commit=self.committed,
+                provider_limits=limits,
+                outbox=self.outbox,
+                run_tasks=self.run_tasks,
+            )
         self.metrics.watch(lambda: self.executor.running, lambda: self.executor.queued)
         self._lock: IO[str] | None = None
         self._retention: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.settings.is_sqlite:
-            self._lock = _lock_data_dir(Path(self.settings.data_dir))
+            self._lock = _lock_data_dir(Path(self.settings.data_dir), "orchestrator.lock")
+        elif self.run_tasks:
+            # The worker's identity is its host and data directory: one process each.
+            self._lock = _lock_data_dir(Path(self.settings.data_dir), "worker.lock")
         await ensure_schema(self.engine, self.settings)
         # Policies are enforced here too: a database that only this app opened has them.
         await seed_default_policies(self.engine)
         self.metrics.workflows.update(await workflow_counts(self.engine))
         await self.executor.start()
-        self.webhooks.start()
-        self._retention = asyncio.create_task(self._prune_forever(), name="retention")
+        if self.background:
+            self.webhooks.start()
+            self._retention = asyncio.create_task(self._prune_forever(), name="retention")
         log.info("orchestrator started", worker=self.executor.worker_id)
 
     def committed(self) -> None:
@@ -173,17 +211,22 @@ class Orchestrator:
         return workflow_id
 
 
-def _lock_data_dir(data_dir: Path) -> IO[str]:
-    """One orchestrator per embedded database: two would both resume the same tasks."""
+def _lock_data_dir(data_dir: Path, name: str) -> IO[str]:
+    """One orchestrator per embedded database (two would both resume the same tasks),
+    one worker per data directory (its identity)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    handle = (data_dir / "orchestrator.lock").open("a+")
+    handle = (data_dir / name).open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
         handle.close()
-        raise AlreadyRunning(
-            f"another orchestrator is already running on {data_dir} "
+        why = (
             "(use PostgreSQL to run several workers on one database)"
+            if name == "orchestrator.lock"
+            else "(give each worker on a host its own data_dir)"
+        )
+        raise AlreadyRunning(
+            f"another orchestrator is already running on {data_dir} {why}"
         ) from exc
     handle.truncate(0)
     handle.write(str(os.getpid()))

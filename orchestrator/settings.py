@@ -46,6 +46,9 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     ws_connections_per_user: int = 10
     log_format: str = "auto"  # auto | console | json
     log_level: str = "info"
+    #: On PostgreSQL, whether `serve` also runs a worker (false: the API only, with
+    #: `provisioning worker` processes running the tasks). SQLite always runs one.
+    worker: bool = True
 
 
 class ControlCenterSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -121,6 +124,14 @@ class ExecutorSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Per-task timeout when the task gives none (seconds; 0 means none).
     default_timeout: float = 3600.0
     retry: RetrySettings = msgspec.field(default_factory=RetrySettings)
+    #: PostgreSQL workers: a claimed task is theirs for `lease` seconds, renewed every
+    #: `heartbeat`; another worker retries it once the lease has expired.
+    lease: float = 30.0
+    heartbeat: float = 5.0
+    #: How often an idle worker looks for work if a `NOTIFY` was missed (seconds).
+    poll_interval: float = 1.0
+    #: Tasks one worker process runs at once (the global limit holds across workers).
+    worker_limit: int = 32
 
 
 class SqliteSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -250,9 +261,18 @@ def _validate(settings: Settings) -> None:
     if settings.server.log_format not in LOG_FORMATS:
         raise ConfigError(f"server.log_format must be one of {', '.join(LOG_FORMATS)}")
     ex = settings.executor
-    for key in ("global_limit", "default_parallel_limit", "provider_limit"):
+    for key in ("global_limit", "default_parallel_limit", "provider_limit", "worker_limit"):
         if getattr(ex, key) < 1:
             raise ConfigError(f"executor.{key} must be at least 1")
+    if not 0 < ex.heartbeat < ex.lease:
+        raise ConfigError("executor.heartbeat must be positive and shorter than executor.lease")
+    if ex.poll_interval <= 0:
+        raise ConfigError("executor.poll_interval must be positive")
+    if not settings.server.worker and settings.is_sqlite:
+        raise ConfigError(
+            "server.worker = false needs PostgreSQL: the embedded SQLite database is run by "
+            "the serve process's own executor (set database_url to use separate workers)"
+        )
     if ex.retry.max_attempts < 1:
         raise ConfigError("executor.retry.max_attempts must be at least 1")
     if settings.sqlite.synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:

@@ -227,14 +227,13 @@ class StateController(Controller):
             components["storage"] = components["monitoring"] = "Unhealthy"
             details["storage"] = type(exc).__name__
         executor = orchestrator.executor
-        if not executor.started or executor.journal.failed:
+        if not executor.started or not executor.healthy:
             components["batch_coordinator"] = "Unhealthy"
             details["batch_coordinator"] = "the executor is not running"
         else:
             components["batch_coordinator"] = "Healthy"
             details["batch_coordinator"] = (
-                f"{executor.running} running, {executor.queued} queued, "
-                f"{executor.journal.commits} commits"
+                f"{executor.running} running, {executor.queued} queued, {executor.commits} commits"
             )
         providers = {
             name: orchestrator.instance_types[name] for name in sorted(orchestrator.providers)

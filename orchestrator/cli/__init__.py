@@ -1,6 +1,7 @@
 """The `provisioning` command: run the service, migrate its database, and drive it.
 
-- `serve` (`cli/serve.py`) and `db` (`cli/db.py`) work on the local configuration
+- `serve` (`cli/serve.py`), `worker` (`cli/worker.py`, PostgreSQL only) and `db`
+  (`cli/db.py`) work on the local configuration
   (`--config`, `PROVISIONING_*`).
 - `workflow` (`cli/workflows.py`) and `tasks` (`cli/tasks.py`) talk to a running
   orchestrator over HTTP through `orchestrator.client.OrchestratorClient`, at `--url`,
@@ -13,10 +14,10 @@ watching a workflow with Ctrl-C (the workflow keeps running).
 
 from __future__ import annotations
 
-from orchestrator.cli import db, serve, tasks, workflows
+from orchestrator.cli import db, serve, tasks, worker, workflows
 from orchestrator.cli.app import cli
 
-__all__ = ["cli", "db", "main", "serve", "tasks", "workflows"]
+__all__ = ["cli", "db", "main", "serve", "tasks", "worker", "workflows"]
 
 
 def main() -> None:

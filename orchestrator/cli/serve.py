@@ -33,14 +33,31 @@ PROVIDER_TYPE_DESCRIPTIONS = {"sim": "simulated cloud", "local": "commands on th
 @click.argument("app", required=False, type=click.Choice(["orchestrator", "control-center"]))
 @click.option("--host", help="Listen address (default: server.host / control_center.host).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Listen port of the app served.")
+@click.option(
+    "--worker/--no-worker",
+    default=None,
+    help="On PostgreSQL: also run tasks here (default: server.worker, true), or serve the "
+    "API only and leave the tasks to `provisioning worker` processes.",
+)
 @pass_options
-def serve(options: Options, app: str | None, host: str | None, port: int | None) -> None:
+def serve(
+    options: Options, app: str | None, host: str | None, port: int | None, worker: bool | None
+) -> None:
     """Run the orchestrator and the control center until SIGINT or SIGTERM.
 
     APP picks one of them; without it both run, the control center in a child process
     (--host and --port then apply to the orchestrator).
     """
     settings = options.settings()
+    if worker is not None:
+        if not worker and settings.is_sqlite:
+            raise Failure(
+                "--no-worker needs PostgreSQL: the embedded SQLite database is run by the "
+                "serve process's own executor (set database_url to use separate workers)"
+            )
+        settings = msgspec.structs.replace(
+            settings, server=msgspec.structs.replace(settings.server, worker=worker)
+        )
     if app == "control-center":
         from control_center.serve import run_control_center
 
@@ -71,16 +88,16 @@ def serve(options: Options, app: str | None, host: str | None, port: int | None)
 
 def run_orchestrator(settings: Settings) -> None:
     """Serve the orchestrator API on `settings.server`; return once it has stopped."""
-    log_level = _log_level(settings)
+    level = log_level(settings)
     listener = _listen(settings.server.host, settings.server.port)  # fail fast, before imports
     try:
-        _serve(settings, listener, log_level)
+        _serve(settings, listener, level)
     finally:
         listener.close()
     click.echo("orchestrator stopped")
 
 
-def _serve(settings: Settings, listener: socket.socket, log_level: int) -> None:
+def _serve(settings: Settings, listener: socket.socket, level: int) -> None:
     import uvicorn
 
     from orchestrator.api.app import create_app
@@ -98,12 +115,12 @@ def _serve(settings: Settings, listener: socket.socket, log_level: int) -> None:
         expected=(AlreadyRunning, SchemaNotCurrent, ConfigError, ProviderConfigError),
         on_started=lambda: _print_banner(settings, orchestrator.instance_types, port),
     )
-    _configure_logging(settings, log_level)  # after create_app: Litestar configures on creation
+    configure_logging(settings, level)  # after create_app: Litestar configures on creation
     config = uvicorn.Config(
         app,
         log_config=None,
-        log_level=log_level,
-        access_log=log_level <= logging.DEBUG,
+        log_level=level,
+        access_log=level <= logging.DEBUG,
         lifespan="on",
         # The standard asyncio loop, not uvloop: it starts `local` subprocesses several
         # times faster here (tests/perf/bench_executor.py, W3), which dominates.
@@ -210,6 +227,7 @@ def _print_banner(settings: Settings, instance_types: dict[str, str], port: int)
         ("listening", f"http://{shown_host}:{port}"),
         ("data dir", str(settings.data_dir)),
         ("database", shown_database(settings)),
+        ("executor", _executor_line(settings)),
         ("workspace", str(settings.workspace)),
         ("providers", providers or "none"),
     ):
@@ -218,7 +236,15 @@ def _print_banner(settings: Settings, instance_types: dict[str, str], port: int)
         click.echo("  note       sim instances are simulated clouds: nothing real is created")
 
 
-def _log_level(settings: Settings) -> int:
+def _executor_line(settings: Settings) -> str:
+    if settings.is_sqlite:
+        return "in this process (embedded database)"
+    if settings.server.worker:
+        return "a worker in this process, beside any `provisioning worker`"
+    return "none here: `provisioning worker` processes run the tasks"
+
+
+def log_level(settings: Settings) -> int:
     level = logging.getLevelName(settings.server.log_level.upper())
     if not isinstance(level, int):
         raise Failure(f"server.log_level: unknown level '{settings.server.log_level}'")
@@ -229,7 +255,7 @@ def _log_level(settings: Settings) -> int:
     return level
 
 
-def _configure_logging(settings: Settings, level: int) -> None:
+def configure_logging(settings: Settings, level: int) -> None:
     """structlog's and the standard library's records through one handler on stderr:
     console lines on a terminal (or `log_format = "console"`), JSON lines otherwise."""
     import structlog

@@ -291,7 +291,7 @@ def _write(connection: Connection, batch: _Batch, outbox: Outbox | None) -> None
     if batch.workflows:
         connection.execute(_update_workflow, batch.workflows)
     for write in batch.resources:
-        _write_resource(connection, write)
+        write_resource(connection, write)
     if batch.events:
         write_events(connection, batch.events, outbox)
 
@@ -308,7 +308,7 @@ class _Batch:
     new_edges: list[dict[str, Any]]
 
 
-def _write_resource(connection: Connection, write: ResourceWrite) -> None:
+def write_resource(connection: Connection, write: ResourceWrite) -> None:
     change = write.change
     key = (
         (Resource.provider == write.provider)

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -72,6 +73,8 @@ class Workflow(Base):
     parallel_limit: Mapped[int] = mapped_column(Integer)
     rollback_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     check_mode: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Set by a cancel request: workers stop its running tasks and start no more.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     owner: Mapped[str | None] = mapped_column(String(64))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
@@ -85,6 +88,7 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_workflow_position", "workflow_id", "position"),
         Index("ix_tasks_status_not_before", "status", "not_before"),
+        Index("ix_tasks_workflow_status", "workflow_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -1,0 +1,69 @@
+"""`provisioning worker`: an executor without the HTTP API, for PostgreSQL.
+
+It claims ready tasks from the shared database beside any other workers and `serve`
+processes, until SIGINT or SIGTERM; then it hands the tasks it was running back, to be
+retried at once by the others, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import click
+
+from orchestrator.cli.app import Failure, Options, cli, pass_options, shown_database
+from orchestrator.cli.serve import configure_logging, log_level
+from orchestrator.settings import Settings
+
+
+@cli.command()
+@pass_options
+def worker(options: Options) -> None:
+    """Run tasks from the shared PostgreSQL database until SIGINT or SIGTERM."""
+    settings = options.settings()
+    if settings.is_sqlite:
+        raise Failure(
+            "workers need PostgreSQL: the embedded SQLite database is run by `provisioning "
+            "serve` alone (set database_url, then `provisioning db upgrade`)"
+        )
+    level = log_level(settings)
+    configure_logging(settings, level)
+    asyncio.run(_run(settings))
+    click.echo("worker stopped")
+
+
+async def _run(settings: Settings) -> None:
+    from orchestrator.service import AlreadyRunning, Orchestrator
+    from orchestrator.store.engine import SchemaNotCurrent
+    from providers.base import ProviderConfigError
+
+    try:
+        orchestrator = Orchestrator(settings, run_tasks=True, background=False)
+    except ProviderConfigError as exc:
+        raise Failure(str(exc)) from exc
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopped.set)
+    try:
+        await orchestrator.start()
+    except (AlreadyRunning, SchemaNotCurrent) as exc:
+        await orchestrator.engine.dispose()
+        raise Failure(str(exc)) from exc
+    click.echo("provisioning worker")
+    for key, value in (
+        ("id", orchestrator.executor.worker_id),
+        ("database", shown_database(settings)),
+        ("workspace", str(settings.workspace)),
+        ("providers", ", ".join(sorted(orchestrator.providers)) or "none"),
+        (
+            "limits",
+            f"{settings.executor.worker_limit} here, {settings.executor.global_limit} in all",
+        ),
+    ):
+        click.echo(f"  {key:<10} {value}")
+    try:
+        await stopped.wait()
+    finally:
+        await orchestrator.stop()

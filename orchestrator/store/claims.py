@@ -1,0 +1,755 @@
+"""The queries of workers sharing one PostgreSQL database.
+
+A worker claims ready tasks with one statement that picks them under every limit,
+locks them with `FOR UPDATE SKIP LOCKED` and marks them `Running` with its id and a
+lease. Claims are serialized by a transaction-scoped advisory lock, so the running
+counts the limits are checked against cannot change under a claim: the global,
+per-workflow and per-provider limits hold across all workers.
+
+An attempt ends in one transaction that locks its workflow's row first (so the last two
+tasks of a workflow, ending on two workers, cannot both miss that the workflow is
+done), checks that the worker still holds the task's lease, writes the task's new state
+with its events, releases or cancels its dependents and, when nothing is left, ends the
+workflow or starts its rollback. Every such transaction sends `NOTIFY` on
+`CHANNEL_TASKS`, which wakes the workers (and the stream readers of every process).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from orchestrator.attempt import compensation_rows
+from orchestrator.ids import new_id
+from orchestrator.outcomes import (
+    ACTIVE_WORKFLOW,
+    CANCELLED_BY_REQUEST,
+    EndedTask,
+    backoff_delay,
+    dependency_reason,
+    stop_reason,
+    stops_workflow,
+    workflow_end,
+)
+from orchestrator.rollback import DoneTask
+from orchestrator.settings import ExecutorSettings
+from orchestrator.store.journal import ResourceWrite, utcnow, write_events, write_resource
+from orchestrator.store.models import Task, TaskDependency, Workflow
+from providers.base import JSON, ResourceChange
+
+if TYPE_CHECKING:
+    from orchestrator.webhooks import Outbox
+
+CHANNEL_TASKS = "provisioning_tasks"
+CHANNEL_CANCEL = "provisioning_cancel"
+#: pg_advisory_xact_lock key serializing claims ("prov" in ASCII).
+CLAIM_LOCK = 0x70726F76
+
+_CLAIM = text(
+    """
+WITH running AS (
+    SELECT workflow_id, provider FROM tasks WHERE status = 'Running'
+),
+ready AS (
+    SELECT t.id, t.workflow_id, t.provider, t.position, w.created_at AS submitted,
+           w.parallel_limit,
+           row_number() OVER (PARTITION BY t.workflow_id ORDER BY t.position) AS in_workflow,
+           row_number() OVER (PARTITION BY t.provider ORDER BY w.created_at, t.position)
+               AS in_provider
+    FROM tasks t JOIN workflows w ON w.id = t.workflow_id
+    WHERE t.status = 'Pending' AND t.pending_dependencies = 0
+      AND (t.not_before IS NULL OR t.not_before <= now())
+      AND w.status IN ('Pending', 'Running', 'RollingBack') AND NOT w.cancel_requested
+),
+eligible AS (
+    SELECT r.id FROM ready r
+    WHERE r.in_workflow + (SELECT count(*) FROM running x WHERE x.workflow_id = r.workflow_id)
+              <= r.parallel_limit
+      AND r.in_provider + (SELECT count(*) FROM running x WHERE x.provider = r.provider)
+              <= coalesce((CAST(:provider_limits AS jsonb) ->> r.provider)::int,
+                          :provider_limit)
+    ORDER BY r.in_workflow, r.submitted, r.position
+    LIMIT greatest(0, least(:batch, :global_limit - (SELECT count(*) FROM running)))
+),
+locked AS (
+    SELECT t.id FROM tasks t
+    WHERE t.id IN (SELECT id FROM eligible)
+      AND t.status = 'Pending' AND t.pending_dependencies = 0
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks
+SET status = 'Running', attempts = tasks.attempts + 1, lease_owner = :worker,
+    lease_expires_at = now() + make_interval(secs => :lease), started_at = now(),
+    not_before = NULL, handle = NULL
+FROM locked
+WHERE tasks.id = locked.id
+RETURNING tasks.*
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    global_limit: int
+    provider_limit: int
+    provider_limits: Mapping[str, int] = field(default_factory=dict)
+
+
+async def claim(
+    engine: AsyncEngine,
+    worker: str,
+    *,
+    batch: int,
+    lease: float,
+    limits: Limits,
+    outbox: Outbox | None,
+) -> list[dict[str, Any]]:
+    """Claim up to `batch` ready tasks for `worker`; return their rows (`Running`).
+
+    Workflows still `Pending` move to `Running` in the same transaction. Locks are
+    taken in the order claim → task rows → workflow rows, which no other transaction
+    reverses (`end_attempt` locks a workflow, then its Running or Pending tasks, and
+    tasks this claim locked are neither).
+    """
+    async with engine.begin() as connection:
+        await connection.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
+        rows = (
+            await connection.execute(
+                _CLAIM,
+                {
+                    "worker": worker,
+                    "batch": batch,
+                    "lease": float(lease),
+                    "global_limit": limits.global_limit,
+                    "provider_limit": limits.provider_limit,
+                    "provider_limits": json.dumps(dict(limits.provider_limits)),
+                },
+            )
+        ).mappings()
+        claimed = [dict(row) for row in rows]
+        if not claimed:
+            return []
+        now = utcnow()
+        events = [
+            _event(
+                "TaskStatusChanged",
+                {
+                    "task_id": t["id"],
+                    "name": t["name"],
+                    "status": "Running",
+                    "attempt": t["attempts"],
+                },
+                t["workflow_id"],
+                t["id"],
+                now,
+            )
+            for t in claimed
+        ]
+        workflow_ids = sorted({t["workflow_id"] for t in claimed})
+        started = (
+            await connection.execute(
+                update(Workflow)
+                .where(Workflow.id.in_(workflow_ids), Workflow.status == "Pending")
+                .values(status="Running", started_at=now)
+                .returning(Workflow.id, Workflow.kind)
+            )
+        ).all()
+        events += [
+            _event(
+                "WorkflowStatusChanged",
+                {"workflow_id": wid, "status": "Running", "kind": kind},
+                wid,
+                None,
+                now,
+            )
+            for wid, kind in started
+        ]
+        check_modes = dict(
+            (
+                await connection.execute(
+                    select(Workflow.id, Workflow.check_mode).where(Workflow.id.in_(workflow_ids))
+                )
+            ).all()
+        )
+        for task in claimed:
+            task["check_mode"] = bool(check_modes[task["workflow_id"]])
+        await connection.run_sync(write_events, events, outbox)
+        await _notify(connection)
+    return claimed
+
+
+async def record_handle(engine: AsyncEngine, task_id: str, worker: str, handle: JSON) -> None:
+    """What the provider needs to stop this attempt later, while the lease is ours."""
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.lease_owner == worker, Task.status == "Running")
+            .values(handle=handle)
+        )
+
+
+async def heartbeat(engine: AsyncEngine, worker: str, lease: float) -> set[str]:
+    """Extend the leases of `worker`; return the ids of the tasks it still holds."""
+    async with engine.begin() as connection:
+        rows = await connection.execute(
+            update(Task)
+            .where(Task.lease_owner == worker, Task.status == "Running")
+            .values(lease_expires_at=func.now() + timedelta(seconds=lease))
+            .returning(Task.id)
+        )
+        return {row[0] for row in rows}
+
+
+async def expired_leases(
+    engine: AsyncEngine, *, owner: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Running tasks whose lease has expired (or, with `owner`, every one it holds)."""
+    query = select(
+        Task.id, Task.workflow_id, Task.provider, Task.handle, Task.attempts, Task.lease_owner
+    ).where(Task.status == "Running")
+    if owner is not None:
+        query = query.where(Task.lease_owner == owner)
+    else:
+        query = query.where(Task.lease_expires_at < func.now())
+    async with engine.connect() as connection:
+        rows = await connection.execute(query.order_by(Task.lease_expires_at).limit(limit))
+        return [dict(row) for row in rows.mappings()]
+
+
+async def next_due(engine: AsyncEngine) -> datetime | None:
+    """When the earliest task waiting out a retry delay becomes ready."""
+    async with engine.connect() as connection:
+        return (
+            await connection.execute(
+                select(func.min(Task.not_before)).where(
+                    Task.status == "Pending", Task.pending_dependencies == 0
+                )
+            )
+        ).scalar_one_or_none()
+
+
+async def ready_count(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int(
+            (
+                await connection.execute(
+                    select(func.count())
+                    .select_from(Task)
+                    .where(Task.status == "Pending", Task.pending_dependencies == 0)
+                )
+            ).scalar_one()
+        )
+
+
+async def cancel_requested(engine: AsyncEngine, workflow_ids: Sequence[str]) -> set[str]:
+    if not workflow_ids:
+        return set()
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(Workflow.id).where(
+                Workflow.id.in_(list(workflow_ids)), Workflow.cancel_requested.is_(True)
+            )
+        )
+        return {row[0] for row in rows}
+
+
+async def workflow_status(engine: AsyncEngine, workflow_id: str) -> str | None:
+    async with engine.connect() as connection:
+        return (
+            await connection.execute(select(Workflow.status).where(Workflow.id == workflow_id))
+        ).scalar_one_or_none()
+
+
+async def notify(engine: AsyncEngine, channel: str = CHANNEL_TASKS, payload: str = "") -> None:
+    async with engine.begin() as connection:
+        await _notify(connection, channel, payload)
+
+
+async def _notify(
+    connection: AsyncConnection, channel: str = CHANNEL_TASKS, payload: str = ""
+) -> None:
+    await connection.execute(select(func.pg_notify(channel, payload)))
+
+
+# -- ending an attempt ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How one attempt of a task ended, as its worker saw it."""
+
+    task_id: str
+    workflow_id: str
+    #: The lease owner the task must still have; otherwise the end is not recorded.
+    owner: str
+    #: completed | failed | cancelled
+    outcome: str
+    error: str | None = None
+    retryable: bool = True
+    output: str | None = None
+    result: JSON | None = None
+    resources: Sequence[ResourceChange] = ()
+    #: Recorded by someone other than the attempt's worker (its lease expired, or it
+    #: is shutting down): a `TaskInterrupted` event comes first.
+    interrupted: bool = False
+    #: Only if the lease has expired (recovering another worker's task).
+    expired_only: bool = False
+
+
+@dataclass(slots=True)
+class EndReport:
+    """What the transaction did, for the worker's metrics."""
+
+    status: str
+    retry_delay: float | None = None
+    rollback_started: bool = False
+
+
+class _Changes:
+    """Events collected during one transaction, written together at its end."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+        self.events: list[dict[str, Any]] = []
+
+    def event(
+        self, type_: str, data: JSON, workflow_id: str | None, task_id: str | None = None
+    ) -> None:
+        self.events.append(_event(type_, data, workflow_id, task_id, self.now))
+
+
+async def end_attempt(
+    engine: AsyncEngine,
+    end: AttemptEnd,
+    settings: ExecutorSettings,
+    outbox: Outbox | None,
+) -> EndReport | None:
+    """Record how an attempt ended; None if the task's lease is no longer `end.owner`'s."""
+    async with engine.begin() as connection:
+        workflow = await _lock_workflow(connection, end.workflow_id)
+        query = select(Task.__table__).where(
+            Task.id == end.task_id, Task.status == "Running", Task.lease_owner == end.owner
+        )
+        if end.expired_only:
+            query = query.where(Task.lease_expires_at < func.now())
+        task = (await connection.execute(query.with_for_update())).mappings().first()
+        if workflow is None or task is None:
+            return None
+        changes = _Changes()
+        report = EndReport(status="")
+        if workflow["status"] == "Pending":
+            await _move_workflow(connection, changes, report, workflow, "Running", None)
+        if end.interrupted:
+            changes.event(
+                "TaskInterrupted",
+                {"task_id": task["id"], "attempt": task["attempts"], "error": end.error},
+                workflow["id"],
+                task["id"],
+            )
+        await _record_end(connection, changes, report, workflow, dict(task), end, settings)
+        await _finish_if_done(connection, changes, report, workflow, settings)
+        await connection.run_sync(write_events, changes.events, outbox)
+        await _notify(connection)
+        return report
+
+
+async def request_cancel(
+    engine: AsyncEngine, workflow_id: str, settings: ExecutorSettings, outbox: Outbox | None
+) -> bool:
+    """Cancel a workflow: pending tasks end at once, workers stop the running ones.
+
+    False if it has already ended (or does not exist)."""
+    async with engine.begin() as connection:
+        workflow = await _lock_workflow(connection, workflow_id)
+        if workflow is None or workflow["status"] not in ACTIVE_WORKFLOW:
+            return False
+        await connection.execute(
+            update(Workflow).where(Workflow.id == workflow_id).values(cancel_requested=True)
+        )
+        workflow["cancel_requested"] = True
+        changes = _Changes()
+        pending = (
+            await connection.execute(
+                select(Task.id, Task.name)
+                .where(Task.workflow_id == workflow_id, Task.status == "Pending")
+                .order_by(Task.position)
+                .with_for_update()
+            )
+        ).all()
+        cancelled: set[str] = set()
+        for task_id, name in pending:
+            if task_id in cancelled:
+                continue
+            await _set_ended(connection, changes, workflow_id, task_id, name, CANCELLED_BY_REQUEST)
+            cancelled.add(task_id)
+            reason = dependency_reason(name, "Cancelled")
+            cancelled.update(await _cascade(connection, changes, workflow_id, [task_id], reason))
+        report = EndReport(status="Cancelled")
+        await _finish_if_done(connection, changes, report, workflow, settings)
+        await connection.run_sync(write_events, changes.events, outbox)
+        await _notify(connection)
+        await _notify(connection, CHANNEL_CANCEL, workflow_id)
+        return True
+
+
+async def _lock_workflow(connection: AsyncConnection, workflow_id: str) -> dict[str, Any] | None:
+    row = (
+        (
+            await connection.execute(
+                select(Workflow.__table__).where(Workflow.id == workflow_id).with_for_update()
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else dict(row)
+
+
+async def _record_end(
+    connection: AsyncConnection,
+    changes: _Changes,
+    report: EndReport,
+    workflow: dict[str, Any],
+    task: dict[str, Any],
+    end: AttemptEnd,
+    settings: ExecutorSettings,
+) -> None:
+    workflow_id = workflow["id"]
+    base = {"lease_owner": None, "lease_expires_at": None, "handle": None}
+    if end.outcome == "completed":
+        report.status = "Completed"
+        await connection.execute(
+            update(Task)
+            .where(Task.id == task["id"])
+            .values(
+                status="Completed",
+                output=end.output,
+                result=end.result,
+                error=None,
+                progress=100.0,
+                completed_at=changes.now,
+                **base,
+            )
+        )
+        data: JSON = {"task_id": task["id"], "name": task["name"], "status": "Completed"}
+        if task["operation_id"] is not None:
+            data["operation_id"] = task["operation_id"]
+        changes.event("TaskStatusChanged", data, workflow_id, task["id"])
+        if not workflow["check_mode"]:
+            for change in end.resources:
+                await connection.run_sync(
+                    write_resource,
+                    ResourceWrite(task["provider"], workflow_id, task["id"], change),
+                )
+        await _release(connection, [task["id"]], soft_only=False)
+        return
+    error = end.error or "failed"
+    stopper = None if task["compensates"] else await _stopper(connection, workflow_id)
+    retry = end.retryable and task["attempts"] < task["max_attempts"]
+    if workflow["cancel_requested"] or end.outcome == "cancelled":
+        status, error = "Cancelled", CANCELLED_BY_REQUEST
+    elif retry and stopper is not None:
+        status, error = "Cancelled", stop_reason(stopper)
+    elif retry:
+        delay = backoff_delay(
+            task["attempts"],
+            task["retry_initial_delay"],
+            task["retry_max_delay"],
+            settings.retry.jitter,
+        )
+        report.status, report.retry_delay = "Pending", delay
+        await connection.execute(
+            update(Task)
+            .where(Task.id == task["id"])
+            .values(
+                status="Pending",
+                error=error,
+                not_before=changes.now + timedelta(seconds=delay),
+                **base,
+            )
+        )
+        changes.event(
+            "TaskStatusChanged",
+            {
+                "retrying": True,
+                "task_id": task["id"],
+                "name": task["name"],
+                "status": "Pending",
+                "attempt": task["attempts"],
+                "max_attempts": task["max_attempts"],
+                "delay": round(delay, 3),
+                "error": error,
+            },
+            workflow_id,
+            task["id"],
+        )
+        return
+    else:
+        status = "Failed"
+    report.status = status
+    await connection.execute(
+        update(Task)
+        .where(Task.id == task["id"])
+        .values(status=status, error=error, completed_at=changes.now, **base)
+    )
+    data = {"task_id": task["id"], "name": task["name"], "status": status, "error": error}
+    if task["operation_id"] is not None:
+        data["operation_id"] = task["operation_id"]
+    changes.event("TaskStatusChanged", data, workflow_id, task["id"])
+    ended = [task["id"]]
+    ended += await _cascade(
+        connection, changes, workflow_id, [task["id"]], dependency_reason(task["name"], status)
+    )
+    await _release(connection, ended, soft_only=True)
+    if stops_workflow(status, task["on_failure"], task["compensates"]):
+        pending = (
+            await connection.execute(
+                select(Task.id, Task.name).where(
+                    Task.workflow_id == workflow_id,
+                    Task.status == "Pending",
+                    Task.compensates.is_(None),
+                )
+            )
+        ).all()
+        for task_id, name in pending:
+            await _set_ended(
+                connection, changes, workflow_id, task_id, name, stop_reason(task["name"])
+            )
+
+
+async def _stopper(connection: AsyncConnection, workflow_id: str) -> str | None:
+    """The name of a task whose failure stopped the workflow, if one did."""
+    return (
+        await connection.execute(
+            select(Task.name)
+            .where(
+                Task.workflow_id == workflow_id,
+                Task.status == "Failed",
+                Task.on_failure.in_(("fail", "rollback")),
+                Task.compensates.is_(None),
+            )
+            .order_by(Task.completed_at)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def _set_ended(
+    connection: AsyncConnection,
+    changes: _Changes,
+    workflow_id: str,
+    task_id: str,
+    name: str,
+    error: str,
+) -> None:
+    """A pending task cancelled before it ran."""
+    await connection.execute(
+        update(Task)
+        .where(Task.id == task_id)
+        .values(status="Cancelled", error=error, completed_at=changes.now)
+    )
+    changes.event(
+        "TaskStatusChanged",
+        {"task_id": task_id, "name": name, "status": "Cancelled", "error": error},
+        workflow_id,
+        task_id,
+    )
+
+
+async def _cascade(
+    connection: AsyncConnection,
+    changes: _Changes,
+    workflow_id: str,
+    ended: list[str],
+    error: str,
+) -> list[str]:
+    """Cancel every pending task below `ended` through hard edges; return their ids."""
+    cancelled: list[str] = []
+    frontier = ended
+    while frontier:
+        rows = (
+            await connection.execute(
+                select(Task.id, Task.name)
+                .join(TaskDependency, TaskDependency.task_id == Task.id)
+                .where(
+                    TaskDependency.depends_on.in_(frontier),
+                    TaskDependency.kind == "hard",
+                    Task.status == "Pending",
+                )
+                .distinct()
+            )
+        ).all()
+        frontier = []
+        for task_id, name in rows:
+            await _set_ended(connection, changes, workflow_id, task_id, name, error)
+            frontier.append(task_id)
+        cancelled += frontier
+    return cancelled
+
+
+async def _release(connection: AsyncConnection, ended: list[str], *, soft_only: bool) -> None:
+    """Decrement the counters of the dependents of `ended` (the claim filters on them),
+    once per edge: a dependent of two ended tasks loses two."""
+    if not ended:
+        return
+    edges = select(TaskDependency.task_id, func.count().label("n")).where(
+        TaskDependency.depends_on.in_(ended)
+    )
+    if soft_only:
+        edges = edges.where(TaskDependency.kind == "soft")
+    counts = edges.group_by(TaskDependency.task_id).subquery()
+    await connection.execute(
+        update(Task)
+        .where(Task.id == counts.c.task_id)
+        .values(pending_dependencies=Task.pending_dependencies - counts.c.n)
+    )
+
+
+async def _finish_if_done(
+    connection: AsyncConnection,
+    changes: _Changes,
+    report: EndReport,
+    workflow: dict[str, Any],
+    settings: ExecutorSettings,
+) -> None:
+    workflow_id = workflow["id"]
+    unfinished = await connection.execute(
+        select(Task.id)
+        .where(Task.workflow_id == workflow_id, Task.status.in_(("Pending", "Running")))
+        .limit(1)
+    )
+    if unfinished.first() is not None:
+        return
+    tasks = [
+        dict(row)
+        for row in (
+            await connection.execute(
+                select(Task.__table__)
+                .where(Task.workflow_id == workflow_id)
+                .order_by(Task.position)
+            )
+        ).mappings()
+    ]
+    end = workflow_end(
+        workflow["status"],
+        (
+            EndedTask(t["name"], t["status"], t["error"], t["on_failure"], t["compensates"])
+            for t in tasks
+        ),
+        cancel_requested=bool(workflow["cancel_requested"]),
+        rollback_enabled=bool(workflow["rollback_enabled"]),
+        check_mode=bool(workflow["check_mode"]),
+        cause=workflow["error"],
+    )
+    if end.rollback and await _start_rollback(
+        connection, changes, report, workflow, tasks, end.error or "", settings
+    ):
+        return
+    await _move_workflow(connection, changes, report, workflow, end.status, end.error)
+
+
+async def _move_workflow(
+    connection: AsyncConnection,
+    changes: _Changes,
+    report: EndReport,
+    workflow: dict[str, Any],
+    status: str,
+    error: str | None,
+) -> None:
+    values: dict[str, Any] = {"status": status}
+    if status == "Running":
+        values["started_at"] = changes.now
+    else:
+        values["error"] = error
+    if status in ("Completed", "Failed", "Cancelled", "RolledBack"):
+        values["completed_at"] = changes.now
+    await connection.execute(update(Workflow).where(Workflow.id == workflow["id"]).values(values))
+    data: JSON = {"workflow_id": workflow["id"], "status": status, "kind": workflow["kind"]}
+    if error:
+        data["error"] = error
+    changes.event("WorkflowStatusChanged", data, workflow["id"])
+    if workflow["kind"] == "batch" and status != "Running" and status != "RollingBack":
+        changes.event("BatchStatusChanged", {**data, "batch_id": workflow["id"]}, workflow["id"])
+    workflow["status"] = status
+
+
+async def _start_rollback(
+    connection: AsyncConnection,
+    changes: _Changes,
+    report: EndReport,
+    workflow: dict[str, Any],
+    tasks: list[dict[str, Any]],
+    cause: str,
+    settings: ExecutorSettings,
+) -> bool:
+    workflow_id = workflow["id"]
+    completed = [t for t in tasks if t["status"] == "Completed" and t["compensates"] is None]
+    if not completed:
+        return False
+    edges = (
+        await connection.execute(
+            select(TaskDependency.task_id, TaskDependency.depends_on).where(
+                TaskDependency.task_id.in_([t["id"] for t in completed])
+            )
+        )
+    ).all()
+    depends: dict[str, list[str]] = {t["id"]: [] for t in completed}
+    for task_id, depends_on in edges:
+        depends[task_id].append(depends_on)
+    done = [
+        DoneTask(
+            id=t["id"],
+            name=t["name"],
+            provider=t["provider"],
+            action=t["action"],
+            params=t["params"],
+            output=t["output"],
+            result=t["result"],
+            dependencies=tuple(depends[t["id"]]),
+            operation_id=t["operation_id"],
+        )
+        for t in sorted(completed, key=lambda t: t["position"])
+    ]
+    rows, new_edges = compensation_rows(done, workflow_id, len(tasks), settings, new_id)
+    await connection.execute(insert(Task), rows)
+    if new_edges:
+        await connection.execute(
+            insert(TaskDependency),
+            [{"task_id": t, "depends_on": d, "kind": k} for t, d, k in new_edges],
+        )
+    workflow["error"] = cause
+    await connection.execute(
+        update(Workflow).where(Workflow.id == workflow_id).values(status="RollingBack", error=cause)
+    )
+    report.rollback_started = True
+    workflow["status"] = "RollingBack"
+    changes.event(
+        "WorkflowStatusChanged",
+        {
+            "workflow_id": workflow_id,
+            "status": "RollingBack",
+            "kind": workflow["kind"],
+            "error": cause,
+        },
+        workflow_id,
+    )
+    changes.event(
+        "RollbackStarted", {"workflow_id": workflow_id, "compensations": len(rows)}, workflow_id
+    )
+    return True
+
+
+def _event(
+    type_: str,
+    data: JSON,
+    workflow_id: str | None,
+    task_id: str | None,
+    at: datetime,
+) -> dict[str, Any]:
+    return {"at": at, "type": type_, "workflow_id": workflow_id, "task_id": task_id, "data": data}

@@ -1,0 +1,419 @@
+"""The PostgreSQL executor: workers that claim tasks from the shared database.
+
+Several worker processes (`provisioning worker`, or `provisioning serve` with its
+embedded worker) run against one database. Nothing about a workflow lives in one
+process: each worker claims ready tasks (`store.claims.claim`: one statement, under
+every limit, `FOR UPDATE SKIP LOCKED`, marking them `Running` with its id and a lease),
+runs them through their providers and records each attempt's end in one transaction.
+
+- Workers wake on `LISTEN/NOTIFY` (every claim, attempt end, submission and cancel
+  notifies); they also look every `executor.poll_interval` seconds in case a
+  notification was lost with a connection, and when a retry delay ends.
+- A heartbeat renews the leases of the tasks a worker runs. A task whose lease expires
+  (its worker was killed, or lost the database) is recovered by any other worker: what
+  it started is stopped (`Provider.reap`, on the same host), and the attempt counts as a
+  failed one, retried per the task's policy.
+- A worker's identity is its host and data directory: restarted there, it recovers its
+  own unfinished attempts at once instead of waiting for their leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orchestrator.attempt import Attempt, call_provider, result_record
+from orchestrator.metrics import Metrics
+from orchestrator.outcomes import WORKFLOW_TERMINAL, interrupted_reason
+from orchestrator.settings import ExecutorSettings
+from orchestrator.store import claims
+from orchestrator.store.claims import CHANNEL_CANCEL, CHANNEL_TASKS, AttemptEnd, Limits
+from orchestrator.store.statistics import workflow_counts
+from orchestrator.store.workflows import StoredWorkflow
+from orchestrator.webhooks import Outbox
+from providers.base import JSON, ActionResult, PermanentProviderError, Provider
+
+log = structlog.get_logger(__name__)
+
+
+def worker_identity(data_dir: str) -> str:
+    """`host/xxxxxxxx`: stable across restarts of the worker using this data directory."""
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:8]
+    return f"{socket.gethostname()[:50]}/{digest}"
+
+
+def _host(worker_id: str | None) -> str | None:
+    return None if worker_id is None else worker_id.rpartition("/")[0]
+
+
+@dataclass(eq=False, slots=True)
+class _Run:
+    row: dict[str, Any]
+    runner: asyncio.Task[None] | None = None
+    #: Why the runner was cancelled: "cancel" (the workflow's), "lost" (the lease), "stop".
+    cancelled_for: str | None = None
+
+
+class Worker:
+    """Runs the tasks it claims; usable without running any (an API-only process)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        providers: Mapping[str, Provider],
+        settings: ExecutorSettings,
+        *,
+        workspace: Path,
+        metrics: Metrics,
+        worker_id: str,
+        on_commit: Callable[[], None] | None = None,
+        provider_limits: Mapping[str, int] | None = None,
+        outbox: Outbox | None = None,
+        run_tasks: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.providers = dict(providers)
+        self.settings = settings
+        self.workspace = workspace
+        self.metrics = metrics
+        self.worker_id = worker_id
+        self.run_tasks = run_tasks
+        self._on_commit = on_commit
+        self._outbox = outbox
+        self._limits = Limits(
+            global_limit=settings.global_limit,
+            provider_limit=settings.provider_limit,
+            provider_limits=dict(provider_limits or {}),
+        )
+        self._runs: dict[str, _Run] = {}
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._listener: asyncpg.Connection | None = None
+        self._stopping = False
+        self._queued = 0
+        self.started = False
+        self.commits = 0
+        self.healthy = True
+
+    # -- the interface the service uses (shared with the in-memory Executor) --------
+
+    @property
+    def running(self) -> int:
+        return len(self._runs)
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    async def start(self) -> None:
+        await self._listen()
+        if self.run_tasks:
+            await self._recover(await claims.expired_leases(self.engine, owner=self.worker_id))
+            self._loops.append(asyncio.create_task(self._claim_loop(), name="claims"))
+            self._loops.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
+        self._loops.append(asyncio.create_task(self._watch_loop(), name="watch"))
+        self.started = True
+
+    async def stop(self) -> None:
+        """Stop claiming; hand the tasks running here back (retried at once elsewhere)."""
+        self._stopping = True
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        runners = []
+        for run in list(self._runs.values()):
+            if run.runner is not None and not run.runner.done():
+                run.cancelled_for = "stop"
+                run.runner.cancel()
+                runners.append(run.runner)
+        await asyncio.gather(*runners, return_exceptions=True)
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+
+    async def submit(self, stored: StoredWorkflow) -> None:
+        """A workflow was stored: whichever worker is free claims its ready tasks."""
+        self._wake.set()
+        await claims.notify(self.engine)
+
+    async def cancel(self, workflow_id: str) -> bool:
+        if not await claims.request_cancel(self.engine, workflow_id, self.settings, self._outbox):
+            return False
+        self._committed()
+        await self._cancel_local({workflow_id})
+        return True
+
+    async def wait(self, workflow_id: str) -> None:
+        """Return once the workflow has ended (on whichever worker ran it)."""
+        while True:
+            status = await claims.workflow_status(self.engine, workflow_id)
+            if status is None or status in WORKFLOW_TERMINAL:
+                return
+            await asyncio.sleep(0.05)
+
+    def is_active(self, workflow_id: str) -> bool:
+        return any(run.row["workflow_id"] == workflow_id for run in self._runs.values())
+
+    # -- waking --------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        try:
+            listener = await asyncpg.connect(url)
+            await listener.add_listener(CHANNEL_TASKS, self._on_tasks)
+            await listener.add_listener(CHANNEL_CANCEL, self._on_cancel)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("LISTEN failed; polling until it works", error=str(exc))
+            return
+        self._listener = listener
+
+    def _on_tasks(self, *_: object) -> None:
+        self._wake.set()
+        self._committed()
+
+    def _on_cancel(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
+        asyncio.get_running_loop().create_task(self._cancel_local({str(payload)}))
+
+    def _committed(self) -> None:
+        self.commits += 1
+        self.metrics.commits.inc()
+        if self._on_commit is not None:
+            self._on_commit()
+
+    async def _watch_loop(self) -> None:
+        """Keep the listener connected; wake readers in case a notification was lost;
+        keep the workflow gauge true to the database (other processes move them too)."""
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            if self._listener is None or self._listener.is_closed():
+                self._listener = None
+                await self._listen()
+            self._wake.set()
+            if self._on_commit is not None:
+                self._on_commit()
+            with contextlib.suppress(Exception):
+                counts = await workflow_counts(self.engine)
+                self.metrics.workflows.clear()
+                self.metrics.workflows.update(counts)
+
+    # -- claiming ------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self._claim_all()
+                due = await claims.next_due(self.engine)
+                self.healthy = True
+            except Exception:
+                log.exception("claiming failed; retrying")
+                self.healthy = False
+                due = None
+            wait = self.settings.poll_interval
+            if due is not None:
+                wait = min(wait, max(0.0, due.timestamp() - time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _claim_all(self) -> None:
+        while not self._stopping:
+            free = self.settings.worker_limit - len(self._runs)
+            if free <= 0:
+                return
+            began = time.monotonic()
+            rows = await claims.claim(
+                self.engine,
+                self.worker_id,
+                batch=min(free, 64),
+                lease=self.settings.lease,
+                limits=self._limits,
+                outbox=self._outbox,
+            )
+            if not rows:
+                return
+            self._committed()
+            self.metrics.scheduling_delay.observe(time.monotonic() - began)
+            for row in rows:
+                run = _Run(row)
+                self._runs[row["id"]] = run
+                run.runner = asyncio.create_task(self._run(run), name=f"task-{row['id']}")
+            if len(rows) < min(free, 64):
+                return
+
+    # -- running -------------------------------------------------------------------
+
+    async def _run(self, run: _Run) -> None:
+        row = run.row
+        end: AttemptEnd | None
+        began = time.monotonic()
+        try:
+            result = await call_provider(
+                Attempt(
+                    task_id=row["id"],
+                    name=row["name"],
+                    workflow_id=row["workflow_id"],
+                    provider=row["provider"],
+                    action=row["action"],
+                    params=row["params"],
+                    attempt=row["attempts"],
+                    timeout=row["timeout"],
+                    check_mode=row["check_mode"],
+                    compensates=row["compensates"],
+                    compensation=row["compensation"],
+                ),
+                self.providers,
+                engine=self.engine,
+                workspace=self.workspace,
+                on_handle=self._handle_recorder(row),
+            )
+            end = self._completed(row, result)
+        except asyncio.CancelledError:
+            end = self._cancelled(run)
+        except TimeoutError:
+            end = self._failed(row, f"timed out after {row['timeout']:g}s", retryable=True)
+        except PermanentProviderError as exc:
+            end = self._failed(row, str(exc) or type(exc).__name__, retryable=False)
+        except Exception as exc:
+            end = self._failed(row, str(exc) or type(exc).__name__, retryable=True)
+        finally:
+            self.metrics.task_duration.observe(time.monotonic() - began)
+        try:
+            if end is not None:
+                await self._record(end)
+        finally:
+            self._runs.pop(row["id"], None)
+            self._wake.set()
+
+    def _completed(self, row: dict[str, Any], result: ActionResult) -> AttemptEnd:
+        return AttemptEnd(
+            task_id=row["id"],
+            workflow_id=row["workflow_id"],
+            owner=self.worker_id,
+            outcome="completed",
+            output=result.output,
+            result=result_record(result),
+            resources=result.resources,
+        )
+
+    def _failed(self, row: dict[str, Any], error: str, *, retryable: bool) -> AttemptEnd:
+        return AttemptEnd(
+            task_id=row["id"],
+            workflow_id=row["workflow_id"],
+            owner=self.worker_id,
+            outcome="failed",
+            error=error,
+            retryable=retryable,
+        )
+
+    def _cancelled(self, run: _Run) -> AttemptEnd | None:
+        row = run.row
+        if run.cancelled_for == "cancel":
+            return AttemptEnd(row["id"], row["workflow_id"], self.worker_id, "cancelled")
+        if run.cancelled_for == "stop":
+            return AttemptEnd(
+                row["id"],
+                row["workflow_id"],
+                self.worker_id,
+                "failed",
+                error=interrupted_reason(row["attempts"], f"worker {self.worker_id}"),
+                interrupted=True,
+            )
+        return None  # the lease was lost: whoever holds it now records the end
+
+    async def _record(self, end: AttemptEnd) -> None:
+        try:
+            report = await claims.end_attempt(self.engine, end, self.settings, self._outbox)
+        except Exception:
+            # The lease will expire and another worker (or this one) retries the task.
+            log.exception("could not record an attempt's end", task_id=end.task_id)
+            self.healthy = False
+            return
+        if report is None:
+            log.warning("lease lost before the attempt ended", task_id=end.task_id)
+            return
+        self._committed()
+        self.metrics.tasks_total.labels(report.status.lower()).inc()
+        if report.retry_delay is not None:
+            self.metrics.retries.inc()
+        if report.rollback_started:
+            self.metrics.rollbacks.inc()
+        if report.status == "Failed":
+            log.warning("task failed", task_id=end.task_id, error=end.error)
+
+    def _handle_recorder(self, row: dict[str, Any]) -> Any:
+        async def record(handle: JSON) -> None:
+            # Committed before the provider waits on the work, so whoever recovers the
+            # task can stop what this attempt started.
+            await claims.record_handle(self.engine, row["id"], self.worker_id, handle)
+
+        return record
+
+    async def _cancel_local(self, workflow_ids: set[str]) -> None:
+        """Stop this worker's running tasks of cancelled workflows."""
+        for run in list(self._runs.values()):
+            if run.row["workflow_id"] not in workflow_ids or run.cancelled_for is not None:
+                continue
+            run.cancelled_for = "cancel"
+            provider = self.providers.get(run.row["provider"])
+            if provider is not None:
+                with contextlib.suppress(Exception):
+                    await provider.cancel(run.row["id"])
+            if run.runner is not None:
+                run.runner.cancel()
+
+    # -- leases --------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)
+            try:
+                held = await claims.heartbeat(self.engine, self.worker_id, self.settings.lease)
+                for task_id, run in list(self._runs.items()):
+                    # Claimed but not yet committed ones are in `held` too; a task
+                    # missing from it was recovered by another worker.
+                    if task_id not in held and run.runner is not None and run.cancelled_for is None:
+                        run.cancelled_for = "lost"
+                        run.runner.cancel()
+                workflows = {run.row["workflow_id"] for run in self._runs.values()}
+                await self._cancel_local(
+                    await claims.cancel_requested(self.engine, list(workflows))
+                )
+                await self._recover(await claims.expired_leases(self.engine))
+                self._queued = await claims.ready_count(self.engine)
+                self.healthy = True
+            except Exception:
+                log.exception("heartbeat failed")
+                self.healthy = False
+
+    async def _recover(self, expired: list[dict[str, Any]]) -> None:
+        """Retry the attempts of dead workers (or of this one's previous run)."""
+        for task in expired:
+            owner = task["lease_owner"]
+            provider = self.providers.get(task["provider"])
+            if provider is not None and task["handle"] and _host(owner) == _host(self.worker_id):
+                try:
+                    await provider.reap(task["handle"])
+                except Exception:
+                    log.exception("reap failed", task_id=task["id"])
+            end = AttemptEnd(
+                task_id=task["id"],
+                workflow_id=task["workflow_id"],
+                owner=owner,
+                outcome="failed",
+                error=interrupted_reason(task["attempts"], f"worker {owner}"),
+                interrupted=True,
+                expired_only=owner != self.worker_id,
+            )
+            log.warning("recovering an interrupted attempt", task_id=task["id"], worker=owner)
+            await self._record(end)
