@@ -38,7 +38,13 @@ from orchestrator.metrics import Metrics
 from orchestrator.outcomes import WORKFLOW_TERMINAL, interrupted_reason
 from orchestrator.settings import ExecutorSettings
 from orchestrator.store import claims
-from orchestrator.store.claims import CHANNEL_CANCEL, CHANNEL_TASKS, AttemptEnd, Limits
+from orchestrator.store.claims import (
+    CHANNEL_CANCEL,
+    CHANNEL_EVENTS,
+    CHANNEL_TASKS,
+    AttemptEnd,
+    Limits,
+)
 from orchestrator.store.statistics import workflow_counts
 from orchestrator.store.workflows import StoredWorkflow
 from orchestrator.webhooks import Outbox
@@ -63,6 +69,16 @@ class _Run:
     runner: asyncio.Task[None] | None = None
     #: Why the runner was cancelled: "cancel" (the workflow's), "lost" (the lease), "stop".
     cancelled_for: str | None = None
+    #: The provider call is over and its end is being recorded: not to be cancelled.
+    recording: bool = False
+
+    def interrupt(self, why: str) -> bool:
+        """Cancel the provider call (not the recording of its end); False if too late."""
+        if self.recording or self.cancelled_for is not None or self.runner is None:
+            return False
+        self.cancelled_for = why
+        self.runner.cancel()
+        return True
 
 
 class Worker:
@@ -131,12 +147,9 @@ class Worker:
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        runners = []
+        runners = [run.runner for run in self._runs.values() if run.runner is not None]
         for run in list(self._runs.values()):
-            if run.runner is not None and not run.runner.done():
-                run.cancelled_for = "stop"
-                run.runner.cancel()
-                runners.append(run.runner)
+            run.interrupt("stop")
         await asyncio.gather(*runners, return_exceptions=True)
         if self._listener is not None:
             with contextlib.suppress(Exception):
@@ -172,6 +185,7 @@ class Worker:
         try:
             listener = await asyncpg.connect(url)
             await listener.add_listener(CHANNEL_TASKS, self._on_tasks)
+            await listener.add_listener(CHANNEL_EVENTS, self._on_events)
             await listener.add_listener(CHANNEL_CANCEL, self._on_cancel)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("LISTEN failed; polling until it works", error=str(exc))
@@ -180,6 +194,9 @@ class Worker:
 
     def _on_tasks(self, *_: object) -> None:
         self._wake.set()
+        self._committed()
+
+    def _on_events(self, *_: object) -> None:
         self._committed()
 
     def _on_cancel(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
@@ -288,6 +305,7 @@ class Worker:
             end = self._failed(row, str(exc) or type(exc).__name__, retryable=True)
         finally:
             self.metrics.task_duration.observe(time.monotonic() - began)
+            run.recording = True
         try:
             if end is not None:
                 await self._record(end)
@@ -362,15 +380,13 @@ class Worker:
     async def _cancel_local(self, workflow_ids: set[str]) -> None:
         """Stop this worker's running tasks of cancelled workflows."""
         for run in list(self._runs.values()):
-            if run.row["workflow_id"] not in workflow_ids or run.cancelled_for is not None:
+            if run.row["workflow_id"] not in workflow_ids or run.recording:
                 continue
-            run.cancelled_for = "cancel"
             provider = self.providers.get(run.row["provider"])
             if provider is not None:
                 with contextlib.suppress(Exception):
                     await provider.cancel(run.row["id"])
-            if run.runner is not None:
-                run.runner.cancel()
+            run.interrupt("cancel")
 
     # -- leases --------------------------------------------------------------------
 
@@ -378,13 +394,16 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.heartbeat)
             try:
-                held = await claims.heartbeat(self.engine, self.worker_id, self.settings.lease)
-                for task_id, run in list(self._runs.items()):
-                    # Claimed but not yet committed ones are in `held` too; a task
-                    # missing from it was recovered by another worker.
-                    if task_id not in held and run.runner is not None and run.cancelled_for is None:
-                        run.cancelled_for = "lost"
-                        run.runner.cancel()
+                running = list(self._runs)
+                held = await claims.heartbeat(
+                    self.engine, self.worker_id, running, self.settings.lease
+                )
+                for task_id in running:
+                    run = self._runs.get(task_id)
+                    # Still calling its provider but no longer ours: another worker
+                    # recovered it after the lease expired.
+                    if run is not None and task_id not in held and run.interrupt("lost"):
+                        log.warning("lease lost; attempt abandoned", task_id=task_id)
                 workflows = {run.row["workflow_id"] for run in self._runs.values()}
                 await self._cancel_local(
                     await claims.cancel_requested(self.engine, list(workflows))

@@ -11,7 +11,8 @@ tasks of a workflow, ending on two workers, cannot both miss that the workflow i
 done), checks that the worker still holds the task's lease, writes the task's new state
 with its events, releases or cancels its dependents and, when nothing is left, ends the
 workflow or starts its rollback. Every such transaction sends `NOTIFY` on
-`CHANNEL_TASKS`, which wakes the workers (and the stream readers of every process).
+`CHANNEL_TASKS`, which wakes the workers (and the stream readers of every process); a
+claim only notifies `CHANNEL_EVENTS`, as it frees no work for the others.
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ from providers.base import JSON, ResourceChange
 if TYPE_CHECKING:
     from orchestrator.webhooks import Outbox
 
+#: Work may be claimable (a submission, an attempt's end, a cancel): workers wake.
 CHANNEL_TASKS = "provisioning_tasks"
+#: Events were written without freeing any work (a claim): stream readers wake.
+CHANNEL_EVENTS = "provisioning_events"
+#: A workflow (the payload) was cancelled: its workers stop its running tasks.
 CHANNEL_CANCEL = "provisioning_cancel"
 #: pg_advisory_xact_lock key serializing claims ("prov" in ASCII).
 CLAIM_LOCK = 0x70726F76
@@ -144,6 +149,7 @@ async def claim(
                     "name": t["name"],
                     "status": "Running",
                     "attempt": t["attempts"],
+                    "worker": worker,
                 },
                 t["workflow_id"],
                 t["id"],
@@ -180,7 +186,7 @@ async def claim(
         for task in claimed:
             task["check_mode"] = bool(check_modes[task["workflow_id"]])
         await connection.run_sync(write_events, events, outbox)
-        await _notify(connection)
+        await _notify(connection, CHANNEL_EVENTS)
     return claimed
 
 
@@ -194,12 +200,20 @@ async def record_handle(engine: AsyncEngine, task_id: str, worker: str, handle: 
         )
 
 
-async def heartbeat(engine: AsyncEngine, worker: str, lease: float) -> set[str]:
-    """Extend the leases of `worker`; return the ids of the tasks it still holds."""
+async def heartbeat(
+    engine: AsyncEngine, worker: str, task_ids: Sequence[str], lease: float
+) -> set[str]:
+    """Extend the leases of the tasks `worker` runs; return those it still holds.
+
+    Only the given tasks: one whose end the worker failed to record must see its lease
+    expire, so that it is recovered."""
+    if not task_ids:
+        return set()
     async with engine.begin() as connection:
         rows = await connection.execute(
             update(Task)
-            .where(Task.lease_owner == worker, Task.status == "Running")
+            .where(Task.id.in_(list(task_ids)), Task.lease_owner == worker)
+            .where(Task.status == "Running")
             .values(lease_expires_at=func.now() + timedelta(seconds=lease))
             .returning(Task.id)
         )

@@ -48,7 +48,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _sqlite_pragmas(engine.sync_engine, settings)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # Sized for a worker's concurrent attempts (each records its handle and its end):
+    # connections past pool_size are opened and closed per use, which costs more than
+    # the statements they run.
+    pool = max(10, settings.executor.worker_limit // 2 + 4)
+    return create_async_engine(url, pool_size=pool, max_overflow=pool, pool_pre_ping=True)
 
 
 def create_writer_engine(settings: Settings) -> Engine | None:

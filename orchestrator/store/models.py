@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -89,6 +90,14 @@ class Task(Base):
         Index("ix_tasks_workflow_position", "workflow_id", "position"),
         Index("ix_tasks_status_not_before", "status", "not_before"),
         Index("ix_tasks_workflow_status", "workflow_id", "status"),
+        # What a worker's claim scans: only the tasks ready to run.
+        Index(
+            "ix_tasks_ready",
+            "workflow_id",
+            "position",
+            postgresql_where=text("status = 'Pending' AND pending_dependencies = 0"),
+            sqlite_where=text("status = 'Pending' AND pending_dependencies = 0"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

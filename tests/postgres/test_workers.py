@@ -1,0 +1,262 @@
+"""Three `provisioning worker` processes and an API-only `serve` on one PostgreSQL
+database: 5,000 `local` tasks across 50 workflows, each appending its name to one file.
+
+While they run, a sampler reads the running tasks from the database: the global,
+per-workflow and per-provider limits hold across the workers. One worker is killed
+with SIGKILL a third of the way through; the others recover its leased tasks once the
+lease expires and finish everything. A task's name is in the file more than once only
+if an attempt of it was interrupted by that kill (and then at most once per attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from tests.servers import PROVISIONING, REPO, OrchestratorProcess
+
+WORKFLOWS = 50
+TASKS = 100  # per workflow: 10 chains of 10, each chain's head after the previous head
+GLOBAL_LIMIT = 16
+PARALLEL_LIMIT = 6
+PROVIDER_LIMIT = 10
+PROVIDERS = ("local", "local2")
+
+CONFIG = f"""
+[executor]
+global_limit = {GLOBAL_LIMIT}
+lease = 3.0
+heartbeat = 0.5
+poll_interval = 0.5
+
+[providers.local]
+type = "local"
+max_concurrent = {PROVIDER_LIMIT}
+
+[providers.local2]
+type = "local"
+max_concurrent = {PROVIDER_LIMIT}
+"""
+
+
+class WorkerProcess:
+    """`provisioning worker` with its own data directory (its identity) and log."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.log_path = data_dir / "worker.log"
+        self.env = {**env, "PROVISIONING_DATA_DIR": str(data_dir)}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [PROVISIONING, "worker"], env=self.env, stdout=log, stderr=log, cwd=REPO
+            )
+        deadline = time.monotonic() + 30
+        while "provisioning worker" not in self.log():
+            assert self.process.poll() is None, self.log()
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.05)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)
+
+
+def _before(i: int) -> int:
+    """The task that task `i` depends on: the previous one of its chain, or for a chain's
+    head the previous chain's head."""
+    return i - 1 if i % 10 else i - 10
+
+
+def _workflow(index: int, out: Path) -> dict:
+    tasks = []
+    for i in range(TASKS):
+        dependencies = [f"t{_before(i):03d}"] if i else []
+        tasks.append(
+            {
+                "name": f"t{i:03d}",
+                "provider": PROVIDERS[i % 2],
+                "action": "run",
+                "params": {
+                    "command": "sh",
+                    "args": ["-c", f'echo "$1" >> {out}', "sh", f"w{index:02d}-t{i:03d}"],
+                },
+                "dependencies": dependencies,
+                "max_attempts": 3,
+                "retry_initial_delay": 0.1,
+            }
+        )
+    return {"name": f"w{index:02d}", "parallel_limit": PARALLEL_LIMIT, "tasks": tasks}
+
+
+class Sampler(threading.Thread):
+    """Reads what is running from the database, as often as it can."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(daemon=True)
+        self.dsn = dsn
+        self.done = threading.Event()
+        self.samples = 0
+        self.max_global = 0
+        self.max_workflow = 0
+        self.max_provider: collections.Counter[str] = collections.Counter()
+        self.workers_seen: set[str] = set()
+
+    def run(self) -> None:
+        asyncio.run(self._sample())
+
+    async def _sample(self) -> None:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            while not self.done.is_set():
+                rows = await connection.fetch(
+                    "SELECT workflow_id, provider, lease_owner FROM tasks WHERE status = 'Running'"
+                )
+                self.samples += 1
+                self.max_global = max(self.max_global, len(rows))
+                per_workflow = collections.Counter(r["workflow_id"] for r in rows)
+                self.max_workflow = max([self.max_workflow, *per_workflow.values()])
+                for provider, n in collections.Counter(r["provider"] for r in rows).items():
+                    self.max_provider[provider] = max(self.max_provider[provider], n)
+                self.workers_seen.update(r["lease_owner"] for r in rows)
+                await asyncio.sleep(0.02)
+        finally:
+            await connection.close()
+
+
+def test_three_workers_run_5000_tasks_once_each_under_the_limits_and_survive_a_kill(
+    tmp_path, database_url
+):
+    out = tmp_path / "ran.txt"
+    config = tmp_path / "provisioning.toml"
+    config.write_text(CONFIG)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        "PROVISIONING_CONFIG": str(config),
+        "PROVISIONING_DATABASE_URL": database_url,
+        "PROVISIONING_WORKSPACE_ROOT": str(work),
+    }
+    api = OrchestratorProcess(
+        tmp_path / "api", workspace=work, env={**env, "PROVISIONING_SERVER__WORKER": "false"}
+    ).start()  # provisions the test operator, which upgrades the database first
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    workers = [
+        WorkerProcess(tmp_path / f"worker-{n}", {**os.environ, **env}).start() for n in range(3)
+    ]
+    sampler = Sampler(dsn)
+    sampler.start()
+    try:
+        with api.client() as http:
+            ids = []
+            for index in range(WORKFLOWS):
+                response = http.post("/workflows", json=_workflow(index, out))
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["data"])
+            deadline = time.monotonic() + 60
+            while _lines(out) < WORKFLOWS * TASKS // 3:
+                assert time.monotonic() < deadline, "the workers made no progress"
+                time.sleep(0.02)
+            victim = workers[0]
+            assert victim.process is not None
+            victim.process.kill()
+            victim.process.wait(10)
+            killed_at = time.monotonic()
+            statuses = _wait_all(http, ids, timeout=180)
+        recovered_after = time.monotonic() - killed_at
+    finally:
+        sampler.done.set()
+        sampler.join(10)
+        for worker in workers:
+            worker.stop()
+        api.stop()
+
+    assert set(statuses.values()) == {"Completed"}, collections.Counter(statuses.values())
+    names = out.read_text().split()
+    expected = {f"w{w:02d}-t{i:03d}" for w in range(WORKFLOWS) for i in range(TASKS)}
+    assert set(names) == expected  # none missing, nothing else
+    tasks, interrupted = asyncio.run(_attempts(dsn))
+    assert len(tasks) == WORKFLOWS * TASKS
+    assert interrupted, "the kill interrupted no attempt: it came too late to test recovery"
+    for name, count in collections.Counter(names).items():
+        task_id, attempts = tasks[name]
+        if task_id in interrupted:
+            assert count <= attempts, (name, count, attempts)
+        else:
+            assert count == 1, f"{name} ran {count} times without being interrupted"
+    # Order: every task's line comes after its dependency's (first) line.
+    first: dict[str, int] = {}
+    for position, name in enumerate(names):
+        first.setdefault(name, position)
+    for w in range(WORKFLOWS):
+        for i in range(1, TASKS):
+            assert first[f"w{w:02d}-t{i:03d}"] > first[f"w{w:02d}-t{_before(i):03d}"]
+    # The limits, sampled from the database while all of this ran.
+    assert sampler.samples > 50
+    assert sampler.max_global <= GLOBAL_LIMIT
+    assert sampler.max_global >= GLOBAL_LIMIT // 2, "the run never got parallel"
+    assert sampler.max_workflow <= PARALLEL_LIMIT
+    assert all(n <= PROVIDER_LIMIT for n in sampler.max_provider.values()), sampler.max_provider
+    assert len(sampler.workers_seen) == 3, sampler.workers_seen
+    print(
+        f"\n{len(names)} runs of {len(expected)} tasks; {len(interrupted)} interrupted by the "
+        f"kill; finished {recovered_after:.1f}s after it; max running {sampler.max_global} "
+        f"(limit {GLOBAL_LIMIT}), per workflow {sampler.max_workflow} (limit {PARALLEL_LIMIT}), "
+        f"per provider {dict(sampler.max_provider)} (limit {PROVIDER_LIMIT}), "
+        f"{sampler.samples} samples"
+    )
+
+
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _wait_all(http: httpx.Client, ids: list[str], timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        for workflow_id in ids:
+            if statuses.get(workflow_id) in (None, "Pending", "Running", "RollingBack"):
+                statuses[workflow_id] = http.get(f"/workflows/{workflow_id}").json()["data"][
+                    "status"
+                ]
+        if all(s not in ("Pending", "Running", "RollingBack") for s in statuses.values()):
+            return statuses
+        time.sleep(0.2)
+    raise TimeoutError(f"not finished: {collections.Counter(statuses.values())}")
+
+
+async def _attempts(dsn: str) -> tuple[dict[str, tuple[str, int]], set[str]]:
+    """name in the file -> (task id, attempts); ids of the tasks with an interrupted attempt."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT w.name AS workflow, t.name, t.id, t.attempts "
+            "FROM tasks t JOIN workflows w ON w.id = t.workflow_id"
+        )
+        interrupted = await connection.fetch(
+            "SELECT DISTINCT task_id FROM events WHERE type = 'TaskInterrupted'"
+        )
+    finally:
+        await connection.close()
+    tasks = {f"{r['workflow']}-{r['name']}": (r["id"], r["attempts"]) for r in rows}
+    return tasks, {r["task_id"] for r in interrupted}
