@@ -114,6 +114,8 @@ class Worker:
         )
         self._runs: dict[str, _Run] = {}
         self._wake = asyncio.Event()
+        #: Set (and replaced) whenever an attempt ended anywhere: what `wait` waits on.
+        self._ended = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._listener: asyncpg.Connection | None = None
         self._stopping = False
@@ -170,10 +172,12 @@ class Worker:
     async def wait(self, workflow_id: str) -> None:
         """Return once the workflow has ended (on whichever worker ran it)."""
         while True:
+            ended = self._ended
             status = await claims.workflow_status(self.engine, workflow_id)
             if status is None or status in WORKFLOW_TERMINAL:
                 return
-            await asyncio.sleep(0.05)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), self.settings.poll_interval)
 
     def is_active(self, workflow_id: str) -> bool:
         return any(run.row["workflow_id"] == workflow_id for run in self._runs.values())
@@ -194,6 +198,8 @@ class Worker:
 
     def _on_tasks(self, *_: object) -> None:
         self._wake.set()
+        ended, self._ended = self._ended, asyncio.Event()
+        ended.set()
         self._committed()
 
     def _on_events(self, *_: object) -> None:
@@ -230,8 +236,9 @@ class Worker:
         while not self._stopping:
             self._wake.clear()
             try:
-                await self._claim_all()
-                due = await claims.next_due(self.engine)
+                due = None
+                if not await self._claim_all():
+                    due = await claims.next_due(self.engine)
                 self.healthy = True
             except Exception:
                 log.exception("claiming failed; retrying")
@@ -243,11 +250,13 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
-    async def _claim_all(self) -> None:
+    async def _claim_all(self) -> bool:
+        """Claim while there is room and work; True if it claimed anything."""
+        claimed = False
         while not self._stopping:
             free = self.settings.worker_limit - len(self._runs)
             if free <= 0:
-                return
+                return claimed
             began = time.monotonic()
             rows = await claims.claim(
                 self.engine,
@@ -258,7 +267,8 @@ class Worker:
                 outbox=self._outbox,
             )
             if not rows:
-                return
+                return claimed
+            claimed = True
             self._committed()
             self.metrics.scheduling_delay.observe(time.monotonic() - began)
             for row in rows:
@@ -266,7 +276,8 @@ class Worker:
                 self._runs[row["id"]] = run
                 run.runner = asyncio.create_task(self._run(run), name=f"task-{row['id']}")
             if len(rows) < min(free, 64):
-                return
+                return claimed
+        return claimed
 
     # -- running -------------------------------------------------------------------
 

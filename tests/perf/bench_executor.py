@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Executor benchmarks: prints figures, asserts nothing.
 
-    .venv/bin/python tests/perf/bench_executor.py [--database URL] [--repeat N]
+    .venv/bin/python tests/perf/bench_executor.py [--repeat N]
+    .venv/bin/python tests/perf/bench_executor.py --database postgresql+asyncpg://… [--workers 1,3]
+    .venv/bin/python tests/perf/bench_executor.py --start-postgres [--workers 1,3]
 
 Every transition is persisted (SQLite WAL, synchronous=NORMAL, unless --database says
-otherwise), as in production:
+otherwise), as in production. On PostgreSQL the workloads run once per worker count:
+that many `provisioning worker` processes claim the tasks, while this process submits
+and waits like an API-only `serve --no-worker` (`--start-postgres` starts a throwaway
+PostgreSQL 15 cluster, as the tests do, and upgrades a fresh database in it).
 
 - W1 fan-out: 1 -> 1000 no-op tasks -> 1 join, parallel limit 8: tasks per second;
 - W2 chain: 200 no-op tasks in a line: milliseconds per dependency hop;
@@ -16,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,7 +94,61 @@ def make_seconds(count: int, jobs: int) -> float:
         return time.perf_counter() - start
 
 
-async def main(database: str | None, repeat: int) -> None:
+@contextmanager
+def workers(count: int, environ: dict[str, str]) -> Iterator[None]:
+    """`count` `provisioning worker` processes, each with its own data directory."""
+    processes = []
+    logs = []
+    try:
+        for n in range(count):
+            data_dir = tempfile.mkdtemp(prefix=f"bench-worker-{n}-")
+            log = open(Path(data_dir) / "worker.log", "w+b")  # noqa: SIM115
+            logs.append(log)
+            env = {**os.environ, **environ, "PROVISIONING_DATA_DIR": data_dir}
+            env["PROVISIONING_SERVER__LOG_LEVEL"] = "warning"
+            processes.append(
+                subprocess.Popen(
+                    [str(Path(sys.executable).parent / "provisioning"), "worker"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        for process, log in zip(processes, logs, strict=True):
+            deadline = time.monotonic() + 30
+            while b"provisioning worker" not in Path(log.name).read_bytes():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(Path(log.name).read_text())
+                time.sleep(0.05)
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+        for process, log in zip(processes, logs, strict=False):
+            process.wait(30)
+            log.close()
+            shutil.rmtree(Path(log.name).parent, ignore_errors=True)
+
+
+async def workloads(orchestrator: Orchestrator, repeat: int) -> list[float]:
+    w1 = min([await run_workflow(orchestrator, fan_out(1000), 8) for _ in range(repeat)])
+    print(f"W1 fan-out 1->1000->1, limit 8: {1002 / w1:,.0f} tasks/s ({w1 * 1000:.0f} ms)")
+    w2 = min([await run_workflow(orchestrator, chain(200), 8) for _ in range(repeat)])
+    print(f"W2 chain of 200: {w2 * 1000 / 199:.2f} ms per hop ({w2 * 1000:.0f} ms)")
+    return [await run_workflow(orchestrator, processes(200), 8) for _ in range(repeat)]
+
+
+def print_w3(w3: list[float], make: list[float]) -> None:
+    best, best_make = min(w3), min(make)
+    median = statistics.median(w3) * 1000
+    print(
+        f"W3 200 x `true`, limit 8: {best * 1000:.0f} ms (median {median:.0f})"
+        f"; make -j8: {best_make * 1000:.0f} ms (median {statistics.median(make) * 1000:.0f})"
+        f"; ratio {best / best_make:.2f}x"
+    )
+
+
+async def main(database: str | None, repeat: int, worker_counts: list[int]) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     data_dir = tempfile.mkdtemp(prefix="bench-")
     environ = {
@@ -99,36 +161,60 @@ async def main(database: str | None, repeat: int) -> None:
     if database:
         environ["PROVISIONING_DATABASE_URL"] = database
     settings = load_settings(environ=environ)
-    if database:
-        await upgrade(create_engine(settings))
-    orchestrator = Orchestrator(settings)
-    await orchestrator.start()
-    store = "sqlite (WAL, synchronous=NORMAL)" if settings.is_sqlite else "postgresql"
-    print(f"store: {store}; every transition persisted; best of {repeat} runs")
-    try:
-        w1 = min([await run_workflow(orchestrator, fan_out(1000), 8) for _ in range(repeat)])
-        print(f"W1 fan-out 1->1000->1, limit 8: {1002 / w1:,.0f} tasks/s ({w1 * 1000:.0f} ms)")
-        w2 = min([await run_workflow(orchestrator, chain(200), 8) for _ in range(repeat)])
-        print(f"W2 chain of 200: {w2 * 1000 / 199:.2f} ms per hop ({w2 * 1000:.0f} ms)")
-        w3 = [await run_workflow(orchestrator, processes(200), 8) for _ in range(repeat)]
-    finally:
-        await orchestrator.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    if settings.is_sqlite:
+        orchestrator = Orchestrator(settings)
+        await orchestrator.start()
+        print(
+            "store: sqlite (WAL, synchronous=NORMAL); every transition persisted; "
+            f"best of {repeat} runs"
+        )
+        try:
+            w3 = await workloads(orchestrator, repeat)
+        finally:
+            await orchestrator.stop()
+            shutil.rmtree(data_dir, ignore_errors=True)
+        print_w3(w3, [make_seconds(200, 8) for _ in range(repeat)])
+        return
+    engine = create_engine(settings)
+    await upgrade(engine)
+    await engine.dispose()
     make = [make_seconds(200, 8) for _ in range(repeat)]
-    best, best_make = min(w3), min(make)
-    median = statistics.median(w3) * 1000
-    print(
-        f"W3 200 x `true`, limit 8: {best * 1000:.0f} ms (median {median:.0f})"
-        f"; make -j8: {best_make * 1000:.0f} ms (median {statistics.median(make) * 1000:.0f})"
-        f"; ratio {best / best_make:.2f}x"
-    )
+    for count in worker_counts:
+        print(f"store: postgresql, {count} worker process(es); best of {repeat} runs")
+        orchestrator = Orchestrator(settings, run_tasks=False, background=False)
+        await orchestrator.start()
+        try:
+            with workers(count, {k: v for k, v in environ.items() if k != "PROVISIONING_DATA_DIR"}):
+                w3 = await workloads(orchestrator, repeat)
+        finally:
+            await orchestrator.stop()
+        print_w3(w3, make)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def throwaway_postgres() -> tuple[str, object]:
+    from tests.postgres.server import PostgresServer
+
+    server = PostgresServer().start()
+    return server.new_database(), server
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database", help="a database URL (default: embedded SQLite)")
+    parser.add_argument(
+        "--start-postgres", action="store_true", help="start a throwaway PostgreSQL to use"
+    )
+    parser.add_argument("--workers", default="1,3", help="PostgreSQL: worker counts to run")
     parser.add_argument("--repeat", type=int, default=3)
     arguments = parser.parse_args()
-    # The server runs on uvloop (uvicorn's default when installed); so does the bench.
-
-    asyncio.run(main(arguments.database, arguments.repeat))
+    counts = [int(n) for n in arguments.workers.split(",")]
+    server = None
+    database = arguments.database
+    if arguments.start_postgres:
+        database, server = throwaway_postgres()
+    try:
+        asyncio.run(main(database, arguments.repeat, counts))
+    finally:
+        if server is not None:
+            server.stop()  # type: ignore[attr-defined]
