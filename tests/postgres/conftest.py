@@ -1,4 +1,8 @@
-"""PostgreSQL for the tests of this folder: one server, a fresh database per test."""
+"""PostgreSQL for the tests of this folder: one server, a fresh database per test.
+
+These tests run on PostgreSQL whatever `TEST_DATABASE` says, so they run in
+the default (SQLite) pass only; the PostgreSQL pass deselects them (`tests/conftest.py`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.postgres.server import PostgresServer
+from tests.pg import PostgresServer
 
 
 @pytest.fixture(scope="session")
