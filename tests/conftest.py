@@ -1,14 +1,60 @@
-"""Shared fixtures: real orchestrator processes on loopback."""
+"""Shared fixtures: real orchestrator processes on loopback, on the suite's database.
+
+`TEST_DATABASE` picks the database (`sqlite`, the default, or `postgresql`;
+see tests/backend.py). Tests that do not depend on it are marked `backend_independent`
+and run in the SQLite pass only: the PostgreSQL pass deselects them, so nothing runs
+twice for nothing. That is the modules touching no database (pure unit tests, which set
+`pytestmark`), and tests/postgres/, which starts a PostgreSQL server of its own.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests import backend
 from tests.servers import OrchestratorProcess
+
+HERE = Path(__file__).resolve().parent
+SELF_CONTAINED = [HERE / "postgres"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # pytest-xdist's workers get COLUMNS=80 and LINES=24, which the CLI the tests run
+        # would take for a terminal's size (and cut its tables there).
+        for name in ("COLUMNS", "LINES"):
+            os.environ.pop(name, None)
+
+
+def pytest_report_header() -> str:
+    return f"test database: {backend.BACKEND} ({backend.VARIABLE})"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(folder in item.path.parents for folder in SELF_CONTAINED):
+            item.add_marker(pytest.mark.backend_independent)
+    if not backend.ON_POSTGRES:
+        return
+    deselected = [item for item in items if item.get_closest_marker("backend_independent")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("backend_independent")]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_database() -> Iterator[str]:
+    """On PostgreSQL, the session's server starts before the first test and stops after
+    the last one."""
+    if backend.ON_POSTGRES:
+        backend.postgres()
+    yield backend.BACKEND
+    backend.stop_postgres()
 
 
 @pytest.fixture(scope="module")

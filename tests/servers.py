@@ -1,4 +1,5 @@
-"""Real services for the tests: an orchestrator process on a free loopback port."""
+"""Real services for the tests: an orchestrator process on a free loopback port, on the
+suite's database (`tests/backend.py`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Self
 
 import httpx
+
+from tests import backend
 
 REPO = Path(__file__).resolve().parent.parent
 PROVISIONING = str(Path(sys.executable).parent / "provisioning")
@@ -46,7 +49,12 @@ def fast_sim_env() -> dict[str, str]:
 
 class ServiceProcess:
     """One of the apps in a subprocess on a free loopback port, with its own data
-    directory and log file; `start` returns once `/health` answers."""
+    directory and log file; `start` returns once `/health` answers.
+
+    Its database is the data directory's (`backend.database_url`): the embedded SQLite
+    file, or on PostgreSQL the data directory's own database, upgraded before it starts
+    (`serve` refuses an outdated PostgreSQL schema). Processes on one data directory,
+    a restart included, share it. A `PROVISIONING_DATABASE_URL` in `env` wins."""
 
     name = "service"
     command: list[str] = []
@@ -57,10 +65,13 @@ class ServiceProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / f"{self.name}-{self.port}.log"
+        #: The URL of the database it runs on.
+        self.database = env.get("PROVISIONING_DATABASE_URL") or backend.database_url(data_dir)
         self.env = {
             **os.environ,
             "PROVISIONING_DATA_DIR": str(data_dir),
             self.port_variable: str(self.port),
+            **({"PROVISIONING_DATABASE_URL": self.database} if backend.ON_POSTGRES else {}),
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -70,6 +81,8 @@ class ServiceProcess:
 
     def start(self, timeout: float = 20.0) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.database.startswith("postgresql"):
+            backend.upgrade(self.database)
         self.prepare()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

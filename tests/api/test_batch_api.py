@@ -11,9 +11,11 @@ import httpx
 import pytest
 import yaml
 
+from tests import backend
 from tests.servers import EXAMPLE_WORKSPACE, REPO, OrchestratorProcess
 
-BATCHES = REPO / "examples" / "batches"
+#: On PostgreSQL, copies naming that store as their `storage_backend`.
+BATCHES = backend.example_batches(REPO)
 YAML = {"content-type": "application/yaml"}
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Iterator
 
 import httpx
 import pytest
 import websockets
+from sqlalchemy import select
 
+from control_center.models import AuditRecord
+from tests.backend import fetch
 from tests.servers import OrchestratorProcess, provision_user
 
 BATCH = {
@@ -47,10 +49,8 @@ def _key(server: OrchestratorProcess, username: str, roles: list[str]) -> str:
 
 
 def _audit(server: OrchestratorProcess) -> list[dict]:
-    with sqlite3.connect(server.data_dir / "provisioning.db") as db:
-        db.row_factory = sqlite3.Row
-        rows = db.execute("select * from audit_log order by seq").fetchall()
-    return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
+    table = AuditRecord.__table__
+    return fetch(server.database, select(table).order_by(table.c.seq))
 
 
 def _error(response: httpx.Response, status: int, code: str) -> str:

@@ -3,21 +3,22 @@ through the first-start path (one-time password, TOTP enrollment, password chang
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pyotp
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from control_center.audit import verify_chain
+from control_center.models import AuditRecord
+from tests.backend import fetch
 from tests.control_center.servers import ADMIN_PASSWORD, ControlCenterProcess
+from tests.pg import run_async
 
 #: Generous budgets: the suite runs many logins from one address. The rate-limit tests
 #: start their own process with the seed's budgets.
@@ -118,26 +119,23 @@ def token_of(center: ControlCenterProcess, user: dict[str, Any]) -> str:
         return str(data_of(login(client, user["username"], user["password"]))["token"])
 
 
-def audit_rows(database: Path, **where: str) -> list[dict[str, Any]]:
-    """Audit records straight from the database, oldest first."""
-    clauses = " AND ".join(f"{column} = ?" for column in where) or "1 = 1"
-    with sqlite3.connect(database) as connection:
-        connection.row_factory = sqlite3.Row
-        rows = connection.execute(
-            f"SELECT * FROM audit_log WHERE {clauses} ORDER BY seq", tuple(where.values())
-        ).fetchall()
-    return [dict(row) for row in rows]
+def audit_rows(database: str, **where: str) -> list[dict[str, Any]]:
+    """Audit records straight from the database at this URL, oldest first (`details`
+    as an object)."""
+    table = AuditRecord.__table__
+    query = select(table).where(*(table.c[column] == value for column, value in where.items()))
+    return fetch(database, query.order_by(table.c.seq))
 
 
-def chain_break(database: Path) -> str | None:
+def chain_break(database: str) -> str | None:
     async def run() -> str | None:
-        engine = create_async_engine(f"sqlite+aiosqlite:///{database}")
+        engine = create_async_engine(database)
         try:
             return await verify_chain(engine)
         finally:
             await engine.dispose()
 
-    return asyncio.run(run())
+    return run_async(run)
 
 
 @pytest.fixture(scope="module")

@@ -32,10 +32,6 @@ class ControlCenterProcess(ServiceProcess):
             },
         )
 
-    @property
-    def database(self) -> Path:
-        return self.data_dir / "provisioning.db"
-
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, timeout=30, headers=headers)

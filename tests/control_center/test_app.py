@@ -5,17 +5,20 @@ from __future__ import annotations
 import re
 
 from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from control_center import accounts
 from control_center.app import create_app
 from orchestrator.settings import AuthSettings, Settings
 from orchestrator.store.engine import create_engine
+from tests.backend import settings_fields
 
 PRINTED = re.compile(r"one-time password (\S+)")
 
 
 def settings_in(tmp_path) -> Settings:
-    return Settings(data_dir=str(tmp_path), auth=AuthSettings(jwt_secret="k" * 64))
+    return Settings(**settings_fields(tmp_path), auth=AuthSettings(jwt_secret="k" * 64))
 
 
 async def test_the_first_start_prints_a_one_time_password_once(tmp_path, monkeypatch, capsys):
@@ -34,7 +37,12 @@ async def test_the_first_start_prints_a_one_time_password_once(tmp_path, monkeyp
 async def test_an_engine_given_to_the_app_is_used_and_left_open(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PROVISIONING_ADMIN_PASSWORD", "Given-Root-Pass-12")
     settings = settings_in(tmp_path)
-    engine = create_engine(settings)
+    if settings.is_sqlite:
+        engine = create_engine(settings)
+    else:
+        # The test client runs the app on an event loop of its own (in a thread), and an
+        # asyncpg connection belongs to the loop that opened it: none is pooled across.
+        engine = create_async_engine(settings.resolved_database_url, poolclass=NullPool)
     try:
         async with AsyncTestClient(create_app(settings, engine)) as client:
             login = {"username": "admin", "password": "Given-Root-Pass-12"}

@@ -15,11 +15,12 @@ from control_center.audit import chain_hash, list_audit, record_audit, verify_ch
 from control_center.models import AuditRecord
 from orchestrator.settings import Settings
 from orchestrator.store.engine import create_engine, ensure_schema
+from tests.backend import settings_fields
 
 
 @pytest.fixture
 async def engines(tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
-    settings = Settings(data_dir=str(tmp_path))
+    settings = Settings(**settings_fields(tmp_path))
     first, second = create_engine(settings), create_engine(settings)
     await ensure_schema(first, settings)
     yield first, second

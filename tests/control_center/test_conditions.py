@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 
 from control_center.conditions import MAX_DEPTH, ConditionError, parse_condition
 
+# Touches no database: runs in the SQLite pass only (tests/conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 CONTEXT = {
     "user.id": "u-1",
     "user.username": "alice",

@@ -17,6 +17,9 @@ from control_center.policies import (
 from control_center.tokens import Principal
 from orchestrator.errors import InvalidInput
 
+# Touches no database: runs in the SQLite pass only (tests/conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 
 def principal(*roles: str, user_id: str = "u-1") -> Principal:
     return Principal(user_id=user_id, username="someone", roles=roles, via="jwt")

@@ -3,7 +3,6 @@ secret (after enrollment), an API key (after creation) or the JWT key."""
 
 from __future__ import annotations
 
-import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import httpx
 import pyotp
 import pytest
 
+from tests.backend import fetch
 from tests.control_center.conftest import (
     GENEROUS,
     bootstrap_admin,
@@ -106,11 +106,10 @@ def test_no_secret_leaks_into_responses_logs_or_audit(center):
         data_of(own.post("/auth/logout"))
     center.stop()  # flush the log
 
-    with sqlite3.connect(center.database) as connection:
-        hashes = [row[0] for row in connection.execute("SELECT password_hash FROM users")]
-        audit = "\n".join(
-            repr(row) for row in connection.execute("SELECT * FROM audit_log").fetchall()
-        )
+    hashes = [row["password_hash"] for row in fetch(center.database, "SELECT * FROM users")]
+    audit = "\n".join(
+        repr(tuple(row.values())) for row in fetch(center.database, "SELECT * FROM audit_log")
+    )
     key_file = Path(center.data_dir) / "jwt.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     secrets = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 import time
 import uuid
 from typing import Any
@@ -13,7 +12,10 @@ from typing import Any
 import jwt
 import pyotp
 import pytest
+from sqlalchemy import update
 
+from control_center.models import AuditRecord
+from tests.backend import execute
 from tests.control_center.conftest import (
     Admin,
     audit_rows,
@@ -52,9 +54,9 @@ def b64(data: dict[str, Any]) -> str:
 def audited(center: ControlCenterProcess, path: str, status: int) -> dict[str, Any]:
     """The newest audit record of a request to `path` answered with `status`."""
     for row in reversed(audit_rows(center.database)):
-        details = json.loads(row["details"])
+        details = row["details"]
         if details.get("path") == path and details.get("status") == status:
-            return {**row, "details": details}
+            return row
     raise AssertionError(f"no audit record for {path} with status {status}")
 
 
@@ -165,9 +167,9 @@ def test_a_totp_code_is_accepted_once_and_a_backup_code_once(center, admin_clien
         again = login(client, user["username"], user["password"], backup)
         assert error_of(again, 401, "UNAUTHORIZED") == INVALID_LOGIN
     refusals = [
-        json.loads(r["details"])
+        r["details"]
         for r in audit_rows(center.database, action="auth.login", result="denied")
-        if json.loads(r["details"]).get("username") == user["username"]
+        if r["details"].get("username") == user["username"]
     ]
     assert [r["reason"] for r in refusals] == [
         "missing, wrong or replayed MFA code",
@@ -270,17 +272,12 @@ def test_the_audit_chain_holds_and_names_an_edited_record(center, admin: Admin):
     rows = audit_rows(center.database)
     assert len(rows) > 20
     victim = rows[len(rows) // 2]
-    with sqlite3.connect(center.database) as connection:
-        connection.execute(
-            "UPDATE audit_log SET details = ? WHERE id = ?", ('{"edited": true}', victim["id"])
-        )
+    edit = update(AuditRecord).where(AuditRecord.id == victim["id"])
+    execute(center.database, edit.values(details={"edited": True}))
     try:
         assert chain_break(center.database) == victim["id"]
     finally:
-        with sqlite3.connect(center.database) as connection:
-            connection.execute(
-                "UPDATE audit_log SET details = ? WHERE id = ?", (victim["details"], victim["id"])
-            )
+        execute(center.database, edit.values(details=victim["details"]))
     assert chain_break(center.database) is None
 
 

@@ -18,6 +18,9 @@ from control_center.tokens import (
 from orchestrator.errors import InvalidInput
 from orchestrator.settings import AuthSettings, ConfigError, Settings
 
+# Touches no database: runs in the SQLite pass only (tests/conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 
 def test_without_a_configured_key_one_is_created_once_with_mode_0600(tmp_path):
     settings = Settings(data_dir=str(tmp_path / "data"))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import backend
 from tests.servers import PROVISIONING, TOKENS, OrchestratorProcess, free_port
 
 UUID_LENGTH = 36
@@ -65,9 +66,11 @@ def servers_workflow(server: OrchestratorProcess) -> tuple[str, subprocess.Compl
 
 @pytest.fixture
 def server_env(server: OrchestratorProcess, tmp_path: Path) -> dict[str, str]:
-    """The module server's configuration, pointed at a data directory of its own."""
+    """The module server's configuration, pointed at a data directory (and on
+    PostgreSQL a database, not upgraded yet) of its own."""
     env = {k: v for k, v in server.env.items() if k.startswith("PROVISIONING_")}
-    return {**env, "PROVISIONING_DATA_DIR": str(tmp_path / "data")}
+    data = tmp_path / "data"
+    return {**env, "PROVISIONING_DATA_DIR": str(data), **backend.database_env(data, upgraded=False)}
 
 
 # -- serve ----------------------------------------------------------------------------------
@@ -77,7 +80,7 @@ def test_serve_says_where_it_listens_and_that_the_clouds_are_simulated(server):
     log = server.log()
     assert f"listening  http://127.0.0.1:{server.port}" in log
     assert f"data dir   {server.data_dir}" in log
-    assert "sqlite+aiosqlite:///" in log
+    assert f"database   {server.database}" in log
     assert "upcloud (sim, simulated cloud)" in log
     assert "aws (sim, simulated cloud)" in log
 
@@ -90,6 +93,10 @@ def test_serve_on_a_port_in_use_exits_1_with_a_clear_message(server, server_env)
     )
 
 
+@pytest.mark.skipif(
+    backend.ON_POSTGRES,
+    reason="the data-directory lock guards the embedded SQLite database only",
+)
 def test_a_second_orchestrator_on_the_same_data_dir_exits_1_without_a_traceback(server):
     env = {k: v for k, v in server.env.items() if k.startswith("PROVISIONING_")}
     done = run("serve", "--port", str(free_port()), env=env)
@@ -125,6 +132,7 @@ def test_serve_runs_both_apps_and_stops_both(tmp_path):
     env = {
         **os.environ,
         "PROVISIONING_DATA_DIR": str(tmp_path / "data"),
+        **backend.database_env(tmp_path / "data"),
         "PROVISIONING_SERVER__PORT": str(ports["orchestrator"]),
         "PROVISIONING_CONTROL_CENTER__PORT": str(ports["control center"]),
         "PROVISIONING_ADMIN_PASSWORD": "first-admin-Passw0rd!",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import stat
 import subprocess
 import time
@@ -25,6 +24,7 @@ import httpx
 import pyotp
 import pytest
 
+from tests import backend
 from tests.control_center.servers import ADMIN_PASSWORD, JWT_SECRET, ControlCenterProcess
 from tests.servers import PROVISIONING, OrchestratorProcess, free_port
 
@@ -74,6 +74,7 @@ def cli(center: ControlCenterProcess, config_home: Path) -> Any:
                 "XDG_CONFIG_HOME": str(config_home),
                 "PROVISIONING_CC_URL": center.url,
                 "PROVISIONING_DATA_DIR": str(center.data_dir),
+                **backend.database_env(center.data_dir),
                 **env,
             },
             input=input or "",
@@ -381,11 +382,14 @@ def test_audit_verify_holds_then_names_the_edited_record(center, people, cli):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("audit chain verified: ") and done.stdout.endswith(" records\n")
     assert int(done.stdout.split()[3]) >= 10
-    with sqlite3.connect(center.database) as db:
-        seq, record_id = db.execute(
-            "SELECT seq, id FROM audit_log WHERE action = 'users.create' ORDER BY seq LIMIT 1"
-        ).fetchone()
-        db.execute("UPDATE audit_log SET result = 'failure' WHERE id = ?", (record_id,))
+    first = backend.fetch(
+        center.database,
+        "SELECT seq, id FROM audit_log WHERE action = 'users.create' ORDER BY seq LIMIT 1",
+    )
+    seq, record_id = first[0]["seq"], first[0]["id"]
+    backend.execute(
+        center.database, "UPDATE audit_log SET result = 'failure' WHERE id = :id", id=record_id
+    )
     broken = cli("audit", "verify")
     assert broken.returncode == 1
     assert broken.stdout == f"audit chain broken at record {record_id} (seq {seq})\n"

@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 
+from tests import backend
 from tests.e2e.test_cli import UUID_LENGTH, run
 from tests.servers import PROVISIONING, REPO, OrchestratorProcess
 
-BATCHES = REPO / "examples" / "batches"
+#: On PostgreSQL, copies naming that store as their `storage_backend`.
+BATCHES = backend.example_batches(REPO)
 
 
 def show(server: OrchestratorProcess, batch_id: str) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The executor's rules, checked on random graphs with random failures.
 
-Each example runs real workflows on a fresh embedded database with the shipped simulated
-cloud, then reads the event log back: the order and concurrency it records are what
-really happened.
+Each example runs real workflows on a fresh database (of the suite's backend) with the
+shipped simulated cloud, then reads the event log back: the order and concurrency it
+records are what really happened.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from orchestrator.planner import TaskSpec, WorkflowSpec
 from orchestrator.service import Orchestrator
 from orchestrator.settings import load_settings
 from orchestrator.store.models import Event, Task
+from tests.backend import settings_env
 
 MAX_ATTEMPTS = 2
 BEHAVIOURS = ("ok", "ok", "ok", "flaky", "fails", "fails_permanently")
@@ -74,11 +75,11 @@ def _spec(number: int, wf: dict) -> WorkflowSpec:
 
 async def _run(tmp_path, specs: list[WorkflowSpec], global_limit: int, provider_limit: int):
     settings_ = load_settings(
-        environ={
-            "PROVISIONING_DATA_DIR": str(tmp_path),
-            "PROVISIONING_EXECUTOR__GLOBAL_LIMIT": str(global_limit),
-            "PROVISIONING_EXECUTOR__PROVIDER_LIMIT": str(provider_limit),
-        }
+        environ=settings_env(
+            tmp_path,
+            PROVISIONING_EXECUTOR__GLOBAL_LIMIT=str(global_limit),
+            PROVISIONING_EXECUTOR__PROVIDER_LIMIT=str(provider_limit),
+        )
     )
     orchestrator = Orchestrator(settings_)
     await orchestrator.start()

@@ -14,6 +14,7 @@ from orchestrator.store.checkpoints import create_checkpoint
 from orchestrator.store.journal import utcnow
 from orchestrator.store.models import Checkpoint, Event, Task, Workflow
 from orchestrator.store.retention import prune, sizes
+from tests.backend import settings_env
 
 
 def _spec(name: str) -> WorkflowSpec:
@@ -42,12 +43,12 @@ def test_old_records_go_in_batches_and_a_checkpoints_work_stays(tmp_path):
     async def scenario():
         orchestrator = Orchestrator(
             load_settings(
-                environ={
-                    "PROVISIONING_DATA_DIR": str(tmp_path),
-                    # No background pruning: the test prunes when it is ready.
-                    "PROVISIONING_RETENTION__EVENTS_DAYS": "0",
-                    "PROVISIONING_RETENTION__WORKFLOWS_DAYS": "0",
-                }
+                # No background pruning: the test prunes when it is ready.
+                environ=settings_env(
+                    tmp_path,
+                    PROVISIONING_RETENTION__EVENTS_DAYS="0",
+                    PROVISIONING_RETENTION__WORKFLOWS_DAYS="0",
+                )
             )
         )
         await orchestrator.start()

@@ -20,6 +20,7 @@ from orchestrator.service import Orchestrator
 from orchestrator.settings import load_settings
 from orchestrator.store.checkpoints import create_checkpoint, undoable_tasks
 from orchestrator.store.models import Event, Task, TaskDependency
+from tests.backend import settings_env
 
 FAST = {"simulate": {"latency": 0.001}}
 
@@ -61,7 +62,7 @@ def _spec(name: str, graph: list[dict], *, rollback: bool, on_failure: str) -> W
 
 
 async def _orchestrator(tmp_path) -> Orchestrator:
-    orchestrator = Orchestrator(load_settings(environ={"PROVISIONING_DATA_DIR": str(tmp_path)}))
+    orchestrator = Orchestrator(load_settings(environ=settings_env(tmp_path)))
     await orchestrator.start()
     return orchestrator
 

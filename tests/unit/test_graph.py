@@ -9,6 +9,9 @@ from hypothesis import strategies as st
 from orchestrator.errors import CycleDetected, InvalidInput
 from orchestrator.graph import build_graph, descendants, topological_order
 
+# Touches no database: runs in the SQLite pass only (tests/conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 
 @st.composite
 def dags(draw: st.DrawFn, max_nodes: int = 25) -> list[tuple[str, list[str]]]:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from orchestrator.ids import new_id
+
+# Touches no database: runs in the SQLite pass only (tests/conftest.py).
+pytestmark = pytest.mark.backend_independent
 
 
 def test_ids_are_uuid7_and_strictly_increasing():

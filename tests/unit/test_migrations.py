@@ -1,31 +1,49 @@
-"""The Alembic history builds exactly the schema the models describe, and goes back."""
+"""The Alembic history builds exactly the schema the models describe, and goes back, on
+the suite's database (a fresh SQLite file, or a fresh PostgreSQL database)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, inspect
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from orchestrator.store.engine import alembic_config
 from orchestrator.store.models import Base
+from tests import backend
+from tests.pg import run_async
+
+T = TypeVar("T")
+
+
+def _differences(connection: Connection) -> list:
+    return compare_metadata(MigrationContext.configure(connection), Base.metadata)
+
+
+def _tables(connection: Connection) -> list[str]:
+    return inspect(connection).get_table_names()
+
+
+def _on(url: str, read: Callable[[Connection], T]) -> T:
+    async def work() -> T:
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(read)
+        finally:
+            await engine.dispose()
+
+    return run_async(work)
 
 
 def test_upgrading_to_head_gives_the_models_schema_and_downgrade_undoes_it(tmp_path):
-    database = tmp_path / "schema.db"
-    config = alembic_config(f"sqlite+aiosqlite:///{database}")
+    url = backend.database_url(tmp_path)  # not upgraded: the test does it
+    config = alembic_config(url)
     command.upgrade(config, "head")
-    engine = create_engine(f"sqlite:///{database}")
-    try:
-        with engine.connect() as connection:
-            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-        command.downgrade(config, "base")
-        with engine.connect() as connection:
-            tables = (
-                connection.exec_driver_sql("select name from sqlite_master where type = 'table'")
-                .scalars()
-                .all()
-            )
-        assert set(tables) <= {"alembic_version"}
-    finally:
-        engine.dispose()
+    assert _on(url, _differences) == []
+    command.downgrade(config, "base")
+    assert set(_on(url, _tables)) <= {"alembic_version"}

@@ -23,6 +23,9 @@ from providers.base import (
 )
 from providers.local import LocalProvider
 
+# Touches no database: runs in the SQLite pass only (tests/conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
 

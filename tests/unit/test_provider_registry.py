@@ -12,6 +12,9 @@ from providers.local import LocalProvider
 from providers.registry import build_instances, load_provider_types
 from providers.sim import SimProvider
 
+# Touches no database: runs in the SQLite pass only (tests/conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 
 def test_the_shipped_types_are_found_through_entry_points() -> None:
     types = load_provider_types()

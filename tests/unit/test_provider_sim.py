@@ -20,6 +20,9 @@ from providers.base import (
 )
 from providers.sim import SimProvider
 
+# Touches no database: runs in the SQLite pass only (tests/conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 
 class MemoryInventory:
     """What the store would record: resource data by (kind, name)."""

@@ -6,6 +6,9 @@ import pytest
 
 from orchestrator.settings import ConfigError, load_settings
 
+# Touches no database: runs in the SQLite pass only (tests/conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 
 def test_defaults_need_no_file_and_map_the_seed_clouds_to_the_simulator(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
