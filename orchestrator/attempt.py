@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.rollback import DoneTask, plan_compensations
@@ -25,6 +26,8 @@ from providers.base import (
     Provider,
     ResourceChange,
 )
+
+log = structlog.get_logger(__name__)
 
 
 class StoreInventory:
@@ -59,6 +62,23 @@ class Attempt:
     compensates: str | None
     compensation: JSON | None
 
+    @classmethod
+    def of(cls, row: Mapping[str, Any], check_mode: bool) -> Attempt:
+        """The attempt recorded in a task row (its `attempts` is the attempt's number)."""
+        return cls(
+            task_id=row["id"],
+            name=row["name"],
+            workflow_id=row["workflow_id"],
+            provider=row["provider"],
+            action=row["action"],
+            params=row["params"],
+            attempt=row["attempts"],
+            timeout=row["timeout"],
+            check_mode=check_mode,
+            compensates=row["compensates"],
+            compensation=row["compensation"],
+        )
+
 
 async def call_provider(
     attempt: Attempt,
@@ -75,7 +95,46 @@ async def call_provider(
             f"provider instance '{attempt.provider}' is not configured "
             f"(configured: {', '.join(sorted(providers)) or 'none'})"
         )
-    call = ActionCall(
+    call = _action_call(attempt, engine, workspace, on_handle)
+    async with asyncio.timeout(attempt.timeout):
+        if attempt.compensates is not None:
+            return await provider.compensate(call, applied(attempt))
+        if attempt.check_mode:
+            return await provider.check(call)
+        return await provider.apply(call)
+
+
+async def finished_attempt(
+    attempt: Attempt,
+    providers: Mapping[str, Provider],
+    handle: JSON | None,
+    *,
+    engine: AsyncEngine,
+    workspace: Path,
+) -> ActionResult | None:
+    """For an attempt interrupted by a crash: stop what it left running, then return its
+    result if its provider knows it completed (None: retry it by the task's policy)."""
+    provider = providers.get(attempt.provider)
+    if provider is None:
+        return None
+    try:
+        if handle:
+            await provider.reap(handle)
+        if attempt.check_mode:
+            return None
+        return await provider.finished(_action_call(attempt, engine, workspace, None))
+    except Exception:
+        log.exception("could not recover an interrupted attempt", task_id=attempt.task_id)
+        return None
+
+
+def _action_call(
+    attempt: Attempt,
+    engine: AsyncEngine,
+    workspace: Path,
+    on_handle: Callable[[JSON], Awaitable[None]] | None,
+) -> ActionCall:
+    return ActionCall(
         task_id=attempt.task_id,
         workflow_id=attempt.workflow_id,
         instance=attempt.provider,
@@ -87,12 +146,6 @@ async def call_provider(
         inventory=StoreInventory(engine, attempt.provider),
         on_handle=on_handle,
     )
-    async with asyncio.timeout(attempt.timeout):
-        if attempt.compensates is not None:
-            return await provider.compensate(call, applied(attempt))
-        if attempt.check_mode:
-            return await provider.check(call)
-        return await provider.apply(call)
 
 
 def applied(attempt: Attempt) -> ActionResult:

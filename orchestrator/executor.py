@@ -30,7 +30,13 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.attempt import Attempt, call_provider, compensation_rows, result_record
+from orchestrator.attempt import (
+    Attempt,
+    call_provider,
+    compensation_rows,
+    finished_attempt,
+    result_record,
+)
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
 from orchestrator.outcomes import (
@@ -286,7 +292,8 @@ class Executor:
         for task in list(wf.tasks.values()):
             if task.status in ("Failed", "Cancelled"):
                 self._propagate_failure(task, release_soft=False)
-        if wf.unfinished == 0:
+        # (A recovered attempt may already have ended it.)
+        if wf.unfinished == 0 and wf.status not in WORKFLOW_TERMINAL:
             self._finish_workflow(wf)
 
     @staticmethod
@@ -331,12 +338,23 @@ class Executor:
                     task.pending += 1
 
     async def _recover_interrupted(self, task: TaskRun) -> None:
-        provider = self.providers.get(task.provider)
-        if provider is not None and task.handle:
-            try:
-                await provider.reap(task.handle)
-            except Exception:
-                log.exception("reap failed", task_id=task.id)
+        result = await finished_attempt(
+            self._attempt(task),
+            self.providers,
+            task.handle,
+            engine=self.engine,
+            workspace=self.workspace,
+        )
+        if result is not None:
+            log.warning("recording an attempt that ended unwatched", task_id=task.id)
+            self.journal.event(
+                "TaskRecovered",
+                {"task_id": task.id, "worker": self.worker_id, "output": result.output},
+                task.workflow.id,
+                task.id,
+            )
+            self._complete(task, result)
+            return
         error = interrupted_reason(task.attempts)
         self.journal.event(
             "TaskInterrupted",
@@ -482,7 +500,17 @@ class Executor:
         self._pump()
 
     async def _call_provider(self, task: TaskRun) -> ActionResult:
-        attempt = Attempt(
+        return await call_provider(
+            self._attempt(task),
+            self.providers,
+            engine=self.engine,
+            workspace=self.workspace,
+            on_handle=self._handle_recorder(task),
+        )
+
+    @staticmethod
+    def _attempt(task: TaskRun) -> Attempt:
+        return Attempt(
             task_id=task.id,
             name=task.name,
             workflow_id=task.workflow.id,
@@ -494,13 +522,6 @@ class Executor:
             check_mode=task.workflow.check_mode,
             compensates=task.compensates,
             compensation=task.compensation,
-        )
-        return await call_provider(
-            attempt,
-            self.providers,
-            engine=self.engine,
-            workspace=self.workspace,
-            on_handle=self._handle_recorder(task),
         )
 
     def _handle_recorder(self, task: TaskRun) -> Any:

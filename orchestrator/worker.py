@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import socket
 import time
@@ -33,7 +34,7 @@ import asyncpg
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.attempt import Attempt, call_provider, result_record
+from orchestrator.attempt import Attempt, call_provider, finished_attempt, result_record
 from orchestrator.metrics import Metrics
 from orchestrator.outcomes import WORKFLOW_TERMINAL, interrupted_reason
 from orchestrator.settings import ExecutorSettings
@@ -287,19 +288,7 @@ class Worker:
         began = time.monotonic()
         try:
             result = await call_provider(
-                Attempt(
-                    task_id=row["id"],
-                    name=row["name"],
-                    workflow_id=row["workflow_id"],
-                    provider=row["provider"],
-                    action=row["action"],
-                    params=row["params"],
-                    attempt=row["attempts"],
-                    timeout=row["timeout"],
-                    check_mode=row["check_mode"],
-                    compensates=row["compensates"],
-                    compensation=row["compensation"],
-                ),
+                Attempt.of(row, row["check_mode"]),
                 self.providers,
                 engine=self.engine,
                 workspace=self.workspace,
@@ -430,20 +419,34 @@ class Worker:
         """Retry the attempts of dead workers (or of this one's previous run)."""
         for task in expired:
             owner = task["lease_owner"]
-            provider = self.providers.get(task["provider"])
-            if provider is not None and task["handle"] and _host(owner) == _host(self.worker_id):
-                try:
-                    await provider.reap(task["handle"])
-                except Exception:
-                    log.exception("reap failed", task_id=task["id"])
-            end = AttemptEnd(
-                task_id=task["id"],
-                workflow_id=task["workflow_id"],
-                owner=owner,
-                outcome="failed",
-                error=interrupted_reason(task["attempts"], f"worker {owner}"),
-                interrupted=True,
-                expired_only=owner != self.worker_id,
-            )
-            log.warning("recovering an interrupted attempt", task_id=task["id"], worker=owner)
+            result = None
+            # What it left running, and what it wrote, are on its own host.
+            if _host(owner) == _host(self.worker_id):
+                result = await finished_attempt(
+                    Attempt.of(task, task["check_mode"]),
+                    self.providers,
+                    task["handle"],
+                    engine=self.engine,
+                    workspace=self.workspace,
+                )
+            expired_only = owner != self.worker_id
+            if result is not None:
+                end = dataclasses.replace(
+                    self._completed(task, result),
+                    owner=owner,
+                    expired_only=expired_only,
+                    interrupted=True,
+                )
+                log.warning("recording an attempt that ended unwatched", task_id=task["id"])
+            else:
+                end = AttemptEnd(
+                    task_id=task["id"],
+                    workflow_id=task["workflow_id"],
+                    owner=owner,
+                    outcome="failed",
+                    error=interrupted_reason(task["attempts"], f"worker {owner}"),
+                    interrupted=True,
+                    expired_only=expired_only,
+                )
+                log.warning("retrying an interrupted attempt", task_id=task["id"], worker=owner)
             await self._record(end)

@@ -86,6 +86,9 @@ class Provider(Protocol):
     - `check` plans without changing anything (`check_mode`).
     - `cancel` stops a running `apply` of the task (kill a process group, …).
     - `reap` stops what a previous, crashed orchestrator left running, from its handle.
+    - `finished` tells what an attempt interrupted by such a crash achieved, if the
+      provider knows it completed (then it is recorded, not run again); None otherwise
+      (the attempt counts as failed and is retried by the task's policy).
     """
 
     type_name: ClassVar[str]
@@ -99,6 +102,8 @@ class Provider(Protocol):
     async def cancel(self, task_id: str) -> None: ...
 
     async def reap(self, handle: JSON) -> None: ...
+
+    async def finished(self, call: ActionCall) -> ActionResult | None: ...
 
 
 ProviderFactory = Callable[[str, Mapping[str, Any]], Provider]

@@ -9,21 +9,30 @@ exited are not killed, as a shell would not kill them.
 `PR_SET_PDEATHSIG` is deliberately not used: any `preexec_fn` makes CPython fork
 instead of vfork, which made spawning about three times slower; `reap` covers the case
 of an orchestrator that died while a command ran.
+
+With `record_exit = true`, each command runs under a fixed `/bin/sh` wrapper (the
+command's own arguments are passed as arguments, never parsed by the shell) that writes
+its exit status to `<state_dir>/<task id>.<attempt>.exit` when it ends, whether or not
+its orchestrator is still alive. An attempt whose orchestrator or worker was killed is
+then recorded from that file (`finished`) instead of being run again: exactly once for
+commands that finished, at the cost of one more process per command.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import warnings
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeGuard
@@ -37,7 +46,14 @@ from providers.base import (
     ProviderError,
 )
 
-_CONFIG_KEYS = frozenset({"inherit_env", "max_output_bytes", "kill_grace"})
+_CONFIG_KEYS = frozenset(
+    {"inherit_env", "max_output_bytes", "kill_grace", "record_exit", "state_dir"}
+)
+#: Runs "$@" and writes its exit status to $1 (`record_exit`): no user text is parsed.
+_EXIT_WRAPPER = 'f=$1; shift; "$@"; c=$?; echo "$c" > "$f"; exit "$c"'
+_RECOVERED_OUTPUT = (
+    "[recovered: the command exited 0 after the worker running it stopped; its output was not kept]"
+)
 _COMMAND_KEYS = frozenset({"command", "args", "env", "cwd"})
 _MINIMAL_ENV = ("PATH", "HOME", "LANG")
 _DRAIN_SECONDS = 0.5  # how long output is still read once the command has exited
@@ -95,7 +111,9 @@ class LocalProvider:
 
     Config: `inherit_env` (default true: the command sees the orchestrator's whole
     environment; false: only PATH, HOME and LANG), `max_output_bytes` (default 64 KiB,
-    the tail is kept), `kill_grace` (default 2 s between SIGTERM and SIGKILL).
+    the tail is kept), `kill_grace` (default 2 s between SIGTERM and SIGKILL),
+    `record_exit` (default false; see the module's docstring) and `state_dir` (where exit
+    statuses are written; default `<temp dir>/provisioning-local-<uid>`, on this host).
 
     Params of `run`: `command` (required), `args` (list of strings), `env` (merged over
     the inherited environment), `cwd` (relative to the workspace, which it may not
@@ -118,6 +136,16 @@ class LocalProvider:
             raise ProviderConfigError("max_output_bytes must be a positive integer")
         if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
             raise ProviderConfigError("kill_grace must be >= 0")
+        record_exit = config.get("record_exit", False)
+        if not isinstance(record_exit, bool):
+            raise ProviderConfigError("record_exit must be a boolean")
+        state_dir = config.get(
+            "state_dir", str(Path(tempfile.gettempdir()) / f"provisioning-local-{os.getuid()}")
+        )
+        if not isinstance(state_dir, str) or not state_dir:
+            raise ProviderConfigError("state_dir must be a path")
+        self.record_exit = record_exit
+        self.state_dir = Path(state_dir)
         self.name = name
         self.inherit_env = inherit
         self.max_output_bytes = limit
@@ -127,7 +155,7 @@ class LocalProvider:
     async def apply(self, call: ActionCall) -> ActionResult:
         """Run the command; exit status 0 succeeds, anything else raises `ProviderError`."""
         command, undo = self._parse_call(call)
-        output, pid = await self._run(call.task_id, command, call.on_handle)
+        output, pid = await self._run(call, command)
         return ActionResult(
             output=output, result={"exit_code": 0, "pid": pid}, reversible=undo is not None
         )
@@ -137,7 +165,7 @@ class LocalProvider:
         _, undo = self._parse_call(call)
         if undo is None:
             raise PermanentProviderError("irreversible: the command was given no `undo`")
-        output, pid = await self._run(call.task_id, undo, call.on_handle)
+        output, pid = await self._run(call, undo)
         return ActionResult(output=output, result={"exit_code": 0, "pid": pid}, reversible=False)
 
     async def check(self, call: ActionCall) -> ActionResult:
@@ -181,7 +209,34 @@ class LocalProvider:
         if members and all(started >= start for started in members):
             await self._kill_group(pgid)
 
+    async def finished(self, call: ActionCall) -> ActionResult | None:
+        """With `record_exit`: the result of an interrupted attempt whose command exited 0
+        (its output is lost with the worker); None if it failed, was stopped, or left no
+        exit status."""
+        if not self.record_exit:
+            return None
+        path = self._exit_file(call)
+        try:
+            status = path.read_text().strip()
+        except OSError:
+            return None
+        path.unlink(missing_ok=True)
+        if status != "0":
+            return None
+        try:
+            undo = self._parse_call(call)[1]
+        except PermanentProviderError:
+            undo = None
+        return ActionResult(
+            output=_RECOVERED_OUTPUT,
+            result={"exit_code": 0, "pid": None},
+            reversible=undo is not None,
+        )
+
     # -- internals ------------------------------------------------------------------
+
+    def _exit_file(self, call: ActionCall) -> Path:
+        return self.state_dir / f"{call.task_id}.{call.attempt}.exit"
 
     def _parse_call(self, call: ActionCall) -> tuple[_Command, _Command | None]:
         if call.action != "run":
@@ -228,16 +283,30 @@ class LocalProvider:
         env.setdefault("PATH", os.defpath)
         return env
 
-    async def _run(
-        self,
-        task_id: str,
-        command: _Command,
-        on_handle: Callable[[JSON], Awaitable[None]] | None,
-    ) -> tuple[str, int]:
+    async def _run(self, call: ActionCall, command: _Command) -> tuple[str, int]:
+        task_id, on_handle = call.task_id, call.on_handle
         if not command.explicit_cwd:
             command.cwd.mkdir(parents=True, exist_ok=True)  # the workspace itself
         elif not command.cwd.is_dir():
             raise PermanentProviderError(f"cwd {str(command.cwd)!r} is not a directory")
+        exit_file = None
+        if self.record_exit:
+            if _resolve_executable(command) is None:  # the wrapper would only say 127
+                raise PermanentProviderError(f"command not found: {command.argv[0]!r}")
+            exit_file = self._exit_file(call)
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            exit_file.unlink(missing_ok=True)
+            command = dataclasses.replace(
+                command,
+                argv=(
+                    "/bin/sh",
+                    "-c",
+                    _EXIT_WRAPPER,
+                    "provisioning",
+                    str(exit_file),
+                    *command.argv,
+                ),
+            )
         loop = asyncio.get_running_loop()
         capture = _Capture(loop, self.max_output_bytes)
         running = self._running[task_id] = _Running()
@@ -260,6 +329,8 @@ class LocalProvider:
         finally:
             if self._running.get(task_id) is running:
                 del self._running[task_id]
+            if exit_file is not None:
+                exit_file.unlink(missing_ok=True)
         status = transport.get_returncode()
         output = capture.text()
         if status == 0:

@@ -179,6 +179,10 @@ class SimProvider:
     async def reap(self, handle: JSON) -> None:
         """Nothing outlives an orchestrator here."""
 
+    async def finished(self, call: ActionCall) -> ActionResult | None:
+        """An interrupted attempt is retried: the simulated change is idempotent."""
+        return None
+
     # -- internals ------------------------------------------------------------------
 
     async def _plan(self, call: ActionCall, *, strict: bool) -> _Plan:

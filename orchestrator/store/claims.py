@@ -215,10 +215,13 @@ async def heartbeat(
 async def expired_leases(
     engine: AsyncEngine, *, owner: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    """Running tasks whose lease has expired (or, with `owner`, every one it holds)."""
-    query = select(
-        Task.id, Task.workflow_id, Task.provider, Task.handle, Task.attempts, Task.lease_owner
-    ).where(Task.status == "Running")
+    """Running tasks whose lease has expired (or, with `owner`, every one it holds), with
+    their workflow's `check_mode`."""
+    query = (
+        select(Task.__table__, Workflow.check_mode)
+        .join(Workflow, Workflow.id == Task.workflow_id)
+        .where(Task.status == "Running")
+    )
     if owner is not None:
         query = query.where(Task.lease_owner == owner)
     else:
@@ -302,7 +305,8 @@ class AttemptEnd:
     result: JSON | None = None
     resources: Sequence[ResourceChange] = ()
     #: Recorded by someone other than the attempt's worker (its lease expired, or it
-    #: is shutting down): a `TaskInterrupted` event comes first.
+    #: is shutting down): a `TaskInterrupted` event comes first (`TaskRecovered` for
+    #: one its provider knows completed).
     interrupted: bool = False
     #: Only if the lease has expired (recovering another worker's task).
     expired_only: bool = False
@@ -419,9 +423,12 @@ async def _complete(
     `Completed` (if the lease is still `end.owner`'s), releases its dependents, tells
     whether anything else of the workflow is left and notifies the workers."""
     changes = _Changes()
+    guard = [Task.id == end.task_id, Task.status == "Running", Task.lease_owner == end.owner]
+    if end.expired_only:
+        guard.append(Task.lease_expires_at < func.now())
     done = (
         update(Task)
-        .where(Task.id == end.task_id, Task.status == "Running", Task.lease_owner == end.owner)
+        .where(*guard)
         .values(
             status="Completed",
             output=end.output,
@@ -469,6 +476,13 @@ async def _complete(
     row = (await connection.execute(statement)).mappings().first()
     if row is None:
         return None
+    if end.interrupted:
+        changes.event(
+            "TaskRecovered",
+            {"task_id": row["id"], "worker": end.owner, "output": end.output},
+            workflow["id"],
+            row["id"],
+        )
     data: JSON = {"task_id": row["id"], "name": row["name"], "status": "Completed"}
     if row["operation_id"] is not None:
         data["operation_id"] = row["operation_id"]

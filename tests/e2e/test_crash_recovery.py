@@ -40,11 +40,15 @@ def _workflow(root: Path) -> dict:
     return {"name": "crash-test", "parallel_limit": 3, "tasks": tasks}
 
 
-def test_a_killed_server_finishes_every_workflow_after_restart(tmp_path):
+def _kill_and_restart(
+    tmp_path: Path, env: dict[str, str] | None = None, down: float = 0.0
+) -> tuple[dict, list[dict], str]:
+    """Run the workflow, kill -9 the server while tasks run, restart it after `down`
+    seconds; return the workflow, its tasks and the log the commands wrote."""
     work = tmp_path / "work"
     work.mkdir()
     data = tmp_path / "data"
-    first = OrchestratorProcess(data, workspace=work).start()
+    first = OrchestratorProcess(data, workspace=work, env=env).start()
     try:
         with first.client() as http:
             response = http.post("/workflows", json=_workflow(work))
@@ -63,18 +67,22 @@ def test_a_killed_server_finishes_every_workflow_after_restart(tmp_path):
         first.kill()
     finally:
         first.stop()
-
-    second = OrchestratorProcess(data, workspace=work).start()
+    time.sleep(down)
+    second = OrchestratorProcess(data, workspace=work, env=env).start()
     try:
         with second.client() as http:
             workflow = wait_for_workflow(http, workflow_id, timeout=60)
             tasks = http.get("/tasks", params={"workflow_id": workflow_id}).json()["data"]
     finally:
         second.stop()
+    return workflow, tasks, (work / "log").read_text()
 
+
+def test_a_killed_server_finishes_every_workflow_after_restart(tmp_path):
+    workflow, tasks, log = _kill_and_restart(tmp_path)
+    work = tmp_path / "work"
     assert workflow["status"] == "Completed", workflow
     assert all(t["status"] == "Completed" for t in tasks)
-    log = (work / "log").read_text()
     assert "CONCURRENT" not in log, log
     for index in range(TASKS):
         assert (work / f"step-{index:02d}.done").exists()
@@ -92,3 +100,17 @@ def test_a_killed_server_finishes_every_workflow_after_restart(tmp_path):
     # command's exit and the commit of its completion runs it again, never concurrently).
     ends = {line.split()[1] for line in log.splitlines() if line.startswith("end ")}
     assert ends == {f"step-{i:02d}" for i in range(TASKS)}, log
+
+
+def test_with_record_exit_a_command_that_finished_during_the_crash_is_not_run_again(tmp_path):
+    """The server stays down long enough for the commands it was running to finish:
+    their exit statuses, written by the wrapper, are recorded on restart."""
+    env = {"PROVISIONING_PROVIDERS__LOCAL__RECORD_EXIT": "true"}
+    workflow, tasks, log = _kill_and_restart(tmp_path, env, down=1.0)
+    assert workflow["status"] == "Completed", workflow
+    assert "CONCURRENT" not in log, log
+    ends = [line.split()[1] for line in log.splitlines() if line.startswith("end ")]
+    assert sorted(ends) == [f"step-{i:02d}" for i in range(TASKS)], log  # exactly once
+    recovered = [t for t in tasks if "[recovered" in (t["output"] or "")]
+    assert recovered, "no command finished while the server was down"
+    assert all(t["attempts"] == 1 for t in recovered)

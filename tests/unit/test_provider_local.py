@@ -390,3 +390,63 @@ async def test_check_validates_and_runs_nothing(provider: LocalProvider, tmp_pat
 
 def _fields(call: ActionCall) -> dict[str, Any]:
     return {name: getattr(call, name) for name in ActionCall.__dataclass_fields__}
+
+
+def recording(tmp_path: Path) -> LocalProvider:
+    return LocalProvider("local", {"record_exit": True, "state_dir": str(tmp_path / "state")})
+
+
+async def test_with_record_exit_a_command_runs_as_usual_and_leaves_no_status(
+    tmp_path: Path,
+) -> None:
+    provider = recording(tmp_path)
+    result = await provider.apply(make_call(tmp_path, **sh("echo hi; echo err >&2")))
+    assert result.output == "hi\nerr\n"
+    assert list((tmp_path / "state").iterdir()) == []
+    with pytest.raises(ProviderError, match="status 3"):
+        await provider.apply(make_call(tmp_path, **sh("exit 3")))
+    with pytest.raises(PermanentProviderError, match="command not found"):
+        await provider.apply(make_call(tmp_path, command="no-such-command-here"))
+
+
+async def test_finished_reports_a_command_that_exited_0_unwatched_once(tmp_path: Path) -> None:
+    provider = recording(tmp_path)
+    call = make_call(tmp_path, task_id="t9", **sh("true"), undo={"command": "true"})
+    # What the wrapper leaves when nobody is left to read the command's end.
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "t9.1.exit").write_text("0\n")
+    result = await provider.finished(call)
+    assert result is not None and result.result["exit_code"] == 0 and result.reversible
+    assert "[recovered" in result.output
+    assert await provider.finished(call) is None  # consumed: never recorded twice
+    (tmp_path / "state" / "t9.1.exit").write_text("3\n")
+    assert await provider.finished(call) is None  # failed: retried by the policy
+    assert await LocalProvider("local", {}).finished(call) is None  # not recording
+
+
+async def test_the_wrapper_writes_the_status_even_when_its_caller_is_gone(tmp_path: Path) -> None:
+    """The wrapper outlives the provider's process (kill -9 of a worker): run one
+    through a child Python that is killed while the command still sleeps."""
+    state = tmp_path / "state"
+    script = f"""
+import asyncio, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from tests.unit.test_provider_local import make_call, sh
+from providers.local import LocalProvider
+from pathlib import Path
+async def main():
+    provider = LocalProvider("local", {{"record_exit": True, "state_dir": {str(state)!r}}})
+    async def handle(h):
+        print("started", flush=True)
+    call = make_call(Path({str(tmp_path)!r}), task_id="t7", **sh("sleep 0.5; echo did > did"))
+    from dataclasses import replace
+    await provider.apply(replace(call, on_handle=handle))
+asyncio.run(main())
+"""
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE) as child:
+        assert child.stdout is not None and child.stdout.readline() == b"started\n"
+        child.kill()
+    assert (await wait_for_file(state / "t7.1.exit")).strip() == "0"
+    assert (tmp_path / "did").read_text() == "did\n"
+    result = await recording(tmp_path).finished(make_call(tmp_path, task_id="t7", **sh("x")))
+    assert result is not None
