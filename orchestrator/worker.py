@@ -121,6 +121,7 @@ class Worker:
         self._listener: asyncpg.Connection | None = None
         self._stopping = False
         self._queued = 0
+        self._running_anywhere = 0
         self.started = False
         self.commits = 0
         self.healthy = True
@@ -129,7 +130,8 @@ class Worker:
 
     @property
     def running(self) -> int:
-        return len(self._runs)
+        """Tasks running here; in a process that runs none, in all workers."""
+        return len(self._runs) if self.run_tasks else self._running_anywhere
 
     @property
     def queued(self) -> int:
@@ -145,7 +147,8 @@ class Worker:
         self.started = True
 
     async def stop(self) -> None:
-        """Stop claiming; hand the tasks running here back (retried at once elsewhere)."""
+        """Stop claiming; stop the tasks running here and hand them back, the attempt not
+        counted, for any worker to run at once."""
         self._stopping = True
         for loop in self._loops:
             loop.cancel()
@@ -230,6 +233,9 @@ class Worker:
                 counts = await workflow_counts(self.engine)
                 self.metrics.workflows.clear()
                 self.metrics.workflows.update(counts)
+                if not self.run_tasks:  # no heartbeat loop here to count them
+                    self._running_anywhere = await claims.running_count(self.engine)
+                    self._queued = await claims.ready_count(self.engine)
 
     # -- claiming ------------------------------------------------------------------
 
@@ -339,13 +345,13 @@ class Worker:
         if run.cancelled_for == "cancel":
             return AttemptEnd(row["id"], row["workflow_id"], self.worker_id, "cancelled")
         if run.cancelled_for == "stop":
+            # Handed back unspent: the others run it again at once.
             return AttemptEnd(
                 row["id"],
                 row["workflow_id"],
                 self.worker_id,
-                "failed",
-                error=interrupted_reason(row["attempts"], f"worker {self.worker_id}"),
-                interrupted=True,
+                "released",
+                error=f"handed back: worker {self.worker_id} stopped",
             )
         return None  # the lease was lost: whoever holds it now records the end
 

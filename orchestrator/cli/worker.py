@@ -1,8 +1,8 @@
 """`provisioning worker`: an executor without the HTTP API, for PostgreSQL.
 
 It claims ready tasks from the shared database beside any other workers and `serve`
-processes, until SIGINT or SIGTERM; then it hands the tasks it was running back, to be
-retried at once by the others, and exits 0.
+processes, until SIGINT or SIGTERM; then it stops the tasks it was running and hands
+them back (the attempt not counted) for the others to run at once, and exits 0.
 """
 
 from __future__ import annotations

@@ -243,6 +243,17 @@ async def next_due(engine: AsyncEngine) -> datetime | None:
         ).scalar_one_or_none()
 
 
+async def running_count(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int(
+            (
+                await connection.execute(
+                    select(func.count()).select_from(Task).where(Task.status == "Running")
+                )
+            ).scalar_one()
+        )
+
+
 async def ready_count(engine: AsyncEngine) -> int:
     async with engine.connect() as connection:
         return int(
@@ -297,7 +308,8 @@ class AttemptEnd:
     workflow_id: str
     #: The lease owner the task must still have; otherwise the end is not recorded.
     owner: str
-    #: completed | failed | cancelled
+    #: completed | failed | cancelled | released (stopped by a worker shutting down:
+    #: pending again at once, the attempt not counted)
     outcome: str
     error: str | None = None
     retryable: bool = True
@@ -562,6 +574,27 @@ async def _record_end(
         await _release(connection, [task["id"]], soft_only=False)
         return
     error = end.error or "failed"
+    if end.outcome == "released" and not workflow["cancel_requested"]:
+        report.status = "Pending"
+        await connection.execute(
+            update(Task)
+            .where(Task.id == task["id"])
+            .values(status="Pending", attempts=Task.attempts - 1, not_before=None, **base)
+        )
+        changes.event(
+            "TaskStatusChanged",
+            {
+                "released": True,
+                "task_id": task["id"],
+                "name": task["name"],
+                "status": "Pending",
+                "attempt": task["attempts"],
+                "error": error,
+            },
+            workflow_id,
+            task["id"],
+        )
+        return
     stopper = None if task["compensates"] else await _stopper(connection, workflow_id)
     retry = end.retryable and task["attempts"] < task["max_attempts"]
     if workflow["cancel_requested"] or end.outcome == "cancelled":

@@ -259,3 +259,52 @@ async def _recovered(dsn: str) -> collections.Counter[str]:
     finally:
         await connection.close()
     return collections.Counter({r["type"]: r["n"] for r in rows})
+
+
+def test_a_stopped_worker_hands_its_task_back_without_spending_the_attempt(tmp_path, database_url):
+    """SIGTERM stops the running command and leaves the task pending, attempt unspent:
+    a task with a single attempt is then run to completion by another worker."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        "PROVISIONING_DATABASE_URL": database_url,
+        "PROVISIONING_WORKSPACE_ROOT": str(work),
+    }
+    api = OrchestratorProcess(
+        tmp_path / "api", workspace=work, env={**env, "PROVISIONING_SERVER__WORKER": "false"}
+    ).start()
+    first = WorkerProcess(tmp_path / "first", {**os.environ, **env}).start()
+    second = None
+    script = f"if [ -e {work}/began ]; then exit 0; fi; touch {work}/began; sleep 60"
+    try:
+        with api.client() as http:
+            body = {
+                "name": "handed-back",
+                "tasks": [
+                    {
+                        "name": "once",
+                        "provider": "local",
+                        "action": "run",
+                        "params": {"command": "sh", "args": ["-c", script]},
+                        "max_attempts": 1,
+                    }
+                ],
+            }
+            workflow_id = http.post("/workflows", json=body).json()["data"]
+            deadline = time.monotonic() + 30
+            while not (work / "began").exists():
+                assert time.monotonic() < deadline, first.log()
+                time.sleep(0.05)
+            first.stop()  # SIGTERM
+            task = http.get("/tasks", params={"workflow_id": workflow_id}).json()["data"][0]
+            assert (task["status"], task["attempts"]) == ("Pending", 0), task
+            second = WorkerProcess(tmp_path / "second", {**os.environ, **env}).start()
+            statuses = _wait_all(http, [workflow_id], timeout=60)
+            task = http.get("/tasks", params={"workflow_id": workflow_id}).json()["data"][0]
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        api.stop()
+    assert statuses[workflow_id] == "Completed"
+    assert (task["status"], task["attempts"]) == ("Completed", 1), task
