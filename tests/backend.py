@@ -36,8 +36,6 @@ if BACKEND not in BACKENDS:
 if "PROVISIONING_TEST_DATABASE" in os.environ:
     raise RuntimeError(f"set {VARIABLE}: the apps read PROVISIONING_* as settings")
 ON_POSTGRES = BACKEND == "postgresql"
-#: For `skipif`: a test of the embedded database only.
-SQLITE_ONLY_REASON = "tests the embedded SQLite store only"
 
 _server: PostgresServer | None = None
 _databases: dict[Path, str] = {}
