@@ -167,8 +167,12 @@ class Worker:
         await claims.notify(self.engine)
 
     async def cancel(self, workflow_id: str) -> bool:
-        if not await claims.request_cancel(self.engine, workflow_id, self.settings, self._outbox):
+        cancelled = await claims.request_cancel(
+            self.engine, workflow_id, self.settings, self._outbox
+        )
+        if cancelled is None:
             return False
+        self.metrics.tasks_total.labels("cancelled").inc(cancelled)
         self._committed()
         await self._cancel_local({workflow_id})
         return True
@@ -242,9 +246,10 @@ class Worker:
     async def _claim_loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
+            woke = time.monotonic()
             try:
                 due = None
-                if not await self._claim_all():
+                if not await self._claim_all(woke):
                     due = await claims.next_due(self.engine)
                 self.healthy = True
             except Exception:
@@ -257,14 +262,16 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
-    async def _claim_all(self) -> bool:
-        """Claim while there is room and work; True if it claimed anything."""
+    async def _claim_all(self, woke: float) -> bool:
+        """Claim while there is room and work; True if it claimed anything.
+
+        Each claimed task's scheduling delay is counted from `woke`, when this worker
+        learnt that work might be ready (a notification, its own task's end, a poll)."""
         claimed = False
         while not self._stopping:
             free = self.settings.worker_limit - len(self._runs)
             if free <= 0:
                 return claimed
-            began = time.monotonic()
             rows = await claims.claim(
                 self.engine,
                 self.worker_id,
@@ -277,8 +284,9 @@ class Worker:
                 return claimed
             claimed = True
             self._committed()
-            self.metrics.scheduling_delay.observe(time.monotonic() - began)
+            delay = time.monotonic() - woke
             for row in rows:
+                self.metrics.scheduling_delay.observe(delay)
                 run = _Run(row)
                 self._runs[row["id"]] = run
                 run.runner = asyncio.create_task(self._run(run), name=f"task-{row['id']}")
@@ -367,7 +375,10 @@ class Worker:
             log.warning("lease lost before the attempt ended", task_id=end.task_id)
             return
         self._committed()
-        self.metrics.tasks_total.labels(report.status.lower()).inc()
+        if report.status != "Pending":  # a retry or a hand-back has not ended the task
+            self.metrics.tasks_total.labels(report.status.lower()).inc()
+        if report.cancelled:
+            self.metrics.tasks_total.labels("cancelled").inc(report.cancelled)
         if report.retry_delay is not None:
             self.metrics.retries.inc()
         if report.rollback_started:

@@ -15,7 +15,10 @@ command's own arguments are passed as arguments, never parsed by the shell) that
 its exit status to `<state_dir>/<task id>.<attempt>.exit` when it ends, whether or not
 its orchestrator is still alive. An attempt whose orchestrator or worker was killed is
 then recorded from that file (`finished`) instead of being run again: exactly once for
-commands that finished, at the cost of one more process per command.
+commands that finished, at the cost of one more process per command. Files are kept
+(a few bytes each) for seven days, or until `finished` reads them: a worker taking over
+an expired lease may need the file of an attempt whose end its first worker had not
+committed yet.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 import weakref
 from collections.abc import Mapping
@@ -51,6 +55,8 @@ _CONFIG_KEYS = frozenset(
 )
 #: Runs "$@" and writes its exit status to $1 (`record_exit`): no user text is parsed.
 _EXIT_WRAPPER = 'f=$1; shift; "$@"; c=$?; echo "$c" > "$f"; exit "$c"'
+#: How long an exit status is kept for a recovery that needs it (a server down that long).
+_EXIT_FILE_DAYS = 7
 _RECOVERED_OUTPUT = (
     "[recovered: the command exited 0 after the worker running it stopped; its output was not kept]"
 )
@@ -146,6 +152,7 @@ class LocalProvider:
             raise ProviderConfigError("state_dir must be a path")
         self.record_exit = record_exit
         self.state_dir = Path(state_dir)
+        self._collected_at = 0.0
         self.name = name
         self.inherit_env = inherit
         self.max_output_bytes = limit
@@ -238,6 +245,18 @@ class LocalProvider:
     def _exit_file(self, call: ActionCall) -> Path:
         return self.state_dir / f"{call.task_id}.{call.attempt}.exit"
 
+    def _collect_exit_files(self) -> None:
+        """Remove exit statuses older than `_EXIT_FILE_DAYS` (hourly at most)."""
+        now = time.time()
+        if now - self._collected_at < 3600:
+            return
+        self._collected_at = now
+        cutoff = now - _EXIT_FILE_DAYS * 86400
+        for path in self.state_dir.glob("*.exit"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+
     def _parse_call(self, call: ActionCall) -> tuple[_Command, _Command | None]:
         if call.action != "run":
             raise PermanentProviderError(
@@ -295,6 +314,7 @@ class LocalProvider:
                 raise PermanentProviderError(f"command not found: {command.argv[0]!r}")
             exit_file = self._exit_file(call)
             self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._collect_exit_files()
             exit_file.unlink(missing_ok=True)
             command = dataclasses.replace(
                 command,
@@ -329,8 +349,8 @@ class LocalProvider:
         finally:
             if self._running.get(task_id) is running:
                 del self._running[task_id]
-            if exit_file is not None:
-                exit_file.unlink(missing_ok=True)
+            # The exit file stays: until the executor has recorded this end, a worker
+            # taking over an expired lease may need it (`finished` consumes it then).
         status = transport.get_returncode()
         output = capture.text()
         if status == 0:

@@ -62,15 +62,23 @@ WITH running AS (
     SELECT workflow_id, provider FROM tasks WHERE status = 'Running'
 ),
 ready AS (
+    -- At most parallel_limit ready tasks per active workflow, each found through the
+    -- partial index of ready tasks: a claim's cost does not grow with workflow size.
     SELECT t.id, t.workflow_id, t.provider, t.position, w.created_at AS submitted,
-           w.parallel_limit,
-           row_number() OVER (PARTITION BY t.workflow_id ORDER BY t.position) AS in_workflow,
+           w.parallel_limit, t.in_workflow,
            row_number() OVER (PARTITION BY t.provider ORDER BY w.created_at, t.position)
                AS in_provider
-    FROM tasks t JOIN workflows w ON w.id = t.workflow_id
-    WHERE t.status = 'Pending' AND t.pending_dependencies = 0
-      AND (t.not_before IS NULL OR t.not_before <= now())
-      AND w.status IN ('Pending', 'Running', 'RollingBack') AND NOT w.cancel_requested
+    FROM workflows w
+    CROSS JOIN LATERAL (
+        SELECT c.id, c.workflow_id, c.provider, c.position,
+               row_number() OVER (ORDER BY c.position) AS in_workflow
+        FROM tasks c
+        WHERE c.workflow_id = w.id AND c.status = 'Pending' AND c.pending_dependencies = 0
+          AND (c.not_before IS NULL OR c.not_before <= now())
+        ORDER BY c.position
+        LIMIT w.parallel_limit
+    ) t
+    WHERE w.status IN ('Pending', 'Running', 'RollingBack') AND NOT w.cancel_requested
 ),
 eligible AS (
     SELECT r.id FROM ready r
@@ -330,6 +338,8 @@ class EndReport:
 
     status: str
     retry_delay: float | None = None
+    #: Pending tasks it cancelled besides (dependents of a failure, a cancel's).
+    cancelled: int = 0
     rollback_started: bool = False
 
 
@@ -339,6 +349,8 @@ class _Changes:
     def __init__(self) -> None:
         self.now = utcnow()
         self.events: list[dict[str, Any]] = []
+        #: Pending tasks cancelled on the way (dependents, the rest of a stopped workflow).
+        self.cancelled = 0
 
     def event(
         self, type_: str, data: JSON, workflow_id: str | None, task_id: str | None = None
@@ -382,19 +394,21 @@ async def end_attempt(
         await _finish_if_done(connection, changes, report, workflow, settings)
         await connection.run_sync(write_events, changes.events, outbox)
         await _notify(connection)
+        report.cancelled = changes.cancelled
         return report
 
 
 async def request_cancel(
     engine: AsyncEngine, workflow_id: str, settings: ExecutorSettings, outbox: Outbox | None
-) -> bool:
+) -> int | None:
     """Cancel a workflow: pending tasks end at once, workers stop the running ones.
 
-    False if it has already ended (or does not exist)."""
+    Returns how many pending tasks it cancelled; None if the workflow has already ended
+    (or does not exist)."""
     async with engine.begin() as connection:
         workflow = await _lock_workflow(connection, workflow_id)
         if workflow is None or workflow["status"] not in ACTIVE_WORKFLOW:
-            return False
+            return None
         await connection.execute(
             update(Workflow).where(Workflow.id == workflow_id).values(cancel_requested=True)
         )
@@ -421,7 +435,7 @@ async def request_cancel(
         await connection.run_sync(write_events, changes.events, outbox)
         await _notify(connection)
         await _notify(connection, CHANNEL_CANCEL, workflow_id)
-        return True
+        return changes.cancelled
 
 
 async def _complete(
@@ -694,6 +708,7 @@ async def _set_ended(
     error: str,
 ) -> None:
     """A pending task cancelled before it ran."""
+    changes.cancelled += 1
     await connection.execute(
         update(Task)
         .where(Task.id == task_id)

@@ -269,6 +269,8 @@ def write_events(
 ) -> None:
     """Append events to the log, and their webhook deliveries to the outbox, in the
     caller's transaction."""
+    if not events:  # an empty executemany would insert one row of defaults
+        return
     if not outbox:
         connection.execute(insert(Event), events)
         return

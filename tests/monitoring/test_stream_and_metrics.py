@@ -14,6 +14,7 @@ import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.backend import ON_POSTGRES
 from tests.servers import wait_for_workflow
 
 
@@ -206,6 +207,11 @@ def _stalled_websocket(port: int, path: str) -> socket.socket:
     return sock
 
 
+#: Seconds for the 10,000 tasks below. A PostgreSQL worker pays a few round trips per
+#: task (about 300 no-op tasks/s here, tests/perf/bench_executor.py), so more there.
+BUDGET = 60 if ON_POSTGRES else 30
+
+
 def test_a_client_that_never_reads_is_cut_off_and_the_work_finishes(tmp_path):
     from tests.servers import OrchestratorProcess
 
@@ -231,7 +237,7 @@ def test_a_client_that_never_reads_is_cut_off_and_the_work_finishes(tmp_path):
             workflow_id = http.post(
                 "/workflows", json={"name": "many", "tasks": tasks, "parallel_limit": 16}
             ).json()["data"]
-            workflow = wait_for_workflow(http, workflow_id, 60)
+            workflow = wait_for_workflow(http, workflow_id, 2 * BUDGET)
             elapsed = time.monotonic() - started
             # The server gave up on the client: its connection is closed on that side.
             deadline = time.monotonic() + 10
@@ -252,7 +258,7 @@ def test_a_client_that_never_reads_is_cut_off_and_the_work_finishes(tmp_path):
         stalled.close()
         server.stop()
     assert workflow["status"] == "Completed"
-    assert elapsed < 30
+    assert elapsed < BUDGET  # the stalled client did not hold the work back
     assert [m["data"]["status"] for m in resumed] == ["Running", "Completed"]
 
 

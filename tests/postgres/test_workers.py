@@ -35,7 +35,7 @@ PROVIDERS = ("local", "local2")
 CONFIG = f"""
 [executor]
 global_limit = {GLOBAL_LIMIT}
-lease = 3.0
+lease = 5.0
 heartbeat = 0.5
 poll_interval = 0.5
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -396,13 +397,14 @@ def recording(tmp_path: Path) -> LocalProvider:
     return LocalProvider("local", {"record_exit": True, "state_dir": str(tmp_path / "state")})
 
 
-async def test_with_record_exit_a_command_runs_as_usual_and_leaves_no_status(
+async def test_with_record_exit_a_command_runs_as_usual_and_keeps_its_status(
     tmp_path: Path,
 ) -> None:
     provider = recording(tmp_path)
     result = await provider.apply(make_call(tmp_path, **sh("echo hi; echo err >&2")))
     assert result.output == "hi\nerr\n"
-    assert list((tmp_path / "state").iterdir()) == []
+    # Kept until a recovery reads it: the end may not be committed yet.
+    assert (tmp_path / "state" / "t1.1.exit").read_text() == "0\n"
     with pytest.raises(ProviderError, match="status 3"):
         await provider.apply(make_call(tmp_path, **sh("exit 3")))
     with pytest.raises(PermanentProviderError, match="command not found"):
@@ -450,3 +452,15 @@ asyncio.run(main())
     assert (tmp_path / "did").read_text() == "did\n"
     result = await recording(tmp_path).finished(make_call(tmp_path, task_id="t7", **sh("x")))
     assert result is not None
+
+
+async def test_exit_statuses_older_than_a_week_are_removed(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    old, recent = state / "old.1.exit", state / "recent.1.exit"
+    for path in (old, recent):
+        path.write_text("0\n")
+    eight_days_ago = time.time() - 8 * 86400
+    os.utime(old, (eight_days_ago, eight_days_ago))
+    await recording(tmp_path).apply(make_call(tmp_path, **sh("true")))
+    assert not old.exists() and recent.exists()
