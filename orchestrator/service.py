@@ -125,6 +125,15 @@ class Orchestrator:
             self._retention = asyncio.create_task(self._prune_forever(), name="retention")
         log.info("orchestrator started", worker=self.executor.worker_id)
 
+    async def refresh_workflow_counts(self) -> None:
+        """On PostgreSQL other processes move workflows too: read the gauge's counts from
+        the database (the in-memory executor's own counts are exact)."""
+        if self.settings.is_sqlite:
+            return
+        counts = await workflow_counts(self.engine)
+        self.metrics.workflows.clear()
+        self.metrics.workflows.update(counts)
+
     def committed(self) -> None:
         """New events are in the log: wake the stream readers and the webhook sender."""
         self.events.notify()

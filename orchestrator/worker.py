@@ -46,7 +46,6 @@ from orchestrator.store.claims import (
     AttemptEnd,
     Limits,
 )
-from orchestrator.store.statistics import workflow_counts
 from orchestrator.store.workflows import StoredWorkflow
 from orchestrator.webhooks import Outbox
 from providers.base import JSON, ActionResult, PermanentProviderError, Provider
@@ -223,8 +222,7 @@ class Worker:
             self._on_commit()
 
     async def _watch_loop(self) -> None:
-        """Keep the listener connected; wake readers in case a notification was lost;
-        keep the workflow gauge true to the database (other processes move them too)."""
+        """Keep the listener connected; wake readers in case a notification was lost."""
         while True:
             await asyncio.sleep(self.settings.poll_interval)
             if self._listener is None or self._listener.is_closed():
@@ -234,9 +232,6 @@ class Worker:
             if self._on_commit is not None:
                 self._on_commit()
             with contextlib.suppress(Exception):
-                counts = await workflow_counts(self.engine)
-                self.metrics.workflows.clear()
-                self.metrics.workflows.update(counts)
                 if not self.run_tasks:  # no heartbeat loop here to count them
                     self._running_anywhere = await claims.running_count(self.engine)
                     self._queued = await claims.ready_count(self.engine)

@@ -47,7 +47,9 @@ class StreamFilter(msgspec.Struct, forbid_unknown_fields=True):
 
 @get("/metrics", tags=["monitoring"], summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST)
 async def metrics(state: State) -> Response[bytes]:
-    return Response(orchestrator_of(state).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    orchestrator = orchestrator_of(state)
+    await orchestrator.refresh_workflow_counts()
+    return Response(orchestrator.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 def stream_message(event: dict[str, Any]) -> dict[str, Any]:
