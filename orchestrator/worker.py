@@ -142,6 +142,7 @@ class Worker:
             await self._recover(await claims.expired_leases(self.engine, owner=self.worker_id))
             self._loops.append(asyncio.create_task(self._claim_loop(), name="claims"))
             self._loops.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
+            self._loops.append(asyncio.create_task(self._recovery_loop(), name="recovery"))
         self._loops.append(asyncio.create_task(self._watch_loop(), name="watch"))
         self.started = True
 
@@ -420,16 +421,27 @@ class Worker:
                 await self._cancel_local(
                     await claims.cancel_requested(self.engine, list(workflows))
                 )
-                await self._recover(await claims.expired_leases(self.engine))
                 self._queued = await claims.ready_count(self.engine)
                 self.healthy = True
             except Exception:
                 log.exception("heartbeat failed")
                 self.healthy = False
 
+    async def _recovery_loop(self) -> None:
+        """Apart from the heartbeat, which stopping leftovers (seconds each) must not
+        delay past this worker's own leases."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)
+            try:
+                await self._recover(await claims.expired_leases(self.engine))
+            except Exception:
+                log.exception("recovering expired leases failed")
+
     async def _recover(self, expired: list[dict[str, Any]]) -> None:
         """Retry the attempts of dead workers (or of this one's previous run)."""
         for task in expired:
+            if task["id"] in self._runs:
+                continue  # still running here: the next heartbeat renews its lease
             owner = task["lease_owner"]
             result = None
             # What it left running, and what it wrote, are on its own host.
