@@ -117,6 +117,7 @@ class Worker:
         #: Set (and replaced) whenever an attempt ended anywhere: what `wait` waits on.
         self._ended = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        self._cancels: set[asyncio.Task[None]] = set()
         self._listener: asyncpg.Connection | None = None
         self._stopping = False
         self._queued = 0
@@ -150,9 +151,18 @@ class Worker:
         """Stop claiming; stop the tasks running here and hand them back, the attempt not
         counted, for any worker to run at once."""
         self._stopping = True
+        # The claim loop ends by itself: cancelled between a claim's commit and its
+        # runners' start, it would leave claimed tasks for a lease to expire.
+        self._wake.set()
+        claiming = [loop for loop in self._loops if loop.get_name() == "claims"]
         for loop in self._loops:
-            loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+            if loop not in claiming:
+                loop.cancel()
+        if claiming:
+            _, stuck = await asyncio.wait(claiming, timeout=30)  # a database that hangs
+            for loop in stuck:
+                loop.cancel()
+        await asyncio.gather(*self._loops, *self._cancels, return_exceptions=True)
         runners = [run.runner for run in self._runs.values() if run.runner is not None]
         for run in list(self._runs.values()):
             run.interrupt("stop")
@@ -214,7 +224,9 @@ class Worker:
         self._committed()
 
     def _on_cancel(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
-        asyncio.get_running_loop().create_task(self._cancel_local({str(payload)}))
+        task = asyncio.get_running_loop().create_task(self._cancel_local({str(payload)}))
+        self._cancels.add(task)  # a reference until it is done
+        task.add_done_callback(self._cancels.discard)
 
     def _committed(self) -> None:
         self.commits += 1

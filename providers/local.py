@@ -16,9 +16,8 @@ its exit status to `<state_dir>/<task id>.<attempt>.exit` when it ends, whether 
 its orchestrator is still alive. An attempt whose orchestrator or worker was killed is
 then recorded from that file (`finished`) instead of being run again: exactly once for
 commands that finished, at the cost of one more process per command. Files are kept
-(a few bytes each) for seven days, or until `finished` reads them: a worker taking over
-an expired lease may need the file of an attempt whose end its first worker had not
-committed yet.
+(a few bytes each) for seven days: a worker taking over an expired lease may need the
+file of an attempt whose end its first worker had not committed yet.
 """
 
 from __future__ import annotations
@@ -222,12 +221,12 @@ class LocalProvider:
         exit status."""
         if not self.record_exit:
             return None
-        path = self._exit_file(call)
         try:
-            status = path.read_text().strip()
+            status = self._exit_file(call).read_text().strip()
         except OSError:
             return None
-        path.unlink(missing_ok=True)
+        # The file stays (collected after a week): two recoveries racing, or one whose
+        # record failed, must both read the same answer; the store records only one.
         if status != "0":
             return None
         try:

@@ -65,9 +65,7 @@ ready AS (
     -- At most parallel_limit ready tasks per active workflow, each found through the
     -- partial index of ready tasks: a claim's cost does not grow with workflow size.
     SELECT t.id, t.workflow_id, t.provider, t.position, w.created_at AS submitted,
-           w.parallel_limit, t.in_workflow,
-           row_number() OVER (PARTITION BY t.provider ORDER BY w.created_at, t.position)
-               AS in_provider
+           w.parallel_limit, t.in_workflow
     FROM workflows w
     CROSS JOIN LATERAL (
         SELECT c.id, c.workflow_id, c.provider, c.position,
@@ -80,11 +78,19 @@ ready AS (
     ) t
     WHERE w.status IN ('Pending', 'Running', 'RollingBack') AND NOT w.cancel_requested
 ),
-eligible AS (
-    SELECT r.id FROM ready r
+within_workflow AS (
+    -- Under its workflow's limit first, so that tasks a workflow may not start do not
+    -- take their provider's places.
+    SELECT r.*,
+           row_number() OVER (PARTITION BY r.provider ORDER BY r.submitted, r.position)
+               AS in_provider
+    FROM ready r
     WHERE r.in_workflow + (SELECT count(*) FROM running x WHERE x.workflow_id = r.workflow_id)
               <= r.parallel_limit
-      AND r.in_provider + (SELECT count(*) FROM running x WHERE x.provider = r.provider)
+),
+eligible AS (
+    SELECT r.id FROM within_workflow r
+    WHERE r.in_provider + (SELECT count(*) FROM running x WHERE x.provider = r.provider)
               <= coalesce((CAST(:provider_limits AS jsonb) ->> r.provider)::int,
                           :provider_limit)
     ORDER BY r.in_workflow, r.submitted, r.position
@@ -245,7 +251,9 @@ async def next_due(engine: AsyncEngine) -> datetime | None:
         return (
             await connection.execute(
                 select(func.min(Task.not_before)).where(
-                    Task.status == "Pending", Task.pending_dependencies == 0
+                    Task.status == "Pending",
+                    Task.pending_dependencies == 0,
+                    Task.not_before > func.now(),
                 )
             )
         ).scalar_one_or_none()
@@ -406,6 +414,9 @@ async def request_cancel(
     Returns how many pending tasks it cancelled; None if the workflow has already ended
     (or does not exist)."""
     async with engine.begin() as connection:
+        # Claims lock task rows, then a Pending workflow's row; this locks the workflow
+        # row, then its pending tasks: taking the claims' lock first keeps the two apart.
+        await connection.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
         workflow = await _lock_workflow(connection, workflow_id)
         if workflow is None or workflow["status"] not in ACTIVE_WORKFLOW:
             return None
@@ -426,7 +437,10 @@ async def request_cancel(
         for task_id, name in pending:
             if task_id in cancelled:
                 continue
-            await _set_ended(connection, changes, workflow_id, task_id, name, CANCELLED_BY_REQUEST)
+            if not await _set_ended(
+                connection, changes, workflow_id, task_id, name, CANCELLED_BY_REQUEST
+            ):
+                continue
             cancelled.add(task_id)
             reason = dependency_reason(name, "Cancelled")
             cancelled.update(await _cascade(connection, changes, workflow_id, [task_id], reason))
@@ -588,7 +602,8 @@ async def _record_end(
         await _release(connection, [task["id"]], soft_only=False)
         return
     error = end.error or "failed"
-    if end.outcome == "released" and not workflow["cancel_requested"]:
+    stopper = None if task["compensates"] else await _stopper(connection, workflow_id)
+    if end.outcome == "released" and not workflow["cancel_requested"] and stopper is None:
         report.status = "Pending"
         await connection.execute(
             update(Task)
@@ -609,11 +624,10 @@ async def _record_end(
             task["id"],
         )
         return
-    stopper = None if task["compensates"] else await _stopper(connection, workflow_id)
     retry = end.retryable and task["attempts"] < task["max_attempts"]
     if workflow["cancel_requested"] or end.outcome == "cancelled":
         status, error = "Cancelled", CANCELLED_BY_REQUEST
-    elif retry and stopper is not None:
+    elif (retry or end.outcome == "released") and stopper is not None:
         status, error = "Cancelled", stop_reason(stopper)
     elif retry:
         delay = backoff_delay(
@@ -706,20 +720,25 @@ async def _set_ended(
     task_id: str,
     name: str,
     error: str,
-) -> None:
-    """A pending task cancelled before it ran."""
-    changes.cancelled += 1
-    await connection.execute(
+) -> bool:
+    """A pending task cancelled before it ran; False if it is no longer pending (a
+    claim running concurrently started it first)."""
+    updated = await connection.execute(
         update(Task)
-        .where(Task.id == task_id)
+        .where(Task.id == task_id, Task.status == "Pending")
         .values(status="Cancelled", error=error, completed_at=changes.now)
+        .returning(Task.id)
     )
+    if updated.first() is None:
+        return False
+    changes.cancelled += 1
     changes.event(
         "TaskStatusChanged",
         {"task_id": task_id, "name": name, "status": "Cancelled", "error": error},
         workflow_id,
         task_id,
     )
+    return True
 
 
 async def _cascade(
@@ -747,8 +766,8 @@ async def _cascade(
         ).all()
         frontier = []
         for task_id, name in rows:
-            await _set_ended(connection, changes, workflow_id, task_id, name, error)
-            frontier.append(task_id)
+            if await _set_ended(connection, changes, workflow_id, task_id, name, error):
+                frontier.append(task_id)
         cancelled += frontier
     return cancelled
 

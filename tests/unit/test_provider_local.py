@@ -420,7 +420,8 @@ async def test_finished_reports_a_command_that_exited_0_unwatched_once(tmp_path:
     result = await provider.finished(call)
     assert result is not None and result.result["exit_code"] == 0 and result.reversible
     assert "[recovered" in result.output
-    assert await provider.finished(call) is None  # consumed: never recorded twice
+    again = await provider.finished(call)  # the same answer (the store records one)
+    assert again is not None and again.result == result.result
     (tmp_path / "state" / "t9.1.exit").write_text("3\n")
     assert await provider.finished(call) is None  # failed: retried by the policy
     assert await LocalProvider("local", {}).finished(call) is None  # not recording
