@@ -308,3 +308,61 @@ def test_a_stopped_worker_hands_its_task_back_without_spending_the_attempt(tmp_p
         api.stop()
     assert statuses[workflow_id] == "Completed"
     assert (task["status"], task["attempts"]) == ("Completed", 1), task
+
+
+def test_tasks_a_workflow_may_not_start_leave_their_provider_to_others(tmp_path, database_url):
+    """Workflow A (parallel_limit 2) runs two slow tasks while its quick tasks wait for
+    its limit; they must not hold provider `quick`'s places (max 2) against workflow B."""
+    config = tmp_path / "provisioning.toml"
+    config.write_text(
+        """
+[providers.slow]
+type = "sim"
+
+[providers.quick]
+type = "sim"
+max_concurrent = 2
+"""
+    )
+    server = OrchestratorProcess(
+        tmp_path / "data",
+        workspace=tmp_path,
+        env={"PROVISIONING_CONFIG": str(config), "PROVISIONING_DATABASE_URL": database_url},
+    ).start()
+    try:
+        with server.client() as http:
+            a = {
+                "name": "a",
+                "parallel_limit": 2,
+                "tasks": [
+                    {
+                        "name": f"long{i}",
+                        "provider": "slow",
+                        "action": "noop",
+                        "params": {"simulate": {"latency": 4.0}},
+                    }
+                    for i in range(2)
+                ]
+                + [{"name": f"q{i}", "provider": "quick", "action": "noop"} for i in range(5)],
+            }
+            a_id = http.post("/workflows", json=a).json()["data"]
+            deadline = time.monotonic() + 10
+            while http.get(f"/workflows/{a_id}").json()["data"]["status"] != "Running":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            b = {
+                "name": "b",
+                "tasks": [
+                    {"name": f"q{i}", "provider": "quick", "action": "noop"} for i in range(3)
+                ],
+            }
+            started = time.monotonic()
+            b_id = http.post("/workflows", json=b).json()["data"]
+            statuses = _wait_all(http, [b_id], timeout=30)
+            b_took = time.monotonic() - started
+            a_status = http.get(f"/workflows/{a_id}").json()["data"]["status"]
+    finally:
+        server.stop()
+    assert statuses[b_id] == "Completed"
+    assert a_status == "Running"  # B did not wait for A's slow task
+    assert b_took < 3.0, b_took
