@@ -1,7 +1,8 @@
 """`Idempotency-Key` on POST: a retried request gets the first answer, and starts nothing.
 
 The first request with a key (per credential) is recorded as pending before it runs;
-its answer is stored when it ends (a 5xx is not kept, so a retry runs again). A retry
+its answer is stored when it ends, before the client gets it (a 5xx is not kept, so a
+retry runs again). A retry
 with the same key and body gets that answer, with `Idempotent-Replayed: true`; one with a
 different body gets 422, one while the first still runs gets 409. Keys are kept
 `server.idempotency_ttl` seconds.
@@ -66,8 +67,22 @@ class Idempotency:
                 else:  # let the guard answer (401) and audit it
                     await app(scope, replay, send)
                 return
-            captured = await _run(app, scope, replay, send)
+            try:
+                captured = await _run(app, scope, replay)
+            except BaseException:
+                await self._finish(where[0], where[1], _Captured())  # forget the key
+                raise
+            # Recorded before the client sees the answer: a retry sent the moment it
+            # arrives must get it replayed, not "still running".
             await self._finish(where[0], where[1], captured)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": captured.status or 500,
+                    "headers": captured.headers,
+                }
+            )
+            await send({"type": "http.response.body", "body": captured.body, "more_body": False})
 
         return middleware
 
@@ -169,7 +184,8 @@ async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
     return body, replay
 
 
-async def _run(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> _Captured:
+async def _run(app: ASGIApp, scope: Scope, receive: Receive) -> _Captured:
+    """Run the request to its end, keeping the response instead of sending it."""
     captured = _Captured()
 
     async def capture(message: Message) -> None:
@@ -178,7 +194,6 @@ async def _run(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> _Cap
             captured.headers = list(message.get("headers", []))
         elif message["type"] == "http.response.body":
             captured.body += message.get("body", b"")
-        await send(message)
 
     await app(scope, receive, capture)
     return captured
