@@ -377,17 +377,21 @@ async def end_attempt(
         workflow = await _lock_workflow(connection, end.workflow_id)
         if workflow is None:
             return None
-        if end.outcome == "completed" and workflow["status"] != "Pending":
-            return await _complete(connection, workflow, end, settings, outbox)
+        changes = _Changes()
+        if end.outcome == "completed":
+            report = await _complete(connection, changes, workflow, end, settings)
+            if report is None:
+                return None
+            await connection.run_sync(write_events, changes.events, outbox)
+            return report
         query = select(Task.__table__).where(
             Task.id == end.task_id, Task.status == "Running", Task.lease_owner == end.owner
         )
         if end.expired_only:
             query = query.where(Task.lease_expires_at < func.now())
         task = (await connection.execute(query.with_for_update())).mappings().first()
-        if workflow is None or task is None:
+        if task is None:
             return None
-        changes = _Changes()
         report = EndReport(status="")
         if workflow["status"] == "Pending":
             await _move_workflow(connection, changes, report, workflow, "Running", None)
@@ -454,15 +458,14 @@ async def request_cancel(
 
 async def _complete(
     connection: AsyncConnection,
+    changes: _Changes,
     workflow: dict[str, Any],
     end: AttemptEnd,
     settings: ExecutorSettings,
-    outbox: Outbox | None,
 ) -> EndReport | None:
     """The common end, in as few round trips as it can: one statement marks the task
     `Completed` (if the lease is still `end.owner`'s), releases its dependents, tells
     whether anything else of the workflow is left and notifies the workers."""
-    changes = _Changes()
     guard = [Task.id == end.task_id, Task.status == "Running", Task.lease_owner == end.owner]
     if end.expired_only:
         guard.append(Task.lease_expires_at < func.now())
@@ -516,6 +519,9 @@ async def _complete(
     row = (await connection.execute(statement)).mappings().first()
     if row is None:
         return None
+    report = EndReport(status="Completed")
+    if workflow["status"] == "Pending":  # its start was not recorded (a recovery)
+        await _move_workflow(connection, changes, report, workflow, "Running", None)
     if end.interrupted:
         changes.event(
             "TaskRecovered",
@@ -532,10 +538,8 @@ async def _complete(
             await connection.run_sync(
                 write_resource, ResourceWrite(row["provider"], workflow["id"], row["id"], change)
             )
-    report = EndReport(status="Completed")
     if not row["unfinished"]:
         await _finish_if_done(connection, changes, report, workflow, settings)
-    await connection.run_sync(write_events, changes.events, outbox)
     return report
 
 
@@ -572,35 +576,10 @@ async def _record_end(
     end: AttemptEnd,
     settings: ExecutorSettings,
 ) -> None:
+    """An attempt that did not complete: handed back, retried, or the task's end (then
+    its dependents are cancelled or released, and the workflow may stop)."""
     workflow_id = workflow["id"]
     base = {"lease_owner": None, "lease_expires_at": None, "handle": None}
-    if end.outcome == "completed":
-        report.status = "Completed"
-        await connection.execute(
-            update(Task)
-            .where(Task.id == task["id"])
-            .values(
-                status="Completed",
-                output=end.output,
-                result=end.result,
-                error=None,
-                progress=100.0,
-                completed_at=changes.now,
-                **base,
-            )
-        )
-        data: JSON = {"task_id": task["id"], "name": task["name"], "status": "Completed"}
-        if task["operation_id"] is not None:
-            data["operation_id"] = task["operation_id"]
-        changes.event("TaskStatusChanged", data, workflow_id, task["id"])
-        if not workflow["check_mode"]:
-            for change in end.resources:
-                await connection.run_sync(
-                    write_resource,
-                    ResourceWrite(task["provider"], workflow_id, task["id"], change),
-                )
-        await _release(connection, [task["id"]], soft_only=False)
-        return
     error = end.error or "failed"
     stopper = None if task["compensates"] else await _stopper(connection, workflow_id)
     if end.outcome == "released" and not workflow["cancel_requested"] and stopper is None:
