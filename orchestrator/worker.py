@@ -4,7 +4,8 @@ Several worker processes (`provisioning worker`, or `provisioning serve` with it
 embedded worker) run against one database. Nothing about a workflow lives in one
 process: each worker claims ready tasks (`store.claims.claim`: one statement, under
 every limit, `FOR UPDATE SKIP LOCKED`, marking them `Running` with its id and a lease),
-runs them through their providers and records each attempt's end in one transaction.
+runs them through their providers and records each attempt's end in one transaction
+(`store.endings.end_attempt`).
 
 - Workers wake on `LISTEN/NOTIFY` (every claim, attempt end, submission and cancel
   notifies); they also look every `executor.poll_interval` seconds in case a
@@ -38,14 +39,9 @@ from orchestrator.attempt import Attempt, call_provider, finished_attempt, resul
 from orchestrator.metrics import Metrics
 from orchestrator.outcomes import WORKFLOW_TERMINAL, interrupted_reason
 from orchestrator.settings import ExecutorSettings
-from orchestrator.store import claims
-from orchestrator.store.claims import (
-    CHANNEL_CANCEL,
-    CHANNEL_EVENTS,
-    CHANNEL_TASKS,
-    AttemptEnd,
-    Limits,
-)
+from orchestrator.store import claims, endings
+from orchestrator.store.claims import CHANNEL_CANCEL, CHANNEL_EVENTS, CHANNEL_TASKS, Limits
+from orchestrator.store.endings import AttemptEnd
 from orchestrator.store.workflows import StoredWorkflow
 from orchestrator.webhooks import Outbox
 from providers.base import JSON, ActionResult, PermanentProviderError, Provider
@@ -177,7 +173,7 @@ class Worker:
         await claims.notify(self.engine)
 
     async def cancel(self, workflow_id: str) -> bool:
-        cancelled = await claims.request_cancel(
+        cancelled = await endings.request_cancel(
             self.engine, workflow_id, self.settings, self._outbox
         )
         if cancelled is None:
@@ -373,7 +369,7 @@ class Worker:
 
     async def _record(self, end: AttemptEnd) -> None:
         try:
-            report = await claims.end_attempt(self.engine, end, self.settings, self._outbox)
+            report = await endings.end_attempt(self.engine, end, self.settings, self._outbox)
         except Exception:
             # The lease will expire and another worker (or this one) retries the task.
             log.exception("could not record an attempt's end", task_id=end.task_id)
