@@ -83,7 +83,10 @@ locked AS (
 )
 UPDATE tasks
 SET status = 'Running', attempts = tasks.attempts + 1, lease_owner = :worker,
-    lease_expires_at = now() + make_interval(secs => :lease), started_at = now(),
+    -- The clock now, not the transaction's start: a dependency's end committed while
+    -- this claim waited for the lock must not seem to come after this start.
+    lease_expires_at = clock_timestamp() + make_interval(secs => :lease),
+    started_at = clock_timestamp(),
     not_before = NULL, handle = NULL
 FROM locked, workflows w
 WHERE tasks.id = locked.id AND w.id = tasks.workflow_id
