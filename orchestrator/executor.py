@@ -254,9 +254,6 @@ class Executor:
             await wf.done.wait()
         await self.journal.flush()
 
-    def is_active(self, workflow_id: str) -> bool:
-        return workflow_id in self._workflows
-
     @property
     def queued(self) -> int:
         return sum(len(wf.ready) for wf in self._workflows.values()) + sum(

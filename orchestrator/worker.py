@@ -193,9 +193,6 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), self.settings.poll_interval)
 
-    def is_active(self, workflow_id: str) -> bool:
-        return any(run.row["workflow_id"] == workflow_id for run in self._runs.values())
-
     # -- waking --------------------------------------------------------------------
 
     async def _listen(self) -> None:
