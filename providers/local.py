@@ -30,11 +30,9 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
+import threading
 import time
-import warnings
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +62,11 @@ _MINIMAL_ENV = ("PATH", "HOME", "LANG")
 _DRAIN_SECONDS = 0.5  # how long output is still read once the command has exited
 _POLL_SECONDS = 0.05
 _ERROR_TAIL_LINES = 10
+#: Wait for exits through pidfds (Linux 5.3+); elsewhere, a thread per running command.
+_PIDFD = hasattr(os, "pidfd_open")
+_DEVNULL: int | None = None
+_BOOTTIME: int | None = getattr(time, "CLOCK_BOOTTIME", None)
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,35 +77,115 @@ class _Command:
     explicit_cwd: bool
 
 
-class _Capture(asyncio.SubprocessProtocol):
-    """Keeps the last `limit` bytes of output; tells when the process exits."""
+class _Child:
+    """A command started with `subprocess.Popen`, watched from the event loop.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+    Its exit is seen through a pidfd and its output through the pipe's read end, both
+    registered with the loop: no thread per child, no global child watcher, and none of
+    the asyncio subprocess transport's machinery, which cost about a third of the time
+    to run a short command (tests/perf/bench_executor.py, W3). Without pidfds (not
+    Linux), a thread waits for the exit instead.
+
+    The last `limit` bytes of output (stdout and stderr interleaved) are kept.
+    """
+
+    def __init__(self, command: _Command, executable: str | None, limit: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.limit = limit
         self.tail = bytearray()
         self.total = 0
-        self.limit = limit
         self.exited: asyncio.Future[None] = loop.create_future()
         self.drained: asyncio.Future[None] = loop.create_future()
+        self._loop = loop
+        read, write = os.pipe()
+        before = _boot_ticks()
+        try:
+            self.process = subprocess.Popen(
+                command.argv,
+                executable=executable,
+                stdin=_devnull(),
+                stdout=write,
+                stderr=subprocess.STDOUT,
+                env=command.env,
+                cwd=command.cwd,
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(read)
+            raise
+        finally:
+            os.close(write)
+        self.pid = self.process.pid
+        after = _boot_ticks()
+        #: When the kernel started it (/proc's start time is within), for `reap`; read
+        #: from the clock rather than /proc, whose answer waits until exec is over.
+        self.started_between = None if before is None or after is None else [before, after]
+        self._output: int | None = read
+        os.set_blocking(read, False)
+        loop.add_reader(read, self._read)
+        if _PIDFD:
+            self._pidfd = os.pidfd_open(self.pid)
+            loop.add_reader(self._pidfd, self._reap)
+        else:
+            threading.Thread(target=self._wait, name=f"wait-{self.pid}", daemon=True).start()
 
-    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        chunk = data.encode() if isinstance(data, str) else data
-        self.total += len(chunk)
-        self.tail += chunk
-        if len(self.tail) > self.limit:
-            del self.tail[: len(self.tail) - self.limit]
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+    def close(self) -> None:
+        """Stop reading output (a process still writing gets SIGPIPE); the exit is still
+        collected when it comes, so no zombie is left."""
+        if self._output is not None:
+            self._loop.remove_reader(self._output)
+            os.close(self._output)
+            self._output = None
         if not self.drained.done():
             self.drained.set_result(None)
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
 
     def text(self) -> str:
         body = self.tail.decode("utf-8", errors="replace")
         dropped = self.total - len(self.tail)
         return f"[output truncated: {dropped} earlier bytes dropped]\n{body}" if dropped else body
+
+    def _read(self) -> None:
+        assert self._output is not None
+        try:
+            chunk = os.read(self._output, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.close()
+            return
+        self.total += len(chunk)
+        self.tail += chunk
+        if len(self.tail) > self.limit:
+            del self.tail[: len(self.tail) - self.limit]
+
+    def _reap(self) -> None:
+        self.process.poll()  # readable pidfd: the process has exited, this collects it
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._exited()
+
+    def _wait(self) -> None:
+        self.process.wait()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._exited)
+
+    def _exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+def _devnull() -> int:
+    """One descriptor on /dev/null for every command's stdin, opened once."""
+    global _DEVNULL
+    if _DEVNULL is None:
+        _DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _DEVNULL
 
 
 @dataclass(slots=True)
@@ -157,6 +240,10 @@ class LocalProvider:
         self.max_output_bytes = limit
         self.kill_grace = float(grace)
         self._running: dict[str, _Running] = {}
+        self._roots: dict[Path, Path] = {}  # workspace -> its resolved path
+        # (name, PATH) -> where the name was found: looked up once, as a shell's hash
+        # table does, and again only once that file is gone.
+        self._lookups: dict[tuple[str, str], str] = {}
 
     async def apply(self, call: ActionCall) -> ActionResult:
         """Run the command; exit status 0 succeeds, anything else raises `ProviderError`."""
@@ -197,22 +284,24 @@ class LocalProvider:
     async def reap(self, handle: JSON) -> None:
         """Stop the process group a previous orchestrator recorded, if it is still that one.
 
-        The group leader is matched by pid and start time, so a reused pid is left alone.
-        If the leader is gone, members left in its group are stopped when all of them
-        started after it. A handle without a start time, or a group already gone, is a
-        no-op. Needs /proc (Linux).
+        The group leader is matched by pid and start time (`started_between`, in clock
+        ticks since boot, or the exact `start_time` of older handles), so a reused pid is
+        left alone. If the leader is gone, members left in its group are stopped when all
+        of them started after it. A handle without a start time, or a group already gone,
+        is a no-op. Needs /proc (Linux).
         """
-        pid, start = handle.get("pid"), handle.get("start_time")
+        pid, window = handle.get("pid"), _start_window(handle)
         pgid = handle.get("pgid", pid)
-        if not (_is_int(pid) and _is_int(pgid) and _is_int(start)):
+        if not (_is_int(pid) and _is_int(pgid)) or window is None:
             return
+        earliest, latest = window
         leader = _proc_stat(pid)
         if leader is not None and leader[0] != "Z":
-            if leader[1] == pgid and leader[2] == start:
+            if leader[1] == pgid and earliest <= leader[2] <= latest:
                 await self._kill_group(pgid)
             return
         members = _group_members(pgid)
-        if members and all(started >= start for started in members):
+        if members and all(started >= earliest for started in members):
             await self._kill_group(pgid)
 
     async def finished(self, call: ActionCall) -> ActionResult | None:
@@ -261,9 +350,8 @@ class LocalProvider:
             raise PermanentProviderError(
                 f"local provider: unsupported action {call.action!r} (supported: run)"
             )
-        params = dict(call.params)
-        undo = params.pop("undo", None)
-        command = self._parse_command(params, call.workspace, "params")
+        undo = call.params.get("undo")
+        command = self._parse_command(call.params, call.workspace, "params")
         if undo is None:
             return command, None
         if not isinstance(undo, Mapping):
@@ -273,8 +361,7 @@ class LocalProvider:
     def _parse_command(self, spec: Mapping[str, Any], workspace: Path, where: str) -> _Command:
         if "shell" in spec:
             raise PermanentProviderError("shell is not supported: give `command` and `args`")
-        unknown = sorted(set(spec) - _COMMAND_KEYS)
-        if unknown and where == "undo":
+        if where == "undo" and (unknown := sorted(set(spec) - _COMMAND_KEYS)):
             raise PermanentProviderError(f"undo: unknown keys {unknown}")
         command, args, env = spec.get("command"), spec.get("args", []), spec.get("env", {})
         if not isinstance(command, str) or not command:
@@ -290,9 +377,22 @@ class LocalProvider:
             argv=(command, *args),
             # None: the child inherits this process's environment as it is (no copy).
             env=None if self.inherit_env and not env else {**self._base_env(), **env},
-            cwd=_confine(workspace, cwd),
+            cwd=self._confine(workspace, cwd),
             explicit_cwd=cwd is not None,
         )
+
+    def _confine(self, workspace: Path, cwd: object) -> Path:
+        root = self._roots.get(workspace)
+        if root is None:
+            root = self._roots[workspace] = workspace.resolve()
+        if cwd is None:
+            return root
+        if not isinstance(cwd, str) or Path(cwd).is_absolute():
+            raise PermanentProviderError("cwd must be a path relative to the workspace")
+        target = (root / cwd).resolve()
+        if not target.is_relative_to(root):
+            raise PermanentProviderError(f"cwd {cwd!r} escapes the workspace")
+        return target
 
     def _base_env(self) -> dict[str, str]:
         if self.inherit_env:
@@ -303,9 +403,8 @@ class LocalProvider:
 
     async def _run(self, call: ActionCall, command: _Command) -> tuple[str, int]:
         task_id, on_handle = call.task_id, call.on_handle
-        if not command.explicit_cwd:
-            command.cwd.mkdir(parents=True, exist_ok=True)  # the workspace itself
-        elif not command.cwd.is_dir():
+        # The workspace itself is created if missing, when the command is started.
+        if command.explicit_cwd and not command.cwd.is_dir():
             raise PermanentProviderError(f"cwd {str(command.cwd)!r} is not a directory")
         exit_file = None
         if self.record_exit:
@@ -326,32 +425,33 @@ class LocalProvider:
                     *command.argv,
                 ),
             )
-        loop = asyncio.get_running_loop()
-        capture = _Capture(loop, self.max_output_bytes)
         running = self._running[task_id] = _Running()
         try:
-            transport = await self._spawn(command, capture)
-            pid = running.pid = transport.get_pid()
+            child = self._spawn(command)
+            pid = running.pid = child.pid
             try:
-                stat = _proc_stat(pid)  # None: already over, nothing to stop later
-                if on_handle is not None and stat is not None:
-                    await on_handle({"pid": pid, "pgid": pid, "start_time": stat[2]})
+                if on_handle is not None and child.started_between is not None:
+                    await on_handle(
+                        {"pid": pid, "pgid": pid, "started_between": child.started_between}
+                    )
                 if running.cancelled:
                     await self._kill_group(pid)
-                await asyncio.shield(capture.exited)  # a cancel must not cancel the future
-                await asyncio.wait([capture.drained], timeout=_DRAIN_SECONDS)
+                if not child.exited.done():
+                    await asyncio.shield(child.exited)  # a cancel must not cancel it
+                if not child.drained.done():
+                    await asyncio.wait([child.drained], timeout=_DRAIN_SECONDS)
             except BaseException:
-                await self._stop(transport, capture)
+                await self._stop(child)
                 raise
             finally:
-                transport.close()
+                child.close()
         finally:
             if self._running.get(task_id) is running:
                 del self._running[task_id]
             # The exit file stays: until the executor has recorded this end, a worker
             # taking over an expired lease may need it (`finished` consumes it then).
-        status = transport.get_returncode()
-        output = capture.text()
+        status = child.returncode
+        output = child.text()
         if status == 0:
             return output, pid
         last = "\n".join(output.rstrip().splitlines()[-_ERROR_TAIL_LINES:])
@@ -361,45 +461,36 @@ class LocalProvider:
             raise ProviderError(f"command killed by signal {_signal_name(-status)}: {last}")
         raise ProviderError(f"command exited with status {status}: {last}")
 
-    async def _spawn(self, command: _Command, capture: _Capture) -> asyncio.SubprocessTransport:
-        loop = asyncio.get_running_loop()
-        _use_pidfd_child_watcher(loop)
-        spawn = asyncio.ensure_future(
-            loop.subprocess_exec(
-                lambda: capture,
-                *command.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=command.env,
-                cwd=command.cwd,
-                start_new_session=True,
-            )
-        )
+    def _spawn(self, command: _Command) -> _Child:
+        """Start the command (synchronously: nothing can cancel it half-started)."""
+        name = command.argv[0]
+        key = None if os.sep in name else (name, _search_path(command))
+        executable = self._lookups.get(key) if key is not None else None
+        if key is not None and executable is None:
+            found = _resolve_executable(command)
+            if found is None:
+                raise PermanentProviderError(f"command not found: {name!r}")
+            if os.path.isabs(found):  # not from a relative PATH entry (the cwd's)
+                executable = self._lookups[key] = found
         try:
-            transport, _ = await asyncio.shield(spawn)
-        except asyncio.CancelledError:
-            # Cancelled while starting: let the start finish (milliseconds), then stop it.
-            while not spawn.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait([spawn])
-            if not spawn.cancelled() and spawn.exception() is None:
-                await self._stop(spawn.result()[0], capture)
-            raise
+            return _Child(command, executable, self.max_output_bytes)
         except FileNotFoundError:
-            raise PermanentProviderError(f"command not found: {command.argv[0]!r}") from None
+            if not command.cwd.is_dir():
+                if command.explicit_cwd:
+                    raise PermanentProviderError(
+                        f"cwd {str(command.cwd)!r} is not a directory"
+                    ) from None
+                command.cwd.mkdir(parents=True, exist_ok=True)  # the workspace, removed
+                return self._spawn(command)
+            if key is not None and self._lookups.pop(key, None) is not None:
+                return self._spawn(command)  # the file found earlier is gone: look again
+            raise PermanentProviderError(f"command not found: {name!r}") from None
         except PermissionError:
-            raise PermanentProviderError(
-                f"cannot execute {command.argv[0]!r}: permission denied"
-            ) from None
-        return transport
+            raise PermanentProviderError(f"cannot execute {name!r}: permission denied") from None
 
-    async def _stop(self, transport: asyncio.SubprocessTransport, capture: _Capture) -> None:
-        try:
-            await self._kill_group(transport.get_pid())
-            await asyncio.wait([capture.exited], timeout=1.0)  # let asyncio reap the leader
-        finally:
-            transport.close()
+    async def _stop(self, child: _Child) -> None:
+        await self._kill_group(child.pid)
+        await asyncio.wait([child.exited], timeout=1.0)
 
     async def _kill_group(self, pgid: int) -> None:
         """SIGTERM the group, wait up to `kill_grace` for it to go, then SIGKILL it."""
@@ -414,54 +505,48 @@ class LocalProvider:
                 _signal_group(pgid, signal.SIGKILL)
 
 
-_watched_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-
-
-def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
-    """On Python 3.11, wait for children through pidfds instead of a thread per child.
-
-    Python 3.12 made this the default; on 3.11 the threaded watcher made starting a
-    short command about 30% slower (tests/perf/bench_executor.py, W3).
-    """
-    if sys.version_info >= (3, 12) or loop in _watched_loops or not hasattr(os, "pidfd_open"):
-        return
-    _watched_loops.add(loop)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        watcher = asyncio.PidfdChildWatcher()
-        watcher.attach_loop(loop)
-        asyncio.set_child_watcher(watcher)
-
-
-def _confine(workspace: Path, cwd: object) -> Path:
-    root = workspace.resolve()
-    if cwd is None:
-        return root
-    if not isinstance(cwd, str) or Path(cwd).is_absolute():
-        raise PermanentProviderError("cwd must be a path relative to the workspace")
-    target = (root / cwd).resolve()
-    if not target.is_relative_to(root):
-        raise PermanentProviderError(f"cwd {cwd!r} escapes the workspace")
-    return target
-
-
 def _resolve_executable(command: _Command) -> str | None:
     name = command.argv[0]
     if os.sep in name:
         path = command.cwd / name
         return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+    return shutil.which(name, path=_search_path(command))
+
+
+def _search_path(command: _Command) -> str:
+    """The PATH the command's name is looked up in: its own environment's."""
     environment = os.environ if command.env is None else command.env
-    return shutil.which(name, path=environment.get("PATH", os.defpath))
+    return environment.get("PATH", os.defpath)
 
 
 def _proc_stat(pid: int) -> tuple[str, int, int] | None:
     """(state, process group, start time in clock ticks) from /proc, or None if gone."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        raw = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     fields = raw[raw.rfind(b")") + 2 :].split()
     return fields[0].decode(), int(fields[2]), int(fields[19])
+
+
+def _boot_ticks() -> int | None:
+    """Now, as /proc counts a process's start time: clock ticks since boot (Linux only)."""
+    if _BOOTTIME is None:
+        return None
+    return time.clock_gettime_ns(_BOOTTIME) // (1_000_000_000 // _TICKS_PER_SECOND)
+
+
+def _start_window(handle: JSON) -> tuple[int, int] | None:
+    window, exact = handle.get("started_between"), handle.get("start_time")
+    if isinstance(window, list) and len(window) == 2 and all(_is_int(t) for t in window):
+        return window[0], window[1]
+    return (exact, exact) if _is_int(exact) else None
 
 
 def _group_members(pgid: int) -> list[int]:

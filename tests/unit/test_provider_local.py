@@ -24,10 +24,11 @@ from providers.base import (
 )
 from providers.local import LocalProvider
 
-# Touches no database: runs in the SQLite pass only (tests/conftest.py).
-pytestmark = pytest.mark.backend_independent
-
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+pytestmark = [
+    # Touches no database: runs in the SQLite pass only (tests/conftest.py).
+    pytest.mark.backend_independent,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc"),
+]
 
 
 class NoInventory:
@@ -130,6 +131,59 @@ async def test_runs_in_the_workspace_and_creates_it(
     assert result.output.strip() == str(workspace.resolve())
 
 
+async def test_a_workspace_removed_since_an_earlier_run_is_created_again(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    workspace = tmp_path / "ws"
+    await provider.apply(make_call(workspace, command="true"))
+    workspace.rmdir()
+    result = await provider.apply(make_call(workspace, command="pwd"))
+    assert result.output.strip() == str(workspace.resolve())
+
+
+async def test_the_command_is_reaped_when_apply_returns(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    result = await provider.apply(make_call(tmp_path, command="true"))
+    with pytest.raises(ChildProcessError):  # no zombie left to collect
+        os.waitpid(result.result["pid"], os.WNOHANG)
+
+
+async def test_a_command_found_in_path_is_looked_up_again_once_it_is_gone(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for directory in (first, second):
+        directory.mkdir()
+        tool = directory / "tool"
+        tool.write_text(f"#!/bin/sh\necho {directory.name}\n")
+        tool.chmod(0o755)
+    env = {"PATH": f"{first}:{second}:{os.defpath}"}
+    run = make_call(tmp_path, command="tool", env=env)
+    assert (await provider.apply(run)).output == "first\n"
+    (first / "tool").unlink()  # as a shell's hash table, the lookup is redone once gone
+    assert (await provider.apply(run)).output == "second\n"
+    (second / "tool").unlink()
+    with pytest.raises(PermanentProviderError, match="command not found: 'tool'"):
+        await provider.apply(run)
+
+
+async def test_without_pidfds_a_thread_waits_for_the_exit(
+    provider: LocalProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("providers.local._PIDFD", False)
+    result = await provider.apply(make_call(tmp_path, **sh("echo done")))
+    assert result.output == "done\n"
+    with pytest.raises(ProviderError, match="exited with status 4"):
+        await provider.apply(make_call(tmp_path, **sh("exit 4")))
+    sleep = make_call(tmp_path, "t5", command="sleep", args=["30"])
+    slow = asyncio.create_task(provider.apply(sleep))
+    await asyncio.sleep(0.2)
+    await provider.cancel("t5")
+    with pytest.raises(ProviderError, match="cancelled"):
+        await asyncio.wait_for(slow, 5)
+
+
 async def test_non_zero_exit_is_a_retryable_error_with_the_last_output(
     provider: LocalProvider, tmp_path: Path
 ) -> None:
@@ -224,7 +278,8 @@ async def test_on_handle_receives_the_process_group_before_the_command_ends(
     async def on_handle(handle: JSON) -> None:
         handles.append(handle)
         assert not is_gone(handle["pid"])
-        assert handle["start_time"] == start_time(handle["pid"])
+        earliest, latest = handle["started_between"]
+        assert earliest <= start_time(handle["pid"]) <= latest
 
     call = make_call(tmp_path, **sh("sleep 0.2; echo done"))
     result = await provider.apply(ActionCall(**{**_fields(call), "on_handle": on_handle}))
@@ -330,13 +385,36 @@ async def test_reap_kills_a_live_process_group_from_its_handle(
     await provider.reap(handle)  # already gone: a no-op
 
 
+async def test_reap_stops_the_group_of_a_handle_recorded_by_an_earlier_provider(
+    tmp_path: Path,
+) -> None:
+    handles: list[JSON] = []
+
+    async def on_handle(handle: JSON) -> None:
+        handles.append(handle)
+
+    earlier = LocalProvider("local", {})
+    call = make_call(tmp_path, "t9", **sh(SPAWNS_GRANDCHILD))
+    apply = asyncio.create_task(
+        earlier.apply(ActionCall(**{**_fields(call), "on_handle": on_handle}))
+    )
+    grandchild = int(await wait_for_file(tmp_path / "grandchild.pid"))
+    await LocalProvider("local", {}).reap(handles[0])  # as a restarted orchestrator would
+    assert await wait_gone(grandchild, timeout=1.0)
+    with pytest.raises(ProviderError, match="signal SIGTERM"):
+        await asyncio.wait_for(apply, 5)
+
+
+@pytest.mark.parametrize("key", ["start_time", "started_between"])
 async def test_reap_refuses_when_the_start_time_does_not_match(
-    provider: LocalProvider, tmp_path: Path
+    provider: LocalProvider, tmp_path: Path, key: str
 ) -> None:
     leader = spawn_group(tmp_path)
     grandchild = int(await wait_for_file(tmp_path / "grandchild.pid"))
     try:
-        stale = {"pid": leader.pid, "pgid": leader.pid, "start_time": start_time(leader.pid) - 1}
+        before = start_time(leader.pid) - 1
+        when = before if key == "start_time" else [before - 5, before]
+        stale = {"pid": leader.pid, "pgid": leader.pid, key: when}
         await provider.reap(stale)
         await asyncio.sleep(0.2)
         assert leader.poll() is None
