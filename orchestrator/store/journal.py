@@ -11,6 +11,7 @@ transaction.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import TypeEngine
 
 from orchestrator.ids import new_id
 from orchestrator.store.models import Event, Resource, Task, TaskDependency, Workflow
@@ -226,10 +229,7 @@ class Journal:
 
     def _take(self) -> _Batch:
         batch = _Batch(
-            tasks=[
-                {"b_id": tid, **{f"b_{c}": state[c] for c in TASK_STATE_COLUMNS}}
-                for tid, state in self._tasks.items()
-            ],
+            tasks=self._tasks,
             workflows=[
                 {"b_id": wid, **{f"b_{c}": state[c] for c in WORKFLOW_STATE_COLUMNS}}
                 for wid, state in self._workflows.items()
@@ -259,9 +259,65 @@ class Journal:
             await connection.run_sync(_write, batch, self._outbox)
 
 
+class _Prepared:
+    """A statement compiled once for the journal's own SQLite connection and run with the
+    driver's `executemany`. Values go through the columns' own bind processors, so rows
+    are stored exactly as SQLAlchemy stores them, without its work per execution: that
+    work was a third of the orchestrator's CPU time running short commands
+    (tests/perf/bench_executor.py, W3)."""
+
+    def __init__(self, statement: Any, dialect: Dialect, types: dict[str, TypeEngine[Any]]):
+        compiled = statement.compile(dialect=dialect, column_keys=list(types))
+        if tuple(compiled.positiontup or ()) != tuple(types):
+            raise AssertionError(f"parameters in an unexpected order: {compiled.positiontup}")
+        self.sql = compiled.string
+        processors = [t.dialect_impl(dialect).bind_processor(dialect) for t in types.values()]
+        self._processors = [(i, p) for i, p in enumerate(processors) if p is not None]
+
+    def run(self, connection: Connection, rows: list[list[Any]]) -> None:
+        """`rows`: values in the order of the types given at construction (changed)."""
+        for row in rows:
+            for index, process in self._processors:
+                row[index] = process(row[index])
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(self.sql, rows)
+        finally:
+            cursor.close()
+
+
+class _SqliteWrites:
+    """The statements every batch runs, prepared for the journal's SQLite engine."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        columns = Task.__table__.c
+        task_types = {f"b_{c}": columns[c].type for c in TASK_STATE_COLUMNS}
+        self.update_task = _Prepared(_update_task, dialect, {**task_types, "b_id": columns.id.type})
+        self.insert_events = _Prepared(
+            insert(Event), dialect, {key: Event.__table__.c[key].type for key in EVENT_KEYS}
+        )
+
+    def write_tasks(self, connection: Connection, tasks: dict[str, dict[str, Any]]) -> None:
+        rows = [[*(state[c] for c in TASK_STATE_COLUMNS), tid] for tid, state in tasks.items()]
+        self.update_task.run(connection, rows)
+
+    def write_events(self, connection: Connection, events: list[dict[str, Any]]) -> None:
+        self.insert_events.run(connection, [[e[k] for k in EVENT_KEYS] for e in events])
+
+
+#: The keys of an event row as `Journal.event` records it.
+EVENT_KEYS = ("at", "type", "workflow_id", "task_id", "data")
+
+
 def _write_batch(engine: Engine, batch: _Batch, outbox: Outbox | None) -> None:
+    writes = _prepared.get(engine)
+    if writes is None:
+        writes = _prepared[engine] = _SqliteWrites(engine.dialect)
     with engine.begin() as connection:
-        _write(connection, batch, outbox)
+        _write(connection, batch, outbox, writes)
+
+
+_prepared: weakref.WeakKeyDictionary[Engine, _SqliteWrites] = weakref.WeakKeyDictionary()
 
 
 def write_events(
@@ -279,13 +335,25 @@ def write_events(
     outbox.write(connection, events, seqs)
 
 
-def _write(connection: Connection, batch: _Batch, outbox: Outbox | None) -> None:
+def _write(
+    connection: Connection,
+    batch: _Batch,
+    outbox: Outbox | None,
+    prepared: _SqliteWrites | None = None,
+) -> None:
     if batch.new_tasks:
         connection.execute(insert(Task), batch.new_tasks)
     if batch.new_edges:
         connection.execute(insert(TaskDependency), batch.new_edges)
     if batch.tasks:
-        connection.execute(_update_task, batch.tasks)
+        if prepared is not None:
+            prepared.write_tasks(connection, batch.tasks)
+        else:
+            rows = [
+                {"b_id": tid, **{f"b_{c}": state[c] for c in TASK_STATE_COLUMNS}}
+                for tid, state in batch.tasks.items()
+            ]
+            connection.execute(_update_task, rows)
     if batch.released:
         connection.execute(_release_all, [{"b_done": t} for t in batch.released])
     if batch.released_soft:
@@ -295,12 +363,15 @@ def _write(connection: Connection, batch: _Batch, outbox: Outbox | None) -> None
     for write in batch.resources:
         write_resource(connection, write)
     if batch.events:
-        write_events(connection, batch.events, outbox)
+        if prepared is not None and not outbox:
+            prepared.write_events(connection, batch.events)
+        else:
+            write_events(connection, batch.events, outbox)
 
 
 @dataclass(slots=True)
 class _Batch:
-    tasks: list[dict[str, Any]]
+    tasks: dict[str, dict[str, Any]]  # task id -> its state
     workflows: list[dict[str, Any]]
     events: list[dict[str, Any]]
     released: list[str]

@@ -1,0 +1,117 @@
+"""The journal's SQLite writes store rows exactly as SQLAlchemy itself stores them."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, insert, update
+
+from orchestrator.planner import TaskSpec
+from orchestrator.settings import ExecutorSettings
+from orchestrator.store.engine import _upgrade_on
+from orchestrator.store.journal import TASK_STATE_COLUMNS, _Batch, _write_batch
+from orchestrator.store.models import Event, Task, Workflow
+from orchestrator.store.workflows import task_row
+
+# The journal writes the embedded SQLite store only, whatever the suite's database.
+pytestmark = pytest.mark.backend_independent
+
+NOW = datetime(2026, 11, 25, 21, 4, 26, 60858, tzinfo=UTC)
+
+
+def _task(task_id: str) -> dict[str, Any]:
+    spec = TaskSpec(name=task_id, provider="local", action="run")
+    return {**task_row(spec, task_id, "w1", 0, ExecutorSettings()), "created_at": NOW}
+
+
+STATES: list[dict[str, Any]] = [
+    {
+        "status": "Running",
+        "attempts": 2,
+        "progress": 12.5,
+        "output": "ünïcode ✓\n",
+        "error": None,
+        "result": None,
+        "not_before": NOW + timedelta(seconds=5),
+        "lease_owner": "worker-1",
+        "lease_expires_at": None,
+        "handle": {"pid": 42, "pgid": 42, "started_between": [1, 2]},
+        "started_at": NOW.astimezone(timezone(timedelta(hours=-5))),  # stored as UTC
+        "completed_at": None,
+    },
+    {
+        "status": "Completed",
+        "attempts": 1,
+        "progress": 100.0,
+        "output": "",
+        "error": "an earlier error",
+        "result": {"exit_code": 0, "nested": {"list": [1, 2.5, None, "x"]}},
+        "not_before": None,
+        "lease_owner": None,
+        "lease_expires_at": NOW,
+        "handle": None,
+        "started_at": NOW,
+        "completed_at": NOW + timedelta(microseconds=1),
+    },
+]
+EVENTS: list[dict[str, Any]] = [
+    {"at": NOW, "type": "TaskStatusChanged", "workflow_id": "w1", "task_id": "t1", "data": {}},
+    {
+        "at": NOW.astimezone(timezone(timedelta(hours=2))),
+        "type": "WorkflowStatusChanged",
+        "workflow_id": None,
+        "task_id": None,
+        "data": {"status": "Running", "ünï": ["✓", 1, None]},
+    },
+]
+
+
+@pytest.mark.parametrize("state", STATES, ids=["running", "completed"])
+def test_task_and_event_rows_match_what_sqlalchemy_writes(tmp_path: Path, state: dict) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        _upgrade_on(connection, url)
+        connection.execute(
+            insert(Workflow),
+            [
+                {
+                    "id": "w1",
+                    "kind": "custom",
+                    "name": "w",
+                    "status": "Running",
+                    "parallel_limit": 8,
+                    "spec": {},
+                    "created_at": NOW,
+                }
+            ],
+        )
+        connection.execute(insert(Task), [_task("by-journal"), _task("by-sqlalchemy")])
+        values = {c: state[c] for c in TASK_STATE_COLUMNS}
+        connection.execute(update(Task).where(Task.id == "by-sqlalchemy").values(values))
+        connection.execute(insert(Event), EVENTS)
+    batch = _Batch(
+        tasks={"by-journal": dict(state)},
+        workflows=[],
+        events=[dict(event) for event in EVENTS],
+        released=[],
+        released_soft=[],
+        resources=[],
+        new_tasks=[],
+        new_edges=[],
+    )
+    _write_batch(engine, batch, None)
+    engine.dispose()
+
+    raw = sqlite3.connect(tmp_path / "db.sqlite")
+    columns = ", ".join(TASK_STATE_COLUMNS)
+    rows = dict((row[0], row[1:]) for row in raw.execute(f"SELECT id, {columns} FROM tasks"))
+    assert rows["by-journal"] == rows["by-sqlalchemy"]
+    events = raw.execute("SELECT at, type, workflow_id, task_id, data FROM events ORDER BY seq")
+    written = events.fetchall()
+    raw.close()
+    assert written[:2] == written[2:]
