@@ -96,12 +96,16 @@ async def call_provider(
             f"(configured: {', '.join(sorted(providers)) or 'none'})"
         )
     call = _action_call(attempt, engine, workspace, on_handle)
+    if attempt.compensates is not None:
+        work = provider.compensate(call, applied(attempt))
+    elif attempt.check_mode:
+        work = provider.check(call)
+    else:
+        work = provider.apply(call)
+    if attempt.timeout is None:
+        return await work
     async with asyncio.timeout(attempt.timeout):
-        if attempt.compensates is not None:
-            return await provider.compensate(call, applied(attempt))
-        if attempt.check_mode:
-            return await provider.check(call)
-        return await provider.apply(call)
+        return await work
 
 
 async def finished_attempt(
