@@ -155,7 +155,7 @@ class Executor:
         metrics: Metrics,
         on_commit: Callable[[], None] | None = None,
         provider_limits: Mapping[str, int] | None = None,
-        writer_engine: Engine | None = None,
+        writer_engine: Engine,
         outbox: Outbox | None = None,
     ) -> None:
         self.engine = engine
@@ -164,12 +164,7 @@ class Executor:
         self.workspace = workspace
         self.worker_id = f"worker-{new_id()[:8]}"
         self.metrics = metrics
-        self.journal = Journal(
-            engine,
-            on_commit=self._committed(on_commit),
-            sync_engine=writer_engine,
-            outbox=outbox,
-        )
+        self.journal = Journal(writer_engine, on_commit=self._committed(on_commit), outbox=outbox)
         self._provider_limits = dict(provider_limits or {})
         self._workflows: dict[str, WorkflowRun] = {}
         self._ready_workflows: deque[WorkflowRun] = deque()
@@ -601,7 +596,8 @@ class Executor:
                 "task failed", workflow_id=wf.id, task_id=task.id, task=task.name, error=error
             )
         if status == "Completed":
-            self.journal.release_dependents(task.id, soft_only=False)
+            if task.dependents:  # the counters of nothing else change
+                self.journal.release_dependents(task.id, soft_only=False)
             for dependent, _soft in task.dependents:
                 self._release(dependent)
         else:
@@ -623,7 +619,7 @@ class Executor:
         stack = [failed]
         while stack:
             ended = stack.pop()
-            if release_soft:
+            if release_soft and any(soft for _, soft in ended.dependents):
                 self.journal.release_dependents(ended.id, soft_only=True)
             for dependent, soft in ended.dependents:
                 if soft:

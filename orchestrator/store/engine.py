@@ -58,11 +58,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(url, pool_size=pool, max_overflow=pool, pool_recycle=1800)
 
 
-def create_writer_engine(settings: Settings) -> Engine | None:
-    """For the embedded SQLite store, a synchronous engine the journal writes with from
-    its own thread (one connection, kept open); None for other databases."""
+def create_writer_engine(settings: Settings) -> Engine:
+    """For the embedded SQLite store, the synchronous engine the journal writes with from
+    its own thread (one connection, kept open)."""
     if not settings.is_sqlite:
-        return None
+        raise ValueError("the journal writes the embedded SQLite store only")
     url = settings.resolved_database_url.replace("sqlite+aiosqlite://", "sqlite://", 1)
     engine = sqlalchemy.create_engine(
         url, poolclass=StaticPool, connect_args={"timeout": 30, "check_same_thread": False}

@@ -11,17 +11,16 @@ transaction.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeEngine
 
 from orchestrator.ids import new_id
@@ -30,6 +29,8 @@ from providers.base import ResourceChange
 
 if TYPE_CHECKING:
     from orchestrator.webhooks import Outbox
+
+log = structlog.get_logger(__name__)
 
 TASK_STATE_COLUMNS = (
     "status",
@@ -94,18 +95,23 @@ class JournalError(Exception):
 
 
 class Journal:
-    """Collects transitions and writes them in as few transactions as it can."""
+    """Collects transitions and writes them in as few transactions as it can.
+
+    Transactions are written one at a time by the journal's own thread, on its own
+    connection to the embedded SQLite store. A commit starts as soon as there is
+    something to write and none is being written, without waiting for a turn of the
+    event loop: the latency of `flush()` is on the path of every task's start.
+    """
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        engine: Engine,
         on_commit: Callable[[], None] | None = None,
-        sync_engine: Engine | None = None,
         outbox: Outbox | None = None,
     ) -> None:
         self._engine = engine
+        self._writes = _SqliteWrites(engine.dialect)
         self._outbox = outbox
-        self._sync_engine = sync_engine
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="journal")
         self._on_commit = on_commit
         self._tasks: dict[str, dict[str, Any]] = {}
@@ -116,11 +122,12 @@ class Journal:
         self._new_tasks: list[dict[str, Any]] = []
         self._new_edges: list[dict[str, Any]] = []
         self._resources: list[ResourceWrite] = []
+        #: Flushes waiting for the next commit, and for the one being written (None: idle).
         self._waiters: list[asyncio.Future[None]] = []
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._writing: list[asyncio.Future[None]] | None = None
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: BaseException | None = None
-        self._inflight: asyncio.Future[None] | None = None
         self.commits = 0
 
     @property
@@ -128,27 +135,24 @@ class Journal:
         return self._failure is not None
 
     def start(self) -> None:
-        self._writer = asyncio.create_task(self._run(), name="journal-writer")
+        self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:
-        await self.flush()
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
-            self._writer = None
-        self._thread.shutdown(wait=True)
-        if self._sync_engine is not None:
-            self._sync_engine.dispose()
+        try:
+            await self.flush()
+        finally:
+            self._thread.shutdown(wait=True)
+            self._engine.dispose()
 
     # -- recording -------------------------------------------------------------------
 
     def task(self, task_id: str, state: dict[str, Any]) -> None:
         self._tasks[task_id] = state
-        self._wake.set()
+        self._soon()
 
     def workflow(self, workflow_id: str, state: dict[str, Any]) -> None:
         self._workflows[workflow_id] = state
-        self._wake.set()
+        self._soon()
 
     def event(
         self,
@@ -166,7 +170,7 @@ class Journal:
                 "data": data,
             }
         )
-        self._wake.set()
+        self._soon()
 
     def release_dependents(self, task_id: str, *, soft_only: bool) -> None:
         (self._released_soft if soft_only else self._released).append(task_id)
@@ -175,7 +179,7 @@ class Journal:
         """New tasks of a running workflow (compensations), written before any update."""
         self._new_tasks.extend(rows)
         self._new_edges.extend({"task_id": t, "depends_on": d, "kind": k} for t, d, k in edges)
-        self._wake.set()
+        self._soon()
 
     def resource(self, write: ResourceWrite) -> None:
         self._resources.append(write)
@@ -189,43 +193,58 @@ class Journal:
         """Return once everything recorded so far is committed."""
         if self._failure is not None:
             raise JournalError("the journal writer has stopped") from self._failure
-        if not self._has_pending():
-            if self._inflight is not None:
-                await asyncio.shield(self._inflight)
+        if self._has_pending():
+            waiters = self._waiters
+        elif self._writing is not None:
+            waiters = self._writing
+        else:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
-        self._wake.set()
+        waiters.append(future)
+        self._write()
         await future
 
     # -- writing ---------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._has_pending():
-                continue
-            batch = self._take()
-            waiters, self._waiters = self._waiters, []
-            inflight = asyncio.get_running_loop().create_future()
-            self._inflight = inflight
-            try:
-                await self._commit(batch)
-                self.commits += 1
-                if self._on_commit is not None:
-                    self._on_commit()
-            except Exception as exc:
-                self._failure = exc
-                error = JournalError(f"could not persist transitions: {exc}")
-                for waiter in [*waiters, inflight]:
-                    waiter.set_exception(error)
-                raise
-            finally:
-                self._inflight = None
-            for waiter in [*waiters, inflight]:
+    def _soon(self) -> None:
+        """Write what was recorded once the current callback is done (transitions
+        recorded together share a commit), unless a commit is already being written:
+        the next one starts when it ends."""
+        if not self._scheduled and self._writing is None and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._write)
+
+    def _write(self) -> None:
+        """Start writing everything recorded, if no commit is being written."""
+        self._scheduled = False
+        if self._writing is not None or self._failure is not None or not self._has_pending():
+            return
+        assert self._loop is not None, "the journal was not started"
+        batch = self._take()
+        waiters, self._waiters = self._waiters, []
+        self._writing = waiters
+        loop = self._loop
+        work = self._thread.submit(_write_batch, self._engine, self._writes, batch, self._outbox)
+        work.add_done_callback(lambda done: loop.call_soon_threadsafe(self._written, done))
+
+    def _written(self, done: Future[None]) -> None:
+        waiters, self._writing = self._writing or [], None
+        failure = done.exception()
+        if failure is not None:
+            self._failure = failure
+            log.error("could not persist transitions; the executor stops", error=str(failure))
+            error = JournalError(f"could not persist transitions: {failure}")
+            for waiter in waiters:
                 if not waiter.done():
-                    waiter.set_result(None)
+                    waiter.set_exception(error)
+            return
+        self.commits += 1
+        if self._on_commit is not None:
+            self._on_commit()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._write()  # what was recorded meanwhile
 
     def _take(self) -> _Batch:
         batch = _Batch(
@@ -245,18 +264,6 @@ class Journal:
         self._released, self._released_soft, self._resources = [], [], []
         self._new_tasks, self._new_edges = [], []
         return batch
-
-    async def _commit(self, batch: _Batch) -> None:
-        if self._sync_engine is not None:
-            # Embedded SQLite: the whole transaction in the journal's own thread, one
-            # hand-off per batch instead of one per statement.
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(
-                self._thread, _write_batch, self._sync_engine, batch, self._outbox
-            )
-            return
-        async with self._engine.begin() as connection:
-            await connection.run_sync(_write, batch, self._outbox)
 
 
 class _Prepared:
@@ -309,15 +316,11 @@ class _SqliteWrites:
 EVENT_KEYS = ("at", "type", "workflow_id", "task_id", "data")
 
 
-def _write_batch(engine: Engine, batch: _Batch, outbox: Outbox | None) -> None:
-    writes = _prepared.get(engine)
-    if writes is None:
-        writes = _prepared[engine] = _SqliteWrites(engine.dialect)
+def _write_batch(
+    engine: Engine, writes: _SqliteWrites, batch: _Batch, outbox: Outbox | None
+) -> None:
     with engine.begin() as connection:
         _write(connection, batch, outbox, writes)
-
-
-_prepared: weakref.WeakKeyDictionary[Engine, _SqliteWrites] = weakref.WeakKeyDictionary()
 
 
 def write_events(
@@ -336,24 +339,14 @@ def write_events(
 
 
 def _write(
-    connection: Connection,
-    batch: _Batch,
-    outbox: Outbox | None,
-    prepared: _SqliteWrites | None = None,
+    connection: Connection, batch: _Batch, outbox: Outbox | None, prepared: _SqliteWrites
 ) -> None:
     if batch.new_tasks:
         connection.execute(insert(Task), batch.new_tasks)
     if batch.new_edges:
         connection.execute(insert(TaskDependency), batch.new_edges)
     if batch.tasks:
-        if prepared is not None:
-            prepared.write_tasks(connection, batch.tasks)
-        else:
-            rows = [
-                {"b_id": tid, **{f"b_{c}": state[c] for c in TASK_STATE_COLUMNS}}
-                for tid, state in batch.tasks.items()
-            ]
-            connection.execute(_update_task, rows)
+        prepared.write_tasks(connection, batch.tasks)
     if batch.released:
         connection.execute(_release_all, [{"b_done": t} for t in batch.released])
     if batch.released_soft:
@@ -363,7 +356,7 @@ def _write(
     for write in batch.resources:
         write_resource(connection, write)
     if batch.events:
-        if prepared is not None and not outbox:
+        if not outbox:
             prepared.write_events(connection, batch.events)
         else:
             write_events(connection, batch.events, outbox)

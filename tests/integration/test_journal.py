@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, insert, update
 from orchestrator.planner import TaskSpec
 from orchestrator.settings import ExecutorSettings
 from orchestrator.store.engine import _upgrade_on
-from orchestrator.store.journal import TASK_STATE_COLUMNS, _Batch, _write_batch
+from orchestrator.store.journal import TASK_STATE_COLUMNS, _Batch, _SqliteWrites, _write_batch
 from orchestrator.store.models import Event, Task, Workflow
 from orchestrator.store.workflows import task_row
 
@@ -104,7 +104,7 @@ def test_task_and_event_rows_match_what_sqlalchemy_writes(tmp_path: Path, state:
         new_tasks=[],
         new_edges=[],
     )
-    _write_batch(engine, batch, None)
+    _write_batch(engine, _SqliteWrites(engine.dialect), batch, None)
     engine.dispose()
 
     raw = sqlite3.connect(tmp_path / "db.sqlite")
