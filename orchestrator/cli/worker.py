@@ -11,6 +11,7 @@ import asyncio
 import signal
 
 import click
+import uvloop
 
 from orchestrator.cli.app import Failure, Options, cli, pass_options, shown_database
 from orchestrator.cli.serve import configure_logging, log_level
@@ -29,7 +30,7 @@ def worker(options: Options) -> None:
         )
     level = log_level(settings)
     configure_logging(settings, level)
-    asyncio.run(_run(settings))
+    uvloop.run(_run(settings))  # the loop `serve` runs on too
     click.echo("worker stopped")
 
 

@@ -6,10 +6,11 @@
     .venv/bin/python tests/perf/bench_executor.py --start-postgres [--workers 1,3]
 
 Every transition is persisted (SQLite WAL, synchronous=NORMAL, unless --database says
-otherwise), as in production. On PostgreSQL the workloads run once per worker count:
-that many `provisioning worker` processes claim the tasks, while this process submits
-and waits like an API-only `serve --no-worker` (`--start-postgres` starts a throwaway
-PostgreSQL 15 cluster, as the tests do, and upgrades a fresh database in it).
+otherwise), on the event loop `serve` and `worker` run on (uvloop), as in production.
+On PostgreSQL the workloads run once per worker count: that many `provisioning worker`
+processes claim the tasks, while this process submits and waits like an API-only
+`serve --no-worker` (`--start-postgres` starts a throwaway PostgreSQL 15 cluster, as the
+tests do, and upgrades a fresh database in it).
 
 - W1 fan-out: 1 -> 1000 no-op tasks -> 1 join, parallel limit 8: tasks per second;
 - W2 chain: 200 no-op tasks in a line: milliseconds per dependency hop;
@@ -20,7 +21,6 @@ PostgreSQL 15 cluster, as the tests do, and upgrades a fresh database in it).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import statistics
@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 import logging  # noqa: E402
 
 import structlog  # noqa: E402
+import uvloop  # noqa: E402
 
 from orchestrator.planner import TaskSpec, WorkflowSpec  # noqa: E402
 from orchestrator.service import Orchestrator  # noqa: E402
@@ -214,7 +215,7 @@ if __name__ == "__main__":
     if arguments.start_postgres:
         database, server = throwaway_postgres()
     try:
-        asyncio.run(main(database, arguments.repeat, counts))
+        uvloop.run(main(database, arguments.repeat, counts))
     finally:
         if server is not None:
             server.stop()  # type: ignore[attr-defined]
