@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ from orchestrator.outcomes import (
 from orchestrator.rollback import DoneTask
 from orchestrator.settings import ExecutorSettings
 from orchestrator.store.journal import Journal, ResourceWrite, utcnow
-from orchestrator.store.workflows import StoredWorkflow, load_unfinished
+from orchestrator.store.workflows import StoredWorkflow, load_unfinished, write_workflow
 from orchestrator.webhooks import Outbox
 from providers.base import JSON, ActionResult, PermanentProviderError, Provider
 
@@ -164,6 +165,7 @@ class Executor:
         self.workspace = workspace
         self.worker_id = f"worker-{new_id()[:8]}"
         self.metrics = metrics
+        self._outbox = outbox
         self.journal = Journal(writer_engine, on_commit=self._committed(on_commit), outbox=outbox)
         self._provider_limits = dict(provider_limits or {})
         self._workflows: dict[str, WorkflowRun] = {}
@@ -217,6 +219,23 @@ class Executor:
         await self.journal.close()
 
     # -- public operations -----------------------------------------------------------
+
+    async def store_workflow(
+        self,
+        workflow: dict[str, Any],
+        tasks: Sequence[dict[str, Any]],
+        dependencies: Sequence[tuple[str, str, str]],
+    ) -> None:
+        """Store a new workflow (`insert_workflow`), through the journal's writer."""
+        await self.journal.write(
+            partial(
+                write_workflow,
+                workflow=workflow,
+                tasks=tasks,
+                dependencies=dependencies,
+                outbox=self._outbox,
+            )
+        )
 
     async def submit(self, stored: StoredWorkflow) -> None:
         """Take a workflow just inserted by the store and start its ready tasks."""

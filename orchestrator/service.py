@@ -28,7 +28,7 @@ from orchestrator.store.engine import create_engine, create_writer_engine, ensur
 from orchestrator.store.journal import utcnow
 from orchestrator.store.retention import prune
 from orchestrator.store.statistics import workflow_counts
-from orchestrator.store.workflows import StoredWorkflow, insert_workflow, task_row
+from orchestrator.store.workflows import StoredWorkflow, task_row
 from orchestrator.webhooks import Outbox, WebhookDispatcher
 from orchestrator.worker import Worker, worker_identity
 from providers.base import Provider
@@ -207,7 +207,7 @@ class Orchestrator:
         ]
         edges = [(ids[t.name], ids[d], "hard") for t in spec.tasks for d in t.dependencies]
         edges += [(ids[t.name], ids[d], "soft") for t in spec.tasks for d in t.soft_dependencies]
-        await insert_workflow(self.engine, workflow, rows, edges, self.outbox)
+        await self.executor.store_workflow(workflow, rows, edges)
         self.committed()
         self.metrics.workflow_moved(None, "Pending")
         if spec.kind == "rollback":

@@ -26,7 +26,7 @@ import dataclasses
 import hashlib
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from orchestrator.settings import ExecutorSettings
 from orchestrator.store import claims, endings
 from orchestrator.store.claims import CHANNEL_CANCEL, CHANNEL_EVENTS, CHANNEL_TASKS, Limits
 from orchestrator.store.endings import AttemptEnd
-from orchestrator.store.workflows import StoredWorkflow
+from orchestrator.store.workflows import StoredWorkflow, insert_workflow
 from orchestrator.webhooks import Outbox
 from providers.base import JSON, ActionResult, PermanentProviderError, Provider
 
@@ -166,6 +166,15 @@ class Worker:
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
+
+    async def store_workflow(
+        self,
+        workflow: dict[str, Any],
+        tasks: Sequence[dict[str, Any]],
+        dependencies: Sequence[tuple[str, str, str]],
+    ) -> None:
+        """Store a new workflow (`insert_workflow`)."""
+        await insert_workflow(self.engine, workflow, tasks, dependencies, self._outbox)
 
     async def submit(self, stored: StoredWorkflow) -> None:
         """A workflow was stored: whichever worker is free claims its ready tasks."""

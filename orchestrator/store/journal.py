@@ -24,7 +24,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeEngine
 
 from orchestrator.ids import new_id
-from orchestrator.store.models import Event, Resource, Task, TaskDependency, Workflow
+from orchestrator.store.models import Base, Event, Resource, Task, TaskDependency, Workflow
 from providers.base import ResourceChange
 
 if TYPE_CHECKING:
@@ -204,6 +204,12 @@ class Journal:
         self._write()
         await future
 
+    async def write(self, job: Callable[[Connection], None]) -> None:
+        """Run `job` in a transaction of its own on the journal's thread, the writer of
+        the embedded database (a new workflow is stored so): it fails alone."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, _transaction, self._engine, job)
+
     # -- writing ---------------------------------------------------------------------
 
     def _soon(self) -> None:
@@ -286,7 +292,7 @@ class _Prepared:
         for row in rows:
             for index, process in self._processors:
                 row[index] = process(row[index])
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(self.sql, rows)
         finally:
@@ -294,26 +300,42 @@ class _Prepared:
 
 
 class _SqliteWrites:
-    """The statements every batch runs, prepared for the journal's SQLite engine."""
+    """The task update every batch runs, prepared for the journal's SQLite engine."""
 
     def __init__(self, dialect: Dialect) -> None:
         columns = Task.__table__.c
         task_types = {f"b_{c}": columns[c].type for c in TASK_STATE_COLUMNS}
         self.update_task = _Prepared(_update_task, dialect, {**task_types, "b_id": columns.id.type})
-        self.insert_events = _Prepared(
-            insert(Event), dialect, {key: Event.__table__.c[key].type for key in EVENT_KEYS}
-        )
 
     def write_tasks(self, connection: Connection, tasks: dict[str, dict[str, Any]]) -> None:
         rows = [[*(state[c] for c in TASK_STATE_COLUMNS), tid] for tid, state in tasks.items()]
         self.update_task.run(connection, rows)
 
-    def write_events(self, connection: Connection, events: list[dict[str, Any]]) -> None:
-        self.insert_events.run(connection, [[e[k] for k in EVENT_KEYS] for e in events])
+
+def _transaction(engine: Engine, job: Callable[[Connection], None]) -> None:
+    with engine.begin() as connection:
+        job(connection)
 
 
-#: The keys of an event row as `Journal.event` records it.
-EVENT_KEYS = ("at", "type", "workflow_id", "task_id", "data")
+def insert_many(connection: Connection, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """INSERT `rows`; on SQLite, when they all have the same keys, through a statement
+    prepared once (`_Prepared`) instead of SQLAlchemy's work per row."""
+    if not rows:  # an empty executemany would insert one row of defaults
+        return
+    keys = tuple(rows[0])
+    if connection.dialect.name != "sqlite" or any(tuple(row) != keys for row in rows):
+        connection.execute(insert(model), rows)
+        return
+    cache_key = (model.__tablename__, keys, type(connection.dialect))
+    prepared = _inserts.get(cache_key)
+    if prepared is None:
+        columns = model.__table__.c
+        types = {key: columns[key].type for key in keys}
+        prepared = _inserts[cache_key] = _Prepared(insert(model), connection.dialect, types)
+    prepared.run(connection, [list(row.values()) for row in rows])
+
+
+_inserts: dict[tuple[str, tuple[str, ...], type[Dialect]], _Prepared] = {}
 
 
 def _write_batch(
@@ -331,7 +353,7 @@ def write_events(
     if not events:  # an empty executemany would insert one row of defaults
         return
     if not outbox:
-        connection.execute(insert(Event), events)
+        insert_many(connection, Event, events)
         return
     returning = insert(Event).returning(Event.seq, sort_by_parameter_order=True)
     seqs = [row[0] for row in connection.execute(returning, events)]
@@ -341,10 +363,8 @@ def write_events(
 def _write(
     connection: Connection, batch: _Batch, outbox: Outbox | None, prepared: _SqliteWrites
 ) -> None:
-    if batch.new_tasks:
-        connection.execute(insert(Task), batch.new_tasks)
-    if batch.new_edges:
-        connection.execute(insert(TaskDependency), batch.new_edges)
+    insert_many(connection, Task, batch.new_tasks)
+    insert_many(connection, TaskDependency, batch.new_edges)
     if batch.tasks:
         prepared.write_tasks(connection, batch.tasks)
     if batch.released:
@@ -356,10 +376,7 @@ def _write(
     for write in batch.resources:
         write_resource(connection, write)
     if batch.events:
-        if not outbox:
-            prepared.write_events(connection, batch.events)
-        else:
-            write_events(connection, batch.events, outbox)
+        write_events(connection, batch.events, outbox)
 
 
 @dataclass(slots=True)

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.planner import TaskSpec
 from orchestrator.settings import ExecutorSettings
-from orchestrator.store.journal import utcnow, write_events
+from orchestrator.store.journal import insert_many, utcnow, write_events
 from orchestrator.store.models import Resource, Task, TaskDependency, Workflow
 
 if TYPE_CHECKING:
@@ -38,28 +38,36 @@ async def insert_workflow(
 ) -> None:
     """Store a workflow, its tasks and edges, and the event announcing it, atomically."""
     async with engine.begin() as connection:
-        await connection.execute(insert(Workflow), [workflow])
-        if tasks:
-            await connection.execute(insert(Task), list(tasks))
-        if dependencies:
-            await connection.execute(
-                insert(TaskDependency),
-                [{"task_id": t, "depends_on": d, "kind": k} for t, d, k in dependencies],
-            )
-        submitted = {
-            "at": utcnow(),
-            "type": "WorkflowSubmitted",
+        await connection.run_sync(write_workflow, workflow, tasks, dependencies, outbox)
+
+
+def write_workflow(
+    connection: Connection,
+    workflow: dict[str, Any],
+    tasks: Sequence[dict[str, Any]],
+    dependencies: Sequence[tuple[str, str, str]],
+    outbox: Outbox | None = None,
+) -> None:
+    """`insert_workflow` in the caller's transaction (the embedded store's journal
+    writes it from its own thread)."""
+    connection.execute(insert(Workflow), [workflow])
+    insert_many(connection, Task, list(tasks))
+    edges = [{"task_id": t, "depends_on": d, "kind": k} for t, d, k in dependencies]
+    insert_many(connection, TaskDependency, edges)
+    submitted = {
+        "at": utcnow(),
+        "type": "WorkflowSubmitted",
+        "workflow_id": workflow["id"],
+        "task_id": None,
+        "data": {
             "workflow_id": workflow["id"],
-            "task_id": None,
-            "data": {
-                "workflow_id": workflow["id"],
-                "kind": workflow["kind"],
-                "name": workflow["name"],
-                "status": workflow["status"],
-                "tasks": len(tasks),
-            },
-        }
-        await connection.run_sync(write_events, [submitted], outbox)
+            "kind": workflow["kind"],
+            "name": workflow["name"],
+            "status": workflow["status"],
+            "tasks": len(tasks),
+        },
+    }
+    write_events(connection, [submitted], outbox)
 
 
 async def load_unfinished(engine: AsyncEngine) -> list[StoredWorkflow]:

@@ -13,7 +13,13 @@ from sqlalchemy import create_engine, insert, update
 from orchestrator.planner import TaskSpec
 from orchestrator.settings import ExecutorSettings
 from orchestrator.store.engine import _upgrade_on
-from orchestrator.store.journal import TASK_STATE_COLUMNS, _Batch, _SqliteWrites, _write_batch
+from orchestrator.store.journal import (
+    TASK_STATE_COLUMNS,
+    _Batch,
+    _SqliteWrites,
+    _write_batch,
+    insert_many,
+)
 from orchestrator.store.models import Event, Task, Workflow
 from orchestrator.store.workflows import task_row
 
@@ -115,3 +121,39 @@ def test_task_and_event_rows_match_what_sqlalchemy_writes(tmp_path: Path, state:
     written = events.fetchall()
     raw.close()
     assert written[:2] == written[2:]
+
+
+def test_rows_inserted_through_a_prepared_statement_match_sqlalchemy_inserts(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = create_engine(url)
+    workflow = {
+        "id": "w1",
+        "kind": "custom",
+        "name": "w",
+        "status": "Pending",
+        "parallel_limit": 8,
+        "spec": {"ünï": ["✓"]},
+        "created_at": NOW,
+    }
+    spec = TaskSpec(
+        name="t",
+        provider="local",
+        action="run",
+        params={"command": "true", "args": ["ü", 1.5, None]},
+        timeout=12.5,
+    )
+    row = {**task_row(spec, "x", "w1", 3, ExecutorSettings()), "created_at": NOW}
+    with engine.begin() as connection:
+        _upgrade_on(connection, url)
+        connection.execute(insert(Workflow), [workflow])
+        insert_many(connection, Task, [{**row, "id": "by-journal", "name": "a"}])
+        connection.execute(insert(Task), [{**row, "id": "by-sqlalchemy", "name": "a"}])
+        insert_many(connection, Task, [])  # nothing, not a row of defaults
+    engine.dispose()
+    raw = sqlite3.connect(tmp_path / "db.sqlite")
+    rows = {r[0]: r[1:] for r in raw.execute("SELECT * FROM tasks")}
+    raw.close()
+    assert len(rows) == 2
+    assert rows["by-journal"] == rows["by-sqlalchemy"]
