@@ -113,7 +113,7 @@ def _serve(settings: Settings, listener: socket.socket, level: int) -> None:
     app = _Lifespan(
         create_app(orchestrator),
         expected=(AlreadyRunning, SchemaNotCurrent, ConfigError, ProviderConfigError),
-        on_started=lambda: _print_banner(settings, orchestrator.instance_types, port),
+        on_started=lambda: _started(settings, orchestrator.instance_types, port),
     )
     configure_logging(settings, level)  # after create_app: Litestar configures on creation
     config = uvicorn.Config(
@@ -211,6 +211,13 @@ def _listen(host: str, port: int) -> socket.socket:
         why = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         raise Failure(f"cannot listen on {host}:{port}: {why or exc}") from exc
     return listener
+
+
+def _started(settings: Settings, instance_types: dict[str, str], port: int) -> None:
+    from orchestrator.service import freeze_startup_heap
+
+    freeze_startup_heap()
+    _print_banner(settings, instance_types, port)
 
 
 def _print_banner(settings: Settings, instance_types: dict[str, str], port: int) -> None:

@@ -35,7 +35,7 @@ def worker(options: Options) -> None:
 
 
 async def _run(settings: Settings) -> None:
-    from orchestrator.service import AlreadyRunning, Orchestrator
+    from orchestrator.service import AlreadyRunning, Orchestrator, freeze_startup_heap
     from orchestrator.store.engine import SchemaNotCurrent
     from providers.base import ProviderConfigError
 
@@ -52,6 +52,7 @@ async def _run(settings: Settings) -> None:
     except (AlreadyRunning, SchemaNotCurrent) as exc:
         await orchestrator.engine.dispose()
         raise Failure(str(exc)) from exc
+    freeze_startup_heap()
     click.echo("provisioning worker")
     for key, value in (
         ("id", orchestrator.executor.worker_id),

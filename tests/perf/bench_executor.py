@@ -41,7 +41,7 @@ import structlog  # noqa: E402
 import uvloop  # noqa: E402
 
 from orchestrator.planner import TaskSpec, WorkflowSpec  # noqa: E402
-from orchestrator.service import Orchestrator  # noqa: E402
+from orchestrator.service import Orchestrator, freeze_startup_heap  # noqa: E402
 from orchestrator.settings import load_settings  # noqa: E402
 from orchestrator.store.engine import create_engine, upgrade  # noqa: E402
 
@@ -165,6 +165,7 @@ async def main(database: str | None, repeat: int, worker_counts: list[int]) -> N
     if settings.is_sqlite:
         orchestrator = Orchestrator(settings)
         await orchestrator.start()
+        freeze_startup_heap()  # as `serve` does once started
         print(
             "store: sqlite (WAL, synchronous=NORMAL); every transition persisted; "
             f"best of {repeat} runs"
@@ -184,6 +185,7 @@ async def main(database: str | None, repeat: int, worker_counts: list[int]) -> N
         print(f"store: postgresql, {count} worker process(es); best of {repeat} runs")
         orchestrator = Orchestrator(settings, run_tasks=False, background=False)
         await orchestrator.start()
+        freeze_startup_heap()
         try:
             with workers(count, {k: v for k, v in environ.items() if k != "PROVISIONING_DATA_DIR"}):
                 w3 = await workloads(orchestrator, repeat)
