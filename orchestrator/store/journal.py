@@ -109,7 +109,7 @@ class Journal:
         on_commit: Callable[[], None] | None = None,
         outbox: Outbox | None = None,
     ) -> None:
-        self._engine = engine
+        self._connection = _Connection(engine)
         self._writes = _SqliteWrites(engine.dialect)
         self._outbox = outbox
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="journal")
@@ -141,8 +141,8 @@ class Journal:
         try:
             await self.flush()
         finally:
+            self._thread.submit(self._connection.close).result()  # its own thread
             self._thread.shutdown(wait=True)
-            self._engine.dispose()
 
     # -- recording -------------------------------------------------------------------
 
@@ -208,7 +208,7 @@ class Journal:
         """Run `job` in a transaction of its own on the journal's thread, the writer of
         the embedded database (a new workflow is stored so): it fails alone."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, _transaction, self._engine, job)
+        await loop.run_in_executor(self._thread, self._connection.transaction, job)
 
     # -- writing ---------------------------------------------------------------------
 
@@ -230,7 +230,10 @@ class Journal:
         waiters, self._waiters = self._waiters, []
         self._writing = waiters
         loop = self._loop
-        work = self._thread.submit(_write_batch, self._engine, self._writes, batch, self._outbox)
+        writes, outbox = self._writes, self._outbox
+        work = self._thread.submit(
+            self._connection.transaction, lambda c: _write(c, batch, outbox, writes)
+        )
         work.add_done_callback(lambda done: loop.call_soon_threadsafe(self._written, done))
 
     def _written(self, done: Future[None]) -> None:
@@ -312,9 +315,25 @@ class _SqliteWrites:
         self.update_task.run(connection, rows)
 
 
-def _transaction(engine: Engine, job: Callable[[Connection], None]) -> None:
-    with engine.begin() as connection:
-        job(connection)
+class _Connection:
+    """The journal thread's connection, opened on first use and kept: a checkout from
+    the pool and its reset per transaction cost a tenth of a commit."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._connection: Connection | None = None
+
+    def transaction(self, job: Callable[[Connection], None]) -> None:
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        with self._connection.begin():
+            job(self._connection)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        self._engine.dispose()
 
 
 def insert_many(connection: Connection, model: type[Base], rows: list[dict[str, Any]]) -> None:
@@ -336,13 +355,6 @@ def insert_many(connection: Connection, model: type[Base], rows: list[dict[str, 
 
 
 _inserts: dict[tuple[str, tuple[str, ...], type[Dialect]], _Prepared] = {}
-
-
-def _write_batch(
-    engine: Engine, writes: _SqliteWrites, batch: _Batch, outbox: Outbox | None
-) -> None:
-    with engine.begin() as connection:
-        _write(connection, batch, outbox, writes)
 
 
 def write_events(

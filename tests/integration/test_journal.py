@@ -17,7 +17,7 @@ from orchestrator.store.journal import (
     TASK_STATE_COLUMNS,
     _Batch,
     _SqliteWrites,
-    _write_batch,
+    _write,
     insert_many,
 )
 from orchestrator.store.models import Event, Task, Workflow
@@ -110,7 +110,8 @@ def test_task_and_event_rows_match_what_sqlalchemy_writes(tmp_path: Path, state:
         new_tasks=[],
         new_edges=[],
     )
-    _write_batch(engine, _SqliteWrites(engine.dialect), batch, None)
+    with engine.begin() as connection:
+        _write(connection, batch, None, _SqliteWrites(engine.dialect))
     engine.dispose()
 
     raw = sqlite3.connect(tmp_path / "db.sqlite")
