@@ -543,3 +543,25 @@ async def test_exit_statuses_older_than_a_week_are_removed(tmp_path: Path) -> No
     os.utime(old, (eight_days_ago, eight_days_ago))
     await recording(tmp_path).apply(make_call(tmp_path, **sh("true")))
     assert not old.exists() and recent.exists()
+
+
+def test_on_uvloop_as_serve_and_worker_run_it(tmp_path: Path) -> None:
+    """The loop the product runs on: output, exit statuses and a cancelled group."""
+    import uvloop
+
+    async def scenario() -> None:
+        provider = LocalProvider("local", {"kill_grace": 0.5})
+        done = await provider.apply(make_call(tmp_path, **sh("echo out; echo err >&2")))
+        assert done.output == "out\nerr\n"
+        with pytest.raises(ProviderError, match="exited with status 3"):
+            await provider.apply(make_call(tmp_path, **sh("exit 3")))
+        running = asyncio.create_task(
+            provider.apply(make_call(tmp_path, "t2", **sh(SPAWNS_GRANDCHILD)))
+        )
+        grandchild = int(await wait_for_file(tmp_path / "grandchild.pid"))
+        await provider.cancel("t2")
+        with pytest.raises(ProviderError, match="cancelled"):
+            await asyncio.wait_for(running, 5)
+        assert await wait_gone(grandchild, timeout=2.0)
+
+    uvloop.run(scenario())
