@@ -468,9 +468,9 @@ class LocalProvider:
         executable = self._lookups.get(key) if key is not None else None
         if key is not None and executable is None:
             found = _resolve_executable(command)
-            if found is None:
-                raise PermanentProviderError(f"command not found: {name!r}")
-            if os.path.isabs(found):  # not from a relative PATH entry (the cwd's)
+            # Not found here, or found through a relative PATH entry: `Popen` searches
+            # again from the command's own directory.
+            if found is not None and os.path.isabs(found):
                 executable = self._lookups[key] = found
         try:
             return _Child(command, executable, self.max_output_bytes)

@@ -168,6 +168,17 @@ async def test_a_command_found_in_path_is_looked_up_again_once_it_is_gone(
         await provider.apply(run)
 
 
+async def test_a_relative_path_entry_is_searched_from_the_commands_directory(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    tool = tmp_path / "bin" / "tool"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho relative\n")
+    tool.chmod(0o755)
+    call = make_call(tmp_path, command="tool", env={"PATH": f"bin:{os.defpath}"})
+    assert (await provider.apply(call)).output == "relative\n"
+
+
 async def test_without_pidfds_a_thread_waits_for_the_exit(
     provider: LocalProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
