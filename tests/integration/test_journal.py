@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, insert, update
+from sqlalchemy import Connection, Engine, create_engine, insert, update
+from sqlalchemy.exc import IntegrityError
 
 from orchestrator.planner import TaskSpec
 from orchestrator.settings import ExecutorSettings
 from orchestrator.store.engine import _upgrade_on
 from orchestrator.store.journal import (
     TASK_STATE_COLUMNS,
+    Journal,
+    JournalError,
     _Batch,
     _SqliteWrites,
     _write,
@@ -27,6 +31,18 @@ from orchestrator.store.workflows import task_row
 pytestmark = pytest.mark.backend_independent
 
 NOW = datetime(2026, 11, 25, 21, 4, 26, 60858, tzinfo=UTC)
+
+
+def _workflow() -> dict[str, Any]:
+    return {
+        "id": "w1",
+        "kind": "custom",
+        "name": "w",
+        "status": "Running",
+        "parallel_limit": 8,
+        "spec": {"ünï": ["✓"]},
+        "created_at": NOW,
+    }
 
 
 def _task(task_id: str) -> dict[str, Any]:
@@ -82,20 +98,7 @@ def test_task_and_event_rows_match_what_sqlalchemy_writes(tmp_path: Path, state:
     engine = create_engine(url)
     with engine.begin() as connection:
         _upgrade_on(connection, url)
-        connection.execute(
-            insert(Workflow),
-            [
-                {
-                    "id": "w1",
-                    "kind": "custom",
-                    "name": "w",
-                    "status": "Running",
-                    "parallel_limit": 8,
-                    "spec": {},
-                    "created_at": NOW,
-                }
-            ],
-        )
+        connection.execute(insert(Workflow), [_workflow()])
         connection.execute(insert(Task), [_task("by-journal"), _task("by-sqlalchemy")])
         values = {c: state[c] for c in TASK_STATE_COLUMNS}
         connection.execute(update(Task).where(Task.id == "by-sqlalchemy").values(values))
@@ -129,15 +132,6 @@ def test_rows_inserted_through_a_prepared_statement_match_sqlalchemy_inserts(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     engine = create_engine(url)
-    workflow = {
-        "id": "w1",
-        "kind": "custom",
-        "name": "w",
-        "status": "Pending",
-        "parallel_limit": 8,
-        "spec": {"ünï": ["✓"]},
-        "created_at": NOW,
-    }
     spec = TaskSpec(
         name="t",
         provider="local",
@@ -148,7 +142,7 @@ def test_rows_inserted_through_a_prepared_statement_match_sqlalchemy_inserts(
     row = {**task_row(spec, "x", "w1", 3, ExecutorSettings()), "created_at": NOW}
     with engine.begin() as connection:
         _upgrade_on(connection, url)
-        connection.execute(insert(Workflow), [workflow])
+        connection.execute(insert(Workflow), [_workflow()])
         insert_many(connection, Task, [{**row, "id": "by-journal", "name": "a"}])
         connection.execute(insert(Task), [{**row, "id": "by-sqlalchemy", "name": "a"}])
         insert_many(connection, Task, [])  # nothing, not a row of defaults
@@ -158,3 +152,60 @@ def test_rows_inserted_through_a_prepared_statement_match_sqlalchemy_inserts(
     raw.close()
     assert len(rows) == 2
     assert rows["by-journal"] == rows["by-sqlalchemy"]
+
+
+def _started_journal(tmp_path: Path) -> tuple[Journal, Engine]:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        _upgrade_on(connection, url)
+    journal = Journal(engine)
+    journal.start()
+    return journal, engine
+
+
+def test_a_batch_that_cannot_be_written_stops_the_journal_and_says_why(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        journal, _engine = _started_journal(tmp_path)
+        journal.event("Fine", {"n": 1})
+        await journal.flush()
+        assert journal.commits == 1 and not journal.failed
+        journal.event("Broken", {"not json": object()})  # the batch fails to bind
+        with pytest.raises(JournalError, match="could not persist transitions"):
+            await journal.flush()
+        assert journal.failed
+        journal.event("After", {})
+        with pytest.raises(JournalError, match="has stopped"):
+            await journal.flush()
+        with pytest.raises(JournalError):
+            await journal.close()
+
+    asyncio.run(scenario())
+    raw = sqlite3.connect(tmp_path / "db.sqlite")
+    types = [row[0] for row in raw.execute("SELECT type FROM events ORDER BY seq")]
+    raw.close()
+    assert types == ["Fine"]  # nothing of the failed batch, nothing after it
+
+
+def test_a_job_that_fails_fails_alone(tmp_path: Path) -> None:
+    def duplicate_workflow(connection: Connection) -> None:
+        row = {**_workflow(), "id": "w2"}
+        connection.execute(insert(Workflow), [row])
+        connection.execute(insert(Workflow), [row])  # the same id again
+
+    async def scenario() -> None:
+        journal, _engine = _started_journal(tmp_path)
+        with pytest.raises(IntegrityError):
+            await journal.write(duplicate_workflow)
+        assert not journal.failed
+        journal.event("Fine", {})
+        await journal.flush()
+        await journal.close()
+
+    asyncio.run(scenario())
+    raw = sqlite3.connect(tmp_path / "db.sqlite")
+    workflows = raw.execute("SELECT count(*) FROM workflows").fetchone()[0]
+    events = raw.execute("SELECT type FROM events").fetchall()
+    raw.close()
+    assert workflows == 0  # the job's transaction was rolled back whole
+    assert events == [("Fine",)]
