@@ -6,13 +6,15 @@ Rules (see docs/concepts.md):
   its dependents' counters, so nothing rescans the graph.
 - A global limit, each workflow's `parallel_limit` and each provider instance's limit
   are checked before every start and never exceeded.
-- Every transition goes through the journal; a task's provider call starts only once its
-  `Running` transition (and so the completion of its dependencies) is committed.
+- Every transition goes through the journal. A task's provider call starts once the ends
+  of its dependencies are committed (and, for a compensation, its own row), without
+  waiting for the commit of its `Running` transition: the attempt and the handle its
+  provider gives are appended to the attempt log (`store/attempt_log.py`) first.
 - A failed attempt is retried with exponential backoff and jitter while attempts remain;
   a task that fails for good cancels its dependents, naming it.
 - On start, workflows left unfinished by a previous process are resumed: tasks it left
-  `Running` have whatever it started stopped (`Provider.reap`), count as a failed attempt
-  and are retried by their policy.
+  `Running` (in the store, or in the attempt log only) have whatever it started stopped
+  (`Provider.reap`), count as a failed attempt and are retried by their policy.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from orchestrator.outcomes import (
 )
 from orchestrator.rollback import DoneTask
 from orchestrator.settings import ExecutorSettings
+from orchestrator.store.attempt_log import AttemptLog, LoggedAttempt
 from orchestrator.store.journal import Journal, ResourceWrite, utcnow
 from orchestrator.store.workflows import StoredWorkflow, load_unfinished, write_workflow
 from orchestrator.webhooks import Outbox
@@ -95,6 +98,9 @@ class TaskRun:
     cancel_reason: str | None = None
     #: When it last became ready (monotonic clock): the scheduling delay's start.
     ready_at: float = 0.0
+    #: The journal batch that must be committed before its provider is called: the one
+    #: with the end of its last dependency (0: nothing to wait for).
+    ready_batch: int = 0
 
     def state(self) -> dict[str, Any]:
         return {
@@ -157,6 +163,7 @@ class Executor:
         on_commit: Callable[[], None] | None = None,
         provider_limits: Mapping[str, int] | None = None,
         writer_engine: Engine,
+        data_dir: Path,
         outbox: Outbox | None = None,
     ) -> None:
         self.engine = engine
@@ -167,6 +174,9 @@ class Executor:
         self.metrics = metrics
         self._outbox = outbox
         self.journal = Journal(writer_engine, on_commit=self._committed(on_commit), outbox=outbox)
+        self._attempts = AttemptLog(data_dir / "attempts.log", self.journal)
+        #: What the attempt log told at start, until every unfinished workflow is resumed.
+        self._logged: dict[str, LoggedAttempt] = {}
         self._provider_limits = dict(provider_limits or {})
         self._workflows: dict[str, WorkflowRun] = {}
         self._ready_workflows: deque[WorkflowRun] = deque()
@@ -197,8 +207,13 @@ class Executor:
 
     async def start(self) -> None:
         self.journal.start()
+        self._attempts.open()
+        self._logged = self._attempts.read()
         for stored in await load_unfinished(self.engine):
             await self._resume(stored)
+        self._logged = {}
+        await self.journal.flush()  # what the log told is in the store now
+        self._attempts.reset()
         self.started = True
         self._pump()
 
@@ -217,6 +232,7 @@ class Executor:
             runner.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
         await self.journal.close()
+        self._attempts.close()
 
     # -- public operations -----------------------------------------------------------
 
@@ -290,7 +306,7 @@ class Executor:
         )
         self._workflows[wf.id] = wf
         for t in stored.tasks:
-            wf.tasks[t["id"]] = self._task_run(wf, t)
+            wf.tasks[t["id"]] = self._task_run(wf, self._with_logged_attempt(t))
         self._link(wf, stored.dependencies)
         wf.unfinished = sum(1 for t in wf.tasks.values() if t.status not in TERMINAL)
         for task in wf.tasks.values():
@@ -306,6 +322,18 @@ class Executor:
         # (A recovered attempt may already have ended it.)
         if wf.unfinished == 0 and wf.status not in WORKFLOW_TERMINAL:
             self._finish_workflow(wf)
+
+    def _with_logged_attempt(self, t: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A task row as the attempt log completes it: an attempt that began after the
+        last commit of the task's state is `Running`, with the handle logged for it."""
+        logged = self._logged.get(t["id"])
+        if logged is None or t["status"] not in ("Pending", "Running"):
+            return t
+        if logged.attempt > t["attempts"]:
+            return {**t, "status": "Running", "attempts": logged.attempt, "handle": logged.handle}
+        if logged.attempt == t["attempts"] and t["status"] == "Running" and not t["handle"]:
+            return {**t, "handle": logged.handle}
+        return t
 
     @staticmethod
     def _task_run(wf: WorkflowRun, t: Mapping[str, Any]) -> TaskRun:
@@ -447,6 +475,7 @@ class Executor:
         task.not_before = None
         task.lease_owner = self.worker_id
         self.journal.task(task.id, task.state())
+        self._attempts.started(task.id, task.attempts)
         self.journal.event(
             "TaskStatusChanged",
             {"task_id": task.id, "name": task.name, "status": "Running", "attempt": task.attempts},
@@ -482,7 +511,8 @@ class Executor:
 
     async def _run(self, task: TaskRun) -> None:
         try:
-            await self.journal.flush()
+            if self.journal.commits < task.ready_batch or self.journal.failed:
+                await self.journal.flush()
             began = time.monotonic()
             try:
                 result = await self._call_provider(task)
@@ -540,6 +570,7 @@ class Executor:
             # Committed before the provider waits on the work, so a restarted
             # orchestrator can find and stop what this attempt started.
             task.handle = handle
+            self._attempts.handle(task.id, task.attempts, handle)
             self.journal.task(task.id, task.state())
 
         return record
@@ -627,6 +658,7 @@ class Executor:
             self._finish_workflow(wf)
 
     def _release(self, task: TaskRun) -> None:
+        task.ready_batch = self.journal.next_batch  # with the end that released it
         task.pending -= 1
         if task.pending == 0 and task.status == "Pending":
             self._schedule(task)
@@ -748,6 +780,7 @@ class Executor:
         wf.unfinished += len(rows)
         for row in rows:
             task = wf.tasks[row["id"]]
+            task.ready_batch = self.journal.next_batch  # its row must be committed first
             if task.pending == 0:
                 self._schedule(task)
         return True

@@ -91,6 +91,7 @@ class Orchestrator:
                 on_commit=self.committed,
                 provider_limits=limits,
                 writer_engine=create_writer_engine(settings),
+                data_dir=Path(settings.data_dir),
                 outbox=self.outbox,
             )
         else:

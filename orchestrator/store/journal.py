@@ -128,11 +128,19 @@ class Journal:
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: BaseException | None = None
+        #: Batches taken for writing, and committed (in that order), since the start.
+        self.taken = 0
         self.commits = 0
 
     @property
     def failed(self) -> bool:
         return self._failure is not None
+
+    @property
+    def next_batch(self) -> int:
+        """The number of the batch what is recorded now goes into at the latest: it is
+        committed once `commits` reaches it."""
+        return self.taken + 1
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -256,6 +264,7 @@ class Journal:
         self._write()  # what was recorded meanwhile
 
     def _take(self) -> _Batch:
+        self.taken += 1
         batch = _Batch(
             tasks=self._tasks,
             workflows=[

@@ -1,0 +1,188 @@
+"""The embedded executor calls a provider without waiting for the commit of the task's
+`Running` transition, and stays durable through the attempt log. These tests run real
+commands on the real SQLite store; the journal's thread is held with a real job to see
+what starts while a commit cannot happen."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, select
+
+from orchestrator.executor import Executor
+from orchestrator.planner import TaskSpec, WorkflowSpec
+from orchestrator.service import Orchestrator
+from orchestrator.settings import load_settings
+from orchestrator.store.attempt_log import AttemptLog
+from orchestrator.store.models import Event, Task
+
+# The attempt log belongs to the embedded (SQLite) executor.
+pytestmark = pytest.mark.backend_independent
+
+
+@asynccontextmanager
+async def orchestrator(tmp_path: Path) -> AsyncIterator[Orchestrator]:
+    settings = load_settings(
+        environ={
+            "PROVISIONING_DATA_DIR": str(tmp_path / "data"),
+            "PROVISIONING_WORKSPACE_ROOT": str(tmp_path),
+        }
+    )
+    app = Orchestrator(settings)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+def sh(name: str, script: str, *dependencies: str) -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        provider="local",
+        action="run",
+        params={"command": "sh", "args": ["-c", script]},
+        dependencies=list(dependencies),
+        max_attempts=3,
+        retry_initial_delay=0.05,
+    )
+
+
+async def wait_for(path: Path, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not path.exists():
+            await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def journal_held(executor: Executor) -> AsyncIterator[None]:
+    """Nothing is committed inside: the journal's thread runs a job that waits."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(_connection: Connection) -> None:
+        entered.set()
+        release.wait(30)
+
+    holding = asyncio.ensure_future(executor.journal.write(hold))
+    await asyncio.to_thread(entered.wait, 10)
+    commits = executor.journal.commits
+    try:
+        yield
+        assert executor.journal.commits == commits, "committed while held"
+    finally:
+        release.set()
+        await holding
+
+
+async def test_a_task_starts_without_waiting_for_a_commit_but_a_dependent_waits(
+    tmp_path: Path,
+) -> None:
+    work = tmp_path / "infra"
+    work.mkdir()
+    tasks = [
+        sh("first", "touch first.started; while [ ! -e go ]; do sleep 0.01; done"),
+        sh("independent", "touch independent.ran"),
+        sh("dependent", "touch dependent.ran", "first"),
+    ]
+    async with orchestrator(tmp_path) as app:
+        workflow_id = await app.submit(
+            WorkflowSpec(kind="custom", name="w", tasks=tasks, parallel_limit=1)
+        )
+        await wait_for(tmp_path / "first.started")
+        async with journal_held(app.executor):
+            (tmp_path / "go").touch()
+            # `first` ends; `independent` (next in line) runs with nothing committed...
+            await wait_for(tmp_path / "independent.ran")
+            await asyncio.sleep(0.5)
+            # ...but `dependent` waits for the commit of `first`'s end.
+            assert not (tmp_path / "dependent.ran").exists()
+        await asyncio.wait_for(app.executor.wait(workflow_id), 10)
+        assert (tmp_path / "dependent.ran").exists()
+        async with app.engine.connect() as connection:
+            statuses = set(
+                (
+                    await connection.execute(
+                        select(Task.status).where(Task.workflow_id == workflow_id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert statuses == {"Completed"}
+
+
+def _start_time(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+async def test_an_attempt_only_the_log_knows_of_is_stopped_counted_and_retried(
+    tmp_path: Path,
+) -> None:
+    """The state a kill -9 leaves between a command's start and the commit of its
+    `Running` transition: the store says Pending, the log tells the attempt and its
+    process group, and that process is still running."""
+    tasks = [
+        sh("holder", "touch holder.started; [ -e release ] || sleep 30"),
+        sh("work", "echo ran >> work.txt"),
+    ]
+    async with orchestrator(tmp_path) as first:
+        workflow_id = await first.submit(
+            WorkflowSpec(kind="custom", name="w", tasks=tasks, parallel_limit=1)
+        )
+        await wait_for(tmp_path / "holder.started")
+        async with first.engine.connect() as connection:
+            work_id = (
+                await connection.execute(
+                    select(Task.id).where(Task.workflow_id == workflow_id, Task.name == "work")
+                )
+            ).scalar_one()
+    # Stopped while `holder` ran: `work` is still Pending in the store.
+    (tmp_path / "release").touch()
+    orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        start = _start_time(orphan.pid)
+        log = AttemptLog(tmp_path / "data" / "attempts.log", first.executor.journal)
+        log.open()
+        log.started(work_id, 1)
+        log.handle(
+            work_id, 1, {"pid": orphan.pid, "pgid": orphan.pid, "started_between": [start, start]}
+        )
+        log.close()
+
+        async with orchestrator(tmp_path) as second:
+            assert orphan.wait(timeout=10) == -signal.SIGTERM  # stopped before a rerun
+            await asyncio.wait_for(second.executor.wait(workflow_id), 20)
+            async with second.engine.connect() as connection:
+                row = (
+                    await connection.execute(
+                        select(Task.status, Task.attempts).where(Task.id == work_id)
+                    )
+                ).one()
+                events = (
+                    await connection.execute(
+                        select(Event.type, Event.data)
+                        .where(Event.task_id == work_id)
+                        .order_by(Event.seq)
+                    )
+                ).all()
+            assert tuple(row) == ("Completed", 2)  # the logged attempt counted
+            interrupted = [data for kind, data in events if kind == "TaskInterrupted"]
+            assert [data["attempt"] for data in interrupted] == [1]
+            assert (tmp_path / "work.txt").read_text() == "ran\n"  # run once: attempt 2
+            # Emptied once recovered: only what the second process started is left.
+            records = (tmp_path / "data" / "attempts.log").read_text()
+            assert f'"started","{work_id}",1]' not in records
+            assert f'"started","{work_id}",2]' in records
+    finally:
+        if orphan.poll() is None:
+            os.killpg(orphan.pid, signal.SIGKILL)
+            orphan.wait()
