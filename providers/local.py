@@ -95,8 +95,9 @@ class _Child:
         self.tail = bytearray()
         self.total = 0
         self.exited: asyncio.Future[None] = loop.create_future()
-        self.drained: asyncio.Future[None] = loop.create_future()
         self._loop = loop
+        self._waiters: list[asyncio.Future[None]] = []
+        self._drain_timer: asyncio.TimerHandle | None = None
         read, write = os.pipe()
         before = _boot_ticks()
         try:
@@ -133,6 +134,16 @@ class _Child:
     def returncode(self) -> int | None:
         return self.process.returncode
 
+    async def wait(self) -> None:
+        """Return once the command has exited and its output is read: to its end, or for
+        `_DRAIN_SECONDS` after the exit when something it left running keeps the pipe
+        open. A cancelled wait leaves the child as it was."""
+        if self.exited.done() and self._output is None:
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
+
     def close(self) -> None:
         """Stop reading output (a process still writing gets SIGPIPE); the exit is still
         collected when it comes, so no zombie is left."""
@@ -140,8 +151,11 @@ class _Child:
             self._loop.remove_reader(self._output)
             os.close(self._output)
             self._output = None
-        if not self.drained.done():
-            self.drained.set_result(None)
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        if self.exited.done():
+            self._wake()
 
     def text(self) -> str:
         body = self.tail.decode("utf-8", errors="replace")
@@ -176,8 +190,19 @@ class _Child:
             self._loop.call_soon_threadsafe(self._exited)
 
     def _exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
+        if self.exited.done():
+            return
+        self.exited.set_result(None)
+        if self._output is None:
+            self._wake()
+        else:  # what is still in the pipe, or comes soon, is output too
+            self._drain_timer = self._loop.call_later(_DRAIN_SECONDS, self.close)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 def _devnull() -> int:
@@ -436,10 +461,7 @@ class LocalProvider:
                     )
                 if running.cancelled:
                     await self._kill_group(pid)
-                if not child.exited.done():
-                    await asyncio.shield(child.exited)  # a cancel must not cancel it
-                if not child.drained.done():
-                    await asyncio.wait([child.drained], timeout=_DRAIN_SECONDS)
+                await child.wait()
             except BaseException:
                 await self._stop(child)
                 raise
