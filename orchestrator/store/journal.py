@@ -11,10 +11,13 @@ transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -112,7 +115,7 @@ class Journal:
         self._connection = _Connection(engine)
         self._writes = _SqliteWrites(engine.dialect)
         self._outbox = outbox
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="journal")
+        self._thread = _Thread()
         self._on_commit = on_commit
         self._tasks: dict[str, dict[str, Any]] = {}
         self._workflows: dict[str, dict[str, Any]] = {}
@@ -149,8 +152,7 @@ class Journal:
         try:
             await self.flush()
         finally:
-            self._thread.submit(self._connection.close).result()  # its own thread
-            self._thread.shutdown(wait=True)
+            self._thread.stop(then=self._connection.close)  # on its own thread
 
     # -- recording -------------------------------------------------------------------
 
@@ -216,7 +218,20 @@ class Journal:
         """Run `job` in a transaction of its own on the journal's thread, the writer of
         the embedded database (a new workflow is stored so): it fails alone."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._connection.transaction, job)
+        done: asyncio.Future[None] = loop.create_future()
+
+        def report(failure: BaseException | None) -> None:
+            if not done.done():
+                if failure is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(failure)
+
+        self._thread.submit(
+            partial(self._connection.transaction, job),
+            lambda failure: loop.call_soon_threadsafe(report, failure),
+        )
+        await done
 
     # -- writing ---------------------------------------------------------------------
 
@@ -239,14 +254,16 @@ class Journal:
         self._writing = waiters
         loop = self._loop
         writes, outbox = self._writes, self._outbox
-        work = self._thread.submit(
-            self._connection.transaction, lambda c: _write(c, batch, outbox, writes)
+        self._thread.submit(
+            partial(
+                self._connection.transaction,
+                partial(_write, batch=batch, outbox=outbox, prepared=writes),
+            ),
+            lambda failure: loop.call_soon_threadsafe(self._written, failure),
         )
-        work.add_done_callback(lambda done: loop.call_soon_threadsafe(self._written, done))
 
-    def _written(self, done: Future[None]) -> None:
+    def _written(self, failure: BaseException | None) -> None:
         waiters, self._writing = self._writing or [], None
-        failure = done.exception()
         if failure is not None:
             self._failure = failure
             log.error("could not persist transitions; the executor stops", error=str(failure))
@@ -322,6 +339,47 @@ class _SqliteWrites:
     def write_tasks(self, connection: Connection, tasks: dict[str, dict[str, Any]]) -> None:
         rows = [[*(state[c] for c in TASK_STATE_COLUMNS), tid] for tid, state in tasks.items()]
         self.update_task.run(connection, rows)
+
+
+class _Thread:
+    """The journal's one thread: runs what it is given in order, then says how it went.
+
+    (A `ThreadPoolExecutor` of one thread did the same with a future, a lock and a
+    semaphore per call: 25 µs of the event loop's time per commit, against 3 here.)
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[
+            tuple[Callable[[], object], Callable[[BaseException | None], object]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="journal", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, work: Callable[[], object], then: Callable[[BaseException | None], object]
+    ) -> None:
+        """Run `work`, then `then` with what it raised (None if nothing), on the thread."""
+        self._queue.put((work, then))
+
+    def stop(self, then: Callable[[], object]) -> None:
+        """Run `then` after everything submitted, and end the thread."""
+        failures: list[BaseException | None] = []
+        self._queue.put((then, failures.append))
+        self._queue.put(None)
+        self._thread.join()
+        if failures[0] is not None:
+            raise failures[0]
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            work, then = item
+            outcome: BaseException | None = None
+            try:
+                work()
+            except BaseException as failure:  # reported to the loop, which decides
+                outcome = failure
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                then(outcome)
 
 
 class _Connection:
