@@ -87,8 +87,10 @@ async def call_provider(
     engine: AsyncEngine,
     workspace: Path,
     on_handle: Callable[[JSON], Awaitable[None]],
+    enforce_timeout: bool = True,
 ) -> ActionResult:
-    """Apply, check or compensate, within the task's timeout (TimeoutError past it)."""
+    """Apply, check or compensate, within the task's timeout (TimeoutError past it,
+    unless the caller enforces it itself)."""
     provider = providers.get(attempt.provider)
     if provider is None:
         raise PermanentProviderError(
@@ -102,7 +104,7 @@ async def call_provider(
         work = provider.check(call)
     else:
         work = provider.apply(call)
-    if attempt.timeout is None:
+    if attempt.timeout is None or not enforce_timeout:
         return await work
     async with asyncio.timeout(attempt.timeout):
         return await work

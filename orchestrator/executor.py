@@ -51,6 +51,7 @@ from orchestrator.outcomes import (
     dependency_reason,
     interrupted_reason,
     stop_reason,
+    timeout_reason,
     workflow_end,
 )
 from orchestrator.rollback import DoneTask
@@ -101,6 +102,8 @@ class TaskRun:
     #: The journal batch that must be committed before its provider is called: the one
     #: with the end of its last dependency (0: nothing to wait for).
     ready_batch: int = 0
+    #: Set when the attempt's timeout cancelled it.
+    timed_out: bool = False
 
     def state(self) -> dict[str, Any]:
         return {
@@ -186,6 +189,7 @@ class Executor:
         self.running = 0
         self._stopping = False
         self.started = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def healthy(self) -> bool:
@@ -206,6 +210,7 @@ class Executor:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.journal.start()
         self._attempts.open()
         self._logged = self._attempts.read()
@@ -493,7 +498,9 @@ class Executor:
                 wf.id,
             )
         self.metrics.scheduling_delay.observe(time.monotonic() - task.ready_at)
-        task.runner = asyncio.create_task(self._run(task), name=f"task-{task.id}")
+        task.timed_out = False
+        assert self._loop is not None, "the executor was not started"
+        task.runner = self._loop.create_task(self._run(task), name=f"task-{task.id}")
 
     def _release_slot(self, task: TaskRun) -> None:
         wf = task.workflow
@@ -510,25 +517,35 @@ class Executor:
     # -- running ---------------------------------------------------------------------
 
     async def _run(self, task: TaskRun) -> None:
+        timer: asyncio.TimerHandle | None = None
         try:
             if self.journal.commits < task.ready_batch or self.journal.failed:
                 await self.journal.flush()
+            if task.timeout is not None:  # (a timer: `asyncio.timeout` costs 3x more)
+                assert self._loop is not None
+                timer = self._loop.call_later(task.timeout, self._time_out, task)
             began = time.monotonic()
             try:
                 result = await self._call_provider(task)
             finally:
+                if timer is not None:
+                    timer.cancel()
                 self.metrics.task_duration.observe(time.monotonic() - began)
         except asyncio.CancelledError:
             self._release_slot(task)
-            if task.cancel_reason is not None:
+            if task.timed_out:
+                self._after_failure(task, timeout_reason(task.timeout), retryable=True)
+            elif task.cancel_reason is not None:
                 self._finish(task, "Cancelled", error=task.cancel_reason)
-                self._pump()
-            # Otherwise the executor is stopping: the task stays Running in the store
-            # and a restarted orchestrator retries it.
+            else:
+                # The executor is stopping: the task stays Running in the store and a
+                # restarted orchestrator retries it.
+                return
+            self._pump()
             return
         except TimeoutError:
             self._release_slot(task)
-            self._after_failure(task, f"timed out after {task.timeout:g}s", retryable=True)
+            self._after_failure(task, timeout_reason(task.timeout), retryable=True)
         except PermanentProviderError as exc:
             self._release_slot(task)
             self._after_failure(task, str(exc) or type(exc).__name__, retryable=False)
@@ -540,6 +557,11 @@ class Executor:
             self._complete(task, result)
         self._pump()
 
+    def _time_out(self, task: TaskRun) -> None:
+        if task.runner is not None and not task.runner.done():
+            task.timed_out = True
+            task.runner.cancel()
+
     async def _call_provider(self, task: TaskRun) -> ActionResult:
         return await call_provider(
             self._attempt(task),
@@ -547,6 +569,7 @@ class Executor:
             engine=self.engine,
             workspace=self.workspace,
             on_handle=self._handle_recorder(task),
+            enforce_timeout=False,  # `_run` does
         )
 
     @staticmethod

@@ -40,6 +40,10 @@ def interrupted_reason(attempt: int, who: str = "the orchestrator") -> str:
     return f"interrupted: {who} stopped while attempt {attempt} was running"
 
 
+def timeout_reason(timeout: float | None) -> str:
+    return f"timed out after {timeout or 0:g}s"
+
+
 def stops_workflow(status: str, on_failure: str, compensates: str | None) -> bool:
     """A task whose final failure stops the rest of its workflow."""
     return status == "Failed" and on_failure in ("fail", "rollback") and compensates is None

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.attempt import Attempt, call_provider, finished_attempt, result_record
 from orchestrator.metrics import Metrics
-from orchestrator.outcomes import WORKFLOW_TERMINAL, interrupted_reason
+from orchestrator.outcomes import WORKFLOW_TERMINAL, interrupted_reason, timeout_reason
 from orchestrator.settings import ExecutorSettings
 from orchestrator.store import claims, endings
 from orchestrator.store.claims import CHANNEL_CANCEL, CHANNEL_EVENTS, CHANNEL_TASKS, Limits
@@ -322,7 +322,7 @@ class Worker:
         except asyncio.CancelledError:
             end = self._cancelled(run)
         except TimeoutError:
-            end = self._failed(row, f"timed out after {row['timeout']:g}s", retryable=True)
+            end = self._failed(row, timeout_reason(row["timeout"]), retryable=True)
         except PermanentProviderError as exc:
             end = self._failed(row, str(exc) or type(exc).__name__, retryable=False)
         except Exception as exc:

@@ -209,7 +209,8 @@ class Journal:
             waiters = self._writing
         else:
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         waiters.append(future)
         self._write()
         await future
