@@ -47,8 +47,9 @@ def test_the_latest_attempt_of_each_task_with_its_handle(tmp_path: Path) -> None
 def test_a_record_cut_short_by_a_crash_is_skipped(tmp_path: Path) -> None:
     log = opened(tmp_path)
     log.started("a", 1)
-    with (tmp_path / "attempts.log").open("ab") as raw:
-        raw.write(b'["handle","a",1,{"pi')  # the process died in the middle of a write
+    with (tmp_path / "attempts.log").open("r+b") as raw:
+        raw.seek(raw.read().index(b"\0"))
+        raw.write(b'["handle","a",1,{"pi')  # the process died in the middle of a copy
     assert log.read() == {"a": LoggedAttempt(1, None)}
 
 
@@ -67,14 +68,18 @@ def test_a_full_log_is_set_aside_and_dropped_once_the_journal_has_committed_it(
     tmp_path: Path,
 ) -> None:
     batches = Batches()
-    log = opened(tmp_path, batches, max_bytes=30)
+    log = opened(tmp_path, batches, max_bytes=30)  # room for one 20-byte record
     log.started("a", 1)
-    log.started("b", 1)  # past 30 bytes: the file is set aside, nothing is lost
+    log.started("b", 1)  # does not fit: the file with `a` is set aside, nothing is lost
     assert (tmp_path / "attempts.log.1").exists()
     batches.taken = 1  # a batch holding what a and b recorded is being written
     log.started("c", 1)
-    log.started("d", 1)  # full again, but the set-aside file is not committed yet
+    log.started("d", 1)  # the file grows: the set-aside one is not committed yet
     assert log.read().keys() == {"a", "b", "c", "d"}
     batches.commits = 1
     log.started("e", 1)  # now the older file may go
-    assert log.read().keys() == {"c", "d", "e"}
+    assert log.read().keys() == {"b", "c", "d", "e"}
+    log.close()
+    reopened = opened(tmp_path, batches, max_bytes=30)
+    reopened.started("f", 1)  # after the records already in the file
+    assert reopened.read().keys() == {"b", "c", "d", "e", "f"}
