@@ -60,6 +60,8 @@ _RECOVERED_OUTPUT = (
 _COMMAND_KEYS = frozenset({"command", "args", "env", "cwd"})
 _MINIMAL_ENV = ("PATH", "HOME", "LANG")
 _DRAIN_SECONDS = 0.5  # how long output is still read once the command has exited
+#: When a command's exit starts to be watched for on its own, if its output goes on.
+_EXIT_WATCH_AFTER = 0.05
 _POLL_SECONDS = 0.05
 _ERROR_TAIL_LINES = 10
 #: Wait for exits through pidfds (Linux 5.3+); elsewhere, a thread per running command.
@@ -80,11 +82,14 @@ class _Command:
 class _Child:
     """A command started with `subprocess.Popen`, watched from the event loop.
 
-    Its exit is seen through a pidfd and its output through the pipe's read end, both
-    registered with the loop: no thread per child, no global child watcher, and none of
-    the asyncio subprocess transport's machinery, which cost about a third of the time
-    to run a short command (tests/perf/bench_executor.py, W3). Without pidfds (not
-    Linux), a thread waits for the exit instead.
+    Its output is read from the pipe's read end, registered with the loop. Its exit is
+    collected when the output ends (most commands end both together), or else through a
+    pidfd registered with the loop, from `_EXIT_WATCH_AFTER` seconds after the start or
+    from the output's end, whichever comes first: a short command costs no pidfd. No
+    thread per child, no global child watcher, and none of the asyncio subprocess
+    transport's machinery, which cost about a third of the time to run a short command
+    (tests/perf/bench_executor.py, W3). Without pidfds (not Linux), a thread waits for
+    the exit instead.
 
     The last `limit` bytes of output (stdout and stderr interleaved) are kept.
     """
@@ -98,6 +103,8 @@ class _Child:
         self._loop = loop
         self._waiters: list[asyncio.Future[None]] = []
         self._drain_timer: asyncio.TimerHandle | None = None
+        self._exit_timer: asyncio.TimerHandle | None = None
+        self._pidfd: int | None = None
         read, write = os.pipe()
         before = _boot_ticks()
         try:
@@ -125,8 +132,7 @@ class _Child:
         os.set_blocking(read, False)
         loop.add_reader(read, self._read)
         if _PIDFD:
-            self._pidfd = os.pidfd_open(self.pid)
-            loop.add_reader(self._pidfd, self._reap)
+            self._exit_timer = loop.call_later(_EXIT_WATCH_AFTER, self._watch_exit)
         else:
             threading.Thread(target=self._wait, name=f"wait-{self.pid}", daemon=True).start()
 
@@ -156,6 +162,8 @@ class _Child:
             self._drain_timer = None
         if self.exited.done():
             self._wake()
+        elif _PIDFD:
+            self._watch_exit()
 
     def text(self) -> str:
         body = self.tail.decode("utf-8", errors="replace")
@@ -178,7 +186,21 @@ class _Child:
         if len(self.tail) > self.limit:
             del self.tail[: len(self.tail) - self.limit]
 
+    def _watch_exit(self) -> None:
+        """Collect the exit if it has happened; else watch for it through a pidfd."""
+        if self._exit_timer is not None:
+            self._exit_timer.cancel()
+            self._exit_timer = None
+        if self.exited.done() or self._pidfd is not None:
+            return
+        if self.process.poll() is not None:
+            self._exited()
+            return
+        self._pidfd = os.pidfd_open(self.pid)
+        self._loop.add_reader(self._pidfd, self._reap)
+
     def _reap(self) -> None:
+        assert self._pidfd is not None
         self.process.poll()  # readable pidfd: the process has exited, this collects it
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)

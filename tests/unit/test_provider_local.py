@@ -379,6 +379,15 @@ async def test_a_background_process_left_holding_the_output_does_not_block(
     os.kill(int((tmp_path / "grandchild.pid").read_text()), signal.SIGKILL)
 
 
+async def test_a_command_that_closes_its_output_early_is_waited_for_to_its_exit(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    script = "echo before; exec >&- 2>&-; sleep 0.3; touch finished; exit 3"
+    with pytest.raises(ProviderError, match="exited with status 3: before"):
+        await asyncio.wait_for(provider.apply(make_call(tmp_path, **sh(script))), 5)
+    assert (tmp_path / "finished").exists()
+
+
 def spawn_group(tmp_path: Path) -> subprocess.Popen[bytes]:
     """A process group a previous orchestrator could have left behind."""
     return subprocess.Popen(["sh", "-c", SPAWNS_GRANDCHILD], cwd=tmp_path, start_new_session=True)
