@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Executor benchmarks: prints figures, asserts nothing.
 
-    .venv/bin/python tests/perf/bench_executor.py [--repeat N]
+    .venv/bin/python tests/perf/bench_executor.py [--repeat N] [--workloads w1,w2,w3]
     .venv/bin/python tests/perf/bench_executor.py --database postgresql+asyncpg://… [--workers 1,3]
     .venv/bin/python tests/perf/bench_executor.py --start-postgres [--workers 1,3]
 
@@ -131,11 +131,15 @@ def workers(count: int, environ: dict[str, str]) -> Iterator[None]:
             shutil.rmtree(Path(log.name).parent, ignore_errors=True)
 
 
-async def workloads(orchestrator: Orchestrator, repeat: int) -> None:
-    w1 = min([await run_workflow(orchestrator, fan_out(1000), 8) for _ in range(repeat)])
-    print(f"W1 fan-out 1->1000->1, limit 8: {1002 / w1:,.0f} tasks/s ({w1 * 1000:.0f} ms)")
-    w2 = min([await run_workflow(orchestrator, chain(200), 8) for _ in range(repeat)])
-    print(f"W2 chain of 200: {w2 * 1000 / 199:.2f} ms per hop ({w2 * 1000:.0f} ms)")
+async def workloads(orchestrator: Orchestrator, repeat: int, only: set[str]) -> None:
+    if "w1" in only:
+        w1 = min([await run_workflow(orchestrator, fan_out(1000), 8) for _ in range(repeat)])
+        print(f"W1 fan-out 1->1000->1, limit 8: {1002 / w1:,.0f} tasks/s ({w1 * 1000:.0f} ms)")
+    if "w2" in only:
+        w2 = min([await run_workflow(orchestrator, chain(200), 8) for _ in range(repeat)])
+        print(f"W2 chain of 200: {w2 * 1000 / 199:.2f} ms per hop ({w2 * 1000:.0f} ms)")
+    if "w3" not in only:
+        return
     # W3 against make, each W3 run followed by a make run, so that both see the same
     # moment of a shared machine; one unmeasured pair first warms the page cache.
     await run_workflow(orchestrator, processes(200), 8)
@@ -153,7 +157,7 @@ async def workloads(orchestrator: Orchestrator, repeat: int) -> None:
     )
 
 
-async def main(database: str | None, repeat: int, worker_counts: list[int]) -> None:
+async def main(database: str | None, repeat: int, worker_counts: list[int], only: set[str]) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     data_dir = tempfile.mkdtemp(prefix="bench-")
     environ = {
@@ -172,10 +176,10 @@ async def main(database: str | None, repeat: int, worker_counts: list[int]) -> N
         freeze_startup_heap()  # as `serve` does once started
         print(
             "store: sqlite (WAL, synchronous=NORMAL); every transition persisted; "
-            f"best of {repeat} runs"
+            f"W1, W2: best of {repeat} runs; W3: {repeat} pairs with make"
         )
         try:
-            await workloads(orchestrator, repeat)
+            await workloads(orchestrator, repeat, only)
         finally:
             await orchestrator.stop()
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -184,13 +188,16 @@ async def main(database: str | None, repeat: int, worker_counts: list[int]) -> N
     await upgrade(engine)
     await engine.dispose()
     for count in worker_counts:
-        print(f"store: postgresql, {count} worker process(es); best of {repeat} runs")
+        print(
+            f"store: postgresql, {count} worker process(es); "
+            f"W1, W2: best of {repeat} runs; W3: {repeat} pairs with make"
+        )
         orchestrator = Orchestrator(settings, run_tasks=False, background=False)
         await orchestrator.start()
         freeze_startup_heap()
         try:
             with workers(count, {k: v for k, v in environ.items() if k != "PROVISIONING_DATA_DIR"}):
-                await workloads(orchestrator, repeat)
+                await workloads(orchestrator, repeat, only)
         finally:
             await orchestrator.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -211,14 +218,18 @@ if __name__ == "__main__":
     )
     parser.add_argument("--workers", default="1,3", help="PostgreSQL: worker counts to run")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workloads", default="w1,w2,w3", help="which to run (default: w1,w2,w3)")
     arguments = parser.parse_args()
+    only = {name.strip().lower() for name in arguments.workloads.split(",")}
+    if not only or not only <= {"w1", "w2", "w3"}:
+        parser.error("--workloads: give some of w1, w2, w3, separated by commas")
     counts = [int(n) for n in arguments.workers.split(",")]
     server = None
     database = arguments.database
     if arguments.start_postgres:
         database, server = throwaway_postgres()
     try:
-        uvloop.run(main(database, arguments.repeat, counts))
+        uvloop.run(main(database, arguments.repeat, counts, only))
     finally:
         if server is not None:
             server.stop()  # type: ignore[attr-defined]
