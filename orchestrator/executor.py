@@ -188,12 +188,14 @@ class Executor:
         self._timers: set[asyncio.TimerHandle] = set()
         self.running = 0
         self._stopping = False
+        #: Why the attempt log could not be written: nothing more may start.
+        self._log_failure: OSError | None = None
         self.started = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def healthy(self) -> bool:
-        return not self.journal.failed
+        return not self.journal.failed and self._log_failure is None
 
     @property
     def commits(self) -> int:
@@ -236,8 +238,10 @@ class Executor:
         for runner in runners:
             runner.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
-        await self.journal.close()
-        self._attempts.close()
+        try:
+            await self.journal.close()
+        finally:
+            self._attempts.close()
 
     # -- public operations -----------------------------------------------------------
 
@@ -445,8 +449,11 @@ class Executor:
         return self._provider_limits.get(provider, self.settings.provider_limit)
 
     def _pump(self) -> None:
-        """Start ready tasks, round-robin over workflows, while every limit allows."""
-        if self._stopping:
+        """Start ready tasks, round-robin over workflows, while every limit allows.
+
+        Nothing starts before `start` has recovered every workflow and emptied the
+        attempt log (a backoff timer may fire meanwhile), nor once the log has failed."""
+        if self._stopping or not self.started or self._log_failure is not None:
             return
         while self._ready_workflows and self.running < self.settings.global_limit:
             wf = self._ready_workflows.popleft()
@@ -465,11 +472,21 @@ class Executor:
                 self._provider_blocked[task.provider].append(task)
                 self._enqueue_workflow(wf)
                 continue
-            self._start(task)
+            if not self._start(task):
+                wf.ready.appendleft(task)
+                return
             self._enqueue_workflow(wf)
 
-    def _start(self, task: TaskRun) -> None:
+    def _start(self, task: TaskRun) -> bool:
+        """Start the task's next attempt; False if the attempt log cannot tell it (then
+        nothing starts any more: the executor is unhealthy)."""
         wf = task.workflow
+        try:
+            self._attempts.started(task.id, task.attempts + 1)
+        except OSError as exc:
+            self._log_failure = exc
+            log.error("cannot write the attempt log; no task starts any more", error=str(exc))
+            return False
         now = utcnow()
         self.running += 1
         wf.running += 1
@@ -480,7 +497,6 @@ class Executor:
         task.not_before = None
         task.lease_owner = self.worker_id
         self.journal.task(task.id, task.state())
-        self._attempts.started(task.id, task.attempts)
         self.journal.event(
             "TaskStatusChanged",
             {"task_id": task.id, "name": task.name, "status": "Running", "attempt": task.attempts},
@@ -501,6 +517,7 @@ class Executor:
         task.timed_out = False
         assert self._loop is not None, "the executor was not started"
         task.runner = self._loop.create_task(self._run(task), name=f"task-{task.id}")
+        return True
 
     def _release_slot(self, task: TaskRun) -> None:
         wf = task.workflow
@@ -543,9 +560,6 @@ class Executor:
                 return
             self._pump()
             return
-        except TimeoutError:
-            self._release_slot(task)
-            self._after_failure(task, timeout_reason(task.timeout), retryable=True)
         except PermanentProviderError as exc:
             self._release_slot(task)
             self._after_failure(task, str(exc) or type(exc).__name__, retryable=False)
@@ -558,9 +572,12 @@ class Executor:
         self._pump()
 
     def _time_out(self, task: TaskRun) -> None:
-        if task.runner is not None and not task.runner.done():
-            task.timed_out = True
-            task.runner.cancel()
+        runner = task.runner
+        # (Not when a stop or a cancel is already stopping it: that decides its end.)
+        if runner is None or runner.done() or runner.cancelling() or self._stopping:
+            return
+        task.timed_out = True
+        runner.cancel()
 
     async def _call_provider(self, task: TaskRun) -> ActionResult:
         return await call_provider(
@@ -590,10 +607,15 @@ class Executor:
 
     def _handle_recorder(self, task: TaskRun) -> Any:
         async def record(handle: JSON) -> None:
-            # Committed before the provider waits on the work, so a restarted
-            # orchestrator can find and stop what this attempt started.
+            # In the attempt log before the provider waits on the work, so a restarted
+            # orchestrator can find and stop what this attempt started; committed soon.
             task.handle = handle
-            self._attempts.handle(task.id, task.attempts, handle)
+            try:
+                self._attempts.handle(task.id, task.attempts, handle)
+            except OSError as exc:  # the provider stops what it started, and it fails
+                self._log_failure = exc
+                log.error("cannot write the attempt log; no task starts any more", error=str(exc))
+                raise
             self.journal.task(task.id, task.state())
 
         return record

@@ -196,7 +196,12 @@ class _Child:
         if self.process.poll() is not None:
             self._exited()
             return
-        self._pidfd = os.pidfd_open(self.pid)
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except OSError:  # out of descriptors, say: a thread waits instead
+            self._pidfd = -1
+            threading.Thread(target=self._wait, name=f"wait-{self.pid}", daemon=True).start()
+            return
         self._loop.add_reader(self._pidfd, self._reap)
 
     def _reap(self) -> None:

@@ -72,10 +72,9 @@ class AttemptLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            size = os.fstat(fd).st_size
-            if size < self._max_bytes:
-                os.ftruncate(fd, self._max_bytes)  # the new end reads as zeros
-            self._map = mmap.mmap(fd, max(size, self._max_bytes))
+            size = max(os.fstat(fd).st_size, self._max_bytes)
+            _allocate(fd, size)
+            self._map = mmap.mmap(fd, size)
         finally:
             os.close(fd)  # the map keeps the file
         end = self._map.find(b"\0")
@@ -128,7 +127,9 @@ class AttemptLog:
         self._append(_encode(("handle", task_id, attempt, handle)))
 
     def _append(self, record: bytes) -> None:
-        assert self._map is not None, "the attempt log was not opened"
+        """Copy `record` in; OSError if there is no room for it on the disk."""
+        if self._map is None:
+            raise OSError(f"the attempt log {self.path} is not open")
         record += b"\n"
         end = self._position + len(record)
         if end > len(self._map):
@@ -147,4 +148,19 @@ class AttemptLog:
             self._previous_covered_by = self._journal.next_batch
             self.open()
         if self._position + needed > len(self._map):
-            self._map.resize(max(2 * len(self._map), self._position + needed))
+            size = max(2 * len(self._map), self._position + needed)
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                _allocate(fd, size)
+            finally:
+                os.close(fd)
+            self._map.resize(size)
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Give the file `size` bytes of disk (zeros past what it holds), or raise OSError:
+    a page of a memory map with no disk behind it kills the process when written."""
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, 0, size)
+    elif os.fstat(fd).st_size < size:
+        os.ftruncate(fd, size)

@@ -134,6 +134,7 @@ class Journal:
         #: Batches taken for writing, and committed (in that order), since the start.
         self.taken = 0
         self.commits = 0
+        self._closed = False
 
     @property
     def failed(self) -> bool:
@@ -149,9 +150,12 @@ class Journal:
         self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:
+        if self._closed:
+            return
         try:
             await self.flush()
         finally:
+            self._closed = True
             self._thread.stop(then=self._connection.close)  # on its own thread
 
     # -- recording -------------------------------------------------------------------
@@ -203,6 +207,8 @@ class Journal:
         """Return once everything recorded so far is committed."""
         if self._failure is not None:
             raise JournalError("the journal writer has stopped") from self._failure
+        if self._closed and self._has_pending():
+            raise JournalError("the journal is closed: what was recorded since is lost")
         if self._has_pending():
             waiters = self._waiters
         elif self._writing is not None:
@@ -218,6 +224,8 @@ class Journal:
     async def write(self, job: Callable[[Connection], None]) -> None:
         """Run `job` in a transaction of its own on the journal's thread, the writer of
         the embedded database (a new workflow is stored so): it fails alone."""
+        if self._closed:
+            raise JournalError("the journal is closed")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
@@ -249,6 +257,8 @@ class Journal:
         self._scheduled = False
         if self._writing is not None or self._failure is not None or not self._has_pending():
             return
+        if self._closed:
+            return  # (`flush` says so)
         assert self._loop is not None, "the journal was not started"
         batch = self._take()
         waiters, self._waiters = self._waiters, []

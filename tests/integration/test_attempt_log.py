@@ -132,7 +132,12 @@ async def test_an_attempt_only_the_log_knows_of_is_stopped_counted_and_retried(
     process group, and that process is still running."""
     tasks = [
         sh("holder", "touch holder.started; [ -e release ] || sleep 30"),
-        sh("work", "echo ran >> work.txt"),
+        # Says whether the process of the logged attempt still runs beside it.
+        sh(
+            "work",
+            "s=$(awk '{print $3}' /proc/$(cat orphan.pid)/stat 2>/dev/null); "
+            'if [ -n "$s" ] && [ "$s" != Z ]; then echo overlap; else echo ran; fi >> work.txt',
+        ),
     ]
     async with orchestrator(tmp_path) as first:
         workflow_id = await first.submit(
@@ -148,6 +153,7 @@ async def test_an_attempt_only_the_log_knows_of_is_stopped_counted_and_retried(
     # Stopped while `holder` ran: `work` is still Pending in the store.
     (tmp_path / "release").touch()
     orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    (tmp_path / "orphan.pid").write_text(str(orphan.pid))
     try:
         start = _start_time(orphan.pid)
         log = AttemptLog(tmp_path / "data" / "attempts.log", first.executor.journal)
@@ -177,7 +183,8 @@ async def test_an_attempt_only_the_log_knows_of_is_stopped_counted_and_retried(
             assert tuple(row) == ("Completed", 2)  # the logged attempt counted
             interrupted = [data for kind, data in events if kind == "TaskInterrupted"]
             assert [data["attempt"] for data in interrupted] == [1]
-            assert (tmp_path / "work.txt").read_text() == "ran\n"  # run once: attempt 2
+            # Run once (attempt 2), after the logged attempt's process was stopped.
+            assert (tmp_path / "work.txt").read_text() == "ran\n"
             # Emptied once recovered: only what the second process started is left.
             records = (tmp_path / "data" / "attempts.log").read_text()
             assert f'"started","{work_id}",1]' not in records

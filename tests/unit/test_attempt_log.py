@@ -68,13 +68,13 @@ def test_a_full_log_is_set_aside_and_dropped_once_the_journal_has_committed_it(
     tmp_path: Path,
 ) -> None:
     batches = Batches()
-    log = opened(tmp_path, batches, max_bytes=30)  # room for one 20-byte record
+    log = opened(tmp_path, batches, max_bytes=30)  # room for one 18-byte record
     log.started("a", 1)
     log.started("b", 1)  # does not fit: the file with `a` is set aside, nothing is lost
     assert (tmp_path / "attempts.log.1").exists()
     batches.taken = 1  # a batch holding what a and b recorded is being written
-    log.started("c", 1)
-    log.started("d", 1)  # the file grows: the set-aside one is not committed yet
+    log.started("c", 1)  # the file grows: the set-aside one is not committed yet
+    log.started("d", 1)
     assert log.read().keys() == {"a", "b", "c", "d"}
     batches.commits = 1
     log.started("e", 1)  # now the older file may go

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import subprocess
@@ -386,6 +387,18 @@ async def test_a_command_that_closes_its_output_early_is_waited_for_to_its_exit(
     with pytest.raises(ProviderError, match="exited with status 3: before"):
         await asyncio.wait_for(provider.apply(make_call(tmp_path, **sh(script))), 5)
     assert (tmp_path / "finished").exists()
+
+
+async def test_without_a_pidfd_to_spare_a_thread_waits_for_the_exit(
+    provider: LocalProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_descriptor_left(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "pidfd_open", no_descriptor_left)
+    script = "echo before; exec >&- 2>&-; sleep 0.2; exit 3"  # outlives its output
+    with pytest.raises(ProviderError, match="exited with status 3: before"):
+        await asyncio.wait_for(provider.apply(make_call(tmp_path, **sh(script))), 5)
 
 
 def spawn_group(tmp_path: Path) -> subprocess.Popen[bytes]:
