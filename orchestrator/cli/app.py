@@ -70,13 +70,16 @@ class Options:
         """Act as if nothing were saved (for `login`, which replaces it)."""
         self._login, self._login_read = None, True
 
-    def bearer(self) -> str | None:
+    def bearer(self, control_center: str | None = None) -> str | None:
         """`--token`/`$PROVISIONING_TOKEN`, else the saved login's access token, renewed
-        once through the control center when it has expired."""
+        once through the control center when it has expired. For a control center
+        (`control_center`, its address), only the one that issued the login: a session
+        is neither sent to nor renewed for another. (Orchestrators, which only check the
+        token, get it at whatever address `--url` names.)"""
         if self.token:
             return self.token
         saved = self.saved_login()
-        if saved is None:
+        if saved is None or control_center not in (None, saved.cc_url):
             return None
         if saved.expired():
             self._login = saved = fresh_credentials()
@@ -108,7 +111,8 @@ class Options:
         return OrchestratorClient(self.base_url(), self.bearer())
 
     def control_center(self) -> ControlCenterClient:
-        return ControlCenterClient(self.control_center_url(), self.bearer())
+        url = self.control_center_url()
+        return ControlCenterClient(url, self.bearer(control_center=url))
 
 
 def _address(host: str, port: int) -> str:

@@ -348,22 +348,27 @@ def test_an_expired_token_is_renewed_once_and_saved(center, admin, cli, credenti
     assert "log in again (provisioning login)" in ended.stderr
 
 
-def test_logout_ends_the_session_and_removes_the_file(center, mfa, cli, credentials):
-    # The next TOTP step may be 30 s away: a backup code logs in now.
+def test_logout_ends_the_session_and_removes_the_file(center, mfa, cli, tmp_path):
+    # A session of its own (its own config directory): the module's other tests keep
+    # theirs, in whatever order they run. The next TOTP step may be 30 s away: a backup
+    # code logs in now.
+    own = {"XDG_CONFIG_HOME": str(tmp_path)}
+    credentials = tmp_path / "provisioning" / "credentials.json"
     login = cli(
         *("login", "-u", "admin", "--password-stdin", "--mfa-code", mfa["backup_codes"][0]),
         input=NEW_PASSWORD + "\n",
+        **own,
     )
     assert login.returncode == 0, login.stderr
     token = saved(credentials)["token"]
-    done = cli("logout")
+    done = cli("logout", **own)
     assert done.returncode == 0, done.stderr
     assert not credentials.exists()
     with center.client(token) as http:
         assert http.get("/users").status_code == 401
-    again = cli("logout")
+    again = cli("logout", **own)
     assert (again.returncode, again.stdout) == (0, "not logged in\n")
-    anonymous = cli("users", "list")
+    anonymous = cli("users", "list", **own)
     assert anonymous.returncode == 1 and "(UNAUTHORIZED)" in anonymous.stderr
 
 
