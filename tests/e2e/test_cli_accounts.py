@@ -10,10 +10,12 @@ log. Every command's output is kept and checked, at the end, for the passwords u
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -380,6 +382,37 @@ def test_an_unreachable_control_center_is_named(cli):
         f"error: cannot reach the control center at {url}; is it running? "
         "(python -m control_center)\n"
     )
+
+
+def test_a_saved_session_is_not_sent_to_another_control_center(admin, cli, credentials):
+    """The session saved by `admin` belongs to the module's control center; another one
+    (here a loopback server that records what it is sent) gets no token from it."""
+    seen: list[str | None] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = b'{"success": false, "error": "who are you?", "code": "UNAUTHORIZED"}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert credentials.exists()
+        done = cli("users", "list", "--cc-url", f"http://127.0.0.1:{other.server_port}")
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert done.returncode == 1, done.stderr
+    assert seen == [None]
 
 
 def test_audit_verify_holds_then_names_the_edited_record(center, people, cli):
