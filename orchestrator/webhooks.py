@@ -1,10 +1,13 @@
 """Webhooks (seed 003): signed deliveries of log events from a persisted outbox.
 
 An outbox row is written in the transaction of the event it carries, one per matching
-endpoint, so no event is lost on a crash. `WebhookDispatcher` posts due rows, retries
-with exponential backoff, and gives up (status `dead`) after `max_attempts`. A row is
-marked delivered right after the receiver's 2xx: a crash in between sends it again,
-with the same `X-Webhook-Id`, which receivers use to drop duplicates.
+endpoint, so no event is lost on a crash. `WebhookDispatcher` claims due rows, posts
+them, retries with exponential backoff, and gives up (status `dead`) after
+`max_attempts`. A claim moves a row's `next_attempt_at` past the time its post may take
+(`claim_due`, with `SKIP LOCKED` on PostgreSQL): another `serve` on the same database
+leaves it alone meanwhile, and it is due again if the claimant dies. A row is marked
+delivered right after the receiver's 2xx: a crash in between sends it again, with the
+same `X-Webhook-Id`, which receivers use to drop duplicates.
 
 Signing: the body is `{event, timestamp, data, signature}`, where `signature` is
 `"sha256=" + HMAC-SHA256(secret, canonical)` and `canonical` is the body without
@@ -176,7 +179,7 @@ class WebhookDispatcher:
                 due: list[dict[str, Any]] = []
                 next_at: float | None = None
                 try:
-                    due, next_at = await self._due()
+                    due, next_at = await self.claim_due()
                     await asyncio.gather(*(self._deliver(http, row) for row in due))
                 except Exception:
                     log.exception("webhook dispatch failed")
@@ -187,16 +190,30 @@ class WebhookDispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), min(wait, 5.0))
 
-    async def _due(self) -> tuple[list[dict[str, Any]], float | None]:
+    async def claim_due(self) -> tuple[list[dict[str, Any]], float | None]:
+        """Claim the deliveries due now (50 at most) for as long as posting them may take,
+        and say when the next one falls due (epoch seconds; None: nothing pending)."""
         now = datetime.now(UTC)
-        async with self.engine.connect() as connection:
-            rows = await connection.execute(
-                select(WebhookDelivery.__table__)
+        # (Each post gets `timeout`; the rest is room for recording how it went.)
+        lease = timedelta(seconds=max(3 * self.settings.timeout, 1.0))
+        async with self.engine.begin() as connection:
+            picked = (
+                select(WebhookDelivery.id)
                 .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
                 .order_by(WebhookDelivery.event_seq)
                 .limit(50)
             )
-            due = [dict(r) for r in rows.mappings()]
+            if connection.dialect.name == "postgresql":  # (SQLite has one writer at a time)
+                picked = picked.with_for_update(skip_locked=True)
+            # One statement, which writes from the start: a read then a write in one
+            # SQLite transaction fails when the journal commits in between.
+            claimed = await connection.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(picked.scalar_subquery()))
+                .values(next_attempt_at=now + lease)
+                .returning(*WebhookDelivery.__table__.c)
+            )
+            due = sorted((dict(r) for r in claimed.mappings()), key=lambda r: r["event_seq"])
             upcoming = (
                 await connection.execute(
                     select(func.min(WebhookDelivery.next_attempt_at)).where(

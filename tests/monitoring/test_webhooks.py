@@ -3,16 +3,25 @@ receiver), which is down at first; with a kill -9 of the orchestrator in between
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import insert
 
+from orchestrator.ids import new_id
+from orchestrator.metrics import Metrics
 from orchestrator.settings import ConfigError, load_settings
+from orchestrator.store.engine import create_engine, ensure_schema
+from orchestrator.store.models import WebhookDelivery
+from orchestrator.webhooks import WebhookDispatcher
+from tests.backend import settings_env
 from tests.servers import REPO, OrchestratorProcess, free_port, wait_for_workflow
 
 SECRET = "hook-secret-7f3a"
@@ -162,3 +171,58 @@ def test_a_bad_signature_is_refused_by_the_example_receiver(tmp_path):
 def test_webhook_configuration_is_validated_at_start(endpoints, message):
     with pytest.raises(ConfigError, match=message):
         load_settings(environ={"PROVISIONING_WEBHOOKS__ENDPOINTS": endpoints})
+
+
+async def test_two_dispatchers_on_one_database_never_claim_the_same_delivery(tmp_path):
+    """Two `serve` processes on one PostgreSQL database (or the one SQLite file) each run
+    a dispatcher: a due delivery is claimed by one of them only, and is due again once
+    the claim lapses (its claimant died before saying how the post went)."""
+    endpoints = f'[{{url = "http://127.0.0.1:{free_port()}/hook", events = ["*"], secret = "s"}}]'
+    settings = load_settings(
+        environ=settings_env(
+            tmp_path,
+            PROVISIONING_WEBHOOKS__ENABLED="true",
+            PROVISIONING_WEBHOOKS__ENDPOINTS=endpoints,
+            PROVISIONING_WEBHOOKS__TIMEOUT="0.1",
+        )
+    )
+    engines = [create_engine(settings), create_engine(settings)]
+    try:
+        await ensure_schema(engines[0], settings)
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "id": new_id(),
+                "event_seq": seq,
+                "event": "task.completed",
+                "url": settings.webhooks.endpoints[0].url,
+                "payload": {"seq": seq},
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now - timedelta(seconds=1),
+                "created_at": now,
+            }
+            for seq in range(1, 81)
+        ]
+        async with engines[0].begin() as connection:
+            await connection.execute(insert(WebhookDelivery), rows)
+        first, second = (WebhookDispatcher(e, settings.webhooks, Metrics()) for e in engines)
+        by_first: set[str] = set()
+        by_second: set[str] = set()
+        for _ in range(10):  # both at once, as two processes would
+            (a, _), (b, upcoming) = await asyncio.gather(first.claim_due(), second.claim_due())
+            if not a and not b:
+                break
+            by_first |= {r["id"] for r in a}
+            by_second |= {r["id"] for r in b}
+        else:
+            raise AssertionError("claimed deliveries were still due")
+        assert not by_first & by_second
+        assert by_first | by_second == {r["id"] for r in rows}
+        assert upcoming is not None  # all claimed: due again when the claims lapse
+        await asyncio.sleep(upcoming - time.time() + 0.05)
+        again, _ = await second.claim_due()
+        assert [r["event_seq"] for r in again] == list(range(1, 51))
+    finally:
+        for engine in engines:
+            await engine.dispose()
