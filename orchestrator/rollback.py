@@ -9,6 +9,7 @@ nor blocks the others; every failure is reported.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +36,34 @@ class DoneTask:
     group: int = 0
 
 
-def compensation_name(task: DoneTask) -> str:
-    return f"undo {task.name}" if task.group == 0 else f"undo {task.name} [{task.id[:8]}]"
+#: The longest task name the store keeps (`tasks.name`).
+MAX_NAME = 200
+
+
+def _with_id(task: DoneTask) -> str:
+    suffix = f" [{task.id}]"
+    return f"undo {task.name[: MAX_NAME - len('undo ') - len(suffix)]}{suffix}"
+
+
+def compensation_names(done: Sequence[DoneTask]) -> dict[str, str]:
+    """A name for each compensation, unique by construction and short enough to store.
+
+    `undo <name>` where that is unique and fits (names are unique within one workflow,
+    so an automatic rollback reads naturally); otherwise `undo <name> [<task id>]`,
+    which ids make unique. Should a plain name still equal another's (a task named
+    after another task's id), every name carries its id.
+    """
+    plain = {t.id: f"undo {t.name}" for t in done}
+    counts = Counter(plain.values())
+    names = {
+        t.id: plain[t.id]
+        if counts[plain[t.id]] == 1 and len(plain[t.id]) <= MAX_NAME
+        else _with_id(t)
+        for t in done
+    }
+    if len(set(names.values())) < len(names):
+        names = {t.id: _with_id(t) for t in done}
+    return names
 
 
 def plan_compensations(done: Sequence[DoneTask]) -> list[TaskSpec]:
@@ -46,7 +73,7 @@ def plan_compensations(done: Sequence[DoneTask]) -> list[TaskSpec]:
     of a group waits for all compensations of the next group (and so of every later one).
     """
     by_id = {t.id: t for t in done}
-    names = {t.id: compensation_name(t) for t in done}
+    names = compensation_names(done)
     dependents: dict[str, list[str]] = {t.id: [] for t in done}
     for task in done:
         for dep in task.dependencies:
