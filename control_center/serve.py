@@ -69,5 +69,6 @@ def run_control_center(
         access_log=level <= logging.DEBUG,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        **settings.proxy_options(),
     )
     uvicorn.Server(config).run()

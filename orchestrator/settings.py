@@ -10,6 +10,7 @@ TOML value (numbers, booleans, arrays) and as a string otherwise.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -46,6 +47,10 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     ws_connections_per_user: int = 10
     log_format: str = "auto"  # auto | console | json
     log_level: str = "info"
+    #: Reverse proxies (addresses or networks) whose `X-Forwarded-For` and
+    #: `X-Forwarded-Proto` both apps believe; from anyone else the headers are ignored,
+    #: so a client cannot choose the address rate limits, policies and the audit see.
+    trusted_proxies: list[str] = []
     #: On PostgreSQL, whether `serve` also runs a worker (false: the API only, with
     #: `provisioning worker` processes running the tasks). SQLite always runs one.
     worker: bool = True
@@ -179,6 +184,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
 
+    def proxy_options(self) -> dict[str, Any]:
+        """uvicorn's options for forwarding headers: trusted from `trusted_proxies` only
+        (uvicorn itself would trust loopback, which local users and tasks share)."""
+        trusted = self.server.trusted_proxies
+        return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or []}
+
     @property
     def workspace(self) -> Path:
         return Path(self.workspace_root).resolve()
@@ -258,6 +269,13 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{section}.port must be between 1 and 65535, got {port}")
     if settings.server.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"server.log_level must be one of {', '.join(LOG_LEVELS)}")
+    for proxy in settings.server.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"server.trusted_proxies: '{proxy}' is not an IP address or network"
+            ) from None
     if settings.server.log_format not in LOG_FORMATS:
         raise ConfigError(f"server.log_format must be one of {', '.join(LOG_FORMATS)}")
     ex = settings.executor

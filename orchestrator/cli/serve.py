@@ -126,6 +126,7 @@ def _serve(settings: Settings, listener: socket.socket, level: int) -> None:
         # standard loop's (tests/perf/bench_executor.py, which runs on it too).
         loop="uvloop",
         timeout_graceful_shutdown=10,
+        **settings.proxy_options(),
     )
     signal.signal(signal.SIGTERM, _raise_stopped)
     try:
