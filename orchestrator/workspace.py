@@ -107,12 +107,26 @@ def _parse(path: Path) -> Any:
     )
 
 
+def confined(workspace: Path, path: Path, what: str) -> Path:
+    """`path` with every symlink resolved, refused unless it stays inside the workspace
+    (a symlink in the workspace must not make the orchestrator read any other file)."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(workspace.resolve()):
+        raise InvalidInput(
+            f"{what}: '{path.relative_to(workspace)}' leads outside the workspace "
+            "(a symlink?); only files inside the workspace are read"
+        )
+    return resolved
+
+
 def infra_dir(workspace: Path, infra: str) -> Path:
     if not NAME.match(infra):
         raise InvalidInput(
             f"infra: '{infra}' is not a valid infra name (letters, digits, '.', '_', '-')"
         )
     directory = workspace / "infra" / infra
+    if directory.exists():
+        directory = confined(workspace, directory, "infra")
     if not directory.is_dir():
         available = sorted(p.name for p in (workspace / "infra").glob("*") if p.is_dir())
         raise NotFound(
@@ -139,6 +153,7 @@ def load_infra(workspace: Path, infra: str, settings: str | None) -> InfraSettin
                 f"infra '{infra}' has no settings file (looked for {', '.join(DEFAULT_SETTINGS)})"
             )
         path = found
+    path = confined(workspace, path, "settings")
     try:
         return msgspec.convert(_parse(path), InfraSettings)
     except msgspec.ValidationError as exc:
