@@ -45,6 +45,10 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     idempotency_ttl: float = 24 * 3600.0
     #: Event stream connections one user may hold at once (seed 001: 10).
     ws_connections_per_user: int = 10
+    #: A stream opened without `?token=` must authenticate (its first message) within
+    #: this many seconds; one address may have this many such streams waiting at once.
+    ws_auth_timeout: float = 3.0
+    ws_unauthenticated_per_address: int = 8
     log_format: str = "auto"  # auto | console | json
     log_level: str = "info"
     #: Reverse proxies (addresses or networks) whose `X-Forwarded-For` and
@@ -278,6 +282,10 @@ def _validate(settings: Settings) -> None:
             ) from None
     if settings.server.log_format not in LOG_FORMATS:
         raise ConfigError(f"server.log_format must be one of {', '.join(LOG_FORMATS)}")
+    if settings.server.ws_auth_timeout <= 0:
+        raise ConfigError("server.ws_auth_timeout must be positive")
+    if settings.server.ws_unauthenticated_per_address < 1:
+        raise ConfigError("server.ws_unauthenticated_per_address must be at least 1")
     ex = settings.executor
     for key in ("global_limit", "default_parallel_limit", "provider_limit", "worker_limit"):
         if getattr(ex, key) < 1:

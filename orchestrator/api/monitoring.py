@@ -83,7 +83,7 @@ async def event_stream(socket: WebSocket[Any, Any, Any]) -> None:
     await socket.accept()
     principal = access_of(socket.scope).principal
     if principal is None:  # no ?token=: the first message must be {"type": "auth"}
-        principal = await _first_message_auth(socket)
+        principal = await _authenticated_later(socket, orchestrator)
         if principal is None:
             return
     user = principal.user_id
@@ -99,17 +99,44 @@ async def event_stream(socket: WebSocket[Any, Any, Any]) -> None:
         streams[user] -= 1
 
 
-async def _first_message_auth(socket: WebSocket[Any, Any, Any]) -> Principal | None:
-    """Wait (10 s) for `{"type": "auth", "token": …}` and check it like a `?token=`."""
+async def _authenticated_later(
+    socket: WebSocket[Any, Any, Any], orchestrator: Orchestrator
+) -> Principal | None:
+    """The principal of a stream's first message, if its address may wait for one: an
+    unauthenticated socket costs a connection, so each address has a few at a time."""
+    settings = orchestrator.settings.server
+    waiting = orchestrator.events.unauthenticated
+    address = socket.client.host if socket.client else ""
+    if waiting[address] >= settings.ws_unauthenticated_per_address:
+        await _refuse(
+            socket,
+            "RATE_LIMITED",
+            f"at most {settings.ws_unauthenticated_per_address} unauthenticated streams per "
+            "address; send ?token= or authenticate the ones already open",
+        )
+        return None
+    waiting[address] += 1
+    try:
+        return await _first_message_auth(socket, settings.ws_auth_timeout)
+    finally:
+        waiting[address] -= 1
+        if not waiting[address]:
+            del waiting[address]
+
+
+async def _first_message_auth(
+    socket: WebSocket[Any, Any, Any], patience: float
+) -> Principal | None:
+    """Wait `patience` s for `{"type": "auth", "token": …}`; check it like a `?token=`."""
     security: Security = socket.app.state.security
     try:
-        with anyio.fail_after(10):
+        with anyio.fail_after(patience):
             message = msgspec.json.decode(await socket.receive_text(), type=StreamFilter)
         if message.type != "auth" or not message.token:
             raise msgspec.ValidationError("the first message must be {type: auth, token}")
         return await security.check(socket.scope, f"Bearer {message.token}", "read", ("GET", "/ws"))
     except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        error = str(exc) or "no auth message within 10 s"
+        error = str(exc) or f"no auth message within {patience:g} s"
         await _refuse(socket, "UNAUTHORIZED", f"authentication required: {error}")
     except DomainError as exc:
         await _refuse(socket, exc.code, exc.message)

@@ -169,8 +169,15 @@ def test_a_deny_policy_wins_at_once_and_a_revoked_key_stops_working(server):
         assert http.get("/workflows").status_code == 200  # the Deny names one user
 
 
+def _one_event(server: OrchestratorProcess) -> None:
+    """At least one event in the log, for a stream opened with since=0 to replay."""
+    with _client(server, server.token) as http:
+        assert http.post("/rollback/checkpoints", json={"name": "an event"}).status_code == 201
+
+
 def test_the_event_stream_takes_a_token_in_the_query_or_a_first_auth_message(server):
     url = f"ws://127.0.0.1:{server.port}/ws"
+    _one_event(server)
 
     async def refused_at_handshake() -> int:
         try:
@@ -255,3 +262,32 @@ def test_each_server_a_submission_creates_is_authorized(server):
     denied = [r for r in _audit(server) if r["resource"] == "servers:prod-db-1"]
     assert denied
     assert denied[-1]["result"] == "denied"
+
+
+def test_unauthenticated_streams_are_few_per_address_and_wait_briefly(server):
+    """Sockets that never authenticate cost a connection each: one address may hold a
+    few at a time (8), each for a few seconds (3), then it is told why and closed."""
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    _one_event(server)
+
+    async def scenario() -> tuple[dict, list[dict]]:
+        waiting = [await websockets.connect(url) for _ in range(8)]
+        try:
+            async with websockets.connect(url) as ninth:
+                refused = json.loads(await asyncio.wait_for(ninth.recv(), 30))
+            # The eight are cut off once their wait is over, with the reason.
+            ends = [json.loads(await asyncio.wait_for(ws.recv(), 60)) for ws in waiting]
+        finally:
+            for ws in waiting:
+                await ws.close()
+        # Their places are free again: an authenticated first message is taken.
+        async with websockets.connect(f"{url}?since=0") as ws:
+            await ws.send(json.dumps({"type": "auth", "token": server.token}))
+            assert "event_type" in json.loads(await asyncio.wait_for(ws.recv(), 30))
+        return refused, ends
+
+    refused, ends = asyncio.run(scenario())
+    assert refused["code"] == "RATE_LIMITED"
+    assert "unauthenticated" in refused["error"]
+    assert {end["code"] for end in ends} == {"UNAUTHORIZED"}
+    assert "within 3 s" in ends[0]["error"]
