@@ -79,7 +79,9 @@ class ServiceProcess:
     def prepare(self) -> None:
         """Called before each start, with the data directory in place."""
 
-    def start(self, timeout: float = 20.0) -> Self:
+    def start(self, timeout: float = 120.0) -> Self:
+        """`timeout` is a safety net, not a measure: a start takes about a second on an
+        idle machine and much longer on one shared with other test runs."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.database.startswith("postgresql"):
             backend.upgrade(self.database)
