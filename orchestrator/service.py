@@ -71,6 +71,13 @@ class Orchestrator:
                 for name, table in settings.providers.items()
             }
         )
+        #: Instances whose type runs things on this host (`local`), by name: running a
+        #: task on one is a permission of its own (`run` on `<type>:<instance>`).
+        self.host_instances = {
+            name: self.instance_types[name]
+            for name, provider in self.providers.items()
+            if getattr(provider, "touches_host", False)
+        }
         limits = {
             name: int(table["max_concurrent"])
             for name, table in settings.providers.items()

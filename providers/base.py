@@ -92,6 +92,9 @@ class Provider(Protocol):
     """
 
     type_name: ClassVar[str]
+    # Optional: `touches_host: ClassVar[bool] = True` on a type that runs things on the
+    # orchestrator's own host (processes, mounts, users); running a task on such an
+    # instance needs the policy action `run` on `<type>:<instance>`.
 
     async def apply(self, call: ActionCall) -> ActionResult: ...
 

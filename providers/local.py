@@ -262,6 +262,7 @@ class LocalProvider:
     """
 
     type_name: ClassVar[str] = "local"
+    touches_host: ClassVar[bool] = True
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         unknown = sorted(set(config) - _CONFIG_KEYS)

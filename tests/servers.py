@@ -165,24 +165,36 @@ def wait_for_workflow(client: httpx.Client, workflow_id: str, timeout: float = 3
 
 def provision_operator(data_dir: Path, env: Mapping[str, str]) -> str:
     """An `operator` user with an API key in the server's database (made once per data
-    directory, through the control center's own store functions); returns the key."""
-    return provision_user(data_dir, env, "test-operator", ["operator"])
+    directory, through the control center's own store functions); returns the key.
+
+    A policy of its own also lets it run commands on this host (`run` on `local:*`),
+    which the default policies keep for administrators: many tests run `local` tasks."""
+    return provision_user(data_dir, env, "test-operator", ["operator"], host_commands=True)
 
 
-def provision_user(data_dir: Path, env: Mapping[str, str], username: str, roles: list[str]) -> str:
+def provision_user(
+    data_dir: Path,
+    env: Mapping[str, str],
+    username: str,
+    roles: list[str],
+    *,
+    host_commands: bool = False,
+) -> str:
     saved = data_dir / f"{username}.key"
     if saved.exists():
         return saved.read_text()
-    key = asyncio.run(_provision(env, username, roles))
+    key = asyncio.run(_provision(env, username, roles, host_commands))
     saved.write_text(key)
     return key
 
 
-async def _provision(env: Mapping[str, str], username: str, roles: list[str]) -> str:
+async def _provision(
+    env: Mapping[str, str], username: str, roles: list[str], host_commands: bool
+) -> str:
     from control_center.accounts import create_user
     from control_center.api_key_store import create_api_key
     from control_center.passwords import hash_password_async
-    from control_center.policy_store import seed_default_policies
+    from control_center.policy_store import create_policy, seed_default_policies
     from orchestrator.settings import load_settings
     from orchestrator.store.engine import create_engine, upgrade
 
@@ -203,6 +215,23 @@ async def _provision(env: Mapping[str, str], username: str, roles: list[str]) ->
             },
         )
         _, key = await create_api_key(engine, user["id"], "tests", "test suite", None)
+        if host_commands:
+            rule = {
+                "effect": "Allow",
+                "resource": "local:*",
+                "action": ["run"],
+                "condition": f"user.id == '{user['id']}'",
+            }
+            await create_policy(
+                engine,
+                {
+                    "name": f"{username} runs host commands",
+                    "version": "1.0.0",
+                    "description": "the test suite's operator runs local tasks",
+                    "rules": [rule],
+                    "enabled": True,
+                },
+            )
     finally:
         await engine.dispose()
     return key

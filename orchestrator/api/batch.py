@@ -171,7 +171,8 @@ class BatchController(Controller):
         backend = "sqlite" if orchestrator.settings.is_sqlite else "postgresql"
         check_storage_backend(batch, backend)
         spec = plan_batch(batch, orchestrator.instance_types)
-        await security_of(request).authorize_items(request.scope, items_of(spec))
+        items = items_of(spec, orchestrator.host_instances)
+        await security_of(request).authorize_items(request.scope, items)
         batch_id = await orchestrator.submit(spec)
         workflow = await get_workflow(orchestrator.engine, batch_id)
         assert workflow is not None

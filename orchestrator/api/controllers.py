@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get, post
@@ -46,14 +47,28 @@ def security_of(request: Request[Any, Any, Any]) -> Security:
     return security
 
 
-def items_of(spec: WorkflowSpec) -> list[tuple[str, str]]:
-    """What a submission changes, as policies name it: `create` on `servers:web-01`."""
+def host_items(spec: WorkflowSpec, host_instances: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Running anything on this host is a permission of its own: `run` on
+    `<provider type>:<instance>` (`local:local`) for each task on an instance whose type
+    touches the host; only administrators have it by default (docs/security.md)."""
+    return sorted(
+        {
+            ("run", f"{host_instances[task.provider]}:{task.provider}")
+            for task in spec.tasks
+            if task.provider in host_instances
+        }
+    )
+
+
+def items_of(spec: WorkflowSpec, host_instances: Mapping[str, str]) -> list[tuple[str, str]]:
+    """What a submission changes, as policies name it: `create` on `servers:web-01`, and
+    `run` on each host-touching instance it uses."""
     items = []
     for task in spec.tasks:
         kind, dot, action = task.action.partition(".")
         if dot:
             items.append((action, f"{kind}s:{task.params.get('name', task.name)}"))
-    return sorted(set(items))
+    return sorted(set(items)) + host_items(spec, host_instances)
 
 
 def orchestrator_of(state: State) -> Orchestrator:
@@ -64,7 +79,8 @@ def orchestrator_of(state: State) -> Orchestrator:
 async def _submit(
     orchestrator: Orchestrator, request: Request[Any, Any, Any], spec: WorkflowSpec, wait: bool
 ) -> Response[Envelope[str]]:
-    await security_of(request).authorize_items(request.scope, items_of(spec))
+    items = items_of(spec, orchestrator.host_instances)
+    await security_of(request).authorize_items(request.scope, items)
     workflow_id = await orchestrator.submit(spec)
     if wait:
         timeout = orchestrator.settings.server.wait_timeout

@@ -13,7 +13,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_201_CREATED
 
-from orchestrator.api.controllers import orchestrator_of
+from orchestrator.api.controllers import host_items, orchestrator_of, security_of
 from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.api.state import human_bytes
@@ -128,7 +128,9 @@ class RollbackController(Controller):
         return Envelope(_checkpoint_out(row))
 
     @post("/execute", status_code=200, summary="Undo work since a checkpoint, or operations")
-    async def execute(self, state: State, data: RollbackIn) -> Envelope[RollbackOut]:
+    async def execute(
+        self, state: State, request: Request[Any, Any, Any], data: RollbackIn
+    ) -> Envelope[RollbackOut]:
         orchestrator = orchestrator_of(state)
         if (data.checkpoint_id is None) == (data.operation_ids is None):
             raise InvalidInput("give exactly one of checkpoint_id or operation_ids")
@@ -151,6 +153,9 @@ class RollbackController(Controller):
                 tasks=plan_compensations(done),
                 request=msgspec.to_builtins(data),
             )
+            # Undo commands run on this host too: the same permission as running them.
+            items = host_items(spec, orchestrator.host_instances)
+            await security_of(request).authorize_items(request.scope, items)
             rollback_id = await orchestrator.submit(spec)
         if data.wait:
             try:

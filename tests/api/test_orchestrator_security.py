@@ -291,3 +291,69 @@ def test_unauthenticated_streams_are_few_per_address_and_wait_briefly(server):
     assert "unauthenticated" in refused["error"]
     assert {end["code"] for end in ends} == {"UNAUTHORIZED"}
     assert "within 3 s" in ends[0]["error"]
+
+
+LOCAL_TASK = {
+    "name": "read-secrets",
+    "provider": "local",
+    "action": "run",
+    "params": {"command": "sh", "args": ["-c", 'cat "$PROVISIONING_DATA_DIR/jwt.key"']},
+}
+COMMAND_BATCH = {
+    "name": "cmds",
+    "operations": [
+        {
+            "id": "c",
+            "type": "command_batch",
+            "commands": [{"name": "env", "command": "env"}],
+        }
+    ],
+}
+
+
+def test_running_commands_on_the_host_is_a_permission_operators_do_not_have(server):
+    key = _key(server, "plain-operator", ["operator"])
+    with _client(server, key) as http:
+        before = http.get("/workflows").headers["X-Total-Count"]
+        message = _error(
+            http.post("/workflows", json={"name": "x", "tasks": [LOCAL_TASK]}), 403, "FORBIDDEN"
+        )
+        assert "'run' on 'local:local'" in message
+        _error(http.post("/batch/execute", json=COMMAND_BATCH), 403, "FORBIDDEN")
+        assert http.get("/workflows").headers["X-Total-Count"] == before  # nothing stored
+        # Simulated clouds are not the host: operators still run those.
+        cloud = {"name": "c", "provider": "upcloud", "action": "noop", "params": {}}
+        assert http.post("/workflows", json={"name": "y", "tasks": [cloud]}).status_code == 202
+    denied = [r for r in _audit(server) if r["resource"] == "local:local"]
+    assert denied
+    assert {r["result"] for r in denied} == {"denied"}
+
+
+def test_a_policy_grants_host_commands_to_whom_it_names(server):
+    # The suite's operator has a policy of its own allowing `run` on `local:*`.
+    with _client(server, server.token) as http:
+        harmless = {**LOCAL_TASK, "params": {"command": "true"}}
+        response = http.post("/workflows", json={"name": "ok", "tasks": [harmless]})
+        assert response.status_code == 202, response.text
+
+
+def test_rolling_back_host_commands_needs_the_same_permission(server):
+    with _client(server, server.token) as http:
+        checkpoint = http.post("/rollback/checkpoints", json={"name": "before cmd"}).json()
+        undoable = {
+            **LOCAL_TASK,
+            "name": "undoable",
+            "params": {"command": "true", "undo": {"command": "true"}},
+        }
+        workflow = http.post(
+            "/workflows", json={"name": "undoable", "tasks": [undoable], "wait": True}
+        ).json()["data"]
+        assert http.get(f"/workflows/{workflow}").json()["data"]["status"] == "Completed"
+    key = _key(server, "rollback-operator", ["operator"])
+    with _client(server, key) as http:
+        message = _error(
+            http.post("/rollback/execute", json={"checkpoint_id": checkpoint["data"]}),
+            403,
+            "FORBIDDEN",
+        )
+        assert "'run' on 'local:local'" in message
