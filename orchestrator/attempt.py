@@ -88,6 +88,7 @@ async def call_provider(
     workspace: Path,
     on_handle: Callable[[JSON], Awaitable[None]],
     enforce_timeout: bool = True,
+    protected_paths: tuple[Path, ...] = (),
 ) -> ActionResult:
     """Apply, check or compensate, within the task's timeout (TimeoutError past it,
     unless the caller enforces it itself)."""
@@ -97,7 +98,7 @@ async def call_provider(
             f"provider instance '{attempt.provider}' is not configured "
             f"(configured: {', '.join(sorted(providers)) or 'none'})"
         )
-    call = _action_call(attempt, engine, workspace, on_handle)
+    call = _action_call(attempt, engine, workspace, on_handle, protected_paths)
     if attempt.compensates is not None:
         work = provider.compensate(call, applied(attempt))
     elif attempt.check_mode:
@@ -117,6 +118,7 @@ async def finished_attempt(
     *,
     engine: AsyncEngine,
     workspace: Path,
+    protected_paths: tuple[Path, ...] = (),
 ) -> ActionResult | None:
     """For an attempt interrupted by a crash: stop what it left running, then return its
     result if its provider knows it completed (None: retry it by the task's policy)."""
@@ -128,7 +130,8 @@ async def finished_attempt(
             await provider.reap(handle)
         if attempt.check_mode:
             return None
-        return await provider.finished(_action_call(attempt, engine, workspace, None))
+        call = _action_call(attempt, engine, workspace, None, protected_paths)
+        return await provider.finished(call)
     except Exception:
         log.exception("could not recover an interrupted attempt", task_id=attempt.task_id)
         return None
@@ -139,6 +142,7 @@ def _action_call(
     engine: AsyncEngine,
     workspace: Path,
     on_handle: Callable[[JSON], Awaitable[None]] | None,
+    protected_paths: tuple[Path, ...],
 ) -> ActionCall:
     return ActionCall(
         task_id=attempt.task_id,
@@ -151,6 +155,7 @@ def _action_call(
         workspace=workspace,
         inventory=StoreInventory(engine, attempt.provider),
         on_handle=on_handle,
+        protected_paths=protected_paths,
     )
 
 

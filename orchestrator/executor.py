@@ -162,6 +162,7 @@ class Executor:
         settings: ExecutorSettings,
         *,
         workspace: Path,
+        protected_paths: Sequence[Path] = (),
         metrics: Metrics,
         on_commit: Callable[[], None] | None = None,
         provider_limits: Mapping[str, int] | None = None,
@@ -173,6 +174,7 @@ class Executor:
         self.providers = dict(providers)
         self.settings = settings
         self.workspace = workspace
+        self.protected_paths = tuple(protected_paths)
         self.worker_id = f"worker-{new_id()[:8]}"
         self.metrics = metrics
         self._outbox = outbox
@@ -392,6 +394,7 @@ class Executor:
             task.handle,
             engine=self.engine,
             workspace=self.workspace,
+            protected_paths=self.protected_paths,
         )
         if result is not None:
             log.warning("recording an attempt that ended unwatched", task_id=task.id)
@@ -585,6 +588,7 @@ class Executor:
             self.providers,
             engine=self.engine,
             workspace=self.workspace,
+            protected_paths=self.protected_paths,
             on_handle=self._handle_recorder(task),
             enforce_timeout=False,  # `_run` does
         )

@@ -177,6 +177,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=_default_providers)
+    #: The file these settings were read from (set by `load_settings`, not a setting).
+    config_file: str = ""
 
     @property
     def resolved_database_url(self) -> str:
@@ -193,6 +195,20 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         (uvicorn itself would trust loopback, which local users and tasks share)."""
         trusted = self.server.trusted_proxies
         return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or []}
+
+    @property
+    def protected_paths(self) -> tuple[Path, ...]:
+        """What commands run on this host must not read: the data directory (keys, the
+        embedded database, the attempt log), the configuration file, and the database
+        file when it lives elsewhere."""
+        paths = [Path(self.data_dir).resolve()]
+        if self.config_file:
+            paths.append(Path(self.config_file).resolve())
+        if self.is_sqlite:
+            database = Path(self.resolved_database_url.partition(":///")[2]).resolve()
+            if not database.is_relative_to(paths[0]):
+                paths.append(database)
+        return tuple(paths)
 
     @property
     def workspace(self) -> Path:
@@ -262,6 +278,8 @@ def load_settings(
         settings = msgspec.convert(data, Settings)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
+    if path is not None:
+        settings = msgspec.structs.replace(settings, config_file=str(path.resolve()))
     _validate(settings)
     return settings
 

@@ -87,6 +87,7 @@ class Worker:
         settings: ExecutorSettings,
         *,
         workspace: Path,
+        protected_paths: Sequence[Path] = (),
         metrics: Metrics,
         worker_id: str,
         on_commit: Callable[[], None] | None = None,
@@ -98,6 +99,7 @@ class Worker:
         self.providers = dict(providers)
         self.settings = settings
         self.workspace = workspace
+        self.protected_paths = tuple(protected_paths)
         self.metrics = metrics
         self.worker_id = worker_id
         self.run_tasks = run_tasks
@@ -316,6 +318,7 @@ class Worker:
                 self.providers,
                 engine=self.engine,
                 workspace=self.workspace,
+                protected_paths=self.protected_paths,
                 on_handle=self._handle_recorder(row),
             )
             end = self._completed(row, result)
@@ -466,6 +469,7 @@ class Worker:
                     task["handle"],
                     engine=self.engine,
                     workspace=self.workspace,
+                    protected_paths=self.protected_paths,
                 )
             expired_only = owner != self.worker_id
             if result is not None:

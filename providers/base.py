@@ -74,6 +74,9 @@ class ActionCall:
     #: Called by a provider once it has something to stop later (a process group id):
     #: the executor records it so a restarted orchestrator can stop a leftover.
     on_handle: Callable[[JSON], Awaitable[None]] | None = None
+    #: What a command run on this host must not be able to read: the orchestrator's
+    #: data directory, its configuration file (providers that touch the host hide them).
+    protected_paths: tuple[Path, ...] = ()
 
 
 @runtime_checkable

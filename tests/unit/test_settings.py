@@ -63,3 +63,16 @@ def test_bad_configuration_names_the_key(tmp_path, text, message):
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_commands_are_kept_from_the_data_dir_the_config_file_and_the_database(tmp_path):
+    config = tmp_path / "etc" / "provisioning.toml"
+    config.parent.mkdir()
+    database = tmp_path / "db" / "p.db"
+    config.write_text(
+        f'data_dir = "{tmp_path / "data"}"\ndatabase_url = "sqlite+aiosqlite:///{database}"\n'
+    )
+    settings = load_settings(config, environ={})
+    assert settings.protected_paths == (tmp_path / "data", config, database)
+    embedded = load_settings(environ={"PROVISIONING_DATA_DIR": str(tmp_path / "d")})
+    assert embedded.protected_paths == (tmp_path / "d",)  # the database is inside it
