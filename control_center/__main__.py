@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from control_center.serve import run_control_center, settings_from_environment
+from orchestrator.data_dir import PRIVATE_UMASK
 from orchestrator.settings import ConfigError
 
 
@@ -15,6 +17,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
+    os.umask(PRIVATE_UMASK)  # the database and keys it writes are its own
     run_control_center(settings)
     return 0
 

@@ -29,6 +29,7 @@ from control_center.request_context import Services, provide_principal
 from control_center.users import ProfileController, UserController
 from orchestrator.api.envelope import Envelope, document_errors
 from orchestrator.api.versioning import versioning
+from orchestrator.data_dir import private_data_dir
 from orchestrator.settings import Settings
 from orchestrator.store.engine import create_engine, ensure_schema
 
@@ -55,6 +56,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        private_data_dir(settings.data_dir)
         key_for(settings)  # a bad key setting stops the start, not the first login
         admin_password_from_environment(settings)
         owned = services.engine is None

@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_center.policy_store import seed_default_policies
+from orchestrator.data_dir import private_data_dir
 from orchestrator.errors import InvalidInput
 from orchestrator.events import EventBus
 from orchestrator.executor import Executor
@@ -121,6 +122,7 @@ class Orchestrator:
         self._retention: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        private_data_dir(self.settings.data_dir)
         if self.settings.is_sqlite:
             self._lock = _lock_data_dir(Path(self.settings.data_dir), "orchestrator.lock")
         elif self.run_tasks:
@@ -246,7 +248,6 @@ def freeze_startup_heap() -> None:
 def _lock_data_dir(data_dir: Path, name: str) -> IO[str]:
     """One orchestrator per embedded database (two would both resume the same tasks),
     one worker per data directory (its identity)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
     handle = (data_dir / name).open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

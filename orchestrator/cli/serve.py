@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import click
 import msgspec
 
 from orchestrator.cli.app import Failure, Options, cli, pass_options, shown_database
+from orchestrator.data_dir import PRIVATE_UMASK
 from orchestrator.settings import ConfigError, Settings
 
 #: What each shipped provider type is, for the start-up banner.
@@ -49,6 +51,7 @@ def serve(
     (--host and --port then apply to the orchestrator).
     """
     settings = options.settings()
+    os.umask(PRIVATE_UMASK)  # the database, keys and logs it writes are its own
     if worker is not None:
         if not worker and settings.is_sqlite:
             raise Failure(

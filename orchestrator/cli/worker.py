@@ -8,6 +8,7 @@ them back (the attempt not counted) for the others to run at once, and exits 0.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 import click
@@ -15,6 +16,7 @@ import uvloop
 
 from orchestrator.cli.app import Failure, Options, cli, pass_options, shown_database
 from orchestrator.cli.serve import configure_logging, log_level
+from orchestrator.data_dir import PRIVATE_UMASK
 from orchestrator.settings import Settings
 
 
@@ -28,6 +30,7 @@ def worker(options: Options) -> None:
             "workers need PostgreSQL: the embedded SQLite database is run by `provisioning "
             "serve` alone (set database_url, then `provisioning db upgrade`)"
         )
+    os.umask(PRIVATE_UMASK)  # what it writes in its data directory is its own
     level = log_level(settings)
     configure_logging(settings, level)
     uvloop.run(_run(settings))  # the loop `serve` runs on too

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from orchestrator.data_dir import private_data_dir
 from orchestrator.settings import Settings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
@@ -57,7 +58,7 @@ JSON_CODEC: dict[str, Any] = {
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.resolved_database_url
     if settings.is_sqlite:
-        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        private_data_dir(settings.data_dir)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **JSON_CODEC)
         _sqlite_pragmas(engine.sync_engine, settings)
         return engine
