@@ -3,16 +3,15 @@ mapping from stored rows to them."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 
+from orchestrator.api.redaction import redact, redact_args, redact_text
 from orchestrator.planner import TaskSpec
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-SECRET_KEY = re.compile(r"pass|secret|token|api[_-]?key|credential|private", re.IGNORECASE)
 
 
 class ServersCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -122,23 +121,12 @@ class WorkflowOut(msgspec.Struct):
     progress: float
 
 
-def redact(value: Any) -> Any:
-    """Hide values under keys that name secrets (passwords, tokens, keys)."""
-    if isinstance(value, dict):
-        return {
-            k: ("********" if SECRET_KEY.search(str(k)) else redact(v)) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
 def task_out(row: dict[str, Any]) -> TaskOut:
     return TaskOut(
         id=row["id"],
         name=row["name"],
-        command=row["command"],
-        args=list(row["args"] or []),
+        command=redact_text(row["command"]),
+        args=redact_args(list(row["args"] or [])),
         dependencies=list(row.get("dependencies", [])),
         status=row["status"],
         created_at=row["created_at"],

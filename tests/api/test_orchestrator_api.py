@@ -432,3 +432,21 @@ def test_the_openapi_schema_lists_every_endpoint(client):
         "/metrics",
     ):
         assert path in paths, path
+
+
+def test_secrets_in_task_parameters_are_never_shown(client):
+    params = {
+        "auth": {"bearer": "eyJ-leaked"},
+        "command": "curl",
+        "args": ["-H", "Authorization: Bearer eyJ-leaked", "--password", "hunter2"],
+        "url": "postgresql://app:hunter2@db/prod",
+    }
+    task = {"name": "secretive", "provider": "upcloud", "action": "noop", "params": params}
+    workflow_id = client.post("/workflows", json={"name": "s", "tasks": [task]}).json()["data"]
+    wait_for_workflow(client, workflow_id)
+    (shown,) = client.get("/tasks", params={"workflow_id": workflow_id}).json()["data"]
+    text = str(shown) + client.get(f"/tasks/{shown['id']}").text
+    assert "eyJ-leaked" not in text
+    assert "hunter2" not in text
+    assert shown["params"]["url"] == "postgresql://app:********@db/prod"
+    assert shown["args"] == ["-H", "Authorization: Bearer ********", "--password", "********"]
