@@ -114,3 +114,51 @@ def test_with_record_exit_a_command_that_finished_during_the_crash_is_not_run_ag
     recovered = [t for t in tasks if "[recovered" in (t["output"] or "")]
     assert recovered, "no command finished while the server was down"
     assert all(t["attempts"] == 1 for t in recovered)
+
+
+def test_attempts_cut_short_by_crashes_count_against_max_attempts(tmp_path):
+    """A task killed with its server again and again, each time after its side effect:
+    every crash costs an attempt, so it runs `max_attempts` times at most, then fails."""
+    work = tmp_path / "work"
+    work.mkdir()
+    log = work / "log"
+    script = f"echo start >> {log}; sleep 0.3; echo done >> {log}; sleep 30"
+    task = {
+        "name": "crashy",
+        "provider": "local",
+        "action": "run",
+        "params": {"command": "sh", "args": ["-c", script]},
+        "max_attempts": 2,
+        "retry_initial_delay": 0.05,
+    }
+    env = {"PROVISIONING_PROVIDERS__LOCAL__RECORD_EXIT": "false"}
+    server = OrchestratorProcess(tmp_path / "data", workspace=work, env=env).start()
+    try:
+        with server.client() as http:
+            workflow_id = http.post("/workflows", json={"name": "w", "tasks": [task]}).json()[
+                "data"
+            ]
+        status = "Running"
+        for crash in range(4):
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if log.exists() and log.read_text().count("done") > crash:
+                    break
+                with server.client() as http:
+                    status = http.get(f"/workflows/{workflow_id}").json()["data"]["status"]
+                if status == "Failed":
+                    break
+                time.sleep(0.02)
+            if status == "Failed":
+                break
+            server.kill()
+            server = OrchestratorProcess(tmp_path / "data", workspace=work, env=env).start()
+        with server.client() as http:
+            workflow = wait_for_workflow(http, workflow_id, timeout=120)
+            (shown,) = http.get("/tasks", params={"workflow_id": workflow_id}).json()["data"]
+    finally:
+        server.stop()
+    assert workflow["status"] == "Failed"
+    assert shown["attempts"] == 2
+    assert "interrupted" in shown["error"]
+    assert log.read_text().count("start") == 2, log.read_text()
