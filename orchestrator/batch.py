@@ -14,7 +14,8 @@ import msgspec
 
 from orchestrator.errors import InvalidInput
 from orchestrator.graph import build_graph
-from orchestrator.planner import InstanceTypes, TaskSpec, WorkflowSpec
+from orchestrator.planner import InstanceTypes
+from orchestrator.specs import TaskSpec, WorkflowSpec
 
 OperationType = Literal["server_batch", "taskserv_batch", "cluster_batch", "command_batch"]
 OnFailure = Literal["fail", "continue", "rollback"]

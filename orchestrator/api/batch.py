@@ -218,7 +218,7 @@ class BatchController(Controller):
     async def cancel(self, state: State, batch_id: str) -> Envelope[str]:
         orchestrator = orchestrator_of(state)
         workflow = await _batch(orchestrator.engine, batch_id)
-        if not await orchestrator.executor.cancel(batch_id):
+        if not await orchestrator.cancel(batch_id):
             return Envelope(f"Batch {batch_id} already ended ({workflow['status']})")
         return Envelope("Operation cancelled")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -25,14 +24,9 @@ from orchestrator.api.schemas import (
 )
 from orchestrator.api.security import Security
 from orchestrator.errors import NotFound
-from orchestrator.planner import (
-    WorkflowSpec,
-    check_operation,
-    plan_cluster,
-    plan_servers,
-    plan_taskserv,
-)
+from orchestrator.planner import check_operation, plan_cluster, plan_servers, plan_taskserv
 from orchestrator.service import Orchestrator
+from orchestrator.specs import WorkflowSpec
 from orchestrator.store.workflows import get_task, get_workflow, list_tasks, list_workflows
 from orchestrator.workspace import load_infra
 
@@ -83,12 +77,7 @@ async def _submit(
     await security_of(request).authorize_items(request.scope, items)
     workflow_id = await orchestrator.submit(spec)
     if wait:
-        timeout = orchestrator.settings.server.wait_timeout
-        try:
-            async with asyncio.timeout(timeout):
-                await orchestrator.executor.wait(workflow_id)
-        except TimeoutError:
-            pass
+        await orchestrator.wait(workflow_id, orchestrator.settings.server.wait_timeout)
     workflow = await get_workflow(orchestrator.engine, workflow_id)
     status = workflow["status"] if workflow else "Pending"
     return Response(
@@ -254,6 +243,6 @@ class WorkflowController(Controller):
         row = await get_workflow(orchestrator.engine, workflow_id)
         if row is None:
             raise NotFound(f"workflow '{workflow_id}' not found")
-        if not await orchestrator.executor.cancel(workflow_id):
+        if not await orchestrator.cancel(workflow_id):
             return Envelope(f"Workflow {workflow_id} already ended ({row['status']})")
         return Envelope("Workflow cancelled")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import msgspec
 
 from orchestrator.api.redaction import redact, redact_args, redact_text
-from orchestrator.planner import TaskSpec
+from orchestrator.specs import TaskSpec
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from orchestrator.planner import TaskSpec, WorkflowSpec
 from orchestrator.service import Orchestrator
 from orchestrator.settings import load_settings
+from orchestrator.specs import TaskSpec, WorkflowSpec
 from orchestrator.store.models import Event, Task
 from tests.backend import settings_env
 
@@ -87,7 +87,7 @@ async def _run(tmp_path, specs: list[WorkflowSpec], global_limit: int, provider_
         ids = [await orchestrator.submit(spec) for spec in specs]
         async with asyncio.timeout(60):
             for workflow_id in ids:
-                await orchestrator.executor.wait(workflow_id)
+                await orchestrator.scheduler.wait(workflow_id)
         async with orchestrator.engine.connect() as connection:
             events = (
                 (await connection.execute(select(Event.__table__).order_by(Event.seq)))
