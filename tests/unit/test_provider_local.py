@@ -183,7 +183,7 @@ async def test_a_relative_path_entry_is_searched_from_the_commands_directory(
 async def test_without_pidfds_a_thread_waits_for_the_exit(
     provider: LocalProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("providers.local._PIDFD", False)
+    monkeypatch.setattr("providers.local._child._PIDFD", False)
     result = await provider.apply(make_call(tmp_path, **sh("echo done")))
     assert result.output == "done\n"
     with pytest.raises(ProviderError, match="exited with status 4"):

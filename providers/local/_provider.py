@@ -1,24 +1,4 @@
-"""Run commands on the orchestrator's host, confined to the task's workspace.
-
-One action, `run`, executes an argument list (never a shell) in its own session, so
-that the whole process group can be stopped on cancellation, on timeout, or by a later
-orchestrator through `reap`. Output (stdout and stderr interleaved) is kept up to a
-bound, tail first. Processes the command leaves running in the background once it has
-exited are not killed, as a shell would not kill them.
-
-`PR_SET_PDEATHSIG` is deliberately not used: any `preexec_fn` makes CPython fork
-instead of vfork, which made spawning about three times slower; `reap` covers the case
-of an orchestrator that died while a command ran.
-
-With `record_exit = true`, each command runs under a fixed `/bin/sh` wrapper (the
-command's own arguments are passed as arguments, never parsed by the shell) that writes
-its exit status to `<state_dir>/<task id>.<attempt>.exit` when it ends, whether or not
-its orchestrator is still alive. An attempt whose orchestrator or worker was killed is
-then recorded from that file (`finished`) instead of being run again: exactly once for
-commands that finished, at the cost of one more process per command. Files are kept
-(a few bytes each) for seven days: a worker taking over an expired lease may need the
-file of an attempt whose end its first worker had not committed yet.
-"""
+"""The `local` provider: its settings, its params, and the life of one command."""
 
 from __future__ import annotations
 
@@ -29,14 +9,12 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeGuard
+from typing import Any, ClassVar
 
 from providers.base import (
     JSON,
@@ -45,6 +23,16 @@ from providers.base import (
     PermanentProviderError,
     ProviderConfigError,
     ProviderError,
+)
+from providers.local._child import Child, Command
+from providers.local._groups import (
+    group_alive,
+    group_members,
+    is_int,
+    proc_stat,
+    signal_group,
+    signal_name,
+    start_window,
 )
 
 _CONFIG_KEYS = frozenset(
@@ -59,185 +47,8 @@ _RECOVERED_OUTPUT = (
 )
 _COMMAND_KEYS = frozenset({"command", "args", "env", "cwd"})
 _MINIMAL_ENV = ("PATH", "HOME", "LANG")
-_DRAIN_SECONDS = 0.5  # how long output is still read once the command has exited
-#: When a command's exit starts to be watched for on its own, if its output goes on.
-_EXIT_WATCH_AFTER = 0.05
 _POLL_SECONDS = 0.05
 _ERROR_TAIL_LINES = 10
-#: Wait for exits through pidfds (Linux 5.3+); elsewhere, a thread per running command.
-_PIDFD = hasattr(os, "pidfd_open")
-_DEVNULL: int | None = None
-_BOOTTIME: int | None = getattr(time, "CLOCK_BOOTTIME", None)
-_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-@dataclass(frozen=True, slots=True)
-class _Command:
-    argv: tuple[str, ...]
-    env: dict[str, str] | None
-    cwd: Path
-    explicit_cwd: bool
-
-
-class _Child:
-    """A command started with `subprocess.Popen`, watched from the event loop.
-
-    Its output is read from the pipe's read end, registered with the loop. Its exit is
-    collected when the output ends (most commands end both together), or else through a
-    pidfd registered with the loop, from `_EXIT_WATCH_AFTER` seconds after the start or
-    from the output's end, whichever comes first: a short command costs no pidfd. No
-    thread per child, no global child watcher, and none of the asyncio subprocess
-    transport's machinery, which cost about a third of the time to run a short command
-    (tests/perf/bench_executor.py, W3). Without pidfds (not Linux), a thread waits for
-    the exit instead.
-
-    The last `limit` bytes of output (stdout and stderr interleaved) are kept.
-    """
-
-    def __init__(self, command: _Command, executable: str | None, limit: int) -> None:
-        loop = asyncio.get_running_loop()
-        self.limit = limit
-        self.tail = bytearray()
-        self.total = 0
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self._loop = loop
-        self._waiters: list[asyncio.Future[None]] = []
-        self._drain_timer: asyncio.TimerHandle | None = None
-        self._exit_timer: asyncio.TimerHandle | None = None
-        self._pidfd: int | None = None
-        read, write = os.pipe()
-        before = _boot_ticks()
-        try:
-            self.process = subprocess.Popen(
-                command.argv,
-                executable=executable,
-                stdin=_devnull(),
-                stdout=write,
-                stderr=subprocess.STDOUT,
-                env=command.env,
-                cwd=command.cwd,
-                start_new_session=True,
-            )
-        except BaseException:
-            os.close(read)
-            raise
-        finally:
-            os.close(write)
-        self.pid = self.process.pid
-        after = _boot_ticks()
-        #: When the kernel started it (/proc's start time is within), for `reap`; read
-        #: from the clock rather than /proc, whose answer waits until exec is over.
-        self.started_between = None if before is None or after is None else [before, after]
-        self._output: int | None = read
-        os.set_blocking(read, False)
-        loop.add_reader(read, self._read)
-        if _PIDFD:
-            self._exit_timer = loop.call_later(_EXIT_WATCH_AFTER, self._watch_exit)
-        else:
-            threading.Thread(target=self._wait, name=f"wait-{self.pid}", daemon=True).start()
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.returncode
-
-    async def wait(self) -> None:
-        """Return once the command has exited and its output is read: to its end, or for
-        `_DRAIN_SECONDS` after the exit when something it left running keeps the pipe
-        open. A cancelled wait leaves the child as it was."""
-        if self.exited.done() and self._output is None:
-            return
-        waiter = self._loop.create_future()
-        self._waiters.append(waiter)
-        await waiter
-
-    def close(self) -> None:
-        """Stop reading output (a process still writing gets SIGPIPE); the exit is still
-        collected when it comes, so no zombie is left."""
-        if self._output is not None:
-            self._loop.remove_reader(self._output)
-            os.close(self._output)
-            self._output = None
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
-            self._drain_timer = None
-        if self.exited.done():
-            self._wake()
-        elif _PIDFD:
-            self._watch_exit()
-
-    def text(self) -> str:
-        body = self.tail.decode("utf-8", errors="replace")
-        dropped = self.total - len(self.tail)
-        return f"[output truncated: {dropped} earlier bytes dropped]\n{body}" if dropped else body
-
-    def _read(self) -> None:
-        assert self._output is not None
-        try:
-            chunk = os.read(self._output, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self.close()
-            return
-        self.total += len(chunk)
-        self.tail += chunk
-        if len(self.tail) > self.limit:
-            del self.tail[: len(self.tail) - self.limit]
-
-    def _watch_exit(self) -> None:
-        """Collect the exit if it has happened; else watch for it through a pidfd."""
-        if self._exit_timer is not None:
-            self._exit_timer.cancel()
-            self._exit_timer = None
-        if self.exited.done() or self._pidfd is not None:
-            return
-        if self.process.poll() is not None:
-            self._exited()
-            return
-        try:
-            self._pidfd = os.pidfd_open(self.pid)
-        except OSError:  # out of descriptors, say: a thread waits instead
-            self._pidfd = -1
-            threading.Thread(target=self._wait, name=f"wait-{self.pid}", daemon=True).start()
-            return
-        self._loop.add_reader(self._pidfd, self._reap)
-
-    def _reap(self) -> None:
-        assert self._pidfd is not None
-        self.process.poll()  # readable pidfd: the process has exited, this collects it
-        self._loop.remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self._exited()
-
-    def _wait(self) -> None:
-        self.process.wait()
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            self._loop.call_soon_threadsafe(self._exited)
-
-    def _exited(self) -> None:
-        if self.exited.done():
-            return
-        self.exited.set_result(None)
-        if self._output is None:
-            self._wake()
-        else:  # what is still in the pipe, or comes soon, is output too
-            self._drain_timer = self._loop.call_later(_DRAIN_SECONDS, self.close)
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-
-def _devnull() -> int:
-    """One descriptor on /dev/null for every command's stdin, opened once."""
-    global _DEVNULL
-    if _DEVNULL is None:
-        _DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    return _DEVNULL
 
 
 @dataclass(slots=True)
@@ -342,17 +153,17 @@ class LocalProvider:
         of them started after it. A handle without a start time, or a group already gone,
         is a no-op. Needs /proc (Linux).
         """
-        pid, window = handle.get("pid"), _start_window(handle)
+        pid, window = handle.get("pid"), start_window(handle)
         pgid = handle.get("pgid", pid)
-        if not (_is_int(pid) and _is_int(pgid)) or window is None:
+        if not (is_int(pid) and is_int(pgid)) or window is None:
             return
         earliest, latest = window
-        leader = _proc_stat(pid)
+        leader = proc_stat(pid)
         if leader is not None and leader[0] != "Z":
             if leader[1] == pgid and earliest <= leader[2] <= latest:
                 await self._kill_group(pgid)
             return
-        members = _group_members(pgid)
+        members = group_members(pgid)
         if members and all(started >= earliest for started in members):
             await self._kill_group(pgid)
 
@@ -397,7 +208,7 @@ class LocalProvider:
                 if path.stat().st_mtime < cutoff:
                     path.unlink()
 
-    def _parse_call(self, call: ActionCall) -> tuple[_Command, _Command | None]:
+    def _parse_call(self, call: ActionCall) -> tuple[Command, Command | None]:
         if call.action != "run":
             raise PermanentProviderError(
                 f"local provider: unsupported action {call.action!r} (supported: run)"
@@ -410,7 +221,7 @@ class LocalProvider:
             raise PermanentProviderError("undo must be a table {command, args, env, cwd}")
         return command, self._parse_command(undo, call.workspace, "undo")
 
-    def _parse_command(self, spec: Mapping[str, Any], workspace: Path, where: str) -> _Command:
+    def _parse_command(self, spec: Mapping[str, Any], workspace: Path, where: str) -> Command:
         if "shell" in spec:
             raise PermanentProviderError("shell is not supported: give `command` and `args`")
         if where == "undo" and (unknown := sorted(set(spec) - _COMMAND_KEYS)):
@@ -425,7 +236,7 @@ class LocalProvider:
         ):
             raise PermanentProviderError(f"{where}: `env` must map strings to strings")
         cwd = spec.get("cwd")
-        return _Command(
+        return Command(
             argv=(command, *args),
             # None: the child inherits this process's environment as it is (no copy).
             env=None if self.inherit_env and not env else {**self._base_env(), **env},
@@ -453,7 +264,7 @@ class LocalProvider:
         env.setdefault("PATH", os.defpath)
         return env
 
-    async def _run(self, call: ActionCall, command: _Command) -> tuple[str, int]:
+    async def _run(self, call: ActionCall, command: Command) -> tuple[str, int]:
         task_id, on_handle = call.task_id, call.on_handle
         # The workspace itself is created if missing, when the command is started.
         if command.explicit_cwd and not command.cwd.is_dir():
@@ -507,10 +318,10 @@ class LocalProvider:
         if running.cancelled:
             raise ProviderError(f"command cancelled: {last}")
         if status is not None and status < 0:
-            raise ProviderError(f"command killed by signal {_signal_name(-status)}: {last}")
+            raise ProviderError(f"command killed by signal {signal_name(-status)}: {last}")
         raise ProviderError(f"command exited with status {status}: {last}")
 
-    def _spawn(self, command: _Command) -> _Child:
+    def _spawn(self, command: Command) -> Child:
         """Start the command (synchronously: nothing can cancel it half-started)."""
         name = command.argv[0]
         key = None if os.sep in name else (name, _search_path(command))
@@ -522,7 +333,7 @@ class LocalProvider:
             if found is not None and os.path.isabs(found):
                 executable = self._lookups[key] = found
         try:
-            return _Child(command, executable, self.max_output_bytes)
+            return Child(command, executable, self.max_output_bytes)
         except FileNotFoundError:
             if not command.cwd.is_dir():
                 if command.explicit_cwd:
@@ -537,24 +348,24 @@ class LocalProvider:
         except PermissionError:
             raise PermanentProviderError(f"cannot execute {name!r}: permission denied") from None
 
-    async def _stop(self, child: _Child) -> None:
+    async def _stop(self, child: Child) -> None:
         await self._kill_group(child.pid)
         await asyncio.wait([child.exited], timeout=1.0)
 
     async def _kill_group(self, pgid: int) -> None:
         """SIGTERM the group, wait up to `kill_grace` for it to go, then SIGKILL it."""
-        _signal_group(pgid, signal.SIGTERM)
+        signal_group(pgid, signal.SIGTERM)
         try:
             for _ in range(int(self.kill_grace / _POLL_SECONDS)):
-                if not _group_alive(pgid):
+                if not group_alive(pgid):
                     return
                 await asyncio.sleep(_POLL_SECONDS)
         finally:
-            if _group_alive(pgid):
-                _signal_group(pgid, signal.SIGKILL)
+            if group_alive(pgid):
+                signal_group(pgid, signal.SIGKILL)
 
 
-def _resolve_executable(command: _Command) -> str | None:
+def _resolve_executable(command: Command) -> str | None:
     name = command.argv[0]
     if os.sep in name:
         path = command.cwd / name
@@ -562,78 +373,7 @@ def _resolve_executable(command: _Command) -> str | None:
     return shutil.which(name, path=_search_path(command))
 
 
-def _search_path(command: _Command) -> str:
+def _search_path(command: Command) -> str:
     """The PATH the command's name is looked up in: its own environment's."""
     environment = os.environ if command.env is None else command.env
     return environment.get("PATH", os.defpath)
-
-
-def _proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, process group, start time in clock ticks) from /proc, or None if gone."""
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        raw = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[2]), int(fields[19])
-
-
-def _boot_ticks() -> int | None:
-    """Now, as /proc counts a process's start time: clock ticks since boot (Linux only)."""
-    if _BOOTTIME is None:
-        return None
-    return time.clock_gettime_ns(_BOOTTIME) // (1_000_000_000 // _TICKS_PER_SECOND)
-
-
-def _start_window(handle: JSON) -> tuple[int, int] | None:
-    window, exact = handle.get("started_between"), handle.get("start_time")
-    if isinstance(window, list) and len(window) == 2 and all(_is_int(t) for t in window):
-        return window[0], window[1]
-    return (exact, exact) if _is_int(exact) else None
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Start times of the live (not zombie) processes in a process group."""
-    if not os.path.isdir("/proc"):
-        return []
-    starts = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            stat = _proc_stat(int(entry.name))
-            if stat is not None and stat[1] == pgid and stat[0] != "Z":
-                starts.append(stat[2])
-    return starts
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if not os.path.isdir("/proc"):
-        return True
-    return bool(_group_members(pgid))  # zombies count as gone
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
