@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import shlex
 import shutil
 import signal
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from providers.base import (
     ProviderConfigError,
     ProviderError,
 )
-from providers.local._child import Child, Command
+from providers.local._child import Child, Command, Spool
 from providers.local._groups import (
     group_alive,
     group_members,
@@ -34,19 +32,35 @@ from providers.local._groups import (
     signal_name,
     start_window,
 )
+from providers.local._isolation import DEFAULT_RUN_AS, Isolation
+from providers.local._state import StateDir
 
 _CONFIG_KEYS = frozenset(
-    {"inherit_env", "max_output_bytes", "kill_grace", "record_exit", "state_dir"}
+    {
+        "env_allow",
+        "inherit_env",
+        "isolation",
+        "kill_grace",
+        "max_output_bytes",
+        "record_exit",
+        "run_as",
+        "state_dir",
+    }
 )
-#: Runs "$@" and writes its exit status to $1 (`record_exit`): no user text is parsed.
-_EXIT_WRAPPER = 'f=$1; shift; "$@"; c=$?; echo "$c" > "$f"; exit "$c"'
-#: How long an exit status is kept for a recovery that needs it (a server down that long).
-_EXIT_FILE_DAYS = 7
+#: What a command's environment takes from the orchestrator's, unless `inherit_env`.
+DEFAULT_ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "TZ")
+#: The `record_exit` wrapper, given the exit file then the command's argument list (no
+#: user text is parsed): it waits for the provider's go (one line on its stdin; at end of
+#: file, its orchestrator died before the command's handle was recorded: it runs
+#: nothing), runs the command, then writes the command's exit status.
+_WRAPPER = (
+    'f=$1; shift; read -r go && [ "$go" = go ] || exit 125; '
+    '"$@" </dev/null; c=$?; echo "$c" > "$f"; exit "$c"'
+)
 _RECOVERED_OUTPUT = (
     "[recovered: the command exited 0 after the worker running it stopped; its output was not kept]"
 )
 _COMMAND_KEYS = frozenset({"command", "args", "env", "cwd"})
-_MINIMAL_ENV = ("PATH", "HOME", "LANG")
 _POLL_SECONDS = 0.05
 _ERROR_TAIL_LINES = 10
 
@@ -60,15 +74,22 @@ class _Running:
 class LocalProvider:
     """Runs `run` actions as local processes.
 
-    Config: `inherit_env` (default true: the command sees the orchestrator's whole
-    environment; false: only PATH, HOME and LANG), `max_output_bytes` (default 64 KiB,
-    the tail is kept), `kill_grace` (default 2 s between SIGTERM and SIGKILL),
-    `record_exit` (default false; see the module's docstring) and `state_dir` (where exit
-    statuses are written; default `<temp dir>/provisioning-local-<uid>`, on this host).
+    Config (docs/providers.md says more):
+
+    - `isolation` (`auto`, `user`, `bwrap`, `none`; default `auto`) and `run_as`
+      (default `provisioning-run`): what keeps a command from the orchestrator's secrets;
+    - `env_allow` (default PATH, LANG, LC_ALL, TZ): the variables of the orchestrator's
+      environment a command gets, besides HOME (that of the user it runs as);
+      `inherit_env = true` gives it the whole environment instead, secrets included;
+    - `record_exit` (default true): run each command under the wrapper that holds it
+      until its handle is recorded and records its exit status;
+    - `max_output_bytes` (default 64 KiB, the tail is kept), `kill_grace` (default 2 s
+      between SIGTERM and SIGKILL), `state_dir` (default
+      `<temp dir>/provisioning-local-<uid>`, on this host).
 
     Params of `run`: `command` (required), `args` (list of strings), `env` (merged over
-    the inherited environment), `cwd` (relative to the workspace, which it may not
-    leave, symlinks included), `undo` (a command of the same shape, run by `compensate`).
+    the environment above), `cwd` (relative to the workspace, which it may not leave,
+    symlinks included), `undo` (a command of the same shape, run by `compensate`).
     Other params (the name of what the command acts on, …) are ignored; `shell` is refused.
     """
 
@@ -78,35 +99,47 @@ class LocalProvider:
         unknown = sorted(set(config) - _CONFIG_KEYS)
         if unknown:
             raise ProviderConfigError(f"unknown settings {unknown}")
-        inherit = config.get("inherit_env", True)
+        inherit = config.get("inherit_env", False)
+        allow = config.get("env_allow", list(DEFAULT_ENV_ALLOW))
         limit = config.get("max_output_bytes", 64 * 1024)
         grace = config.get("kill_grace", 2.0)
-        if not isinstance(inherit, bool):
-            raise ProviderConfigError("inherit_env must be a boolean")
+        record_exit = config.get("record_exit", True)
+        isolation = config.get("isolation", "auto")
+        run_as = config.get("run_as", DEFAULT_RUN_AS)
+        state_dir = config.get(
+            "state_dir", str(Path(tempfile.gettempdir()) / f"provisioning-local-{os.getuid()}")
+        )
+        for key, value in (("inherit_env", inherit), ("record_exit", record_exit)):
+            if not isinstance(value, bool):
+                raise ProviderConfigError(f"{key} must be a boolean")
+        if not isinstance(allow, list) or not all(isinstance(v, str) and v for v in allow):
+            raise ProviderConfigError("env_allow must be a list of variable names")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ProviderConfigError("max_output_bytes must be a positive integer")
         if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
             raise ProviderConfigError("kill_grace must be >= 0")
-        record_exit = config.get("record_exit", False)
-        if not isinstance(record_exit, bool):
-            raise ProviderConfigError("record_exit must be a boolean")
-        state_dir = config.get(
-            "state_dir", str(Path(tempfile.gettempdir()) / f"provisioning-local-{os.getuid()}")
-        )
+        for key, value in (("isolation", isolation), ("run_as", run_as)):
+            if not isinstance(value, str) or not value:
+                raise ProviderConfigError(f"{key} must be a non-empty string")
         if not isinstance(state_dir, str) or not state_dir:
             raise ProviderConfigError("state_dir must be a path")
-        self.record_exit = record_exit
-        self.state_dir = Path(state_dir)
-        self._collected_at = 0.0
         self.name = name
+        self.isolation = Isolation.configure(isolation, run_as)
         self.inherit_env = inherit
+        self.env_allow = tuple(allow)
+        self.record_exit = record_exit
         self.max_output_bytes = limit
         self.kill_grace = float(grace)
+        self.state = StateDir(Path(state_dir))
         self._running: dict[str, _Running] = {}
         self._roots: dict[Path, Path] = {}  # workspace -> its resolved path
         # (name, PATH) -> where the name was found: looked up once, as a shell's hash
         # table does, and again only once that file is gone.
         self._lookups: dict[tuple[str, str], str] = {}
+
+    @property
+    def state_dir(self) -> Path:
+        return self.state.path
 
     async def apply(self, call: ActionCall) -> ActionResult:
         """Run the command; exit status 0 succeeds, anything else raises `ProviderError`."""
@@ -168,45 +201,27 @@ class LocalProvider:
             await self._kill_group(pgid)
 
     async def finished(self, call: ActionCall) -> ActionResult | None:
-        """With `record_exit`: the result of an interrupted attempt whose command exited 0
-        (its output is lost with the worker); None if it failed, was stopped, or left no
-        exit status."""
+        """With `record_exit`: the result of an interrupted attempt whose command exited 0,
+        with the output it printed; None if it failed, was stopped, or left no exit
+        status."""
         if not self.record_exit:
             return None
-        try:
-            status = self._exit_file(call).read_text().strip()
-        except OSError:
-            return None
-        # The file stays (collected after a week): two recoveries racing, or one whose
+        # The files stay (collected after a week): two recoveries racing, or one whose
         # record failed, must both read the same answer; the store records only one.
-        if status != "0":
+        if self.state.exit_status(call) != "0":
             return None
         try:
             undo = self._parse_call(call)[1]
         except PermanentProviderError:
             undo = None
+        output = self.state.output(call, self.max_output_bytes)
         return ActionResult(
-            output=_RECOVERED_OUTPUT,
+            output=_RECOVERED_OUTPUT if output is None else output,
             result={"exit_code": 0, "pid": None},
             reversible=undo is not None,
         )
 
     # -- internals ------------------------------------------------------------------
-
-    def _exit_file(self, call: ActionCall) -> Path:
-        return self.state_dir / f"{call.task_id}.{call.attempt}.exit"
-
-    def _collect_exit_files(self) -> None:
-        """Remove exit statuses older than `_EXIT_FILE_DAYS` (hourly at most)."""
-        now = time.time()
-        if now - self._collected_at < 3600:
-            return
-        self._collected_at = now
-        cutoff = now - _EXIT_FILE_DAYS * 86400
-        for path in self.state_dir.glob("*.exit"):
-            with contextlib.suppress(OSError):
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
 
     def _parse_call(self, call: ActionCall) -> tuple[Command, Command | None]:
         if call.action != "run":
@@ -238,8 +253,7 @@ class LocalProvider:
         cwd = spec.get("cwd")
         return Command(
             argv=(command, *args),
-            # None: the child inherits this process's environment as it is (no copy).
-            env=None if self.inherit_env and not env else {**self._base_env(), **env},
+            env={**self._base_env(), **env},
             cwd=self._confine(workspace, cwd),
             explicit_cwd=cwd is not None,
         )
@@ -259,61 +273,49 @@ class LocalProvider:
 
     def _base_env(self) -> dict[str, str]:
         if self.inherit_env:
-            return dict(os.environ)
-        env = {k: os.environ[k] for k in _MINIMAL_ENV if k in os.environ}
+            env = dict(os.environ)
+        else:
+            env = {k: os.environ[k] for k in self.env_allow if k in os.environ}
         env.setdefault("PATH", os.defpath)
+        env["HOME"] = self.isolation.home
         return env
 
     async def _run(self, call: ActionCall, command: Command) -> tuple[str, int]:
-        task_id, on_handle = call.task_id, call.on_handle
         # The workspace itself is created if missing, when the command is started.
         if command.explicit_cwd and not command.cwd.is_dir():
             raise PermanentProviderError(f"cwd {str(command.cwd)!r} is not a directory")
-        exit_file = None
+        self.state.prepare()
+        prefix = self.isolation.argv((*call.protected_paths, self.state.path))
+        if (self.record_exit or prefix) and _resolve_executable(command) is None:
+            # (What runs it would only say 127.)
+            raise PermanentProviderError(f"command not found: {command.argv[0]!r}")
+        launch = dataclasses.replace(command, argv=(*prefix, *command.argv))
+        spool_file = None
         if self.record_exit:
-            if _resolve_executable(command) is None:  # the wrapper would only say 127
-                raise PermanentProviderError(f"command not found: {command.argv[0]!r}")
-            exit_file = self._exit_file(call)
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._collect_exit_files()
+            exit_file, spool_file = self.state.exit_file(call), self.state.spool_file(call)
             exit_file.unlink(missing_ok=True)
-            command = dataclasses.replace(
-                command,
-                argv=(
-                    "/bin/sh",
-                    "-c",
-                    _EXIT_WRAPPER,
-                    "provisioning",
-                    str(exit_file),
-                    *command.argv,
-                ),
-            )
-        running = self._running[task_id] = _Running()
+            self.state.collect()
+            wrapper = ("/bin/sh", "-c", _WRAPPER, "provisioning", str(exit_file))
+            launch = dataclasses.replace(launch, argv=(*wrapper, *launch.argv))
+        status: int | None = None
+        spool = Spool(spool_file, self.state.path, self.max_output_bytes)
         try:
-            child = self._spawn(command)
-            pid = running.pid = child.pid
+            running = self._running[call.task_id] = _Running()
             try:
-                if on_handle is not None and child.started_between is not None:
-                    await on_handle(
-                        {"pid": pid, "pgid": pid, "started_between": child.started_between}
-                    )
-                if running.cancelled:
-                    await self._kill_group(pid)
-                await child.wait()
-            except BaseException:
-                await self._stop(child)
-                raise
+                child = await self._watch(call, command, launch, spool, running)
             finally:
-                child.close()
+                if self._running.get(call.task_id) is running:
+                    del self._running[call.task_id]
+            status = child.returncode
+            output = spool.text()
+            if status == 0:
+                spool.trim(final=True)
         finally:
-            if self._running.get(task_id) is running:
-                del self._running[task_id]
-            # The exit file stays: until the executor has recorded this end, a worker
-            # taking over an expired lease may need it (`finished` consumes it then).
-        status = child.returncode
-        output = child.text()
+            spool.close()
+            if self.record_exit and status != 0:
+                self.state.forget(call)
         if status == 0:
-            return output, pid
+            return output, child.pid
         last = "\n".join(output.rstrip().splitlines()[-_ERROR_TAIL_LINES:])
         if running.cancelled:
             raise ProviderError(f"command cancelled: {last}")
@@ -321,19 +323,44 @@ class LocalProvider:
             raise ProviderError(f"command killed by signal {signal_name(-status)}: {last}")
         raise ProviderError(f"command exited with status {status}: {last}")
 
-    def _spawn(self, command: Command) -> Child:
-        """Start the command (synchronously: nothing can cancel it half-started)."""
+    async def _watch(
+        self, call: ActionCall, command: Command, launch: Command, spool: Spool, running: _Running
+    ) -> Child:
+        """Start the command, let it go once its handle is recorded, wait for its end."""
+        child = self._spawn(command, launch, spool)
+        pid = running.pid = child.pid
+        try:
+            if call.on_handle is not None and child.started_between is not None:
+                await call.on_handle(
+                    {"pid": pid, "pgid": pid, "started_between": child.started_between}
+                )
+            if running.cancelled:
+                await self._kill_group(pid)
+            else:
+                child.release()
+            await child.wait()
+        except BaseException:
+            await self._stop(child)
+            raise
+        finally:
+            child.close()  # a command still held back never starts
+        return child
+
+    def _spawn(self, command: Command, launch: Command, spool: Spool) -> Child:
+        """Start `launch` (synchronously: nothing can cancel it half-started): `command`
+        itself, or what runs it (its wrapper, its isolation)."""
+        direct = launch.argv == command.argv
         name = command.argv[0]
-        key = None if os.sep in name else (name, _search_path(command))
+        key = None if not direct or os.sep in name else (name, _search_path(command))
         executable = self._lookups.get(key) if key is not None else None
         if key is not None and executable is None:
-            found = _resolve_executable(command)
+            found = _resolve_executable(command, from_cwd=False)
             # Not found here, or found through a relative PATH entry: `Popen` searches
             # again from the command's own directory.
             if found is not None and os.path.isabs(found):
                 executable = self._lookups[key] = found
         try:
-            return Child(command, executable, self.max_output_bytes)
+            return Child(launch, executable, spool, gated=self.record_exit)
         except FileNotFoundError:
             if not command.cwd.is_dir():
                 if command.explicit_cwd:
@@ -341,9 +368,9 @@ class LocalProvider:
                         f"cwd {str(command.cwd)!r} is not a directory"
                     ) from None
                 command.cwd.mkdir(parents=True, exist_ok=True)  # the workspace, removed
-                return self._spawn(command)
+                return self._spawn(command, launch, spool)
             if key is not None and self._lookups.pop(key, None) is not None:
-                return self._spawn(command)  # the file found earlier is gone: look again
+                return self._spawn(command, launch, spool)  # the file found is gone: again
             raise PermanentProviderError(f"command not found: {name!r}") from None
         except PermissionError:
             raise PermanentProviderError(f"cannot execute {name!r}: permission denied") from None
@@ -365,15 +392,19 @@ class LocalProvider:
                 signal_group(pgid, signal.SIGKILL)
 
 
-def _resolve_executable(command: Command) -> str | None:
+def _resolve_executable(command: Command, *, from_cwd: bool = True) -> str | None:
+    """Where the command's name leads, searching its PATH as the command would be
+    (relative entries from its directory; from this process's with `from_cwd` false)."""
     name = command.argv[0]
     if os.sep in name:
         path = command.cwd / name
         return str(path) if path.is_file() and os.access(path, os.X_OK) else None
-    return shutil.which(name, path=_search_path(command))
+    entries = _search_path(command).split(os.pathsep)
+    if from_cwd:
+        entries = [e if os.path.isabs(e) else str(command.cwd / e) for e in entries]
+    return shutil.which(name, path=os.pathsep.join(entries))
 
 
 def _search_path(command: Command) -> str:
     """The PATH the command's name is looked up in: its own environment's."""
-    environment = os.environ if command.env is None else command.env
-    return environment.get("PATH", os.defpath)
+    return command.env.get("PATH", os.defpath)
