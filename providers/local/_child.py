@@ -48,12 +48,12 @@ class Spool:
     goes on (a pipe would kill it with SIGPIPE at its next write), and what it printed can
     be read by the next one (`read_tail`). The file is opened by the provider (append
     only, mode 0600) and handed to the command as a descriptor. Without a `path` it has
-    no name at all (`O_TMPFILE`): nothing to clean up, nothing to recover.
+    no name at all (a memfd): nothing to clean up, nothing to recover.
 
-    Disk use stays near `limit` bytes: what precedes the last `limit` bytes is given back
-    to the file system while the command runs (a hole punched in the file, whose size
-    still counts every byte written, so the truncation can be reported). File systems
-    that cannot punch holes keep everything.
+    Disk (or memory) use stays near `limit` bytes: what precedes the last `limit` bytes
+    is given back while the command runs (a hole punched in the file, whose size still
+    counts every byte written, so the truncation can be reported). File systems that
+    cannot punch holes keep everything.
     """
 
     def __init__(self, path: Path | None, directory: Path, limit: int) -> None:
@@ -63,15 +63,14 @@ class Spool:
         self._can_punch = True
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
         if path is not None:
-            path.unlink(missing_ok=True)  # (a new file: ext4 flushes a truncated one)
-            self.fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            flags |= os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            try:
+                self.fd = os.open(path, flags, 0o600)
+            except FileExistsError:  # an earlier run's: a new file (not truncated, which
+                path.unlink()  # ext4 would flush to disk when closed)
+                self.fd = os.open(path, flags, 0o600)
             return
-        try:
-            self.fd = os.open(directory, flags | os.O_TMPFILE, 0o600)
-        except (AttributeError, OSError):  # no O_TMPFILE here: a name, removed at once
-            fd, name = _named_temporary(directory, flags)
-            os.unlink(name)
-            self.fd = fd
+        self.fd = _anonymous_file(directory, flags)
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
@@ -244,10 +243,20 @@ def devnull() -> int:
     return _DEVNULL
 
 
-def _named_temporary(directory: Path, flags: int) -> tuple[int, str]:
+def _anonymous_file(directory: Path, flags: int) -> int:
+    """A file without a name: in memory (a memfd: no file system to write a new inode to,
+    which cost more than the rest of starting a short command on ext4), else in
+    `directory`."""
+    with contextlib.suppress(AttributeError, OSError):
+        fd = os.memfd_create("provisioning-output", os.MFD_CLOEXEC)
+        fcntl.fcntl(fd, fcntl.F_SETFL, os.O_APPEND)
+        return fd
+    with contextlib.suppress(AttributeError, OSError):
+        return os.open(directory, flags | os.O_TMPFILE, 0o600)
     fd, name = tempfile.mkstemp(prefix=".spool-", dir=directory)  # 0600, O_EXCL, no symlink
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | (flags & os.O_APPEND))
-    return fd, name
+    os.unlink(name)
+    fcntl.fcntl(fd, fcntl.F_SETFL, os.O_APPEND)
+    return fd
 
 
 def _load_fallocate() -> Callable[[int, int, int, int], int] | None:

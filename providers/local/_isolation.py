@@ -81,6 +81,12 @@ class Isolation:
 
     def _make_unreachable(self, path: Path) -> None:
         assert self.uid is not None
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            return  # nothing there to read
+        if info.st_uid != self.uid and not info.st_mode & 0o077:
+            return  # open to its owner only (a mask of 0 for an ACL): the common case
         resolved = path.resolve()
         if not _reachable(resolved, self.uid, self.gids):
             return

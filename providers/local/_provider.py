@@ -136,6 +136,8 @@ class LocalProvider:
         # (name, PATH) -> where the name was found: looked up once, as a shell's hash
         # table does, and again only once that file is gone.
         self._lookups: dict[tuple[str, str], str] = {}
+        # (name, PATH, directory) -> the file found last time a wrapped command was run.
+        self._found: dict[tuple[str, str, Path], str] = {}
 
     @property
     def state_dir(self) -> Path:
@@ -286,7 +288,7 @@ class LocalProvider:
             raise PermanentProviderError(f"cwd {str(command.cwd)!r} is not a directory")
         self.state.prepare()
         prefix = self.isolation.argv((*call.protected_paths, self.state.path))
-        if (self.record_exit or prefix) and _resolve_executable(command) is None:
+        if (self.record_exit or prefix) and not self._exists(command):
             # (What runs it would only say 127.)
             raise PermanentProviderError(f"command not found: {command.argv[0]!r}")
         launch = dataclasses.replace(command, argv=(*prefix, *command.argv))
@@ -345,6 +347,20 @@ class LocalProvider:
         finally:
             child.close()  # a command still held back never starts
         return child
+
+    def _exists(self, command: Command) -> bool:
+        """Whether the command's name leads to an executable file (where it was found
+        last time is checked first)."""
+        key = (command.argv[0], _search_path(command), command.cwd)
+        found = self._found.get(key)
+        if found is not None and os.access(found, os.X_OK):
+            return True
+        found = _resolve_executable(command)
+        if found is None:
+            self._found.pop(key, None)
+            return False
+        self._found[key] = found
+        return True
 
     def _spawn(self, command: Command, launch: Command, spool: Spool) -> Child:
         """Start `launch` (synchronously: nothing can cancel it half-started): `command`
