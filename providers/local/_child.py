@@ -26,7 +26,7 @@ GO = b"go\n"
 _TRIM_STEP = 1 << 20
 #: When a running command's spool is first looked at, and the bounds of the next looks
 #: (sooner when it grows fast, so that about one step is written between two looks).
-_TRIM_FIRST = 0.1
+_TRIM_FIRST = 0.02
 _TRIM_SOONEST = 0.01
 _TRIM_LATEST = 1.0
 _FALLOC_FL_KEEP_SIZE = 0x01
@@ -72,13 +72,10 @@ class Spool:
             return
         self.fd = _anonymous_file(directory, flags)
 
-    def size(self) -> int:
-        return os.fstat(self.fd).st_size
-
-    def trim(self, size: int | None = None, *, final: bool = False) -> int:
+    def trim(self, *, final: bool = False) -> int:
         """Give back to the file system what precedes the kept tail, by steps (or all of
         it, once the command has ended); return the file's size."""
-        size = self.size() if size is None else size
+        size = os.fstat(self.fd).st_size
         end = (size - self.limit) // 4096 * 4096
         step = 1 if final else _TRIM_STEP
         if self._can_punch and end - self._punched >= step:
@@ -94,10 +91,6 @@ class Spool:
 
     def close(self) -> None:
         os.close(self.fd)
-
-    def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
 
 
 def read_tail(fd: int, limit: int) -> str:
