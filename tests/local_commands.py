@@ -9,6 +9,7 @@ directories these commands work in come from `open_directory`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import pwd
 import shutil
@@ -20,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from providers.base import JSON, ActionCall
+from providers.base import JSON, ActionCall, ProviderConfigError
+from providers.local._isolation import Isolation
 
 RUN_AS = "provisioning-run"
 
@@ -44,8 +46,20 @@ def why_not_isolated() -> str | None:
             pwd.getpwnam(RUN_AS)
         except KeyError:
             return f"no user {RUN_AS!r} to run local commands as (`./dev setup` creates it)"
-    elif shutil.which("bwrap") is None:
+        return None
+    return why_no_bwrap()
+
+
+@functools.cache
+def why_no_bwrap() -> str | None:
+    """Why commands cannot run in a bubblewrap sandbox here (not installed, or this host
+    forbids the namespaces it needs, as a container may), if they cannot."""
+    if shutil.which("bwrap") is None:
         return "bubblewrap is not installed (package bubblewrap)"
+    try:
+        Isolation.configure("bwrap", RUN_AS)
+    except ProviderConfigError as exc:
+        return str(exc)
     return None
 
 

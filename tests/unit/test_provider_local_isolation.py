@@ -21,6 +21,7 @@ from tests.local_commands import (
     open_directory,
     require_default_isolation,
     sh,
+    why_no_bwrap,
 )
 
 pytestmark = [
@@ -29,9 +30,7 @@ pytestmark = [
 ]
 AS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not AS_ROOT, reason="isolation 'user' needs root")
-needs_bwrap = pytest.mark.skipif(
-    shutil.which("bwrap") is None, reason="bubblewrap is not installed (./dev test installs it)"
-)
+needs_bwrap = pytest.mark.skipif(why_no_bwrap() is not None, reason=why_no_bwrap() or "")
 
 SECRETS = {
     "PROVISIONING_ADMIN_PASSWORD": "admin-password-SECRET",
