@@ -123,10 +123,10 @@ def test_profile_and_password_of_ones_own_account(center, admin_client):
     with center.client(token_of(center, user)) as own:
         profile = data_of(own.get("/user/profile"))
         assert (profile["id"], profile["is_active"]) == (user["id"], True)
-        renamed = data_of(own.put("/user/profile", json={"email": "renamed@example.com"}))
-        assert renamed["email"] == "renamed@example.com"
-        taken = own.put("/user/profile", json={"username": other["username"]})
-        error_of(taken, 409, "CONFLICT")
+        moved = {"email": "renamed@example.com", "current_password": user["password"]}
+        assert data_of(own.put("/user/profile", json=moved))["email"] == "renamed@example.com"
+        taken = {"email": other["email"], "current_password": user["password"]}
+        error_of(own.put("/user/profile", json=taken), 409, "CONFLICT")
         wrong = {"current_password": "Not-My-Password-1", "new_password": "Another-Pass-123"}
         assert "current_password" in error_of(
             own.put("/user/password", json=wrong), 422, "INVALID_INPUT"
