@@ -291,6 +291,37 @@ def test_policies_list_and_create_from_yaml(admin, cli, tmp_path):
     assert (deleted.returncode, deleted.stdout) == (0, "Policy deleted successfully\n")
 
 
+def test_policies_restore_defaults_lets_a_locked_out_owner_back_in(center, admin, cli):
+    """The owner's way back needs local access to the database, not the API. The lockout
+    is made behind the API's back (the API refuses it), as an older version allowed."""
+    for statement in (
+        "UPDATE policies SET enabled = false WHERE name = 'admin_access_policy'",
+        "DELETE FROM policies WHERE name = 'self_service_policy'",
+        "UPDATE policy_revision SET version = version + 1",  # the apps reload at once
+    ):
+        backend.execute(center.database, statement)
+    locked = cli("users", "list")
+    assert locked.returncode == 1 and "(FORBIDDEN)" in locked.stderr
+    done = cli("policies", "restore-defaults")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "re-enabled admin_access_policy",
+        "created self_service_policy",
+        "the administrators can manage policies again",
+    ]
+    assert cli("users", "list").returncode == 0
+    again = cli("policies", "restore-defaults")
+    assert (again.returncode, again.stdout) == (0, "the default policies are in place\n")
+    records = json.loads(
+        cli("--json", "audit", "logs", "--action", "policies.restore_defaults").stdout
+    )
+    assert [r["details"]["changes"] for r in records] == [
+        [],
+        ["re-enabled admin_access_policy", "created self_service_policy"],
+    ]
+    assert records[0]["details"]["app"] == "cli"
+
+
 # -- the audit log --------------------------------------------------------------------------
 
 
