@@ -132,8 +132,15 @@ async def delete_user(engine: AsyncEngine, user_id: str) -> None:
 
 async def enabled_users_with_role(engine: AsyncEngine, role: str) -> list[str]:
     async with engine.connect() as connection:
-        rows = await connection.execute(select(User.id, User.roles).where(User.enabled.is_(True)))
-        return [row.id for row in rows if role in row.roles]
+        return [row.id for row in await enabled_with_role(connection, role)]
+
+
+async def enabled_with_role(connection: AsyncConnection, role: str) -> list[Any]:
+    """Rows (`id, username, roles`) of the enabled users holding `role`."""
+    rows = await connection.execute(
+        select(User.id, User.username, User.roles).where(User.enabled.is_(True))
+    )
+    return [row for row in rows if role in row.roles]
 
 
 async def record_login(engine: AsyncEngine, user_id: str) -> None:

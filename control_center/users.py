@@ -13,6 +13,7 @@ from control_center import accounts
 from control_center.errors import Forbidden
 from control_center.guard import MFA_PENDING, MUST_CHANGE_PASSWORD
 from control_center.passwords import check_strength, hash_password_async, verify_password_async
+from control_center.policies import ADMIN_ROLE
 from control_center.request_context import (
     AnyRequest,
     CurrentPrincipal,
@@ -35,8 +36,6 @@ from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.errors import Conflict, InvalidInput
 from orchestrator.settings import Settings
-
-ADMIN_ROLE = "admin"
 
 
 def _checked_password(settings: Settings, password: str, username: str, field: str) -> None:

@@ -6,11 +6,19 @@ A control center of its own: these tests change the policies everyone depends on
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import insert, update
 
+from control_center import accounts
+from control_center.models import Policy, User
+from control_center.policy_store import restore_default_policies, seed_default_policies
+from orchestrator.settings import Settings
+from orchestrator.store.engine import create_engine, ensure_schema
+from tests.backend import settings_fields
 from tests.control_center.conftest import (
     GENEROUS,
     Admin,
@@ -133,3 +141,52 @@ def test_every_enabled_administrator_counts(admin_client, admin: Admin):
     # A disabled administrator does not count.
     data_of(admin_client.put(f"/users/{other['id']}", json={"enabled": False}))
     refused_as_lockout(admin_client.post("/policies", json=one_out))
+
+
+async def test_restoring_the_defaults_also_disables_a_deny_that_shuts_administrators_out(
+    tmp_path,
+):
+    settings = Settings(**settings_fields(tmp_path))
+    engine = create_engine(settings)
+    try:
+        await ensure_schema(engine, settings)
+        await seed_default_policies(engine)
+        await accounts.create_user(
+            engine,
+            {
+                "username": "root",
+                "email": "root@example.com",
+                "password_hash": "-",
+                "roles": ["admin"],
+            },
+        )
+        async with engine.begin() as connection:  # behind the API's back: it refuses this
+            await connection.execute(
+                insert(Policy),
+                [
+                    {
+                        "id": "deny-all",
+                        "name": "deny-all",
+                        "version": "1",
+                        "description": "",
+                        "rules": [{"effect": "Deny", "resource": "*", "action": ["*"]}],
+                        "enabled": True,
+                        "created_at": datetime.now(UTC),
+                        "updated_at": datetime.now(UTC),
+                    }
+                ],
+            )
+        restored = await restore_default_policies(engine)
+        assert restored.changes == [
+            "disabled deny-all: it denied the administrators 'update' on 'policies:*'"
+        ]
+        assert restored.problem is None
+        assert (await restore_default_policies(engine)).changes == []
+        # Without an enabled administrator there is nobody to let back in: it says so.
+        async with engine.begin() as connection:
+            await connection.execute(update(User).values(enabled=False))
+        assert (await restore_default_policies(engine)).problem == (
+            "there is no enabled administrator"
+        )
+    finally:
+        await engine.dispose()
