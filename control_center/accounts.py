@@ -10,7 +10,8 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_center.models import MfaBackupCode, RefreshToken, User
+from control_center.models import MfaBackupCode, User
+from control_center.sessions import end_sessions_of
 from control_center.tokens import utcnow
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.ids import new_id
@@ -99,7 +100,12 @@ async def list_users(
     return rows[offset : offset + limit], len(rows)
 
 
-async def update_user(engine: AsyncEngine, user_id: str, fields: dict[str, Any]) -> None:
+async def update_user(
+    engine: AsyncEngine, user_id: str, fields: dict[str, Any], keep_session: str | None = None
+) -> None:
+    """Change a user. Disabling the user, or a new password, ends all of the user's
+    sessions, except the one that issued access token `keep_session` (the caller's own,
+    when users change their own password)."""
     if not fields:
         await get_user(engine, user_id)
         return
@@ -111,16 +117,12 @@ async def update_user(engine: AsyncEngine, user_id: str, fields: dict[str, Any])
             )
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 raise NotFound(f"user '{user_id}' not found")
-            if fields.get("enabled") is False or "password_hash" in fields:
-                await _end_sessions(connection, user_id)
+            if fields.get("enabled") is False:
+                await end_sessions_of(connection, user_id)
+            elif "password_hash" in fields:
+                await end_sessions_of(connection, user_id, keep_session)
     except IntegrityError as exc:
         raise Conflict("username or email is already taken") from exc
-
-
-async def _end_sessions(connection: AsyncConnection, user_id: str) -> None:
-    await connection.execute(
-        update(RefreshToken).where(RefreshToken.user_id == user_id).values(revoked=True)
-    )
 
 
 async def delete_user(engine: AsyncEngine, user_id: str) -> None:

@@ -168,9 +168,7 @@ class AuthController(Controller):
             raise InvalidInput(
                 "logout ends a session token; revoke an API key with DELETE /api-keys/{id}"
             )
-        await sessions.end_session(
-            services(state).db, principal.credential_id, principal.expires_at
-        )
+        await sessions.end_session(services(state).db, principal.credential_id)
         return Envelope("Successfully logged out")
 
     @post("/mfa/enroll", status_code=200, opt=SELF_SERVICE, summary="Start TOTP enrollment")

@@ -56,23 +56,14 @@ class RefreshToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     family_id: Mapped[str] = mapped_column(String(36), index=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    #: The access token issued together with this refresh token.
+    #: The access token issued together with this refresh token: it is accepted while
+    #: this row exists and is not revoked.
     access_jti: Mapped[str] = mapped_column(String(36), index=True)
     access_expires_at: Mapped[datetime]
     used: Mapped[bool] = mapped_column(Boolean, default=False)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
-
-
-class RevokedToken(Base):
-    """An access token's `jti` refused until the token would have expired anyway."""
-
-    __tablename__ = "revoked_tokens"
-
-    jti: Mapped[str] = mapped_column(String(36), primary_key=True)
-    expires_at: Mapped[datetime] = mapped_column(index=True)
-    revoked_at: Mapped[datetime]
 
 
 class ApiKey(Base):

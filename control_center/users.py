@@ -146,7 +146,10 @@ class UserController(Controller):
             username = fields.get("username", user["username"])
             _checked_password(service.settings, data.password, username, "password")
             fields["password_hash"] = await hash_password_async(data.password)
-        await accounts.update_user(service.db, user_id, fields)
+        own = user_id == principal.user_id and principal.via == "jwt"
+        await accounts.update_user(
+            service.db, user_id, fields, principal.credential_id if own else None
+        )
         changed = sorted("password" if k == "password_hash" else k for k in fields)
         audit_as(request, "users.update", f"users:{user_id}", changed=changed)
         return Envelope("User updated successfully")
@@ -228,5 +231,7 @@ class ProfileController(Controller):
                 "password_hash": await hash_password_async(data.new_password),
                 "must_change_password": False,
             },
+            # Every other session ends at once; the one changing the password goes on.
+            principal.credential_id if principal.via == "jwt" else None,
         )
         return Envelope("Password updated successfully")
