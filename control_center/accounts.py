@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control_center.models import MfaBackupCode, User
+from control_center.secret_keys import SEALED
 from control_center.sessions import end_sessions_of
 from control_center.tokens import utcnow
 from orchestrator.errors import Conflict, NotFound
@@ -157,6 +158,26 @@ async def set_pending_mfa_secret(engine: AsyncEngine, user_id: str, secret: str)
             .where(User.id == user_id, User.mfa_enabled.is_(False))
             .values(mfa_secret=secret, mfa_last_step=None, updated_at=utcnow())
         )
+
+
+async def seal_clear_totp_secrets(engine: AsyncEngine, seal: Callable[[str, str], str]) -> int:
+    """Replace every TOTP secret still stored in clear (by a version before they were
+    sealed) with `seal(user_id, secret)`, in one transaction; return how many."""
+    async with engine.begin() as connection:
+        rows = (
+            await connection.execute(
+                select(User.id, User.mfa_secret).where(
+                    User.mfa_secret.is_not(None), User.mfa_secret.not_like(f"{SEALED}%")
+                )
+            )
+        ).all()
+        for row in rows:
+            await connection.execute(
+                update(User)
+                .where(User.id == row.id, User.mfa_secret == row.mfa_secret)
+                .values(mfa_secret=seal(row.id, row.mfa_secret))
+            )
+    return len(rows)
 
 
 async def spend_totp_step(engine: AsyncEngine, user_id: str, step: int) -> bool:

@@ -1,10 +1,11 @@
 """What the machine's owner does with local access to the database, not through the API:
-`policies restore-defaults`.
+`audit verify` and `policies restore-defaults`.
 
 These commands open the configured database themselves (`--config`,
-`PROVISIONING_DATA_DIR`, `PROVISIONING_DATABASE_URL`), need no login, and work while
-the control center refuses everyone: reading the database and its key files is the
-credential.
+`PROVISIONING_DATA_DIR`, `PROVISIONING_DATABASE_URL`) with the secrets key of that
+configuration (`auth.secrets_key`, else `<data_dir>/secrets.key`, never created here),
+need no login, and work while the control center refuses everyone: reading the
+database and the key is the credential.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 import msgspec
 
-from orchestrator.cli.accounts import policies
+from orchestrator.cli.accounts import audit, policies
 from orchestrator.cli.app import (
     Failure,
     Options,
@@ -32,6 +33,8 @@ from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from control_center.audit import ChainCheck
 
 R = TypeVar("R")
 
@@ -89,6 +92,10 @@ def restore_defaults(options: Options) -> None:
     """
     settings = options.settings()
 
+    from control_center.secret_keys import keys_for
+
+    keys = keys_for(settings, create=False)
+
     async def restore(engine: AsyncEngine) -> RestoreReport:
         from control_center.audit import record_audit
         from control_center.policy_store import restore_default_policies
@@ -96,6 +103,7 @@ def restore_defaults(options: Options) -> None:
         restored = await restore_default_policies(engine)
         await record_audit(
             engine,
+            key=keys.audit,
             action="policies.restore_defaults",
             resource="policies:*",
             result="success",
@@ -124,3 +132,58 @@ def restore_defaults(options: Options) -> None:
             f"error: the administrators still cannot manage policies: {report.problem}", err=True
         )
         sys.exit(1)
+
+
+def _head(value: str) -> tuple[int, str]:
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise click.BadParameter("give the head as SEQ:HASH, as `audit verify` prints it")
+    return int(seq), digest.lower()
+
+
+@audit.command("verify")
+@click.option(
+    "--expect-head",
+    metavar="SEQ:HASH",
+    help="A chain head printed by an earlier verify and kept outside the database: the "
+    "record at SEQ must still be there with HASH.",
+)
+@json_option
+@pass_options
+def audit_verify(options: Options, expect_head: str | None) -> None:
+    """Check the audit log's keyed hash chain in the configured database; exit 1 if broken.
+
+    Prints the chain head (SEQ:HASH): keep it somewhere the database's writers cannot
+    reach, and pass it back with --expect-head to notice records removed from the end.
+    """
+    expected = _head(expect_head) if expect_head else None
+    settings = options.settings()
+    from control_center.audit import verify_chain
+    from control_center.secret_keys import keys_for
+
+    key = keys_for(settings, create=False).audit
+    check: ChainCheck = _on_database(
+        settings, "read the audit log", lambda engine: verify_chain(engine, key, expected)
+    )
+    if options.json:
+        print_json(check)
+    err = options.json  # with --json, the sentences go to stderr
+    if not check.verified:
+        where = (
+            "the chain head"
+            if check.broken_seq is None
+            else f"record {check.broken_at} (seq {check.broken_seq})"
+        )
+        click.echo(f"audit chain broken at {where}: {check.reason}", err=err)
+        sys.exit(1)
+    unkeyed = ""
+    if check.unkeyed:
+        unkeyed = (
+            f", {check.unkeyed} of them written before the chain was keyed "
+            f"(before seq {check.keyed_from}): checked without the key"
+        )
+    click.echo(f"audit chain verified: {check.records} records{unkeyed}", err=err)
+    head = "none" if check.head_seq is None else f"{check.head_seq}:{check.head_hash}"
+    click.echo(f"head {head}", err=err)
+    if expected is not None:
+        click.echo(f"the head recorded elsewhere (seq {expected[0]}) matches", err=err)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from control_center.audit import (
@@ -229,12 +229,15 @@ async def test_records_from_before_the_chain_was_keyed_are_reported_unkeyed(tmp_
     """A database upgraded from a version whose chain had no key: its records stay
     checkable (plain SHA-256), are counted as unkeyed, and new records chain on."""
     url = backend.database_url(tmp_path)
-    command.upgrade(alembic_config(url), "0006")
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "0006")
     old = create_async_engine(url)
     try:
         previous = ""
         async with old.begin() as connection:
-            await connection.execute(insert(AuditChainHead).values(id=1, seq=0, hash=""))
+            # That version's head had no `keyed_from`.
+            await connection.execute(
+                text("INSERT INTO audit_chain_head (id, seq, hash) VALUES (1, 0, '')")
+            )
             for n in range(3):
                 record = {
                     "id": f"old-{n}",
@@ -258,7 +261,7 @@ async def test_records_from_before_the_chain_was_keyed_are_reported_unkeyed(tmp_
                 await connection.execute(update(AuditChainHead).values(seq=seq, hash=previous))
     finally:
         await old.dispose()
-    command.upgrade(alembic_config(url), "head")
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
     engine = create_async_engine(url)
     try:
         for n in range(2):

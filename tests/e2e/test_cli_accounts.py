@@ -503,8 +503,11 @@ def test_audit_verify_notices_records_cut_from_the_end_against_a_recorded_head(c
     head = lines[1].removeprefix("head ")
     seq = int(head.split(":")[0])
     assert json.loads(cli("--json", "audit", "verify").stdout)["head_seq"] == seq
-    # The chain grows: the head recorded earlier still matches.
-    assert cli("api-keys", "create", "anchored").returncode == 0
+    # The chain grows (a refused login is audited too): the head recorded earlier still
+    # matches.
+    with center.client() as http:
+        refused = http.post("/auth/login", json={"username": "admin", "password": WRONG_PASSWORD})
+    assert refused.status_code == 401
     grown = cli("audit", "verify", "--expect-head", head)
     assert grown.returncode == 0, grown.stdout
     assert grown.stdout.splitlines()[-1] == f"the head recorded elsewhere (seq {seq}) matches"
