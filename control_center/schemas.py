@@ -120,8 +120,11 @@ class ProfileOut(msgspec.Struct):
 
 
 class ProfileUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    #: Accepted only unchanged: an administrator renames (`PUT /users/{id}`).
     username: Username | None = None
     email: Email | None = None
+    #: Required to change the email.
+    current_password: Secret | None = None
 
 
 class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):

@@ -72,6 +72,11 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: `<data_dir>/jwt.key` (mode 0600), shared by both apps on this machine.
     jwt_secret: str = ""
     jwt_algorithm: str = "HS256"
+    #: The key the audit chain's HMAC key and the TOTP secrets' encryption key are
+    #: derived from (at least 32 bytes); empty means a random key generated once and kept
+    #: in `<data_dir>/secrets.key` (mode 0600). Processes with different data dirs that
+    #: share a database (and write its audit log) must all set the same one.
+    secrets_key: str = ""
     access_token_ttl: float = 3600.0
     refresh_token_ttl: float = 7 * 24 * 3600.0
     #: Roles that must enroll TOTP before they can act.
