@@ -28,6 +28,7 @@ from control_center.ratelimit import RateLimiter
 from control_center.request_context import Services, provide_principal
 from control_center.users import ProfileController, UserController
 from orchestrator.api.envelope import Envelope, document_errors
+from orchestrator.api.limits import BodyLimits, refuse_nul, screen_request
 from orchestrator.api.versioning import versioning
 from orchestrator.settings import Settings
 from orchestrator.store.engine import create_engine, ensure_schema
@@ -82,10 +83,11 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             AuditController,
         ],
         dependencies={"principal": Provide(provide_principal)},
-        middleware=[versioning, audit_middleware],
+        middleware=[versioning, refuse_nul, audit_middleware],
         lifespan=[lifespan],
         state=State({"services": services}),
         exception_handlers=EXCEPTION_HANDLERS_AUDITED,
+        before_request=screen_request(BodyLimits.of(settings.server)),
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,
         openapi_config=OpenAPIConfig(title="provisioning control center", version="1.0.0"),

@@ -13,6 +13,7 @@ from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
 from orchestrator.api.envelope import EXCEPTION_HANDLERS, document_errors
 from orchestrator.api.idempotency import Idempotency
+from orchestrator.api.limits import BodyLimits, refuse_nul, screen_request
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
 from orchestrator.api.rollback import RollbackController
 from orchestrator.api.security import Security
@@ -49,6 +50,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         middleware=[
             request_context,
             versioning,
+            refuse_nul,
             security.audit,
             Idempotency(
                 orchestrator.engine,
@@ -60,6 +62,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         lifespan=[lifespan],
         state=State({"orchestrator": orchestrator, "security": security}),
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=screen_request(BodyLimits.of(orchestrator.settings.server)),
         request_max_body_size=orchestrator.settings.server.max_body_bytes,
         logging_config=None,  # the CLI configures logging (structlog) once
         openapi_config=OpenAPIConfig(title="provisioning orchestrator", version="1.0.0"),
