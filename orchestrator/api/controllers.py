@@ -25,6 +25,7 @@ from orchestrator.api.schemas import (
 from orchestrator.api.security import Security
 from orchestrator.errors import NotFound
 from orchestrator.planner import (
+    TaskLimits,
     WorkflowSpec,
     check_operation,
     plan_cluster,
@@ -64,6 +65,7 @@ def orchestrator_of(state: State) -> Orchestrator:
 async def _submit(
     orchestrator: Orchestrator, request: Request[Any, Any, Any], spec: WorkflowSpec, wait: bool
 ) -> Response[Envelope[str]]:
+    TaskLimits.of(orchestrator.settings.server).check_workflow(len(spec.tasks))
     await security_of(request).authorize_items(request.scope, items_of(spec))
     workflow_id = await orchestrator.submit(spec)
     if wait:
