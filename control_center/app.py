@@ -29,6 +29,7 @@ from control_center.request_context import Services, provide_principal
 from control_center.users import ProfileController, UserController
 from orchestrator.api.envelope import Envelope, document_errors
 from orchestrator.api.limits import BodyLimits, refuse_nul, screen_request
+from orchestrator.api.openapi import allow_every_method, publish
 from orchestrator.api.versioning import versioning
 from orchestrator.settings import Settings
 from orchestrator.store.engine import create_engine, ensure_schema
@@ -88,9 +89,19 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         state=State({"services": services}),
         exception_handlers=EXCEPTION_HANDLERS_AUDITED,
         before_request=screen_request(BodyLimits.of(settings.server)),
+        before_send=[allow_every_method],
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,
         openapi_config=OpenAPIConfig(title="provisioning control center", version="1.0.0"),
     )
     document_errors(app)
+    shortest = {"minLength": settings.auth.min_password_length}
+    publish(
+        app,
+        {
+            "UserIn.password": shortest,
+            "UserUpdate.password": shortest,
+            "PasswordChange.new_password": shortest,
+        },
+    )
     return app
