@@ -10,6 +10,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from control_center import accounts
+from control_center.errors import Forbidden
 from control_center.guard import MFA_PENDING, MUST_CHANGE_PASSWORD
 from control_center.passwords import check_strength, hash_password_async, verify_password_async
 from control_center.request_context import (
@@ -194,7 +195,7 @@ class ProfileController(Controller):
         limit(request, f"password:{principal.user_id}", service.settings.auth.rate_limit_auth)
         user = await accounts.get_user(service.db, principal.user_id)
         if not await verify_password_async(data.current_password, user["password_hash"]):
-            raise InvalidInput("current_password: is not your current password")
+            raise Forbidden("current_password: is not your current password")
         if data.confirm_new_password is not None and data.confirm_new_password != data.new_password:
             raise InvalidInput("confirm_new_password: does not match new_password")
         if data.new_password == data.current_password:
