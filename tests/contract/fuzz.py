@@ -11,7 +11,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def fuzz(
-    base_url: str, token: str, config: str, max_examples: int = 15
+    base_url: str, token: str, config: str, max_examples: int = 10
 ) -> subprocess.CompletedProcess[str]:
     """schemathesis with its default checks (every one: no 500, responses within the
     schema, schema-valid requests accepted and invalid ones refused, `Allow`, auth),

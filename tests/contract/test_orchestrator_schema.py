@@ -5,11 +5,16 @@ from __future__ import annotations
 import shutil
 
 import httpx
+import pytest
 
 from tests.contract.fuzz import fuzz
 from tests.servers import EXAMPLE_WORKSPACE, OrchestratorProcess, provision_user
 
 
+# About 2,000 requests, half of them the batch body's boundaries in JSON and YAML:
+# 45 s on an idle machine, up to twice that on a busy one; past the suite's 120 s
+# per test only when something is wrong.
+@pytest.mark.timeout(300)
 def test_the_orchestrator_answers_within_its_schema_and_never_500(tmp_path):
     # The example workspace, so infra workflows run; `local` is simulated too, so no
     # generated command runs.
