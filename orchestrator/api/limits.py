@@ -10,8 +10,8 @@
   aliases stand for are counted, up to `server.max_body_nodes`, before anything is
   constructed: a few hundred bytes of anchors cannot become millions of objects.
 - A body a handler takes as `data` is decoded strictly (no "8" for 8, no 0 for false,
-  no number for a timestamp), and so are timestamp query parameters, before Litestar's
-  own conversion, which is lax.
+  no number for a timestamp), and integer, boolean and timestamp query parameters are
+  held to their plain spelling, before Litestar's own conversion, which is lax.
 
 `screen_request` is the `before_request` hook doing the body and query checks: it runs
 after the guards (an unauthenticated body is never read) and before Litestar decodes.
@@ -19,6 +19,7 @@ after the guards (an unauthenticated body is never read) and before Litestar dec
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
@@ -188,13 +189,31 @@ def refuse_nul(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+def _is_timestamp(raw: str) -> bool:
+    try:
+        msgspec.convert(raw, datetime)  # strict: RFC 3339 text only
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+#: How a query value of each type must be written; Litestar would also take "1.0" for
+#: 1, "1" for true and 0.5 for a moment in 1970.
+_QUERY_RULES: dict[Any, tuple[Callable[[str], object], str]] = {
+    bool: (lambda raw: raw in ("true", "false"), "true or false"),
+    int: (re.compile(r"-?(0|[1-9][0-9]*)").fullmatch, "an integer"),
+    datetime: (_is_timestamp, "an ISO 8601 timestamp (for example 2025-09-26T10:00:00Z)"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class _Expects:
     """What a handler takes from a request, for the strict checks."""
 
     body: Any  # the type of `data`, or None
     reads_body: bool
-    timestamps: tuple[str, ...]  # query parameters that are datetimes
+    #: (name, type) of the query parameters `_QUERY_RULES` knows
+    query: tuple[tuple[str, Any], ...]
 
 
 @cache
@@ -202,17 +221,19 @@ def _expects(handler: Hashable) -> _Expects:
     assert isinstance(handler, HTTPRouteHandler)
     parameters = handler.parsed_fn_signature.parameters
     data = parameters.get("data")
-    timestamps = []
+    query = []
     for name, field in parameters.items():
-        inner = [t.annotation for t in field.inner_types] if field.is_optional else []
-        if field.annotation is datetime or datetime in inner:
-            kwarg = field.kwarg_definition
-            alias = kwarg.name if isinstance(kwarg, ParameterKwarg) and kwarg.name else name
-            timestamps.append(alias)
+        kinds = [t.annotation for t in field.inner_types] if field.is_optional else []
+        kind = next((k for k in (field.annotation, *kinds) if k in _QUERY_RULES), None)
+        if kind is None or any(f"{{{name}:" in path for path in handler.paths):
+            continue
+        kwarg = field.kwarg_definition
+        alias = kwarg.name if isinstance(kwarg, ParameterKwarg) and kwarg.name else name
+        query.append((alias, kind))
     return _Expects(
         body=data.annotation if data is not None else None,
         reads_body=data is not None or REQUEST_BODY in handler.opt,
-        timestamps=tuple(timestamps),
+        query=tuple(query),
     )
 
 
@@ -222,21 +243,16 @@ def _strict(body_type: Any) -> msgspec.json.Decoder[Any]:
 
 
 def screen_request(limits: BodyLimits) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
-    """The `before_request` hook: strict timestamps in the query, then the body's depth
-    and its strict decoding."""
+    """The `before_request` hook: strict query values, then the body's depth and its
+    strict decoding."""
 
     async def screen(request: Request[Any, Any, Any]) -> None:
         expects = _expects(request.route_handler)
-        for name in expects.timestamps:
-            raw = request.query_params.get(name)
-            if raw is not None:
-                try:
-                    msgspec.convert(raw, datetime)
-                except msgspec.ValidationError:
-                    raise InvalidInput(
-                        f"{name}: '{raw}' is not an ISO 8601 timestamp "
-                        "(for example 2025-09-26T10:00:00Z)"
-                    ) from None
+        for name, kind in expects.query:
+            valid, what = _QUERY_RULES[kind]
+            for raw in request.query_params.getall(name, []):
+                if not valid(raw):
+                    raise InvalidInput(f"{name}: '{raw}' is not {what}")
         if not expects.reads_body or request.method not in BODY_METHODS:
             return
         body = await request.body()

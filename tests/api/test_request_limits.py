@@ -254,6 +254,9 @@ def test_types_are_not_converted(server):
             assert f"$.{field}" in error_of(client.post("/workflows", json=body), 422)
         timeout = {"name": "w", "tasks": [{**task, "timeout": "30"}]}
         assert "timeout" in error_of(client.post("/workflows", json=timeout), 422)
+        for limit in ("1.0", "1e2", "x"):
+            assert "limit:" in error_of(client.get("/tasks", params={"limit": limit}), 422)
+        assert client.get("/tasks", params={"limit": "2", "offset": "0"}).status_code == 200
 
 
 def test_every_method_of_a_path_is_in_allow(server):

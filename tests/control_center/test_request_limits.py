@@ -101,6 +101,12 @@ def test_booleans_are_not_numbers_and_numbers_are_not_strings(admin_client):
     )
     user = {"username": "someone", "email": "s@example.com", "password": "x", "enabled": 1}
     assert "$.enabled" in error_of(admin_client.post("/users", json=user), 422, "INVALID_INPUT")
+    for path, query in [("/users", {"enabled": "1"}), ("/api-keys", {"include_revoked": "0"})]:
+        refused = admin_client.get(path, params=query)
+        assert f"{next(iter(query))}:" in error_of(refused, 422, "INVALID_INPUT")
+    assert admin_client.get("/users", params={"enabled": "true"}).status_code == 200
+    refused = admin_client.get("/policies", params={"limit": "1.0"})
+    assert "limit:" in error_of(refused, 422, "INVALID_INPUT")
 
 
 def test_audit_timestamps_are_iso_8601(admin_client):
