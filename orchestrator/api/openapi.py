@@ -61,12 +61,9 @@ def _no_ref_siblings(schema: dict[str, Any]) -> dict[str, Any]:
     # msgspec puts a type's `extra_json_schema` beside its `$ref`, which JSON Schema
     # 2020-12 allows and older readers ignore; `allOf` is read the same by all.
     if "$ref" in schema and len(schema) > 1:
-        return {**{k: v for k, v in schema.items() if k != "$ref"}, "allOf": [schema_ref(schema)]}
+        extra = {k: v for k, v in schema.items() if k != "$ref"}
+        return {**extra, "allOf": [{"$ref": schema["$ref"]}]}
     return schema
-
-
-def schema_ref(schema: Mapping[str, Any]) -> dict[str, Any]:
-    return {"$ref": schema["$ref"]}
 
 
 def _nul_free(schema: dict[str, Any]) -> None:

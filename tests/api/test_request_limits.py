@@ -274,3 +274,24 @@ def test_every_method_of_a_path_is_in_allow(server):
                 refused = client.patch(prefix + path)
                 assert refused.status_code == 405
                 assert sorted(refused.headers["allow"].split(", ")) == methods.split(", ")
+
+
+def test_the_published_schema_states_what_the_server_checks(server):
+    document = httpx.get(f"{server.url}/schema/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    servers_create = schemas["ServersCreate"]
+    assert servers_create["additionalProperties"] is False
+    assert servers_create["properties"]["infra"]["maxLength"] == 128  # not 200
+    batch_body = document["paths"]["/batch/execute"]["post"]["requestBody"]["content"]
+    assert set(batch_body) == {"application/json", "application/yaml"}
+    assert batch_body["application/yaml"]["schema"] == {"$ref": "#/components/schemas/Batch"}
+    assert schemas["WorkflowIn"]["properties"]["tasks"]["maxItems"] == 10_000
+    assert schemas["TaskIn"]["properties"]["provider"]["enum"] == ["aws", "local", "upcloud"]
+    assert schemas["TaskIn"]["properties"]["retry_initial_delay"]["anyOf"][0]["minimum"] == 0
+    parallel = schemas["Batch"]["properties"]["parallel_limit"]["anyOf"][0]
+    assert (parallel["minimum"], parallel["maximum"]) == (1, 1000)
+    assert parallel == schemas["WorkflowIn"]["properties"]["parallel_limit"]["anyOf"][0]
+    rollback = document["paths"]["/rollback/execute"]["post"]["requestBody"]["content"]
+    assert len(rollback["application/json"]["schema"]["oneOf"]) == 2  # exactly one of
+    (task_id,) = document["paths"]["/tasks/{task_id}"]["get"]["parameters"]
+    assert task_id["schema"]["pattern"] == "^[^\\x00]*$"
