@@ -1,7 +1,8 @@
 """What a request may hold, checked before anything is built from it (both apps).
 
-- Path and query never hold NUL (PostgreSQL can neither store nor compare it):
-  `refuse_nul`, an ASGI middleware, answers before guards and audit see them.
+- No request holds NUL (PostgreSQL can neither store nor compare it): `refuse_nul`,
+  an ASGI middleware, answers for the path and query before guards and audit see
+  them; the body checks below look for it in bodies.
 - A JSON body nests at most `server.max_body_depth` deep. Decoders recurse once per
   level (msgspec raises `RecursionError` past ~1,000), so `json_depth` measures the
   bytes first, at C speed: escapes dropped, strings cut out at their quotes, the
@@ -37,7 +38,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent
-from yaml.nodes import Node
+from yaml.nodes import Node, ScalarNode
 from yaml.parser import Parser
 from yaml.reader import Reader
 from yaml.resolver import Resolver
@@ -71,6 +72,9 @@ class TooDeep(InvalidInput):
         )
 
 
+NUL_IN_BODY = "the request body holds a NUL character (\\u0000), which no field accepts"
+
+
 class BadBody(DomainError):
     """A body that does not parse at all (400, as Litestar answers one)."""
 
@@ -99,6 +103,12 @@ def check_json_depth(body: bytes, limit: int) -> None:
     # Fewer openings than the limit cannot nest past it: most bodies stop here.
     if body.count(b"[") + body.count(b"{") > limit and json_depth(body) > limit:
         raise TooDeep(limit)
+
+
+def check_json_nul(body: bytes) -> None:
+    """Refuse a JSON text with a NUL in a string (JSON can only spell it `\\u0000`)."""
+    if b"\\u0000" in body and b"\\u0000" in body.replace(b"\\\\", b""):
+        raise InvalidInput(NUL_IN_BODY)
 
 
 # --- YAML --------------------------------------------------------------------------------
@@ -156,6 +166,8 @@ class _LimitedLoader(Composer, _Parser, SafeConstructor, Resolver):  # type: ign
         self._add(1)
         node = super().compose_node(parent, index)
         self.nesting -= 1
+        if isinstance(node, ScalarNode) and "\x00" in node.value:
+            raise InvalidInput(NUL_IN_BODY)
         if node is not None:
             self.expanded[node] = self.count - before
         return node
@@ -243,8 +255,8 @@ def _strict(body_type: Any) -> msgspec.json.Decoder[Any]:
 
 
 def screen_request(limits: BodyLimits) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
-    """The `before_request` hook: strict query values, then the body's depth and its
-    strict decoding."""
+    """The `before_request` hook: strict query values, then the body's depth, its
+    strict decoding and NUL."""
 
     async def screen(request: Request[Any, Any, Any]) -> None:
         expects = _expects(request.route_handler)
@@ -260,12 +272,13 @@ def screen_request(limits: BodyLimits) -> Callable[[Request[Any, Any, Any]], Awa
         if media in YAML_TYPES and expects.body is None:
             return  # the handler reads YAML itself, with `load_yaml`
         check_json_depth(body, limits.depth)
-        if expects.body is not None:
+        if expects.body is not None:  # first: its errors name the field
             try:
                 _strict(expects.body).decode(body)
             except msgspec.ValidationError as exc:
                 raise InvalidInput(f"invalid request: {exc}") from None
             except msgspec.DecodeError as exc:
                 raise BadBody(f"the request body could not be decoded: {exc}") from None
+        check_json_nul(body)  # in free-form values too
 
     return screen

@@ -5,8 +5,9 @@ enforces when it decodes a body: `forbid_unknown_fields` (`additionalProperties:
 false`), bounds of zero, the constraints on a list's items, a type's own
 `extra_json_schema`. So `publish` states every request body with msgspec's own JSON
 Schema (the decoder's rules, written by the decoder's library), documents the bodies
-handlers read themselves (`limits.REQUEST_BODY`), states that path and query strings
-hold no NUL (`limits.refuse_nul`) and adds the limits that come from the settings.
+handlers read themselves (`limits.REQUEST_BODY`), states that no string of a request
+holds NUL (`limits` refuses one in a path, a query or a body, free-form values
+included) and adds the limits that come from the settings.
 
 Litestar 2 also answers `OPTIONS` with the methods of the first handler registered on
 a path only (litestar-org/litestar#4169, fixed in 3.0): `allow_every_method` lists
@@ -15,6 +16,7 @@ every method of the path.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -66,11 +68,44 @@ def _no_ref_siblings(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+#: Any JSON value without a NUL: what a free-form field (`dict[str, Any]`) takes.
+FREE_FORM = "FreeForm"
+_FREE_OBJECT = {
+    "type": "object",
+    "additionalProperties": {"$ref": REF.format(name=FREE_FORM)},
+    "propertyNames": {"pattern": NO_NUL},
+}
+_FREE_FORM_SCHEMA = {
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "number"},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": {"$ref": REF.format(name=FREE_FORM)}},
+        _FREE_OBJECT,
+    ]
+}
+
+
 def _nul_free(schema: dict[str, Any]) -> None:
-    for member in schema.get("oneOf", schema.get("anyOf", [])):
-        _nul_free(member)
-    if schema.get("type") == "string" and not {"pattern", "enum", "format"} & set(schema):
+    """Say, all through a schema, that its strings hold no NUL (`limits` refuses one
+    anywhere in a request), free-form values included."""
+    if schema.get("type") == "string" and not {"pattern", "enum", "format", "const"} & set(schema):
         schema["pattern"] = NO_NUL
+    if schema.get("type") == "object" and not {"properties", "additionalProperties"} & set(schema):
+        schema.update(copy.deepcopy(_FREE_OBJECT))
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        for member in schema.get(key, []):
+            _nul_free(member)
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            if schema[key] == {}:
+                schema[key] = {"$ref": REF.format(name=FREE_FORM)}
+            _nul_free(schema[key])
+    for name, member in schema.get("properties", {}).items():
+        if member == {}:
+            schema["properties"][name] = {"$ref": REF.format(name=FREE_FORM)}
+        _nul_free(member)
 
 
 def _constrain(components: dict[str, Any], constraints: Mapping[str, Mapping[str, Any]]) -> None:
@@ -96,6 +131,9 @@ def publish(app: Litestar, constraints: Mapping[str, Mapping[str, Any]] | None =
     schemas, components = msgspec.json.schema_components(
         [body[0] for _, body in typed], ref_template=REF
     )
+    for component in components.values():
+        _nul_free(component)
+    components[FREE_FORM] = copy.deepcopy(_FREE_FORM_SCHEMA)
     document.setdefault("components", {}).setdefault("schemas", {}).update(components)
     _constrain(document["components"]["schemas"], constraints or {})
     for (operation, (_, media_types)), schema in zip(typed, schemas, strict=True):

@@ -205,7 +205,9 @@ def test_names_with_control_characters_are_refused(server, bad):
             assert field in error_of(client.post("/workflows", json=body), 422)
         named = batch(server_configs=[{"name": "s1"}])
         named["name"] = f"b{bad}"
-        assert "$.name" in error_of(client.post("/batch/execute", json=named), 422)
+        # (A batch is checked for NUL before it is decoded, which says so.)
+        refused = error_of(client.post("/batch/execute", json=named), 422)
+        assert ("NUL" if bad == "\x00" else "$.name") in refused
         checkpoint = {"name": f"c{bad}"}
         assert "$.name" in error_of(client.post("/rollback/checkpoints", json=checkpoint), 422)
 
@@ -216,6 +218,23 @@ def test_free_text_takes_newlines_but_no_nul(server):
         assert created.status_code == 201, created.text
         nul = {"name": "c", "description": "a\x00b"}
         assert "$.description" in error_of(client.post("/rollback/checkpoints", json=nul), 422)
+
+
+def test_no_body_holds_a_nul_not_even_in_free_form_values(server):
+    task = {**TASK, "params": {"name": "a\x00b", "plan": "small", "zone": "z"}}
+    with server.client() as client:
+        for path, body in [
+            ("/workflows", {"name": "w", "tasks": [task]}),
+            ("/batch/execute", batch(server_configs=[{"name": "s1", "params": {"k\x00": 1}}])),
+        ]:
+            assert "NUL" in error_of(client.post(path, json=body), 422), path
+        yaml_nul = b"name: y\noperations:\n  - {id: a, type: server_batch, provider: upcloud, "
+        yaml_nul += b'server_configs: [{name: s1}], simulate: {note: "a\\0b"}}\n'
+        message = error_of(client.post("/batch/execute", content=yaml_nul, headers=YAML), 422)
+        assert "NUL" in message
+        # An escaped backslash before "u0000" is text, not a NUL.
+        text = json.dumps({"name": "w", "tasks": [{**TASK, "params": {"note": "\\u0000"}}]})
+        assert client.post("/workflows", content=text, headers=JSON).status_code == 202
 
 
 @pytest.mark.parametrize(
@@ -295,3 +314,6 @@ def test_the_published_schema_states_what_the_server_checks(server):
     assert len(rollback["application/json"]["schema"]["oneOf"]) == 2  # exactly one of
     (task_id,) = document["paths"]["/tasks/{task_id}"]["get"]["parameters"]
     assert task_id["schema"]["pattern"] == "^[^\\x00]*$"
+    params = schemas["TaskIn"]["properties"]["params"]
+    assert params["additionalProperties"] == {"$ref": "#/components/schemas/FreeForm"}
+    assert {"type": "string", "pattern": "^[^\\x00]*$"} in schemas["FreeForm"]["anyOf"]

@@ -75,6 +75,13 @@ def test_names_with_control_characters_are_refused(center, admin_client, bad):
         assert "$.username" in message
 
 
+def test_no_body_holds_a_nul(center, admin_client):
+    user = {"username": "someone", "email": "s@example.com", "password": "Long-Enough-1\x00"}
+    assert "NUL" in error_of(admin_client.post("/users", json=user), 422, "INVALID_INPUT")
+    with center.client() as anonymous:
+        assert "NUL" in error_of(login(anonymous, "admin", "pass\x00word"), 422, "INVALID_INPUT")
+
+
 def test_free_text_takes_newlines_but_no_nul(admin_client):
     created = admin_client.post("/api-keys", json={"name": "k", "description": "one\ntwo"})
     assert created.status_code == 201, created.text
