@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from orchestrator.fields import MAX_PARALLEL_LIMIT
+
 ENV_PREFIX = "PROVISIONING_"
 #: Variables read by the CLI as a client, or once at first start, not settings.
 CLIENT_VARIABLES = frozenset(ENV_PREFIX + n for n in ("CONFIG", "URL", "TOKEN", "ADMIN_PASSWORD"))
@@ -282,6 +284,11 @@ def _validate(settings: Settings) -> None:
     for key in ("global_limit", "default_parallel_limit", "provider_limit", "worker_limit"):
         if getattr(ex, key) < 1:
             raise ConfigError(f"executor.{key} must be at least 1")
+    if ex.default_parallel_limit > MAX_PARALLEL_LIMIT:
+        raise ConfigError(
+            f"executor.default_parallel_limit must be at most {MAX_PARALLEL_LIMIT}, the bound "
+            "of every workflow's parallel_limit"
+        )
     if not 0 < ex.heartbeat < ex.lease:
         raise ConfigError("executor.heartbeat must be positive and shorter than executor.lease")
     if ex.poll_interval <= 0:
