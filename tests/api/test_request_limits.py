@@ -153,6 +153,24 @@ def test_a_large_yaml_batch_is_parsed_off_the_event_loop(server):
     assert slowest < 2, (slowest, took)
 
 
+def test_a_large_valid_json_batch_leaves_the_api_responsive(server):
+    note = "x" * 900
+    servers = [{"name": f"s{i}", "params": {"note": note}} for i in range(1000)]
+    body = json.dumps({**batch(server_configs=servers), "check_mode": True}).encode()
+    assert 900_000 < len(body) < 1_048_576
+
+    def send() -> httpx.Response:
+        with server.client() as client:
+            return client.post("/batch/execute", content=body, headers=JSON)
+
+    response, took, slowest = while_polling_health(server, send)
+    assert response.status_code == 202, response.text
+    with server.client() as client:
+        client.post(f"/batch/operations/{response.json()['data']['batch_id']}/cancel")
+    # Decoded, checked and expanded in a thread: /health answers all along (see above).
+    assert slowest < 2, (slowest, took)
+
+
 def test_aliases_that_multiply_tasks_are_refused_by_the_task_limits(server):
     taskservs = ", ".join(f"t{i}" for i in range(10))
     servers = ", ".join(f"s{i}" for i in range(100))
