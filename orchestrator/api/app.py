@@ -57,6 +57,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
                 orchestrator.engine,
                 orchestrator.settings.server.idempotency_ttl,
                 security.credential_valid,
+                orchestrator.settings.server.max_body_bytes,
             ),
             http_metrics(lambda: orchestrator.metrics),
         ],

@@ -208,6 +208,17 @@ def test_a_workflow_past_the_task_limit_is_refused(server):
     assert "10001 tasks; at most 10000 (server.max_tasks_per_workflow)" in message
 
 
+def test_a_body_past_the_limit_is_refused_before_idempotency_keeps_it(server):
+    body = json.dumps({"name": "w", "tasks": [TASK], "pad": "x" * 2_000_000}).encode()
+    headers = {**JSON, "Idempotency-Key": "too-large"}
+    with server.client() as client:
+        for _ in range(2):
+            response = client.post("/workflows", content=body, headers=headers)
+            assert "max_body_bytes" in error_of(response, 413, "PAYLOAD_TOO_LARGE")
+            # Refused as it arrived, never read whole nor recorded: not a replay.
+            assert "idempotent-replayed" not in response.headers
+
+
 CONTROL = ["\x00", "\x07", "\x1b[31m", "\x7f", "\x85", "a\nb"]
 
 
