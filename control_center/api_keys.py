@@ -22,7 +22,7 @@ from control_center.request_context import (
     check,
     services,
 )
-from control_center.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, api_key_out
+from control_center.schemas import ApiKeyBody, ApiKeyCreated, ApiKeyIn, ApiKeyOut, api_key_out
 from control_center.tokens import utcnow
 from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
@@ -65,7 +65,7 @@ class ApiKeyController(Controller):
         request: AnyRequest,
         state: State,
         principal: CurrentPrincipal,
-        data: JSONBody[ApiKeyIn],
+        data: JSONBody[ApiKeyBody],
     ) -> Envelope[ApiKeyCreated]:
         await check(request, principal, "create", "api-keys:*", owner=principal.user_id)
         expires_at = _expiry(data)

@@ -30,6 +30,8 @@ from control_center.request_context import Services, provide_principal
 from control_center.secret_keys import keys_for
 from control_center.users import ProfileController, UserController
 from orchestrator.api.envelope import Envelope, document_errors
+from orchestrator.api.limits import BodyLimits, refuse_nul, screen_request
+from orchestrator.api.openapi import allow_every_method, publish
 from orchestrator.api.versioning import versioning
 from orchestrator.data_dir import private_data_dir
 from orchestrator.settings import Settings
@@ -87,13 +89,24 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             AuditController,
         ],
         dependencies={"principal": Provide(provide_principal)},
-        middleware=[versioning, audit_middleware],
+        middleware=[versioning, refuse_nul, audit_middleware],
         lifespan=[lifespan],
         state=State({"services": services}),
         exception_handlers=EXCEPTION_HANDLERS_AUDITED,
+        before_request=screen_request(BodyLimits.of(settings.server)),
+        before_send=[allow_every_method],
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,
         openapi_config=OpenAPIConfig(title="provisioning control center", version="1.0.0"),
     )
     document_errors(app)
+    shortest = {"minLength": settings.auth.min_password_length}
+    publish(
+        app,
+        {
+            "UserIn.password": shortest,
+            "UserUpdate.password": shortest,
+            "PasswordChange.new_password": shortest,
+        },
+    )
     return app

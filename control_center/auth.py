@@ -15,7 +15,7 @@ from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_center import accounts, mfa, sessions
-from control_center.errors import Unauthorized
+from control_center.errors import Forbidden, Unauthorized
 from control_center.guard import MFA_PENDING, MUST_CHANGE_PASSWORD, key_for
 from control_center.passwords import verify_password_async
 from control_center.request_context import (
@@ -34,7 +34,7 @@ from control_center.schemas import (
     MfaCodeIn,
     MfaEnrollOut,
     MfaVerifyOut,
-    RefreshIn,
+    RefreshBody,
     TokenOut,
     UserBrief,
 )
@@ -147,7 +147,7 @@ class AuthController(Controller):
 
     @post("/refresh", status_code=200, summary="Trade a refresh token for a new pair")
     async def refresh(
-        self, request: AnyRequest, state: State, data: JSONBody[RefreshIn]
+        self, request: AnyRequest, state: State, data: JSONBody[RefreshBody]
     ) -> Envelope[TokenOut]:
         record = audit_as(request, "auth.refresh", "auth:refresh")
         limit_auth_attempts(request)
@@ -180,7 +180,7 @@ class AuthController(Controller):
     ) -> Envelope[str]:
         audit_as(request, "auth.logout", f"users:{principal.user_id}")
         if principal.via != "jwt":
-            raise InvalidInput(
+            raise Forbidden(
                 "logout ends a session token; revoke an API key with DELETE /api-keys/{id}"
             )
         await sessions.end_session(services(state).db, principal.credential_id)
@@ -221,7 +221,7 @@ class AuthController(Controller):
             None if secret is None else mfa.matching_step(secret, data.code, user["mfa_last_step"])
         )
         if step is None or not await accounts.spend_totp_step(service.db, user["id"], step):
-            raise InvalidInput("code: not a valid code for the enrolled secret")
+            raise Forbidden("code: not a valid code for the enrolled secret")
         codes = mfa.new_backup_codes()
         hashes = [backup_code_digest(code) for code in codes]
         await accounts.activate_mfa(service.db, user["id"], hashes)
@@ -245,7 +245,7 @@ class AuthController(Controller):
             await spend_second_factor(service.db, keys_for(service.settings), user, data.code)
             is None
         ):
-            raise InvalidInput("code: not a valid TOTP or backup code")
+            raise Forbidden("code: not a valid TOTP or backup code")
         await accounts.disable_mfa(service.db, user["id"])
         note(request).details["mfa"] = "disabled"
         return Envelope("MFA disabled")

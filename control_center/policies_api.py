@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Controller, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
@@ -73,14 +74,15 @@ class PolicyController(Controller):
         data: JSONBody[PolicyIn],
     ) -> Envelope[PolicyCreated]:
         await check(request, principal, "create", "policies:*")
-        compile_rules(data.rules)
+        rules = msgspec.to_builtins(data.rules)
+        compile_rules(rules)
         row = await policy_store.create_policy(
             services(state).db,
             {
                 "name": data.name,
                 "version": data.version,
                 "description": data.description,
-                "rules": data.rules,
+                "rules": rules,
                 "enabled": data.enabled,
             },
             _as_managed_from(request),
@@ -104,6 +106,7 @@ class PolicyController(Controller):
             if getattr(data, key) is not None
         }
         if "rules" in fields:
+            fields["rules"] = msgspec.to_builtins(fields["rules"])
             compile_rules(fields["rules"])
         await policy_store.update_policy(
             services(state).db, policy_id, fields, _as_managed_from(request)

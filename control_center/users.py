@@ -59,14 +59,15 @@ async def _keep_an_admin(request: AnyRequest, user: dict[str, Any], update: dict
 async def _check_current_password(
     request: AnyRequest, user: dict[str, Any], given: str | None, what: str
 ) -> None:
-    """Refuse (422) unless `given` is the user's password. Guessing it with a stolen
-    token is as slow as logging in: every endpoint asking for it spends one budget."""
+    """Refuse unless `given` is the user's password (403: a wrong proof of identity).
+    Guessing it with a stolen token is as slow as logging in: every endpoint asking
+    for it spends one budget."""
     budget = services(request.app.state).settings.auth.rate_limit_auth
     limit(request, f"password:{user['id']}", budget)
     if given is None:
         raise InvalidInput(f"current_password: required to change {what}")
     if not await verify_password_async(given, user["password_hash"]):
-        raise InvalidInput("current_password: is not your current password")
+        raise Forbidden("current_password: is not your current password")
 
 
 class UserController(Controller):

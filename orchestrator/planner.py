@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.settings import ServerSettings
 from orchestrator.workspace import ClusterDef, InfraSettings, ServerDef, TaskservDef
 
 
@@ -50,6 +51,32 @@ class WorkflowSpec:
 
 #: instance name -> provider type (`sim`, `local`, …)
 InstanceTypes = Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLimits:
+    """How many tasks one submission may create (`server.max_tasks_per_*`)."""
+
+    per_operation: int
+    per_workflow: int
+
+    @classmethod
+    def of(cls, server: ServerSettings) -> TaskLimits:
+        return cls(server.max_tasks_per_operation, server.max_tasks_per_workflow)
+
+    def check_workflow(self, count: int) -> None:
+        if count > self.per_workflow:
+            raise InvalidInput(
+                f"the workflow would have {count} tasks; at most {self.per_workflow} "
+                "(server.max_tasks_per_workflow)"
+            )
+
+    def check_operation(self, where: str, count: int) -> None:
+        if count > self.per_operation:
+            raise InvalidInput(
+                f"{where}: the operation would expand into {count} tasks; at most "
+                f"{self.per_operation} (server.max_tasks_per_operation)"
+            )
 
 
 def _provider_task(

@@ -26,6 +26,7 @@ from orchestrator.api.schemas import (
 from orchestrator.api.security import Security
 from orchestrator.errors import NotFound
 from orchestrator.planner import (
+    TaskLimits,
     WorkflowSpec,
     check_operation,
     plan_cluster,
@@ -79,6 +80,7 @@ def orchestrator_of(state: State) -> Orchestrator:
 async def _submit(
     orchestrator: Orchestrator, request: Request[Any, Any, Any], spec: WorkflowSpec, wait: bool
 ) -> Response[Envelope[str]]:
+    TaskLimits.of(orchestrator.settings.server).check_workflow(len(spec.tasks))
     items = items_of(spec, orchestrator.host_instances)
     await security_of(request).authorize_items(request.scope, items)
     workflow_id = await orchestrator.submit(spec)

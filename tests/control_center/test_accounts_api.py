@@ -129,7 +129,7 @@ def test_profile_and_password_of_ones_own_account(center, admin_client):
         error_of(own.put("/user/profile", json=taken), 409, "CONFLICT")
         wrong = {"current_password": "Not-My-Password-1", "new_password": "Another-Pass-123"}
         assert "current_password" in error_of(
-            own.put("/user/password", json=wrong), 422, "INVALID_INPUT"
+            own.put("/user/password", json=wrong), 403, "FORBIDDEN"
         )
         mismatch = {
             "current_password": user["password"],

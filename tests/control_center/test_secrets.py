@@ -94,8 +94,8 @@ def test_no_secret_leaks_into_responses_logs_or_audit(center):
         data_of(changed)
         error_of(
             own.put("/user/password", json={"current_password": wrong, "new_password": weak}),
-            422,
-            "INVALID_INPUT",
+            403,
+            "FORBIDDEN",
         )
     with seen.client(center, api_key) as by_key:
         data_of(by_key.get("/user/profile"))
