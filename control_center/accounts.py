@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_center.models import MfaBackupCode, RefreshToken, User
+from control_center.models import MfaBackupCode, User
+from control_center.secret_keys import SEALED
+from control_center.sessions import end_sessions_of
 from control_center.tokens import utcnow
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.ids import new_id
@@ -99,7 +101,12 @@ async def list_users(
     return rows[offset : offset + limit], len(rows)
 
 
-async def update_user(engine: AsyncEngine, user_id: str, fields: dict[str, Any]) -> None:
+async def update_user(
+    engine: AsyncEngine, user_id: str, fields: dict[str, Any], keep_session: str | None = None
+) -> None:
+    """Change a user. Disabling the user, or a new password, ends all of the user's
+    sessions, except the one that issued access token `keep_session` (the caller's own,
+    when users change their own password)."""
     if not fields:
         await get_user(engine, user_id)
         return
@@ -111,16 +118,12 @@ async def update_user(engine: AsyncEngine, user_id: str, fields: dict[str, Any])
             )
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 raise NotFound(f"user '{user_id}' not found")
-            if fields.get("enabled") is False or "password_hash" in fields:
-                await _end_sessions(connection, user_id)
+            if fields.get("enabled") is False:
+                await end_sessions_of(connection, user_id)
+            elif "password_hash" in fields:
+                await end_sessions_of(connection, user_id, keep_session)
     except IntegrityError as exc:
         raise Conflict("username or email is already taken") from exc
-
-
-async def _end_sessions(connection: AsyncConnection, user_id: str) -> None:
-    await connection.execute(
-        update(RefreshToken).where(RefreshToken.user_id == user_id).values(revoked=True)
-    )
 
 
 async def delete_user(engine: AsyncEngine, user_id: str) -> None:
@@ -132,8 +135,15 @@ async def delete_user(engine: AsyncEngine, user_id: str) -> None:
 
 async def enabled_users_with_role(engine: AsyncEngine, role: str) -> list[str]:
     async with engine.connect() as connection:
-        rows = await connection.execute(select(User.id, User.roles).where(User.enabled.is_(True)))
-        return [row.id for row in rows if role in row.roles]
+        return [row.id for row in await enabled_with_role(connection, role)]
+
+
+async def enabled_with_role(connection: AsyncConnection, role: str) -> list[Any]:
+    """Rows (`id, username, roles`) of the enabled users holding `role`."""
+    rows = await connection.execute(
+        select(User.id, User.username, User.roles).where(User.enabled.is_(True))
+    )
+    return [row for row in rows if role in row.roles]
 
 
 async def record_login(engine: AsyncEngine, user_id: str) -> None:
@@ -148,6 +158,26 @@ async def set_pending_mfa_secret(engine: AsyncEngine, user_id: str, secret: str)
             .where(User.id == user_id, User.mfa_enabled.is_(False))
             .values(mfa_secret=secret, mfa_last_step=None, updated_at=utcnow())
         )
+
+
+async def seal_clear_totp_secrets(engine: AsyncEngine, seal: Callable[[str, str], str]) -> int:
+    """Replace every TOTP secret still stored in clear (by a version before they were
+    sealed) with `seal(user_id, secret)`, in one transaction; return how many."""
+    async with engine.begin() as connection:
+        rows = (
+            await connection.execute(
+                select(User.id, User.mfa_secret).where(
+                    User.mfa_secret.is_not(None), User.mfa_secret.not_like(f"{SEALED}%")
+                )
+            )
+        ).all()
+        for row in rows:
+            await connection.execute(
+                update(User)
+                .where(User.id == row.id, User.mfa_secret == row.mfa_secret)
+                .values(mfa_secret=seal(row.id, row.mfa_secret))
+            )
+    return len(rows)
 
 
 async def spend_totp_step(engine: AsyncEngine, user_id: str, step: int) -> bool:

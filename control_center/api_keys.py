@@ -7,7 +7,7 @@ policies let everyone manage their own and only administrators anyone else's.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import State
@@ -22,11 +22,37 @@ from control_center.request_context import (
     check,
     services,
 )
-from control_center.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, api_key_out
+from control_center.schemas import ApiKeyBody, ApiKeyCreated, ApiKeyIn, ApiKeyOut, api_key_out
 from control_center.tokens import utcnow
 from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.errors import InvalidInput
+
+#: The longest life of a key, whichever way it is given (`ApiKeyIn.expires_in_days` has
+#: the same bound): a key is a password that nobody types, so it must end some day.
+MAX_LIFETIME_DAYS = 3650
+
+
+def _expiry(data: ApiKeyIn) -> datetime | None:
+    """When the key expires; `InvalidInput` names the field and the bound it breaks."""
+    now = utcnow()
+    if data.expires_in_days is not None:
+        if data.expires_at is not None:
+            raise InvalidInput("give expires_at or expires_in_days, not both")
+        return now + timedelta(days=data.expires_in_days)
+    expires_at = data.expires_at
+    if expires_at is None:
+        return None
+    if expires_at.tzinfo is None:
+        raise InvalidInput("expires_at: must include a time zone (for example Z)")
+    if expires_at <= now:
+        raise InvalidInput("expires_at: must be in the future")
+    if expires_at > now + timedelta(days=MAX_LIFETIME_DAYS):
+        raise InvalidInput(
+            f"expires_at: must be at most {MAX_LIFETIME_DAYS} days from now "
+            "(the bound of expires_in_days)"
+        )
+    return expires_at
 
 
 class ApiKeyController(Controller):
@@ -39,19 +65,10 @@ class ApiKeyController(Controller):
         request: AnyRequest,
         state: State,
         principal: CurrentPrincipal,
-        data: JSONBody[ApiKeyIn],
+        data: JSONBody[ApiKeyBody],
     ) -> Envelope[ApiKeyCreated]:
         await check(request, principal, "create", "api-keys:*", owner=principal.user_id)
-        expires_at = data.expires_at
-        if data.expires_in_days is not None:
-            if expires_at is not None:
-                raise InvalidInput("give expires_at or expires_in_days, not both")
-            expires_at = utcnow() + timedelta(days=data.expires_in_days)
-        if expires_at is not None:
-            if expires_at.tzinfo is None:
-                raise InvalidInput("expires_at: must include a time zone (for example Z)")
-            if expires_at <= utcnow():
-                raise InvalidInput("expires_at: must be in the future")
+        expires_at = _expiry(data)
         row, key = await api_key_store.create_api_key(
             services(state).db, principal.user_id, data.name, data.description, expires_at
         )

@@ -1,8 +1,9 @@
 """The control center's Litestar application (default 127.0.0.1:9080).
 
 It shares the orchestrator's database and answers with the same envelope. On start it
-opens the database (upgrading the embedded SQLite one), creates the default policies
-once, and creates `admin` when there is no user yet.
+reads its keys, opens the database (upgrading the embedded SQLite one), seals TOTP
+secrets left in clear by an older version, creates the default policies once, and
+creates `admin` when there is no user yet.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from control_center.middleware import EXCEPTION_HANDLERS_AUDITED, audit_middlewa
 from control_center.policies_api import PolicyController
 from control_center.ratelimit import RateLimiter
 from control_center.request_context import Services, provide_principal
+from control_center.secret_keys import keys_for
 from control_center.users import ProfileController, UserController
 from orchestrator.api.envelope import Envelope, document_errors
+from orchestrator.api.limits import BodyLimits, refuse_nul, screen_request
+from orchestrator.api.openapi import allow_every_method, publish
 from orchestrator.api.versioning import versioning
 from orchestrator.data_dir import private_data_dir
 from orchestrator.settings import Settings
@@ -58,6 +62,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         private_data_dir(settings.data_dir)
         key_for(settings)  # a bad key setting stops the start, not the first login
+        keys_for(settings)
         admin_password_from_environment(settings)
         owned = services.engine is None
         db = services.engine or create_engine(settings)
@@ -84,13 +89,24 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             AuditController,
         ],
         dependencies={"principal": Provide(provide_principal)},
-        middleware=[versioning, audit_middleware],
+        middleware=[versioning, refuse_nul, audit_middleware],
         lifespan=[lifespan],
         state=State({"services": services}),
         exception_handlers=EXCEPTION_HANDLERS_AUDITED,
+        before_request=screen_request(BodyLimits.of(settings.server)),
+        before_send=[allow_every_method],
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,
         openapi_config=OpenAPIConfig(title="provisioning control center", version="1.0.0"),
     )
     document_errors(app)
+    shortest = {"minLength": settings.auth.min_password_length}
+    publish(
+        app,
+        {
+            "UserIn.password": shortest,
+            "UserUpdate.password": shortest,
+            "PasswordChange.new_password": shortest,
+        },
+    )
     return app

@@ -1,17 +1,27 @@
-"""The audit log: append-only records, each chained to the one before by its hash.
+"""The audit log: append-only records, each chained to the one before by a keyed hash.
 
-`hash = sha256(previous hash + canonical JSON of the record)`, where the canonical JSON
-has sorted keys, no spaces and the timestamp as `YYYY-MM-DDTHH:MM:SS.ffffffZ`. Writers
-are serialized so the chain cannot fork: each insert runs in one transaction that
-first updates the one-row `audit_chain_head` (on PostgreSQL after taking
+`hash = HMAC-SHA256(audit key, previous hash + canonical JSON of the record)`, where the
+canonical JSON has sorted keys, no spaces and the timestamp as
+`YYYY-MM-DDTHH:MM:SS.ffffffZ`, and the audit key is derived from the secrets key
+(`control_center.secret_keys`), which is kept outside the database. Records written
+before the chain had a key (seq below the head's `keyed_from`) are plain
+`sha256(previous hash + canonical JSON)`; `verify_chain` checks them that way and counts
+them as unkeyed.
+
+Writers are serialized so the chain cannot fork: each insert runs in one transaction
+that first updates the one-row `audit_chain_head` (on PostgreSQL after taking
 `pg_advisory_xact_lock`; on SQLite that first write takes the database's write lock,
 as `BEGIN IMMEDIATE` would), then reads the previous hash, inserts, and moves the head.
+
+What the chain proves, and what it does not, is in docs/security.md ("Audit").
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +36,8 @@ from orchestrator.ids import new_id
 ADVISORY_LOCK_KEY = 0x70726F76  # "prov"
 GENESIS = ""
 RESULTS = ("success", "denied", "failure", "error")
+#: `broken_at` when the fault is the chain head itself rather than a record.
+HEAD = "audit_chain_head"
 
 
 def _timestamp(value: datetime) -> str:
@@ -47,8 +59,13 @@ def canonical_json(record: dict[str, Any]) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def chain_hash(previous: str, record: dict[str, Any]) -> str:
-    return hashlib.sha256((previous + canonical_json(record)).encode("utf-8")).hexdigest()
+def chain_hash(previous: str, record: dict[str, Any], key: bytes | None) -> str:
+    """The record's hash: HMAC-SHA256 with `key`; with None, the plain SHA-256 of the
+    records written before the chain was keyed."""
+    message = (previous + canonical_json(record)).encode("utf-8")
+    if key is None:
+        return hashlib.sha256(message).hexdigest()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 async def _lock_head(connection: AsyncConnection) -> str:
@@ -62,7 +79,10 @@ async def _lock_head(connection: AsyncConnection) -> str:
     )
     if locked.rowcount == 0:  # type: ignore[attr-defined]
         # The first record ever: the insert takes the same lock the update would have.
-        await connection.execute(insert(AuditChainHead).values(id=1, seq=0, hash=GENESIS))
+        # Every record of a chain started with a key is keyed.
+        await connection.execute(
+            insert(AuditChainHead).values(id=1, seq=0, hash=GENESIS, keyed_from=0)
+        )
         return GENESIS
     head = await connection.execute(select(AuditChainHead.hash).where(AuditChainHead.id == 1))
     return str(head.scalar_one())
@@ -71,6 +91,7 @@ async def _lock_head(connection: AsyncConnection) -> str:
 async def record_audit(
     engine: AsyncEngine,
     *,
+    key: bytes,
     action: str,
     resource: str,
     result: str,
@@ -78,7 +99,8 @@ async def record_audit(
     details: dict[str, Any] | None = None,
     ip: str | None = None,
 ) -> dict[str, Any]:
-    """Append one record (in its own transaction) and return it with its hash.
+    """Append one record (in its own transaction), its hash keyed with `key` (the
+    `audit` key of `secret_keys.keys_for`), and return it with its hash.
 
     `details` must hold JSON values and no secrets: it is stored and shown as given.
     """
@@ -97,7 +119,7 @@ async def record_audit(
     }
     async with engine.begin() as connection:
         previous = await _lock_head(connection)
-        record["hash"] = chain_hash(previous, record)
+        record["hash"] = chain_hash(previous, record, key)
         inserted = await connection.execute(
             insert(AuditRecord).values(**record).returning(AuditRecord.seq)
         )
@@ -110,40 +132,146 @@ async def record_audit(
     return {**record, "seq": seq}
 
 
-async def verify_chain(engine: AsyncEngine) -> str | None:
-    """The id of the first record whose hash does not follow from its predecessor,
-    or None when the whole chain holds.
+@dataclass(frozen=True, slots=True)
+class ChainCheck:
+    """What `verify_chain` found."""
 
-    A record that was edited or deleted breaks its own link or its successor's. When
-    records were removed from the end, the last remaining record is named, because the
-    head no longer points at it; a record past the head (or any record when the head
-    is missing) is named too.
+    verified: bool
+    #: Records checked: those up to the chain head.
+    records: int
+    #: Of which written before the chain was keyed (checked without the key).
+    unkeyed: int
+    #: The first seq whose hash is keyed; None without a chain head.
+    keyed_from: int | None
+    #: The chain head: record it outside the database, compare later (`expect_head`).
+    head_seq: int | None
+    head_hash: str | None
+    #: The first record at fault, or `HEAD` when it is the chain head.
+    broken_at: str | None = None
+    broken_seq: int | None = None
+    reason: str | None = None
+
+
+class _Broken(Exception):
+    def __init__(self, at: str, seq: int | None, reason: str) -> None:
+        super().__init__(reason)
+        self.at, self.seq, self.reason = at, seq, reason
+
+
+async def verify_chain(
+    engine: AsyncEngine, key: bytes, expect_head: tuple[int, str] | None = None
+) -> ChainCheck:
+    """Check every record against its predecessor and the head, with `key`.
+
+    A record that was edited, inserted or deleted breaks its own link or its
+    successor's; a record past the head, or a head that no longer matches the last
+    record (records cut from the end and the head left), is named too. Records cut
+    from the end *with* the head moved back leave a consistent, shorter chain: only a
+    head recorded outside the database notices, given as `expect_head` (seq, hash):
+    the record at that seq must still exist with that hash.
     """
-    async with engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
-            # One snapshot for the head and the records: a record appended meanwhile
-            # must not look like one forged past the head.
-            await connection.execution_options(isolation_level="REPEATABLE READ")
-        head = (
-            await connection.execute(
-                select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.id == 1)
-            )
-        ).first()
-        result = await connection.stream(
-            select(AuditRecord.__table__).order_by(AuditRecord.seq).execution_options(yield_per=500)
+    head = select(AuditChainHead).where(AuditChainHead.id == 1).subquery()
+    # One statement reads the head with the records, so both come from one snapshot: a
+    # record appended meanwhile cannot look like one forged past the head.
+    query = (
+        select(
+            AuditRecord.__table__,
+            select(head.c.seq).scalar_subquery().label("head_seq"),
+            select(head.c.hash).scalar_subquery().label("head_hash"),
+            select(head.c.keyed_from).scalar_subquery().label("keyed_from"),
         )
-        previous = GENESIS
-        last_id: str | None = None
-        async for row in result.mappings():
-            record = dict(row)
-            if head is None or record["seq"] > head.seq:
-                return str(record["id"])  # a record the head does not account for
-            if chain_hash(previous, record) != record["hash"]:
-                return str(record["id"])
-            previous, last_id = record["hash"], str(record["id"])
-        if head is not None and previous != head.hash:
-            return last_id or "audit_chain_head"
-    return None
+        .order_by(AuditRecord.seq)
+        .execution_options(yield_per=500)
+    )
+    walk = _Walk(key, expect_head)
+    async with engine.connect() as connection:
+        try:
+            result = await connection.stream(query)
+            async for row in result.mappings():
+                walk.step(dict(row))
+            if walk.last is None:  # no record: the head is all there is
+                found = (
+                    await connection.execute(
+                        select(
+                            head,
+                            select(func.count()).select_from(AuditRecord).scalar_subquery(),
+                        )
+                    )
+                ).first()
+                if found is not None and found[-1]:
+                    # The first records were written since the empty snapshot: check them.
+                    return await verify_chain(engine, key, expect_head)
+                walk.head = (found.seq, found.hash, found.keyed_from) if found else None
+            walk.end()
+        except _Broken as broken:
+            return walk.report(broken)
+    return walk.report(None)
+
+
+class _Walk:
+    """The state of `verify_chain` between records."""
+
+    def __init__(self, key: bytes, expect_head: tuple[int, str] | None) -> None:
+        self.key, self.expect_head = key, expect_head
+        self.previous, self.records, self.unkeyed = GENESIS, 0, 0
+        self.last: dict[str, Any] | None = None
+        self.head: tuple[int, str, int] | None = None
+        self.anchor_seen = False
+
+    def step(self, record: dict[str, Any]) -> None:
+        if self.last is None and record["head_seq"] is not None:
+            self.head = (record["head_seq"], record["head_hash"], record["keyed_from"])
+        seq, at = record["seq"], str(record["id"])
+        if self.head is None:
+            raise _Broken(at, seq, "the chain head is missing")
+        if seq > self.head[0]:
+            raise _Broken(at, seq, "past the chain head: not written by the audit writer")
+        keyed = seq >= self.head[2]
+        if chain_hash(self.previous, record, self.key if keyed else None) != record["hash"]:
+            raise _Broken(at, seq, "its hash does not follow from the record before it")
+        if self.expect_head is not None and seq == self.expect_head[0]:
+            if record["hash"] != self.expect_head[1]:
+                raise _Broken(
+                    at, seq, "not the head recorded elsewhere: the chain was rewritten since"
+                )
+            self.anchor_seen = True
+        self.previous, self.last = record["hash"], record
+        self.records += 1
+        self.unkeyed += not keyed
+
+    def end(self) -> None:
+        last = self.last
+        if self.head is not None and (
+            self.previous != self.head[1] or (last is not None and last["seq"] != self.head[0])
+        ):
+            at = str(last["id"]) if last is not None else HEAD
+            raise _Broken(
+                at,
+                last["seq"] if last is not None else None,
+                "the chain head no longer matches: records were removed from the end",
+            )
+        if self.expect_head is not None and not self.anchor_seen:
+            ends = "no record" if last is None else f"seq {last['seq']}"
+            raise _Broken(
+                HEAD,
+                None,
+                f"the chain ends at {ends}, before the head recorded elsewhere "
+                f"(seq {self.expect_head[0]}): records were removed from the end",
+            )
+
+    def report(self, broken: _Broken | None) -> ChainCheck:
+        head = self.head
+        return ChainCheck(
+            verified=broken is None,
+            records=self.records,
+            unkeyed=self.unkeyed,
+            keyed_from=head[2] if head else None,
+            head_seq=head[0] if head else None,
+            head_hash=head[1] if head else None,
+            broken_at=broken.at if broken else None,
+            broken_seq=broken.seq if broken else None,
+            reason=broken.reason if broken else None,
+        )
 
 
 def _filters(

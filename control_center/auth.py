@@ -15,7 +15,7 @@ from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_center import accounts, mfa, sessions
-from control_center.errors import Unauthorized
+from control_center.errors import Forbidden, Unauthorized
 from control_center.guard import MFA_PENDING, MUST_CHANGE_PASSWORD, key_for
 from control_center.passwords import verify_password_async
 from control_center.request_context import (
@@ -34,10 +34,11 @@ from control_center.schemas import (
     MfaCodeIn,
     MfaEnrollOut,
     MfaVerifyOut,
-    RefreshIn,
+    RefreshBody,
     TokenOut,
     UserBrief,
 )
+from control_center.secret_keys import Keys, keys_for, open_totp_secret, seal_totp_secret
 from control_center.tokens import digest
 from orchestrator.api.envelope import Envelope
 from orchestrator.errors import Conflict, InvalidInput
@@ -51,17 +52,29 @@ def backup_code_digest(code: str) -> str:
     return digest(mfa.normalize_backup_code(code).replace("-", ""))
 
 
+def totp_secret(keys: Keys, user: dict[str, Any]) -> str | None:
+    """The user's TOTP secret, opened; None without one, or when it cannot be opened
+    (another secrets key: then only a backup code gets in)."""
+    stored = user["mfa_secret"]
+    if not stored:
+        return None
+    secret = open_totp_secret(keys, user["id"], stored)
+    if secret is None:
+        log.warning("a TOTP secret does not open with this secrets key", user_id=user["id"])
+    return secret
+
+
 async def spend_second_factor(
-    engine: AsyncEngine, user: dict[str, Any], code: str | None
+    engine: AsyncEngine, keys: Keys, user: dict[str, Any], code: str | None
 ) -> str | None:
     """Return "totp" or "backup" when `code` is a valid, unused second factor of `user`."""
-    secret = user["mfa_secret"]
-    if not code or not secret:
+    if not code or not user["mfa_secret"]:
         return None
     if mfa.looks_like_backup_code(code):
         spent = await accounts.spend_backup_code(engine, user["id"], backup_code_digest(code))
         return "backup" if spent else None
-    step = mfa.matching_step(secret, code, user["mfa_last_step"])
+    secret = totp_secret(keys, user)
+    step = None if secret is None else mfa.matching_step(secret, code, user["mfa_last_step"])
     if step is None or not await accounts.spend_totp_step(engine, user["id"], step):
         return None
     return "totp"
@@ -111,7 +124,9 @@ class AuthController(Controller):
         if not user["enabled"]:
             _refuse(request, "account disabled")
         if user["mfa_enabled"]:
-            factor = await spend_second_factor(service.db, user, data.mfa_code)
+            factor = await spend_second_factor(
+                service.db, keys_for(service.settings), user, data.mfa_code
+            )
             if factor is None:
                 _refuse(request, "missing, wrong or replayed MFA code")
             record.details["mfa"] = factor
@@ -132,7 +147,7 @@ class AuthController(Controller):
 
     @post("/refresh", status_code=200, summary="Trade a refresh token for a new pair")
     async def refresh(
-        self, request: AnyRequest, state: State, data: JSONBody[RefreshIn]
+        self, request: AnyRequest, state: State, data: JSONBody[RefreshBody]
     ) -> Envelope[TokenOut]:
         record = audit_as(request, "auth.refresh", "auth:refresh")
         limit_auth_attempts(request)
@@ -165,12 +180,10 @@ class AuthController(Controller):
     ) -> Envelope[str]:
         audit_as(request, "auth.logout", f"users:{principal.user_id}")
         if principal.via != "jwt":
-            raise InvalidInput(
+            raise Forbidden(
                 "logout ends a session token; revoke an API key with DELETE /api-keys/{id}"
             )
-        await sessions.end_session(
-            services(state).db, principal.credential_id, principal.expires_at
-        )
+        await sessions.end_session(services(state).db, principal.credential_id)
         return Envelope("Successfully logged out")
 
     @post("/mfa/enroll", status_code=200, opt=SELF_SERVICE, summary="Start TOTP enrollment")
@@ -178,12 +191,13 @@ class AuthController(Controller):
         self, request: AnyRequest, state: State, principal: CurrentPrincipal
     ) -> Envelope[MfaEnrollOut]:
         audit_as(request, "auth.mfa_enroll", f"users:{principal.user_id}")
-        engine = services(state).db
-        user = await accounts.get_user(engine, principal.user_id)
+        service = services(state)
+        user = await accounts.get_user(service.db, principal.user_id)
         if user["mfa_enabled"]:
             raise Conflict("MFA is already enabled; disable it first to enroll a new device")
         secret = mfa.new_secret()
-        await accounts.set_pending_mfa_secret(engine, principal.user_id, secret)
+        sealed = seal_totp_secret(keys_for(service.settings), principal.user_id, secret)
+        await accounts.set_pending_mfa_secret(service.db, principal.user_id, sealed)
         return Envelope(MfaEnrollOut(secret, mfa.provisioning_uri(secret, user["username"])))
 
     @post("/mfa/verify", status_code=200, opt=SELF_SERVICE, summary="Activate TOTP")
@@ -202,9 +216,12 @@ class AuthController(Controller):
             raise Conflict("MFA is already enabled")
         if not user["mfa_secret"]:
             raise Conflict("no enrollment in progress: POST /auth/mfa/enroll first")
-        step = mfa.matching_step(user["mfa_secret"], data.code, user["mfa_last_step"])
+        secret = totp_secret(keys_for(service.settings), user)
+        step = (
+            None if secret is None else mfa.matching_step(secret, data.code, user["mfa_last_step"])
+        )
         if step is None or not await accounts.spend_totp_step(service.db, user["id"], step):
-            raise InvalidInput("code: not a valid code for the enrolled secret")
+            raise Forbidden("code: not a valid code for the enrolled secret")
         codes = mfa.new_backup_codes()
         hashes = [backup_code_digest(code) for code in codes]
         await accounts.activate_mfa(service.db, user["id"], hashes)
@@ -224,8 +241,11 @@ class AuthController(Controller):
         user = await accounts.get_user(service.db, principal.user_id)
         if not user["mfa_enabled"]:
             raise Conflict("MFA is not enabled")
-        if await spend_second_factor(service.db, user, data.code) is None:
-            raise InvalidInput("code: not a valid TOTP or backup code")
+        if (
+            await spend_second_factor(service.db, keys_for(service.settings), user, data.code)
+            is None
+        ):
+            raise Forbidden("code: not a valid TOTP or backup code")
         await accounts.disable_mfa(service.db, user["id"])
         note(request).details["mfa"] = "disabled"
         return Envelope("MFA disabled")

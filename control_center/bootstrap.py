@@ -1,4 +1,5 @@
-"""First start: the default policies and, when there is no user at all, `admin`.
+"""First start: the default policies and, when there is no user at all, `admin`; and at
+every start, sealing the TOTP secrets a database from an older version holds in clear.
 
 The administrator's password is `$PROVISIONING_ADMIN_PASSWORD` when set, else a random
 one printed once on the console. Either way it is a one-time password: until it is
@@ -8,6 +9,7 @@ changed, the account's tokens reach only `PUT /user/password`, `/auth/logout` an
 
 from __future__ import annotations
 
+import functools
 import os
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,6 +18,7 @@ from control_center import accounts
 from control_center.audit import record_audit
 from control_center.passwords import check_strength, hash_password_async, one_time_password
 from control_center.policy_store import seed_default_policies
+from control_center.secret_keys import keys_for, seal_totp_secret
 from orchestrator.errors import Conflict, InvalidInput
 from orchestrator.settings import ConfigError, Settings
 
@@ -37,11 +40,26 @@ def admin_password_from_environment(settings: Settings) -> str | None:
 
 
 async def seed(engine: AsyncEngine, settings: Settings) -> str | None:
-    """Create what a new database needs. Returns the generated administrator password
-    when one was made (for the caller to show once), else None."""
+    """Create what a new database needs, and seal the TOTP secrets a database from an
+    older version holds in clear. Returns the generated administrator password when
+    one was made (for the caller to show once), else None."""
+    keys = keys_for(settings)
+    sealed = await accounts.seal_clear_totp_secrets(
+        engine, functools.partial(seal_totp_secret, keys)
+    )
+    if sealed:
+        await record_audit(
+            engine,
+            key=keys.audit,
+            action="users.seal_totp_secrets",
+            resource="users:*",
+            result="success",
+            details={"sealed": sealed},
+        )
     if await seed_default_policies(engine):
         await record_audit(
             engine,
+            key=keys.audit,
             action="policies.seed",
             resource="policies:*",
             result="success",
@@ -66,6 +84,7 @@ async def seed(engine: AsyncEngine, settings: Settings) -> str | None:
         return None  # another process created it at the same moment
     await record_audit(
         engine,
+        key=keys.audit,
         action="users.create",
         resource=f"users:{row['id']}",
         result="success",

@@ -6,8 +6,10 @@
 `authenticate` accepts a session JWT or an API key and raises `Unauthorized`;
 `authorize` raises `MfaRequired` or `PasswordChangeRequired` while the user must act
 on their account first, and `Forbidden` when the policies do not allow the action.
-The user's roles and state are read from the database on every call, so disabling a
-user or changing roles takes effect at once, as does any policy change.
+The user's roles and state, and for a session token whether its session still lives,
+are read from the database on every call (one query), so disabling a user, changing
+roles, ending a session or changing a password takes effect at once, as does any policy
+change.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from control_center.errors import Forbidden, MfaRequired, PasswordChangeRequired
 from control_center.models import User
 from control_center.policies import Decision
 from control_center.policy_store import policy_engine
-from control_center.sessions import is_revoked
+from control_center.sessions import session_user
 from control_center.tokens import (
     Principal,
     bearer_credential,
@@ -62,10 +64,8 @@ def key_for(settings: Settings) -> str:
     return _cached_key(settings.auth.jwt_secret, settings.auth.jwt_algorithm, settings.data_dir)
 
 
-async def _user(engine: AsyncEngine, user_id: str, revoked_jti: str | None) -> Any:
+async def _user(engine: AsyncEngine, user_id: str) -> Any:
     async with engine.connect() as connection:
-        if revoked_jti is not None and await is_revoked(connection, revoked_jti):
-            raise Unauthorized("the token has been revoked; log in again")
         return (
             await connection.execute(
                 select(
@@ -109,8 +109,17 @@ async def authenticate(
     if is_api_key(credential):
         return await _api_key_principal(engine, settings, credential)
     claims = decode_access_token(settings.auth, key_for(settings), credential)
-    user = await _user(engine, claims["sub"], claims["jti"])
-    if user is None or not user.enabled:
+    # The signature says who made the token; only the session row says it is still
+    # good: a token is accepted while the session that issued it lives.
+    user = await session_user(engine, claims["jti"])
+    if user is None or user.id != claims["sub"]:
+        raise Unauthorized("the token belongs to no session; log in again")
+    if user.revoked:
+        raise Unauthorized(
+            "the token has been revoked (logout, a reused refresh token, a password change "
+            "or a disabled account); log in again"
+        )
+    if not user.enabled:
         raise Unauthorized("the account no longer exists or is disabled")
     expires_at = datetime.fromtimestamp(claims["exp"], UTC)
     return _principal(settings, user, "jwt", claims["jti"], expires_at)
@@ -124,7 +133,7 @@ async def _api_key_principal(engine: AsyncEngine, settings: Settings, key: str) 
         raise Unauthorized("the API key has been revoked")
     if record["expires_at"] is not None and record["expires_at"] <= utcnow():
         raise Unauthorized("the API key has expired")
-    user = await _user(engine, record["user_id"], None)
+    user = await _user(engine, record["user_id"])
     if user is None or not user.enabled:
         raise Unauthorized("the account owning this API key is disabled")
     await api_key_store.touch(engine, record["id"])

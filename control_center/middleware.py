@@ -20,6 +20,7 @@ from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scop
 
 from control_center.audit import record_audit
 from control_center.request_context import NOTE_KEY, AuditNote, note_of, services
+from control_center.secret_keys import keys_for
 from orchestrator.api.envelope import CODES, EXCEPTION_HANDLERS
 from orchestrator.errors import DomainError
 
@@ -75,8 +76,10 @@ async def _write(scope: Scope, record: AuditNote, status: int) -> None:
     details.update(record.details)
     client = scope.get("client")
     try:
+        service = services(scope["app"].state)
         await record_audit(
-            services(scope["app"].state).db,
+            service.db,
+            key=keys_for(service.settings).audit,
             action=record.action or f"{method} {path}",
             resource=record.resource or path,
             result=result_of(status),

@@ -2,7 +2,8 @@
 
 Secrets are stored only in forms that cannot be shown again: password hashes (scrypt),
 SHA-256 digests of API keys, refresh tokens and backup codes. The TOTP secret must stay
-readable to check codes; it is never returned after enrollment.
+readable to check codes: it is stored encrypted with a key kept outside the database,
+and never returned after enrollment.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orchestrator.store.models import Base, SequenceInt
@@ -28,8 +29,9 @@ class User(Base):
     #: Until the password is changed, the user's tokens reach only the password change.
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    #: The active TOTP secret, or the one awaiting `/auth/mfa/verify` while not enabled.
-    mfa_secret: Mapped[str | None] = mapped_column(String(64))
+    #: The active TOTP secret, or the one awaiting `/auth/mfa/verify` while not enabled,
+    #: sealed (AES-GCM, `secret_keys.seal_totp_secret`) with a key outside the database.
+    mfa_secret: Mapped[str | None] = mapped_column(String(255))
     #: The last TOTP time-step accepted: a code is good once.
     mfa_last_step: Mapped[int | None] = mapped_column(SequenceInt)
     created_at: Mapped[datetime]
@@ -56,23 +58,14 @@ class RefreshToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     family_id: Mapped[str] = mapped_column(String(36), index=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    #: The access token issued together with this refresh token.
+    #: The access token issued together with this refresh token: it is accepted while
+    #: this row exists and is not revoked.
     access_jti: Mapped[str] = mapped_column(String(36), index=True)
     access_expires_at: Mapped[datetime]
     used: Mapped[bool] = mapped_column(Boolean, default=False)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
-
-
-class RevokedToken(Base):
-    """An access token's `jti` refused until the token would have expired anyway."""
-
-    __tablename__ = "revoked_tokens"
-
-    jti: Mapped[str] = mapped_column(String(36), primary_key=True)
-    expires_at: Mapped[datetime] = mapped_column(index=True)
-    revoked_at: Mapped[datetime]
 
 
 class ApiKey(Base):
@@ -115,7 +108,8 @@ class PolicyRevision(Base):
 
 
 class AuditRecord(Base):
-    """Append-only, hash-chained: `hash = sha256(previous hash + canonical JSON)`."""
+    """Append-only, hash-chained: `hash = HMAC-SHA256(audit key, previous hash +
+    canonical JSON)`, plain SHA-256 before the head's `keyed_from`."""
 
     __tablename__ = "audit_log"
 
@@ -140,3 +134,6 @@ class AuditChainHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(SequenceInt)
     hash: Mapped[str] = mapped_column(String(64))
+    #: Records from this seq on are keyed (HMAC); older ones were written before the
+    #: chain had a key (migration 0007 sets it past the records it found).
+    keyed_from: Mapped[int] = mapped_column(SequenceInt, server_default=text("0"), default=0)

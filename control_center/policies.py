@@ -57,6 +57,8 @@ class CompiledPolicy:
 class Decision:
     allowed: bool
     reason: str
+    #: The id of the policy whose rule decided, when one did.
+    policy_id: str | None = None
 
 
 class PolicyEngine:
@@ -74,18 +76,40 @@ class PolicyEngine:
         context: Mapping[str, Any] | None = None,
     ) -> Decision:
         variables = condition_context(principal, action, resource, context or {})
-        allowed_by: str | None = None
+        allowed: Decision | None = None
         for policy in self.policies:
             for index, rule in enumerate(policy.rules):
                 if not rule.applies(action, resource, variables):
                     continue
                 where = f"policy '{policy.name}' rule {index}"
                 if rule.effect == "Deny":
-                    return Decision(False, f"denied by {where}")
-                allowed_by = allowed_by or where
-        if allowed_by is not None:
-            return Decision(True, f"allowed by {allowed_by}")
-        return Decision(False, "no policy allows it")
+                    return Decision(False, f"denied by {where}", policy.id)
+                allowed = allowed or Decision(True, f"allowed by {where}", policy.id)
+        return allowed or Decision(False, "no policy allows it")
+
+
+#: The role the default policies and the lockout rules know as the administrators'.
+ADMIN_ROLE = "admin"
+#: What some enabled administrator must always keep being allowed: managing policies is
+#: the way to undo any other mistake in them.
+MANAGE_POLICIES = ("update", "policies:*")
+
+
+def lockout(
+    engine: PolicyEngine,
+    administrators: Iterable[Principal],
+    context: Mapping[str, Any] | None = None,
+) -> Decision | None:
+    """None when one of `administrators` may manage policies under `engine`; otherwise
+    the refusal of the first of them (or why there is nobody to ask)."""
+    action, resource = MANAGE_POLICIES
+    refused: Decision | None = None
+    for principal in administrators:
+        decision = engine.evaluate(principal, action, resource, context)
+        if decision.allowed:
+            return None
+        refused = refused or decision
+    return refused or Decision(False, "there is no enabled administrator")
 
 
 def condition_context(

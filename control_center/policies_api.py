@@ -1,10 +1,12 @@
 """`/policies`: list, read, create, update, delete (seed 003). Rules are checked when
-they are sent, so a stored policy always compiles; a change takes effect at once."""
+they are sent, so a stored policy always compiles; a change takes effect at once. A
+change after which no enabled administrator could manage policies is refused (409)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Controller, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
@@ -17,11 +19,18 @@ from control_center.request_context import (
     CurrentPrincipal,
     audit_as,
     check,
+    client_ip,
     services,
 )
 from control_center.schemas import PolicyCreated, PolicyIn, PolicyOut, PolicyUpdate, policy_out
 from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
+
+
+def _as_managed_from(request: AnyRequest) -> dict[str, Any]:
+    """The request context the lockout rule evaluates the administrators in: from this
+    caller's address, as an update would be (`policy_store._changing`)."""
+    return {"ip": client_ip(request), "method": "PUT"}
 
 
 class PolicyController(Controller):
@@ -65,16 +74,18 @@ class PolicyController(Controller):
         data: JSONBody[PolicyIn],
     ) -> Envelope[PolicyCreated]:
         await check(request, principal, "create", "policies:*")
-        compile_rules(data.rules)
+        rules = msgspec.to_builtins(data.rules)
+        compile_rules(rules)
         row = await policy_store.create_policy(
             services(state).db,
             {
                 "name": data.name,
                 "version": data.version,
                 "description": data.description,
-                "rules": data.rules,
+                "rules": rules,
                 "enabled": data.enabled,
             },
+            _as_managed_from(request),
         )
         audit_as(request, "policies.create", f"policies:{row['id']}", name=data.name)
         return Envelope(PolicyCreated(row["id"], row["name"], row["version"]))
@@ -95,8 +106,11 @@ class PolicyController(Controller):
             if getattr(data, key) is not None
         }
         if "rules" in fields:
+            fields["rules"] = msgspec.to_builtins(fields["rules"])
             compile_rules(fields["rules"])
-        await policy_store.update_policy(services(state).db, policy_id, fields)
+        await policy_store.update_policy(
+            services(state).db, policy_id, fields, _as_managed_from(request)
+        )
         audit_as(request, "policies.update", f"policies:{policy_id}", changed=sorted(fields))
         return Envelope("Policy updated successfully")
 
@@ -109,5 +123,5 @@ class PolicyController(Controller):
         policy_id: FromPath[str],
     ) -> Envelope[str]:
         await check(request, principal, "delete", f"policies:{policy_id}")
-        await policy_store.delete_policy(services(state).db, policy_id)
+        await policy_store.delete_policy(services(state).db, policy_id, _as_managed_from(request))
         return Envelope("Policy deleted successfully")

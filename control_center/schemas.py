@@ -6,27 +6,40 @@ that creates it."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+from control_center.conditions import MAX_LENGTH as CONDITION_LENGTH
+from orchestrator.fields import NO_CONTROL, Name, Text, Version
 
 Username = Annotated[
     str, msgspec.Meta(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 ]
-Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+#: Whitespace and control characters are never part of an address.
+Email = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=3,
+        max_length=254,
+        pattern=r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+$",
+    ),
+]
 Role = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 Roles = Annotated[list[Role], msgspec.Meta(max_length=20)]
 Secret = Annotated[str, msgspec.Meta(max_length=1024)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Text = Annotated[str, msgspec.Meta(max_length=2000)]
+#: What names an account at login (a username or an email), a code, a token.
+Credential = Annotated[str, msgspec.Meta(max_length=254, pattern=NO_CONTROL)]
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=2048, pattern=NO_CONTROL)]
+Code = Annotated[str, msgspec.Meta(max_length=64, pattern=NO_CONTROL)]
 
 
 class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
     password: Secret
-    username: Annotated[str, msgspec.Meta(max_length=254)] | None = None
+    username: Credential | None = None
     #: Seed 002 logs in by email; either names the account.
-    email: Annotated[str, msgspec.Meta(max_length=254)] | None = None
-    mfa_code: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    email: Credential | None = None
+    mfa_code: Code | None = None
 
 
 class UserBrief(msgspec.Struct):
@@ -48,9 +61,24 @@ class LoginOut(msgspec.Struct):
 
 
 class RefreshIn(msgspec.Struct, forbid_unknown_fields=True):
-    refresh_token: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+    """One of `refresh_token` and `token` (the schema says so too)."""
+
+    refresh_token: Token | None = None
     #: Seed 003 names the field `token`; it carries the refresh token.
-    token: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+    token: Token | None = None
+
+
+RefreshBody = Annotated[
+    RefreshIn,
+    msgspec.Meta(
+        extra_json_schema={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in ("refresh_token", "token")
+            ]
+        }
+    ),
+]
 
 
 class TokenOut(msgspec.Struct):
@@ -66,7 +94,7 @@ class MfaEnrollOut(msgspec.Struct):
 
 
 class MfaCodeIn(msgspec.Struct, forbid_unknown_fields=True):
-    code: Annotated[str, msgspec.Meta(max_length=64)]
+    code: Code
 
 
 class MfaVerifyOut(msgspec.Struct):
@@ -120,8 +148,11 @@ class ProfileOut(msgspec.Struct):
 
 
 class ProfileUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    #: Accepted only unchanged: an administrator renames (`PUT /users/{id}`).
     username: Username | None = None
     email: Email | None = None
+    #: Required to change the email.
+    current_password: Secret | None = None
 
 
 class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -131,10 +162,28 @@ class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ApiKeyIn(msgspec.Struct, forbid_unknown_fields=True):
+    """At most one of `expires_at` and `expires_in_days` (the schema says so too)."""
+
     name: Name
     description: Text = ""
-    expires_at: datetime | None = None
+    expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     expires_in_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = None
+
+
+ApiKeyBody = Annotated[
+    ApiKeyIn,
+    msgspec.Meta(
+        extra_json_schema={
+            "not": {
+                "required": ["expires_at", "expires_in_days"],
+                "properties": {
+                    "expires_at": {"type": "string"},
+                    "expires_in_days": {"type": "integer"},
+                },
+            }
+        }
+    ),
+]
 
 
 class ApiKeyCreated(msgspec.Struct):
@@ -160,18 +209,38 @@ class ApiKeyOut(msgspec.Struct):
     revoked_at: datetime | None
 
 
+#: A glob over resources (`servers:*`) or actions (`read`).
+Glob = Annotated[str, msgspec.Meta(min_length=1, max_length=300, pattern=NO_CONTROL)]
+Globs = Glob | Annotated[list[Glob], msgspec.Meta(min_length=1, max_length=100)]
+
+
+class RuleIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A policy rule as sent (`control_center.policies` compiles it); stored as sent."""
+
+    effect: Literal["Allow", "Deny"]
+    resource: Globs
+    #: Every action when absent.
+    action: Globs | None = None
+    #: An expression over `user`, `resource`, `request`, `time` (docs/security.md).
+    condition: Annotated[str, msgspec.Meta(max_length=CONDITION_LENGTH)] | None = None
+    description: Text | None = None
+
+
+Rules = Annotated[list[RuleIn], msgspec.Meta(max_length=100)]
+
+
 class PolicyIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
-    rules: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=100)]
-    version: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] = "1.0.0"
+    rules: Rules
+    version: Version = "1.0.0"
     description: Text = ""
     enabled: bool = True
 
 
 class PolicyUpdate(msgspec.Struct, forbid_unknown_fields=True):
     name: Name | None = None
-    rules: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=100)] | None = None
-    version: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+    rules: Rules | None = None
+    version: Version | None = None
     description: Text | None = None
     enabled: bool | None = None
 

@@ -1,8 +1,12 @@
-"""Sessions in the database: refresh-token families and revoked access tokens.
+"""Sessions in the database: refresh-token families, and the access tokens they issued.
 
 A login starts a family. `/auth/refresh` marks the presented refresh token used and
-issues the next one in the same family. Presenting a token that was already used
-means it was copied: the whole family and the access tokens it issued are revoked.
+issues the next one in the same family. Each row records the `jti` of the access token
+issued with it, and an access token is accepted only while its row exists and its
+family is not revoked (`session_user`, one indexed lookup per request, in both apps):
+a signed token whose `jti` no session issued is refused, and revoking a family (logout,
+a refresh token presented twice, a password change, disabling the user) ends its
+access tokens at the next request.
 """
 
 from __future__ import annotations
@@ -11,12 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control_center.errors import Unauthorized
-from control_center.models import RefreshToken, RevokedToken, User
+from control_center.models import RefreshToken, User
 from control_center.tokens import (
     IssuedToken,
     digest,
@@ -134,46 +137,55 @@ async def rotate(engine: AsyncEngine, auth: AuthSettings, key: str, refresh_toke
     )
 
 
-async def _revoke_jtis(connection: AsyncConnection, jtis: list[tuple[str, datetime]]) -> None:
-    if not jtis:
-        return
-    now = utcnow()
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(RevokedToken).on_conflict_do_nothing(index_elements=["jti"])
-    await connection.execute(
-        statement,
-        [{"jti": jti, "expires_at": expires_at, "revoked_at": now} for jti, expires_at in jtis],
-    )
-
-
 async def revoke_family(engine: AsyncEngine, family_id: str) -> None:
     async with engine.begin() as connection:
-        rows = await connection.execute(
-            select(RefreshToken.access_jti, RefreshToken.access_expires_at).where(
-                RefreshToken.family_id == family_id
-            )
-        )
-        jtis = [(row.access_jti, row.access_expires_at) for row in rows]
         await connection.execute(
             update(RefreshToken).where(RefreshToken.family_id == family_id).values(revoked=True)
         )
-        await _revoke_jtis(connection, jtis)
 
 
-async def end_session(engine: AsyncEngine, jti: str, expires_at: datetime | None) -> None:
-    """Logout: revoke this access token and the session (refresh family) it belongs to."""
+async def end_session(engine: AsyncEngine, jti: str) -> None:
+    """Logout: revoke the session (refresh family) that issued this access token."""
     async with engine.begin() as connection:
-        family = (
-            await connection.execute(
-                select(RefreshToken.family_id).where(RefreshToken.access_jti == jti)
+        family = select(RefreshToken.family_id).where(RefreshToken.access_jti == jti)
+        await connection.execute(
+            update(RefreshToken)
+            .where(RefreshToken.family_id.in_(family.scalar_subquery()))
+            .values(revoked=True)
+        )
+
+
+async def end_sessions_of(
+    connection: AsyncConnection, user_id: str, keep_jti: str | None = None
+) -> None:
+    """Revoke every session of `user_id`, except the one that issued `keep_jti`."""
+    statement = update(RefreshToken).where(RefreshToken.user_id == user_id)
+    if keep_jti is not None:
+        kept = select(RefreshToken.family_id).where(
+            RefreshToken.access_jti == keep_jti, RefreshToken.user_id == user_id
+        )
+        statement = statement.where(RefreshToken.family_id.not_in(kept.scalar_subquery()))
+    await connection.execute(statement.values(revoked=True))
+
+
+async def session_user(engine: AsyncEngine, jti: str) -> Any:
+    """The session row that issued access token `jti`, joined with its user (`id,
+    username, roles, enabled, mfa_enabled, must_change_password, revoked`), or None.
+
+    Runs for every request with a session token: one lookup by the indexed `access_jti`
+    and the user's primary key."""
+    async with engine.connect() as connection:
+        found = await connection.execute(
+            select(
+                User.id,
+                User.username,
+                User.roles,
+                User.enabled,
+                User.mfa_enabled,
+                User.must_change_password,
+                RefreshToken.revoked,
             )
-        ).scalar_one_or_none()
-        await _revoke_jtis(connection, [(jti, expires_at or utcnow() + timedelta(days=1))])
-        await connection.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
-    if family is not None:
-        await revoke_family(engine, family)
-
-
-async def is_revoked(connection: AsyncConnection, jti: str) -> bool:
-    found = await connection.execute(select(RevokedToken.jti).where(RevokedToken.jti == jti))
-    return found.first() is not None
+            .join_from(RefreshToken, User, RefreshToken.user_id == User.id)
+            .where(RefreshToken.access_jti == jti)
+        )
+        return found.first()

@@ -84,10 +84,12 @@ def signing_key(settings: Settings) -> str:
                 f"auth.jwt_secret must be at least {needed} bytes long for {auth.jwt_algorithm}"
             )
         return auth.jwt_secret
-    return _key_file(Path(settings.data_dir) / KEY_FILE)
+    return key_file(Path(settings.data_dir) / KEY_FILE)
 
 
-def _key_file(path: Path) -> str:
+def key_file(path: Path) -> str:
+    """The random key kept in `path` (mode 0600), created there on first use: the first
+    process to create it wins, every other one reads it."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -105,7 +107,10 @@ def _key_file(path: Path) -> str:
         os.chmod(path, 0o600)
     key = path.read_text().strip()
     if len(key) < 64:
-        raise ConfigError(f"{path} does not hold a usable key; delete it to create a new one")
+        raise ConfigError(
+            f"{path} does not hold a usable key: restore it from a backup, or delete it "
+            "to create a new one"
+        )
     return key
 
 

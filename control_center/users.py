@@ -10,8 +10,10 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from control_center import accounts
+from control_center.errors import Forbidden
 from control_center.guard import MFA_PENDING, MUST_CHANGE_PASSWORD
 from control_center.passwords import check_strength, hash_password_async, verify_password_async
+from control_center.policies import ADMIN_ROLE
 from control_center.request_context import (
     AnyRequest,
     CurrentPrincipal,
@@ -35,8 +37,6 @@ from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page
 from orchestrator.errors import Conflict, InvalidInput
 from orchestrator.settings import Settings
 
-ADMIN_ROLE = "admin"
-
 
 def _checked_password(settings: Settings, password: str, username: str, field: str) -> None:
     check_strength(password, settings.auth.min_password_length, field=field)
@@ -54,6 +54,20 @@ async def _keep_an_admin(request: AnyRequest, user: dict[str, Any], update: dict
     admins = await accounts.enabled_users_with_role(services(request.app.state).db, ADMIN_ROLE)
     if admins == [user["id"]]:
         raise Conflict("this is the last enabled administrator; appoint another one first")
+
+
+async def _check_current_password(
+    request: AnyRequest, user: dict[str, Any], given: str | None, what: str
+) -> None:
+    """Refuse unless `given` is the user's password (403: a wrong proof of identity).
+    Guessing it with a stolen token is as slow as logging in: every endpoint asking
+    for it spends one budget."""
+    budget = services(request.app.state).settings.auth.rate_limit_auth
+    limit(request, f"password:{user['id']}", budget)
+    if given is None:
+        raise InvalidInput(f"current_password: required to change {what}")
+    if not await verify_password_async(given, user["password_hash"]):
+        raise Forbidden("current_password: is not your current password")
 
 
 class UserController(Controller):
@@ -133,7 +147,10 @@ class UserController(Controller):
             username = fields.get("username", user["username"])
             _checked_password(service.settings, data.password, username, "password")
             fields["password_hash"] = await hash_password_async(data.password)
-        await accounts.update_user(service.db, user_id, fields)
+        own = user_id == principal.user_id and principal.via == "jwt"
+        await accounts.update_user(
+            service.db, user_id, fields, principal.credential_id if own else None
+        )
         changed = sorted("password" if k == "password_hash" else k for k in fields)
         audit_as(request, "users.update", f"users:{user_id}", changed=changed)
         return Envelope("User updated successfully")
@@ -162,7 +179,7 @@ class ProfileController(Controller):
     async def profile(self, state: State, principal: CurrentPrincipal) -> Envelope[ProfileOut]:
         return Envelope(profile_out(await accounts.get_user(services(state).db, principal.user_id)))
 
-    @put("/profile", summary="Change your username or email")
+    @put("/profile", summary="Change your email (with your current password)")
     async def update_profile(
         self,
         request: AnyRequest,
@@ -171,10 +188,21 @@ class ProfileController(Controller):
         data: JSONBody[ProfileUpdate],
     ) -> Envelope[ProfileOut]:
         audit_as(request, "users.update_profile", f"users:{principal.user_id}")
-        fields = {k: v for k, v in (("username", data.username), ("email", data.email)) if v}
-        engine = services(state).db
-        await accounts.update_user(engine, principal.user_id, fields)
-        return Envelope(profile_out(await accounts.get_user(engine, principal.user_id)))
+        service = services(state)
+        user = await accounts.get_user(service.db, principal.user_id)
+        if data.username is not None and data.username != user["username"]:
+            # Policies may name users (`user.username`): choosing one's own name would
+            # choose one's policies.
+            raise Forbidden(
+                "only an administrator can change a username: ask one to rename you "
+                f"(PUT /users/{principal.user_id})"
+            )
+        fields = {}
+        if data.email and data.email != user["email"]:
+            await _check_current_password(request, user, data.current_password, "an email")
+            fields["email"] = data.email
+        await accounts.update_user(service.db, principal.user_id, fields)
+        return Envelope(profile_out(await accounts.get_user(service.db, principal.user_id)))
 
     @put(
         "/password",
@@ -190,11 +218,8 @@ class ProfileController(Controller):
     ) -> Envelope[str]:
         audit_as(request, "users.change_password", f"users:{principal.user_id}")
         service = services(state)
-        # Guessing the current password with a stolen token is as slow as logging in.
-        limit(request, f"password:{principal.user_id}", service.settings.auth.rate_limit_auth)
         user = await accounts.get_user(service.db, principal.user_id)
-        if not await verify_password_async(data.current_password, user["password_hash"]):
-            raise InvalidInput("current_password: is not your current password")
+        await _check_current_password(request, user, data.current_password, "the password")
         if data.confirm_new_password is not None and data.confirm_new_password != data.new_password:
             raise InvalidInput("confirm_new_password: does not match new_password")
         if data.new_password == data.current_password:
@@ -207,5 +232,7 @@ class ProfileController(Controller):
                 "password_hash": await hash_password_async(data.new_password),
                 "must_change_password": False,
             },
+            # Every other session ends at once; the one changing the password goes on.
+            principal.credential_id if principal.via == "jwt" else None,
         )
         return Envelope("Password updated successfully")

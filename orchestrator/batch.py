@@ -13,75 +13,79 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from orchestrator.errors import InvalidInput
+from orchestrator.fields import EnvName, Identifier, Name, ParallelLimit, Text, Version
 from orchestrator.graph import build_graph
-from orchestrator.planner import InstanceTypes
+from orchestrator.planner import InstanceTypes, TaskLimits
 from orchestrator.specs import TaskSpec, WorkflowSpec
 
 OperationType = Literal["server_batch", "taskserv_batch", "cluster_batch", "command_batch"]
 OnFailure = Literal["fail", "continue", "rollback"]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+#: Seconds, up to a week (as a task's own timeout).
+Timeout = Annotated[float, msgspec.Meta(gt=0, le=7 * 86_400)]
+#: The schema lists the backends; `check_storage_backend` explains a refusal.
+StorageBackend = Annotated[str, msgspec.Meta(extra_json_schema={"enum": SUPPORTED_BACKENDS})]
 
 
 class Dependency(msgspec.Struct, forbid_unknown_fields=True):
-    id: str
+    id: Identifier
     type: Literal["hard", "soft"] = "hard"
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
-    name: Name
-    plan: str | None = None
-    zone: str | None = None
+    name: Identifier
+    plan: Name | None = None
+    zone: Name | None = None
     params: dict[str, Any] = {}
 
 
 class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True):
-    name: Name
-    cluster_type: str
+    name: Identifier
+    cluster_type: Identifier
     params: dict[str, Any] = {}
 
 
 class UndoCommand(msgspec.Struct, forbid_unknown_fields=True):
-    command: str
-    args: list[str] = []
-    env: dict[str, str] = {}
-    cwd: str | None = None
+    command: Text
+    args: list[Text] = []
+    env: dict[EnvName, Text] = {}
+    cwd: Text | None = None
 
 
 class Command(msgspec.Struct, forbid_unknown_fields=True):
-    name: Name
-    command: str
-    args: list[str] = []
-    env: dict[str, str] = {}
-    cwd: str | None = None
+    name: Identifier
+    command: Text
+    args: list[Text] = []
+    env: dict[EnvName, Text] = {}
+    cwd: Text | None = None
     undo: UndoCommand | None = None
-    timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    timeout: Timeout | None = None
 
 
 class Operation(msgspec.Struct, forbid_unknown_fields=True):
-    id: Name
+    id: Identifier
     type: OperationType
-    provider: str | None = None
-    dependencies: list[str | Dependency] = []
+    provider: Identifier | None = None
+    dependencies: list[Identifier | Dependency] = []
     on_failure: OnFailure | None = None
     server_configs: list[ServerConfig] = []
-    taskservs: list[str] = []
+    taskservs: list[Identifier] = []
     #: servers a taskserv_batch installs on (one task per taskserv and server)
-    servers: list[str] = []
+    servers: list[Identifier] = []
     clusters: list[ClusterConfig] = []
     commands: list[Command] = []
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
-    timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    timeout: Timeout | None = None
     #: failure injection for the simulated cloud, passed to every task's params
     simulate: dict[str, Any] | None = None
 
 
 class Batch(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: Name
     operations: Annotated[list[Operation], msgspec.Meta(min_length=1, max_length=1000)]
-    version: str = "1.0.0"
-    storage_backend: str | None = None
-    parallel_limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    version: Version = "1.0.0"
+    storage_backend: StorageBackend | None = None
+    parallel_limit: ParallelLimit | None = None
     rollback_enabled: bool = False
     check_mode: bool = False
 
@@ -139,6 +143,23 @@ def _provider(op: Operation, index: int, types: InstanceTypes, default: str | No
 
 def _with_simulate(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
     return {**params, "simulate": op.simulate} if op.simulate else params
+
+
+def _task_count(op: Operation) -> int:
+    if op.type == "server_batch":
+        return len(op.server_configs)
+    if op.type == "taskserv_batch":
+        return len(op.taskservs) * max(1, len(op.servers))
+    if op.type == "cluster_batch":
+        return len(op.clusters)
+    return len(op.commands)
+
+
+def _check_size(batch: Batch, limits: TaskLimits) -> None:
+    """Refuse a batch too big before a single task of it is built."""
+    for index, op in enumerate(batch.operations):
+        limits.check_operation(f"operations[{index}]", _task_count(op))
+    limits.check_workflow(sum(_task_count(op) for op in batch.operations))
 
 
 def _expand(op: Operation, index: int, types: InstanceTypes) -> list[TaskSpec]:
@@ -209,8 +230,9 @@ def _task(
     )
 
 
-def plan_batch(batch: Batch, types: InstanceTypes) -> WorkflowSpec:
+def plan_batch(batch: Batch, types: InstanceTypes, limits: TaskLimits) -> WorkflowSpec:
     """Validate a batch and expand it into one workflow of tasks."""
+    _check_size(batch, limits)
     _validate_operations(batch)
     default_failure = "rollback" if batch.rollback_enabled else "fail"
     expanded: dict[str, list[TaskSpec]] = {}

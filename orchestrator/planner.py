@@ -8,14 +8,42 @@ cluster comes after the taskservs it needs.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.settings import ServerSettings
 from orchestrator.specs import TaskSpec
 from orchestrator.workspace import ClusterDef, InfraSettings, ServerDef, TaskservDef
 
 #: instance name -> provider type (`sim`, `local`, …)
 InstanceTypes = Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLimits:
+    """How many tasks one submission may create (`server.max_tasks_per_*`)."""
+
+    per_operation: int
+    per_workflow: int
+
+    @classmethod
+    def of(cls, server: ServerSettings) -> TaskLimits:
+        return cls(server.max_tasks_per_operation, server.max_tasks_per_workflow)
+
+    def check_workflow(self, count: int) -> None:
+        if count > self.per_workflow:
+            raise InvalidInput(
+                f"the workflow would have {count} tasks; at most {self.per_workflow} "
+                "(server.max_tasks_per_workflow)"
+            )
+
+    def check_operation(self, where: str, count: int) -> None:
+        if count > self.per_operation:
+            raise InvalidInput(
+                f"{where}: the operation would expand into {count} tasks; at most "
+                f"{self.per_operation} (server.max_tasks_per_operation)"
+            )
 
 
 def _provider_task(

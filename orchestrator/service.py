@@ -25,6 +25,7 @@ from orchestrator.clock import utcnow
 from orchestrator.data_dir import private_data_dir
 from orchestrator.errors import InvalidInput
 from orchestrator.events import EventBus
+from orchestrator.fields import MAX_PARALLEL_LIMIT
 from orchestrator.graph import build_graph, topological_order
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
@@ -208,8 +209,8 @@ class Orchestrator:
                 )
         order = {name: i for i, name in enumerate(topological_order(graph))}
         parallel_limit = spec.parallel_limit or self.settings.executor.default_parallel_limit
-        if parallel_limit < 1:
-            raise InvalidInput("parallel_limit must be at least 1")
+        if not 1 <= parallel_limit <= MAX_PARALLEL_LIMIT:
+            raise InvalidInput(f"parallel_limit must be between 1 and {MAX_PARALLEL_LIMIT}")
         now = utcnow()
         workflow_id = new_id()
         workflow = {

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from orchestrator.fields import MAX_PARALLEL_LIMIT
 from orchestrator.specs import TaskDefaults
 
 ENV_PREFIX = "PROVISIONING_"
@@ -37,6 +38,15 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     port: int = 9090
     #: Request bodies larger than this get 413.
     max_body_bytes: int = 1_048_576
+    #: Request bodies nested deeper than this (objects and arrays, JSON or YAML) get
+    #: 422, found by a scan before anything is built from them. The examples need 7.
+    max_body_depth: int = 64
+    #: A YAML body may expand (anchors and aliases counted as what they stand for) to
+    #: at most this many nodes; past it, 422.
+    max_body_nodes: int = 100_000
+    #: Tasks one batch operation may expand into, and one workflow may hold (422 past).
+    max_tasks_per_operation: int = 1_000
+    max_tasks_per_workflow: int = 10_000
     #: How long a request with `wait: true` is held before answering (seconds).
     wait_timeout: float = 300.0
     #: An event stream client that does not take a message for this long is cut off.
@@ -74,6 +84,11 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: `<data_dir>/jwt.key` (mode 0600), shared by both apps on this machine.
     jwt_secret: str = ""
     jwt_algorithm: str = "HS256"
+    #: The key the audit chain's HMAC key and the TOTP secrets' encryption key are
+    #: derived from (at least 32 bytes); empty means a random key generated once and kept
+    #: in `<data_dir>/secrets.key` (mode 0600). Processes with different data dirs that
+    #: share a database (and write its audit log) must all set the same one.
+    secrets_key: str = ""
     access_token_ttl: float = 3600.0
     refresh_token_ttl: float = 7 * 24 * 3600.0
     #: Roles that must enroll TOTP before they can act.
@@ -309,6 +324,15 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(
                 f"server.trusted_proxies: '{proxy}' is not an IP address or network"
             ) from None
+    for key in (
+        "max_body_bytes",
+        "max_body_depth",
+        "max_body_nodes",
+        "max_tasks_per_operation",
+        "max_tasks_per_workflow",
+    ):
+        if getattr(settings.server, key) < 1:
+            raise ConfigError(f"server.{key} must be at least 1")
     if settings.server.log_format not in LOG_FORMATS:
         raise ConfigError(f"server.log_format must be one of {', '.join(LOG_FORMATS)}")
     if settings.server.ws_auth_timeout <= 0:
@@ -319,6 +343,11 @@ def _validate(settings: Settings) -> None:
     for key in ("global_limit", "default_parallel_limit", "provider_limit", "worker_limit"):
         if getattr(ex, key) < 1:
             raise ConfigError(f"executor.{key} must be at least 1")
+    if ex.default_parallel_limit > MAX_PARALLEL_LIMIT:
+        raise ConfigError(
+            f"executor.default_parallel_limit must be at most {MAX_PARALLEL_LIMIT}, the bound "
+            "of every workflow's parallel_limit"
+        )
     if not 0 < ex.heartbeat < ex.lease:
         raise ConfigError("executor.heartbeat must be positive and shorter than executor.lease")
     if ex.poll_interval <= 0:

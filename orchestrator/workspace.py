@@ -19,6 +19,7 @@ import msgspec
 import yaml
 
 from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.fields import ParallelLimit
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -55,7 +56,7 @@ class InfraSettings(msgspec.Struct, forbid_unknown_fields=True):
     servers: list[ServerDef] = []
     taskservs: list[TaskservDef] = []
     clusters: list[ClusterDef] = []
-    parallel_limit: int | None = None
+    parallel_limit: ParallelLimit | None = None
 
 
 def _evaluate_nickel(path: Path) -> Any:

@@ -72,10 +72,14 @@ class ActionCall:
     workspace: Path
     inventory: Inventory
     #: Called by a provider once it has something to stop later (a process group id):
-    #: the executor records it so a restarted orchestrator can stop a leftover.
+    #: the executor records it so a restarted orchestrator can stop a leftover. The work
+    #: does not begin until `on_handle` has returned (a provider that cannot hold it back
+    #: says so in its documentation): a crash before the handle is recorded must not
+    #: leave work running that nobody can find, then run it a second time beside it.
+    #: If `on_handle` raises, the work never begins.
     on_handle: Callable[[JSON], Awaitable[None]] | None = None
-    #: What a command run on this host must not be able to read: the orchestrator's
-    #: data directory, its configuration file (providers that touch the host hide them).
+    #: Files and directories of the orchestrator that the work must not read (its data
+    #: directory, with the signing key and the database; its configuration file).
     protected_paths: tuple[Path, ...] = ()
 
 

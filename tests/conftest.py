@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests import backend
+from tests.local_commands import open_directory
 from tests.servers import OrchestratorProcess
 
 HERE = Path(__file__).resolve().parent
@@ -73,3 +74,11 @@ def client(server: OrchestratorProcess) -> Iterator[httpx.Client]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+def command_dir() -> Iterator[Path]:
+    """A directory that `local` commands may write in (they do not run as the tests'
+    user: tests/local_commands.py), removed at the end."""
+    with open_directory() as path:
+        yield path

@@ -13,7 +13,9 @@ from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
 from orchestrator.api.envelope import EXCEPTION_HANDLERS, document_errors
 from orchestrator.api.idempotency import Idempotency
+from orchestrator.api.limits import BodyLimits, refuse_nul, screen_request
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
+from orchestrator.api.openapi import allow_every_method, publish
 from orchestrator.api.rollback import RollbackController
 from orchestrator.api.security import Security
 from orchestrator.api.state import StateController
@@ -49,20 +51,33 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         middleware=[
             request_context,
             versioning,
+            refuse_nul,
             security.audit,
             Idempotency(
                 orchestrator.engine,
                 orchestrator.settings.server.idempotency_ttl,
                 security.credential_valid,
+                orchestrator.settings.server.max_body_bytes,
             ),
             http_metrics(lambda: orchestrator.metrics),
         ],
         lifespan=[lifespan],
         state=State({"orchestrator": orchestrator, "security": security}),
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=screen_request(BodyLimits.of(orchestrator.settings.server)),
+        before_send=[allow_every_method],
         request_max_body_size=orchestrator.settings.server.max_body_bytes,
         logging_config=None,  # the CLI configures logging (structlog) once
         openapi_config=OpenAPIConfig(title="provisioning orchestrator", version="1.0.0"),
     )
     document_errors(app)
+    providers = {"enum": sorted(orchestrator.instance_types)}
+    publish(
+        app,
+        {
+            "WorkflowIn.tasks": {"maxItems": orchestrator.settings.server.max_tasks_per_workflow},
+            "TaskIn.provider": providers,
+            "Operation.provider": providers,
+        },
+    )
     return app

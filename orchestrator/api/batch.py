@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
+from functools import partial
 from typing import Any
 
+import anyio.to_thread
 import msgspec
-import yaml
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from orchestrator.api.controllers import WorkflowStatus, items_of, orchestrator_of, security_of
 from orchestrator.api.envelope import Envelope
+from orchestrator.api.limits import REQUEST_BODY, YAML_TYPES, BadBody, BodyLimits, load_yaml
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.batch import Batch, check_storage_backend, plan_batch
 from orchestrator.errors import DomainError, InvalidInput, NotFound
+from orchestrator.planner import InstanceTypes, TaskLimits
+from orchestrator.specs import WorkflowSpec
 from orchestrator.store.workflows import (
     compensations_of,
     get_workflow,
@@ -25,7 +29,6 @@ from orchestrator.store.workflows import (
 )
 
 JSON_TYPES = ("application/json", "application/vnd.provisioning.v1+json", "")
-YAML_TYPES = ("application/yaml", "text/yaml", "application/x-yaml", "text/x-yaml")
 
 
 class UnsupportedMediaType(DomainError):
@@ -63,19 +66,17 @@ async def batch_tasks(engine: Any, batch_ids: list[str]) -> list[dict[str, Any]]
     return tasks + extra
 
 
-def decode_batch(body: bytes, content_type: str) -> Batch:
-    """JSON or YAML into a `Batch`; errors name the path (`$.operations[1].id`)."""
+def decode_batch(body: bytes, content_type: str, limits: BodyLimits) -> Batch:
+    """JSON or YAML into a `Batch`; errors name the path (`$.operations[1].id`). The
+    JSON's depth was checked with the request (`orchestrator.api.limits`)."""
     media = content_type.split(";")[0].strip().lower()
     if media in YAML_TYPES:
-        try:
-            raw = yaml.safe_load(body)
-        except yaml.YAMLError as exc:
-            raise DomainError(f"the request body is not valid YAML: {exc}") from exc
+        raw = load_yaml(body, limits)
     elif media in JSON_TYPES:
         try:
             raw = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
-            raise DomainError(f"the request body could not be decoded: {exc}") from exc
+            raise BadBody(f"the request body could not be decoded: {exc}") from exc
     else:
         raise UnsupportedMediaType(
             f"content type '{media}' is not accepted; send application/json or application/yaml"
@@ -84,6 +85,20 @@ def decode_batch(body: bytes, content_type: str) -> Batch:
         return msgspec.convert(raw, Batch)
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"invalid batch: {exc}") from exc
+
+
+def prepare_batch(
+    body: bytes,
+    content_type: str,
+    limits: BodyLimits,
+    backend: str,
+    types: InstanceTypes,
+    task_limits: TaskLimits,
+) -> WorkflowSpec:
+    """Decode, check and expand a batch: all of it CPU work, run off the event loop."""
+    batch = decode_batch(body, content_type, limits)
+    check_storage_backend(batch, backend)
+    return plan_batch(batch, types, task_limits)
 
 
 def operation_status(statuses: list[str], compensated: bool) -> str:
@@ -162,15 +177,28 @@ class BatchController(Controller):
     path = "/batch"
     tags = ["batch"]
 
-    @post("/execute", status_code=HTTP_202_ACCEPTED, summary="Execute a batch (JSON or YAML)")
+    @post(
+        "/execute",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Execute a batch (JSON or YAML)",
+        opt={REQUEST_BODY: (Batch, ("application/json", "application/yaml"))},
+    )
     async def execute(
         self, state: State, request: Request[Any, Any, Any]
     ) -> Response[Envelope[BatchOut]]:
         orchestrator = orchestrator_of(state)
-        batch = decode_batch(await request.body(), request.headers.get("content-type", ""))
-        backend = "sqlite" if orchestrator.settings.is_sqlite else "postgresql"
-        check_storage_backend(batch, backend)
-        spec = plan_batch(batch, orchestrator.instance_types)
+        settings = orchestrator.settings
+        spec = await anyio.to_thread.run_sync(
+            partial(
+                prepare_batch,
+                await request.body(),
+                request.headers.get("content-type", ""),
+                BodyLimits.of(settings.server),
+                "sqlite" if settings.is_sqlite else "postgresql",
+                orchestrator.instance_types,
+                TaskLimits.of(settings.server),
+            )
+        )
         items = items_of(spec, orchestrator.host_instances)
         await security_of(request).authorize_items(request.scope, items)
         batch_id = await orchestrator.submit(spec)

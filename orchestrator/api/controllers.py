@@ -24,7 +24,13 @@ from orchestrator.api.schemas import (
 )
 from orchestrator.api.security import Security
 from orchestrator.errors import NotFound
-from orchestrator.planner import check_operation, plan_cluster, plan_servers, plan_taskserv
+from orchestrator.planner import (
+    TaskLimits,
+    check_operation,
+    plan_cluster,
+    plan_servers,
+    plan_taskserv,
+)
 from orchestrator.service import Orchestrator
 from orchestrator.specs import WorkflowSpec
 from orchestrator.store.workflows import get_task, get_workflow, list_tasks, list_workflows
@@ -73,6 +79,7 @@ def orchestrator_of(state: State) -> Orchestrator:
 async def _submit(
     orchestrator: Orchestrator, request: Request[Any, Any, Any], spec: WorkflowSpec, wait: bool
 ) -> Response[Envelope[str]]:
+    TaskLimits.of(orchestrator.settings.server).check_workflow(len(spec.tasks))
     items = items_of(spec, orchestrator.host_instances)
     await security_of(request).authorize_items(request.scope, items)
     workflow_id = await orchestrator.submit(spec)

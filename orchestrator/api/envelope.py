@@ -105,6 +105,18 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return response
 
 
+def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    # The last line of defence: the request checks (`orchestrator.api.limits`) refuse
+    # deep bodies before anything recurses; one that got past them is still the
+    # client's, and its traceback would only fill the log.
+    log.warning("request too deeply nested", path=request.url.path, error=str(exc))
+    return error_response(
+        422,
+        "INVALID_INPUT",
+        "the request nests too deeply to be processed (server.max_body_depth)",
+    )
+
+
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
     return error_response(500, "INTERNAL_ERROR", "internal server error; see the server log")
@@ -114,5 +126,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DomainError: _domain,
     ValidationException: _validation,
     HTTPException: _http,
+    RecursionError: _too_deep,
     Exception: _internal,
 }

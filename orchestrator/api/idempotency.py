@@ -5,7 +5,8 @@ its answer is stored when it ends, before the client gets it (a 5xx is not kept,
 retry runs again). A retry
 with the same key and body gets that answer, with `Idempotent-Replayed: true`; one with a
 different body gets 422, one while the first still runs gets 409. Keys are kept
-`server.idempotency_ttl` seconds.
+`server.idempotency_ttl` seconds. The body is read here, before Litestar: past
+`server.max_body_bytes` it is refused (413) as it arrives, and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -34,17 +35,27 @@ def _reply(status: int, code: str, error: str) -> tuple[int, list[Any], bytes]:
     return status, [(b"content-type", b"application/json")], body
 
 
+TOO_LARGE = _reply(
+    413,
+    "PAYLOAD_TOO_LARGE",
+    "the request body is larger than the configured limit (server.max_body_bytes)",
+)
+
+
 class Idempotency:
     def __init__(
         self,
         engine: AsyncEngine,
         ttl: float,
         credential_valid: Callable[[str | None], Awaitable[bool]],
+        max_body: int,
     ) -> None:
         self.engine = engine
         self.ttl = ttl
         #: A stored answer is only replayed to a credential that is still valid.
         self.credential_valid = credential_valid
+        #: `server.max_body_bytes`: this runs before Litestar, which would refuse more.
+        self.max_body = max_body
 
     def __call__(self, app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -53,7 +64,10 @@ class Idempotency:
             if scope.get("method") != "POST" or not key:
                 await app(scope, receive, send)
                 return
-            body, replay = await _read_body(receive)
+            body, replay = await _read_body(receive, self.max_body)
+            if body is None:
+                await _send_reply(send, *TOO_LARGE)
+                return
             credential = headers.get(b"authorization", b"")
             where = (
                 hashlib.sha256(credential).hexdigest(),
@@ -161,14 +175,19 @@ class _Captured:
         self.body = b""
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
-    """Read the whole request body, and a `receive` that hands it on unchanged."""
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, Receive]:
+    """Read the whole request body, and a `receive` that hands it on unchanged; None
+    for a body past `limit` bytes, of which no more is read."""
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            return None, receive
         if not message.get("more_body", False):
             break
     body = b"".join(chunks)

@@ -18,6 +18,7 @@ from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.api.state import human_bytes
 from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.fields import Id, Identifier, Name, Text
 from orchestrator.rollback import plan_compensations
 from orchestrator.service import Orchestrator
 from orchestrator.specs import WorkflowSpec
@@ -33,8 +34,8 @@ from orchestrator.store.workflows import get_workflow, tasks_of
 
 
 class CheckpointIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    description: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    name: Name
+    description: Text = ""
 
 
 class CheckpointOut(msgspec.Struct, omit_defaults=True):
@@ -49,9 +50,27 @@ class CheckpointOut(msgspec.Struct, omit_defaults=True):
 
 
 class RollbackIn(msgspec.Struct, forbid_unknown_fields=True):
-    checkpoint_id: str | None = None
-    operation_ids: list[str] | None = None
+    """Exactly one of `checkpoint_id` and `operation_ids` (the schema says so too)."""
+
+    checkpoint_id: Id | None = None
+    operation_ids: Annotated[list[Identifier], msgspec.Meta(min_length=1)] | None = None
     wait: bool = True
+
+
+#: How the published schema states "exactly one of", which `execute` enforces.
+EXACTLY_ONE = {
+    "oneOf": [
+        {
+            "required": ["checkpoint_id"],
+            "properties": {"checkpoint_id": {"type": "string"}, "operation_ids": {"type": "null"}},
+        },
+        {
+            "required": ["operation_ids"],
+            "properties": {"operation_ids": {"type": "array"}, "checkpoint_id": {"type": "null"}},
+        },
+    ]
+}
+RollbackBody = Annotated[RollbackIn, msgspec.Meta(extra_json_schema=EXACTLY_ONE)]
 
 
 class RollbackOut(msgspec.Struct):
@@ -129,7 +148,7 @@ class RollbackController(Controller):
 
     @post("/execute", status_code=200, summary="Undo work since a checkpoint, or operations")
     async def execute(
-        self, state: State, request: Request[Any, Any, Any], data: RollbackIn
+        self, state: State, request: Request[Any, Any, Any], data: RollbackBody
     ) -> Envelope[RollbackOut]:
         orchestrator = orchestrator_of(state)
         if (data.checkpoint_id is None) == (data.operation_ids is None):

@@ -4,37 +4,45 @@ mapping from stored rows to them."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from orchestrator.api.redaction import redact, redact_args, redact_text
+from orchestrator.errors import InvalidInput
+from orchestrator.fields import NO_CONTROL, Name, ParallelLimit
 from orchestrator.specs import TaskSpec
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+#: An infra or a settings file: one name inside the workspace, the rule of
+#: `orchestrator.workspace.NAME`.
+WORKSPACE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+WorkspaceName = Annotated[str, msgspec.Meta(max_length=128, pattern=WORKSPACE_NAME)]
+#: A provider instance or an action: the store keeps 64 characters of them.
+ShortName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_CONTROL)]
+InfraOperation = Literal["create", "delete"]
 
 
 class ServersCreate(msgspec.Struct, forbid_unknown_fields=True):
-    infra: Name
-    settings: str | None = None
+    infra: WorkspaceName
+    settings: WorkspaceName | None = None
     check_mode: bool = False
     wait: bool = False
 
 
 class TaskservCreate(msgspec.Struct, forbid_unknown_fields=True):
     taskserv: Name
-    infra: Name
-    operation: str = "create"
-    settings: str | None = None
+    infra: WorkspaceName
+    operation: InfraOperation = "create"
+    settings: WorkspaceName | None = None
     check_mode: bool = False
     wait: bool = False
 
 
 class ClusterCreate(msgspec.Struct, forbid_unknown_fields=True):
     cluster_type: Name
-    infra: Name
-    operation: str = "create"
-    settings: str | None = None
+    infra: WorkspaceName
+    operation: InfraOperation = "create"
+    settings: WorkspaceName | None = None
     check_mode: bool = False
     wait: bool = False
 
@@ -43,10 +51,10 @@ class TaskIn(msgspec.Struct, forbid_unknown_fields=True):
     """One task of a workflow submitted as an explicit graph."""
 
     name: Name
-    provider: Name
-    action: Name
+    provider: ShortName
+    action: ShortName
     params: dict[str, Any] = {}
-    dependencies: list[str] = []
+    dependencies: list[Name] = []
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
     retry_initial_delay: Annotated[float, msgspec.Meta(ge=0, le=86_400)] | None = None
     retry_max_delay: Annotated[float, msgspec.Meta(ge=0, le=86_400)] | None = None
@@ -54,6 +62,8 @@ class TaskIn(msgspec.Struct, forbid_unknown_fields=True):
 
     def to_spec(self) -> TaskSpec:
         command = str(self.params.get("command", f"{self.provider} {self.action}"))
+        if "\x00" in command:  # the store cannot keep it
+            raise InvalidInput(f"{self.name}: params.command holds a NUL character")
         args = self.params.get("args", [])
         return TaskSpec(
             name=self.name,
@@ -72,8 +82,9 @@ class TaskIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class WorkflowIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
-    tasks: Annotated[list[TaskIn], msgspec.Meta(min_length=1, max_length=100_000)]
-    parallel_limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    #: At most `server.max_tasks_per_workflow` (the published schema says how many).
+    tasks: Annotated[list[TaskIn], msgspec.Meta(min_length=1)]
+    parallel_limit: ParallelLimit | None = None
     check_mode: bool = False
     wait: bool = False
 

@@ -25,6 +25,7 @@ from control_center.errors import RateLimited
 from control_center.guard import Principal, authenticate, authorize
 from control_center.middleware import MUTATING, REFUSED, result_of
 from control_center.ratelimit import RateLimiter, RateLimitStatus
+from control_center.secret_keys import keys_for
 from orchestrator.errors import DomainError
 from orchestrator.service import Orchestrator
 
@@ -227,6 +228,7 @@ class Security:
         try:
             await record_audit(
                 self.orchestrator.engine,
+                key=keys_for(self.orchestrator.settings).audit,
                 action=access.action,
                 resource=access.resource,
                 result=result_of(status),

@@ -9,15 +9,14 @@
 - `users`, `policies`, `api-keys` and `audit logs` call the control center at
   `--cc-url`/`$PROVISIONING_CC_URL`, else the saved login's, else the configured
   `control_center.host:port`.
-- `audit verify` reads the configured database itself and checks the audit log's hash
-  chain: exit 0 when it holds, 1 naming the first record that does not.
+- `audit verify` and `policies restore-defaults` work on the database itself, not
+  through the API: they live in `cli/owner.py`.
 
 Passwords are never echoed, logged, printed or saved.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sys
@@ -55,12 +54,11 @@ from orchestrator.cli.app import (
     json_option,
     pass_options,
     print_json,
-    shown_database,
     stdout,
 )
 from orchestrator.cli.tables import page_note, short_id, when
 from orchestrator.client import ApiError, Unreachable
-from orchestrator.settings import ConfigError, Settings
+from orchestrator.settings import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -660,107 +658,6 @@ def audit_table(rows: list[AuditRecord], *, wide: bool = False) -> Table:
             str(r.details.get("status", "")),
         )
     return table
-
-
-class ChainReport(msgspec.Struct, kw_only=True):
-    """What `audit verify` found."""
-
-    verified: bool
-    #: Records the chain covers (up to the chain head).
-    records: int
-    broken_at: str | None = None
-    broken_seq: int | None = None
-    reason: str | None = None
-
-
-@audit.command("verify")
-@json_option
-@pass_options
-def audit_verify(options: Options) -> None:
-    """Check the audit log's hash chain in the configured database; exit 1 if broken."""
-    settings = options.settings()
-    if settings.is_sqlite:
-        database = Path(settings.resolved_database_url.split("///", 1)[-1])
-        if not database.is_file():
-            raise Failure(f"no database at {database} (see --config, PROVISIONING_DATA_DIR)")
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        report = asyncio.run(_verify(settings))
-    except SQLAlchemyError as exc:
-        reason = getattr(exc, "orig", None) or exc
-        raise Failure(f"cannot read the audit log in {shown_database(settings)}: {reason}") from exc
-    if options.json:
-        print_json(report)
-    if report.verified:
-        click.echo(f"audit chain verified: {report.records} records", err=options.json)
-        return
-    where = report.broken_at or "?"
-    seq = "" if report.broken_seq is None else f" (seq {report.broken_seq})"
-    because = f": {report.reason}" if report.reason else ""
-    click.echo(f"audit chain broken at record {where}{seq}{because}", err=options.json)
-    sys.exit(1)
-
-
-async def _verify(settings: Settings) -> ChainReport:
-    from sqlalchemy import func, select
-
-    from control_center.audit import verify_chain
-    from control_center.models import AuditChainHead, AuditRecord
-    from orchestrator.store.engine import create_engine
-
-    head_seq = select(AuditChainHead.seq).where(AuditChainHead.id == 1).scalar_subquery()
-    engine = create_engine(settings)
-    try:
-        async with engine.connect() as connection:
-            # Counted before the check, so every record counted was checked.
-            counted = (
-                await connection.execute(
-                    select(func.count()).select_from(AuditRecord).where(AuditRecord.seq <= head_seq)
-                )
-            ).scalar_one()
-        broken = await verify_chain(engine)
-        async with engine.connect() as connection:
-            if broken is not None:
-                seq = (
-                    await connection.execute(
-                        select(AuditRecord.seq).where(AuditRecord.id == broken)
-                    )
-                ).scalar_one_or_none()
-                return ChainReport(
-                    verified=False,
-                    records=int(counted),
-                    broken_at=broken,
-                    broken_seq=seq,
-                    reason=None if seq is not None else "the chain head no longer matches",
-                )
-            # `verify_chain` reads up to the chain head only. The writer moves the head in
-            # the record's own transaction, so a record past the head (or any record when
-            # the head is gone) was not written by it. One statement: one snapshot.
-            head, stray_seq = (
-                await connection.execute(
-                    select(
-                        head_seq,
-                        select(func.min(AuditRecord.seq))
-                        .where(AuditRecord.seq > func.coalesce(head_seq, 0))
-                        .scalar_subquery(),
-                    )
-                )
-            ).one()
-            if stray_seq is None:
-                return ChainReport(verified=True, records=int(counted))
-            stray = (
-                await connection.execute(select(AuditRecord.id).where(AuditRecord.seq == stray_seq))
-            ).scalar_one()
-            return ChainReport(
-                verified=False,
-                records=int(counted),
-                broken_at=str(stray),
-                broken_seq=int(stray_seq),
-                reason="the chain head is missing" if head is None else "past the chain head",
-            )
-    finally:
-        await engine.dispose()
 
 
 # -- helpers --------------------------------------------------------------------------------

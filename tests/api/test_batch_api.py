@@ -122,12 +122,14 @@ def test_a_failing_batch_rolls_itself_back_dependents_first(client):
         )
 
 
-def test_the_command_example_runs_in_the_workspace(client, workspace):
+def test_the_command_example_runs_in_the_workspace_and_leaves_nothing(client, workspace):
+    before = sorted(workspace.rglob("*"))
     batch = wait_batch(client, submit(client, "commands.yaml")["batch_id"])
     assert batch["status"] == "Completed"
-    assert (workspace / "build-output" / "artifact.txt").read_text().startswith("20")
     listing = batch["operations"][2]["results"]["list"]["output"]
-    assert "artifact.txt" in listing
+    assert "artifact.txt" in listing and "\n20" in listing  # its date, then removed
+    assert not Path("/tmp/local_build" + str(workspace.resolve()).replace("/", "-")).exists()
+    assert sorted(workspace.rglob("*")) == before
 
 
 def test_an_irreversible_action_is_reported_not_skipped(client, workspace):

@@ -357,3 +357,50 @@ def test_rolling_back_host_commands_needs_the_same_permission(server):
             "FORBIDDEN",
         )
         assert "'run' on 'local:local'" in message
+
+
+def test_an_administrators_command_reads_nothing_of_the_orchestrators_secrets(tmp_path):
+    """The attack an operator could once run, now run by an administrator (who may run
+    commands): the command reaches neither the data directory (the JWT key, the
+    database) nor the orchestrator's environment."""
+    from control_center.tokens import signing_key
+    from orchestrator.settings import load_settings
+
+    data_dir = tmp_path / "data"
+    secret_password = "Admin-Password-Never-Shown-42"
+    server = OrchestratorProcess(
+        data_dir,
+        env={
+            "PROVISIONING_ADMIN_PASSWORD": secret_password,
+            "PROVISIONING_AUTH__MFA_REQUIRED_ROLES": "[]",
+        },
+    )
+    data_dir.mkdir()
+    key = signing_key(load_settings(environ={"PROVISIONING_DATA_DIR": str(data_dir)}))
+    server.start()
+    try:
+        admin = provision_user(data_dir, server.env, "an-admin", ["admin"])
+        script = (
+            f'cat "{data_dir}/jwt.key" "{data_dir}/secrets.key" "{data_dir}/provisioning.db"; '
+            'echo "pw=$PROVISIONING_ADMIN_PASSWORD"; env; true'
+        )
+        attack = {
+            "name": "read-secrets",
+            "provider": "local",
+            "action": "run",
+            "params": {"command": "sh", "args": ["-c", script]},
+        }
+        with _client(server, admin) as http:
+            response = http.post("/workflows", json={"name": "x", "tasks": [attack], "wait": True})
+            assert response.status_code == 202, response.text
+            workflow_id = response.json()["data"]
+            (task,) = http.get("/tasks", params={"workflow_id": workflow_id}).json()["data"]
+        assert task["status"] == "Completed", task
+        output = task["output"]
+        assert "Permission denied" in output  # it tried, and was refused
+        assert key not in output
+        assert secret_password not in output
+        assert "PROVISIONING_" not in output
+        assert "SQLite format" not in output
+    finally:
+        server.stop()

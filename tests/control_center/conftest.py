@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from control_center.audit import verify_chain
 from control_center.models import AuditRecord
+from control_center.secret_keys import keys_for
+from orchestrator.settings import Settings
 from tests.backend import fetch
 from tests.control_center.servers import ADMIN_PASSWORD, ControlCenterProcess
 from tests.pg import run_async
@@ -127,11 +129,18 @@ def audit_rows(database: str, **where: str) -> list[dict[str, Any]]:
     return fetch(database, query.order_by(table.c.seq))
 
 
-def chain_break(database: str) -> str | None:
+def audit_key(center: ControlCenterProcess) -> bytes:
+    """The audit chain's key, from the secrets key the process made in its data dir."""
+    return keys_for(Settings(data_dir=str(center.data_dir)), create=False).audit
+
+
+def chain_break(center: ControlCenterProcess) -> str | None:
+    """The first record of the center's audit chain at fault, or None when it holds."""
+
     async def run() -> str | None:
-        engine = create_async_engine(database)
+        engine = create_async_engine(center.database)
         try:
-            return await verify_chain(engine)
+            return (await verify_chain(engine, audit_key(center))).broken_at
         finally:
             await engine.dispose()
 

@@ -123,13 +123,13 @@ def test_profile_and_password_of_ones_own_account(center, admin_client):
     with center.client(token_of(center, user)) as own:
         profile = data_of(own.get("/user/profile"))
         assert (profile["id"], profile["is_active"]) == (user["id"], True)
-        renamed = data_of(own.put("/user/profile", json={"email": "renamed@example.com"}))
-        assert renamed["email"] == "renamed@example.com"
-        taken = own.put("/user/profile", json={"username": other["username"]})
-        error_of(taken, 409, "CONFLICT")
+        moved = {"email": "renamed@example.com", "current_password": user["password"]}
+        assert data_of(own.put("/user/profile", json=moved))["email"] == "renamed@example.com"
+        taken = {"email": other["email"], "current_password": user["password"]}
+        error_of(own.put("/user/profile", json=taken), 409, "CONFLICT")
         wrong = {"current_password": "Not-My-Password-1", "new_password": "Another-Pass-123"}
         assert "current_password" in error_of(
-            own.put("/user/password", json=wrong), 422, "INVALID_INPUT"
+            own.put("/user/password", json=wrong), 403, "FORBIDDEN"
         )
         mismatch = {
             "current_password": user["password"],
@@ -258,3 +258,20 @@ def test_a_login_is_audited(center, admin_client):
     )
     assert [r["result"] for r in records] == ["success"]
     assert records[0]["ip"] == "127.0.0.1"
+
+
+def test_an_api_key_expires_within_the_bound_of_expires_in_days(center, admin_client):
+    user = create_user(admin_client, ["viewer"])
+    with center.client(token_of(center, user)) as own:
+        forever = own.post(
+            "/api-keys", json={"name": "forever", "expires_at": "9999-12-31T00:00:00Z"}
+        )
+        message = error_of(forever, 422, "INVALID_INPUT")
+        assert message.startswith("expires_at:") and "3650 days" in message
+        past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+        assert error_of(
+            own.post("/api-keys", json={"name": "past", "expires_at": past}), 422, "INVALID_INPUT"
+        ).startswith("expires_at:")
+        longest = (datetime.now(UTC) + timedelta(days=3649)).isoformat()
+        data_of(own.post("/api-keys", json={"name": "long", "expires_at": longest}), 201)
+        assert [k["name"] for k in data_of(own.get("/api-keys"))] == ["long"]

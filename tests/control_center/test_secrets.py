@@ -1,5 +1,5 @@
 """No response, log line or audit record shows a password, a password hash, a TOTP
-secret (after enrollment), an API key (after creation) or the JWT key."""
+secret (after enrollment), an API key (after creation), the JWT key or the secrets key."""
 
 from __future__ import annotations
 
@@ -94,8 +94,8 @@ def test_no_secret_leaks_into_responses_logs_or_audit(center):
         data_of(changed)
         error_of(
             own.put("/user/password", json={"current_password": wrong, "new_password": weak}),
-            422,
-            "INVALID_INPUT",
+            403,
+            "FORBIDDEN",
         )
     with seen.client(center, api_key) as by_key:
         data_of(by_key.get("/user/profile"))
@@ -112,6 +112,7 @@ def test_no_secret_leaks_into_responses_logs_or_audit(center):
     )
     key_file = Path(center.data_dir) / "jwt.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((Path(center.data_dir) / "secrets.key").stat().st_mode) == 0o600
     secrets = {
         "the first admin password": ADMIN_PASSWORD,
         "the admin's new password": admin.password,
@@ -123,6 +124,7 @@ def test_no_secret_leaks_into_responses_logs_or_audit(center):
         "a user's TOTP secret": totp_secret,
         "an API key": api_key,
         "the JWT key": key_file.read_text().strip(),
+        "the secrets key": (Path(center.data_dir) / "secrets.key").read_text().strip(),
         **{f"password hash {i}": h for i, h in enumerate(hashes)},
         **{f"backup code {i}": c for i, c in enumerate(verified["backup_codes"])},
         **{f"admin backup code {i}": c for i, c in enumerate(admin.backup_codes)},

@@ -268,17 +268,17 @@ def test_a_disabled_user_is_refused_at_once(center, admin_client):
 
 
 def test_the_audit_chain_holds_and_names_an_edited_record(center, admin: Admin):
-    assert chain_break(center.database) is None
+    assert chain_break(center) is None
     rows = audit_rows(center.database)
     assert len(rows) > 20
     victim = rows[len(rows) // 2]
     edit = update(AuditRecord).where(AuditRecord.id == victim["id"])
     execute(center.database, edit.values(details={"edited": True}))
     try:
-        assert chain_break(center.database) == victim["id"]
+        assert chain_break(center) == victim["id"]
     finally:
         execute(center.database, edit.values(details=victim["details"]))
-    assert chain_break(center.database) is None
+    assert chain_break(center) is None
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Keys and tokens: the key file, refused settings, and what verification rejects."""
+"""Keys and tokens: the key files, refused settings, and what verification rejects."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from control_center.errors import Unauthorized
 from control_center.passwords import check_strength, hash_password, verify_password
+from control_center.secret_keys import keys_for, open_totp_secret, seal_totp_secret
 from control_center.tokens import (
     decode_access_token,
     issue_access_token,
@@ -93,3 +94,32 @@ def test_password_strength(password, problem):
         return
     with pytest.raises(InvalidInput, match=problem):
         check_strength(password, 12)
+
+
+def test_the_secrets_key_file_is_made_once_with_mode_0600_and_never_by_a_check(tmp_path):
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    with pytest.raises(ConfigError, match="no secrets key at"):
+        keys_for(settings, create=False)
+    keys = keys_for(settings)
+    path = tmp_path / "data" / "secrets.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert keys_for(settings, create=False) == keys
+    assert keys.audit != keys.totp  # one key per purpose
+    assert path.read_text().strip().encode() not in (keys.audit, keys.totp)
+
+
+def test_a_short_configured_secrets_key_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="secrets_key must be at least 32 bytes"):
+        keys_for(Settings(data_dir=str(tmp_path), auth=AuthSettings(secrets_key="short")))
+
+
+def test_a_sealed_totp_secret_opens_only_for_its_user_and_key(tmp_path):
+    keys = keys_for(Settings(data_dir=str(tmp_path), auth=AuthSettings(secrets_key="s" * 32)))
+    other = keys_for(Settings(data_dir=str(tmp_path), auth=AuthSettings(secrets_key="t" * 32)))
+    sealed = seal_totp_secret(keys, "u-1", "JBSWY3DPEHPK3PXP")
+    assert "JBSWY3DPEHPK3PXP" not in sealed
+    assert open_totp_secret(keys, "u-1", sealed) == "JBSWY3DPEHPK3PXP"
+    assert open_totp_secret(keys, "u-2", sealed) is None
+    assert open_totp_secret(other, "u-1", sealed) is None
+    assert open_totp_secret(keys, "u-1", "JBSWY3DPEHPK3PXP") is None  # clear: refused
+    assert open_totp_secret(keys, "u-1", "v1:not base64!") is None

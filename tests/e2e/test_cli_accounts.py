@@ -10,6 +10,7 @@ log. Every command's output is kept and checked, at the end, for the passwords u
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
@@ -25,7 +26,10 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
+from sqlalchemy import select
 
+from control_center.audit import canonical_json
+from control_center.models import AuditChainHead, AuditRecord
 from tests import backend
 from tests.control_center.servers import ADMIN_PASSWORD, JWT_SECRET, ControlCenterProcess
 from tests.servers import PROVISIONING, OrchestratorProcess, free_port
@@ -291,6 +295,37 @@ def test_policies_list_and_create_from_yaml(admin, cli, tmp_path):
     assert (deleted.returncode, deleted.stdout) == (0, "Policy deleted successfully\n")
 
 
+def test_policies_restore_defaults_lets_a_locked_out_owner_back_in(center, admin, cli):
+    """The owner's way back needs local access to the database, not the API. The lockout
+    is made behind the API's back (the API refuses it), as an older version allowed."""
+    for statement in (
+        "UPDATE policies SET enabled = false WHERE name = 'admin_access_policy'",
+        "DELETE FROM policies WHERE name = 'self_service_policy'",
+        "UPDATE policy_revision SET version = version + 1",  # the apps reload at once
+    ):
+        backend.execute(center.database, statement)
+    locked = cli("users", "list")
+    assert locked.returncode == 1 and "(FORBIDDEN)" in locked.stderr
+    done = cli("policies", "restore-defaults")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "re-enabled admin_access_policy",
+        "created self_service_policy",
+        "the administrators can manage policies again",
+    ]
+    assert cli("users", "list").returncode == 0
+    again = cli("policies", "restore-defaults")
+    assert (again.returncode, again.stdout) == (0, "the default policies are in place\n")
+    records = json.loads(
+        cli("--json", "audit", "logs", "--action", "policies.restore_defaults").stdout
+    )
+    assert [r["details"]["changes"] for r in records] == [
+        [],
+        ["re-enabled admin_access_policy", "created self_service_policy"],
+    ]
+    assert records[0]["details"]["app"] == "cli"
+
+
 # -- the audit log --------------------------------------------------------------------------
 
 
@@ -415,10 +450,90 @@ def test_a_saved_session_is_not_sent_to_another_control_center(admin, cli, crede
     assert seen == [None]
 
 
+def audit_records(center: ControlCenterProcess) -> list[dict[str, Any]]:
+    table = AuditRecord.__table__
+    return backend.fetch(center.database, select(table).order_by(table.c.seq))
+
+
+def test_audit_verify_names_a_record_rewritten_with_every_later_hash(center, people, cli):
+    """Whoever can write the database can compute SHA-256: rewrite a record, recompute
+    every later hash and the head. The chain's key is not in the database."""
+    records = audit_records(center)
+    victim = next(i for i, r in enumerate(records) if r["action"] == "users.create")
+    originals = [(r["seq"], r["result"], r["hash"]) for r in records[victim:]]
+    previous = records[victim - 1]["hash"] if victim else ""
+    table = AuditRecord.__table__
+    try:
+        records[victim]["result"] = "failure"
+        for record in records[victim:]:
+            previous = hashlib.sha256((previous + canonical_json(record)).encode()).hexdigest()
+            backend.execute(
+                center.database,
+                table.update()
+                .where(table.c.seq == record["seq"])
+                .values(result=record["result"], hash=previous),
+            )
+        backend.execute(
+            center.database,
+            AuditChainHead.__table__.update().values(seq=records[-1]["seq"], hash=previous),
+        )
+        done = cli("audit", "verify")
+        assert done.returncode == 1, done.stdout
+        assert done.stdout.startswith(
+            f"audit chain broken at record {records[victim]['id']} (seq {records[victim]['seq']})"
+        )
+    finally:
+        for seq, result, digest in originals:
+            backend.execute(
+                center.database,
+                table.update().where(table.c.seq == seq).values(result=result, hash=digest),
+            )
+        backend.execute(
+            center.database,
+            AuditChainHead.__table__.update().values(seq=originals[-1][0], hash=originals[-1][2]),
+        )
+    assert cli("audit", "verify").returncode == 0
+
+
+def test_audit_verify_notices_records_cut_from_the_end_against_a_recorded_head(center, admin, cli):
+    first = cli("audit", "verify")
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert lines[0].startswith("audit chain verified: ")
+    head = lines[1].removeprefix("head ")
+    seq = int(head.split(":")[0])
+    assert json.loads(cli("--json", "audit", "verify").stdout)["head_seq"] == seq
+    # The chain grows (a refused login is audited too): the head recorded earlier still
+    # matches.
+    with center.client() as http:
+        refused = http.post("/auth/login", json={"username": "admin", "password": WRONG_PASSWORD})
+    assert refused.status_code == 401
+    grown = cli("audit", "verify", "--expect-head", head)
+    assert grown.returncode == 0, grown.stdout
+    assert grown.stdout.splitlines()[-1] == f"the head recorded elsewhere (seq {seq}) matches"
+    # Someone with the database cuts the newest records, the recorded head's among them,
+    # and moves the chain head back: the shorter chain is consistent in itself.
+    kept = [r for r in audit_records(center) if r["seq"] < seq - 1]
+    backend.execute(center.database, f"DELETE FROM audit_log WHERE seq >= {seq - 1}")
+    backend.execute(
+        center.database,
+        AuditChainHead.__table__.update().values(seq=kept[-1]["seq"], hash=kept[-1]["hash"]),
+    )
+    assert cli("audit", "verify").returncode == 0
+    cut = cli("audit", "verify", "--expect-head", head)
+    assert cut.returncode == 1
+    assert cut.stdout == (
+        f"audit chain broken at the chain head: the chain ends at seq {kept[-1]['seq']}, "
+        f"before the head recorded elsewhere (seq {seq}): records were removed from the end\n"
+    )
+    bad = cli("audit", "verify", "--expect-head", "12:abc")
+    assert bad.returncode == 2 and "SEQ:HASH" in bad.stderr
+
+
 def test_audit_verify_holds_then_names_the_edited_record(center, people, cli):
     done = cli("audit", "verify")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("audit chain verified: ") and done.stdout.endswith(" records\n")
+    assert done.stdout.startswith("audit chain verified: ")
     assert int(done.stdout.split()[3]) >= 10
     first = backend.fetch(
         center.database,
@@ -430,7 +545,10 @@ def test_audit_verify_holds_then_names_the_edited_record(center, people, cli):
     )
     broken = cli("audit", "verify")
     assert broken.returncode == 1
-    assert broken.stdout == f"audit chain broken at record {record_id} (seq {seq})\n"
+    assert broken.stdout == (
+        f"audit chain broken at record {record_id} (seq {seq}): "
+        "its hash does not follow from the record before it\n"
+    )
     as_json = cli("--json", "audit", "verify")
     assert as_json.returncode == 1
     assert json.loads(as_json.stdout)["broken_at"] == record_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -16,7 +17,8 @@ def _task(index: int, root: Path, dependencies: list[str]) -> dict:
     name = f"step-{index:02d}"
     script = (
         f'echo "start {name} $$" >> {root}/log; sleep 0.4; '
-        f'echo "{name}" > {root}/{name}.done; echo "end {name} $$" >> {root}/log'
+        f'echo "{name}" > {root}/{name}.done; echo "end {name} $$" >> {root}/log; '
+        f'echo "{name} printed this"'
     )
     guarded = (
         f"flock -n -E 75 {root}/{name}.lock sh -c '{script}'; rc=$?; "
@@ -41,12 +43,10 @@ def _workflow(root: Path) -> dict:
 
 
 def _kill_and_restart(
-    tmp_path: Path, env: dict[str, str] | None = None, down: float = 0.0
+    tmp_path: Path, work: Path, env: dict[str, str] | None = None, down: float = 0.0
 ) -> tuple[dict, list[dict], str]:
-    """Run the workflow, kill -9 the server while tasks run, restart it after `down`
-    seconds; return the workflow, its tasks and the log the commands wrote."""
-    work = tmp_path / "work"
-    work.mkdir()
+    """Run the workflow in `work`, kill -9 the server while tasks run, restart it after
+    `down` seconds; return the workflow, its tasks and the log the commands wrote."""
     data = tmp_path / "data"
     first = OrchestratorProcess(data, workspace=work, env=env).start()
     try:
@@ -78,9 +78,13 @@ def _kill_and_restart(
     return workflow, tasks, (work / "log").read_text()
 
 
-def test_a_killed_server_finishes_every_workflow_after_restart(tmp_path):
-    workflow, tasks, log = _kill_and_restart(tmp_path)
-    work = tmp_path / "work"
+def test_in_the_fast_mode_a_killed_server_finishes_every_workflow_after_restart(
+    tmp_path, command_dir
+):
+    """`record_exit = false`: what was running when the server died runs again."""
+    fast = {"PROVISIONING_PROVIDERS__LOCAL__RECORD_EXIT": "false"}
+    workflow, tasks, log = _kill_and_restart(tmp_path, command_dir, fast)
+    work = command_dir
     assert workflow["status"] == "Completed", workflow
     assert all(t["status"] == "Completed" for t in tasks)
     assert "CONCURRENT" not in log, log
@@ -102,25 +106,29 @@ def test_a_killed_server_finishes_every_workflow_after_restart(tmp_path):
     assert ends == {f"step-{i:02d}" for i in range(TASKS)}, log
 
 
-def test_with_record_exit_a_command_that_finished_during_the_crash_is_not_run_again(tmp_path):
+def test_a_command_that_finished_during_the_crash_is_recorded_not_run_again(tmp_path, command_dir):
     """The server stays down long enough for the commands it was running to finish:
-    their exit statuses, written by the wrapper, are recorded on restart."""
-    env = {"PROVISIONING_PROVIDERS__LOCAL__RECORD_EXIT": "true"}
-    workflow, tasks, log = _kill_and_restart(tmp_path, env, down=1.0)
+    their exit statuses, written by their wrappers (`record_exit`, the default), and
+    their output, spooled to a file, are recorded on restart."""
+    workflow, tasks, log = _kill_and_restart(tmp_path, command_dir, down=1.0)
     assert workflow["status"] == "Completed", workflow
     assert "CONCURRENT" not in log, log
     ends = [line.split()[1] for line in log.splitlines() if line.startswith("end ")]
     assert sorted(ends) == [f"step-{i:02d}" for i in range(TASKS)], log  # exactly once
-    recovered = [t for t in tasks if "[recovered" in (t["output"] or "")]
+    with sqlite3.connect(tmp_path / "data" / "provisioning.db") as db:
+        rows = db.execute("SELECT task_id FROM events WHERE type = 'TaskRecovered'")
+        recovered = {task_id for (task_id,) in rows}
     assert recovered, "no command finished while the server was down"
-    assert all(t["attempts"] == 1 for t in recovered)
+    for task in tasks:
+        assert task["output"] == f"{task['name']} printed this\n", task
+        if task["id"] in recovered:
+            assert task["attempts"] == 1
 
 
-def test_attempts_cut_short_by_crashes_count_against_max_attempts(tmp_path):
+def test_attempts_cut_short_by_crashes_count_against_max_attempts(tmp_path, command_dir):
     """A task killed with its server again and again, each time after its side effect:
     every crash costs an attempt, so it runs `max_attempts` times at most, then fails."""
-    work = tmp_path / "work"
-    work.mkdir()
+    work = command_dir
     log = work / "log"
     script = f"echo start >> {log}; sleep 0.3; echo done >> {log}; sleep 30"
     task = {

@@ -55,9 +55,8 @@ def _batch(root) -> dict:
     }
 
 
-def test_a_rollback_interrupted_by_kill_resumes_after_restart(tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
+def test_a_rollback_interrupted_by_kill_resumes_after_restart(tmp_path, command_dir):
+    work = command_dir
     data = tmp_path / "data"
     first = OrchestratorProcess(data, workspace=work).start()
     try:

@@ -29,11 +29,11 @@ pytestmark = pytest.mark.backend_independent
 
 
 @asynccontextmanager
-async def orchestrator(tmp_path: Path) -> AsyncIterator[Orchestrator]:
+async def orchestrator(root: Path) -> AsyncIterator[Orchestrator]:
     settings = load_settings(
         environ={
-            "PROVISIONING_DATA_DIR": str(tmp_path / "data"),
-            "PROVISIONING_WORKSPACE_ROOT": str(tmp_path),
+            "PROVISIONING_DATA_DIR": str(root / "data"),
+            "PROVISIONING_WORKSPACE_ROOT": str(root),
         }
     )
     app = Orchestrator(settings)
@@ -89,29 +89,29 @@ async def journal_held(store: SqliteTaskStore) -> AsyncIterator[None]:
 
 
 async def test_a_task_starts_without_waiting_for_a_commit_but_a_dependent_waits(
-    tmp_path: Path,
+    command_dir: Path,
 ) -> None:
-    work = tmp_path / "infra"
+    work = command_dir / "infra"
     work.mkdir()
     tasks = [
         sh("first", "touch first.started; while [ ! -e go ]; do sleep 0.01; done"),
         sh("independent", "touch independent.ran"),
         sh("dependent", "touch dependent.ran", "first"),
     ]
-    async with orchestrator(tmp_path) as app:
+    async with orchestrator(command_dir) as app:
         workflow_id = await app.submit(
             WorkflowSpec(kind="custom", name="w", tasks=tasks, parallel_limit=1)
         )
-        await wait_for(tmp_path / "first.started")
+        await wait_for(command_dir / "first.started")
         async with journal_held(_store(app)):
-            (tmp_path / "go").touch()
+            (command_dir / "go").touch()
             # `first` ends; `independent` (next in line) runs with nothing committed...
-            await wait_for(tmp_path / "independent.ran")
+            await wait_for(command_dir / "independent.ran")
             await asyncio.sleep(0.5)
             # ...but `dependent` waits for the commit of `first`'s end.
-            assert not (tmp_path / "dependent.ran").exists()
+            assert not (command_dir / "dependent.ran").exists()
         await asyncio.wait_for(app.scheduler.wait(workflow_id), 10)
-        assert (tmp_path / "dependent.ran").exists()
+        assert (command_dir / "dependent.ran").exists()
         async with app.engine.connect() as connection:
             statuses = set(
                 (
@@ -131,7 +131,7 @@ def _start_time(pid: int) -> int:
 
 
 async def test_an_attempt_only_the_log_knows_of_is_stopped_counted_and_retried(
-    tmp_path: Path,
+    command_dir: Path,
 ) -> None:
     """The state a kill -9 leaves between a command's start and the commit of its
     `Running` transition: the store says Pending, the log tells the attempt and its
@@ -145,11 +145,11 @@ async def test_an_attempt_only_the_log_knows_of_is_stopped_counted_and_retried(
             'if [ -n "$s" ] && [ "$s" != Z ]; then echo overlap; else echo ran; fi >> work.txt',
         ),
     ]
-    async with orchestrator(tmp_path) as first:
+    async with orchestrator(command_dir) as first:
         workflow_id = await first.submit(
             WorkflowSpec(kind="custom", name="w", tasks=tasks, parallel_limit=1)
         )
-        await wait_for(tmp_path / "holder.started")
+        await wait_for(command_dir / "holder.started")
         async with first.engine.connect() as connection:
             work_id = (
                 await connection.execute(
@@ -157,12 +157,12 @@ async def test_an_attempt_only_the_log_knows_of_is_stopped_counted_and_retried(
                 )
             ).scalar_one()
     # Stopped while `holder` ran: `work` is still Pending in the store.
-    (tmp_path / "release").touch()
+    (command_dir / "release").touch()
     orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    (tmp_path / "orphan.pid").write_text(str(orphan.pid))
+    (command_dir / "orphan.pid").write_text(str(orphan.pid))
     try:
         start = _start_time(orphan.pid)
-        log = AttemptLog(tmp_path / "data" / "attempts.log", _store(first).journal)
+        log = AttemptLog(command_dir / "data" / "attempts.log", _store(first).journal)
         log.open()
         log.started(work_id, 1)
         log.handle(
@@ -170,7 +170,7 @@ async def test_an_attempt_only_the_log_knows_of_is_stopped_counted_and_retried(
         )
         log.close()
 
-        async with orchestrator(tmp_path) as second:
+        async with orchestrator(command_dir) as second:
             assert orphan.wait(timeout=10) == -signal.SIGTERM  # stopped before a rerun
             await asyncio.wait_for(second.scheduler.wait(workflow_id), 20)
             async with second.engine.connect() as connection:
@@ -190,9 +190,9 @@ async def test_an_attempt_only_the_log_knows_of_is_stopped_counted_and_retried(
             interrupted = [data for kind, data in events if kind == "TaskInterrupted"]
             assert [data["attempt"] for data in interrupted] == [1]
             # Run once (attempt 2), after the logged attempt's process was stopped.
-            assert (tmp_path / "work.txt").read_text() == "ran\n"
+            assert (command_dir / "work.txt").read_text() == "ran\n"
             # Emptied once recovered: only what the second process started is left.
-            records = (tmp_path / "data" / "attempts.log").read_text()
+            records = (command_dir / "data" / "attempts.log").read_text()
             assert f'"started","{work_id}",1]' not in records
             assert f'"started","{work_id}",2]' in records
     finally:

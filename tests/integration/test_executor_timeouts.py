@@ -19,10 +19,10 @@ from orchestrator.store.models import Task
 pytestmark = pytest.mark.backend_independent  # the embedded executor's own timer
 
 
-def settings(tmp_path: Path) -> dict[str, str]:
+def settings(root: Path) -> dict[str, str]:
     return {
-        "PROVISIONING_DATA_DIR": str(tmp_path / "data"),
-        "PROVISIONING_WORKSPACE_ROOT": str(tmp_path),
+        "PROVISIONING_DATA_DIR": str(root / "data"),
+        "PROVISIONING_WORKSPACE_ROOT": str(root),
         "PROVISIONING_PROVIDERS__LOCAL__KILL_GRACE": "1.0",
     }
 
@@ -54,14 +54,14 @@ async def row(engine: AsyncEngine, workflow_id: str) -> tuple[str, int, str | No
     return status, attempts, error
 
 
-async def test_an_attempt_past_its_timeout_is_stopped_and_retried(tmp_path: Path) -> None:
-    app = Orchestrator(load_settings(environ=settings(tmp_path)))
+async def test_an_attempt_past_its_timeout_is_stopped_and_retried(command_dir: Path) -> None:
+    app = Orchestrator(load_settings(environ=settings(command_dir)))
     await app.start()
     try:
         workflow_id = await app.submit(
             WorkflowSpec(kind="custom", name="w", tasks=[task("touch started; sleep 30", 0.3)])
         )
-        await wait_for(tmp_path / "started")
+        await wait_for(command_dir / "started")
         async with asyncio.timeout(10):
             while (await row(app.engine, workflow_id))[0] == "Running":
                 await asyncio.sleep(0.02)
@@ -71,21 +71,21 @@ async def test_an_attempt_past_its_timeout_is_stopped_and_retried(tmp_path: Path
 
 
 async def test_a_timeout_while_a_stop_stops_the_task_does_not_fail_its_attempt(
-    tmp_path: Path,
+    command_dir: Path,
 ) -> None:
     """The command ignores SIGTERM, so stopping it takes the kill grace (1 s); its
     timeout (0.3 s) falls inside: the stop decides, and the attempt is handed back, not
     counted, as any attempt a stop interrupts: it runs again at once after a restart."""
-    app = Orchestrator(load_settings(environ=settings(tmp_path)))
+    app = Orchestrator(load_settings(environ=settings(command_dir)))
     await app.start()
     workflow_id = await app.submit(
         WorkflowSpec(
             kind="custom", name="w", tasks=[task("trap '' TERM; touch started; sleep 30", 0.3)]
         )
     )
-    await wait_for(tmp_path / "started")
+    await wait_for(command_dir / "started")
     await app.stop()
-    engine = create_engine(load_settings(environ=settings(tmp_path)))  # the store, as left
+    engine = create_engine(load_settings(environ=settings(command_dir)))  # the store, as left
     try:
         status, attempts, error = await row(engine, workflow_id)
         assert (status, attempts) == ("Pending", 0)

@@ -15,7 +15,10 @@ tests do, and upgrades a fresh database in it).
 - W1 fan-out: 1 -> 1000 no-op tasks -> 1 join, parallel limit 8: tasks per second;
 - W2 chain: 200 no-op tasks in a line: milliseconds per dependency hop;
 - W3 processes: 200 tasks each running `true`, limit 8, beside `make -j8` running the
-  same 200 `true` commands.
+  same 200 `true` commands; on the `local` instance as configured by default (safe:
+  `record_exit`, commands isolated: as `provisioning-run` when run as root, in
+  bubblewrap otherwise), then on one in the fast mode (`record_exit = false`,
+  `isolation = "none"`).
 """
 
 from __future__ import annotations
@@ -59,11 +62,18 @@ def chain(length: int) -> list[TaskSpec]:
     return [noop(f"c{i}", [f"c{i - 1}"] if i else []) for i in range(length)]
 
 
-def processes(count: int) -> list[TaskSpec]:
+def processes(count: int, provider: str = "local") -> list[TaskSpec]:
     return [
-        TaskSpec(name=f"p{i}", provider="local", action="run", params={"command": "true"})
+        TaskSpec(name=f"p{i}", provider=provider, action="run", params={"command": "true"})
         for i in range(count)
     ]
+
+
+#: The `local` instances W3 runs on: the default configuration, and the fast mode.
+W3_MODES = {
+    "local": "default",
+    "fast": "fast: record_exit = false, isolation = none",
+}
 
 
 async def run_workflow(orchestrator: Orchestrator, tasks: list[TaskSpec], limit: int) -> float:
@@ -140,21 +150,38 @@ async def workloads(orchestrator: Orchestrator, repeat: int, only: set[str]) -> 
         print(f"W2 chain of 200: {w2 * 1000 / 199:.2f} ms per hop ({w2 * 1000:.0f} ms)")
     if "w3" not in only:
         return
+    for provider, label in W3_MODES.items():
+        if provider == "local":
+            label = f"{label}: record_exit, isolation = {default_isolation()}"
+        await processes_against_make(orchestrator, repeat, provider, label)
+
+
+async def processes_against_make(
+    orchestrator: Orchestrator, repeat: int, provider: str, label: str
+) -> None:
     # W3 against make, each W3 run followed by a make run, so that both see the same
     # moment of a shared machine; one unmeasured pair first warms the page cache.
-    await run_workflow(orchestrator, processes(200), 8)
+    await run_workflow(orchestrator, processes(200, provider), 8)
     make_seconds(200, 8)
     pairs = []
     for _ in range(repeat):
-        pairs.append((await run_workflow(orchestrator, processes(200), 8), make_seconds(200, 8)))
-    w3, make = [w for w, _ in pairs], [m for _, m in pairs]
+        w3 = await run_workflow(orchestrator, processes(200, provider), 8)
+        pairs.append((w3, make_seconds(200, 8)))
+    w3s, make = [w for w, _ in pairs], [m for _, m in pairs]
     print(
-        f"W3 200 x `true`, limit 8: {min(w3) * 1000:.0f} ms"
-        f" (median {statistics.median(w3) * 1000:.0f})"
+        f"W3 200 x `true`, limit 8 ({label}): {min(w3s) * 1000:.0f} ms"
+        f" (median {statistics.median(w3s) * 1000:.0f})"
         f"; make -j8: {min(make) * 1000:.0f} ms (median {statistics.median(make) * 1000:.0f})"
-        f"; ratio of the bests {min(w3) / min(make):.2f}x"
+        f"; ratio of the bests {min(w3s) / min(make):.2f}x"
         f", median ratio of the {repeat} pairs {statistics.median(w / m for w, m in pairs):.2f}x"
     )
+
+
+def default_isolation() -> str:
+    """What `isolation = "auto"` means here (the workers run on this host, as this user)."""
+    from providers.local._isolation import DEFAULT_RUN_AS, Isolation
+
+    return Isolation.configure("auto", DEFAULT_RUN_AS).mode
 
 
 async def main(database: str | None, repeat: int, worker_counts: list[int], only: set[str]) -> None:
@@ -166,6 +193,12 @@ async def main(database: str | None, repeat: int, worker_counts: list[int], only
         "PROVISIONING_EXECUTOR__PROVIDER_LIMIT": "64",
         "PROVISIONING_PROVIDERS__BENCH__TYPE": "sim",
         "PROVISIONING_PROVIDERS__BENCH__LATENCY": "0",
+        # Exit statuses and output in the bench's directory, removed at the end.
+        "PROVISIONING_PROVIDERS__LOCAL__STATE_DIR": str(Path(data_dir) / "local"),
+        "PROVISIONING_PROVIDERS__FAST__TYPE": "local",
+        "PROVISIONING_PROVIDERS__FAST__RECORD_EXIT": "false",
+        "PROVISIONING_PROVIDERS__FAST__ISOLATION": "none",
+        "PROVISIONING_PROVIDERS__FAST__STATE_DIR": str(Path(data_dir) / "local"),
     }
     if database:
         environ["PROVISIONING_DATABASE_URL"] = database

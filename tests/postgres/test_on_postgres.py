@@ -11,10 +11,10 @@ import time
 from tests.servers import PROVISIONING, OrchestratorProcess, free_port, wait_for_workflow
 
 
-def _server(tmp_path, database_url: str, **env: str) -> OrchestratorProcess:
+def _server(tmp_path, database_url: str, work=None, **env: str) -> OrchestratorProcess:
     return OrchestratorProcess(
         tmp_path / "data",
-        workspace=tmp_path / "work",
+        workspace=work or tmp_path / "work",
         env={"PROVISIONING_DATABASE_URL": database_url, **env},
     )
 
@@ -116,9 +116,8 @@ def test_workflows_batches_rollback_and_checkpoints_on_postgresql(tmp_path, data
         server.stop()
 
 
-def test_a_killed_server_resumes_its_workflow_on_postgresql(tmp_path, database_url):
-    work = tmp_path / "work"
-    work.mkdir()
+def test_a_killed_server_resumes_its_workflow_on_postgresql(tmp_path, command_dir, database_url):
+    work = command_dir  # (the commands write in it)
     tasks = [
         {
             "name": f"t{i}",
@@ -130,7 +129,7 @@ def test_a_killed_server_resumes_its_workflow_on_postgresql(tmp_path, database_u
         }
         for i in range(8)
     ]
-    first = _server(tmp_path, database_url).start()
+    first = _server(tmp_path, database_url, work).start()
     try:
         with first.client() as http:
             workflow_id = http.post(
@@ -143,7 +142,7 @@ def test_a_killed_server_resumes_its_workflow_on_postgresql(tmp_path, database_u
         first.kill()
     finally:
         first.stop()
-    second = _server(tmp_path, database_url).start()
+    second = _server(tmp_path, database_url, work).start()
     try:
         with second.client() as http:
             assert wait_for_workflow(http, workflow_id, 60)["status"] == "Completed"

@@ -49,6 +49,8 @@ def test_toml_then_environment_override(tmp_path):
         ("[server]\nport = 'x'\n", "server.port"),
         ("[server]\nprot = 1\n", "prot"),
         ("[executor]\nglobal_limit = 0\n", "executor.global_limit"),
+        ("[executor]\ndefault_parallel_limit = 1001\n", "executor.default_parallel_limit"),
+        ("[server]\nmax_body_depth = 0\n", "server.max_body_depth"),
         ("[providers.x]\nlatency = 1\n", "providers.x needs a `type`"),
         ("not toml [", "not valid TOML"),
     ],
