@@ -32,6 +32,16 @@ MAX_PAGE = 1000
 ROLLBACK_TIMEOUT = 330.0
 
 
+class Event(msgspec.Struct, kw_only=True):
+    """One event of a workflow's log (`GET /workflows/{id}/events`)."""
+
+    seq: int
+    event_type: str
+    timestamp: datetime
+    data: dict[str, Any]
+    task_id: str | None = None
+
+
 class Task(msgspec.Struct, kw_only=True):
     """A task as `GET /tasks` answers it (seed 003 fields first)."""
 
@@ -379,6 +389,21 @@ class OrchestratorClient:
 
     def get_workflow(self, workflow_id: str) -> Workflow:
         return self._call("GET", f"/workflows/{_segment(workflow_id)}", Workflow)[0]
+
+    def workflow_events(self, workflow_id: str, after: int = 0) -> list[Event]:
+        """The workflow's events past seq `after`, oldest first, every page."""
+        found: list[Event] = []
+        while True:
+            page, _ = self._call(
+                "GET",
+                f"/workflows/{_segment(workflow_id)}/events",
+                list[Event],
+                params={"after": after, "limit": MAX_PAGE},
+            )
+            found += page
+            if len(page) < MAX_PAGE:
+                return found
+            after = page[-1].seq
 
     def cancel_workflow(self, workflow_id: str) -> str:
         """Ask the orchestrator to cancel; return its message (also when already ended)."""

@@ -1,12 +1,14 @@
 """Following a workflow until it ends: a live display on a terminal, plain lines elsewhere.
 
-`watch` polls `GET /workflows/{id}` and then `GET /tasks?workflow_id=` every `interval`
-seconds and returns the workflow's final state with its last-seen tasks. On a terminal
-it draws a bar of finished/total tasks, the counts by status and the running tasks, and
-prints retries and failures above it as they happen. Anywhere else (a pipe, a log file,
-a test) it prints one line per task state change it observes, plus one per workflow
-status change, and nothing that moves. A change that starts and ends between two polls
-shows as its end state only.
+`watch` polls `GET /workflows/{id}`, the retries in `GET /workflows/{id}/events` (all
+of them, from the start: a follower that attaches late shows those it missed) and
+`GET /tasks?workflow_id=` every `interval` seconds, and returns the workflow's final
+state with its last-seen tasks. On a terminal it draws a bar of finished/total tasks,
+the counts by status and the running tasks, and prints retries and failures above it
+as they happen. Anywhere else (a pipe, a log file, a test) it prints one line per task
+state change it observes, one per retry, and one per workflow status change, and
+nothing that moves. A change that starts and ends between two polls shows as its end
+state only (a retry excepted).
 
 Workflows larger than `FULL_SCAN_LIMIT` tasks are followed through their counts and
 their Running and Failed tasks only, so a poll stays cheap.
@@ -82,7 +84,7 @@ class Outcome:
 class Change:
     """One observed task state change, in the words a person reads."""
 
-    task: Task
+    name: str
     #: A task status, or "Retrying" for a failed attempt that will be tried again.
     state: str
     detail: str
@@ -109,10 +111,15 @@ def watch(
 
 
 class ChangeLog:
-    """Remembers each task's last (status, attempts) and reports what differs."""
+    """Remembers each task's last (status, attempts) and reports what differs.
+
+    Retries come from the workflow's event log instead (`retries`), which keeps every
+    one of them: a follower that attaches late, or polls less often than a task is
+    retried, still shows each."""
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[str, int]] = {}
+        self._after = 0
 
     def changes(self, tasks: Iterable[Task]) -> list[Change]:
         found: list[Change] = []
@@ -121,9 +128,21 @@ class ChangeLog:
             key = (state, task.attempts)
             previous = self._seen.get(task.id, ("Pending", 0))
             self._seen[task.id] = key
-            if key != previous and state != "Pending":
-                found.append(Change(task, state, _detail(task, state), _when(task, state)))
+            if key != previous and state not in ("Pending", "Retrying"):
+                found.append(Change(task.name, state, _detail(task, state), _when(task, state)))
         found.sort(key=lambda c: c.at)
+        return found
+
+    def retries(self, client: OrchestratorClient, workflow_id: str) -> list[Change]:
+        """The retries the log recorded since the last call."""
+        found = []
+        for event in client.workflow_events(workflow_id, self._after):
+            self._after = event.seq
+            data = event.data
+            if event.event_type == "TaskStatusChanged" and data.get("retrying"):
+                attempt = f"attempt {data.get('attempt')}/{data.get('max_attempts')}"
+                detail = f"{attempt} failed, will retry: {_one_line(str(data.get('error') or ''))}"
+                found.append(Change(str(data.get("name")), "Retrying", detail, event.timestamp))
         return found
 
 
@@ -144,10 +163,8 @@ def _watch_plain(
     while True:
         workflow, tasks = poll(client, workflow_id)
         # (when, rank, line): a workflow starts before its tasks and ends after them.
-        lines = [
-            (c.at, 1, f"{_clock(c.at)} {c.state:<9} {c.task.name}  {c.detail}")
-            for c in log.changes(tasks)
-        ]
+        changes = log.retries(client, workflow_id) + log.changes(tasks)
+        lines = [(c.at, 1, f"{_clock(c.at)} {c.state:<9} {c.name}  {c.detail}") for c in changes]
         if workflow.status != last_status:
             last_status = workflow.status
             at = _workflow_when(workflow)
@@ -169,11 +186,11 @@ def _watch_live(
     workflow, tasks = poll(client, workflow_id)
     with Live(_panel(workflow, tasks), console=console, transient=False) as live:
         while True:
-            for change in log.changes(tasks):
+            for change in log.retries(client, workflow_id) + log.changes(tasks):
                 if change.state in ("Retrying", "Failed"):
                     style = STATUS_STYLES[change.state]
                     line = Text.assemble(
-                        (f"{change.state:<9} ", style), (change.task.name, "bold"), "  "
+                        (f"{change.state:<9} ", style), (change.name, "bold"), "  "
                     )
                     line.append(change.detail)
                     live.console.print(line)

@@ -13,17 +13,20 @@ from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.api.schemas import (
     ClusterCreate,
+    EventOut,
     ServersCreate,
     TaskOut,
     TaskservCreate,
     WorkflowIn,
     WorkflowOut,
+    event_out,
     task_out,
     workflow_as_task,
     workflow_out,
 )
 from orchestrator.api.security import Security
 from orchestrator.errors import NotFound
+from orchestrator.events import read_events
 from orchestrator.planner import (
     TaskLimits,
     check_operation,
@@ -217,6 +220,22 @@ class WorkflowController(Controller):
             request={"name": data.name},
         )
         return await _submit(orchestrator_of(state), request, spec, data.wait)
+
+    @get("/{workflow_id:str}/events", summary="A workflow's events, from the log, oldest first")
+    async def events(
+        self,
+        state: State,
+        workflow_id: str,
+        after: Offset = 0,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> Envelope[list[EventOut]]:
+        """What happened to the workflow (`after` a seq already seen): a follower that
+        attaches late replays its retries and failures from here before it follows."""
+        engine = orchestrator_of(state).engine
+        if await get_workflow(engine, workflow_id) is None:
+            raise NotFound(f"workflow '{workflow_id}' not found")
+        rows = await read_events(engine, after, workflow_id=workflow_id, limit=limit)
+        return Envelope([event_out(row) for row in rows])
 
     @get("/", summary="List workflows")
     async def list(

@@ -225,3 +225,25 @@ def workflow_as_task(row: dict[str, Any]) -> TaskOut:
         compensates=None,
         kind="workflow",
     )
+
+
+class EventOut(msgspec.Struct):
+    """One event of the log, as the stream sends it (`/ws`)."""
+
+    seq: int
+    event_type: str
+    timestamp: datetime
+    data: dict[str, Any]
+    workflow_id: str | None
+    task_id: str | None
+
+
+def event_out(row: dict[str, Any]) -> EventOut:
+    return EventOut(
+        seq=row["seq"],
+        event_type=row["type"],
+        timestamp=row["at"],
+        data=row["data"],
+        workflow_id=row["workflow_id"],
+        task_id=row["task_id"],
+    )

@@ -41,6 +41,7 @@ ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("POST", "/workflows"): ("create", "workflows", None),
     ("GET", "/workflows"): ("list", "workflows", None),
     ("GET", "/workflows/{workflow_id}"): ("read", "workflows", "workflow_id"),
+    ("GET", "/workflows/{workflow_id}/events"): ("read", "workflows", "workflow_id"),
     ("POST", "/workflows/{workflow_id}/cancel"): ("cancel", "workflows", "workflow_id"),
     ("POST", "/batch/execute"): ("execute", "batches", None),
     ("GET", "/batch/operations"): ("list", "batches", None),

@@ -71,7 +71,7 @@ def test_changing_ones_email_needs_the_current_password(center, admin_client):
             "/user/profile",
             json={"email": "taken-over@example.com", "current_password": "Not-My-Password-1"},
         )
-        assert "current_password" in error_of(wrong, 422, "INVALID_INPUT")
+        assert "current_password" in error_of(wrong, 403, "FORBIDDEN")  # a refused proof
         assert data_of(own.get("/user/profile"))["email"] == user["email"]
         changed = own.put(
             "/user/profile",
@@ -118,7 +118,7 @@ def test_email_change_attempts_share_the_password_change_budget(stingy):
                 window, spent = answer.headers["X-RateLimit-Reset"], 0
             spent += 1
             if spent <= STINGY_BUDGET:
-                error_of(answer, 422, "INVALID_INPUT")
+                error_of(answer, 403, "FORBIDDEN")  # a wrong password, a refused proof
                 continue
             assert error_of(answer, 429, "RATE_LIMITED").startswith("too many requests")
             break

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
+from sqlalchemy import select
+
+from orchestrator.store.models import Event
+from tests.backend import database_url, fetch
 from tests.servers import OrchestratorProcess, wait_for_workflow
 
 TASKS = 12
@@ -115,9 +118,11 @@ def test_a_command_that_finished_during_the_crash_is_recorded_not_run_again(tmp_
     assert "CONCURRENT" not in log, log
     ends = [line.split()[1] for line in log.splitlines() if line.startswith("end ")]
     assert sorted(ends) == [f"step-{i:02d}" for i in range(TASKS)], log  # exactly once
-    with sqlite3.connect(tmp_path / "data" / "provisioning.db") as db:
-        rows = db.execute("SELECT task_id FROM events WHERE type = 'TaskRecovered'")
-        recovered = {task_id for (task_id,) in rows}
+    events = Event.__table__
+    rows = fetch(
+        database_url(tmp_path / "data"), select(events).where(events.c.type == "TaskRecovered")
+    )
+    recovered = {row["task_id"] for row in rows}
     assert recovered, "no command finished while the server was down"
     for task in tasks:
         assert task["output"] == f"{task['name']} printed this\n", task
