@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import asyncpg
-import pytest
 import httpx
+import pytest
 
 from tests.servers import PROVISIONING, REPO, OrchestratorProcess
 
