@@ -86,6 +86,8 @@ class TaskRun:
     compensation: JSON | None = None
     operation_id: str | None = None
     position: int = 0
+    #: Its retry policy, made once (every failed attempt reads it).
+    policy: RetryPolicy | None = None
     #: (dependent, soft): a soft dependent runs whatever state this task ends in.
     dependents: list[tuple[TaskRun, bool]] = field(default_factory=list)
     #: When it last became ready (monotonic clock): the scheduling delay's start.
@@ -213,6 +215,7 @@ class MemoryTaskStore:
         self.events: list[dict[str, Any]] = []
         #: The inventory: (provider, kind, name) -> its data (memory only).
         self.resources: dict[tuple[str, str, str], JSON] = {}
+        self._inventories: dict[str, Inventory] = {}
 
     # -- the TaskStore surface ---------------------------------------------------------
 
@@ -367,6 +370,12 @@ class MemoryTaskStore:
         return self._workflows.get(workflow_id) or self.finished.get(workflow_id)
 
     def inventory(self, provider: str) -> Inventory:
+        found = self._inventories.get(provider)
+        if found is None:
+            found = self._inventories[provider] = self._new_inventory(provider)
+        return found
+
+    def _new_inventory(self, provider: str) -> Inventory:
         return MemoryInventory(self.resources, provider)
 
     # -- persistence hooks (no-ops here; the embedded store writes them) ----------------
@@ -576,12 +585,14 @@ class MemoryTaskStore:
         self._enqueue_workflow(wf)
 
     def _policy(self, task: TaskRun) -> RetryPolicy:
-        return RetryPolicy(
-            task.max_attempts,
-            task.retry_initial_delay,
-            task.retry_max_delay,
-            self.defaults.jitter,
-        )
+        if task.policy is None:
+            task.policy = RetryPolicy(
+                task.max_attempts,
+                task.retry_initial_delay,
+                task.retry_max_delay,
+                self.defaults.jitter,
+            )
+        return task.policy
 
     # -- ends --------------------------------------------------------------------------
 

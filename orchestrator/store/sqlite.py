@@ -74,7 +74,7 @@ class SqliteTaskStore(MemoryTaskStore):
     def commits(self) -> int:
         return self.journal.commits
 
-    def inventory(self, provider: str) -> Inventory:
+    def _new_inventory(self, provider: str) -> Inventory:
         return SqlInventory(self.engine, provider)
 
     async def open(self) -> list[Claim]:
