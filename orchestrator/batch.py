@@ -15,7 +15,8 @@ import msgspec
 from orchestrator.errors import InvalidInput
 from orchestrator.fields import EnvName, Identifier, Name, ParallelLimit, Text, Version
 from orchestrator.graph import build_graph
-from orchestrator.planner import InstanceTypes, TaskLimits, TaskSpec, WorkflowSpec
+from orchestrator.planner import InstanceTypes, TaskLimits
+from orchestrator.specs import TaskSpec, WorkflowSpec
 
 OperationType = Literal["server_batch", "taskserv_batch", "cluster_batch", "command_batch"]
 OnFailure = Literal["fail", "continue", "rollback"]

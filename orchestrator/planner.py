@@ -8,46 +8,13 @@ cluster comes after the taskservs it needs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.settings import ServerSettings
+from orchestrator.specs import TaskSpec
 from orchestrator.workspace import ClusterDef, InfraSettings, ServerDef, TaskservDef
-
-
-@dataclass(slots=True)
-class TaskSpec:
-    name: str
-    provider: str
-    action: str
-    params: dict[str, Any] = field(default_factory=dict)
-    dependencies: list[str] = field(default_factory=list)
-    command: str = ""
-    args: list[str] = field(default_factory=list)
-    max_attempts: int | None = None
-    retry_initial_delay: float | None = None
-    retry_max_delay: float | None = None
-    timeout: float | None = None
-    operation_id: str | None = None
-    #: Tasks that must have ended, in any state, before this one starts.
-    soft_dependencies: list[str] = field(default_factory=list)
-    #: fail | continue | rollback (see docs/concepts.md)
-    on_failure: str = "continue"
-    compensates: str | None = None
-    compensation: dict[str, Any] | None = None
-
-
-@dataclass(slots=True)
-class WorkflowSpec:
-    kind: str
-    name: str
-    tasks: list[TaskSpec]
-    parallel_limit: int | None = None
-    rollback_enabled: bool = False
-    check_mode: bool = False
-    request: dict[str, Any] = field(default_factory=dict)
-
 
 #: instance name -> provider type (`sim`, `local`, …)
 InstanceTypes = Mapping[str, str]

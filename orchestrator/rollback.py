@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.planner import TaskSpec
+from orchestrator.specs import TaskDefaults, TaskSpec, task_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +102,21 @@ def plan_compensations(done: Sequence[DoneTask]) -> list[TaskSpec]:
             )
         )
     return specs
+
+
+def compensation_rows(
+    done: Sequence[DoneTask],
+    workflow_id: str,
+    first_position: int,
+    defaults: TaskDefaults,
+    new_id: Callable[[], str],
+) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
+    """The task rows and (task, depends on, kind) edges undoing `done`."""
+    specs = plan_compensations(done)
+    ids = {spec.name: new_id() for spec in specs}
+    rows = [
+        task_row(spec, ids[spec.name], workflow_id, first_position + i, defaults)
+        for i, spec in enumerate(specs)
+    ]
+    edges = [(ids[spec.name], ids[d], "soft") for spec in specs for d in spec.soft_dependencies]
+    return rows, edges

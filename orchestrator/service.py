@@ -7,9 +7,12 @@ stores it in one transaction and hands it to the executor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import gc
+import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import IO
 
@@ -17,23 +20,25 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_center.policy_store import seed_default_policies
+from orchestrator.attempt import Surroundings
+from orchestrator.clock import utcnow
 from orchestrator.data_dir import private_data_dir
 from orchestrator.errors import InvalidInput
 from orchestrator.events import EventBus
-from orchestrator.executor import Executor
 from orchestrator.fields import MAX_PARALLEL_LIMIT
 from orchestrator.graph import build_graph, topological_order
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
-from orchestrator.planner import WorkflowSpec
+from orchestrator.scheduler import Scheduler
 from orchestrator.settings import Settings
+from orchestrator.specs import WorkflowSpec, task_row
 from orchestrator.store.engine import create_engine, create_writer_engine, ensure_schema
-from orchestrator.store.journal import utcnow
+from orchestrator.store.postgres import PostgresTaskStore
 from orchestrator.store.retention import prune
+from orchestrator.store.sqlite import SqliteTaskStore
 from orchestrator.store.statistics import workflow_counts
-from orchestrator.store.workflows import StoredWorkflow, task_row
+from orchestrator.store.taskstore import Limits, NewWorkflow, TaskStore
 from orchestrator.webhooks import Outbox, WebhookDispatcher
-from orchestrator.worker import Worker, worker_identity
 from providers.base import Provider
 from providers.registry import build_instances
 
@@ -45,13 +50,13 @@ class AlreadyRunning(Exception):
 
 
 class Orchestrator:
-    """The service of one process.
+    """The service of one process: the only door of the API and the CLI to the work.
 
-    On the embedded SQLite database, the in-memory `Executor` runs every workflow (one
-    process per database). On PostgreSQL, a `Worker` claims tasks from the database
-    beside any other workers; with `run_tasks=False` it only submits and cancels (an
-    API-only process), and `background=False` leaves webhook delivery and pruning to
-    the `serve` processes (a `provisioning worker`).
+    One `Scheduler` runs the tasks over the store the settings name: the embedded
+    SQLite database (one process per database), or PostgreSQL shared with any other
+    workers. With `run_tasks=False` it only submits and cancels (an API-only process on
+    PostgreSQL), and `background=False` leaves webhook delivery and pruning to the
+    `serve` processes (a `provisioning worker`).
     """
 
     def __init__(
@@ -80,47 +85,57 @@ class Orchestrator:
             for name, provider in self.providers.items()
             if getattr(provider, "touches_host", False)
         }
-        limits = {
-            name: int(table["max_concurrent"])
-            for name, table in settings.providers.items()
-            if "max_concurrent" in table
-        }
         self.events = EventBus()
         self.metrics = Metrics()
         self.outbox = Outbox(settings.webhooks)
         self.webhooks = WebhookDispatcher(self.engine, settings.webhooks, self.metrics)
-        self.executor: Executor | Worker
-        if settings.is_sqlite:
-            self.executor = Executor(
-                self.engine,
-                self.providers,
-                settings.executor,
-                workspace=settings.workspace,
-                protected_paths=settings.protected_paths,
-                metrics=self.metrics,
-                on_commit=self.committed,
-                provider_limits=limits,
-                writer_engine=create_writer_engine(settings),
-                data_dir=Path(settings.data_dir),
-                outbox=self.outbox,
-            )
-        else:
-            self.executor = Worker(
-                self.engine,
-                self.providers,
-                settings.executor,
-                workspace=settings.workspace,
-                protected_paths=settings.protected_paths,
-                metrics=self.metrics,
-                worker_id=worker_identity(settings.data_dir),
-                on_commit=self.committed,
-                provider_limits=limits,
-                outbox=self.outbox,
-                run_tasks=self.run_tasks,
-            )
-        self.metrics.watch(lambda: self.executor.running, lambda: self.executor.queued)
+        self.task_defaults = settings.executor.task_defaults()
+        self.scheduler = Scheduler(
+            self._store(),
+            self.providers,
+            settings.executor,
+            surroundings=Surroundings(settings.workspace, settings.protected_paths),
+            metrics=self.metrics,
+            run_tasks=self.run_tasks,
+        )
+        self.metrics.watch(lambda: self.scheduler.running, lambda: self.scheduler.queued)
         self._lock: IO[str] | None = None
         self._retention: asyncio.Task[None] | None = None
+
+    def _store(self) -> TaskStore:
+        settings = self.settings
+        executor = settings.executor
+        limits = Limits(
+            global_limit=executor.global_limit,
+            provider_limit=executor.provider_limit,
+            provider_limits={
+                name: int(table["max_concurrent"])
+                for name, table in settings.providers.items()
+                if "max_concurrent" in table
+            },
+        )
+        if settings.is_sqlite:
+            return SqliteTaskStore(
+                self.engine,
+                create_writer_engine(settings),
+                limits,
+                self.task_defaults,
+                data_dir=Path(settings.data_dir),
+                outbox=self.outbox,
+                on_commit=self.committed,
+            )
+        return PostgresTaskStore(
+            self.engine,
+            limits,
+            self.task_defaults,
+            worker_id=worker_identity(settings.data_dir),
+            lease=executor.lease,
+            poll_interval=executor.poll_interval,
+            outbox=self.outbox,
+            on_commit=self.committed,
+            on_cancel=lambda workflows: self.scheduler.cancelled_elsewhere(workflows),
+            counts=not self.run_tasks,
+        )
 
     async def start(self) -> None:
         private_data_dir(self.settings.data_dir)
@@ -132,24 +147,23 @@ class Orchestrator:
         await ensure_schema(self.engine, self.settings)
         # Policies are enforced here too: a database that only this app opened has them.
         await seed_default_policies(self.engine)
-        self.metrics.workflows.update(await workflow_counts(self.engine))
-        await self.executor.start()
+        await self.refresh_workflow_counts()
+        await self.scheduler.start()
         if self.background:
             self.webhooks.start()
             self._retention = asyncio.create_task(self._prune_forever(), name="retention")
-        log.info("orchestrator started", worker=self.executor.worker_id)
+        log.info("orchestrator started", worker=self.scheduler.worker_id)
 
     async def refresh_workflow_counts(self) -> None:
-        """On PostgreSQL other processes move workflows too: read the gauge's counts from
-        the database (the in-memory executor's own counts are exact)."""
-        if self.settings.is_sqlite:
-            return
+        """The workflows gauge, as the database has them (other processes, and the
+        journal's commits, move them)."""
         counts = await workflow_counts(self.engine)
         self.metrics.workflows.clear()
         self.metrics.workflows.update(counts)
 
     def committed(self) -> None:
         """New events are in the log: wake the stream readers and the webhook sender."""
+        self.metrics.commits.inc()
         self.events.notify()
         self.webhooks.notify()
 
@@ -175,7 +189,7 @@ class Orchestrator:
         if self._retention is not None:
             self._retention.cancel()
             await asyncio.gather(self._retention, return_exceptions=True)
-        await self.executor.stop()
+        await self.scheduler.stop()
         await self.webhooks.stop()
         await self.engine.dispose()
         if self._lock is not None:
@@ -207,6 +221,7 @@ class Orchestrator:
             "parallel_limit": parallel_limit,
             "rollback_enabled": spec.rollback_enabled,
             "check_mode": spec.check_mode,
+            "cancel_requested": False,
             "owner": owner,
             "spec": spec.request,
             "error": None,
@@ -216,22 +231,32 @@ class Orchestrator:
         }
         ids = {t.name: new_id() for t in spec.tasks}
         rows = [
-            task_row(t, ids[t.name], workflow_id, order[t.name], self.settings.executor)
+            task_row(t, ids[t.name], workflow_id, order[t.name], self.task_defaults)
             for t in spec.tasks
         ]
         edges = [(ids[t.name], ids[d], "hard") for t in spec.tasks for d in t.dependencies]
         edges += [(ids[t.name], ids[d], "soft") for t in spec.tasks for d in t.soft_dependencies]
-        await self.executor.store_workflow(workflow, rows, edges)
+        await self.scheduler.submit(NewWorkflow(workflow, rows, edges))
         self.committed()
-        self.metrics.workflow_moved(None, "Pending")
         if spec.kind == "rollback":
             self.metrics.rollbacks.inc()
-        dependencies: dict[str, list[tuple[str, str]]] = {ids[t.name]: [] for t in spec.tasks}
-        for task_id, depends_on, kind in edges:
-            dependencies[task_id].append((depends_on, kind))
-        stored = StoredWorkflow(workflow, sorted(rows, key=lambda r: r["position"]), dependencies)
-        await self.executor.submit(stored)
         return workflow_id
+
+    async def cancel(self, workflow_id: str) -> bool:
+        """Cancel a workflow; False if it had already ended."""
+        return await self.scheduler.cancel(workflow_id)
+
+    async def wait(self, workflow_id: str, patience: float | None = None) -> None:
+        """Return once the workflow has ended (or `patience` seconds have passed)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(patience):
+                await self.scheduler.wait(workflow_id)
+
+
+def worker_identity(data_dir: str) -> str:
+    """`host/xxxxxxxx`: stable across restarts of the worker using this data directory."""
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:8]
+    return f"{socket.gethostname()[:50]}/{digest}"
 
 
 def freeze_startup_heap() -> None:

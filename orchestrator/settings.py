@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from orchestrator.fields import MAX_PARALLEL_LIMIT
+from orchestrator.specs import TaskDefaults
 
 ENV_PREFIX = "PROVISIONING_"
 #: Variables read by the CLI as a client, or once at first start, not settings.
@@ -157,6 +158,15 @@ class ExecutorSettings(msgspec.Struct, forbid_unknown_fields=True):
     poll_interval: float = 1.0
     #: Tasks one worker process runs at once (the global limit holds across workers).
     worker_limit: int = 32
+
+    def task_defaults(self) -> TaskDefaults:
+        return TaskDefaults(
+            max_attempts=self.retry.max_attempts,
+            retry_initial_delay=self.retry.initial_delay,
+            retry_max_delay=self.retry.max_delay,
+            timeout=self.default_timeout or None,
+            jitter=self.retry.jitter,
+        )
 
 
 class SqliteSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -19,7 +19,8 @@ from orchestrator.api.limits import REQUEST_BODY, YAML_TYPES, BadBody, BodyLimit
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.batch import Batch, check_storage_backend, plan_batch
 from orchestrator.errors import DomainError, InvalidInput, NotFound
-from orchestrator.planner import InstanceTypes, TaskLimits, WorkflowSpec
+from orchestrator.planner import InstanceTypes, TaskLimits
+from orchestrator.specs import WorkflowSpec
 from orchestrator.store.workflows import (
     compensations_of,
     get_workflow,
@@ -245,7 +246,7 @@ class BatchController(Controller):
     async def cancel(self, state: State, batch_id: str) -> Envelope[str]:
         orchestrator = orchestrator_of(state)
         workflow = await _batch(orchestrator.engine, batch_id)
-        if not await orchestrator.executor.cancel(batch_id):
+        if not await orchestrator.cancel(batch_id):
             return Envelope(f"Batch {batch_id} already ended ({workflow['status']})")
         return Envelope("Operation cancelled")
 

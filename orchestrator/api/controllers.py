@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -30,13 +29,13 @@ from orchestrator.errors import NotFound
 from orchestrator.events import read_events
 from orchestrator.planner import (
     TaskLimits,
-    WorkflowSpec,
     check_operation,
     plan_cluster,
     plan_servers,
     plan_taskserv,
 )
 from orchestrator.service import Orchestrator
+from orchestrator.specs import WorkflowSpec
 from orchestrator.store.workflows import get_task, get_workflow, list_tasks, list_workflows
 from orchestrator.workspace import load_infra
 
@@ -88,12 +87,7 @@ async def _submit(
     await security_of(request).authorize_items(request.scope, items)
     workflow_id = await orchestrator.submit(spec)
     if wait:
-        timeout = orchestrator.settings.server.wait_timeout
-        try:
-            async with asyncio.timeout(timeout):
-                await orchestrator.executor.wait(workflow_id)
-        except TimeoutError:
-            pass
+        await orchestrator.wait(workflow_id, orchestrator.settings.server.wait_timeout)
     workflow = await get_workflow(orchestrator.engine, workflow_id)
     status = workflow["status"] if workflow else "Pending"
     return Response(
@@ -275,6 +269,6 @@ class WorkflowController(Controller):
         row = await get_workflow(orchestrator.engine, workflow_id)
         if row is None:
             raise NotFound(f"workflow '{workflow_id}' not found")
-        if not await orchestrator.executor.cancel(workflow_id):
+        if not await orchestrator.cancel(workflow_id):
             return Envelope(f"Workflow {workflow_id} already ended ({row['status']})")
         return Envelope("Workflow cancelled")

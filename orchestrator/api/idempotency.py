@@ -23,7 +23,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.store.journal import utcnow
+from orchestrator.clock import utcnow
 from orchestrator.store.models import IdempotentRequest
 
 HEADER = b"idempotency-key"

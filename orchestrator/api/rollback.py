@@ -19,9 +19,9 @@ from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page
 from orchestrator.api.state import human_bytes
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.fields import Id, Identifier, Name, Text
-from orchestrator.planner import WorkflowSpec
 from orchestrator.rollback import plan_compensations
 from orchestrator.service import Orchestrator
+from orchestrator.specs import WorkflowSpec
 from orchestrator.store.checkpoints import (
     create_checkpoint,
     get_checkpoint,
@@ -177,11 +177,7 @@ class RollbackController(Controller):
             await security_of(request).authorize_items(request.scope, items)
             rollback_id = await orchestrator.submit(spec)
         if data.wait:
-            try:
-                async with asyncio.timeout(orchestrator.settings.server.wait_timeout):
-                    await orchestrator.executor.wait(rollback_id)
-            except TimeoutError:
-                pass
+            await orchestrator.wait(rollback_id, orchestrator.settings.server.wait_timeout)
         return Envelope(await _rollback_result(orchestrator, rollback_id, started))
 
     @post("/restore/{checkpoint_id:str}", status_code=200, summary="Restore recorded state")

@@ -11,7 +11,7 @@ import msgspec
 from orchestrator.api.redaction import redact, redact_args, redact_text
 from orchestrator.errors import InvalidInput
 from orchestrator.fields import NO_CONTROL, Name, ParallelLimit
-from orchestrator.planner import TaskSpec
+from orchestrator.specs import TaskSpec
 
 #: An infra or a settings file: one name inside the workspace, the rule of
 #: `orchestrator.workspace.NAME`.

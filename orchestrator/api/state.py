@@ -17,8 +17,8 @@ from litestar.datastructures import State
 
 from orchestrator.api.controllers import orchestrator_of
 from orchestrator.api.envelope import Envelope
+from orchestrator.clock import utcnow
 from orchestrator.errors import NotFound
-from orchestrator.store.journal import utcnow
 from orchestrator.store.retention import sizes
 from orchestrator.store.statistics import (
     checkpoint_count,
@@ -205,8 +205,8 @@ class StateController(Controller):
                 active_workflows=sum(counts[s] for s in ACTIVE_WORKFLOW_STATUSES),
                 completed_workflows=counts["Completed"],
                 failed_workflows=counts["Failed"],
-                running_tasks=orchestrator.executor.running,
-                queued_tasks=orchestrator.executor.queued,
+                running_tasks=orchestrator.scheduler.running,
+                queued_tasks=orchestrator.scheduler.queued,
                 system_load=load,
             )
         )
@@ -226,7 +226,7 @@ class StateController(Controller):
         except Exception as exc:
             components["storage"] = components["monitoring"] = "Unhealthy"
             details["storage"] = type(exc).__name__
-        executor = orchestrator.executor
+        executor = orchestrator.scheduler
         if not executor.started or not executor.healthy:
             components["batch_coordinator"] = "Unhealthy"
             details["batch_coordinator"] = "the executor is not running"

@@ -58,7 +58,7 @@ async def _run(settings: Settings) -> None:
     freeze_startup_heap()
     click.echo("provisioning worker")
     for key, value in (
-        ("id", orchestrator.executor.worker_id),
+        ("id", orchestrator.scheduler.worker_id),
         ("database", shown_database(settings)),
         ("workspace", str(settings.workspace)),
         ("providers", ", ".join(sorted(orchestrator.providers)) or "none"),

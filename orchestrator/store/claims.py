@@ -11,17 +11,17 @@ recorded is `store/endings.py`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.store.journal import utcnow, write_events
+from orchestrator.clock import utcnow
+from orchestrator.store.journal import write_events
 from orchestrator.store.models import Task, Workflow
-from providers.base import JSON
+from orchestrator.store.taskstore import JSON, Limits
 
 if TYPE_CHECKING:
     from orchestrator.webhooks import Outbox
@@ -94,13 +94,6 @@ RETURNING tasks.*, w.check_mode, w.kind AS workflow_kind, w.status AS workflow_s
     pg_notify('provisioning_events', '') AS notified
 """
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    global_limit: int
-    provider_limit: int
-    provider_limits: Mapping[str, int] = field(default_factory=dict)
 
 
 async def claim(

@@ -11,28 +11,29 @@ claim only notifies `CHANNEL_EVENTS`, as it frees no work for the others.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.attempt import compensation_rows
+from orchestrator.clock import utcnow
 from orchestrator.ids import new_id
-from orchestrator.outcomes import (
+from orchestrator.rollback import DoneTask, compensation_rows
+from orchestrator.rules import (
     ACTIVE_WORKFLOW,
     CANCELLED_BY_REQUEST,
     EndedTask,
-    backoff_delay,
+    Outcome,
+    RetryPolicy,
+    TaskStatus,
+    after_attempt,
     dependency_reason,
     stop_reason,
     stops_workflow,
     workflow_end,
 )
-from orchestrator.rollback import DoneTask
-from orchestrator.settings import ExecutorSettings
+from orchestrator.specs import TaskDefaults
 from orchestrator.store.claims import (
     CHANNEL_CANCEL,
     CHANNEL_TASKS,
@@ -40,47 +41,12 @@ from orchestrator.store.claims import (
     event_row,
     notify_in,
 )
-from orchestrator.store.journal import ResourceWrite, utcnow, write_events, write_resource
+from orchestrator.store.journal import ResourceRecord, write_events, write_resource
 from orchestrator.store.models import Task, TaskDependency, Workflow
-from providers.base import JSON, ResourceChange
+from orchestrator.store.taskstore import JSON, AttemptEnd, EndReport
 
 if TYPE_CHECKING:
     from orchestrator.webhooks import Outbox
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptEnd:
-    """How one attempt of a task ended, as its worker saw it."""
-
-    task_id: str
-    workflow_id: str
-    #: The lease owner the task must still have; otherwise the end is not recorded.
-    owner: str
-    #: completed | failed | cancelled | released (stopped by a worker shutting down:
-    #: pending again at once, the attempt not counted)
-    outcome: str
-    error: str | None = None
-    retryable: bool = True
-    output: str | None = None
-    result: JSON | None = None
-    resources: Sequence[ResourceChange] = ()
-    #: Recorded by someone other than the attempt's worker (its lease expired, or it
-    #: is shutting down): a `TaskInterrupted` event comes first (`TaskRecovered` for
-    #: one its provider knows completed).
-    interrupted: bool = False
-    #: Only if the lease has expired (recovering another worker's task).
-    expired_only: bool = False
-
-
-@dataclass(slots=True)
-class EndReport:
-    """What the transaction did, for the worker's metrics."""
-
-    status: str
-    retry_delay: float | None = None
-    #: Pending tasks it cancelled besides (dependents of a failure, a cancel's).
-    cancelled: int = 0
-    rollback_started: bool = False
 
 
 class _Changes:
@@ -101,30 +67,31 @@ class _Changes:
 async def end_attempt(
     engine: AsyncEngine,
     end: AttemptEnd,
-    settings: ExecutorSettings,
+    defaults: TaskDefaults,
     outbox: Outbox | None,
 ) -> EndReport | None:
-    """Record how an attempt ended; None if the task's lease is no longer `end.owner`'s."""
+    """Record how an attempt ended; None if the task's lease is no longer its owner's."""
+    claim = end.claim
     async with engine.begin() as connection:
-        workflow = await _lock_workflow(connection, end.workflow_id)
+        workflow = await _lock_workflow(connection, claim.workflow_id)
         if workflow is None:
             return None
         changes = _Changes()
-        if end.outcome == "completed":
-            report = await _complete(connection, changes, workflow, end, settings)
+        if end.outcome == Outcome.COMPLETED:
+            report = await _complete(connection, changes, workflow, end, defaults)
             if report is None:
                 return None
             await connection.run_sync(write_events, changes.events, outbox)
             return report
         query = select(Task.__table__).where(
-            Task.id == end.task_id, Task.status == "Running", Task.lease_owner == end.owner
+            Task.id == claim.task_id, Task.status == "Running", Task.lease_owner == claim.owner
         )
         if end.expired_only:
             query = query.where(Task.lease_expires_at < func.now())
         task = (await connection.execute(query.with_for_update())).mappings().first()
         if task is None:
             return None
-        report = EndReport(status="")
+        report = EndReport()
         if workflow["status"] == "Pending":
             await _move_workflow(connection, changes, report, workflow, "Running", None)
         if end.interrupted:
@@ -134,8 +101,8 @@ async def end_attempt(
                 workflow["id"],
                 task["id"],
             )
-        await _record_end(connection, changes, report, workflow, dict(task), end, settings)
-        await _finish_if_done(connection, changes, report, workflow, settings)
+        await _record_end(connection, changes, report, workflow, dict(task), end, defaults)
+        await _finish_if_done(connection, changes, report, workflow, defaults)
         await connection.run_sync(write_events, changes.events, outbox)
         await notify_in(connection)
         report.cancelled = changes.cancelled
@@ -143,12 +110,11 @@ async def end_attempt(
 
 
 async def request_cancel(
-    engine: AsyncEngine, workflow_id: str, settings: ExecutorSettings, outbox: Outbox | None
-) -> int | None:
+    engine: AsyncEngine, workflow_id: str, defaults: TaskDefaults, outbox: Outbox | None
+) -> EndReport | None:
     """Cancel a workflow: pending tasks end at once, workers stop the running ones.
 
-    Returns how many pending tasks it cancelled; None if the workflow has already ended
-    (or does not exist)."""
+    None if the workflow has already ended (or does not exist)."""
     async with engine.begin() as connection:
         # Claims lock task rows, then a Pending workflow's row; this locks the workflow
         # row, then its pending tasks: taking the claims' lock first keeps the two apart.
@@ -180,12 +146,19 @@ async def request_cancel(
             cancelled.add(task_id)
             reason = dependency_reason(name, "Cancelled")
             cancelled.update(await _cascade(connection, changes, workflow_id, [task_id], reason))
-        report = EndReport(status="Cancelled")
-        await _finish_if_done(connection, changes, report, workflow, settings)
+        report = EndReport(status=TaskStatus.CANCELLED)
+        await _finish_if_done(connection, changes, report, workflow, defaults)
         await connection.run_sync(write_events, changes.events, outbox)
         await notify_in(connection)
         await notify_in(connection, CHANNEL_CANCEL, workflow_id)
-        return changes.cancelled
+        report.cancelled = changes.cancelled
+        report.running = [
+            row[0]
+            for row in await connection.execute(
+                select(Task.id).where(Task.workflow_id == workflow_id, Task.status == "Running")
+            )
+        ]
+        return report
 
 
 async def _complete(
@@ -193,12 +166,13 @@ async def _complete(
     changes: _Changes,
     workflow: dict[str, Any],
     end: AttemptEnd,
-    settings: ExecutorSettings,
+    defaults: TaskDefaults,
 ) -> EndReport | None:
     """The common end, in as few round trips as it can: one statement marks the task
-    `Completed` (if the lease is still `end.owner`'s), releases its dependents, tells
+    `Completed` (if the lease is still its owner's), releases its dependents, tells
     whether anything else of the workflow is left and notifies the workers."""
-    guard = [Task.id == end.task_id, Task.status == "Running", Task.lease_owner == end.owner]
+    claim = end.claim
+    guard = [Task.id == claim.task_id, Task.status == "Running", Task.lease_owner == claim.owner]
     if end.expired_only:
         guard.append(Task.lease_expires_at < func.now())
     done = (
@@ -251,13 +225,13 @@ async def _complete(
     row = (await connection.execute(statement)).mappings().first()
     if row is None:
         return None
-    report = EndReport(status="Completed")
+    report = EndReport(status=TaskStatus.COMPLETED)
     if workflow["status"] == "Pending":  # its start was not recorded (a recovery)
         await _move_workflow(connection, changes, report, workflow, "Running", None)
     if end.interrupted:
         changes.event(
             "TaskRecovered",
-            {"task_id": row["id"], "worker": end.owner, "output": end.output},
+            {"task_id": row["id"], "worker": claim.owner, "output": end.output},
             workflow["id"],
             row["id"],
         )
@@ -268,10 +242,10 @@ async def _complete(
     if not workflow["check_mode"]:
         for change in end.resources:
             await connection.run_sync(
-                write_resource, ResourceWrite(row["provider"], workflow["id"], row["id"], change)
+                write_resource, ResourceRecord(row["provider"], workflow["id"], row["id"], change)
             )
     if not row["unfinished"]:
-        await _finish_if_done(connection, changes, report, workflow, settings)
+        await _finish_if_done(connection, changes, report, workflow, defaults)
     return report
 
 
@@ -306,83 +280,59 @@ async def _record_end(
     workflow: dict[str, Any],
     task: dict[str, Any],
     end: AttemptEnd,
-    settings: ExecutorSettings,
+    defaults: TaskDefaults,
 ) -> None:
     """An attempt that did not complete: handed back, retried, or the task's end (then
-    its dependents are cancelled or released, and the workflow may stop)."""
+    its dependents are cancelled or released, and the workflow may stop), as
+    `rules.after_attempt` decides."""
     workflow_id = workflow["id"]
     base = {"lease_owner": None, "lease_expires_at": None, "handle": None}
-    error = end.error or "failed"
-    stopper = None if task["compensates"] else await _stopper(connection, workflow_id)
-    if end.outcome == "released" and not workflow["cancel_requested"] and stopper is None:
-        report.status = "Pending"
-        await connection.execute(
-            update(Task)
-            .where(Task.id == task["id"])
-            .values(status="Pending", attempts=Task.attempts - 1, not_before=None, **base)
-        )
-        changes.event(
-            "TaskStatusChanged",
-            {
-                "released": True,
-                "task_id": task["id"],
-                "name": task["name"],
-                "status": "Pending",
-                "attempt": task["attempts"],
-                "error": error,
-            },
-            workflow_id,
-            task["id"],
-        )
-        return
-    retry = end.retryable and task["attempts"] < task["max_attempts"]
-    if workflow["cancel_requested"] or end.outcome == "cancelled":
-        status, error = "Cancelled", CANCELLED_BY_REQUEST
-    elif (retry or end.outcome == "released") and stopper is not None:
-        status, error = "Cancelled", stop_reason(stopper)
-    elif retry:
-        delay = backoff_delay(
-            task["attempts"],
+    decision = after_attempt(
+        end.outcome,
+        error=end.error,
+        retryable=end.retryable,
+        attempt=task["attempts"],
+        policy=RetryPolicy(
+            task["max_attempts"],
             task["retry_initial_delay"],
             task["retry_max_delay"],
-            settings.retry.jitter,
-        )
-        report.status, report.retry_delay = "Pending", delay
+            defaults.jitter,
+        ),
+        cancel_requested=bool(workflow["cancel_requested"]),
+        stopped_by=None if task["compensates"] else await _stopper(connection, workflow_id),
+    )
+    report.status = decision.status
+    if decision.status == TaskStatus.PENDING:
+        data: JSON = {
+            "task_id": task["id"],
+            "name": task["name"],
+            "status": "Pending",
+            "attempt": task["attempts"],
+            "error": decision.error,
+        }
+        values: dict[str, Any]
+        if decision.released:
+            values = {"attempts": Task.attempts - 1, "not_before": None}
+            data["released"] = True
+        else:
+            delay = decision.retry_delay or 0.0
+            report.retry_delay = delay
+            values = {"not_before": changes.now + timedelta(seconds=delay)}
+            data.update(retrying=True, max_attempts=task["max_attempts"], delay=round(delay, 3))
         await connection.execute(
             update(Task)
             .where(Task.id == task["id"])
-            .values(
-                status="Pending",
-                error=error,
-                not_before=changes.now + timedelta(seconds=delay),
-                **base,
-            )
+            .values(status="Pending", error=decision.error, **values, **base)
         )
-        changes.event(
-            "TaskStatusChanged",
-            {
-                "retrying": True,
-                "task_id": task["id"],
-                "name": task["name"],
-                "status": "Pending",
-                "attempt": task["attempts"],
-                "max_attempts": task["max_attempts"],
-                "delay": round(delay, 3),
-                "error": error,
-            },
-            workflow_id,
-            task["id"],
-        )
+        changes.event("TaskStatusChanged", data, workflow_id, task["id"])
         return
-    else:
-        status = "Failed"
-    report.status = status
+    status, error = decision.status, decision.error or "failed"
     await connection.execute(
         update(Task)
         .where(Task.id == task["id"])
-        .values(status=status, error=error, completed_at=changes.now, **base)
+        .values(status=str(status), error=error, completed_at=changes.now, **base)
     )
-    data = {"task_id": task["id"], "name": task["name"], "status": status, "error": error}
+    data = {"task_id": task["id"], "name": task["name"], "status": str(status), "error": error}
     if task["operation_id"] is not None:
         data["operation_id"] = task["operation_id"]
     changes.event("TaskStatusChanged", data, workflow_id, task["id"])
@@ -506,7 +456,7 @@ async def _finish_if_done(
     changes: _Changes,
     report: EndReport,
     workflow: dict[str, Any],
-    settings: ExecutorSettings,
+    defaults: TaskDefaults,
 ) -> None:
     workflow_id = workflow["id"]
     unfinished = await connection.execute(
@@ -538,7 +488,7 @@ async def _finish_if_done(
         cause=workflow["error"],
     )
     if end.rollback and await _start_rollback(
-        connection, changes, report, workflow, tasks, end.error or "", settings
+        connection, changes, report, workflow, tasks, end.error or "", defaults
     ):
         return
     await _move_workflow(connection, changes, report, workflow, end.status, end.error)
@@ -576,7 +526,7 @@ async def _start_rollback(
     workflow: dict[str, Any],
     tasks: list[dict[str, Any]],
     cause: str,
-    settings: ExecutorSettings,
+    defaults: TaskDefaults,
 ) -> bool:
     workflow_id = workflow["id"]
     completed = [t for t in tasks if t["status"] == "Completed" and t["compensates"] is None]
@@ -606,7 +556,7 @@ async def _start_rollback(
         )
         for t in sorted(completed, key=lambda t: t["position"])
     ]
-    rows, new_edges = compensation_rows(done, workflow_id, len(tasks), settings, new_id)
+    rows, new_edges = compensation_rows(done, workflow_id, len(tasks), defaults, new_id)
     await connection.execute(insert(Task), rows)
     if new_edges:
         await connection.execute(

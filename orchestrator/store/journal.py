@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +26,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeEngine
 
+from orchestrator.clock import utcnow
 from orchestrator.ids import new_id
 from orchestrator.store.models import Base, Event, Resource, Task, TaskDependency, Workflow
-from providers.base import ResourceChange
+from orchestrator.store.taskstore import ResourceWrite
 
 if TYPE_CHECKING:
     from orchestrator.webhooks import Outbox
@@ -49,7 +50,7 @@ TASK_STATE_COLUMNS = (
     "started_at",
     "completed_at",
 )
-WORKFLOW_STATE_COLUMNS = ("status", "error", "started_at", "completed_at")
+WORKFLOW_STATE_COLUMNS = ("status", "error", "started_at", "completed_at", "cancel_requested")
 
 
 _update_task = (
@@ -81,16 +82,14 @@ _release_all = _release(soft_only=False)
 _release_soft = _release(soft_only=True)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+@dataclass(frozen=True, slots=True)
+class ResourceRecord:
+    """A task's change to the inventory, with the task that made it."""
 
-
-@dataclass(slots=True)
-class ResourceWrite:
     provider: str
     workflow_id: str
     task_id: str
-    change: ResourceChange
+    change: ResourceWrite
 
 
 class JournalError(Exception):
@@ -124,7 +123,7 @@ class Journal:
         self._released_soft: list[str] = []
         self._new_tasks: list[dict[str, Any]] = []
         self._new_edges: list[dict[str, Any]] = []
-        self._resources: list[ResourceWrite] = []
+        self._resources: list[ResourceRecord] = []
         #: Flushes waiting for the next commit, and for the one being written (None: idle).
         self._waiters: list[asyncio.Future[None]] = []
         self._writing: list[asyncio.Future[None]] | None = None
@@ -195,8 +194,8 @@ class Journal:
         self._new_edges.extend({"task_id": t, "depends_on": d, "kind": k} for t, d, k in edges)
         self._soon()
 
-    def resource(self, write: ResourceWrite) -> None:
-        self._resources.append(write)
+    def resource(self, record: ResourceRecord) -> None:
+        self._resources.append(record)
 
     def _has_pending(self) -> bool:
         return bool(
@@ -423,16 +422,20 @@ def insert_many(connection: Connection, model: type[Base], rows: list[dict[str, 
     if connection.dialect.name != "sqlite" or any(tuple(row) != keys for row in rows):
         connection.execute(insert(model), rows)
         return
-    cache_key = (model.__tablename__, keys, type(connection.dialect))
-    prepared = _inserts.get(cache_key)
+    # Per dialect instance: its bind processors hold its engine's JSON serializer.
+    cache = _inserts.setdefault(connection.dialect, {})
+    cache_key = (model.__tablename__, keys)
+    prepared = cache.get(cache_key)
     if prepared is None:
         columns = model.__table__.c
         types = {key: columns[key].type for key in keys}
-        prepared = _inserts[cache_key] = _Prepared(insert(model), connection.dialect, types)
+        prepared = cache[cache_key] = _Prepared(insert(model), connection.dialect, types)
     prepared.run(connection, [list(row.values()) for row in rows])
 
 
-_inserts: dict[tuple[str, tuple[str, ...], type[Dialect]], _Prepared] = {}
+_inserts: weakref.WeakKeyDictionary[Dialect, dict[tuple[str, tuple[str, ...]], _Prepared]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def write_events(
@@ -476,12 +479,12 @@ class _Batch:
     events: list[dict[str, Any]]
     released: list[str]
     released_soft: list[str]
-    resources: list[ResourceWrite]
+    resources: list[ResourceRecord]
     new_tasks: list[dict[str, Any]]
     new_edges: list[dict[str, Any]]
 
 
-def write_resource(connection: Connection, write: ResourceWrite) -> None:
+def write_resource(connection: Connection, write: ResourceRecord) -> None:
     change = write.change
     key = (
         (Resource.provider == write.provider)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.store.journal import utcnow
+from orchestrator.clock import utcnow
 from orchestrator.store.models import Checkpoint, Event, Task, WebhookDelivery, Workflow
 
 FINISHED = ("Completed", "Failed", "Cancelled", "RolledBack")

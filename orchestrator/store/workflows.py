@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.planner import TaskSpec
-from orchestrator.settings import ExecutorSettings
-from orchestrator.store.journal import insert_many, utcnow, write_events
+from orchestrator.clock import utcnow
+from orchestrator.store.journal import insert_many, write_events
 from orchestrator.store.models import Resource, Task, TaskDependency, Workflow
 
 if TYPE_CHECKING:
@@ -247,53 +246,6 @@ async def list_workflows(
     return workflows, int(total)
 
 
-def task_row(
-    task: TaskSpec, task_id: str, workflow_id: str, position: int, executor: ExecutorSettings
-) -> dict[str, Any]:
-    """The row of a new task, with the configured retry and timeout defaults filled in."""
-    retry = executor.retry
-    timeout = task.timeout if task.timeout is not None else executor.default_timeout
-    return {
-        "id": task_id,
-        "workflow_id": workflow_id,
-        "operation_id": task.operation_id,
-        "position": position,
-        "name": task.name,
-        "command": task.command or f"{task.provider} {task.action}",
-        "args": task.args,
-        "provider": task.provider,
-        "action": task.action,
-        "params": task.params,
-        "status": "Pending",
-        "pending_dependencies": len(task.dependencies) + len(task.soft_dependencies),
-        "attempts": 0,
-        "max_attempts": task.max_attempts or retry.max_attempts,
-        "retry_initial_delay": (
-            task.retry_initial_delay
-            if task.retry_initial_delay is not None
-            else retry.initial_delay
-        ),
-        "retry_max_delay": (
-            task.retry_max_delay if task.retry_max_delay is not None else retry.max_delay
-        ),
-        "timeout": timeout or None,
-        "progress": 0.0,
-        "output": None,
-        "error": None,
-        "result": None,
-        "on_failure": task.on_failure,
-        "compensates": task.compensates,
-        "compensation": task.compensation,
-        "not_before": None,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "handle": None,
-        "created_at": utcnow(),
-        "started_at": None,
-        "completed_at": None,
-    }
-
-
 async def tasks_of(engine: AsyncEngine, workflow_ids: Sequence[str]) -> list[dict[str, Any]]:
     """Every task of the given workflows, in workflow order."""
     if not workflow_ids:
@@ -322,3 +274,20 @@ async def compensations_of(engine: AsyncEngine, task_ids: Sequence[str]) -> list
             )
         ).mappings()
         return [dict(row) for row in rows]
+
+
+class SqlInventory:
+    """What one provider instance has recorded: its rows of the resources table (the
+    `Inventory` its calls see)."""
+
+    def __init__(self, engine: AsyncEngine, provider: str) -> None:
+        self._engine = engine
+        self._provider = provider
+
+    async def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        row = await get_resource(self._engine, self._provider, kind, name)
+        return None if row is None else {**row["data"], "status": row["status"]}
+
+    async def list(self, kind: str) -> list[dict[str, Any]]:
+        rows = await list_resources(self._engine, self._provider, kind)
+        return [{**row["data"], "name": row["name"], "status": row["status"]} for row in rows]

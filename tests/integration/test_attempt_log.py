@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, select
 
-from orchestrator.executor import Executor
-from orchestrator.planner import TaskSpec, WorkflowSpec
 from orchestrator.service import Orchestrator
 from orchestrator.settings import load_settings
+from orchestrator.specs import TaskSpec, WorkflowSpec
 from orchestrator.store.attempt_log import AttemptLog
 from orchestrator.store.models import Event, Task
+from orchestrator.store.sqlite import SqliteTaskStore
 
 # The attempt log belongs to the embedded (SQLite) executor.
 pytestmark = pytest.mark.backend_independent
@@ -62,8 +62,14 @@ async def wait_for(path: Path, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.01)
 
 
+def _store(app: Orchestrator) -> SqliteTaskStore:
+    store = app.scheduler.store
+    assert isinstance(store, SqliteTaskStore)
+    return store
+
+
 @asynccontextmanager
-async def journal_held(executor: Executor) -> AsyncIterator[None]:
+async def journal_held(store: SqliteTaskStore) -> AsyncIterator[None]:
     """Nothing is committed inside: the journal's thread runs a job that waits."""
     entered, release = threading.Event(), threading.Event()
 
@@ -71,12 +77,12 @@ async def journal_held(executor: Executor) -> AsyncIterator[None]:
         entered.set()
         release.wait(30)
 
-    holding = asyncio.ensure_future(executor.journal.write(hold))
+    holding = asyncio.ensure_future(store.journal.write(hold))
     await asyncio.to_thread(entered.wait, 10)
-    commits = executor.journal.commits
+    commits = store.journal.commits
     try:
         yield
-        assert executor.journal.commits == commits, "committed while held"
+        assert store.journal.commits == commits, "committed while held"
     finally:
         release.set()
         await holding
@@ -97,14 +103,14 @@ async def test_a_task_starts_without_waiting_for_a_commit_but_a_dependent_waits(
             WorkflowSpec(kind="custom", name="w", tasks=tasks, parallel_limit=1)
         )
         await wait_for(command_dir / "first.started")
-        async with journal_held(app.executor):
+        async with journal_held(_store(app)):
             (command_dir / "go").touch()
             # `first` ends; `independent` (next in line) runs with nothing committed...
             await wait_for(command_dir / "independent.ran")
             await asyncio.sleep(0.5)
             # ...but `dependent` waits for the commit of `first`'s end.
             assert not (command_dir / "dependent.ran").exists()
-        await asyncio.wait_for(app.executor.wait(workflow_id), 10)
+        await asyncio.wait_for(app.scheduler.wait(workflow_id), 10)
         assert (command_dir / "dependent.ran").exists()
         async with app.engine.connect() as connection:
             statuses = set(
@@ -156,7 +162,7 @@ async def test_an_attempt_only_the_log_knows_of_is_stopped_counted_and_retried(
     (command_dir / "orphan.pid").write_text(str(orphan.pid))
     try:
         start = _start_time(orphan.pid)
-        log = AttemptLog(command_dir / "data" / "attempts.log", first.executor.journal)
+        log = AttemptLog(command_dir / "data" / "attempts.log", _store(first).journal)
         log.open()
         log.started(work_id, 1)
         log.handle(
@@ -166,7 +172,7 @@ async def test_an_attempt_only_the_log_knows_of_is_stopped_counted_and_retried(
 
         async with orchestrator(command_dir) as second:
             assert orphan.wait(timeout=10) == -signal.SIGTERM  # stopped before a rerun
-            await asyncio.wait_for(second.executor.wait(workflow_id), 20)
+            await asyncio.wait_for(second.scheduler.wait(workflow_id), 20)
             async with second.engine.connect() as connection:
                 row = (
                     await connection.execute(

@@ -1,23 +1,32 @@
-"""The executor's rules, checked on random graphs with random failures.
+"""The scheduler's rules, checked on random graphs with random failures.
 
-Each example runs real workflows on a fresh database (of the suite's backend) with the
-shipped simulated cloud, then reads the event log back: the order and concurrency it
-records are what really happened.
+Each example runs real workflows with the shipped simulated cloud, then reads the event
+log back: the order and concurrency it records are what really happened. On a fresh
+database of the suite's backend, through the whole service; and on the in-memory store,
+the same scheduler, in a fraction of the time.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from orchestrator.planner import TaskSpec, WorkflowSpec
+from orchestrator.attempt import Surroundings
+from orchestrator.metrics import Metrics
+from orchestrator.scheduler import Scheduler
 from orchestrator.service import Orchestrator
 from orchestrator.settings import load_settings
+from orchestrator.specs import TaskSpec, WorkflowSpec, task_row
+from orchestrator.store.memory import MemoryTaskStore
 from orchestrator.store.models import Event, Task
+from orchestrator.store.taskstore import Limits, NewWorkflow
+from providers.registry import build_instances
 from tests.backend import settings_env
 
 MAX_ATTEMPTS = 2
@@ -87,7 +96,7 @@ async def _run(tmp_path, specs: list[WorkflowSpec], global_limit: int, provider_
         ids = [await orchestrator.submit(spec) for spec in specs]
         async with asyncio.timeout(60):
             for workflow_id in ids:
-                await orchestrator.executor.wait(workflow_id)
+                await orchestrator.scheduler.wait(workflow_id)
         async with orchestrator.engine.connect() as connection:
             events = (
                 (await connection.execute(select(Event.__table__).order_by(Event.seq)))
@@ -100,23 +109,101 @@ async def _run(tmp_path, specs: list[WorkflowSpec], global_limit: int, provider_
     return ids, [dict(e) for e in events], [dict(t) for t in tasks]
 
 
-@settings(
-    max_examples=25,
+EXAMPLES = dict(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(
+CASES = (
     st.lists(workflows(), min_size=1, max_size=3),
     st.integers(1, 5),
     st.integers(1, 3),
 )
+
+
+@settings(max_examples=25, **EXAMPLES)
+@given(*CASES)
 def test_random_workflows_respect_order_limits_and_failure_cascade(
     tmp_path_factory, graphs, global_limit, provider_limit
 ):
     tmp_path = tmp_path_factory.mktemp("exec")
     specs = [_spec(i, g) for i, g in enumerate(graphs)]
     ids, events, tasks = asyncio.run(_run(tmp_path, specs, global_limit, provider_limit))
+    _check(graphs, ids, events, tasks, global_limit, provider_limit)
 
+
+@pytest.mark.backend_independent
+@settings(max_examples=100, **EXAMPLES)
+@given(*CASES)
+def test_the_same_rules_hold_on_the_in_memory_store(graphs, global_limit, provider_limit):
+    specs = [_spec(i, g) for i, g in enumerate(graphs)]
+    ids, events, tasks = asyncio.run(_run_in_memory(specs, global_limit, provider_limit))
+    _check(graphs, ids, events, tasks, global_limit, provider_limit)
+
+
+async def _run_in_memory(specs: list[WorkflowSpec], global_limit: int, provider_limit: int):
+    """The scheduler over a `MemoryTaskStore`: no database, the same rules."""
+    settings_ = load_settings(environ={})
+    store = MemoryTaskStore(
+        Limits(global_limit=global_limit, provider_limit=provider_limit),
+        settings_.executor.task_defaults(),
+    )
+    providers = build_instances(
+        {name: {"type": "sim", "latency": 0} for name in ("upcloud", "aws")}
+    )
+    scheduler = Scheduler(
+        store,
+        providers,
+        settings_.executor,
+        surroundings=Surroundings(Path.cwd()),
+        metrics=Metrics(),
+    )
+    await scheduler.start()
+    try:
+        ids = []
+        for number, spec in enumerate(specs):
+            workflow_id = f"w{number}"
+            ids.append(workflow_id)
+            task_ids = {t.name: f"{workflow_id}-{t.name}" for t in spec.tasks}
+            rows = [
+                task_row(t, task_ids[t.name], workflow_id, i, store.defaults)
+                for i, t in enumerate(spec.tasks)
+            ]
+            edges = [
+                (task_ids[t.name], task_ids[d], "hard") for t in spec.tasks for d in t.dependencies
+            ]
+            workflow = {
+                "id": workflow_id,
+                "kind": spec.kind,
+                "status": "Pending",
+                "parallel_limit": spec.parallel_limit,
+                "check_mode": False,
+                "rollback_enabled": False,
+                "started_at": None,
+                "error": None,
+            }
+            await scheduler.submit(NewWorkflow(workflow, rows, edges))
+        async with asyncio.timeout(60):
+            for workflow_id in ids:
+                await scheduler.wait(workflow_id)
+    finally:
+        await scheduler.stop()
+    tasks = [
+        {
+            "id": t.id,
+            "workflow_id": wf.id,
+            "name": t.name,
+            "provider": t.provider,
+            "status": t.status,
+            "attempts": t.attempts,
+            "error": t.error,
+        }
+        for wf in store.finished.values()
+        for t in wf.tasks.values()
+    ]
+    return ids, store.events, tasks
+
+
+def _check(graphs, ids, events, tasks, global_limit, provider_limit) -> None:
     by_id = {t["id"]: t for t in tasks}
     # Every task ends in a terminal state.
     assert {t["status"] for t in tasks} <= {"Completed", "Failed", "Cancelled"}

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.planner import TaskSpec, WorkflowSpec
 from orchestrator.service import Orchestrator
 from orchestrator.settings import load_settings
+from orchestrator.specs import TaskSpec, WorkflowSpec
 from orchestrator.store.engine import create_engine
 from orchestrator.store.models import Task
 
@@ -74,8 +74,8 @@ async def test_a_timeout_while_a_stop_stops_the_task_does_not_fail_its_attempt(
     command_dir: Path,
 ) -> None:
     """The command ignores SIGTERM, so stopping it takes the kill grace (1 s); its
-    timeout (0.3 s) falls inside: the stop decides, and the attempt stays for a restart
-    to retry, as any attempt a stop interrupts."""
+    timeout (0.3 s) falls inside: the stop decides, and the attempt is handed back, not
+    counted, as any attempt a stop interrupts: it runs again at once after a restart."""
     app = Orchestrator(load_settings(environ=settings(command_dir)))
     await app.start()
     workflow_id = await app.submit(
@@ -87,6 +87,9 @@ async def test_a_timeout_while_a_stop_stops_the_task_does_not_fail_its_attempt(
     await app.stop()
     engine = create_engine(load_settings(environ=settings(command_dir)))  # the store, as left
     try:
-        assert await row(engine, workflow_id) == ("Running", 1, None)
+        status, attempts, error = await row(engine, workflow_id)
+        assert (status, attempts) == ("Pending", 0)
+        assert error is not None
+        assert error.startswith("handed back: worker")
     finally:
         await engine.dispose()

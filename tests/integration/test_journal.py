@@ -12,8 +12,7 @@ import pytest
 from sqlalchemy import Connection, Engine, create_engine, insert, update
 from sqlalchemy.exc import IntegrityError
 
-from orchestrator.planner import TaskSpec
-from orchestrator.settings import ExecutorSettings
+from orchestrator.specs import TaskDefaults, TaskSpec, task_row
 from orchestrator.store.engine import _upgrade_on
 from orchestrator.store.journal import (
     TASK_STATE_COLUMNS,
@@ -25,7 +24,6 @@ from orchestrator.store.journal import (
     insert_many,
 )
 from orchestrator.store.models import Event, Task, Workflow
-from orchestrator.store.workflows import task_row
 
 # The journal writes the embedded SQLite store only, whatever the suite's database.
 pytestmark = pytest.mark.backend_independent
@@ -47,7 +45,7 @@ def _workflow() -> dict[str, Any]:
 
 def _task(task_id: str) -> dict[str, Any]:
     spec = TaskSpec(name=task_id, provider="local", action="run")
-    return {**task_row(spec, task_id, "w1", 0, ExecutorSettings()), "created_at": NOW}
+    return {**task_row(spec, task_id, "w1", 0, TaskDefaults()), "created_at": NOW}
 
 
 STATES: list[dict[str, Any]] = [
@@ -139,7 +137,7 @@ def test_rows_inserted_through_a_prepared_statement_match_sqlalchemy_inserts(
         params={"command": "true", "args": ["ü", 1.5, None]},
         timeout=12.5,
     )
-    row = {**task_row(spec, "x", "w1", 3, ExecutorSettings()), "created_at": NOW}
+    row = {**task_row(spec, "x", "w1", 3, TaskDefaults()), "created_at": NOW}
     with engine.begin() as connection:
         _upgrade_on(connection, url)
         connection.execute(insert(Workflow), [_workflow()])

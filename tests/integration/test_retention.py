@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from orchestrator.planner import TaskSpec, WorkflowSpec
 from orchestrator.service import Orchestrator
 from orchestrator.settings import load_settings
+from orchestrator.specs import TaskSpec, WorkflowSpec
 from orchestrator.store.checkpoints import create_checkpoint
 from orchestrator.store.journal import utcnow
 from orchestrator.store.models import Checkpoint, Event, Task, Workflow
@@ -56,7 +56,7 @@ def test_old_records_go_in_batches_and_a_checkpoints_work_stays(tmp_path):
             ids = []
             for name in ("old", "kept-by-checkpoint", "recent"):
                 ids.append(await orchestrator.submit(_spec(name)))
-                await orchestrator.executor.wait(ids[-1])
+                await orchestrator.scheduler.wait(ids[-1])
             await _age(orchestrator, ids[0], 200)
             await _age(orchestrator, ids[1], 150)
             await create_checkpoint(orchestrator.engine, "cp", "")

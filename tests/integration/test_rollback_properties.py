@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from orchestrator.planner import TaskSpec, WorkflowSpec
 from orchestrator.rollback import plan_compensations
 from orchestrator.service import Orchestrator
 from orchestrator.settings import load_settings
+from orchestrator.specs import TaskSpec, WorkflowSpec
 from orchestrator.store.checkpoints import create_checkpoint, undoable_tasks
 from orchestrator.store.models import Event, Task, TaskDependency
 from tests.backend import settings_env
@@ -129,7 +129,7 @@ def test_a_failed_batch_compensates_exactly_what_completed(tmp_path_factory, gra
             workflow_id = await orchestrator.submit(
                 _spec("b", graph, rollback=on_failure != "rollback", on_failure=on_failure)
             )
-            await orchestrator.executor.wait(workflow_id)
+            await orchestrator.scheduler.wait(workflow_id)
             return await _snapshot(orchestrator), workflow_id
         finally:
             await orchestrator.stop()
@@ -160,12 +160,12 @@ def test_a_rollback_to_a_checkpoint_undoes_exactly_the_work_after_it(
                 workflow_id = await orchestrator.submit(
                     _spec(f"w{index}", graph, rollback=False, on_failure="fail")
                 )
-                await orchestrator.executor.wait(workflow_id)
+                await orchestrator.scheduler.wait(workflow_id)
             done = await undoable_tasks(orchestrator.engine, since=checkpoint["created_at"])
             rollback_id = await orchestrator.submit(
                 WorkflowSpec(kind="rollback", name="r", tasks=plan_compensations(done))
             )
-            await orchestrator.executor.wait(rollback_id)
+            await orchestrator.scheduler.wait(rollback_id)
             again = await undoable_tasks(orchestrator.engine, since=checkpoint["created_at"])
             return await _snapshot(orchestrator), again
         finally:

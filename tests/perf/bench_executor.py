@@ -43,9 +43,9 @@ import logging  # noqa: E402
 import structlog  # noqa: E402
 import uvloop  # noqa: E402
 
-from orchestrator.planner import TaskSpec, WorkflowSpec  # noqa: E402
 from orchestrator.service import Orchestrator, freeze_startup_heap  # noqa: E402
 from orchestrator.settings import load_settings  # noqa: E402
+from orchestrator.specs import TaskSpec, WorkflowSpec  # noqa: E402
 from orchestrator.store.engine import create_engine, upgrade  # noqa: E402
 
 
@@ -81,7 +81,7 @@ async def run_workflow(orchestrator: Orchestrator, tasks: list[TaskSpec], limit:
     workflow_id = await orchestrator.submit(
         WorkflowSpec(kind="custom", name="bench", tasks=tasks, parallel_limit=limit)
     )
-    await orchestrator.executor.wait(workflow_id)
+    await orchestrator.scheduler.wait(workflow_id)
     elapsed = time.perf_counter() - start
     async with orchestrator.engine.connect() as connection:
         from sqlalchemy import text

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 
 from tests.servers import PROVISIONING, REPO, OrchestratorProcess
 
@@ -148,6 +149,7 @@ class Sampler(threading.Thread):
             await connection.close()
 
 
+@pytest.mark.timeout(900)  # its own waits below are the measure; this is a safety net
 def test_three_workers_run_5000_tasks_once_each_under_the_limits_and_survive_a_kill(
     tmp_path, command_dir, database_url
 ):
