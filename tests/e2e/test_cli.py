@@ -286,14 +286,20 @@ def test_an_unknown_infra_exits_1_with_the_api_message(server):
 
 
 def test_waiting_for_a_failing_workflow_exits_1_with_the_task_error(server):
-    bad_plan = {"name": "f1", "plan": "nope", "zone": "de-fra1"}
-    task = {"name": "a", "provider": "upcloud", "action": "server.create", "params": bad_plan}
+    # A plan the instance does not offer is refused at submit; this one fails as it runs.
+    failing = {
+        "name": "f1",
+        "plan": "1xCPU-2 GB",
+        "zone": "de-fra1",
+        "simulate": {"fail": "permanent"},
+    }
+    task = {"name": "a", "provider": "upcloud", "action": "server.create", "params": failing}
     workflow_id = submit(server, [task])
     done = run("workflow", "wait", workflow_id, url=server.url)
     assert done.returncode == 1
     assert "Failed    a" in done.stdout
     assert f"error: workflow {workflow_id} Failed" in done.stderr
-    assert "unknown plan 'nope'" in done.stderr
+    assert "simulated failure: simulate.fail is 'permanent'" in done.stderr
 
 
 def test_a_retried_task_is_reported(server):
