@@ -380,3 +380,24 @@ def test_the_url_defaults_to_the_configured_server(server):
     env = {"PROVISIONING_SERVER__PORT": str(server.port), "PROVISIONING_TOKEN": server.token}
     done = run("tasks", "list", "--limit", "1", env=env)
     assert done.returncode == 0, done.stderr
+
+
+def test_apply_does_one_operation_and_resources_lists_the_inventory(server):
+    place = ("-p", "plan=1xCPU-2 GB", "-p", "zone=nl-ams1")
+    done = run("apply", "upcloud", "server", "create", "-p", "name=cli-01", *place, url=server.url)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.strip()) == UUID_LENGTH  # the workflow id, for scripts
+    assert run("workflow", "wait", done.stdout.strip(), url=server.url).returncode == 0
+    done = run("apply", "upcloud", "server", "read", "-p", "name=cli-01", url=server.url)
+    assert done.returncode == 0, done.stderr
+    assert "zone  nl-ams1" in done.stdout
+    done = run("resources", "list", "--provider", "upcloud", "--kind", "server", url=server.url)
+    assert "cli-01" in done.stdout
+    assert "resources (1-" in done.stdout.splitlines()[-1]
+    bad = ("-p", "name=x", "-p", "plan=huge", "-p", "zone=nl-ams1")
+    done = run("apply", "upcloud", "server", "create", *bad, url=server.url)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: params.plan: unknown plan 'huge'; valid: ")
+    assert done.stderr.rstrip().endswith("(INVALID_INPUT)")
+    done = run("apply", "upcloud", "server", "create", "-p", "oops", url=server.url)
+    assert done.returncode == 2 and "give key=value, or key:=json" in done.stderr
