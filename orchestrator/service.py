@@ -237,7 +237,7 @@ class Orchestrator:
 
     async def read(self, declared: Declared, params: JSON) -> JSON:
         """Answer a read-only operation at once, outside any workflow (its params were
-        checked by the caller); within `server.wait_timeout`."""
+        checked by the caller), within the configured `wait_timeout`."""
         claim = Claim(
             task_id=new_id(),
             name=f"{declared.operation.name} {declared.kind.name}",
