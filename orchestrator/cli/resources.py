@@ -2,8 +2,8 @@
 
 - `providers`: the configured instances, their kinds and operations (`GET /providers`).
 - `apply INSTANCE KIND OPERATION -p key=value …`: one operation. A mutating one is a
-  workflow: its id on stdout, or with `--wait` followed as `workflow wait` follows it;
-  a read-only one prints its result.
+  workflow: its id on stdout (`{"workflow_id": …}` with `--json`), or with `--wait`
+  followed as `workflow wait` follows it; a read-only one prints its result.
 - `resources list|show`: the inventory (`GET /resources`).
 """
 
@@ -92,6 +92,9 @@ def apply(
     with options.client() as client:
         applied = client.apply(instance, kind, operation, values, check_mode=check)
         if applied.workflow_id is not None:
+            if options.json and not wait:
+                print_json({"workflow_id": applied.workflow_id})
+                return
             submitted(client, applied.workflow_id, wait)
             return
     result = applied.result or {}

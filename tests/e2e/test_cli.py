@@ -399,5 +399,7 @@ def test_apply_does_one_operation_and_resources_lists_the_inventory(server):
     assert done.returncode == 1
     assert done.stderr.startswith("error: params.plan: unknown plan 'huge'; valid: ")
     assert done.stderr.rstrip().endswith("(INVALID_INPUT)")
+    done = run("apply", "upcloud", "noop", "run", "--json", url=server.url)
+    assert len(json.loads(done.stdout)["workflow_id"]) == UUID_LENGTH
     done = run("apply", "upcloud", "server", "create", "-p", "oops", url=server.url)
     assert done.returncode == 2 and "give key=value, or key:=json" in done.stderr
