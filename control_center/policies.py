@@ -190,6 +190,8 @@ OPERATOR_AREAS = [
     "batches:*",
     "rollback:*",
     "checkpoints:*",
+    # The generic entry point (`POST /providers/...`); each item needs its own grant.
+    "providers:*",
     "servers:*",
     "taskservs:*",
     "clusters:*",

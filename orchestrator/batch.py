@@ -3,7 +3,9 @@
 A batch is a workflow of kind `batch` whose tasks are grouped by `operation_id`. An
 operation's dependency on another becomes an edge from each of its tasks to each of the
 other's (hard: run only if it completed; soft: run once it ended, however). Everything
-here is pure: parsing, validation with the exact path of a problem, and expansion.
+here is pure: parsing, validation with the exact path of a problem, and expansion. An
+operation type is a kind and an operation (`server_batch`: `server.create`), which the
+catalog resolves on the operation's provider instance (`orchestrator.resources`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import msgspec
 from orchestrator.errors import InvalidInput
 from orchestrator.fields import EnvName, Identifier, Name, ParallelLimit, Text, Version
 from orchestrator.graph import build_graph
-from orchestrator.planner import InstanceTypes, TaskLimits
+from orchestrator.planner import TaskLimits
+from orchestrator.resources import Catalog
 from orchestrator.specs import TaskSpec, WorkflowSpec
 
 OperationType = Literal["server_batch", "taskserv_batch", "cluster_batch", "command_batch"]
@@ -129,15 +132,18 @@ def _validate_operations(batch: Batch) -> None:
     )
 
 
-def _provider(op: Operation, index: int, types: InstanceTypes, default: str | None) -> str:
-    provider = op.provider or default
+def _provider(op: Operation, index: int, catalog: Catalog, does: tuple[str, str] | None) -> str:
+    """The operation's instance; without one, the only instance that does `does`."""
+    where = f"operations[{index}].provider"
+    provider = op.provider
+    if provider is None and does is not None:
+        able = catalog.doing(*does)
+        if len(able) > 1:
+            raise InvalidInput(f"{where}: required, several instances can ({', '.join(able)})")
+        provider = able[0] if able else None
     if provider is None:
-        raise InvalidInput(f"operations[{index}].provider: required for a {op.type}")
-    if provider not in types:
-        raise InvalidInput(
-            f"operations[{index}].provider: '{provider}' is not a configured provider "
-            f"instance (configured: {', '.join(sorted(types))})"
-        )
+        raise InvalidInput(f"{where}: required for a {op.type}")
+    catalog.require(provider, where)
     return provider
 
 
@@ -162,44 +168,62 @@ def _check_size(batch: Batch, limits: TaskLimits) -> None:
     limits.check_workflow(sum(_task_count(op) for op in batch.operations))
 
 
-def _expand(op: Operation, index: int, types: InstanceTypes) -> list[TaskSpec]:
+def _expand(op: Operation, index: int, catalog: Catalog) -> list[TaskSpec]:
     where = f"operations[{index}]"
     tasks: list[TaskSpec] = []
+
+    def task(action: str, subject: str, params: dict[str, Any], origin: str) -> TaskSpec:
+        kind, _, operation = action.partition(".")
+        spec = catalog.task(
+            provider,
+            kind,
+            operation,
+            name=f"{op.id}/{subject}",
+            params=_with_simulate(op, params),
+            origin=origin,
+        )
+        spec.max_attempts, spec.timeout, spec.operation_id = op.max_attempts, op.timeout, op.id
+        tasks.append(spec)
+        return spec
+
     if op.type == "server_batch":
         if not op.server_configs:
             raise InvalidInput(f"{where}.server_configs: a server_batch needs at least one server")
-        provider = _provider(op, index, types, None)
-        for server in op.server_configs:
+        provider = _provider(op, index, catalog, None)
+        for i, server in enumerate(op.server_configs):
             params = {"name": server.name, **server.params}
             params.update({k: v for k, v in (("plan", server.plan), ("zone", server.zone)) if v})
-            tasks.append(_task(op, f"server {server.name}", provider, "server.create", params))
+            task("server.create", f"server {server.name}", params, f"{where}.server_configs[{i}]")
     elif op.type == "taskserv_batch":
         if not op.taskservs:
             raise InvalidInput(f"{where}.taskservs: a taskserv_batch needs at least one taskserv")
-        provider = _provider(op, index, types, None)
+        provider = _provider(op, index, catalog, None)
         targets: list[str | None] = [*op.servers] or [None]
-        for taskserv in op.taskservs:
+        for i, taskserv in enumerate(op.taskservs):
             for target in targets:
                 ts_params: dict[str, Any] = {"name": taskserv}
                 subject = f"taskserv {taskserv}"
                 if target is not None:
                     ts_params["server"] = target
                     subject += f" on {target}"
-                tasks.append(_task(op, subject, provider, "taskserv.create", ts_params))
+                task("taskserv.create", subject, ts_params, f"{where}.taskservs[{i}]")
     elif op.type == "cluster_batch":
         if not op.clusters:
             raise InvalidInput(f"{where}.clusters: a cluster_batch needs at least one cluster")
-        provider = _provider(op, index, types, None)
-        for cluster in op.clusters:
+        provider = _provider(op, index, catalog, None)
+        for i, cluster in enumerate(op.clusters):
             params = {"name": cluster.name, "cluster_type": cluster.cluster_type, **cluster.params}
-            tasks.append(_task(op, f"cluster {cluster.name}", provider, "cluster.create", params))
+            task("cluster.create", f"cluster {cluster.name}", params, f"{where}.clusters[{i}]")
     else:
         if not op.commands:
             raise InvalidInput(f"{where}.commands: a command_batch needs at least one command")
-        provider = _provider(op, index, types, "local")
-        if types[provider] != "local":
-            raise InvalidInput(f"{where}.provider: a command_batch runs on a `local` instance")
-        for command in op.commands:
+        provider = _provider(op, index, catalog, ("command", "run"))
+        if provider not in catalog.doing("command", "run"):
+            raise InvalidInput(
+                f"{where}.provider: a command_batch runs on an instance that runs commands "
+                f"({', '.join(catalog.doing('command', 'run')) or 'none configured'})"
+            )
+        for i, command in enumerate(op.commands):
             params = {"command": command.command, "args": list(command.args)}
             if command.env:
                 params["env"] = dict(command.env)
@@ -207,37 +231,19 @@ def _expand(op: Operation, index: int, types: InstanceTypes) -> list[TaskSpec]:
                 params["cwd"] = command.cwd
             if command.undo is not None:
                 params["undo"] = msgspec.to_builtins(command.undo)
-            task = _task(op, command.name, provider, "run", params)
-            task.command, task.args = command.command, list(command.args)
-            task.timeout = command.timeout or op.timeout
-            tasks.append(task)
+            spec = task("command.run", command.name, params, f"{where}.commands[{i}]")
+            spec.timeout = command.timeout or op.timeout
     return tasks
 
 
-def _task(
-    op: Operation, subject: str, provider: str, action: str, params: dict[str, Any]
-) -> TaskSpec:
-    return TaskSpec(
-        name=f"{op.id}/{subject}",
-        provider=provider,
-        action=action,
-        params=_with_simulate(op, params),
-        command=f"{provider} {action}",
-        args=[str(params.get("name", subject))],
-        max_attempts=op.max_attempts,
-        timeout=op.timeout,
-        operation_id=op.id,
-    )
-
-
-def plan_batch(batch: Batch, types: InstanceTypes, limits: TaskLimits) -> WorkflowSpec:
+def plan_batch(batch: Batch, catalog: Catalog, limits: TaskLimits) -> WorkflowSpec:
     """Validate a batch and expand it into one workflow of tasks."""
     _check_size(batch, limits)
     _validate_operations(batch)
     default_failure = "rollback" if batch.rollback_enabled else "fail"
     expanded: dict[str, list[TaskSpec]] = {}
     for index, op in enumerate(batch.operations):
-        tasks = _expand(op, index, types)
+        tasks = _expand(op, index, catalog)
         for task in tasks:
             task.on_failure = op.on_failure or default_failure
         expanded[op.id] = tasks

@@ -230,6 +230,57 @@ class StateStatistics(msgspec.Struct, kw_only=True):
     workflows_by_status: dict[str, int]
 
 
+class Resource(msgspec.Struct, kw_only=True):
+    """An inventory row as `GET /resources` answers it."""
+
+    id: str
+    provider: str
+    kind: str
+    name: str
+    status: str
+    #: How policies name it (`servers:web-01`), when its kind is declared.
+    resource: str | None
+    workflow_id: str | None
+    task_id: str | None
+    data: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProviderOperation(msgspec.Struct, kw_only=True):
+    name: str
+    action: str
+    mutates: bool
+    undo: str | None
+    summary: str
+    params: dict[str, Any]
+
+
+class ProviderKind(msgspec.Struct, kw_only=True):
+    name: str
+    plural: str
+    key: str | None
+    operations: list[ProviderOperation]
+
+
+class ProviderInstance(msgspec.Struct, kw_only=True):
+    """A provider instance as `GET /providers` answers it."""
+
+    name: str
+    type: str
+    touches_host: bool
+    declared: bool
+    kinds: list[ProviderKind]
+
+
+class Applied(msgspec.Struct, kw_only=True):
+    """`POST /providers/{instance}/{kind}/{operation}`: the workflow doing a mutating
+    operation, or the result of a read-only one."""
+
+    workflow_id: str | None = None
+    result: dict[str, Any] | None = None
+
+
 class Page(msgspec.Struct, Generic[T]):
     """One page of a list, with the paging headers the API sent."""
 
@@ -469,6 +520,43 @@ class OrchestratorClient:
 
     def rollback_statistics(self) -> RollbackStatistics:
         return self._call("GET", "/rollback/statistics", RollbackStatistics)[0]
+
+    # -- providers and the inventory -------------------------------------------------------
+
+    def list_providers(self) -> list[ProviderInstance]:
+        return self._call("GET", "/providers", list[ProviderInstance])[0]
+
+    def apply(
+        self,
+        instance: str,
+        kind: str,
+        operation: str,
+        params: dict[str, Any],
+        *,
+        check_mode: bool = False,
+    ) -> Applied:
+        """Do one operation: a mutating one is submitted (it runs on after this returns)."""
+        path = "/".join(_segment(part) for part in ("", "providers", instance, kind, operation))
+        body = {"params": params, "check_mode": check_mode, "wait": False}
+        answer: Any = str | dict[str, Any]
+        data = self._call("POST", path, answer, json=body)[0]
+        if isinstance(data, str):
+            return Applied(workflow_id=data)
+        return Applied(result=data)
+
+    def list_resources(
+        self,
+        *,
+        kind: str | None = None,
+        provider: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Page[Resource]:
+        query = {"kind": kind, "provider": provider, "limit": limit, "offset": offset}
+        return self._page("/resources", query, list[Resource])
+
+    def get_resource(self, resource_id: str) -> Resource:
+        return self._call("GET", f"/resources/{_segment(resource_id)}", Resource)[0]
 
     # -- state ----------------------------------------------------------------------------
 

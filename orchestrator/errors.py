@@ -44,3 +44,10 @@ class Conflict(DomainError):
 class ProviderNotConfigured(DomainError):
     status_code = 422
     code = "PROVIDER_ERROR"
+
+
+class ProviderFailed(DomainError):
+    """A provider could not answer a read-only operation."""
+
+    status_code = 422
+    code = "PROVIDER_ERROR"

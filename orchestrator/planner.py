@@ -1,23 +1,23 @@
-"""Turning requests into workflows: a DAG of task specs, before anything is stored.
+"""Turning an infra's settings into workflows: a DAG of task specs, before anything is
+stored (the seed's `/workflows/{servers,taskserv,cluster}/create`).
 
 Server creation is one task per server; a taskserv is installed on each of its servers
 after that server (and after the taskservs it depends on, on the same server); a
-cluster comes after the taskservs it needs.
+cluster comes after the taskservs it needs. Each task is `<kind>.<operation>` on the
+instance the infra names, as the catalog resolves it (`orchestrator.resources`): an
+instance that runs commands does it with the command in the params.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.resources import Catalog
 from orchestrator.settings import ServerSettings
 from orchestrator.specs import TaskSpec
 from orchestrator.workspace import ClusterDef, InfraSettings, ServerDef, TaskservDef
-
-#: instance name -> provider type (`sim`, `local`, …)
-InstanceTypes = Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,46 +46,29 @@ class TaskLimits:
             )
 
 
-def _provider_task(
-    types: InstanceTypes, instance: str, action: str, subject: str, params: dict[str, Any]
-) -> TaskSpec:
-    if instance not in types:
-        raise InvalidInput(
-            f"provider '{instance}' (for {subject}) is not a configured provider instance "
-            f"(configured: {', '.join(sorted(types))})"
-        )
-    if types[instance] == "local":
-        if "command" not in params:
-            raise InvalidInput(f"{subject}: a `local` provider needs params.command")
-        return TaskSpec(
-            name=subject,
-            provider=instance,
-            action="run",
-            params=params,
-            command=str(params["command"]),
-            args=[str(a) for a in params.get("args", [])],
-        )
-    return TaskSpec(
-        name=subject,
-        provider=instance,
-        action=action,
-        params=params,
-        command=f"{instance} {action}",
-        args=[str(params.get("name", subject))],
-    )
-
-
-def _server_task(types: InstanceTypes, server: ServerDef) -> TaskSpec:
+def _server_task(catalog: Catalog, index: int, server: ServerDef) -> TaskSpec:
     params: dict[str, Any] = {"name": server.name, **server.params}
     if server.plan is not None:
         params["plan"] = server.plan
     if server.zone is not None:
         params["zone"] = server.zone
-    return _provider_task(types, server.provider, "server.create", f"server {server.name}", params)
+    return catalog.task(
+        server.provider,
+        "server",
+        "create",
+        name=f"server {server.name}",
+        params=params,
+        origin=f"servers[{index}]",
+    )
 
 
-def _servers_by_name(infra: InfraSettings) -> dict[str, ServerDef]:
-    return {s.name: s for s in infra.servers}
+def _servers_by_name(infra: InfraSettings) -> dict[str, tuple[int, ServerDef]]:
+    return {s.name: (i, s) for i, s in enumerate(infra.servers)}
+
+
+def _positions(infra: InfraSettings) -> dict[str, int]:
+    """Each taskserv's index in the infra (for messages naming where its params are)."""
+    return {t.name: i for i, t in reversed(list(enumerate(infra.taskservs)))}
 
 
 def _taskserv_closure(infra: InfraSettings, names: list[str]) -> list[TaskservDef]:
@@ -116,9 +99,10 @@ def _taskserv_closure(infra: InfraSettings, names: list[str]) -> list[TaskservDe
 
 
 def _taskserv_tasks(
-    types: InstanceTypes, infra: InfraSettings, taskservs: list[TaskservDef]
+    catalog: Catalog, infra: InfraSettings, taskservs: list[TaskservDef]
 ) -> list[TaskSpec]:
     servers = _servers_by_name(infra)
+    positions = _positions(infra)
     wanted = {t.name for t in taskservs}
     tasks: dict[str, TaskSpec] = {}
     for taskserv in taskservs:
@@ -129,17 +113,18 @@ def _taskserv_tasks(
                     f"taskserv '{taskserv.name}' names server '{server_name}', which the infra "
                     "does not define"
                 )
-            server = servers[server_name]
+            index, server = servers[server_name]
             server_task = f"server {server_name}"
             if server_task not in tasks:
-                tasks[server_task] = _server_task(types, server)
+                tasks[server_task] = _server_task(catalog, index, server)
             params = {"name": taskserv.name, "server": server_name, **taskserv.params}
-            task = _provider_task(
-                types,
+            task = catalog.task(
                 server.provider,
-                "taskserv.create",
-                f"taskserv {taskserv.name} on {server_name}",
-                params,
+                "taskserv",
+                "create",
+                name=f"taskserv {taskserv.name} on {server_name}",
+                params=params,
+                origin=f"taskservs[{positions[taskserv.name]}]",
             )
             task.dependencies = [server_task] + [
                 f"taskserv {dep} on {server_name}" for dep in taskserv.dependencies if dep in wanted
@@ -148,26 +133,27 @@ def _taskserv_tasks(
     return list(tasks.values())
 
 
-def plan_servers(types: InstanceTypes, infra: InfraSettings) -> list[TaskSpec]:
+def plan_servers(catalog: Catalog, infra: InfraSettings) -> list[TaskSpec]:
     if not infra.servers:
         raise InvalidInput("the infra defines no servers")
-    return [_server_task(types, server) for server in infra.servers]
+    return [_server_task(catalog, i, server) for i, server in enumerate(infra.servers)]
 
 
 def plan_taskserv(
-    types: InstanceTypes, infra: InfraSettings, operation: str, taskserv: str
+    catalog: Catalog, infra: InfraSettings, operation: str, taskserv: str
 ) -> list[TaskSpec]:
     if operation == "create":
-        return _taskserv_tasks(types, infra, _taskserv_closure(infra, [taskserv]))
+        return _taskserv_tasks(catalog, infra, _taskserv_closure(infra, [taskserv]))
     (definition,) = _taskserv_closure(infra, [taskserv])[-1:]
     servers = _servers_by_name(infra)
     return [
-        _provider_task(
-            types,
-            servers[name].provider,
-            "taskserv.delete",
-            f"remove taskserv {taskserv} from {name}",
-            {"name": taskserv, "server": name},
+        catalog.task(
+            servers[name][1].provider,
+            "taskserv",
+            "delete",
+            name=f"remove taskserv {taskserv} from {name}",
+            params={"name": taskserv, "server": name},
+            origin=f"taskservs[{_positions(infra)[taskserv]}]",
         )
         for name in (definition.servers or list(servers))
     ]
@@ -182,21 +168,32 @@ def _find_cluster(infra: InfraSettings, cluster_type: str) -> ClusterDef:
 
 
 def plan_cluster(
-    types: InstanceTypes, infra: InfraSettings, operation: str, cluster_type: str
+    catalog: Catalog, infra: InfraSettings, operation: str, cluster_type: str
 ) -> list[TaskSpec]:
     cluster = _find_cluster(infra, cluster_type)
     params = {"name": cluster.name, "cluster_type": cluster.cluster_type, **cluster.params}
+    origin = f"clusters[{infra.clusters.index(cluster)}]"
     if operation == "delete":
         return [
-            _provider_task(
-                types, cluster.provider, "cluster.delete", f"remove cluster {cluster.name}", params
+            catalog.task(
+                cluster.provider,
+                "cluster",
+                "delete",
+                name=f"remove cluster {cluster.name}",
+                params=params,
+                origin=origin,
             )
         ]
-    tasks = _taskserv_tasks(types, infra, _taskserv_closure(infra, cluster.taskservs))
+    tasks = _taskserv_tasks(catalog, infra, _taskserv_closure(infra, cluster.taskservs))
     needed = tuple(f"taskserv {name} on " for name in cluster.taskservs)
     top = [t.name for t in tasks if t.name.startswith(needed)]
-    cluster_task = _provider_task(
-        types, cluster.provider, "cluster.create", f"cluster {cluster.name}", params
+    cluster_task = catalog.task(
+        cluster.provider,
+        "cluster",
+        "create",
+        name=f"cluster {cluster.name}",
+        params=params,
+        origin=origin,
     )
     cluster_task.dependencies = top
     return [*tasks, cluster_task]

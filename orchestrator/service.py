@@ -20,15 +20,16 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_center.policy_store import seed_default_policies
-from orchestrator.attempt import Surroundings
+from orchestrator.attempt import Surroundings, action_call
 from orchestrator.clock import utcnow
 from orchestrator.data_dir import private_data_dir
-from orchestrator.errors import InvalidInput
+from orchestrator.errors import InvalidInput, NotFound, ProviderFailed
 from orchestrator.events import EventBus
 from orchestrator.fields import MAX_PARALLEL_LIMIT
 from orchestrator.graph import build_graph, topological_order
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
+from orchestrator.resources import Catalog, Declared
 from orchestrator.scheduler import Scheduler
 from orchestrator.settings import Settings
 from orchestrator.specs import WorkflowSpec, task_row
@@ -37,9 +38,9 @@ from orchestrator.store.postgres import PostgresTaskStore
 from orchestrator.store.retention import prune
 from orchestrator.store.sqlite import SqliteTaskStore
 from orchestrator.store.statistics import workflow_counts
-from orchestrator.store.taskstore import Limits, NewWorkflow, TaskStore
+from orchestrator.store.taskstore import Claim, Limits, NewWorkflow, TaskStore
 from orchestrator.webhooks import Outbox, WebhookDispatcher
-from providers.base import Provider
+from providers.base import JSON, Provider, ProviderError, ResourceNotFound
 from providers.registry import build_instances
 
 log = structlog.get_logger(__name__)
@@ -78,23 +79,19 @@ class Orchestrator:
                 for name, table in settings.providers.items()
             }
         )
-        #: Instances whose type runs things on this host (`local`), by name: running a
-        #: task on one is a permission of its own (`run` on `<type>:<instance>`).
-        self.host_instances = {
-            name: self.instance_types[name]
-            for name, provider in self.providers.items()
-            if getattr(provider, "touches_host", False)
-        }
+        #: What the instances do, by kind and operation: planning, validation, policies.
+        self.catalog = Catalog(self.providers, self.instance_types)
         self.events = EventBus()
         self.metrics = Metrics()
         self.outbox = Outbox(settings.webhooks)
         self.webhooks = WebhookDispatcher(self.engine, settings.webhooks, self.metrics)
         self.task_defaults = settings.executor.task_defaults()
+        self.surroundings = Surroundings(settings.workspace, settings.protected_paths)
         self.scheduler = Scheduler(
             self._store(),
             self.providers,
             settings.executor,
-            surroundings=Surroundings(settings.workspace, settings.protected_paths),
+            surroundings=self.surroundings,
             metrics=self.metrics,
             run_tasks=self.run_tasks,
         )
@@ -197,16 +194,12 @@ class Orchestrator:
             self._lock = None
 
     async def submit(self, spec: WorkflowSpec, owner: str | None = None) -> str:
-        """Validate, store and start a workflow; return its id."""
+        """Validate (the graph, then each task against its instance's declarations:
+        `Catalog.validate`), store and start a workflow; return its id."""
         if not spec.tasks:
             raise InvalidInput("the workflow has no tasks")
         graph = build_graph([(t.name, [*t.dependencies, *t.soft_dependencies]) for t in spec.tasks])
-        for index, task in enumerate(spec.tasks):
-            if task.provider not in self.providers:
-                raise InvalidInput(
-                    f"tasks[{index}].provider: '{task.provider}' is not a configured provider "
-                    f"instance (configured: {', '.join(sorted(self.providers))})"
-                )
+        self.catalog.validate(spec)
         order = {name: i for i, name in enumerate(topological_order(graph))}
         parallel_limit = spec.parallel_limit or self.settings.executor.default_parallel_limit
         if not 1 <= parallel_limit <= MAX_PARALLEL_LIMIT:
@@ -241,6 +234,38 @@ class Orchestrator:
         if spec.kind == "rollback":
             self.metrics.rollbacks.inc()
         return workflow_id
+
+    async def read(self, declared: Declared, params: JSON) -> JSON:
+        """Answer a read-only operation at once, outside any workflow (its params were
+        checked by the caller), within the configured `wait_timeout`."""
+        claim = Claim(
+            task_id=new_id(),
+            name=f"{declared.operation.name} {declared.kind.name}",
+            workflow_id="",
+            provider=declared.instance,
+            action=declared.action,
+            params=params,
+            attempt=1,
+            timeout=self.settings.server.wait_timeout,
+            check_mode=False,
+            compensates=None,
+            compensation=None,
+            owner=self.scheduler.worker_id,
+        )
+        inventory = self.scheduler.store.inventory(declared.instance)
+        call = action_call(claim, self.surroundings, inventory, None)
+        try:
+            async with asyncio.timeout(self.settings.server.wait_timeout):
+                result = await self.providers[declared.instance].apply(call)
+        except ResourceNotFound as exc:
+            raise NotFound(str(exc)) from exc
+        except ProviderError as exc:
+            raise ProviderFailed(f"{declared.instance}: {exc}") from exc
+        except TimeoutError as exc:
+            raise ProviderFailed(
+                f"{declared.instance}: no answer within {self.settings.server.wait_timeout} s"
+            ) from exc
+        return result.result
 
     async def cancel(self, workflow_id: str) -> bool:
         """Cancel a workflow; False if it had already ended."""

@@ -30,6 +30,9 @@ class TaskSpec:
     on_failure: str = "continue"
     compensates: str | None = None
     compensation: dict[str, Any] | None = None
+    #: Where the request gave the task's params (`operations[1].commands[0]`), for
+    #: messages about them; `tasks[<index>].params` when empty.
+    origin: str = ""
 
 
 @dataclass(slots=True)

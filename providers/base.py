@@ -3,14 +3,41 @@
 A provider knows nothing of HTTP or of the store's tables. The executor hands it an
 `ActionCall` and persists what comes back: the `ActionResult` (output, a JSON result,
 the resources created or changed), in the same transaction as the task's transition.
+
+A provider type also declares what it does (`providers.kinds`): its kinds of resource
+and their operations, each with a typed parameter struct. The orchestrator plans,
+validates, authorizes and publishes from those declarations; a type that declares
+nothing takes free-form actions and params.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import msgspec
+
+from providers.kinds import InvalidParams, Kind, Operation, convert_params, find_action
+
+__all__ = [
+    "JSON",
+    "ActionCall",
+    "ActionResult",
+    "BaseProvider",
+    "InvalidParams",
+    "Inventory",
+    "Kind",
+    "Operation",
+    "PermanentProviderError",
+    "Provider",
+    "ProviderConfigError",
+    "ProviderError",
+    "ProviderFactory",
+    "ResourceChange",
+    "ResourceNotFound",
+]
 
 JSON = dict[str, Any]
 
@@ -21,6 +48,10 @@ class ProviderError(Exception):
 
 class PermanentProviderError(ProviderError):
     """The action can never succeed as asked (bad parameters): do not retry."""
+
+
+class ResourceNotFound(PermanentProviderError):
+    """The item an operation names does not exist (a read answers 404)."""
 
 
 class ProviderConfigError(Exception):
@@ -102,6 +133,9 @@ class Provider(Protocol):
     # Optional: `touches_host: ClassVar[bool] = True` on a type that runs things on the
     # orchestrator's own host (processes, mounts, users); running a task on such an
     # instance needs the policy action `run` on `<type>:<instance>`.
+    # Optional: `kinds: ClassVar[tuple[Kind, ...]]`, what the type does, and
+    # `validate(kind, operation, params)`, the instance's own checks of params at submit
+    # (see `providers.kinds`; `BaseProvider` has both, and defaults for the rest).
 
     async def apply(self, call: ActionCall) -> ActionResult: ...
 
@@ -118,3 +152,77 @@ class Provider(Protocol):
 
 ProviderFactory = Callable[[str, Mapping[str, Any]], Provider]
 """A provider class: called with the instance name and its configuration table."""
+
+
+class BaseProvider:
+    """What a provider type that declares its kinds gets for free.
+
+    - `validate` converts params into the operation's struct (override it to add checks
+      that depend on the instance's configuration, calling it first);
+    - `compensate` applies the operation's declared undo with the params the undo's
+      struct takes from the original ones (`create(name, content)` -> `delete(name)`);
+      nothing when the apply changed nothing (it reported no resources); irreversible
+      when the operation declares no undo;
+    - `check` says what would be done; `cancel`, `reap` and `finished` do nothing (an
+      interrupted attempt is retried).
+
+    A subclass sets `type_name` and `kinds`, takes `(name, config)` and implements
+    `apply`; it overrides the rest where it knows better.
+    """
+
+    type_name: ClassVar[str]
+    kinds: ClassVar[tuple[Kind, ...]] = ()
+
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        self.name = name
+
+    def validate(self, kind: str, operation: str, params: Mapping[str, Any]) -> msgspec.Struct:
+        """Params as the operation's struct; raises `InvalidParams` naming the field."""
+        declared = self.operation(kind, operation)
+        if declared is None:
+            raise InvalidParams("", f"{kind} has no operation {operation!r}")
+        return convert_params(declared, params)
+
+    def operation(self, kind: str, operation: str) -> Operation | None:
+        found = next((k for k in self.kinds if k.name == kind), None)
+        return None if found is None else found.operation(operation)
+
+    def declared(self, call: ActionCall) -> tuple[Kind, Operation]:
+        """The kind and operation of a call's action; a permanent error if undeclared."""
+        found = find_action(self.kinds, call.action)
+        if found is None:
+            supported = [k.action(op) for k in self.kinds for op in k.operations]
+            raise PermanentProviderError(
+                f"{self.type_name} provider: unsupported action {call.action!r} "
+                f"(supported: {', '.join(supported)})"
+            )
+        return found
+
+    async def apply(self, call: ActionCall) -> ActionResult:
+        raise NotImplementedError
+
+    async def compensate(self, call: ActionCall, applied: ActionResult) -> ActionResult:
+        kind, operation = self.declared(call)
+        undo = None if operation.undo is None else kind.operation(operation.undo)
+        if undo is None:
+            raise PermanentProviderError(f"irreversible: {call.action} has no undo")
+        if not applied.resources:
+            return ActionResult(output="nothing to undo")
+        fields = set(undo.params.__struct_fields__)
+        params = {key: value for key, value in call.params.items() if key in fields}
+        return await self.apply(replace(call, action=kind.action(undo), params=params))
+
+    async def check(self, call: ActionCall) -> ActionResult:
+        kind, operation = self.declared(call)
+        named = f" {call.params.get(kind.key, '')}" if kind.key else ""
+        return ActionResult(output=f"would {operation.name} {kind.name}{named}")
+
+    async def cancel(self, task_id: str) -> None:
+        """Nothing to stop unless the subclass says otherwise."""
+
+    async def reap(self, handle: JSON) -> None:
+        """Nothing outlives an orchestrator unless the subclass says otherwise."""
+
+    async def finished(self, call: ActionCall) -> ActionResult | None:
+        """Unknown: an interrupted attempt is retried by the task's policy."""
+        return None

@@ -16,6 +16,8 @@ from orchestrator.api.idempotency import Idempotency
 from orchestrator.api.limits import BodyLimits, refuse_nul, screen_request
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
 from orchestrator.api.openapi import allow_every_method, publish
+from orchestrator.api.providers import ProviderController, publish_operations
+from orchestrator.api.resources import ResourceController
 from orchestrator.api.rollback import RollbackController
 from orchestrator.api.security import Security
 from orchestrator.api.state import StateController
@@ -40,6 +42,8 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         StateController,
         RollbackController,
         WebhookController,
+        ProviderController,
+        ResourceController,
     ]
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.
@@ -80,4 +84,5 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             "Operation.provider": providers,
         },
     )
+    publish_operations(app, orchestrator.catalog)
     return app

@@ -13,13 +13,14 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from orchestrator.api.controllers import WorkflowStatus, items_of, orchestrator_of, security_of
+from orchestrator.api.controllers import WorkflowStatus, orchestrator_of, security_of
 from orchestrator.api.envelope import Envelope
 from orchestrator.api.limits import REQUEST_BODY, YAML_TYPES, BadBody, BodyLimits, load_yaml
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.batch import Batch, check_storage_backend, plan_batch
 from orchestrator.errors import DomainError, InvalidInput, NotFound
-from orchestrator.planner import InstanceTypes, TaskLimits
+from orchestrator.planner import TaskLimits
+from orchestrator.resources import Catalog
 from orchestrator.specs import WorkflowSpec
 from orchestrator.store.workflows import (
     compensations_of,
@@ -92,13 +93,13 @@ def prepare_batch(
     content_type: str,
     limits: BodyLimits,
     backend: str,
-    types: InstanceTypes,
+    catalog: Catalog,
     task_limits: TaskLimits,
 ) -> WorkflowSpec:
     """Decode, check and expand a batch: all of it CPU work, run off the event loop."""
     batch = decode_batch(body, content_type, limits)
     check_storage_backend(batch, backend)
-    return plan_batch(batch, types, task_limits)
+    return plan_batch(batch, catalog, task_limits)
 
 
 def operation_status(statuses: list[str], compensated: bool) -> str:
@@ -195,11 +196,11 @@ class BatchController(Controller):
                 request.headers.get("content-type", ""),
                 BodyLimits.of(settings.server),
                 "sqlite" if settings.is_sqlite else "postgresql",
-                orchestrator.instance_types,
+                orchestrator.catalog,
                 TaskLimits.of(settings.server),
             )
         )
-        items = items_of(spec, orchestrator.host_instances)
+        items = orchestrator.catalog.items(spec)
         await security_of(request).authorize_items(request.scope, items)
         batch_id = await orchestrator.submit(spec)
         workflow = await get_workflow(orchestrator.engine, batch_id)

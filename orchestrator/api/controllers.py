@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get, post
@@ -50,40 +49,16 @@ def security_of(request: Request[Any, Any, Any]) -> Security:
     return security
 
 
-def host_items(spec: WorkflowSpec, host_instances: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Running anything on this host is a permission of its own: `run` on
-    `<provider type>:<instance>` (`local:local`) for each task on an instance whose type
-    touches the host; only administrators have it by default (docs/security.md)."""
-    return sorted(
-        {
-            ("run", f"{host_instances[task.provider]}:{task.provider}")
-            for task in spec.tasks
-            if task.provider in host_instances
-        }
-    )
-
-
-def items_of(spec: WorkflowSpec, host_instances: Mapping[str, str]) -> list[tuple[str, str]]:
-    """What a submission changes, as policies name it: `create` on `servers:web-01`, and
-    `run` on each host-touching instance it uses."""
-    items = []
-    for task in spec.tasks:
-        kind, dot, action = task.action.partition(".")
-        if dot:
-            items.append((action, f"{kind}s:{task.params.get('name', task.name)}"))
-    return sorted(set(items)) + host_items(spec, host_instances)
-
-
 def orchestrator_of(state: State) -> Orchestrator:
     orchestrator: Orchestrator = state.orchestrator
     return orchestrator
 
 
-async def _submit(
+async def submit(
     orchestrator: Orchestrator, request: Request[Any, Any, Any], spec: WorkflowSpec, wait: bool
 ) -> Response[Envelope[str]]:
     TaskLimits.of(orchestrator.settings.server).check_workflow(len(spec.tasks))
-    items = items_of(spec, orchestrator.host_instances)
+    items = orchestrator.catalog.items(spec)
     await security_of(request).authorize_items(request.scope, items)
     workflow_id = await orchestrator.submit(spec)
     if wait:
@@ -154,12 +129,12 @@ class WorkflowController(Controller):
         spec = WorkflowSpec(
             kind="servers",
             name=f"create_servers {data.infra}",
-            tasks=plan_servers(orchestrator.instance_types, infra),
+            tasks=plan_servers(orchestrator.catalog, infra),
             parallel_limit=infra.parallel_limit,
             check_mode=data.check_mode,
             request={"infra": data.infra, "settings": data.settings},
         )
-        return await _submit(orchestrator, request, spec, data.wait)
+        return await submit(orchestrator, request, spec, data.wait)
 
     @post("/taskserv/create", status_code=HTTP_202_ACCEPTED, summary="Install a taskserv")
     async def taskserv_create(
@@ -171,7 +146,7 @@ class WorkflowController(Controller):
         spec = WorkflowSpec(
             kind="taskserv",
             name=f"{data.operation}_taskserv {data.taskserv} {data.infra}",
-            tasks=plan_taskserv(orchestrator.instance_types, infra, data.operation, data.taskserv),
+            tasks=plan_taskserv(orchestrator.catalog, infra, data.operation, data.taskserv),
             parallel_limit=infra.parallel_limit,
             check_mode=data.check_mode,
             request={
@@ -181,7 +156,7 @@ class WorkflowController(Controller):
                 "operation": data.operation,
             },
         )
-        return await _submit(orchestrator, request, spec, data.wait)
+        return await submit(orchestrator, request, spec, data.wait)
 
     @post("/cluster/create", status_code=HTTP_202_ACCEPTED, summary="Create a cluster")
     async def cluster_create(
@@ -193,9 +168,7 @@ class WorkflowController(Controller):
         spec = WorkflowSpec(
             kind="cluster",
             name=f"{data.operation}_cluster {data.cluster_type} {data.infra}",
-            tasks=plan_cluster(
-                orchestrator.instance_types, infra, data.operation, data.cluster_type
-            ),
+            tasks=plan_cluster(orchestrator.catalog, infra, data.operation, data.cluster_type),
             parallel_limit=infra.parallel_limit,
             check_mode=data.check_mode,
             request={
@@ -205,7 +178,7 @@ class WorkflowController(Controller):
                 "operation": data.operation,
             },
         )
-        return await _submit(orchestrator, request, spec, data.wait)
+        return await submit(orchestrator, request, spec, data.wait)
 
     @post("/", status_code=HTTP_202_ACCEPTED, summary="Submit a workflow as an explicit graph")
     async def create(
@@ -219,7 +192,7 @@ class WorkflowController(Controller):
             check_mode=data.check_mode,
             request={"name": data.name},
         )
-        return await _submit(orchestrator_of(state), request, spec, data.wait)
+        return await submit(orchestrator_of(state), request, spec, data.wait)
 
     @get("/{workflow_id:str}/events", summary="A workflow's events, from the log, oldest first")
     async def events(

@@ -13,7 +13,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_201_CREATED
 
-from orchestrator.api.controllers import host_items, orchestrator_of, security_of
+from orchestrator.api.controllers import orchestrator_of, security_of
 from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.api.state import human_bytes
@@ -173,7 +173,7 @@ class RollbackController(Controller):
                 request=msgspec.to_builtins(data),
             )
             # Undo commands run on this host too: the same permission as running them.
-            items = host_items(spec, orchestrator.host_instances)
+            items = orchestrator.catalog.host_items(spec)
             await security_of(request).authorize_items(request.scope, items)
             rollback_id = await orchestrator.submit(spec)
         if data.wait:

@@ -59,6 +59,11 @@ ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("POST", "/rollback/restore/{checkpoint_id}"): ("restore", "checkpoints", "checkpoint_id"),
     ("GET", "/rollback/statistics"): ("read", "rollback", None),
     ("GET", "/webhooks/deliveries"): ("list", "webhooks", None),
+    ("GET", "/providers"): ("list", "providers", None),
+    # Each item is authorized too: `<operation>` on `<plural>:<name>` (`resources.py`).
+    ("POST", "/providers/{instance}/{kind}/{operation}"): ("apply", "providers", "instance"),
+    ("GET", "/resources"): ("list", "resources", None),
+    ("GET", "/resources/{resource_id}"): ("read", "resources", "resource_id"),
     ("GET", "/metrics"): ("read", "metrics", None),
     ("GET", "/ws"): ("read", "events", None),
 }

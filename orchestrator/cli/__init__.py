@@ -3,9 +3,10 @@
 - `serve` (`cli/serve.py`), `worker` (`cli/worker.py`, PostgreSQL only) and `db`
   (`cli/db.py`) work on the local configuration
   (`--config`, `PROVISIONING_*`).
-- `workflow` (`cli/workflows.py`) and `tasks` (`cli/tasks.py`) talk to a running
-  orchestrator over HTTP through `orchestrator.client.OrchestratorClient`, at `--url`,
-  else `$PROVISIONING_URL`, else the configured server address.
+- `workflow` (`cli/workflows.py`), `tasks` (`cli/tasks.py`), and `providers`, `apply`
+  and `resources` (`cli/resources.py`) talk to a running orchestrator over HTTP
+  through `orchestrator.client.OrchestratorClient`, at `--url`, else
+  `$PROVISIONING_URL`, else the configured server address.
 
 Exit codes: 0 success; 1 an error (one line on stderr, `error: …`, never a traceback)
 or a workflow that ended Failed or Cancelled; 2 a usage error; 130 when the user stops
@@ -14,10 +15,10 @@ watching a workflow with Ctrl-C (the workflow keeps running).
 
 from __future__ import annotations
 
-from orchestrator.cli import db, serve, tasks, worker, workflows
+from orchestrator.cli import db, resources, serve, tasks, worker, workflows
 from orchestrator.cli.app import cli
 
-__all__ = ["cli", "db", "main", "serve", "tasks", "worker", "workflows"]
+__all__ = ["cli", "db", "main", "resources", "serve", "tasks", "worker", "workflows"]
 
 
 def main() -> None:

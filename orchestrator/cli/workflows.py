@@ -60,7 +60,7 @@ def create_servers(
     """Create the servers an infra's settings declare."""
     with options.client() as client:
         workflow_id = client.create_servers(infra, settings=settings, check_mode=check)
-        _submitted(client, workflow_id, wait)
+        submitted(client, workflow_id, wait)
 
 
 @workflow.group()
@@ -86,7 +86,7 @@ def create_taskserv(
         workflow_id = client.create_taskserv(
             name, infra, operation=operation, settings=settings, check_mode=check
         )
-        _submitted(client, workflow_id, wait)
+        submitted(client, workflow_id, wait)
 
 
 @workflow.group()
@@ -112,7 +112,7 @@ def create_cluster(
         workflow_id = client.create_cluster(
             cluster_type, infra, operation=operation, settings=settings, check_mode=check
         )
-        _submitted(client, workflow_id, wait)
+        submitted(client, workflow_id, wait)
 
 
 @workflow.command("list")
@@ -177,7 +177,8 @@ def wait_workflow(options: Options, workflow_id: str) -> None:
         _follow(client, workflow_id)
 
 
-def _submitted(client: OrchestratorClient, workflow_id: str, wait: bool) -> None:
+def submitted(client: OrchestratorClient, workflow_id: str, wait: bool) -> None:
+    """A submitted workflow: its id, or with `wait` followed until it ends (and exit)."""
     if not wait:
         click.echo(workflow_id)
         return

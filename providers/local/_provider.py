@@ -14,10 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import msgspec
+
 from providers.base import (
     JSON,
     ActionCall,
     ActionResult,
+    BaseProvider,
+    InvalidParams,
+    Kind,
     PermanentProviderError,
     ProviderConfigError,
     ProviderError,
@@ -33,6 +38,7 @@ from providers.local._groups import (
     start_window,
 )
 from providers.local._isolation import DEFAULT_RUN_AS, Isolation
+from providers.local._kinds import KINDS
 from providers.local._state import StateDir
 
 _CONFIG_KEYS = frozenset(
@@ -71,8 +77,8 @@ class _Running:
     cancelled: bool = False
 
 
-class LocalProvider:
-    """Runs `run` actions as local processes.
+class LocalProvider(BaseProvider):
+    """Runs `run` actions as local processes (declared in `_kinds`).
 
     Config (docs/providers.md says more):
 
@@ -95,6 +101,7 @@ class LocalProvider:
 
     type_name: ClassVar[str] = "local"
     touches_host: ClassVar[bool] = True
+    kinds: ClassVar[tuple[Kind, ...]] = KINDS
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         unknown = sorted(set(config) - _CONFIG_KEYS)
@@ -223,6 +230,17 @@ class LocalProvider:
             result={"exit_code": 0, "pid": None},
             reversible=undo is not None,
         )
+
+    def validate(self, kind: str, operation: str, params: Mapping[str, Any]) -> msgspec.Struct:
+        """The declared struct, without a shell and with a relative `cwd`."""
+        struct = super().validate(kind, operation, params)
+        if "shell" in params:
+            raise InvalidParams("shell", "not supported: give `command` and `args`")
+        for where, spec in (("", params), ("undo.", params.get("undo") or {})):
+            cwd = spec.get("cwd")
+            if cwd is not None and Path(cwd).is_absolute():
+                raise InvalidParams(f"{where}cwd", "must be a path relative to the workspace")
+        return struct
 
     # -- internals ------------------------------------------------------------------
 

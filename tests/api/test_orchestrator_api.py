@@ -167,7 +167,12 @@ def test_retries_then_succeeds_and_a_permanent_failure_cancels_dependents(client
                 "name": "broken",
                 "provider": "aws",
                 "action": "server.create",
-                "params": {"name": "x1", "plan": "no-such-plan", "zone": "eu-west-1"},
+                "params": {
+                    "name": "x1",
+                    "plan": "t3.micro",
+                    "zone": "eu-west-1",
+                    "simulate": {"fail": "permanent"},
+                },
             },
             {
                 "name": "after-broken",
@@ -192,7 +197,7 @@ def test_retries_then_succeeds_and_a_permanent_failure_cancels_dependents(client
     }
     assert tasks["flaky"]["status"] == "Completed" and tasks["flaky"]["attempts"] == 3
     assert tasks["broken"]["status"] == "Failed" and tasks["broken"]["attempts"] == 1
-    assert "no-such-plan" in tasks["broken"]["error"]
+    assert "permanent" in tasks["broken"]["error"]
     for name in ("after-broken", "further"):
         assert tasks[name]["status"] == "Cancelled"
         assert tasks[name]["error"] == "cancelled: dependency 'broken' failed"

@@ -18,6 +18,8 @@ YAML = {"content-type": "application/yaml"}
 JSON = {"content-type": "application/json"}
 TASK = {"name": "t", "provider": "upcloud", "action": "noop"}
 SERVER = {"id": "servers", "type": "server_batch", "provider": "upcloud"}
+#: A plan and a zone the simulated cloud offers (others are refused at submit).
+PLACE = {"plan": "1xCPU-1 GB", "zone": "de-fra1"}
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +157,7 @@ def test_a_large_yaml_batch_is_parsed_off_the_event_loop(server):
 
 def test_a_large_valid_json_batch_leaves_the_api_responsive(server):
     note = "x" * 900
-    servers = [{"name": f"s{i}", "params": {"note": note}} for i in range(1000)]
+    servers = [{"name": f"s{i}", **PLACE, "params": {"note": note}} for i in range(1000)]
     body = json.dumps({**batch(server_configs=servers), "check_mode": True}).encode()
     assert 900_000 < len(body) < 1_048_576
 
@@ -280,9 +282,9 @@ def test_a_nul_in_the_path_or_query_is_refused(server, path):
     [
         (
             "/workflows",
-            {"name": "w", "tasks": [{"name": "t", "provider": "upcloud", "action": "a"}]},
+            {"name": "w", "tasks": [{"name": "t", "provider": "upcloud", "action": "noop"}]},
         ),
-        ("/batch/execute", batch(server_configs=[{"name": "s1"}])),
+        ("/batch/execute", batch(server_configs=[{"name": "s1", **PLACE}])),
     ],
 )
 def test_parallel_limit_is_one_rule_on_both_endpoints(server, path, body):

@@ -286,14 +286,20 @@ def test_an_unknown_infra_exits_1_with_the_api_message(server):
 
 
 def test_waiting_for_a_failing_workflow_exits_1_with_the_task_error(server):
-    bad_plan = {"name": "f1", "plan": "nope", "zone": "de-fra1"}
-    task = {"name": "a", "provider": "upcloud", "action": "server.create", "params": bad_plan}
+    # A plan the instance does not offer is refused at submit; this one fails as it runs.
+    failing = {
+        "name": "f1",
+        "plan": "1xCPU-2 GB",
+        "zone": "de-fra1",
+        "simulate": {"fail": "permanent"},
+    }
+    task = {"name": "a", "provider": "upcloud", "action": "server.create", "params": failing}
     workflow_id = submit(server, [task])
     done = run("workflow", "wait", workflow_id, url=server.url)
     assert done.returncode == 1
     assert "Failed    a" in done.stdout
     assert f"error: workflow {workflow_id} Failed" in done.stderr
-    assert "unknown plan 'nope'" in done.stderr
+    assert "simulated failure: simulate.fail is 'permanent'" in done.stderr
 
 
 def test_a_retried_task_is_reported_even_to_a_follower_that_attaches_after_it(server):
@@ -378,3 +384,26 @@ def test_the_url_defaults_to_the_configured_server(server):
     env = {"PROVISIONING_SERVER__PORT": str(server.port), "PROVISIONING_TOKEN": server.token}
     done = run("tasks", "list", "--limit", "1", env=env)
     assert done.returncode == 0, done.stderr
+
+
+def test_apply_does_one_operation_and_resources_lists_the_inventory(server):
+    place = ("-p", "plan=1xCPU-2 GB", "-p", "zone=nl-ams1")
+    done = run("apply", "upcloud", "server", "create", "-p", "name=cli-01", *place, url=server.url)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.strip()) == UUID_LENGTH  # the workflow id, for scripts
+    assert run("workflow", "wait", done.stdout.strip(), url=server.url).returncode == 0
+    done = run("apply", "upcloud", "server", "read", "-p", "name=cli-01", url=server.url)
+    assert done.returncode == 0, done.stderr
+    assert "zone  nl-ams1" in done.stdout
+    done = run("resources", "list", "--provider", "upcloud", "--kind", "server", url=server.url)
+    assert "cli-01" in done.stdout
+    assert "resources (1-" in done.stdout.splitlines()[-1]
+    bad = ("-p", "name=x", "-p", "plan=huge", "-p", "zone=nl-ams1")
+    done = run("apply", "upcloud", "server", "create", *bad, url=server.url)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: params.plan: unknown plan 'huge'; valid: ")
+    assert done.stderr.rstrip().endswith("(INVALID_INPUT)")
+    done = run("apply", "upcloud", "noop", "run", "--json", url=server.url)
+    assert len(json.loads(done.stdout)["workflow_id"]) == UUID_LENGTH
+    done = run("apply", "upcloud", "server", "create", "-p", "oops", url=server.url)
+    assert done.returncode == 2 and "give key=value, or key:=json" in done.stderr

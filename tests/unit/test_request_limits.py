@@ -18,6 +18,7 @@ from orchestrator.api.schemas import WORKSPACE_NAME
 from orchestrator.batch import Batch, plan_batch
 from orchestrator.errors import InvalidInput
 from orchestrator.planner import TaskLimits
+from orchestrator.resources import Catalog
 from orchestrator.workspace import NAME
 
 # Touches no database: runs in the SQLite pass only (tests/conftest.py).
@@ -97,11 +98,12 @@ def test_a_batch_too_big_is_refused_before_its_tasks_are_built():
         "servers": [f"s{i}" for i in range(30)],
     }
     batch = msgspec.convert({"name": "wide", "operations": [wide]}, Batch)
+    upcloud = Catalog.configure({"upcloud": {"type": "sim"}})
     with pytest.raises(InvalidInput, match=r"1200 tasks; at most 1000 .*max_tasks_per_operation"):
-        plan_batch(batch, {"upcloud": "sim"}, TaskLimits(per_operation=1000, per_workflow=10_000))
+        plan_batch(batch, upcloud, TaskLimits(per_operation=1000, per_workflow=10_000))
     with pytest.raises(InvalidInput, match=r"1200 tasks; at most 500 .*max_tasks_per_workflow"):
-        plan_batch(batch, {"upcloud": "sim"}, TaskLimits(per_operation=2000, per_workflow=500))
-    spec = plan_batch(batch, {"upcloud": "sim"}, TaskLimits(per_operation=1200, per_workflow=1200))
+        plan_batch(batch, upcloud, TaskLimits(per_operation=2000, per_workflow=500))
+    spec = plan_batch(batch, upcloud, TaskLimits(per_operation=1200, per_workflow=1200))
     assert len(spec.tasks) == 1200
 
 

@@ -1,10 +1,4 @@
-"""A simulated cloud, shipped for demos, tests and dry runs.
-
-It keeps no state of its own: what exists is what the orchestrator's inventory says,
-so a simulated server lives exactly as long as its inventory row. Every call of the
-same (seed, instance, task, attempt) sleeps and fails the same way, so a run can be
-replayed.
-"""
+"""The simulated cloud's provider: plans and zones, latency, failures, the inventory."""
 
 from __future__ import annotations
 
@@ -14,17 +8,24 @@ import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
+
+import msgspec
 
 from providers.base import (
     JSON,
     ActionCall,
     ActionResult,
+    BaseProvider,
+    InvalidParams,
+    Kind,
     PermanentProviderError,
     ProviderConfigError,
     ProviderError,
     ResourceChange,
+    ResourceNotFound,
 )
+from providers.sim._kinds import IDENTITY, KINDS, Simulate
 
 DEFAULT_PLANS = (
     "1xCPU-1 GB",
@@ -47,21 +48,8 @@ DEFAULT_ZONES = (
     "eu-west-1",
     "eu-central-1",
 )
-#: The parameters that identify what was asked: a create with the same ones is a no-op.
-_IDENTITY = {"server": ("plan", "zone"), "taskserv": ("server",), "cluster": ("cluster_type",)}
-ACTIONS = ("noop", *(f"{kind}.{op}" for kind in _IDENTITY for op in ("create", "delete")))
 _CONFIG_KEYS = frozenset({"latency", "failure_rate", "seed", "plans", "zones"})
 _NOT_DATA = frozenset({"name", "simulate"})
-
-
-@dataclass(frozen=True, slots=True)
-class _Simulate:
-    """The per-call `simulate` parameter."""
-
-    fail: bool | Literal["always", "permanent"] = False
-    fail_attempts: int = 0
-    latency: float | None = None
-    fail_compensate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,22 +61,21 @@ class _Plan:
     result: JSON = field(default_factory=dict)
 
 
-class SimProvider:
-    """A fake cloud with servers, task services and clusters.
+class SimProvider(BaseProvider):
+    """A fake cloud with servers, task services and clusters (declared in `_kinds`).
 
     Config (all optional): `latency` (seconds, default 0.05; each call sleeps a uniform
     0.5-1.5 x latency), `failure_rate` (0..1, chance that an attempt fails, retryably),
-    `seed` (int), `plans` and `zones` (the accepted values).
+    `seed` (int), `plans` and `zones` (the accepted values, checked at submit by
+    `validate`).
 
     Params: `name` for every action but `noop`; `plan` and `zone` for `server.create`,
-    optional `server` for `taskserv.create`, `cluster_type` for `cluster.create`; other
-    params are stored in the resource's data. `simulate` injects failures: `fail`
-    (true or "always": every attempt fails; "permanent": fails without retry),
-    `fail_attempts` (attempts 1..N fail, later ones succeed; attempts count from 1),
-    `latency` (exact seconds, overrides the config) and `fail_compensate`.
+    optional `server` for a taskserv, `cluster_type` for `cluster.create`; other params
+    are stored in the resource's data. `simulate` injects failures (`_kinds.Simulate`).
     """
 
     type_name: ClassVar[str] = "sim"
+    kinds: ClassVar[tuple[Kind, ...]] = KINDS
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         unknown = sorted(set(config) - _CONFIG_KEYS)
@@ -113,11 +100,13 @@ class SimProvider:
         Creating what already exists with the same identity changes nothing; with a
         different one it is a conflict. Deleting what does not exist changes nothing.
         """
-        simulate = _parse_simulate(call.params)
+        simulate = _simulate(call.params)
         rng = random.Random(f"{self.seed}\x00{self.name}\x00{call.task_id}\x00{call.attempt}")
         jitter, roll = rng.uniform(0.5, 1.5), rng.random()
         if call.action == "noop":
             plan, delay = _Plan("noop"), simulate.latency or 0.0
+        elif self.declared(call)[1].name == "read":
+            return ActionResult(output="", result=await self._read(call))
         else:
             plan = await self._plan(call, strict=True)
             delay = simulate.latency if simulate.latency is not None else self.latency * jitter
@@ -142,7 +131,7 @@ class SimProvider:
 
     async def compensate(self, call: ActionCall, applied: ActionResult) -> ActionResult:
         """Delete what `applied` created and recreate what it deleted, newest first."""
-        simulate = _parse_simulate(call.params)
+        simulate = _simulate(call.params)
         undo = tuple(
             ResourceChange(r.kind, r.name, "delete" if r.op == "create" else "create", data=r.data)
             for r in reversed(applied.resources)
@@ -160,7 +149,7 @@ class SimProvider:
 
     async def check(self, call: ActionCall) -> ActionResult:
         """Say what `apply` would change, without latency, failures or resources."""
-        _parse_simulate(call.params)
+        _simulate(call.params)
         if call.action == "noop":
             return ActionResult(output="would do nothing")
         plan = await self._plan(call, strict=False)
@@ -176,31 +165,45 @@ class SimProvider:
         if pending is not None and not pending.done():
             pending.set_exception(ProviderError("cancelled"))
 
-    async def reap(self, handle: JSON) -> None:
-        """Nothing outlives an orchestrator here."""
-
-    async def finished(self, call: ActionCall) -> ActionResult | None:
-        """An interrupted attempt is retried: the simulated change is idempotent."""
-        return None
+    def validate(self, kind: str, operation: str, params: Mapping[str, Any]) -> msgspec.Struct:
+        """The declared struct, and the plan and zone among this instance's."""
+        struct = super().validate(kind, operation, params)
+        for attr, allowed in (("plan", self.plans), ("zone", self.zones)):
+            value = getattr(struct, attr, None)
+            if value is not None and value not in allowed:
+                raise InvalidParams(attr, f"unknown {attr} {value!r}; valid: {', '.join(allowed)}")
+        return struct
 
     # -- internals ------------------------------------------------------------------
 
-    async def _plan(self, call: ActionCall, *, strict: bool) -> _Plan:
-        kind, _, op = call.action.partition(".")
-        if call.action not in ACTIONS:
-            raise PermanentProviderError(
-                f"sim provider: unsupported action {call.action!r} (supported: {list(ACTIONS)})"
-            )
-        params = call.params
-        name = _param_str(params, "name")
+    def _checked(self, call: ActionCall) -> tuple[str, str, str]:
+        """(kind, operation, inventory key) of a call whose params are valid."""
+        kind, operation = self.declared(call)
+        try:
+            self.validate(kind.name, operation.name, call.params)
+        except InvalidParams as exc:
+            raise PermanentProviderError(str(exc)) from None
+        name, server = call.params["name"], call.params.get("server")
         # A taskserv is installed per server: its inventory row is `name@server`.
-        key = f"{name}@{params['server']}" if kind == "taskserv" and params.get("server") else name
+        return kind.name, operation.name, f"{name}@{server}" if server else name
+
+    async def _read(self, call: ActionCall) -> JSON:
+        kind, _, key = self._checked(call)
+        existing = _live(await call.inventory.get(kind, key))
+        if existing is None:
+            raise ResourceNotFound(f"{kind} {key} does not exist")
+        return existing
+
+    async def _plan(self, call: ActionCall, *, strict: bool) -> _Plan:
+        kind, op, key = self._checked(call)
+        params = call.params
+        name = params["name"]
         existing = _live(await call.inventory.get(kind, key))
         if op == "delete":
             if existing is None:
                 return _Plan(f"{kind} {key} does not exist")
             return _Plan(f"{kind} {key}", ResourceChange(kind, key, "delete", data=existing))
-        identity = {attr: self._identity(attr, params) for attr in _IDENTITY[kind]}
+        identity = {attr: params.get(attr) for attr in IDENTITY[kind]}
         if existing is not None:
             if all(existing.get(k) == v for k, v in identity.items()):
                 return _Plan(f"{kind} {key} already exists", result=existing)
@@ -221,17 +224,8 @@ class SimProvider:
         if kind == "taskserv":
             summary = f"taskserv {name}" + (f" on server {server}" if server else "")
         else:
-            summary = f"{kind} {name} ({_describe(data, _IDENTITY[kind])})"
+            summary = f"{kind} {name} ({_describe(data, IDENTITY[kind])})"
         return _Plan(summary, ResourceChange(kind, key, "create", data=data), result=data)
-
-    def _identity(self, key: str, params: JSON) -> Any:
-        if key == "server":
-            return None if params.get("server") is None else _param_str(params, "server")
-        value = _param_str(params, key)
-        allowed = {"plan": self.plans, "zone": self.zones}.get(key)
-        if allowed is not None and value not in allowed:
-            raise PermanentProviderError(f"unknown {key} {value!r}; valid: {', '.join(allowed)}")
-        return value
 
     async def _sleep(self, task_id: str, delay: float) -> None:
         if delay <= 0:
@@ -268,32 +262,14 @@ def _describe(data: Mapping[str, Any], keys: tuple[str, ...]) -> str:
     return ", ".join(str(data.get(k)) for k in keys)
 
 
-def _param_str(params: Mapping[str, Any], key: str) -> str:
-    value = params.get(key)
-    if not isinstance(value, str) or not value:
-        raise PermanentProviderError(f"parameter {key!r} must be a non-empty string")
-    return value
-
-
-def _parse_simulate(params: Mapping[str, Any]) -> _Simulate:
-    raw = params.get("simulate", {})
-    if not isinstance(raw, Mapping):
-        raise PermanentProviderError("`simulate` must be a table")
-    unknown = sorted(set(raw) - set(_Simulate.__dataclass_fields__))
-    fail, attempts = raw.get("fail", False), raw.get("fail_attempts", 0)
-    latency, fail_compensate = raw.get("latency"), raw.get("fail_compensate", False)
-    if (
-        unknown
-        or fail not in (True, False, "always", "permanent")
-        or not isinstance(attempts, int)
-        or (latency is not None and not isinstance(latency, int | float))
-        or not isinstance(fail_compensate, bool)
-    ):
+def _simulate(params: Mapping[str, Any]) -> Simulate:
+    try:
+        return msgspec.convert(params.get("simulate") or {}, Simulate)
+    except msgspec.ValidationError as exc:
         raise PermanentProviderError(
-            "`simulate` takes fail (bool, 'always' or 'permanent'), fail_attempts (int), "
-            "latency (seconds) and fail_compensate (bool)"
-        )
-    return _Simulate(fail, attempts, None if latency is None else float(latency), fail_compensate)
+            f"`simulate` takes fail (bool, 'always' or 'permanent'), fail_attempts (int), "
+            f"latency (seconds) and fail_compensate (bool): {exc}"
+        ) from None
 
 
 def _number(config: Mapping[str, Any], key: str, default: float) -> float:

@@ -1,0 +1,85 @@
+"""The inventory: what providers created or changed, one row per item (`GET /resources`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import State
+
+from orchestrator.api.controllers import orchestrator_of
+from orchestrator.api.envelope import Envelope
+from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
+from orchestrator.api.redaction import redact
+from orchestrator.errors import NotFound
+from orchestrator.resources import Catalog
+from orchestrator.store.inventory import inventory_page, inventory_row
+
+
+class ResourceOut(msgspec.Struct):
+    id: str
+    #: The provider instance that recorded it.
+    provider: str
+    kind: str
+    name: str
+    status: str
+    #: How policies name it (`servers:web-01`); None when the instance's type does not
+    #: declare the kind (or is no longer configured).
+    resource: str | None
+    workflow_id: str | None
+    task_id: str | None
+    data: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+def resource_out(row: dict[str, Any], catalog: Catalog) -> ResourceOut:
+    kind = next((k for k in catalog.kinds(row["provider"]) if k.name == row["kind"]), None)
+    return ResourceOut(
+        id=row["id"],
+        provider=row["provider"],
+        kind=row["kind"],
+        name=row["name"],
+        status=row["status"],
+        resource=None if kind is None else f"{kind.plural}:{row['name']}",
+        workflow_id=row["workflow_id"],
+        task_id=row["task_id"],
+        data=redact(row["data"] or {}),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class ResourceController(Controller):
+    path = "/resources"
+    tags = ["resources"]
+
+    @get("/", summary="List the inventory, by provider instance, kind and name")
+    async def list(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        kind: str | None = None,
+        provider: str | None = None,
+        limit: Limit = DEFAULT_LIMIT,
+        offset: Offset = 0,
+    ) -> Response[Envelope[list[ResourceOut]]]:
+        check_page(limit, offset)
+        orchestrator = orchestrator_of(state)
+        rows, total = await inventory_page(
+            orchestrator.engine, kind=kind, provider=provider, limit=limit, offset=offset
+        )
+        return Response(
+            Envelope([resource_out(r, orchestrator.catalog) for r in rows]),
+            headers=page_headers(request, total, limit, offset),
+        )
+
+    @get("/{resource_id:str}", summary="One inventory row")
+    async def show(self, state: State, resource_id: str) -> Envelope[ResourceOut]:
+        orchestrator = orchestrator_of(state)
+        row = await inventory_row(orchestrator.engine, resource_id)
+        if row is None:
+            raise NotFound(f"resource '{resource_id}' not found")
+        return Envelope(resource_out(row, orchestrator.catalog))
