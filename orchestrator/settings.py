@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from orchestrator.event_names import EVENT_NAMES
 from orchestrator.fields import MAX_PARALLEL_LIMIT
 from orchestrator.specs import TaskDefaults
 
@@ -368,8 +369,6 @@ def _validate(settings: Settings) -> None:
 
 
 def _validate_webhooks(webhooks: WebhookSettings) -> None:
-    from orchestrator.webhooks import EVENT_NAMES
-
     for index, endpoint in enumerate(webhooks.endpoints):
         where = f"webhooks.endpoints[{index}]"
         if not endpoint.url.startswith(("http://", "https://")):
