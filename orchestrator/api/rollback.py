@@ -19,7 +19,7 @@ from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page
 from orchestrator.api.state import human_bytes
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.fields import Id, Identifier, Name, Text
-from orchestrator.rollback import plan_compensations
+from orchestrator.rules import plan_compensations
 from orchestrator.service import Orchestrator
 from orchestrator.specs import WorkflowSpec
 from orchestrator.store.checkpoints import (
