@@ -20,7 +20,7 @@ from orchestrator.store.models import Checkpoint, Event, Resource, Task, TaskDep
 from orchestrator.store.workflows import ACTIVE_WORKFLOW_STATUSES
 
 if TYPE_CHECKING:
-    from orchestrator.webhooks import Outbox
+    from orchestrator.store.outbox import Outbox
 
 _RESOURCE_FIELDS = ("id", "provider", "kind", "name", "status", "workflow_id", "task_id", "data")
 

@@ -47,7 +47,7 @@ from orchestrator.store.models import Task, TaskDependency, Workflow
 from orchestrator.store.taskstore import JSON, AttemptEnd, EndReport
 
 if TYPE_CHECKING:
-    from orchestrator.webhooks import Outbox
+    from orchestrator.store.outbox import Outbox
 
 
 class _Changes:
