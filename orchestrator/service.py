@@ -40,6 +40,7 @@ from orchestrator.store.engine import (
     create_writer_engine,
     ensure_schema,
 )
+from orchestrator.store.idempotency import IdempotencyKeys
 from orchestrator.store.postgres import PostgresTaskStore
 from orchestrator.store.retention import prune
 from orchestrator.store.sqlite import SqliteTaskStore
@@ -79,6 +80,12 @@ class Orchestrator:
         self.engine = engine or create_engine(settings)
         #: What the API and the CLI read.
         self.records = Records(self.engine)
+        #: The API's Idempotency-Keys.
+        self.idempotency = IdempotencyKeys(
+            self.engine,
+            ttl=settings.server.idempotency_ttl,
+            pending_ttl=settings.server.idempotency_pending_ttl,
+        )
         self.instance_types = {name: str(t["type"]) for name, t in settings.providers.items()}
         self.providers: dict[str, Provider] = build_instances(
             {
