@@ -14,10 +14,9 @@ import hashlib
 import os
 import socket
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_center.policy_store import seed_default_policies
 from orchestrator.attempt import Surroundings, action_call
@@ -29,17 +28,24 @@ from orchestrator.fields import MAX_PARALLEL_LIMIT
 from orchestrator.graph import build_graph, topological_order
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
+from orchestrator.records import Records
 from orchestrator.resources import Catalog, Declared
 from orchestrator.scheduler import Scheduler
 from orchestrator.settings import Settings
 from orchestrator.specs import WorkflowSpec, task_row
-from orchestrator.store.engine import create_engine, create_writer_engine, ensure_schema
+from orchestrator.store.checkpoints import create_checkpoint, restore_inventory
+from orchestrator.store.engine import (
+    AsyncEngine,
+    create_engine,
+    create_writer_engine,
+    ensure_schema,
+)
+from orchestrator.store.idempotency import IdempotencyKeys
 from orchestrator.store.postgres import PostgresTaskStore
 from orchestrator.store.retention import prune
 from orchestrator.store.sqlite import SqliteTaskStore
-from orchestrator.store.statistics import workflow_counts
 from orchestrator.store.taskstore import Claim, Limits, NewWorkflow, TaskStore
-from orchestrator.webhooks import Outbox, WebhookDispatcher
+from orchestrator.webhooks import WebhookDispatcher, outbox_for
 from providers.base import JSON, Provider, ProviderError, ResourceNotFound
 from providers.registry import build_instances
 
@@ -72,6 +78,14 @@ class Orchestrator:
         self.run_tasks = settings.server.worker if run_tasks is None else run_tasks
         self.background = background
         self.engine = engine or create_engine(settings)
+        #: What the API and the CLI read.
+        self.records = Records(self.engine)
+        #: The API's Idempotency-Keys.
+        self.idempotency = IdempotencyKeys(
+            self.engine,
+            ttl=settings.server.idempotency_ttl,
+            pending_ttl=settings.server.idempotency_pending_ttl,
+        )
         self.instance_types = {name: str(t["type"]) for name, t in settings.providers.items()}
         self.providers: dict[str, Provider] = build_instances(
             {
@@ -83,7 +97,7 @@ class Orchestrator:
         self.catalog = Catalog(self.providers, self.instance_types)
         self.events = EventBus()
         self.metrics = Metrics()
-        self.outbox = Outbox(settings.webhooks)
+        self.outbox = outbox_for(settings.webhooks)
         self.webhooks = WebhookDispatcher(self.engine, settings.webhooks, self.metrics)
         self.task_defaults = settings.executor.task_defaults()
         self.surroundings = Surroundings(settings.workspace, settings.protected_paths)
@@ -154,7 +168,7 @@ class Orchestrator:
     async def refresh_workflow_counts(self) -> None:
         """The workflows gauge, as the database has them (other processes, and the
         journal's commits, move them)."""
-        counts = await workflow_counts(self.engine)
+        counts = await self.records.workflow_counts()
         self.metrics.workflows.clear()
         self.metrics.workflows.update(counts)
 
@@ -266,6 +280,18 @@ class Orchestrator:
                 f"{declared.instance}: no answer within {self.settings.server.wait_timeout} s"
             ) from exc
         return result.result
+
+    async def create_checkpoint(self, name: str, description: str) -> str:
+        """Record the event position, the inventory and workflow states; return its id."""
+        row = await create_checkpoint(self.engine, name, description, self.outbox)
+        self.committed()
+        return str(row["id"])
+
+    async def restore_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Reset the recorded inventory to the checkpoint's (the infrastructure is
+        untouched)."""
+        await restore_inventory(self.engine, checkpoint, self.outbox)
+        self.committed()
 
     async def cancel(self, workflow_id: str) -> bool:
         """Cancel a workflow; False if it had already ended."""

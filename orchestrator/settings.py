@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from orchestrator.event_names import EVENT_NAMES
 from orchestrator.fields import MAX_PARALLEL_LIMIT
 from orchestrator.specs import TaskDefaults
 
@@ -55,6 +56,9 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     ws_max_lag: int = 10_000
     #: How long an Idempotency-Key's first answer is kept (seconds).
     idempotency_ttl: float = 24 * 3600.0
+    #: How long a key whose request never ended (its process died) blocks retries with
+    #: 409 (seconds); after it, a retry runs the request again.
+    idempotency_pending_ttl: float = 60.0
     #: Event stream connections one user may hold at once (seed 001: 10).
     ws_connections_per_user: int = 10
     #: A stream opened without `?token=` must authenticate (its first message) within
@@ -357,6 +361,10 @@ def _validate(settings: Settings) -> None:
             "server.worker = false needs PostgreSQL: the embedded SQLite database is run by "
             "the serve process's own executor (set database_url to use separate workers)"
         )
+    if not 0 < settings.server.idempotency_pending_ttl <= settings.server.idempotency_ttl:
+        raise ConfigError(
+            "server.idempotency_pending_ttl must be positive and at most server.idempotency_ttl"
+        )
     if ex.retry.max_attempts < 1:
         raise ConfigError("executor.retry.max_attempts must be at least 1")
     if settings.sqlite.synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
@@ -368,8 +376,6 @@ def _validate(settings: Settings) -> None:
 
 
 def _validate_webhooks(webhooks: WebhookSettings) -> None:
-    from orchestrator.webhooks import EVENT_NAMES
-
     for index, endpoint in enumerate(webhooks.endpoints):
         where = f"webhooks.endpoints[{index}]"
         if not endpoint.url.startswith(("http://", "https://")):

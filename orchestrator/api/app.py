@@ -58,8 +58,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             refuse_nul,
             security.audit,
             Idempotency(
-                orchestrator.engine,
-                orchestrator.settings.server.idempotency_ttl,
+                orchestrator.idempotency,
                 security.credential_valid,
                 orchestrator.settings.server.max_body_bytes,
             ),

@@ -20,14 +20,9 @@ from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page
 from orchestrator.batch import Batch, check_storage_backend, plan_batch
 from orchestrator.errors import DomainError, InvalidInput, NotFound
 from orchestrator.planner import TaskLimits
+from orchestrator.records import Records
 from orchestrator.resources import Catalog
 from orchestrator.specs import WorkflowSpec
-from orchestrator.store.workflows import (
-    compensations_of,
-    get_workflow,
-    list_workflows,
-    tasks_of,
-)
 
 JSON_TYPES = ("application/json", "application/vnd.provisioning.v1+json", "")
 
@@ -53,18 +48,6 @@ class BatchOut(msgspec.Struct):
     error: str | None = None
     check_mode: bool = False
     rollback_enabled: bool = False
-
-
-async def batch_tasks(engine: Any, batch_ids: list[str]) -> list[dict[str, Any]]:
-    """The batches' tasks, with the compensations other workflows ran for them."""
-    tasks = await tasks_of(engine, batch_ids)
-    known = {t["id"] for t in tasks}
-    originals = [t["id"] for t in tasks if t["compensates"] is None]
-    extra = [t for t in await compensations_of(engine, originals) if t["id"] not in known]
-    workflow_of = {t["id"]: t["workflow_id"] for t in tasks}
-    for task in extra:  # filed under the batch of the task they undo
-        task["workflow_id"] = workflow_of[task["compensates"]]
-    return tasks + extra
 
 
 def decode_batch(body: bytes, content_type: str, limits: BodyLimits) -> Batch:
@@ -203,10 +186,10 @@ class BatchController(Controller):
         items = orchestrator.catalog.items(spec)
         await security_of(request).authorize_items(request.scope, items)
         batch_id = await orchestrator.submit(spec)
-        workflow = await get_workflow(orchestrator.engine, batch_id)
+        workflow = await orchestrator.records.workflow(batch_id)
         assert workflow is not None
         summary = summarize(
-            workflow, await tasks_of(orchestrator.engine, [batch_id]), results=False
+            workflow, await orchestrator.records.tasks_of([batch_id]), results=False
         )
         return Response(
             Envelope(summary),
@@ -224,11 +207,11 @@ class BatchController(Controller):
         offset: Offset = 0,
     ) -> Response[Envelope[list[BatchOut]]]:
         check_page(limit, offset)
-        engine = orchestrator_of(state).engine
-        rows, total = await list_workflows(
-            engine, status=status, kind="batch", limit=limit, offset=offset
+        records = orchestrator_of(state).records
+        rows, total = await records.workflows(
+            status=status, kind="batch", limit=limit, offset=offset
         )
-        tasks = await batch_tasks(engine, [r["id"] for r in rows])
+        tasks = await records.batch_tasks([r["id"] for r in rows])
         by_batch: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for task in tasks:
             by_batch[task["workflow_id"]].append(task)
@@ -239,21 +222,21 @@ class BatchController(Controller):
 
     @get("/operations/{batch_id:str}", summary="A batch with per-operation status and results")
     async def show(self, state: State, batch_id: str) -> Envelope[BatchOut]:
-        engine = orchestrator_of(state).engine
-        workflow = await _batch(engine, batch_id)
-        return Envelope(summarize(workflow, await batch_tasks(engine, [batch_id]), results=True))
+        records = orchestrator_of(state).records
+        workflow = await _batch(records, batch_id)
+        return Envelope(summarize(workflow, await records.batch_tasks([batch_id]), results=True))
 
     @post("/operations/{batch_id:str}/cancel", status_code=200, summary="Cancel a batch")
     async def cancel(self, state: State, batch_id: str) -> Envelope[str]:
         orchestrator = orchestrator_of(state)
-        workflow = await _batch(orchestrator.engine, batch_id)
+        workflow = await _batch(orchestrator.records, batch_id)
         if not await orchestrator.cancel(batch_id):
             return Envelope(f"Batch {batch_id} already ended ({workflow['status']})")
         return Envelope("Operation cancelled")
 
 
-async def _batch(engine: Any, batch_id: str) -> dict[str, Any]:
-    workflow = await get_workflow(engine, batch_id)
+async def _batch(records: Records, batch_id: str) -> dict[str, Any]:
+    workflow = await records.workflow(batch_id)
     if workflow is None or workflow["kind"] != "batch":
         raise NotFound(f"batch '{batch_id}' not found")
     return workflow

@@ -25,7 +25,6 @@ from orchestrator.api.schemas import (
 )
 from orchestrator.api.security import Security
 from orchestrator.errors import NotFound
-from orchestrator.events import read_events
 from orchestrator.planner import (
     TaskLimits,
     check_operation,
@@ -35,7 +34,6 @@ from orchestrator.planner import (
 )
 from orchestrator.service import Orchestrator
 from orchestrator.specs import WorkflowSpec
-from orchestrator.store.workflows import get_task, get_workflow, list_tasks, list_workflows
 from orchestrator.workspace import load_infra
 
 TaskStatus = Literal["Pending", "Running", "Completed", "Failed", "Cancelled"]
@@ -63,7 +61,7 @@ async def submit(
     workflow_id = await orchestrator.submit(spec)
     if wait:
         await orchestrator.wait(workflow_id, orchestrator.settings.server.wait_timeout)
-    workflow = await get_workflow(orchestrator.engine, workflow_id)
+    workflow = await orchestrator.records.workflow(workflow_id)
     status = workflow["status"] if workflow else "Pending"
     return Response(
         Envelope(workflow_id),
@@ -92,8 +90,7 @@ class TaskController(Controller):
         offset: Offset = 0,
     ) -> Response[Envelope[list[TaskOut]]]:
         check_page(limit, offset)
-        rows, total = await list_tasks(
-            orchestrator_of(state).engine,
+        rows, total = await orchestrator_of(state).records.tasks(
             status=status,
             workflow_id=workflow_id,
             limit=limit,
@@ -106,11 +103,11 @@ class TaskController(Controller):
 
     @get("/{task_id:str}", summary="A task, or a workflow by the id its submission returned")
     async def show(self, state: State, task_id: str) -> Envelope[TaskOut]:
-        engine = orchestrator_of(state).engine
-        row = await get_task(engine, task_id)
+        records = orchestrator_of(state).records
+        row = await records.task(task_id)
         if row is not None:
             return Envelope(task_out(row))
-        workflow = await get_workflow(engine, task_id)
+        workflow = await records.workflow(task_id)
         if workflow is not None:
             return Envelope(workflow_as_task(workflow))
         raise NotFound(f"task '{task_id}' not found")
@@ -204,10 +201,10 @@ class WorkflowController(Controller):
     ) -> Envelope[list[EventOut]]:
         """What happened to the workflow (`after` a seq already seen): a follower that
         attaches late replays its retries and failures from here before it follows."""
-        engine = orchestrator_of(state).engine
-        if await get_workflow(engine, workflow_id) is None:
+        records = orchestrator_of(state).records
+        if await records.workflow(workflow_id) is None:
             raise NotFound(f"workflow '{workflow_id}' not found")
-        rows = await read_events(engine, after, workflow_id=workflow_id, limit=limit)
+        rows = await records.events(after, workflow_id=workflow_id, limit=limit)
         return Envelope([event_out(row) for row in rows])
 
     @get("/", summary="List workflows")
@@ -221,8 +218,8 @@ class WorkflowController(Controller):
         offset: Offset = 0,
     ) -> Response[Envelope[list[WorkflowOut]]]:
         check_page(limit, offset)
-        rows, total = await list_workflows(
-            orchestrator_of(state).engine, status=status, kind=kind, limit=limit, offset=offset
+        rows, total = await orchestrator_of(state).records.workflows(
+            status=status, kind=kind, limit=limit, offset=offset
         )
         return Response(
             Envelope([workflow_out(r) for r in rows]),
@@ -231,7 +228,7 @@ class WorkflowController(Controller):
 
     @get("/{workflow_id:str}", summary="A workflow with its task counts")
     async def show(self, state: State, workflow_id: str) -> Envelope[WorkflowOut]:
-        row = await get_workflow(orchestrator_of(state).engine, workflow_id)
+        row = await orchestrator_of(state).records.workflow(workflow_id)
         if row is None:
             raise NotFound(f"workflow '{workflow_id}' not found")
         return Envelope(workflow_out(row))
@@ -239,7 +236,7 @@ class WorkflowController(Controller):
     @post("/{workflow_id:str}/cancel", status_code=200, summary="Cancel a workflow")
     async def cancel(self, state: State, workflow_id: str) -> Envelope[str]:
         orchestrator = orchestrator_of(state)
-        row = await get_workflow(orchestrator.engine, workflow_id)
+        row = await orchestrator.records.workflow(workflow_id)
         if row is None:
             raise NotFound(f"workflow '{workflow_id}' not found")
         if not await orchestrator.cancel(workflow_id):

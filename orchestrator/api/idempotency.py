@@ -5,26 +5,24 @@ its answer is stored when it ends, before the client gets it (a 5xx is not kept,
 retry runs again). A retry
 with the same key and body gets that answer, with `Idempotent-Replayed: true`; one with a
 different body gets 422, one while the first still runs gets 409. Keys are kept
-`server.idempotency_ttl` seconds. The body is read here, before Litestar: past
-`server.max_body_bytes` it is refused (413) as it arrives, and nothing is recorded.
+`server.idempotency_ttl` seconds; a key left pending by a crash (the request never
+ended) only `server.idempotency_pending_ttl` seconds, after which a retry runs. The
+keys live in the store (`orchestrator/store/idempotency.py`). The body is read here,
+before Litestar: past `server.max_body_bytes` it is refused (413) as it arrives, and
+nothing is recorded.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any
 
 import msgspec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.clock import utcnow
-from orchestrator.store.models import IdempotentRequest
+from orchestrator.store.idempotency import Answer, Held, IdempotencyKeys, RequestKey
 
 HEADER = b"idempotency-key"
 MAX_KEY = 200
@@ -45,13 +43,11 @@ TOO_LARGE = _reply(
 class Idempotency:
     def __init__(
         self,
-        engine: AsyncEngine,
-        ttl: float,
+        keys: IdempotencyKeys,
         credential_valid: Callable[[str | None], Awaitable[bool]],
         max_body: int,
     ) -> None:
-        self.engine = engine
-        self.ttl = ttl
+        self.keys = keys
         #: A stored answer is only replayed to a credential that is still valid.
         self.credential_valid = credential_valid
         #: `server.max_body_bytes`: this runs before Litestar, which would refuse more.
@@ -69,26 +65,29 @@ class Idempotency:
                 await _send_reply(send, *TOO_LARGE)
                 return
             credential = headers.get(b"authorization", b"")
-            where = (
+            request = RequestKey(
                 hashlib.sha256(credential).hexdigest(),
                 key[:MAX_KEY],
                 hashlib.sha256(scope["path"].encode() + b"\0" + body).hexdigest(),
             )
-            stored = await self._claim(*where)
-            if stored is not None:
+            claimed_at, held = await self.keys.claim(request)
+            if held is not None:
                 if await self.credential_valid(credential.decode("latin-1") or None):
-                    await _send_reply(send, *stored)
+                    await _send_reply(send, *_reply_of(held, request))
                 else:  # let the guard answer (401) and audit it
                     await app(scope, replay, send)
                 return
             try:
                 captured = await _run(app, scope, replay)
             except BaseException:
-                await self._finish(where[0], where[1], _Captured())  # forget the key
+                await self.keys.forget(request, claimed_at)
                 raise
             # Recorded before the client sees the answer: a retry sent the moment it
-            # arrives must get it replayed, not "still running".
-            await self._finish(where[0], where[1], captured)
+            # arrives must get it replayed, not "still running". A 5xx is not kept.
+            if captured.status is None or captured.status >= 500:
+                await self.keys.forget(request, claimed_at)
+            else:
+                await self.keys.keep(request, claimed_at, _answer(captured))
             await send(
                 {
                     "type": "http.response.start",
@@ -100,72 +99,29 @@ class Idempotency:
 
         return middleware
 
-    async def _claim(self, scope: str, key: str, request_hash: str) -> Any:
-        """Record the key as pending, or return the reply a retry gets."""
-        now = utcnow()
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                delete(IdempotentRequest).where(
-                    IdempotentRequest.created_at < now - timedelta(seconds=self.ttl)
-                )
-            )
-            try:
-                async with connection.begin_nested():
-                    await connection.execute(
-                        insert(IdempotentRequest),
-                        [
-                            {
-                                "scope": scope,
-                                "key": key,
-                                "request_hash": request_hash,
-                                "state": "pending",
-                                "created_at": now,
-                            }
-                        ],
-                    )
-                return None
-            except IntegrityError:
-                row = (
-                    (
-                        await connection.execute(
-                            select(IdempotentRequest.__table__).where(
-                                IdempotentRequest.scope == scope, IdempotentRequest.key == key
-                            )
-                        )
-                    )
-                    .mappings()
-                    .one()
-                )
-        if row["request_hash"] != request_hash:
-            return _reply(
-                422, "INVALID_INPUT", "this Idempotency-Key was used for a different request"
-            )
-        if row["state"] == "pending":
-            return _reply(409, "CONFLICT", "a request with this Idempotency-Key is still running")
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in row["headers"]]
-        headers.append((b"idempotent-replayed", b"true"))
-        return row["status_code"], headers, row["body"].encode()
 
-    async def _finish(self, scope: str, key: str, captured: _Captured) -> None:
-        which = (IdempotentRequest.scope == scope) & (IdempotentRequest.key == key)
-        async with self.engine.begin() as connection:
-            if captured.status is None or captured.status >= 500:
-                await connection.execute(delete(IdempotentRequest).where(which))
-                return
-            await connection.execute(
-                update(IdempotentRequest)
-                .where(which)
-                .values(
-                    state="done",
-                    status_code=captured.status,
-                    headers=[
-                        [k.decode("latin-1"), v.decode("latin-1")]
-                        for k, v in captured.headers
-                        if k.lower() not in (b"content-length", b"date", b"x-request-id")
-                    ],
-                    body=captured.body.decode("utf-8", errors="replace"),
-                )
-            )
+def _reply_of(held: Held, request: RequestKey) -> tuple[int, list[Any], bytes]:
+    """What a retry gets: the kept answer, or why there is none."""
+    if held.request_hash != request.request_hash:
+        return _reply(422, "INVALID_INPUT", "this Idempotency-Key was used for a different request")
+    if held.answer is None:
+        return _reply(409, "CONFLICT", "a request with this Idempotency-Key is still running")
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in held.answer.headers]
+    headers.append((b"idempotent-replayed", b"true"))
+    return held.answer.status_code, headers, held.answer.body.encode()
+
+
+def _answer(captured: _Captured) -> Answer:
+    assert captured.status is not None
+    return Answer(
+        captured.status,
+        [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in captured.headers
+            if k.lower() not in (b"content-length", b"date", b"x-request-id")
+        ],
+        captured.body.decode("utf-8", errors="replace"),
+    )
 
 
 class _Captured:

@@ -29,11 +29,10 @@ from control_center.guard import Principal
 from orchestrator.api.controllers import orchestrator_of
 from orchestrator.api.security import Security, access_of
 from orchestrator.errors import DomainError
-from orchestrator.events import read_events
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
 from orchestrator.service import Orchestrator
-from orchestrator.store.statistics import ping
+from orchestrator.store.events import LoggedEvent
 
 WS_POLICY_VIOLATION = 1008
 
@@ -52,14 +51,14 @@ async def metrics(state: State) -> Response[bytes]:
     return Response(orchestrator.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-def stream_message(event: dict[str, Any]) -> dict[str, Any]:
+def stream_message(event: LoggedEvent) -> dict[str, Any]:
     """An event as the stream sends it: `{event_type, timestamp, data, metadata, seq}`."""
     return {
-        "event_type": event["type"],
-        "timestamp": event["at"],
-        "data": event["data"],
-        "metadata": {"workflow_id": event["workflow_id"], "task_id": event["task_id"]},
-        "seq": event["seq"],
+        "event_type": event.type,
+        "timestamp": event.at,
+        "data": event.data,
+        "metadata": {"workflow_id": event.workflow_id, "task_id": event.task_id},
+        "seq": event.seq,
     }
 
 
@@ -148,7 +147,7 @@ async def _first_message_auth(
 async def _stream(socket: WebSocket[Any, Any, Any], orchestrator: Orchestrator) -> None:
     since = socket.query_params.get("since")
     try:
-        after = int(since) if since is not None else await ping(orchestrator.engine)
+        after = int(since) if since is not None else await orchestrator.records.last_seq()
     except ValueError:
         await _refuse(socket, "INVALID_INPUT", "since: must be an event seq (an integer)")
         return
@@ -188,8 +187,7 @@ async def _pump(
     limits = orchestrator.settings.server
     while True:
         version = bus.version
-        events = await read_events(
-            orchestrator.engine,
+        events = await orchestrator.records.events(
             after,
             workflow_id=subscription.workflow_id,
             types=subscription.types,
@@ -202,9 +200,9 @@ async def _pump(
                     f"the client did not keep up; reconnect with since={after} to resume",
                 )
                 return
-            after = event["seq"]
+            after = event.seq
         if events:
-            head = await ping(orchestrator.engine)
+            head = await orchestrator.records.last_seq()
             if head - after > limits.ws_max_lag:
                 await _refuse(
                     socket,

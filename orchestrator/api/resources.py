@@ -15,7 +15,6 @@ from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page
 from orchestrator.api.redaction import redact
 from orchestrator.errors import NotFound
 from orchestrator.resources import Catalog
-from orchestrator.store.inventory import inventory_page, inventory_row
 
 
 class ResourceOut(msgspec.Struct):
@@ -68,8 +67,8 @@ class ResourceController(Controller):
     ) -> Response[Envelope[list[ResourceOut]]]:
         check_page(limit, offset)
         orchestrator = orchestrator_of(state)
-        rows, total = await inventory_page(
-            orchestrator.engine, kind=kind, provider=provider, limit=limit, offset=offset
+        rows, total = await orchestrator.records.resources(
+            kind=kind, provider=provider, limit=limit, offset=offset
         )
         return Response(
             Envelope([resource_out(r, orchestrator.catalog) for r in rows]),
@@ -79,7 +78,7 @@ class ResourceController(Controller):
     @get("/{resource_id:str}", summary="One inventory row")
     async def show(self, state: State, resource_id: str) -> Envelope[ResourceOut]:
         orchestrator = orchestrator_of(state)
-        row = await inventory_row(orchestrator.engine, resource_id)
+        row = await orchestrator.records.resource(resource_id)
         if row is None:
             raise NotFound(f"resource '{resource_id}' not found")
         return Envelope(resource_out(row, orchestrator.catalog))

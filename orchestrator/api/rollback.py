@@ -19,18 +19,9 @@ from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page
 from orchestrator.api.state import human_bytes
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.fields import Id, Identifier, Name, Text
-from orchestrator.rollback import plan_compensations
+from orchestrator.rules import plan_compensations
 from orchestrator.service import Orchestrator
 from orchestrator.specs import WorkflowSpec
-from orchestrator.store.checkpoints import (
-    create_checkpoint,
-    get_checkpoint,
-    list_checkpoints,
-    restore_inventory,
-    undoable_tasks,
-)
-from orchestrator.store.statistics import checkpoint_count, durations, rolled_back_workflows
-from orchestrator.store.workflows import get_workflow, tasks_of
 
 
 class CheckpointIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -103,7 +94,7 @@ def _checkpoint_out(row: dict[str, Any]) -> CheckpointOut:
 
 
 async def _checkpoint(orchestrator: Orchestrator, checkpoint_id: str) -> dict[str, Any]:
-    row = await get_checkpoint(orchestrator.engine, checkpoint_id)
+    row = await orchestrator.records.checkpoint(checkpoint_id)
     if row is None:
         raise NotFound(f"checkpoint '{checkpoint_id}' not found")
     return row
@@ -119,12 +110,8 @@ class RollbackController(Controller):
 
     @post("/checkpoints", status_code=HTTP_201_CREATED, summary="Create a checkpoint")
     async def create(self, state: State, data: CheckpointIn) -> Envelope[str]:
-        orchestrator = orchestrator_of(state)
-        row = await create_checkpoint(
-            orchestrator.engine, data.name, data.description, orchestrator.outbox
-        )
-        orchestrator.committed()
-        return Envelope(row["id"])
+        checkpoint_id = await orchestrator_of(state).create_checkpoint(data.name, data.description)
+        return Envelope(checkpoint_id)
 
     @get("/checkpoints", summary="List checkpoints, newest first")
     async def list(
@@ -135,7 +122,7 @@ class RollbackController(Controller):
         offset: Offset = 0,
     ) -> Response[Envelope[list[CheckpointOut]]]:
         check_page(limit, offset)
-        rows, total = await list_checkpoints(orchestrator_of(state).engine, limit, offset)
+        rows, total = await orchestrator_of(state).records.checkpoints(limit, offset)
         return Response(
             Envelope([_checkpoint_out(r) for r in rows]),
             headers=page_headers(request, total, limit, offset),
@@ -157,12 +144,12 @@ class RollbackController(Controller):
         async with _selecting:
             if data.checkpoint_id is not None:
                 checkpoint = await _checkpoint(orchestrator, data.checkpoint_id)
-                done = await undoable_tasks(orchestrator.engine, since=checkpoint["created_at"])
+                done = await orchestrator.records.undoable(since=checkpoint["created_at"])
                 name = f"rollback to checkpoint {checkpoint['name']}"
             else:
                 if not data.operation_ids:
                     raise InvalidInput("operation_ids: name at least one operation")
-                done = await undoable_tasks(orchestrator.engine, operation_ids=data.operation_ids)
+                done = await orchestrator.records.undoable(operation_ids=data.operation_ids)
                 name = f"rollback of {', '.join(data.operation_ids)}"
             if not done:
                 return Envelope(RollbackOut(None, True, 0, 0, 0.0, "Completed"))
@@ -184,20 +171,19 @@ class RollbackController(Controller):
     async def restore(self, state: State, checkpoint_id: str) -> Envelope[str]:
         orchestrator = orchestrator_of(state)
         checkpoint = await _checkpoint(orchestrator, checkpoint_id)
-        await restore_inventory(orchestrator.engine, checkpoint, orchestrator.outbox)
-        orchestrator.committed()
+        await orchestrator.restore_checkpoint(checkpoint)
         return Envelope(f"State restored from checkpoint {checkpoint_id}")
 
     @get("/statistics", summary="Rollback statistics")
     async def statistics(self, state: State) -> Envelope[RollbackStatistics]:
-        engine = orchestrator_of(state).engine
-        runs = await durations(engine, kind="rollback")
-        automatic = await rolled_back_workflows(engine)
+        records = orchestrator_of(state).records
+        runs = await records.durations(kind="rollback")
+        automatic = await records.rolled_back_workflows()
         total = len(runs) + automatic
         succeeded = sum(1 for r in runs if r["status"] == "Completed") + automatic
         return Envelope(
             RollbackStatistics(
-                total_checkpoints=await checkpoint_count(engine),
+                total_checkpoints=await records.checkpoint_count(),
                 total_rollbacks=total,
                 success_rate=round(100.0 * succeeded / total, 1) if total else None,
                 average_rollback_time=(
@@ -210,9 +196,9 @@ class RollbackController(Controller):
 async def _rollback_result(
     orchestrator: Orchestrator, rollback_id: str, started: float
 ) -> RollbackOut:
-    workflow = await get_workflow(orchestrator.engine, rollback_id)
+    workflow = await orchestrator.records.workflow(rollback_id)
     assert workflow is not None
-    tasks = await tasks_of(orchestrator.engine, [rollback_id])
+    tasks = await orchestrator.records.tasks_of([rollback_id])
     executed = sum(1 for t in tasks if t["status"] == "Completed")
     failed = sum(1 for t in tasks if t["status"] in ("Failed", "Cancelled"))
     finished = workflow["status"] not in ("Pending", "Running")

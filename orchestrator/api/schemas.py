@@ -12,6 +12,7 @@ from orchestrator.api.redaction import redact, redact_args, redact_text
 from orchestrator.errors import InvalidInput
 from orchestrator.fields import NO_CONTROL, Name, ParallelLimit
 from orchestrator.specs import TaskSpec
+from orchestrator.store.events import LoggedEvent
 
 #: An infra or a settings file: one name inside the workspace, the rule of
 #: `orchestrator.workspace.NAME`.
@@ -238,12 +239,12 @@ class EventOut(msgspec.Struct):
     task_id: str | None
 
 
-def event_out(row: dict[str, Any]) -> EventOut:
+def event_out(event: LoggedEvent) -> EventOut:
     return EventOut(
-        seq=row["seq"],
-        event_type=row["type"],
-        timestamp=row["at"],
-        data=row["data"],
-        workflow_id=row["workflow_id"],
-        task_id=row["task_id"],
+        seq=event.seq,
+        event_type=event.type,
+        timestamp=event.at,
+        data=event.data,
+        workflow_id=event.workflow_id,
+        task_id=event.task_id,
     )

@@ -19,17 +19,7 @@ from orchestrator.api.controllers import orchestrator_of
 from orchestrator.api.envelope import Envelope
 from orchestrator.clock import utcnow
 from orchestrator.errors import NotFound
-from orchestrator.store.retention import sizes
-from orchestrator.store.statistics import (
-    checkpoint_count,
-    database_bytes,
-    durations,
-    ping,
-    task_timings,
-    workflow_counts,
-    workflow_events,
-)
-from orchestrator.store.workflows import ACTIVE_WORKFLOW_STATUSES, get_workflow
+from orchestrator.rules import ACTIVE_WORKFLOW
 
 TERMINAL = ("Completed", "Failed", "Cancelled")
 
@@ -134,11 +124,11 @@ class StateController(Controller):
 
     @get("/workflows/{workflow_id:str}/progress", summary="A workflow's live progress")
     async def progress(self, state: State, workflow_id: str) -> Envelope[Progress]:
-        engine = orchestrator_of(state).engine
-        workflow = await get_workflow(engine, workflow_id)
+        records = orchestrator_of(state).records
+        workflow = await records.workflow(workflow_id)
         if workflow is None:
             raise NotFound(f"workflow '{workflow_id}' not found")
-        timings = await task_timings(engine, workflow_id)
+        timings = await records.task_timings(workflow_id)
         total = len(timings)
         done = sum(1 for t in timings if t["status"] in TERMINAL)
         running = [t["name"] for t in timings if t["status"] == "Running"]
@@ -147,7 +137,7 @@ class StateController(Controller):
             last = max((t for t in timings if t["completed_at"]), key=lambda t: t["completed_at"])
             current = last["name"]
         eta = None
-        if workflow["status"] in ACTIVE_WORKFLOW_STATUSES:
+        if workflow["status"] in ACTIVE_WORKFLOW:
             eta = estimate_remaining(timings, workflow["parallel_limit"], utcnow())
         else:
             eta = 0.0
@@ -165,29 +155,29 @@ class StateController(Controller):
 
     @get("/workflows/{workflow_id:str}/snapshots", summary="A workflow's states, from the log")
     async def snapshots(self, state: State, workflow_id: str) -> Envelope[list[Snapshot]]:
-        engine = orchestrator_of(state).engine
-        if await get_workflow(engine, workflow_id) is None:
+        records = orchestrator_of(state).records
+        if await records.workflow(workflow_id) is None:
             raise NotFound(f"workflow '{workflow_id}' not found")
         tasks: dict[str, str] = {}
         snapshots = []
-        for event in await workflow_events(engine, workflow_id):
-            data = event["data"]
-            if event["type"] == "WorkflowSubmitted":
+        for event in await records.events(workflow_id=workflow_id, limit=None):
+            data = event.data
+            if event.type == "WorkflowSubmitted":
                 counts = {"Pending": int(data.get("tasks", 0))}
-            if event["type"] == "TaskStatusChanged" and event["task_id"]:
-                tasks[event["task_id"]] = data["status"]
+            if event.type == "TaskStatusChanged" and event.task_id:
+                tasks[event.task_id] = data["status"]
                 continue
-            if event["type"] not in ("WorkflowSubmitted", "WorkflowStatusChanged"):
+            if event.type not in ("WorkflowSubmitted", "WorkflowStatusChanged"):
                 continue
             status = data.get("status", "Pending")
             counts = dict(Counter(tasks.values())) if tasks else counts
-            details = {"seq": event["seq"], "event": event["type"], "tasks": counts}
+            details = {"seq": event.seq, "event": event.type, "tasks": counts}
             if data.get("error"):
                 details["error"] = data["error"]
             snapshots.append(
                 Snapshot(
-                    snapshot_id=f"{workflow_id}:{event['seq']}",
-                    timestamp=event["at"],
+                    snapshot_id=f"{workflow_id}:{event.seq}",
+                    timestamp=event.at,
                     state=status.lower(),
                     details=details,
                 )
@@ -197,12 +187,12 @@ class StateController(Controller):
     @get("/system/metrics", summary="Workflow counts and real machine readings")
     async def metrics(self, state: State) -> Envelope[SystemMetrics]:
         orchestrator = orchestrator_of(state)
-        counts = await workflow_counts(orchestrator.engine)
+        counts = await orchestrator.records.workflow_counts()
         load = await anyio.to_thread.run_sync(machine_load, Path(orchestrator.settings.data_dir))
         return Envelope(
             SystemMetrics(
                 total_workflows=sum(counts.values()),
-                active_workflows=sum(counts[s] for s in ACTIVE_WORKFLOW_STATUSES),
+                active_workflows=sum(counts[s] for s in ACTIVE_WORKFLOW),
                 completed_workflows=counts["Completed"],
                 failed_workflows=counts["Failed"],
                 running_tasks=orchestrator.scheduler.running,
@@ -218,7 +208,7 @@ class StateController(Controller):
         details: dict[str, str] = {}
         started = time.perf_counter()
         try:
-            seq = await ping(orchestrator.engine)
+            seq = await orchestrator.records.last_seq()
             components["storage"] = "Healthy"
             details["storage"] = f"answered in {1000 * (time.perf_counter() - started):.1f} ms"
             components["monitoring"] = "Healthy"
@@ -251,21 +241,21 @@ class StateController(Controller):
 
     @get("/statistics", summary="State manager statistics")
     async def statistics(self, state: State) -> Envelope[Statistics]:
-        engine = orchestrator_of(state).engine
-        counts = await workflow_counts(engine)
-        finished = await durations(engine)
-        size = await database_bytes(engine)
+        records = orchestrator_of(state).records
+        counts = await records.workflow_counts()
+        finished = await records.durations()
+        size = await records.database_bytes()
         average = (
             round(sum(d["seconds"] for d in finished) / len(finished), 3) if finished else None
         )
         return Envelope(
             Statistics(
                 total_workflows=sum(counts.values()),
-                active_snapshots=await checkpoint_count(engine),
+                active_snapshots=await records.checkpoint_count(),
                 storage_usage=human_bytes(size),
                 storage_bytes=size,
                 average_workflow_duration=average,
                 workflows_by_status=dict(counts),
-                rows=await sizes(engine),
+                rows=await records.row_counts(),
             )
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
@@ -12,9 +12,7 @@ from litestar.datastructures import State
 from orchestrator.api.controllers import orchestrator_of
 from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
-from orchestrator.webhooks import list_deliveries
-
-DeliveryStatus = Literal["pending", "delivered", "dead"]
+from orchestrator.store.outbox import Delivery, DeliveryStatus
 
 
 class DeliveryOut(msgspec.Struct):
@@ -29,6 +27,10 @@ class DeliveryOut(msgspec.Struct):
     created_at: datetime
     next_attempt_at: datetime
     delivered_at: datetime | None
+
+
+def delivery_out(delivery: Delivery) -> DeliveryOut:
+    return DeliveryOut(**{k: getattr(delivery, k) for k in DeliveryOut.__struct_fields__})
 
 
 class WebhookController(Controller):
@@ -46,11 +48,10 @@ class WebhookController(Controller):
         offset: Offset = 0,
     ) -> Response[Envelope[list[DeliveryOut]]]:
         check_page(limit, offset)
-        rows, total = await list_deliveries(
-            orchestrator_of(state).engine, status=status, event=event, limit=limit, offset=offset
+        rows, total = await orchestrator_of(state).records.deliveries(
+            status=status, event=event, limit=limit, offset=offset
         )
-        fields = DeliveryOut.__struct_fields__
         return Response(
-            Envelope([DeliveryOut(**{k: r[k] for k in fields}) for r in rows]),
+            Envelope([delivery_out(r) for r in rows]),
             headers=page_headers(request, total, limit, offset),
         )

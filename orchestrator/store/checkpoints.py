@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from orchestrator.clock import utcnow
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.ids import new_id
-from orchestrator.rollback import DoneTask
+from orchestrator.rules import DoneTask
 from orchestrator.store.journal import write_events
 from orchestrator.store.models import Checkpoint, Event, Resource, Task, TaskDependency, Workflow
 from orchestrator.store.workflows import ACTIVE_WORKFLOW_STATUSES
 
 if TYPE_CHECKING:
-    from orchestrator.webhooks import Outbox
+    from orchestrator.store.outbox import Outbox
 
 _RESOURCE_FIELDS = ("id", "provider", "kind", "name", "status", "workflow_id", "task_id", "data")
 

@@ -24,7 +24,7 @@ from orchestrator.store.models import Task, Workflow
 from orchestrator.store.taskstore import JSON, Limits
 
 if TYPE_CHECKING:
-    from orchestrator.webhooks import Outbox
+    from orchestrator.store.outbox import Outbox
 
 #: Work may be claimable (a submission, an attempt's end, a cancel): workers wake.
 CHANNEL_TASKS = "provisioning_tasks"

@@ -19,15 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.clock import utcnow
 from orchestrator.ids import new_id
-from orchestrator.rollback import DoneTask, compensation_rows
 from orchestrator.rules import (
     ACTIVE_WORKFLOW,
     CANCELLED_BY_REQUEST,
+    DoneTask,
     EndedTask,
     Outcome,
     RetryPolicy,
     TaskStatus,
     after_attempt,
+    compensation_rows,
     dependency_reason,
     stop_reason,
     stops_workflow,
@@ -46,7 +47,7 @@ from orchestrator.store.models import Task, TaskDependency, Workflow
 from orchestrator.store.taskstore import JSON, AttemptEnd, EndReport
 
 if TYPE_CHECKING:
-    from orchestrator.webhooks import Outbox
+    from orchestrator.store.outbox import Outbox
 
 
 class _Changes:

@@ -7,8 +7,9 @@ start on an outdated schema with a message naming that command.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import sqlalchemy
@@ -17,20 +18,56 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from orchestrator.data_dir import private_data_dir
-from orchestrator.settings import Settings
+
+#: The handle of the database the store's functions take (callers above the store
+#: name its type from here, and never import SQLAlchemy).
+__all__ = ["AsyncEngine"]
+
+R = TypeVar("R")
 
 MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
+
+
+class _SqliteSettings(Protocol):
+    @property
+    def synchronous(self) -> str: ...
+
+
+class _ExecutorSettings(Protocol):
+    @property
+    def worker_limit(self) -> int: ...
+
+
+class DatabaseSettings(Protocol):
+    """What opening the database needs of the settings (`orchestrator.settings.Settings`
+    has it; the store does not import the settings)."""
+
+    @property
+    def data_dir(self) -> str: ...
+
+    @property
+    def resolved_database_url(self) -> str: ...
+
+    @property
+    def is_sqlite(self) -> bool: ...
+
+    @property
+    def sqlite(self) -> _SqliteSettings: ...
+
+    @property
+    def executor(self) -> _ExecutorSettings: ...
 
 
 class SchemaNotCurrent(Exception):
     """The database's schema is not the one this version of the code expects."""
 
 
-def _sqlite_pragmas(engine: Engine, settings: Settings) -> None:
+def _sqlite_pragmas(engine: Engine, settings: DatabaseSettings) -> None:
     synchronous = settings.sqlite.synchronous.upper()
 
     @event.listens_for(engine, "connect")
@@ -55,7 +92,7 @@ JSON_CODEC: dict[str, Any] = {
 }
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     url = settings.resolved_database_url
     if settings.is_sqlite:
         private_data_dir(settings.data_dir)
@@ -74,7 +111,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def create_writer_engine(settings: Settings) -> Engine:
+def create_writer_engine(settings: DatabaseSettings) -> Engine:
     """For the embedded SQLite store, the synchronous engine the journal writes with from
     its own thread (one connection, kept open)."""
     if not settings.is_sqlite:
@@ -97,7 +134,8 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def _head_revision() -> str | None:
+def head_revision() -> str | None:
+    """The newest schema revision this version of the code has."""
     return ScriptDirectory.from_config(alembic_config("")).get_current_head()
 
 
@@ -118,14 +156,36 @@ async def upgrade(engine: AsyncEngine) -> None:
         await connection.run_sync(_upgrade_on, url)
 
 
-async def ensure_schema(engine: AsyncEngine, settings: Settings) -> None:
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The database's schema revision (None: never migrated)."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_current_revision)
+
+
+class DatabaseUnreachable(Exception):
+    """The configured database could not be opened or read."""
+
+
+async def on_database(settings: DatabaseSettings, work: Callable[[AsyncEngine], Awaitable[R]]) -> R:
+    """Run `work` on an engine of its own for the configured database, closed after;
+    a failure to reach or read it becomes `DatabaseUnreachable`."""
+    try:
+        engine = create_engine(settings)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+    except (SQLAlchemyError, OSError) as exc:
+        raise DatabaseUnreachable(str(exc)) from exc
+
+
+async def ensure_schema(engine: AsyncEngine, settings: DatabaseSettings) -> None:
     """Upgrade the embedded database; refuse to run on an outdated external one."""
     if settings.is_sqlite:
         await upgrade(engine)
         return
-    async with engine.connect() as connection:
-        current = await connection.run_sync(_current_revision)
-    head = _head_revision()
+    current = await current_revision(engine)
+    head = head_revision()
     if current != head:
         raise SchemaNotCurrent(
             f"the database schema is at revision {current or 'none'}, this version needs "

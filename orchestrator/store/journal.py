@@ -32,7 +32,7 @@ from orchestrator.store.models import Base, Event, Resource, Task, TaskDependenc
 from orchestrator.store.taskstore import ResourceWrite
 
 if TYPE_CHECKING:
-    from orchestrator.webhooks import Outbox
+    from orchestrator.store.outbox import Outbox
 
 log = structlog.get_logger(__name__)
 

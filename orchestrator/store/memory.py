@@ -9,7 +9,7 @@ embedded store (`SqliteTaskStore` persists each of its transitions through hooks
   and per-provider limits allow (`Limits`, each workflow's `parallel_limit`).
 - Every end is decided by `orchestrator.rules`; failures cascade through hard edges,
   release soft dependents, may stop the workflow, and a workflow with nothing left
-  ends or starts its rollback (`orchestrator.rollback` plans the compensations).
+  ends or starts its rollback (`orchestrator.rules` plans the compensations).
 """
 
 from __future__ import annotations
@@ -27,17 +27,18 @@ import structlog
 
 from orchestrator.clock import utcnow
 from orchestrator.ids import new_id
-from orchestrator.rollback import DoneTask, compensation_rows
 from orchestrator.rules import (
     CANCELLED_BY_REQUEST,
     TERMINAL,
     WORKFLOW_TERMINAL,
+    DoneTask,
     EndedTask,
     Outcome,
     RetryPolicy,
     TaskStatus,
     WorkflowStatus,
     after_attempt,
+    compensation_rows,
     dependency_reason,
     stop_reason,
     workflow_end,

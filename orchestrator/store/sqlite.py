@@ -39,7 +39,7 @@ from orchestrator.store.taskstore import (
 from orchestrator.store.workflows import SqlInventory, load_unfinished, write_workflow
 
 if TYPE_CHECKING:
-    from orchestrator.webhooks import Outbox
+    from orchestrator.store.outbox import Outbox
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.store.models import Checkpoint, Event, Task, Workflow
+from orchestrator.store.models import Checkpoint, Task, Workflow
 
 
 async def workflow_counts(engine: AsyncEngine) -> Counter[str]:
@@ -51,14 +51,6 @@ async def checkpoint_count(engine: AsyncEngine) -> int:
         )
 
 
-async def workflow_events(engine: AsyncEngine, workflow_id: str) -> list[dict[str, Any]]:
-    async with engine.connect() as connection:
-        rows = await connection.execute(
-            select(Event.__table__).where(Event.workflow_id == workflow_id).order_by(Event.seq)
-        )
-        return [dict(r) for r in rows.mappings()]
-
-
 async def task_timings(engine: AsyncEngine, workflow_id: str) -> list[dict[str, Any]]:
     async with engine.connect() as connection:
         rows = await connection.execute(
@@ -78,9 +70,3 @@ async def database_bytes(engine: AsyncEngine) -> int:
             return int(pages) * int(size)
         query = text("SELECT pg_database_size(current_database())")
         return int((await connection.execute(query)).scalar_one())
-
-
-async def ping(engine: AsyncEngine) -> int:
-    """The last event's seq: proves the store answers and the log is readable."""
-    async with engine.connect() as connection:
-        return int((await connection.execute(select(func.max(Event.seq)))).scalar() or 0)

@@ -15,7 +15,7 @@ from orchestrator.store.journal import insert_many, write_events
 from orchestrator.store.models import Resource, Task, TaskDependency, Workflow
 
 if TYPE_CHECKING:
-    from orchestrator.webhooks import Outbox
+    from orchestrator.store.outbox import Outbox
 
 ACTIVE_WORKFLOW_STATUSES = ("Pending", "Running", "RollingBack")
 

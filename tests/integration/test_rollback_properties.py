@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from orchestrator.rollback import plan_compensations
+from orchestrator.rules import plan_compensations
 from orchestrator.service import Orchestrator
 from orchestrator.settings import load_settings
 from orchestrator.specs import TaskSpec, WorkflowSpec

@@ -213,8 +213,8 @@ async def test_two_dispatchers_on_one_database_never_claim_the_same_delivery(tmp
             (a, _), (b, upcoming) = await asyncio.gather(first.claim_due(), second.claim_due())
             if not a and not b:
                 break
-            by_first |= {r["id"] for r in a}
-            by_second |= {r["id"] for r in b}
+            by_first |= {d.id for d in a}
+            by_second |= {d.id for d in b}
         else:
             raise AssertionError("claimed deliveries were still due")
         assert not by_first & by_second
@@ -222,7 +222,7 @@ async def test_two_dispatchers_on_one_database_never_claim_the_same_delivery(tmp
         assert upcoming is not None  # all claimed: due again when the claims lapse
         await asyncio.sleep(upcoming - time.time() + 0.05)
         again, _ = await second.claim_due()
-        assert [r["event_seq"] for r in again] == list(range(1, 51))
+        assert [d.event_seq for d in again] == list(range(1, 51))
     finally:
         for engine in engines:
             await engine.dispose()

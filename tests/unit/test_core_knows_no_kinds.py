@@ -18,7 +18,7 @@ ORCHESTRATOR = Path(__file__).resolve().parents[2] / "orchestrator"
 CORE = [
     *(
         ORCHESTRATOR / f"{name}.py"
-        for name in ("scheduler", "rules", "specs", "rollback", "attempt", "graph", "service")
+        for name in ("scheduler", "rules", "specs", "attempt", "graph", "service")
     ),
     *sorted((ORCHESTRATOR / "store").glob("*.py")),
 ]

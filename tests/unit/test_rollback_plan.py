@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from orchestrator.graph import build_graph
 from orchestrator.ids import new_id
-from orchestrator.rollback import MAX_NAME, DoneTask, plan_compensations
+from orchestrator.rules import MAX_NAME, DoneTask, plan_compensations
 
 # Touches no database: runs in the SQLite pass only (tests/conftest.py).
 pytestmark = pytest.mark.backend_independent

@@ -51,6 +51,11 @@ def test_toml_then_environment_override(tmp_path):
         ("[executor]\nglobal_limit = 0\n", "executor.global_limit"),
         ("[executor]\ndefault_parallel_limit = 1001\n", "executor.default_parallel_limit"),
         ("[server]\nmax_body_depth = 0\n", "server.max_body_depth"),
+        ("[server]\nidempotency_pending_ttl = 0\n", "server.idempotency_pending_ttl"),
+        (
+            "[server]\nidempotency_ttl = 10\nidempotency_pending_ttl = 60\n",
+            "server.idempotency_pending_ttl",
+        ),
         ("[providers.x]\nlatency = 1\n", "providers.x needs a `type`"),
         ("not toml [", "not valid TOML"),
     ],

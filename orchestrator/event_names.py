@@ -1,0 +1,55 @@
+"""The names webhooks use for log events (`task.completed`, `workflow.rolled_back`, …).
+
+Low in the import graph: the settings check endpoints' `events` against `EVENT_NAMES`,
+and the store's outbox names the events it writes deliveries for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+EVENT_NAMES = (
+    "task.started",
+    "task.retrying",
+    "task.completed",
+    "task.failed",
+    "task.cancelled",
+    "workflow.submitted",
+    "workflow.running",
+    "workflow.completed",
+    "workflow.failed",
+    "workflow.cancelled",
+    "workflow.rolling_back",
+    "workflow.rolled_back",
+    "batch.completed",
+    "batch.failed",
+    "batch.cancelled",
+    "batch.rolled_back",
+    "rollback.started",
+    "checkpoint.created",
+    "state.restored",
+)
+_SNAKE = {"RollingBack": "rolling_back", "RolledBack": "rolled_back"}
+_OTHERS = {
+    "WorkflowSubmitted": "workflow.submitted",
+    "RollbackStarted": "rollback.started",
+    "CheckpointCreated": "checkpoint.created",
+    "StateRestored": "state.restored",
+}
+
+
+def webhook_event(kind: str, data: Mapping[str, Any]) -> str | None:
+    """The webhook name of a log event of type `kind` (`TaskStatusChanged` with status
+    Completed -> `task.completed`); None for events webhooks do not carry."""
+    status = str(data.get("status", ""))
+    word = _SNAKE.get(status, status.lower())
+    if kind == "TaskStatusChanged":
+        if data.get("retrying"):
+            return "task.retrying"
+        return "task.started" if status == "Running" else f"task.{word}"
+    if kind == "WorkflowStatusChanged":
+        return f"workflow.{word}"
+    if kind == "BatchStatusChanged":
+        return f"batch.{word}"
+    return _OTHERS.get(kind)
