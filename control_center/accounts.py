@@ -10,9 +10,9 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_center.models import MfaBackupCode, User
 from control_center.secret_keys import SEALED
 from control_center.sessions import end_sessions_of
+from control_center.store.models import MfaBackupCode, User
 from control_center.tokens import utcnow
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.ids import new_id

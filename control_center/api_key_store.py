@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_center.models import ApiKey
+from control_center.store.models import ApiKey
 from control_center.tokens import API_KEY_SHOWN_CHARS, digest, new_api_key, utcnow
 from orchestrator.errors import NotFound
 from orchestrator.ids import new_id

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_center.models import AuditChainHead, AuditRecord
+from control_center.store.models import AuditChainHead, AuditRecord
 from control_center.tokens import utcnow
 from orchestrator.ids import new_id
 

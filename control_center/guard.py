@@ -24,10 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_center import api_key_store
 from control_center.errors import Forbidden, MfaRequired, PasswordChangeRequired, Unauthorized
-from control_center.models import User
 from control_center.policies import Decision
 from control_center.policy_store import policy_engine
 from control_center.sessions import session_user
+from control_center.store.models import User
 from control_center.tokens import (
     Principal,
     bearer_credential,

@@ -25,7 +25,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control_center import accounts
-from control_center.models import Policy, PolicyRevision
 from control_center.policies import (
     ADMIN_ROLE,
     DEFAULT_POLICIES,
@@ -35,6 +34,7 @@ from control_center.policies import (
     compile_policy,
     lockout,
 )
+from control_center.store.models import Policy, PolicyRevision
 from control_center.tokens import Principal, utcnow
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.ids import new_id

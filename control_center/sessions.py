@@ -19,7 +19,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control_center.errors import Unauthorized
-from control_center.models import RefreshToken, User
+from control_center.store.models import RefreshToken, User
 from control_center.tokens import (
     IssuedToken,
     digest,

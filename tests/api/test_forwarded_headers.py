@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from control_center.models import AuditRecord
+from control_center.store.models import AuditRecord
 from tests.backend import fetch, settings_env
 from tests.control_center.conftest import error_of
 from tests.control_center.servers import ControlCenterProcess

@@ -12,7 +12,7 @@ import pytest
 import websockets
 from sqlalchemy import select
 
-from control_center.models import AuditRecord
+from control_center.store.models import AuditRecord
 from tests.backend import fetch
 from tests.servers import OrchestratorProcess, provision_user
 

@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from control_center.audit import verify_chain
-from control_center.models import AuditRecord
 from control_center.secret_keys import keys_for
+from control_center.store.models import AuditRecord
 from orchestrator.settings import Settings
 from tests.backend import fetch
 from tests.control_center.servers import ADMIN_PASSWORD, ControlCenterProcess

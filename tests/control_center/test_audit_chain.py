@@ -24,7 +24,7 @@ from control_center.audit import (
     record_audit,
     verify_chain,
 )
-from control_center.models import AuditChainHead, AuditRecord
+from control_center.store.models import AuditChainHead, AuditRecord
 from orchestrator.settings import Settings
 from orchestrator.store.engine import alembic_config, create_engine, ensure_schema
 from tests import backend

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import insert, update
 
 from control_center import accounts
-from control_center.models import Policy, User
 from control_center.policy_store import restore_default_policies, seed_default_policies
+from control_center.store.models import Policy, User
 from orchestrator.settings import Settings
 from orchestrator.store.engine import create_engine, ensure_schema
 from tests.backend import settings_fields

@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy import select
 
 from control_center.audit import canonical_json
-from control_center.models import AuditChainHead, AuditRecord
+from control_center.store.models import AuditChainHead, AuditRecord
 from tests import backend
 from tests.control_center.servers import ADMIN_PASSWORD, JWT_SECRET, ControlCenterProcess
 from tests.servers import PROVISIONING, OrchestratorProcess, free_port
