@@ -98,7 +98,7 @@ def restore_defaults(options: Options) -> None:
 
     async def restore(engine: AsyncEngine) -> RestoreReport:
         from control_center.audit import record_audit
-        from control_center.policy_store import restore_default_policies
+        from control_center.policy_set import restore_default_policies
 
         restored = await restore_default_policies(engine)
         await record_audit(
