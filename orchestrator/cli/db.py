@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from orchestrator.cli.app import Failure, Options, cli, pass_options, shown_database
+from orchestrator.cli.common import Failure, Options, pass_options, shown_database
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:  # SQLAlchemy is imported when a db command runs, not for every command
@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # SQLAlchemy is imported when a db command runs, not for ever
 R = TypeVar("R")
 
 
-@cli.group()
+@click.group()
 def db() -> None:
     """The database schema (Alembic migrations)."""
 
