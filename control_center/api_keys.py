@@ -13,8 +13,8 @@ from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_center import api_key_store
 from control_center.request_context import (
     AnyRequest,
     CurrentPrincipal,
@@ -23,7 +23,9 @@ from control_center.request_context import (
     services,
 )
 from control_center.schemas import ApiKeyBody, ApiKeyCreated, ApiKeyIn, ApiKeyOut, api_key_out
-from control_center.tokens import utcnow
+from control_center.store import api_keys as store
+from control_center.store.records import ApiKey, NewApiKey
+from control_center.tokens import API_KEY_SHOWN_CHARS, digest, new_api_key, utcnow
 from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.errors import InvalidInput
@@ -55,6 +57,25 @@ def _expiry(data: ApiKeyIn) -> datetime | None:
     return expires_at
 
 
+async def issue_api_key(
+    engine: AsyncEngine, user_id: str, name: str, description: str, expires_at: datetime | None
+) -> tuple[ApiKey, str]:
+    """Store a new key for `user_id`; return its record and the key (shown once)."""
+    key = new_api_key()
+    stored = await store.create_api_key(
+        engine,
+        NewApiKey(
+            user_id=user_id,
+            name=name,
+            description=description,
+            prefix=key[:API_KEY_SHOWN_CHARS],
+            key_hash=digest(key),
+            expires_at=expires_at,
+        ),
+    )
+    return stored, key
+
+
 class ApiKeyController(Controller):
     path = "/api-keys"
     tags = ["api-keys"]
@@ -69,19 +90,19 @@ class ApiKeyController(Controller):
     ) -> Envelope[ApiKeyCreated]:
         await check(request, principal, "create", "api-keys:*", owner=principal.user_id)
         expires_at = _expiry(data)
-        row, key = await api_key_store.create_api_key(
+        stored, key = await issue_api_key(
             services(state).db, principal.user_id, data.name, data.description, expires_at
         )
-        audit_as(request, "api-keys.create", f"api-keys:{row['id']}", prefix=row["prefix"])
+        audit_as(request, "api-keys.create", f"api-keys:{stored.id}", prefix=stored.prefix)
         return Envelope(
             ApiKeyCreated(
-                id=row["id"],
-                name=row["name"],
-                description=row["description"],
+                id=stored.id,
+                name=stored.name,
+                description=stored.description,
                 key=key,
-                key_prefix=row["prefix"],
-                created_at=row["created_at"],
-                expires_at=row["expires_at"],
+                key_prefix=stored.prefix,
+                created_at=stored.created_at,
+                expires_at=stored.expires_at,
             )
         )
 
@@ -99,11 +120,11 @@ class ApiKeyController(Controller):
         owner = user_id or principal.user_id
         await check(request, principal, "list", "api-keys:*", owner=owner)
         check_page(limit, offset)
-        rows, total = await api_key_store.list_api_keys(
+        found, total = await store.list_api_keys(
             services(state).db, owner, include_revoked, limit, offset
         )
         return Response(
-            Envelope([api_key_out(row) for row in rows]),
+            Envelope([api_key_out(key) for key in found]),
             headers=page_headers(request, total, limit, offset),
         )
 
@@ -113,7 +134,7 @@ class ApiKeyController(Controller):
     ) -> Envelope[str]:
         engine = services(state).db
         audit_as(request, "api-keys.delete", f"api-keys:{key_id}")
-        row = await api_key_store.get_api_key(engine, key_id)
-        await check(request, principal, "delete", f"api-keys:{key_id}", owner=row["user_id"])
-        await api_key_store.revoke_api_key(engine, key_id)
+        stored = await store.get_api_key(engine, key_id)
+        await check(request, principal, "delete", f"api-keys:{key_id}", owner=stored.user_id)
+        await store.revoke_api_key(engine, key_id)
         return Envelope("API key revoked successfully")

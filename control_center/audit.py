@@ -8,10 +8,7 @@ before the chain had a key (seq below the head's `keyed_from`) are plain
 `sha256(previous hash + canonical JSON)`; `verify_chain` checks them that way and counts
 them as unkeyed.
 
-Writers are serialized so the chain cannot fork: each insert runs in one transaction
-that first updates the one-row `audit_chain_head` (on PostgreSQL after taking
-`pg_advisory_xact_lock`; on SQLite that first write takes the database's write lock,
-as `BEGIN IMMEDIATE` would), then reads the previous hash, inserts, and moves the head.
+Writers are serialized so the chain cannot fork (`control_center.store.audit.append`).
 
 What the chain proves, and what it does not, is in docs/security.md ("Audit").
 """
@@ -21,20 +18,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_center.models import AuditChainHead, AuditRecord
+from control_center.store import audit as store
+from control_center.store.records import AuditEntry, AuditFields, ChainHead
 from control_center.tokens import utcnow
 from orchestrator.ids import new_id
 
-#: Any constant: the key of the advisory lock audit writers take on PostgreSQL.
-ADVISORY_LOCK_KEY = 0x70726F76  # "prov"
-GENESIS = ""
 RESULTS = ("success", "denied", "failure", "error")
 #: `broken_at` when the fault is the chain head itself rather than a record.
 HEAD = "audit_chain_head"
@@ -44,48 +39,28 @@ def _timestamp(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def canonical_json(record: dict[str, Any]) -> str:
+def canonical_json(record: AuditFields) -> str:
     """The bytes a record's hash covers: every field except `seq` and `hash`."""
     body = {
-        "id": record["id"],
-        "timestamp": _timestamp(record["timestamp"]),
-        "user_id": record["user_id"],
-        "action": record["action"],
-        "resource": record["resource"],
-        "result": record["result"],
-        "details": record["details"],
-        "ip": record["ip"],
+        "id": record.id,
+        "timestamp": _timestamp(record.timestamp),
+        "user_id": record.user_id,
+        "action": record.action,
+        "resource": record.resource,
+        "result": record.result,
+        "details": record.details,
+        "ip": record.ip,
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def chain_hash(previous: str, record: dict[str, Any], key: bytes | None) -> str:
+def chain_hash(previous: str, record: AuditFields, key: bytes | None) -> str:
     """The record's hash: HMAC-SHA256 with `key`; with None, the plain SHA-256 of the
     records written before the chain was keyed."""
     message = (previous + canonical_json(record)).encode("utf-8")
     if key is None:
         return hashlib.sha256(message).hexdigest()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
-
-
-async def _lock_head(connection: AsyncConnection) -> str:
-    """Take the writers' lock and return the newest record's hash."""
-    if connection.dialect.name == "postgresql":
-        await connection.execute(
-            text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
-        )
-    locked = await connection.execute(
-        update(AuditChainHead).where(AuditChainHead.id == 1).values(hash=AuditChainHead.hash)
-    )
-    if locked.rowcount == 0:  # type: ignore[attr-defined]
-        # The first record ever: the insert takes the same lock the update would have.
-        # Every record of a chain started with a key is keyed.
-        await connection.execute(
-            insert(AuditChainHead).values(id=1, seq=0, hash=GENESIS, keyed_from=0)
-        )
-        return GENESIS
-    head = await connection.execute(select(AuditChainHead.hash).where(AuditChainHead.id == 1))
-    return str(head.scalar_one())
 
 
 async def record_audit(
@@ -98,7 +73,7 @@ async def record_audit(
     user_id: str | None = None,
     details: dict[str, Any] | None = None,
     ip: str | None = None,
-) -> dict[str, Any]:
+) -> AuditEntry:
     """Append one record (in its own transaction), its hash keyed with `key` (the
     `audit` key of `secret_keys.keys_for`), and return it with its hash.
 
@@ -106,30 +81,18 @@ async def record_audit(
     """
     if result not in RESULTS:
         raise ValueError(f"result must be one of {RESULTS}, not {result!r}")
-    record: dict[str, Any] = {
-        "id": new_id(),
-        "timestamp": utcnow(),
-        "user_id": user_id,
-        "action": action[:100],
-        "resource": resource[:300],
-        "result": result,
+    record = AuditFields(
+        id=new_id(),
+        timestamp=utcnow(),
+        user_id=user_id,
+        action=action[:100],
+        resource=resource[:300],
+        result=result,
         # Stored as it will be read back, so the hash covers exactly the stored value.
-        "details": json.loads(json.dumps(details or {}, default=str)),
-        "ip": ip,
-    }
-    async with engine.begin() as connection:
-        previous = await _lock_head(connection)
-        record["hash"] = chain_hash(previous, record, key)
-        inserted = await connection.execute(
-            insert(AuditRecord).values(**record).returning(AuditRecord.seq)
-        )
-        seq = inserted.scalar_one()
-        await connection.execute(
-            update(AuditChainHead)
-            .where(AuditChainHead.id == 1)
-            .values(seq=seq, hash=record["hash"])
-        )
-    return {**record, "seq": seq}
+        details=json.loads(json.dumps(details or {}, default=str)),
+        ip=ip,
+    )
+    return await store.append(engine, record, lambda previous: chain_hash(previous, record, key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,41 +133,20 @@ async def verify_chain(
     head recorded outside the database notices, given as `expect_head` (seq, hash):
     the record at that seq must still exist with that hash.
     """
-    head = select(AuditChainHead).where(AuditChainHead.id == 1).subquery()
-    # One statement reads the head with the records, so both come from one snapshot: a
-    # record appended meanwhile cannot look like one forged past the head.
-    query = (
-        select(
-            AuditRecord.__table__,
-            select(head.c.seq).scalar_subquery().label("head_seq"),
-            select(head.c.hash).scalar_subquery().label("head_hash"),
-            select(head.c.keyed_from).scalar_subquery().label("keyed_from"),
-        )
-        .order_by(AuditRecord.seq)
-        .execution_options(yield_per=500)
-    )
     walk = _Walk(key, expect_head)
-    async with engine.connect() as connection:
-        try:
-            result = await connection.stream(query)
-            async for row in result.mappings():
-                walk.step(dict(row))
-            if walk.last is None:  # no record: the head is all there is
-                found = (
-                    await connection.execute(
-                        select(
-                            head,
-                            select(func.count()).select_from(AuditRecord).scalar_subquery(),
-                        )
-                    )
-                ).first()
-                if found is not None and found[-1]:
-                    # The first records were written since the empty snapshot: check them.
-                    return await verify_chain(engine, key, expect_head)
-                walk.head = (found.seq, found.hash, found.keyed_from) if found else None
-            walk.end()
-        except _Broken as broken:
-            return walk.report(broken)
+    try:
+        async with aclosing(store.chain(engine)) as records:
+            async for record, head in records:
+                walk.step(record, head)
+        if walk.last is None:  # no record: the head is all there is
+            head, count = await store.chain_head(engine)
+            if count:
+                # The first records were written since the empty snapshot: check them.
+                return await verify_chain(engine, key, expect_head)
+            walk.head = head
+        walk.end()
+    except _Broken as broken:
+        return walk.report(broken)
     return walk.report(None)
 
 
@@ -213,45 +155,44 @@ class _Walk:
 
     def __init__(self, key: bytes, expect_head: tuple[int, str] | None) -> None:
         self.key, self.expect_head = key, expect_head
-        self.previous, self.records, self.unkeyed = GENESIS, 0, 0
-        self.last: dict[str, Any] | None = None
-        self.head: tuple[int, str, int] | None = None
+        self.previous, self.records, self.unkeyed = store.GENESIS, 0, 0
+        self.last: AuditEntry | None = None
+        self.head: ChainHead | None = None
         self.anchor_seen = False
 
-    def step(self, record: dict[str, Any]) -> None:
-        if self.last is None and record["head_seq"] is not None:
-            self.head = (record["head_seq"], record["head_hash"], record["keyed_from"])
-        seq, at = record["seq"], str(record["id"])
+    def step(self, record: AuditEntry, head: ChainHead | None) -> None:
+        if self.last is None and head is not None:
+            self.head = head
+        seq, at = record.seq, record.id
         if self.head is None:
             raise _Broken(at, seq, "the chain head is missing")
-        if seq > self.head[0]:
+        if seq > self.head.seq:
             raise _Broken(at, seq, "past the chain head: not written by the audit writer")
-        keyed = seq >= self.head[2]
-        if chain_hash(self.previous, record, self.key if keyed else None) != record["hash"]:
+        keyed = seq >= self.head.keyed_from
+        if chain_hash(self.previous, record, self.key if keyed else None) != record.hash:
             raise _Broken(at, seq, "its hash does not follow from the record before it")
         if self.expect_head is not None and seq == self.expect_head[0]:
-            if record["hash"] != self.expect_head[1]:
+            if record.hash != self.expect_head[1]:
                 raise _Broken(
                     at, seq, "not the head recorded elsewhere: the chain was rewritten since"
                 )
             self.anchor_seen = True
-        self.previous, self.last = record["hash"], record
+        self.previous, self.last = record.hash, record
         self.records += 1
         self.unkeyed += not keyed
 
     def end(self) -> None:
         last = self.last
         if self.head is not None and (
-            self.previous != self.head[1] or (last is not None and last["seq"] != self.head[0])
+            self.previous != self.head.hash or (last is not None and last.seq != self.head.seq)
         ):
-            at = str(last["id"]) if last is not None else HEAD
             raise _Broken(
-                at,
-                last["seq"] if last is not None else None,
+                last.id if last is not None else HEAD,
+                last.seq if last is not None else None,
                 "the chain head no longer matches: records were removed from the end",
             )
         if self.expect_head is not None and not self.anchor_seen:
-            ends = "no record" if last is None else f"seq {last['seq']}"
+            ends = "no record" if last is None else f"seq {last.seq}"
             raise _Broken(
                 HEAD,
                 None,
@@ -265,64 +206,10 @@ class _Walk:
             verified=broken is None,
             records=self.records,
             unkeyed=self.unkeyed,
-            keyed_from=head[2] if head else None,
-            head_seq=head[0] if head else None,
-            head_hash=head[1] if head else None,
+            keyed_from=head.keyed_from if head else None,
+            head_seq=head.seq if head else None,
+            head_hash=head.hash if head else None,
             broken_at=broken.at if broken else None,
             broken_seq=broken.seq if broken else None,
             reason=broken.reason if broken else None,
         )
-
-
-def _filters(
-    user_id: str | None,
-    action: str | None,
-    resource: str | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> list[Any]:
-    conditions: list[Any] = []
-    if user_id:
-        conditions.append(AuditRecord.user_id == user_id)
-    if action:
-        conditions.append(AuditRecord.action == action)
-    if resource:
-        if resource.endswith("*"):
-            prefix = resource[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            conditions.append(AuditRecord.resource.like(prefix + "%", escape="\\"))
-        else:
-            conditions.append(AuditRecord.resource == resource)
-    if since is not None:
-        conditions.append(AuditRecord.timestamp >= since)
-    if until is not None:
-        conditions.append(AuditRecord.timestamp <= until)
-    return conditions
-
-
-async def list_audit(
-    engine: AsyncEngine,
-    *,
-    user_id: str | None = None,
-    action: str | None = None,
-    resource: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> tuple[list[dict[str, Any]], int]:
-    """Matching records, newest first, and how many match in all."""
-    conditions = _filters(user_id, action, resource, since, until)
-    async with engine.connect() as connection:
-        total = (
-            await connection.execute(
-                select(func.count()).select_from(AuditRecord).where(*conditions)
-            )
-        ).scalar_one()
-        rows = await connection.execute(
-            select(AuditRecord.__table__)
-            .where(*conditions)
-            .order_by(AuditRecord.seq.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        return [dict(row) for row in rows.mappings()], int(total)

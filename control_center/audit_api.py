@@ -9,7 +9,6 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.params import FromQuery, QueryParameter
 
-from control_center.audit import list_audit
 from control_center.request_context import (
     AnyRequest,
     CurrentPrincipal,
@@ -17,6 +16,7 @@ from control_center.request_context import (
     services,
 )
 from control_center.schemas import AuditOut, audit_out
+from control_center.store.audit import list_audit
 from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.errors import InvalidInput
@@ -47,7 +47,7 @@ class AuditController(Controller):
         for name, moment in (("from", since), ("to", until)):
             if moment is not None and moment.tzinfo is None:
                 raise InvalidInput(f"{name}: give a time zone (for example 2025-09-26T10:00:00Z)")
-        rows, total = await list_audit(
+        entries, total = await list_audit(
             services(state).db,
             user_id=user_id,
             action=action,
@@ -58,6 +58,6 @@ class AuditController(Controller):
             offset=offset,
         )
         return Response(
-            Envelope([audit_out(row) for row in rows]),
+            Envelope([audit_out(entry) for entry in entries]),
             headers=page_headers(request, total, limit, offset),
         )

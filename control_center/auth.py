@@ -6,7 +6,7 @@ keeps the reason for administrators.
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import structlog
 from litestar import Controller, post
@@ -14,7 +14,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_center import accounts, mfa, sessions
+from control_center import mfa, sessions
 from control_center.errors import Forbidden, Unauthorized
 from control_center.guard import MFA_PENDING, MUST_CHANGE_PASSWORD, key_for
 from control_center.passwords import verify_password_async
@@ -39,6 +39,8 @@ from control_center.schemas import (
     UserBrief,
 )
 from control_center.secret_keys import Keys, keys_for, open_totp_secret, seal_totp_secret
+from control_center.store import users
+from control_center.store.records import User
 from control_center.tokens import digest
 from orchestrator.api.envelope import Envelope
 from orchestrator.errors import Conflict, InvalidInput
@@ -52,39 +54,39 @@ def backup_code_digest(code: str) -> str:
     return digest(mfa.normalize_backup_code(code).replace("-", ""))
 
 
-def totp_secret(keys: Keys, user: dict[str, Any]) -> str | None:
+def totp_secret(keys: Keys, user: User) -> str | None:
     """The user's TOTP secret, opened; None without one, or when it cannot be opened
     (another secrets key: then only a backup code gets in)."""
-    stored = user["mfa_secret"]
+    stored = user.mfa_secret
     if not stored:
         return None
-    secret = open_totp_secret(keys, user["id"], stored)
+    secret = open_totp_secret(keys, user.id, stored)
     if secret is None:
-        log.warning("a TOTP secret does not open with this secrets key", user_id=user["id"])
+        log.warning("a TOTP secret does not open with this secrets key", user_id=user.id)
     return secret
 
 
 async def spend_second_factor(
-    engine: AsyncEngine, keys: Keys, user: dict[str, Any], code: str | None
+    engine: AsyncEngine, keys: Keys, user: User, code: str | None
 ) -> str | None:
     """Return "totp" or "backup" when `code` is a valid, unused second factor of `user`."""
-    if not code or not user["mfa_secret"]:
+    if not code or not user.mfa_secret:
         return None
     if mfa.looks_like_backup_code(code):
-        spent = await accounts.spend_backup_code(engine, user["id"], backup_code_digest(code))
+        spent = await users.spend_backup_code(engine, user.id, backup_code_digest(code))
         return "backup" if spent else None
     secret = totp_secret(keys, user)
-    step = None if secret is None else mfa.matching_step(secret, code, user["mfa_last_step"])
-    if step is None or not await accounts.spend_totp_step(engine, user["id"], step):
+    step = None if secret is None else mfa.matching_step(secret, code, user.mfa_last_step)
+    if step is None or not await users.spend_totp_step(engine, user.id, step):
         return None
     return "totp"
 
 
-def restrictions_of(settings_roles: list[str], user: dict[str, Any]) -> list[str]:
+def restrictions_of(settings_roles: list[str], user: User) -> list[str]:
     found = []
-    if any(role in settings_roles for role in user["roles"]) and not user["mfa_enabled"]:
+    if any(role in settings_roles for role in user.roles) and not user.mfa_enabled:
         found.append("MFA_REQUIRED")
-    if user["must_change_password"]:
+    if user.must_change_password:
         found.append("PASSWORD_CHANGE_REQUIRED")
     return found
 
@@ -114,25 +116,23 @@ class AuthController(Controller):
         record = audit_as(request, "auth.login", "auth:login", username=name[:254])
         limit_auth_attempts(request)
         service = services(state)
-        user = await accounts.find_user(service.db, name) if name else None
-        correct = await verify_password_async(
-            data.password, user["password_hash"] if user else None
-        )
+        user = await users.find_user(service.db, name) if name else None
+        correct = await verify_password_async(data.password, user.password_hash if user else None)
         if user is None or not correct:
             _refuse(request, "unknown user" if user is None else "wrong password")
-        record.user_id = user["id"]
-        if not user["enabled"]:
+        record.user_id = user.id
+        if not user.enabled:
             _refuse(request, "account disabled")
-        if user["mfa_enabled"]:
+        if user.mfa_enabled:
             factor = await spend_second_factor(
                 service.db, keys_for(service.settings), user, data.mfa_code
             )
             if factor is None:
                 _refuse(request, "missing, wrong or replayed MFA code")
             record.details["mfa"] = factor
-        await accounts.record_login(service.db, user["id"])
+        await users.record_login(service.db, user.id)
         session = await sessions.start_session(
-            service.db, service.settings.auth, key_for(service.settings), user["id"], user["roles"]
+            service.db, service.settings.auth, key_for(service.settings), user.id, user.roles
         )
         return Envelope(
             LoginOut(
@@ -140,7 +140,7 @@ class AuthController(Controller):
                 expires_at=session.access.expires_at,
                 refresh_token=session.refresh_token,
                 refresh_expires_at=session.refresh_expires_at,
-                user=UserBrief(user["id"], user["username"], user["email"], list(user["roles"])),
+                user=UserBrief(user.id, user.username, user.email, list(user.roles)),
                 restrictions=restrictions_of(service.settings.auth.mfa_required_roles, user),
             )
         )
@@ -192,13 +192,13 @@ class AuthController(Controller):
     ) -> Envelope[MfaEnrollOut]:
         audit_as(request, "auth.mfa_enroll", f"users:{principal.user_id}")
         service = services(state)
-        user = await accounts.get_user(service.db, principal.user_id)
-        if user["mfa_enabled"]:
+        user = await users.get_user(service.db, principal.user_id)
+        if user.mfa_enabled:
             raise Conflict("MFA is already enabled; disable it first to enroll a new device")
         secret = mfa.new_secret()
         sealed = seal_totp_secret(keys_for(service.settings), principal.user_id, secret)
-        await accounts.set_pending_mfa_secret(service.db, principal.user_id, sealed)
-        return Envelope(MfaEnrollOut(secret, mfa.provisioning_uri(secret, user["username"])))
+        await users.set_pending_mfa_secret(service.db, principal.user_id, sealed)
+        return Envelope(MfaEnrollOut(secret, mfa.provisioning_uri(secret, user.username)))
 
     @post("/mfa/verify", status_code=200, opt=SELF_SERVICE, summary="Activate TOTP")
     async def mfa_verify(
@@ -211,20 +211,18 @@ class AuthController(Controller):
         audit_as(request, "auth.mfa_verify", f"users:{principal.user_id}")
         service = services(state)
         limit(request, f"mfa:{principal.user_id}", service.settings.auth.rate_limit_auth)
-        user = await accounts.get_user(service.db, principal.user_id)
-        if user["mfa_enabled"]:
+        user = await users.get_user(service.db, principal.user_id)
+        if user.mfa_enabled:
             raise Conflict("MFA is already enabled")
-        if not user["mfa_secret"]:
+        if not user.mfa_secret:
             raise Conflict("no enrollment in progress: POST /auth/mfa/enroll first")
         secret = totp_secret(keys_for(service.settings), user)
-        step = (
-            None if secret is None else mfa.matching_step(secret, data.code, user["mfa_last_step"])
-        )
-        if step is None or not await accounts.spend_totp_step(service.db, user["id"], step):
+        step = None if secret is None else mfa.matching_step(secret, data.code, user.mfa_last_step)
+        if step is None or not await users.spend_totp_step(service.db, user.id, step):
             raise Forbidden("code: not a valid code for the enrolled secret")
         codes = mfa.new_backup_codes()
         hashes = [backup_code_digest(code) for code in codes]
-        await accounts.activate_mfa(service.db, user["id"], hashes)
+        await users.activate_mfa(service.db, user.id, hashes)
         return Envelope(MfaVerifyOut(enabled=True, backup_codes=codes))
 
     @post("/mfa/disable", status_code=200, opt=SELF_SERVICE, summary="Turn TOTP off")
@@ -238,14 +236,14 @@ class AuthController(Controller):
         audit_as(request, "auth.mfa_disable", f"users:{principal.user_id}")
         service = services(state)
         limit(request, f"mfa:{principal.user_id}", service.settings.auth.rate_limit_auth)
-        user = await accounts.get_user(service.db, principal.user_id)
-        if not user["mfa_enabled"]:
+        user = await users.get_user(service.db, principal.user_id)
+        if not user.mfa_enabled:
             raise Conflict("MFA is not enabled")
         if (
             await spend_second_factor(service.db, keys_for(service.settings), user, data.code)
             is None
         ):
             raise Forbidden("code: not a valid TOTP or backup code")
-        await accounts.disable_mfa(service.db, user["id"])
+        await users.disable_mfa(service.db, user.id)
         note(request).details["mfa"] = "disabled"
         return Envelope("MFA disabled")

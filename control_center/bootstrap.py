@@ -14,11 +14,12 @@ import os
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_center import accounts
 from control_center.audit import record_audit
 from control_center.passwords import check_strength, hash_password_async, one_time_password
-from control_center.policy_store import seed_default_policies
-from control_center.secret_keys import keys_for, seal_totp_secret
+from control_center.policy_set import seed_default_policies
+from control_center.secret_keys import SEALED, keys_for, seal_totp_secret
+from control_center.store import users
+from control_center.store.records import NewUser
 from orchestrator.errors import Conflict, InvalidInput
 from orchestrator.settings import ConfigError, Settings
 
@@ -44,8 +45,8 @@ async def seed(engine: AsyncEngine, settings: Settings) -> str | None:
     older version holds in clear. Returns the generated administrator password when
     one was made (for the caller to show once), else None."""
     keys = keys_for(settings)
-    sealed = await accounts.seal_clear_totp_secrets(
-        engine, functools.partial(seal_totp_secret, keys)
+    sealed = await users.seal_clear_totp_secrets(
+        engine, SEALED, functools.partial(seal_totp_secret, keys)
     )
     if sealed:
         await record_audit(
@@ -65,20 +66,20 @@ async def seed(engine: AsyncEngine, settings: Settings) -> str | None:
             result="success",
             details={"policies": "default"},
         )
-    if await accounts.count_users(engine) > 0:
+    if await users.count_users(engine) > 0:
         return None
     given = admin_password_from_environment(settings)
     password = given or one_time_password(settings.auth.min_password_length)
     try:
-        row = await accounts.create_user(
+        admin = await users.create_user(
             engine,
-            {
-                "username": ADMIN_USERNAME,
-                "email": ADMIN_EMAIL,
-                "password_hash": await hash_password_async(password),
-                "roles": ["admin"],
-                "must_change_password": True,
-            },
+            NewUser(
+                username=ADMIN_USERNAME,
+                email=ADMIN_EMAIL,
+                password_hash=await hash_password_async(password),
+                roles=("admin",),
+                must_change_password=True,
+            ),
         )
     except Conflict:
         return None  # another process created it at the same moment
@@ -86,7 +87,7 @@ async def seed(engine: AsyncEngine, settings: Settings) -> str | None:
         engine,
         key=keys.audit,
         action="users.create",
-        resource=f"users:{row['id']}",
+        resource=f"users:{admin.id}",
         result="success",
         details={"username": ADMIN_USERNAME, "roles": ["admin"], "first_start": True},
     )

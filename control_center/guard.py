@@ -19,23 +19,23 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_center import api_key_store
 from control_center.errors import Forbidden, MfaRequired, PasswordChangeRequired, Unauthorized
-from control_center.models import User
 from control_center.policies import Decision
-from control_center.policy_store import policy_engine
-from control_center.sessions import session_user
+from control_center.policy_set import policy_engine
+from control_center.store import api_keys, sessions, users
+from control_center.store.records import User
 from control_center.tokens import (
     Principal,
     bearer_credential,
     decode_access_token,
+    digest,
     is_api_key,
     signing_key,
     utcnow,
 )
+from orchestrator.errors import NotFound
 from orchestrator.settings import AuthSettings, Settings
 
 __all__ = [
@@ -64,38 +64,21 @@ def key_for(settings: Settings) -> str:
     return _cached_key(settings.auth.jwt_secret, settings.auth.jwt_algorithm, settings.data_dir)
 
 
-async def _user(engine: AsyncEngine, user_id: str) -> Any:
-    async with engine.connect() as connection:
-        return (
-            await connection.execute(
-                select(
-                    User.id,
-                    User.username,
-                    User.roles,
-                    User.enabled,
-                    User.mfa_enabled,
-                    User.must_change_password,
-                ).where(User.id == user_id)
-            )
-        ).first()
-
-
 def _principal(
     settings: Settings,
-    user: Any,
+    user: User,
     via: str,
     credential_id: str,
     expires_at: datetime | None,
 ) -> Principal:
-    roles = tuple(str(role) for role in user.roles)
-    needs_mfa = any(role in settings.auth.mfa_required_roles for role in roles)
+    needs_mfa = any(role in settings.auth.mfa_required_roles for role in user.roles)
     return Principal(
         user_id=user.id,
         username=user.username,
-        roles=roles,
+        roles=user.roles,
         via="jwt" if via == "jwt" else "api_key",
         mfa_pending=needs_mfa and not user.mfa_enabled,
-        must_change_password=bool(user.must_change_password),
+        must_change_password=user.must_change_password,
         credential_id=credential_id,
         expires_at=expires_at,
     )
@@ -111,33 +94,37 @@ async def authenticate(
     claims = decode_access_token(settings.auth, key_for(settings), credential)
     # The signature says who made the token; only the session row says it is still
     # good: a token is accepted while the session that issued it lives.
-    user = await session_user(engine, claims["jti"])
-    if user is None or user.id != claims["sub"]:
+    session = await sessions.session_of(engine, claims["jti"])
+    if session is None or session.user.id != claims["sub"]:
         raise Unauthorized("the token belongs to no session; log in again")
-    if user.revoked:
+    if session.revoked:
         raise Unauthorized(
             "the token has been revoked (logout, a reused refresh token, a password change "
             "or a disabled account); log in again"
         )
-    if not user.enabled:
+    if not session.user.enabled:
         raise Unauthorized("the account no longer exists or is disabled")
     expires_at = datetime.fromtimestamp(claims["exp"], UTC)
-    return _principal(settings, user, "jwt", claims["jti"], expires_at)
+    return _principal(settings, session.user, "jwt", claims["jti"], expires_at)
 
 
 async def _api_key_principal(engine: AsyncEngine, settings: Settings, key: str) -> Principal:
-    record = await api_key_store.find_by_key(engine, key)
+    record = await api_keys.find_api_key(engine, digest(key))
     if record is None:
         raise Unauthorized("the API key is invalid")
-    if record["revoked_at"] is not None:
+    if record.revoked_at is not None:
         raise Unauthorized("the API key has been revoked")
-    if record["expires_at"] is not None and record["expires_at"] <= utcnow():
+    if record.expires_at is not None and record.expires_at <= utcnow():
         raise Unauthorized("the API key has expired")
-    user = await _user(engine, record["user_id"])
-    if user is None or not user.enabled:
-        raise Unauthorized("the account owning this API key is disabled")
-    await api_key_store.touch(engine, record["id"])
-    return _principal(settings, user, "api_key", record["id"], record["expires_at"])
+    disabled = Unauthorized("the account owning this API key is disabled")
+    try:
+        user = await users.get_user(engine, record.user_id)
+    except NotFound:
+        raise disabled from None
+    if not user.enabled:
+        raise disabled
+    await api_keys.touch(engine, record.id)
+    return _principal(settings, user, "api_key", record.id, record.expires_at)
 
 
 def check_restrictions(principal: Principal, tolerated: Collection[str] = ()) -> None:

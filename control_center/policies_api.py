@@ -12,7 +12,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from control_center import policy_store
+from control_center import policy_set
 from control_center.policies import compile_rules
 from control_center.request_context import (
     AnyRequest,
@@ -23,13 +23,15 @@ from control_center.request_context import (
     services,
 )
 from control_center.schemas import PolicyCreated, PolicyIn, PolicyOut, PolicyUpdate, policy_out
+from control_center.store import policies as store
+from control_center.store.records import NewPolicy, PolicyChanges
 from orchestrator.api.envelope import Envelope
 from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 
 
 def _as_managed_from(request: AnyRequest) -> dict[str, Any]:
     """The request context the lockout rule evaluates the administrators in: from this
-    caller's address, as an update would be (`policy_store._changing`)."""
+    caller's address, as an update would be (`policy_set._changing`)."""
     return {"ip": client_ip(request), "method": "PUT"}
 
 
@@ -48,9 +50,9 @@ class PolicyController(Controller):
     ) -> Response[Envelope[list[PolicyOut]]]:
         await check(request, principal, "list", "policies:*")
         check_page(limit, offset)
-        rows, total = await policy_store.list_policies(services(state).db, limit, offset)
+        found, total = await store.list_policies(services(state).db, limit, offset)
         return Response(
-            Envelope([policy_out(row) for row in rows]),
+            Envelope([policy_out(policy) for policy in found]),
             headers=page_headers(request, total, limit, offset),
         )
 
@@ -63,7 +65,7 @@ class PolicyController(Controller):
         policy_id: FromPath[str],
     ) -> Envelope[PolicyOut]:
         await check(request, principal, "read", f"policies:{policy_id}")
-        return Envelope(policy_out(await policy_store.get_policy(services(state).db, policy_id)))
+        return Envelope(policy_out(await store.get_policy(services(state).db, policy_id)))
 
     @post("/", status_code=HTTP_201_CREATED, summary="Create a policy")
     async def create(
@@ -76,19 +78,19 @@ class PolicyController(Controller):
         await check(request, principal, "create", "policies:*")
         rules = msgspec.to_builtins(data.rules)
         compile_rules(rules)
-        row = await policy_store.create_policy(
+        created = await policy_set.create_policy(
             services(state).db,
-            {
-                "name": data.name,
-                "version": data.version,
-                "description": data.description,
-                "rules": rules,
-                "enabled": data.enabled,
-            },
+            NewPolicy(
+                name=data.name,
+                rules=rules,
+                version=data.version,
+                description=data.description,
+                enabled=data.enabled,
+            ),
             _as_managed_from(request),
         )
-        audit_as(request, "policies.create", f"policies:{row['id']}", name=data.name)
-        return Envelope(PolicyCreated(row["id"], row["name"], row["version"]))
+        audit_as(request, "policies.create", f"policies:{created.id}", name=data.name)
+        return Envelope(PolicyCreated(created.id, created.name, created.version))
 
     @put("/{policy_id:str}", status_code=HTTP_200_OK, summary="Update a policy")
     async def update(
@@ -100,18 +102,22 @@ class PolicyController(Controller):
         data: JSONBody[PolicyUpdate],
     ) -> Envelope[str]:
         await check(request, principal, "update", f"policies:{policy_id}")
-        fields: dict[str, Any] = {
-            key: getattr(data, key)
-            for key in ("name", "version", "description", "rules", "enabled")
-            if getattr(data, key) is not None
-        }
-        if "rules" in fields:
-            fields["rules"] = msgspec.to_builtins(fields["rules"])
-            compile_rules(fields["rules"])
-        await policy_store.update_policy(
-            services(state).db, policy_id, fields, _as_managed_from(request)
+        rules = None if data.rules is None else msgspec.to_builtins(data.rules)
+        if rules is not None:
+            compile_rules(rules)
+        changes = PolicyChanges(
+            name=data.name,
+            version=data.version,
+            description=data.description,
+            rules=rules,
+            enabled=data.enabled,
         )
-        audit_as(request, "policies.update", f"policies:{policy_id}", changed=sorted(fields))
+        await policy_set.update_policy(
+            services(state).db, policy_id, changes, _as_managed_from(request)
+        )
+        audit_as(
+            request, "policies.update", f"policies:{policy_id}", changed=sorted(changes.given())
+        )
         return Envelope("Policy updated successfully")
 
     @delete("/{policy_id:str}", status_code=HTTP_200_OK, summary="Delete a policy")
@@ -123,5 +129,5 @@ class PolicyController(Controller):
         policy_id: FromPath[str],
     ) -> Envelope[str]:
         await check(request, principal, "delete", f"policies:{policy_id}")
-        await policy_store.delete_policy(services(state).db, policy_id, _as_managed_from(request))
+        await policy_set.delete_policy(services(state).db, policy_id, _as_managed_from(request))
         return Envelope("Policy deleted successfully")

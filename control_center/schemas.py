@@ -1,5 +1,5 @@
 """Request and response types of the control center API (seeds 003 and 002), and the
-mapping from stored rows to them. No response type has a field for a password, a
+mapping from the store's records to them. No response type has a field for a password, a
 password hash or a TOTP secret; a key or secret appears only in the one response
 that creates it."""
 
@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from control_center.conditions import MAX_LENGTH as CONDITION_LENGTH
+from control_center.store.records import ApiKey, AuditEntry, Policy, User
 from orchestrator.fields import NO_CONTROL, Name, Text, Version
 
 Username = Annotated[
@@ -274,72 +275,72 @@ class AuditOut(msgspec.Struct):
     hash: str
 
 
-def user_out(row: dict[str, Any]) -> UserOut:
+def user_out(user: User) -> UserOut:
     return UserOut(
-        id=row["id"],
-        username=row["username"],
-        email=row["email"],
-        roles=list(row["roles"]),
-        enabled=row["enabled"],
-        mfa_enabled=row["mfa_enabled"],
-        must_change_password=row["must_change_password"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        last_login=row["last_login"],
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        roles=list(user.roles),
+        enabled=user.enabled,
+        mfa_enabled=user.mfa_enabled,
+        must_change_password=user.must_change_password,
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+        last_login=user.last_login,
     )
 
 
-def profile_out(row: dict[str, Any]) -> ProfileOut:
+def profile_out(user: User) -> ProfileOut:
     return ProfileOut(
-        id=row["id"],
-        username=row["username"],
-        email=row["email"],
-        roles=list(row["roles"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        last_login=row["last_login"],
-        is_active=row["enabled"],
-        mfa_enabled=row["mfa_enabled"],
-        must_change_password=row["must_change_password"],
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        roles=list(user.roles),
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+        last_login=user.last_login,
+        is_active=user.enabled,
+        mfa_enabled=user.mfa_enabled,
+        must_change_password=user.must_change_password,
     )
 
 
-def api_key_out(row: dict[str, Any]) -> ApiKeyOut:
+def api_key_out(key: ApiKey) -> ApiKeyOut:
     return ApiKeyOut(
-        id=row["id"],
-        user_id=row["user_id"],
-        name=row["name"],
-        description=row["description"],
-        key_prefix=row["prefix"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        last_used=row["last_used"],
-        revoked_at=row["revoked_at"],
+        id=key.id,
+        user_id=key.user_id,
+        name=key.name,
+        description=key.description,
+        key_prefix=key.prefix,
+        created_at=key.created_at,
+        expires_at=key.expires_at,
+        last_used=key.last_used,
+        revoked_at=key.revoked_at,
     )
 
 
-def policy_out(row: dict[str, Any]) -> PolicyOut:
+def policy_out(policy: Policy) -> PolicyOut:
     return PolicyOut(
-        id=row["id"],
-        name=row["name"],
-        version=row["version"],
-        description=row["description"],
-        rules=list(row["rules"]),
-        enabled=row["enabled"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        id=policy.id,
+        name=policy.name,
+        version=policy.version,
+        description=policy.description,
+        rules=list(policy.rules),
+        enabled=policy.enabled,
+        created_at=policy.created_at,
+        updated_at=policy.updated_at,
     )
 
 
-def audit_out(row: dict[str, Any]) -> AuditOut:
+def audit_out(entry: AuditEntry) -> AuditOut:
     return AuditOut(
-        id=row["id"],
-        timestamp=row["timestamp"],
-        user_id=row["user_id"],
-        action=row["action"],
-        resource=row["resource"],
-        result=row["result"],
-        details=dict(row["details"]),
-        ip=row["ip"],
-        hash=row["hash"],
+        id=entry.id,
+        timestamp=entry.timestamp,
+        user_id=entry.user_id,
+        action=entry.action,
+        resource=entry.resource,
+        result=entry.result,
+        details=dict(entry.details),
+        ip=entry.ip,
+        hash=entry.hash,
     )

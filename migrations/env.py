@@ -13,7 +13,11 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from orchestrator.store.models import Base
+# Both apps' tables, declared on their one metadata: importing the two model sets is
+# what puts every table before autogenerate.
+import control_center.store.models  # noqa: F401
+import orchestrator.store.models  # noqa: F401
+from orchestrator.store.base import Base
 
 target_metadata = Base.metadata
 

@@ -191,10 +191,11 @@ def provision_user(
 async def _provision(
     env: Mapping[str, str], username: str, roles: list[str], host_commands: bool
 ) -> str:
-    from control_center.accounts import create_user
-    from control_center.api_key_store import create_api_key
+    from control_center.api_keys import issue_api_key
     from control_center.passwords import hash_password_async
-    from control_center.policy_store import create_policy, seed_default_policies
+    from control_center.policy_set import create_policy, seed_default_policies
+    from control_center.store.records import NewPolicy, NewUser
+    from control_center.store.users import create_user
     from orchestrator.settings import load_settings
     from orchestrator.store.engine import create_engine, upgrade
 
@@ -207,30 +208,28 @@ async def _provision(
         await seed_default_policies(engine)
         user = await create_user(
             engine,
-            {
-                "username": username,
-                "email": f"{username}@example.com",
-                "password_hash": await hash_password_async(secrets.token_urlsafe(24)),
-                "roles": roles,
-            },
+            NewUser(
+                username=username,
+                email=f"{username}@example.com",
+                password_hash=await hash_password_async(secrets.token_urlsafe(24)),
+                roles=tuple(roles),
+            ),
         )
-        _, key = await create_api_key(engine, user["id"], "tests", "test suite", None)
+        _, key = await issue_api_key(engine, user.id, "tests", "test suite", None)
         if host_commands:
             rule = {
                 "effect": "Allow",
                 "resource": "local:*",
                 "action": ["run"],
-                "condition": f"user.id == '{user['id']}'",
+                "condition": f"user.id == '{user.id}'",
             }
             await create_policy(
                 engine,
-                {
-                    "name": f"{username} runs host commands",
-                    "version": "1.0.0",
-                    "description": "the test suite's operator runs local tasks",
-                    "rules": [rule],
-                    "enabled": True,
-                },
+                NewPolicy(
+                    name=f"{username} runs host commands",
+                    description="the test suite's operator runs local tasks",
+                    rules=[rule],
+                ),
             )
     finally:
         await engine.dispose()

@@ -21,10 +21,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli.app import (
+from orchestrator.cli.common import (
     Failure,
     Options,
-    cli,
     json_option,
     pass_options,
     print_json,
@@ -38,7 +37,7 @@ _JSON_SUFFIXES = (".json",)
 _CELL_CHARS = 80
 
 
-@cli.group()
+@click.group()
 def batch() -> None:
     """Batches: operations on servers, taskservs, clusters and commands, with dependencies."""
 

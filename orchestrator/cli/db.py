@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from orchestrator.cli.app import Failure, Options, cli, pass_options, shown_database
+from orchestrator.cli.common import Failure, Options, pass_options, shown_database
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:  # the store (and SQLAlchemy) is imported when a db command runs
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the store (and SQLAlchemy) is imported when a db command ru
 R = TypeVar("R")
 
 
-@cli.group()
+@click.group()
 def db() -> None:
     """The database schema (Alembic migrations)."""
 

@@ -1,5 +1,6 @@
 """What the machine's owner does with local access to the database, not through the API:
-`audit verify` and `policies restore-defaults`.
+`audit verify` and `policies restore-defaults` (their groups, in `cli/audit.py` and
+`cli/policies.py`, add them).
 
 These commands open the configured database themselves (`--config`,
 `PROVISIONING_DATA_DIR`, `PROVISIONING_DATABASE_URL`) with the secrets key of that
@@ -20,8 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 import msgspec
 
-from orchestrator.cli.accounts import audit, policies
-from orchestrator.cli.app import (
+from orchestrator.cli.common import (
     Failure,
     Options,
     json_option,
@@ -78,7 +78,7 @@ class RestoreReport(msgspec.Struct, kw_only=True):
     problem: str | None = None
 
 
-@policies.command("restore-defaults")
+@click.command("restore-defaults")
 @json_option
 @pass_options
 def restore_defaults(options: Options) -> None:
@@ -98,7 +98,7 @@ def restore_defaults(options: Options) -> None:
 
     async def restore(engine: AsyncEngine) -> RestoreReport:
         from control_center.audit import record_audit
-        from control_center.policy_store import restore_default_policies
+        from control_center.policy_set import restore_default_policies
 
         restored = await restore_default_policies(engine)
         await record_audit(
@@ -141,7 +141,7 @@ def _head(value: str) -> tuple[int, str]:
     return int(seq), digest.lower()
 
 
-@audit.command("verify")
+@click.command("verify")
 @click.option(
     "--expect-head",
     metavar="SEQ:HASH",

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.accounts import _read_secret_line, cc_url_option
-from orchestrator.cli.app import Options, cli, json_option, pass_options, print_json
+from orchestrator.cli.common import (
+    Options,
+    cc_url_option,
+    json_option,
+    pass_options,
+    print_json,
+    read_secret_line,
+)
 
 
-@cli.group()
+@click.group()
 def mfa() -> None:
     """Two-factor authentication (TOTP) for your account: enroll, verify, disable."""
 
@@ -70,14 +76,14 @@ def disable(options: Options, code: str) -> None:
     click.echo("two-factor authentication is off")
 
 
-@cli.command()
+@click.command()
 @click.option("--password-stdin", is_flag=True, help="Read current and new password (2 lines).")
 @cc_url_option
 @pass_options
 def password(options: Options, password_stdin: bool) -> None:
     """Change your password (the one-time password first of all)."""
     if password_stdin:
-        current, new = _read_secret_line("current password"), _read_secret_line("new password")
+        current, new = read_secret_line("current password"), read_secret_line("new password")
     else:
         current = click.prompt("Current password", hide_input=True, err=True)
         new = click.prompt("New password", hide_input=True, confirmation_prompt=True, err=True)

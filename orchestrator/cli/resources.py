@@ -16,13 +16,13 @@ import msgspec
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli.app import Options, cli, json_option, pass_options, print_json, stdout
+from orchestrator.cli.common import Options, json_option, pass_options, print_json, stdout
 from orchestrator.cli.tables import detail, page_note, short_id, status_text, when
 from orchestrator.cli.workflows import submitted
 from orchestrator.client import Resource
 
 
-@cli.command("providers")
+@click.command("providers")
 @json_option
 @pass_options
 def list_providers(options: Options) -> None:
@@ -62,7 +62,7 @@ def _param(raw: str) -> tuple[str, Any]:
         raise click.BadParameter(f"{raw!r}: not JSON after ':=' ({exc})") from None
 
 
-@cli.command("apply")
+@click.command("apply")
 @click.argument("instance")
 @click.argument("kind")
 @click.argument("operation")
@@ -110,7 +110,7 @@ def apply(
     stdout.print(grid)
 
 
-@cli.group()
+@click.group()
 def resources() -> None:
     """The inventory: what providers created or changed."""
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli.app import Options, cli, json_option, pass_options, print_json, stdout
+from orchestrator.cli.common import Options, json_option, pass_options, print_json, stdout
 from orchestrator.cli.tables import detail, page_note, short_id, when
 from orchestrator.client import Checkpoint, OrchestratorClient, RollbackResult
 from orchestrator.progress import STATUS_STYLES, format_duration, watch
@@ -27,7 +27,7 @@ from orchestrator.progress import STATUS_STYLES, format_duration, watch
 # -- checkpoints ----------------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def checkpoint() -> None:
     """Checkpoints: the recorded state at a moment, to roll back to or restore."""
 
@@ -93,7 +93,7 @@ def checkpoint_table(checkpoints: list[Checkpoint], *, wide: bool = False) -> Ta
 # -- rollback and restore -------------------------------------------------------------------
 
 
-@cli.command()
+@click.command()
 @click.option("--checkpoint", "checkpoint_id", metavar="ID", help="Undo what ran since it.")
 @click.option(
     "--operations",
@@ -173,7 +173,7 @@ def _report_rollback(result: RollbackResult, as_json: bool) -> None:
     )
 
 
-@cli.command()
+@click.command()
 @click.argument("checkpoint_id", metavar="ID")
 @json_option
 @pass_options
@@ -190,7 +190,7 @@ def restore(options: Options, checkpoint_id: str) -> None:
 # -- state ----------------------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def state() -> None:
     """The orchestrator's health, metrics and statistics, and workflow progress."""
 

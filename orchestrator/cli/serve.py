@@ -23,7 +23,7 @@ from typing import Any
 import click
 import msgspec
 
-from orchestrator.cli.app import Failure, Options, cli, pass_options, shown_database
+from orchestrator.cli.common import Failure, Options, pass_options, shown_database
 from orchestrator.data_dir import PRIVATE_UMASK
 from orchestrator.settings import ConfigError, Settings
 
@@ -31,7 +31,7 @@ from orchestrator.settings import ConfigError, Settings
 PROVIDER_TYPE_DESCRIPTIONS = {"sim": "simulated cloud", "local": "commands on this host"}
 
 
-@cli.command()
+@click.command()
 @click.argument("app", required=False, type=click.Choice(["orchestrator", "control-center"]))
 @click.option("--host", help="Listen address (default: server.host / control_center.host).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Listen port of the app served.")

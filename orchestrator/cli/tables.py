@@ -1,4 +1,4 @@
-"""How tasks and workflows look in a terminal: list tables and detail views."""
+"""How records look in a terminal: list tables and detail views."""
 
 from __future__ import annotations
 
@@ -109,3 +109,21 @@ def _value(name: str, value: Any) -> RenderableType:
     if isinstance(value, dict | list):
         return msgspec.json.encode(value).decode()
     return str(value)
+
+
+def plain_table(*columns: str) -> Table:
+    """A borderless table with these columns; the long free-text ones wrap."""
+    table = Table(box=None, header_style="bold")
+    for column in columns:
+        wraps = column in ("description", "resource", "email", "condition")
+        table.add_column(column, no_wrap=not wraps)
+    return table
+
+
+def yes_no(value: bool) -> Text:
+    return Text("yes", "green") if value else Text("no", "dim")
+
+
+def iso(at: datetime) -> str:
+    """UTC, to the second: `2025-09-26T10:00:00Z`."""
+    return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.app import Options, cli, json_option, pass_options, print_json, stdout
+from orchestrator.cli.common import Options, json_option, pass_options, print_json, stdout
 from orchestrator.cli.tables import detail, page_note, task_table
 
 
-@cli.group()
+@click.group()
 def tasks() -> None:
     """Tasks: the units of work inside workflows."""
 

@@ -14,13 +14,13 @@ import signal
 import click
 import uvloop
 
-from orchestrator.cli.app import Failure, Options, cli, pass_options, shown_database
+from orchestrator.cli.common import Failure, Options, pass_options, shown_database
 from orchestrator.cli.serve import configure_logging, log_level
 from orchestrator.data_dir import PRIVATE_UMASK
 from orchestrator.settings import Settings
 
 
-@cli.command()
+@click.command()
 @pass_options
 def worker(options: Options) -> None:
     """Run tasks from the shared PostgreSQL database until SIGINT or SIGTERM."""

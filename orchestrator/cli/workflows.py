@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import click
 
-from orchestrator.cli.app import Options, cli, json_option, pass_options, print_json, stdout
+from orchestrator.cli.common import Options, json_option, pass_options, print_json, stdout
 from orchestrator.cli.tables import detail, page_note, task_table, workflow_table
 from orchestrator.client import OrchestratorClient
 from orchestrator.progress import format_duration, watch
@@ -22,7 +22,7 @@ from orchestrator.progress import format_duration, watch
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@cli.group()
+@click.group()
 def workflow() -> None:
     """Workflows: submitted units of work, each a graph of tasks."""
 

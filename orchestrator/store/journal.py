@@ -28,7 +28,8 @@ from sqlalchemy.types import TypeEngine
 
 from orchestrator.clock import utcnow
 from orchestrator.ids import new_id
-from orchestrator.store.models import Base, Event, Resource, Task, TaskDependency, Workflow
+from orchestrator.store.base import Base
+from orchestrator.store.models import Event, Resource, Task, TaskDependency, Workflow
 from orchestrator.store.taskstore import ResourceWrite
 
 if TYPE_CHECKING:

@@ -1,4 +1,5 @@
-"""The tables: one SQLAlchemy metadata for both apps, created by Alembic migrations.
+"""The orchestrator's tables, on the metadata both apps share (`orchestrator.store.base`),
+created by Alembic migrations.
 
 Task rows carry what a multi-worker claim needs (`status`, `not_before`, `lease_owner`,
 `lease_expires_at`) so workers can later claim ready tasks with
@@ -8,60 +9,25 @@ scheduler decrements instead of rescanning the graph.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
     false,
     text,
 )
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-# SQLite only makes INTEGER PRIMARY KEY an alias of its rowid (auto-increment).
-SequenceInt = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime on every backend (SQLite returns naive values)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is not None:
-            return value.astimezone(UTC)
-        return value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UtcDateTime()}
+from orchestrator.store.base import Base, SequenceInt
 
 
 class Workflow(Base):
@@ -231,7 +197,3 @@ class IdempotentRequest(Base):
     headers: Mapped[list[Any] | None] = mapped_column(JSON)
     body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(index=True)
-
-
-# The control center's tables share this metadata (one schema, one Alembic history).
-import control_center.models  # noqa: E402, F401

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from control_center.models import AuditRecord
+from control_center.store.models import AuditRecord
 from tests.backend import fetch, settings_env
 from tests.control_center.conftest import error_of
 from tests.control_center.servers import ControlCenterProcess
@@ -23,7 +23,8 @@ FROM_ELSEWHERE = {"X-Forwarded-For": "10.9.9.9"}
 def _allow_tasks_from_10_9_9_9(data_dir: Path) -> None:
     """A policy letting anyone list tasks from 10.9.9.9 (and nothing else)."""
     from control_center.policies import compile_rules
-    from control_center.policy_store import create_policy, seed_default_policies
+    from control_center.policy_set import create_policy, seed_default_policies
+    from control_center.store.records import NewPolicy
     from orchestrator.settings import load_settings
     from orchestrator.store.engine import create_engine, upgrade
 
@@ -42,16 +43,7 @@ def _allow_tasks_from_10_9_9_9(data_dir: Path) -> None:
         try:
             await upgrade(engine)
             await seed_default_policies(engine)
-            await create_policy(
-                engine,
-                {
-                    "name": "from-the-office",
-                    "version": "1.0.0",
-                    "description": "",
-                    "rules": rules,
-                    "enabled": True,
-                },
-            )
+            await create_policy(engine, NewPolicy(name="from-the-office", rules=rules))
         finally:
             await engine.dispose()
 

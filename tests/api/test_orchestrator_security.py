@@ -12,7 +12,7 @@ import pytest
 import websockets
 from sqlalchemy import select
 
-from control_center.models import AuditRecord
+from control_center.store.models import AuditRecord
 from tests.backend import fetch
 from tests.servers import OrchestratorProcess, provision_user
 
@@ -123,8 +123,10 @@ def test_the_batch_rate_limit_refuses_the_fourth_submission_in_a_minute(server):
 
 
 def test_a_deny_policy_wins_at_once_and_a_revoked_key_stops_working(server):
-    from control_center.api_key_store import find_by_key, revoke_api_key
-    from control_center.policy_store import create_policy
+    from control_center.policy_set import create_policy
+    from control_center.store.api_keys import find_api_key, revoke_api_key
+    from control_center.store.records import NewPolicy
+    from control_center.tokens import digest
     from orchestrator.settings import load_settings
     from orchestrator.store.engine import create_engine
 
@@ -141,11 +143,9 @@ def test_a_deny_policy_wins_at_once_and_a_revoked_key_stops_working(server):
         try:
             await create_policy(
                 engine,
-                {
-                    "name": "no-workflow-listing",
-                    "version": "1.0.0",
-                    "enabled": True,
-                    "rules": [
+                NewPolicy(
+                    name="no-workflow-listing",
+                    rules=[
                         {
                             "effect": "Deny",
                             "resource": "workflows:*",
@@ -153,11 +153,11 @@ def test_a_deny_policy_wins_at_once_and_a_revoked_key_stops_working(server):
                             "condition": "user.username == 'operator-deny'",
                         }
                     ],
-                },
+                ),
             )
-            row = await find_by_key(engine, key)
-            assert row is not None
-            await revoke_api_key(engine, row["id"])
+            stored = await find_api_key(engine, digest(key))
+            assert stored is not None
+            await revoke_api_key(engine, stored.id)
         finally:
             await engine.dispose()
 
@@ -212,7 +212,8 @@ def test_the_event_stream_takes_a_token_in_the_query_or_a_first_auth_message(ser
 def test_each_server_a_submission_creates_is_authorized(server):
     import asyncio as aio
 
-    from control_center.policy_store import create_policy
+    from control_center.policy_set import create_policy
+    from control_center.store.records import NewPolicy
     from orchestrator.settings import load_settings
     from orchestrator.store.engine import create_engine
 
@@ -225,11 +226,9 @@ def test_each_server_a_submission_creates_is_authorized(server):
         try:
             await create_policy(
                 engine,
-                {
-                    "name": "no-production-databases",
-                    "version": "1.0.0",
-                    "enabled": True,
-                    "rules": [
+                NewPolicy(
+                    name="no-production-databases",
+                    rules=[
                         {
                             "effect": "Deny",
                             "resource": "servers:prod-db-*",
@@ -237,7 +236,7 @@ def test_each_server_a_submission_creates_is_authorized(server):
                             "condition": None,
                         }
                     ],
-                },
+                ),
             )
         finally:
             await engine.dispose()

@@ -4,8 +4,8 @@ through the first-start path (one-time password, TOTP enrollment, password chang
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import httpx
@@ -15,8 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from control_center.audit import verify_chain
-from control_center.models import AuditRecord
 from control_center.secret_keys import keys_for
+from control_center.store.models import AuditRecord
+from control_center.store.records import AuditFields
 from orchestrator.settings import Settings
 from tests.backend import fetch
 from tests.control_center.servers import ADMIN_PASSWORD, ControlCenterProcess
@@ -127,6 +128,12 @@ def audit_rows(database: str, **where: str) -> list[dict[str, Any]]:
     table = AuditRecord.__table__
     query = select(table).where(*(table.c[column] == value for column, value in where.items()))
     return fetch(database, query.order_by(table.c.seq))
+
+
+def audit_fields(row: Mapping[str, Any]) -> AuditFields:
+    """What a record's hash covers (`audit.canonical_json`), from a row read or forged
+    by a test."""
+    return AuditFields(**{field.name: row[field.name] for field in fields(AuditFields)})
 
 
 def audit_key(center: ControlCenterProcess) -> bytes:

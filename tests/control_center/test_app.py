@@ -8,8 +8,8 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from control_center import accounts
 from control_center.app import create_app
+from control_center.store import users
 from orchestrator.settings import AuthSettings, Settings
 from orchestrator.store.engine import create_engine
 from tests.backend import settings_fields
@@ -48,6 +48,6 @@ async def test_an_engine_given_to_the_app_is_used_and_left_open(tmp_path, monkey
             login = {"username": "admin", "password": "Given-Root-Pass-12"}
             assert (await client.post("/auth/login", json=login)).status_code == 200
         assert "Given-Root-Pass-12" not in capsys.readouterr().out
-        assert await accounts.count_users(engine) == 1
+        assert await users.count_users(engine) == 1
     finally:
         await engine.dispose()

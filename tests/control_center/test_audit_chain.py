@@ -20,15 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from control_center.audit import (
     canonical_json,
     chain_hash,
-    list_audit,
     record_audit,
     verify_chain,
 )
-from control_center.models import AuditChainHead, AuditRecord
+from control_center.store.audit import list_audit
+from control_center.store.models import AuditChainHead, AuditRecord
 from orchestrator.settings import Settings
 from orchestrator.store.engine import alembic_config, create_engine, ensure_schema
 from tests import backend
 from tests.backend import settings_fields
+from tests.control_center.conftest import audit_fields
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ async def test_concurrent_writers_keep_one_chain(engines):
     assert len(rows) == 80
     previous = ""
     for row in rows:  # one line: each record follows the one before it
-        assert row.hash == chain_hash(previous, dict(row._mapping), KEY)
+        assert row.hash == chain_hash(previous, audit_fields(row._mapping), KEY)
         previous = row.hash
     assert (check.head_seq, check.head_hash) == (rows[-1].seq, rows[-1].hash)
 
@@ -82,9 +83,9 @@ async def test_an_edited_record_is_named(engines):
     victim = records[2]  # newest first
     async with engine.begin() as connection:
         await connection.execute(
-            update(AuditRecord).where(AuditRecord.id == victim["id"]).values(result="denied")
+            update(AuditRecord).where(AuditRecord.id == victim.id).values(result="denied")
         )
-    assert (await verify_chain(engine, KEY)).broken_at == victim["id"]
+    assert (await verify_chain(engine, KEY)).broken_at == victim.id
 
 
 async def test_a_deleted_record_breaks_its_successor(engines):
@@ -93,8 +94,8 @@ async def test_a_deleted_record_breaks_its_successor(engines):
         await write(engine, n, "a")
     oldest_first = list(reversed((await list_audit(engine, limit=10))[0]))
     async with engine.begin() as connection:
-        await connection.execute(delete(AuditRecord).where(AuditRecord.id == oldest_first[1]["id"]))
-    assert (await verify_chain(engine, KEY)).broken_at == oldest_first[2]["id"]
+        await connection.execute(delete(AuditRecord).where(AuditRecord.id == oldest_first[1].id))
+    assert (await verify_chain(engine, KEY)).broken_at == oldest_first[2].id
 
 
 async def test_records_cut_from_the_end_are_noticed(engines):
@@ -103,8 +104,8 @@ async def test_records_cut_from_the_end_are_noticed(engines):
         await write(engine, n, "a")
     oldest_first = list(reversed((await list_audit(engine, limit=10))[0]))
     async with engine.begin() as connection:
-        await connection.execute(delete(AuditRecord).where(AuditRecord.id == oldest_first[2]["id"]))
-    assert (await verify_chain(engine, KEY)).broken_at == oldest_first[1]["id"]
+        await connection.execute(delete(AuditRecord).where(AuditRecord.id == oldest_first[2].id))
+    assert (await verify_chain(engine, KEY)).broken_at == oldest_first[1].id
 
 
 async def test_an_empty_log_verifies(engines):
@@ -120,7 +121,7 @@ async def test_audit_filters(engines):
     rows, total = await list_audit(engine, user_id="a", limit=2)
     assert total == 3 and len(rows) == 2
     rows, total = await list_audit(engine, resource="servers:b-*")
-    assert total == 1 and rows[0]["resource"] == "servers:b-9"
+    assert total == 1 and rows[0].resource == "servers:b-9"
     rows, total = await list_audit(engine, resource="servers:b_9")  # `_` is not a wildcard
     assert total == 0
     async with engine.connect() as connection:
@@ -143,7 +144,7 @@ async def test_a_record_forged_past_the_head_or_a_deleted_head_is_named(engines)
             .one()
         )
         forged = {**last, "seq": last["seq"] + 1, "id": "forged-id"}
-        forged["hash"] = chain_hash(last["hash"], forged, KEY)
+        forged["hash"] = chain_hash(last["hash"], audit_fields(forged), KEY)
         await connection.execute(insert(AuditRecord), [forged])
     assert (await verify_chain(engine, KEY)).broken_at == "forged-id"
     async with engine.begin() as connection:
@@ -170,7 +171,7 @@ async def rechain(engine: AsyncEngine, records: list[dict], start: int, key: byt
     previous = records[start - 1]["hash"] if start else ""
     async with engine.begin() as connection:
         for record in records[start:]:
-            record["hash"] = chain_hash(previous, record, key)
+            record["hash"] = chain_hash(previous, audit_fields(record), key)
             previous = record["hash"]
             await connection.execute(
                 update(AuditRecord)
@@ -250,7 +251,7 @@ async def test_records_from_before_the_chain_was_keyed_are_reported_unkeyed(tmp_
                     "ip": None,
                 }
                 record["hash"] = hashlib.sha256(
-                    (previous + canonical_json(record)).encode()
+                    (previous + canonical_json(audit_fields(record))).encode()
                 ).hexdigest()
                 previous = record["hash"]
                 seq = (

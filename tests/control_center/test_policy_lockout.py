@@ -13,9 +13,10 @@ import httpx
 import pytest
 from sqlalchemy import insert, update
 
-from control_center import accounts
-from control_center.models import Policy, User
-from control_center.policy_store import restore_default_policies, seed_default_policies
+from control_center.policy_set import restore_default_policies, seed_default_policies
+from control_center.store import users
+from control_center.store.models import Policy, User
+from control_center.store.records import NewUser
 from orchestrator.settings import Settings
 from orchestrator.store.engine import create_engine, ensure_schema
 from tests.backend import settings_fields
@@ -151,14 +152,9 @@ async def test_restoring_the_defaults_also_disables_a_deny_that_shuts_administra
     try:
         await ensure_schema(engine, settings)
         await seed_default_policies(engine)
-        await accounts.create_user(
+        await users.create_user(
             engine,
-            {
-                "username": "root",
-                "email": "root@example.com",
-                "password_hash": "-",
-                "roles": ["admin"],
-            },
+            NewUser(username="root", email="root@example.com", password_hash="-", roles=("admin",)),
         )
         async with engine.begin() as connection:  # behind the API's back: it refuses this
             await connection.execute(

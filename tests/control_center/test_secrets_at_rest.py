@@ -7,7 +7,7 @@ from __future__ import annotations
 import pyotp
 from sqlalchemy import select, update
 
-from control_center.models import User
+from control_center.store.models import User
 from tests.backend import execute, fetch
 from tests.control_center.conftest import (
     audit_rows,

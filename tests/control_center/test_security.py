@@ -14,7 +14,7 @@ import pyotp
 import pytest
 from sqlalchemy import update
 
-from control_center.models import AuditRecord
+from control_center.store.models import AuditRecord
 from tests.backend import execute
 from tests.control_center.conftest import (
     Admin,

@@ -29,8 +29,9 @@ import pytest
 from sqlalchemy import select
 
 from control_center.audit import canonical_json
-from control_center.models import AuditChainHead, AuditRecord
+from control_center.store.models import AuditChainHead, AuditRecord
 from tests import backend
+from tests.control_center.conftest import audit_fields
 from tests.control_center.servers import ADMIN_PASSWORD, JWT_SECRET, ControlCenterProcess
 from tests.servers import PROVISIONING, OrchestratorProcess, free_port
 
@@ -466,7 +467,9 @@ def test_audit_verify_names_a_record_rewritten_with_every_later_hash(center, peo
     try:
         records[victim]["result"] = "failure"
         for record in records[victim:]:
-            previous = hashlib.sha256((previous + canonical_json(record)).encode()).hexdigest()
+            previous = hashlib.sha256(
+                (previous + canonical_json(audit_fields(record))).encode()
+            ).hexdigest()
             backend.execute(
                 center.database,
                 table.update()

@@ -52,7 +52,8 @@ def http(scratch: OrchestratorProcess) -> Iterator[httpx.Client]:
 def grant(server: OrchestratorProcess, resource: str, username: str) -> None:
     """A policy letting `username` do anything on `resource` (as an administrator would
     write it with `provisioning policies create`)."""
-    from control_center.policy_store import create_policy
+    from control_center.policy_set import create_policy
+    from control_center.store.records import NewPolicy
     from orchestrator.settings import load_settings
     from orchestrator.store.engine import create_engine
 
@@ -69,13 +70,11 @@ def grant(server: OrchestratorProcess, resource: str, username: str) -> None:
             }
             await create_policy(
                 engine,
-                {
-                    "name": f"{username} on {resource}",
-                    "version": "1.0.0",
-                    "description": "the files provider's tests",
-                    "rules": [rule],
-                    "enabled": True,
-                },
+                NewPolicy(
+                    name=f"{username} on {resource}",
+                    description="the files provider's tests",
+                    rules=[rule],
+                ),
             )
         finally:
             await engine.dispose()

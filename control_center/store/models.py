@@ -1,4 +1,4 @@
-"""The control center's tables, on the shared metadata of `orchestrator.store.models`.
+"""The control center's tables, on the metadata both apps share (`orchestrator.store.base`).
 
 Secrets are stored only in forms that cannot be shown again: password hashes (scrypt),
 SHA-256 digests of API keys, refresh tokens and backup codes. The TOTP secret must stay
@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from orchestrator.store.models import Base, SequenceInt
+from orchestrator.store.base import Base, SequenceInt
 
 
 class User(Base):
