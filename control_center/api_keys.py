@@ -24,9 +24,9 @@ from control_center.request_context import (
 )
 from control_center.schemas import ApiKeyBody, ApiKeyCreated, ApiKeyIn, ApiKeyOut, api_key_out
 from control_center.tokens import utcnow
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.errors import InvalidInput
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 
 #: The longest life of a key, whichever way it is given (`ApiKeyIn.expires_in_days` has
 #: the same bound): a key is a password that nobody types, so it must end some day.

@@ -40,8 +40,8 @@ from control_center.schemas import (
 )
 from control_center.secret_keys import Keys, keys_for, open_totp_secret, seal_totp_secret
 from control_center.tokens import digest
-from orchestrator.api.envelope import Envelope
 from orchestrator.errors import Conflict, InvalidInput
+from orchestrator.http.envelope import Envelope
 
 log = structlog.get_logger(__name__)
 INVALID_LOGIN = "invalid username, password or MFA code"

@@ -29,13 +29,13 @@ from control_center.policies import Decision
 from control_center.policy_store import policy_engine
 from control_center.sessions import session_user
 from control_center.tokens import (
-    Principal,
     bearer_credential,
     decode_access_token,
     is_api_key,
     signing_key,
     utcnow,
 )
+from orchestrator.http.access import Principal
 from orchestrator.settings import AuthSettings, Settings
 
 __all__ = [

@@ -35,8 +35,9 @@ from control_center.policies import (
     compile_policy,
     lockout,
 )
-from control_center.tokens import Principal, utcnow
+from control_center.tokens import utcnow
 from orchestrator.errors import Conflict, NotFound
+from orchestrator.http.access import Principal
 from orchestrator.ids import new_id
 
 _engines: weakref.WeakKeyDictionary[AsyncEngine, PolicyEngine] = weakref.WeakKeyDictionary()

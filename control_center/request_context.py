@@ -22,8 +22,8 @@ from control_center.guard import (
     authorize,
     check_restrictions,
 )
-from control_center.ratelimit import RateLimiter, RateLimitStatus
-from control_center.tokens import Principal
+from orchestrator.http.access import Principal
+from orchestrator.http.ratelimit import RateLimiter, RateLimitStatus
 from orchestrator.settings import Settings
 
 NOTE_KEY = "control_center.audit"

@@ -32,9 +32,9 @@ from control_center.schemas import (
     profile_out,
     user_out,
 )
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.errors import Conflict, InvalidInput
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.settings import Settings
 
 

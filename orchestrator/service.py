@@ -19,7 +19,7 @@ from typing import IO
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_center.policy_store import seed_default_policies
+from control_center.gate import seed_default_policies
 from orchestrator.attempt import Surroundings, action_call
 from orchestrator.clock import utcnow
 from orchestrator.data_dir import private_data_dir

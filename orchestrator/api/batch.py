@@ -14,11 +14,11 @@ from litestar.datastructures import State
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from orchestrator.api.controllers import WorkflowStatus, orchestrator_of, security_of
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.limits import REQUEST_BODY, YAML_TYPES, BadBody, BodyLimits, load_yaml
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.batch import Batch, check_storage_backend, plan_batch
 from orchestrator.errors import DomainError, InvalidInput, NotFound
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.limits import REQUEST_BODY, YAML_TYPES, BadBody, BodyLimits, load_yaml
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.planner import TaskLimits
 from orchestrator.resources import Catalog
 from orchestrator.specs import WorkflowSpec
@@ -69,7 +69,7 @@ async def batch_tasks(engine: Any, batch_ids: list[str]) -> list[dict[str, Any]]
 
 def decode_batch(body: bytes, content_type: str, limits: BodyLimits) -> Batch:
     """JSON or YAML into a `Batch`; errors name the path (`$.operations[1].id`). The
-    JSON's depth was checked with the request (`orchestrator.api.limits`)."""
+    JSON's depth was checked with the request (`orchestrator.http.limits`)."""
     media = content_type.split(";")[0].strip().lower()
     if media in YAML_TYPES:
         raw = load_yaml(body, limits)

@@ -8,8 +8,6 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.api.schemas import (
     ClusterCreate,
     EventOut,
@@ -26,6 +24,8 @@ from orchestrator.api.schemas import (
 from orchestrator.api.security import Security
 from orchestrator.errors import NotFound
 from orchestrator.events import read_events
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.planner import (
     TaskLimits,
     check_operation,

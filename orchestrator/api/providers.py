@@ -22,9 +22,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from orchestrator.api.controllers import orchestrator_of, security_of, submit
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.openapi import FREE_FORM, REF, _nul_free
 from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.openapi import FREE_FORM, REF, nul_free
 from orchestrator.resources import Catalog, Declared
 from orchestrator.specs import WorkflowSpec
 from providers.base import Kind
@@ -219,7 +219,7 @@ def _components(
             if "properties" in component and "additionalProperties" not in component:
                 # Other params are taken (and kept): any JSON value without a NUL.
                 component["additionalProperties"] = {"$ref": REF.format(name=FREE_FORM)}
-            _nul_free(component)
+            nul_free(component)
             schemas[f"{type_name}.{name}"] = component
         refs.update(zip(ordered, made, strict=True))
     return refs

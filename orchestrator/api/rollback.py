@@ -14,11 +14,11 @@ from litestar.datastructures import State
 from litestar.status_codes import HTTP_201_CREATED
 
 from orchestrator.api.controllers import orchestrator_of, security_of
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.api.state import human_bytes
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.fields import Id, Identifier, Name, Text
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.rollback import plan_compensations
 from orchestrator.service import Orchestrator
 from orchestrator.specs import WorkflowSpec

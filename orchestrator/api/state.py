@@ -16,9 +16,9 @@ from litestar import Controller, get
 from litestar.datastructures import State
 
 from orchestrator.api.controllers import orchestrator_of
-from orchestrator.api.envelope import Envelope
 from orchestrator.clock import utcnow
 from orchestrator.errors import NotFound
+from orchestrator.http.envelope import Envelope
 from orchestrator.store.retention import sizes
 from orchestrator.store.statistics import (
     checkpoint_count,

@@ -1,0 +1,74 @@
+"""The control center's one door for the orchestrator.
+
+The orchestrator accepts the control center's credentials and obeys its policies and
+audit trail, over the database both apps share. What it needs of them is here, and
+nothing else of the control center is imported by the orchestrator's service or API:
+
+    gate = Gate(engine, settings)   # an `orchestrator.http.access.Gatekeeper`
+    principal = await gate.authenticate(request.headers.get("authorization"))
+    await gate.authorize(principal, "create", "servers:web-01", {"ip": client_ip})
+    await gate.record(action="servers:create", resource="servers:*", result="success", …)
+
+`seed_default_policies` creates the default policies once per database, whichever app
+opens it first. One implementation serves both apps: `Gate` calls the guard
+(`control_center.guard`) and the audit trail (`control_center.audit`) the control
+center's own handlers call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control_center.audit import record_audit
+from control_center.guard import authenticate, authorize
+from control_center.policy_store import seed_default_policies
+from control_center.secret_keys import keys_for
+from orchestrator.http.access import Principal
+from orchestrator.settings import Settings
+
+__all__ = ["Gate", "seed_default_policies"]
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """Authentication, policies and the audit trail over one engine (a `Gatekeeper`)."""
+
+    engine: AsyncEngine
+    settings: Settings
+
+    async def authenticate(self, authorization_header: str | None) -> Principal:
+        return await authenticate(self.engine, self.settings, authorization_header)
+
+    async def authorize(
+        self,
+        principal: Principal,
+        action: str,
+        resource: str,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        await authorize(self.engine, principal, action, resource, context)
+
+    async def record(
+        self,
+        *,
+        action: str,
+        resource: str,
+        result: str,
+        user_id: str | None,
+        details: dict[str, Any],
+        ip: str | None,
+    ) -> None:
+        await record_audit(
+            self.engine,
+            key=keys_for(self.settings).audit,
+            action=action,
+            resource=resource,
+            result=result,
+            user_id=user_id,
+            details=details,
+            ip=ip,
+        )
