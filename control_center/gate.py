@@ -7,7 +7,7 @@ nothing else of the control center is imported by the orchestrator's service or 
     gate = Gate(engine, settings)   # an `orchestrator.http.access.Gatekeeper`
     principal = await gate.authenticate(request.headers.get("authorization"))
     await gate.authorize(principal, "create", "servers:web-01", {"ip": client_ip})
-    await gate.record(action="servers:create", resource="servers:*", result="success", …)
+    await gate.record(AuditEntry(action="servers:create", resource="servers:*", …))
 
 `seed_default_policies` creates the default policies once per database, whichever app
 opens it first. One implementation serves both apps: `Gate` calls the guard
@@ -18,7 +18,7 @@ center's own handlers call.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,7 +27,7 @@ from control_center.audit import record_audit
 from control_center.guard import authenticate, authorize
 from control_center.policy_store import seed_default_policies
 from control_center.secret_keys import keys_for
-from orchestrator.http.access import Principal
+from orchestrator.http.access import AuditEntry, Principal
 from orchestrator.settings import Settings
 
 __all__ = ["Gate", "seed_default_policies"]
@@ -52,23 +52,5 @@ class Gate:
     ) -> None:
         await authorize(self.engine, principal, action, resource, context)
 
-    async def record(
-        self,
-        *,
-        action: str,
-        resource: str,
-        result: str,
-        user_id: str | None,
-        details: dict[str, Any],
-        ip: str | None,
-    ) -> None:
-        await record_audit(
-            self.engine,
-            key=keys_for(self.settings).audit,
-            action=action,
-            resource=resource,
-            result=result,
-            user_id=user_id,
-            details=details,
-            ip=ip,
-        )
+    async def record(self, entry: AuditEntry) -> None:
+        await record_audit(self.engine, key=keys_for(self.settings).audit, **asdict(entry))

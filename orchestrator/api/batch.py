@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -14,6 +13,7 @@ from litestar.datastructures import State
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from orchestrator.api.controllers import WorkflowStatus, orchestrator_of, security_of
+from orchestrator.api.schemas import BatchOperationOut, BatchOut, Compensation, OperationResult
 from orchestrator.batch import Batch, check_storage_backend, plan_batch
 from orchestrator.errors import DomainError, InvalidInput, NotFound
 from orchestrator.http.envelope import Envelope
@@ -35,24 +35,6 @@ JSON_TYPES = ("application/json", "application/vnd.provisioning.v1+json", "")
 class UnsupportedMediaType(DomainError):
     status_code = 415
     code = "UNSUPPORTED_MEDIA_TYPE"
-
-
-class OperationOut(msgspec.Struct, omit_defaults=True):
-    id: str
-    status: str
-    progress: float
-    results: dict[str, Any] | None = None
-
-
-class BatchOut(msgspec.Struct):
-    batch_id: str
-    status: str
-    operations: list[OperationOut]
-    name: str | None = None
-    created_at: datetime | None = None
-    error: str | None = None
-    check_mode: bool = False
-    rollback_enabled: bool = False
 
 
 async def batch_tasks(engine: Any, batch_ids: list[str]) -> list[dict[str, Any]]:
@@ -138,21 +120,21 @@ def summarize(workflow: dict[str, Any], tasks: list[dict[str, Any]], *, results:
             undone[op].get(t["id"], {}).get("status") == "Completed" for t in done
         )
         ended = sum(1 for s in statuses if s in ("Completed", "Failed", "Cancelled"))
-        out = OperationOut(
+        out = BatchOperationOut(
             id=op,
             status=operation_status(statuses, compensated),
             progress=round(100.0 * ended / len(mine), 1) if mine else 0.0,
         )
         if results:
             out.results = {
-                t["name"].split("/", 1)[-1]: {
-                    "task_id": t["id"],
-                    "status": t["status"],
-                    "output": t["output"],
-                    "error": t["error"],
-                    "result": t["result"],
-                    "compensation": _compensation(undone[op].get(t["id"])),
-                }
+                t["name"].split("/", 1)[-1]: OperationResult(
+                    task_id=t["id"],
+                    status=t["status"],
+                    output=t["output"],
+                    error=t["error"],
+                    result=t["result"],
+                    compensation=_compensation(undone[op].get(t["id"])),
+                )
                 for t in mine
             }
         operations.append(out)
@@ -168,10 +150,10 @@ def summarize(workflow: dict[str, Any], tasks: list[dict[str, Any]], *, results:
     )
 
 
-def _compensation(task: dict[str, Any] | None) -> dict[str, Any] | None:
+def _compensation(task: dict[str, Any] | None) -> Compensation | None:
     if task is None:
         return None
-    return {"task_id": task["id"], "status": task["status"], "error": task["error"]}
+    return Compensation(task_id=task["id"], status=task["status"], error=task["error"])
 
 
 class BatchController(Controller):

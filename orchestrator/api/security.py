@@ -21,7 +21,14 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.errors import DomainError
-from orchestrator.http.access import MUTATING, REFUSED, Gatekeeper, Principal, result_of
+from orchestrator.http.access import (
+    MUTATING,
+    REFUSED,
+    AuditEntry,
+    Gatekeeper,
+    Principal,
+    result_of,
+)
 from orchestrator.http.errors import RateLimited
 from orchestrator.http.ratelimit import RateLimiter, RateLimitStatus
 from orchestrator.service import Orchestrator
@@ -226,7 +233,7 @@ class Security:
             details["error"] = access.error.message
         principal = access.principal
         try:
-            await self.gate.record(
+            entry = AuditEntry(
                 action=access.action,
                 resource=access.resource,
                 result=result_of(status),
@@ -234,6 +241,7 @@ class Security:
                 details=details,
                 ip=_client_ip(scope),
             )
+            await self.gate.record(entry)
         except Exception:
             log.exception("audit record failed", action=access.action)
 

@@ -42,6 +42,20 @@ class Principal:
         return self.roles[0] if self.roles else ""
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One record of the audit trail, as a guard writes it."""
+
+    action: str
+    resource: str
+    #: `result_of` the response's status.
+    result: str
+    user_id: str | None
+    #: JSON values, never a secret: stored and shown as given.
+    details: dict[str, Any]
+    ip: str | None
+
+
 class Gatekeeper(Protocol):
     """Authentication, authorization and the audit trail, as a guard calls them."""
 
@@ -61,17 +75,8 @@ class Gatekeeper(Protocol):
         `resource`; `context` carries `ip`, `method`, `owner`."""
         ...
 
-    async def record(
-        self,
-        *,
-        action: str,
-        resource: str,
-        result: str,
-        user_id: str | None,
-        details: dict[str, Any],
-        ip: str | None,
-    ) -> None:
-        """Append one record to the audit trail (`result` as `result_of` names it)."""
+    async def record(self, entry: AuditEntry) -> None:
+        """Append one record to the audit trail."""
         ...
 
 
