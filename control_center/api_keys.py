@@ -13,7 +13,6 @@ from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_center.request_context import (
     AnyRequest,
@@ -26,9 +25,10 @@ from control_center.schemas import ApiKeyBody, ApiKeyCreated, ApiKeyIn, ApiKeyOu
 from control_center.store import api_keys as store
 from control_center.store.records import ApiKey, NewApiKey
 from control_center.tokens import API_KEY_SHOWN_CHARS, digest, new_api_key, utcnow
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.errors import InvalidInput
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
+from orchestrator.store.engine import AsyncEngine
 
 #: The longest life of a key, whichever way it is given (`ApiKeyIn.expires_in_days` has
 #: the same bound): a key is a password that nobody types, so it must end some day.

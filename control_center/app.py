@@ -16,7 +16,6 @@ from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_center.api_keys import ApiKeyController
 from control_center.audit_api import AuditController
@@ -25,17 +24,18 @@ from control_center.bootstrap import ADMIN_USERNAME, admin_password_from_environ
 from control_center.guard import key_for
 from control_center.middleware import EXCEPTION_HANDLERS_AUDITED, audit_middleware
 from control_center.policies_api import PolicyController
-from control_center.ratelimit import RateLimiter
 from control_center.request_context import Services, provide_principal
 from control_center.secret_keys import keys_for
 from control_center.users import ProfileController, UserController
-from orchestrator.api.envelope import Envelope, document_errors
-from orchestrator.api.limits import BodyLimits, refuse_nul, screen_request
-from orchestrator.api.openapi import allow_every_method, publish
-from orchestrator.api.versioning import versioning
 from orchestrator.data_dir import private_data_dir
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.errors import document_errors
+from orchestrator.http.limits import BodyLimits, refuse_nul, screen_request
+from orchestrator.http.openapi import allow_every_method, publish
+from orchestrator.http.ratelimit import RateLimiter
+from orchestrator.http.versioning import versioning
 from orchestrator.settings import Settings
-from orchestrator.store.engine import create_engine, ensure_schema
+from orchestrator.store.engine import AsyncEngine, create_engine, ensure_schema
 
 
 @get("/health", tags=["health"], summary="Liveness: answers without authentication")

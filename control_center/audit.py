@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from control_center.store import audit as store
 from control_center.store.records import AuditEntry, AuditFields, ChainHead
 from control_center.tokens import utcnow
 from orchestrator.ids import new_id
+from orchestrator.store.engine import AsyncEngine
 
 RESULTS = ("success", "denied", "failure", "error")
 #: `broken_at` when the fault is the chain head itself rather than a record.

@@ -17,9 +17,9 @@ from control_center.request_context import (
 )
 from control_center.schemas import AuditOut, audit_out
 from control_center.store.audit import list_audit
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.errors import InvalidInput
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 
 
 class AuditController(Controller):

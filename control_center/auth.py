@@ -12,7 +12,6 @@ import structlog
 from litestar import Controller, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_center import mfa, sessions
 from control_center.errors import Forbidden, Unauthorized
@@ -42,8 +41,9 @@ from control_center.secret_keys import Keys, keys_for, open_totp_secret, seal_to
 from control_center.store import users
 from control_center.store.records import User
 from control_center.tokens import digest
-from orchestrator.api.envelope import Envelope
 from orchestrator.errors import Conflict, InvalidInput
+from orchestrator.http.envelope import Envelope
+from orchestrator.store.engine import AsyncEngine
 
 log = structlog.get_logger(__name__)
 INVALID_LOGIN = "invalid username, password or MFA code"

@@ -12,8 +12,6 @@ from __future__ import annotations
 import functools
 import os
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from control_center.audit import record_audit
 from control_center.passwords import check_strength, hash_password_async, one_time_password
 from control_center.policy_set import seed_default_policies
@@ -22,6 +20,7 @@ from control_center.store import users
 from control_center.store.records import NewUser
 from orchestrator.errors import Conflict, InvalidInput
 from orchestrator.settings import ConfigError, Settings
+from orchestrator.store.engine import AsyncEngine
 
 ADMIN_PASSWORD_VARIABLE = "PROVISIONING_ADMIN_PASSWORD"  # noqa: S105 (a name)
 ADMIN_USERNAME = "admin"

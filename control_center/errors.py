@@ -1,23 +1,12 @@
-"""The control center's domain errors; `orchestrator.api.envelope` maps each to its status
-and code like every other `DomainError`."""
+"""The control center's domain errors: the shared access errors
+(`orchestrator.http.errors`, named here too) and what only the control center raises.
+`orchestrator.http.errors` maps each to its status and code like every `DomainError`."""
 
 from __future__ import annotations
 
-from orchestrator.errors import DomainError
+from orchestrator.http.errors import Forbidden, RateLimited, Unauthorized
 
-
-class Unauthorized(DomainError):
-    """No credentials, or credentials that are wrong, expired or revoked."""
-
-    status_code = 401
-    code = "UNAUTHORIZED"
-
-
-class Forbidden(DomainError):
-    """Authenticated, but no policy allows the action (or one denies it)."""
-
-    status_code = 403
-    code = "FORBIDDEN"
+__all__ = ["Forbidden", "MfaRequired", "PasswordChangeRequired", "RateLimited", "Unauthorized"]
 
 
 class MfaRequired(Forbidden):
@@ -30,8 +19,3 @@ class PasswordChangeRequired(Forbidden):
     """The user still has a one-time password."""
 
     code = "PASSWORD_CHANGE_REQUIRED"
-
-
-class RateLimited(DomainError):
-    status_code = 429
-    code = "RATE_LIMITED"

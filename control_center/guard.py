@@ -19,15 +19,12 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from control_center.errors import Forbidden, MfaRequired, PasswordChangeRequired, Unauthorized
 from control_center.policies import Decision
 from control_center.policy_set import policy_engine
 from control_center.store import api_keys, sessions, users
 from control_center.store.records import User
 from control_center.tokens import (
-    Principal,
     bearer_credential,
     decode_access_token,
     digest,
@@ -36,7 +33,9 @@ from control_center.tokens import (
     utcnow,
 )
 from orchestrator.errors import NotFound
+from orchestrator.http.access import Principal
 from orchestrator.settings import AuthSettings, Settings
+from orchestrator.store.engine import AsyncEngine
 
 __all__ = [
     "MFA_PENDING",

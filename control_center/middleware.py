@@ -21,21 +21,11 @@ from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scop
 from control_center.audit import record_audit
 from control_center.request_context import NOTE_KEY, AuditNote, note_of, services
 from control_center.secret_keys import keys_for
-from orchestrator.api.envelope import CODES, EXCEPTION_HANDLERS
 from orchestrator.errors import DomainError
+from orchestrator.http.access import MUTATING, REFUSED, result_of
+from orchestrator.http.errors import CODES, EXCEPTION_HANDLERS
 
 log = structlog.get_logger(__name__)
-
-MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-REFUSED = frozenset({401, 403, 429})
-
-
-def result_of(status: int) -> str:
-    if status in REFUSED:
-        return "denied"
-    if status >= 500:
-        return "error"
-    return "failure" if status >= 400 else "success"
 
 
 def audit_middleware(app: ASGIApp) -> ASGIApp:

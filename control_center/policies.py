@@ -21,8 +21,8 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from control_center.conditions import Condition, ConditionError, Value, parse_condition
-from control_center.tokens import Principal
 from orchestrator.errors import InvalidInput
+from orchestrator.http.access import Principal
 
 EFFECTS = ("Allow", "Deny")
 MAX_RULES = 100

@@ -25,8 +25,8 @@ from control_center.request_context import (
 from control_center.schemas import PolicyCreated, PolicyIn, PolicyOut, PolicyUpdate, policy_out
 from control_center.store import policies as store
 from control_center.store.records import NewPolicy, PolicyChanges
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 
 
 def _as_managed_from(request: AnyRequest) -> dict[str, Any]:

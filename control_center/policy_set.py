@@ -21,8 +21,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from control_center.policies import (
     ADMIN_ROLE,
     DEFAULT_POLICIES,
@@ -34,8 +32,9 @@ from control_center.policies import (
 )
 from control_center.store import policies as store
 from control_center.store.records import NewPolicy, Policy, PolicyChanges
-from control_center.tokens import Principal
 from orchestrator.errors import Conflict
+from orchestrator.http.access import Principal
+from orchestrator.store.engine import AsyncEngine
 
 _engines: weakref.WeakKeyDictionary[AsyncEngine, PolicyEngine] = weakref.WeakKeyDictionary()
 _locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()

@@ -14,7 +14,6 @@ from typing import Any
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_center.errors import RateLimited
 from control_center.guard import (
@@ -22,9 +21,10 @@ from control_center.guard import (
     authorize,
     check_restrictions,
 )
-from control_center.ratelimit import RateLimiter, RateLimitStatus
-from control_center.tokens import Principal
+from orchestrator.http.access import Principal
+from orchestrator.http.ratelimit import RateLimiter, RateLimitStatus
 from orchestrator.settings import Settings
+from orchestrator.store.engine import AsyncEngine
 
 NOTE_KEY = "control_center.audit"
 

@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from control_center.errors import Unauthorized
 from control_center.store import sessions as store
 from control_center.store.records import RefreshRefusal, TokenPair
@@ -28,6 +26,7 @@ from control_center.tokens import (
     utcnow,
 )
 from orchestrator.settings import AuthSettings
+from orchestrator.store.engine import AsyncEngine
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jwt
 
@@ -30,27 +30,6 @@ HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 API_KEY_PREFIX = "prov_live_"
 API_KEY_SHOWN_CHARS = 12
 KEY_FILE = "jwt.key"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is acting: a user, through a session token or one of their API keys."""
-
-    user_id: str
-    username: str
-    roles: tuple[str, ...]
-    via: Literal["jwt", "api_key"]
-    #: The user's role requires TOTP and the user has not enrolled yet.
-    mfa_pending: bool = False
-    #: The user still has a one-time password.
-    must_change_password: bool = False
-    #: The access token's `jti`, or the API key's id.
-    credential_id: str = ""
-    expires_at: datetime | None = None
-
-    @property
-    def primary_role(self) -> str:
-        return self.roles[0] if self.roles else ""
 
 
 @dataclass(frozen=True, slots=True)

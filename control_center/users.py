@@ -33,9 +33,9 @@ from control_center.schemas import (
 )
 from control_center.store import users as store
 from control_center.store.records import NewUser, User, UserChanges
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.errors import Conflict, InvalidInput
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.settings import Settings
 
 

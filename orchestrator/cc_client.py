@@ -2,7 +2,8 @@
 
 `ControlCenterClient` calls `/auth`, `/users`, `/policies`, `/api-keys` and
 `/audit/logs`; like `OrchestratorClient` it unwraps the envelope, returns the `data` of a
-success decoded into the structs below, and raises `ApiError` for an error envelope or an
+success decoded into the control center's own types (`control_center.schemas`, named
+here as the CLI names them), and raises `ApiError` for an error envelope or an
 unexpected answer. A control center that cannot be reached raises
 `ControlCenterUnreachable` (an `Unreachable`).
 
@@ -22,15 +23,54 @@ import os
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
 import msgspec
 
-from orchestrator.client import ApiError, OrchestratorClient, Page, Unreachable, _segment
+from control_center.schemas import (
+    ApiKeyCreated,
+    ApiKeyIn,
+    LoginIn,
+    MfaCodeIn,
+    PasswordChange,
+    PolicyCreated,
+    RefreshIn,
+    UserIn,
+)
+from control_center.schemas import ApiKeyOut as ApiKey
+from control_center.schemas import AuditOut as AuditRecord
+from control_center.schemas import LoginOut as Login
+from control_center.schemas import MfaEnrollOut as MfaEnrollment
+from control_center.schemas import MfaVerifyOut as MfaActivated
+from control_center.schemas import PolicyOut as Policy
+from control_center.schemas import TokenOut as TokenPair
+from control_center.schemas import UserOut as User
+from orchestrator.client import ApiClient, ApiError, Page, Unreachable, _segment
 
-T = TypeVar("T")
+__all__ = [
+    "ApiKey",
+    "ApiKeyCreated",
+    "AuditRecord",
+    "ControlCenterClient",
+    "ControlCenterUnreachable",
+    "Credentials",
+    "CredentialsError",
+    "Login",
+    "MfaActivated",
+    "MfaEnrollment",
+    "Policy",
+    "PolicyCreated",
+    "SessionExpired",
+    "TokenPair",
+    "User",
+    "config_dir",
+    "credentials_lock",
+    "credentials_path",
+    "delete_credentials",
+    "fresh_credentials",
+    "load_credentials",
+    "save_credentials",
+]
 
 #: An access token this close to its expiry is renewed before it is used.
 EXPIRY_MARGIN = timedelta(seconds=30)
@@ -50,159 +90,22 @@ class SessionExpired(Exception):
     """The saved login can no longer be renewed: log in again."""
 
 
-# -- API types ------------------------------------------------------------------------------
+class ControlCenterClient(ApiClient):
+    """Calls the control center at `base_url` (see `ApiClient`: the same envelope, paging
+    and transport errors as the orchestrator's API)."""
 
-
-class UserBrief(msgspec.Struct, kw_only=True):
-    id: str
-    username: str
-    email: str
-    roles: list[str]
-
-
-class Login(msgspec.Struct, kw_only=True):
-    """`POST /auth/login`."""
-
-    token: str
-    expires_at: datetime
-    refresh_token: str
-    refresh_expires_at: datetime
-    user: UserBrief
-    #: What the user must do first: MFA_REQUIRED, PASSWORD_CHANGE_REQUIRED.
-    restrictions: list[str]
-
-
-class TokenPair(msgspec.Struct, kw_only=True):
-    """`POST /auth/refresh`."""
-
-    token: str
-    expires_at: datetime
-    refresh_token: str
-    refresh_expires_at: datetime
-
-
-class User(msgspec.Struct, kw_only=True):
-    id: str
-    username: str
-    email: str
-    roles: list[str]
-    enabled: bool
-    mfa_enabled: bool
-    must_change_password: bool
-    created_at: datetime
-    updated_at: datetime
-    last_login: datetime | None
-
-
-class Policy(msgspec.Struct, kw_only=True):
-    id: str
-    name: str
-    version: str
-    description: str
-    rules: list[dict[str, Any]]
-    enabled: bool
-    created_at: datetime
-    updated_at: datetime
-
-
-class PolicyCreated(msgspec.Struct, kw_only=True):
-    id: str
-    name: str
-    version: str
-
-
-class ApiKey(msgspec.Struct, kw_only=True):
-    id: str
-    user_id: str
-    name: str
-    description: str
-    key_prefix: str
-    created_at: datetime
-    expires_at: datetime | None
-    last_used: datetime | None
-    revoked_at: datetime | None
-
-
-class ApiKeyCreated(msgspec.Struct, kw_only=True):
-    id: str
-    name: str
-    description: str
-    #: The key itself: the control center shows it in this answer only.
-    key: str
-    key_prefix: str
-    created_at: datetime
-    expires_at: datetime | None
-
-
-class AuditRecord(msgspec.Struct, kw_only=True):
-    id: str
-    timestamp: datetime
-    user_id: str | None
-    action: str
-    resource: str
-    result: str
-    details: dict[str, Any]
-    ip: str | None
-    hash: str
-
-
-# -- the client -----------------------------------------------------------------------------
-
-
-class MfaEnrollment(msgspec.Struct, kw_only=True):
-    secret: str
-    otpauth_uri: str
-
-
-class MfaActivated(msgspec.Struct, kw_only=True):
-    enabled: bool
-    backup_codes: list[str]
-
-
-class ControlCenterClient:
-    """Calls the control center at `base_url`; `token` is sent as `Authorization: Bearer`.
-
-    Use as a context manager, or call `close()`. `transport` is for tests.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        token: str | None = None,
-        *,
-        timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        # The envelope, paging headers and transport errors are the orchestrator's: reuse
-        # its client's plumbing, not its endpoints.
-        self._api = OrchestratorClient(base_url, token, timeout=timeout, transport=transport)
-        self.base_url = self._api.base_url
-
-    def __enter__(self) -> ControlCenterClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._api.close()
+    unreachable = ControlCenterUnreachable
 
     # -- sessions -------------------------------------------------------------------------
 
     def login(self, username: str, password: str, mfa_code: str | None = None) -> Login:
-        body = {"username": username, "password": password}
-        if mfa_code is not None:
-            body["mfa_code"] = mfa_code
+        body = LoginIn(username=username, password=password, mfa_code=mfa_code)
         return self._call("POST", "/auth/login", Login, json=body)
 
     def refresh(self, refresh_token: str) -> TokenPair:
         """Spend `refresh_token` for a new pair (the old one is then useless)."""
-        return self._call("POST", "/auth/refresh", TokenPair, json={"refresh_token": refresh_token})
+        body = RefreshIn(refresh_token=refresh_token)
+        return self._call("POST", "/auth/refresh", TokenPair, json=body)
 
     def logout(self) -> str:
         """Revoke the access token this client sends, and its session."""
@@ -234,14 +137,14 @@ class ControlCenterClient:
         roles: list[str] | None = None,
         must_change_password: bool = False,
     ) -> User:
-        body: dict[str, Any] = {
-            "username": username,
-            "email": email,
-            "password": password,
-            "must_change_password": must_change_password,
-        }
+        body = UserIn(
+            username=username,
+            email=email,
+            password=password,
+            must_change_password=must_change_password,
+        )
         if roles:
-            body["roles"] = roles
+            body.roles = roles
         return self._call("POST", "/users", User, json=body)
 
     def update_user(self, user_id: str, fields: dict[str, Any]) -> str:
@@ -274,9 +177,7 @@ class ControlCenterClient:
     def create_api_key(
         self, name: str, *, description: str = "", expires_in_days: int | None = None
     ) -> ApiKeyCreated:
-        body: dict[str, Any] = {"name": name, "description": description}
-        if expires_in_days is not None:
-            body["expires_in_days"] = expires_in_days
+        body = ApiKeyIn(name=name, description=description, expires_in_days=expires_in_days)
         return self._call("POST", "/api-keys", ApiKeyCreated, json=body)
 
     def list_api_keys(
@@ -323,39 +224,20 @@ class ControlCenterClient:
         }
         return self._page("/audit/logs", query, list[AuditRecord])
 
-    # -- plumbing -------------------------------------------------------------------------
-
     # -- your own account -------------------------------------------------------------
 
     def enroll_mfa(self) -> MfaEnrollment:
         return self._call("POST", "/auth/mfa/enroll", MfaEnrollment)
 
     def verify_mfa(self, code: str) -> MfaActivated:
-        return self._call("POST", "/auth/mfa/verify", MfaActivated, json={"code": code})
+        return self._call("POST", "/auth/mfa/verify", MfaActivated, json=MfaCodeIn(code=code))
 
     def disable_mfa(self, code: str) -> Any:
-        return self._call("POST", "/auth/mfa/disable", Any, json={"code": code})
+        return self._call("POST", "/auth/mfa/disable", Any, json=MfaCodeIn(code=code))
 
     def change_password(self, current: str, new: str) -> Any:
-        body = {"current_password": current, "new_password": new, "confirm_new_password": new}
+        body = PasswordChange(current_password=current, new_password=new, confirm_new_password=new)
         return self._call("PUT", "/user/password", Any, json=body)
-
-    def _call(self, method: str, path: str, data_type: type[T], **kwargs: Any) -> T:
-        with self._reachable():
-            return self._api._call(method, path, data_type, **kwargs)[0]
-
-    def _page(self, path: str, query: dict[str, Any], items_type: type[list[T]]) -> Page[T]:
-        with self._reachable():
-            return self._api._page(path, query, items_type)
-
-    @contextlib.contextmanager
-    def _reachable(self) -> Iterator[None]:
-        try:
-            yield
-        except ControlCenterUnreachable:
-            raise
-        except Unreachable as exc:
-            raise ControlCenterUnreachable(exc.url, exc.reason) from exc
 
 
 # -- the saved login ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Domain errors. Each maps once, in `orchestrator.api.errors`, to a status and a code."""
+"""Domain errors. Each maps once, in `orchestrator.http.errors`, to a status and a code."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The field types requests are made of, each with the one rule it follows.
 
 The rules are `msgspec.Meta` constraints, so the decoder enforces them and the published
-OpenAPI documents state them (`orchestrator.api.openapi`). Names and identifiers never
+OpenAPI documents state them (`orchestrator.http.openapi`). Names and identifiers never
 hold control characters (C0, DEL, C1); free text may hold newlines and tabs, never NUL,
 which PostgreSQL cannot store.
 """

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import structlog
 
-from control_center.policy_set import seed_default_policies
+from control_center.gate import seed_default_policies
 from orchestrator.attempt import Surroundings, action_call
 from orchestrator.clock import utcnow
 from orchestrator.data_dir import private_data_dir

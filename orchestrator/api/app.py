@@ -1,4 +1,9 @@
-"""The orchestrator's Litestar application."""
+"""The orchestrator's Litestar application.
+
+It is where the orchestrator meets the control center: the guard (`security.Security`)
+is written against `orchestrator.http.access.Gatekeeper`, and is given the control
+center's `Gate` over the shared database here, the one place the API names it.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +14,21 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
+from control_center.gate import Gate
 from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
-from orchestrator.api.envelope import EXCEPTION_HANDLERS, document_errors
 from orchestrator.api.idempotency import Idempotency
-from orchestrator.api.limits import BodyLimits, refuse_nul, screen_request
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
-from orchestrator.api.openapi import allow_every_method, publish
 from orchestrator.api.providers import ProviderController, publish_operations
 from orchestrator.api.resources import ResourceController
 from orchestrator.api.rollback import RollbackController
 from orchestrator.api.security import Security
 from orchestrator.api.state import StateController
-from orchestrator.api.versioning import versioning
 from orchestrator.api.webhooks import WebhookController
+from orchestrator.http.errors import EXCEPTION_HANDLERS, document_errors
+from orchestrator.http.limits import BodyLimits, refuse_nul, screen_request
+from orchestrator.http.openapi import allow_every_method, publish
+from orchestrator.http.versioning import versioning
 from orchestrator.service import Orchestrator
 
 
@@ -48,7 +54,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.
     v1 = Router(path="/api/v1", route_handlers=resources, include_in_schema=False)
-    security = Security(orchestrator)
+    security = Security(orchestrator, Gate(orchestrator.engine, orchestrator.settings))
     app = Litestar(
         route_handlers=[health, *resources, v1, metrics, event_stream],
         guards=[security.guard],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -14,11 +13,12 @@ from litestar.datastructures import State
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from orchestrator.api.controllers import WorkflowStatus, orchestrator_of, security_of
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.limits import REQUEST_BODY, YAML_TYPES, BadBody, BodyLimits, load_yaml
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
+from orchestrator.api.schemas import BatchOperationOut, BatchOut, Compensation, OperationResult
 from orchestrator.batch import Batch, check_storage_backend, plan_batch
 from orchestrator.errors import DomainError, InvalidInput, NotFound
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.limits import REQUEST_BODY, YAML_TYPES, BadBody, BodyLimits, load_yaml
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.planner import TaskLimits
 from orchestrator.records import Records
 from orchestrator.resources import Catalog
@@ -32,27 +32,9 @@ class UnsupportedMediaType(DomainError):
     code = "UNSUPPORTED_MEDIA_TYPE"
 
 
-class OperationOut(msgspec.Struct, omit_defaults=True):
-    id: str
-    status: str
-    progress: float
-    results: dict[str, Any] | None = None
-
-
-class BatchOut(msgspec.Struct):
-    batch_id: str
-    status: str
-    operations: list[OperationOut]
-    name: str | None = None
-    created_at: datetime | None = None
-    error: str | None = None
-    check_mode: bool = False
-    rollback_enabled: bool = False
-
-
 def decode_batch(body: bytes, content_type: str, limits: BodyLimits) -> Batch:
     """JSON or YAML into a `Batch`; errors name the path (`$.operations[1].id`). The
-    JSON's depth was checked with the request (`orchestrator.api.limits`)."""
+    JSON's depth was checked with the request (`orchestrator.http.limits`)."""
     media = content_type.split(";")[0].strip().lower()
     if media in YAML_TYPES:
         raw = load_yaml(body, limits)
@@ -121,21 +103,21 @@ def summarize(workflow: dict[str, Any], tasks: list[dict[str, Any]], *, results:
             undone[op].get(t["id"], {}).get("status") == "Completed" for t in done
         )
         ended = sum(1 for s in statuses if s in ("Completed", "Failed", "Cancelled"))
-        out = OperationOut(
+        out = BatchOperationOut(
             id=op,
             status=operation_status(statuses, compensated),
             progress=round(100.0 * ended / len(mine), 1) if mine else 0.0,
         )
         if results:
             out.results = {
-                t["name"].split("/", 1)[-1]: {
-                    "task_id": t["id"],
-                    "status": t["status"],
-                    "output": t["output"],
-                    "error": t["error"],
-                    "result": t["result"],
-                    "compensation": _compensation(undone[op].get(t["id"])),
-                }
+                t["name"].split("/", 1)[-1]: OperationResult(
+                    task_id=t["id"],
+                    status=t["status"],
+                    output=t["output"],
+                    error=t["error"],
+                    result=t["result"],
+                    compensation=_compensation(undone[op].get(t["id"])),
+                )
                 for t in mine
             }
         operations.append(out)
@@ -151,10 +133,10 @@ def summarize(workflow: dict[str, Any], tasks: list[dict[str, Any]], *, results:
     )
 
 
-def _compensation(task: dict[str, Any] | None) -> dict[str, Any] | None:
+def _compensation(task: dict[str, Any] | None) -> Compensation | None:
     if task is None:
         return None
-    return {"task_id": task["id"], "status": task["status"], "error": task["error"]}
+    return Compensation(task_id=task["id"], status=task["status"], error=task["error"])
 
 
 class BatchController(Controller):

@@ -1,4 +1,5 @@
-"""Health, tasks and workflow submission (seed 003), plus explicit-graph workflows."""
+"""Health, tasks and workflow submission (seed 003), plus explicit-graph workflows, and
+the one mapping from stored task, workflow and event rows to the API's types."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
+from orchestrator.api.redaction import redact, redact_args, redact_text
 from orchestrator.api.schemas import (
     ClusterCreate,
     EventOut,
@@ -18,13 +18,11 @@ from orchestrator.api.schemas import (
     TaskservCreate,
     WorkflowIn,
     WorkflowOut,
-    event_out,
-    task_out,
-    workflow_as_task,
-    workflow_out,
 )
 from orchestrator.api.security import Security
 from orchestrator.errors import NotFound
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.planner import (
     TaskLimits,
     check_operation,
@@ -34,6 +32,7 @@ from orchestrator.planner import (
 )
 from orchestrator.service import Orchestrator
 from orchestrator.specs import WorkflowSpec
+from orchestrator.store.events import LoggedEvent
 from orchestrator.workspace import load_infra
 
 TaskStatus = Literal["Pending", "Running", "Completed", "Failed", "Cancelled"]
@@ -67,6 +66,115 @@ async def submit(
         Envelope(workflow_id),
         status_code=HTTP_202_ACCEPTED,
         headers={"Location": f"/tasks/{workflow_id}", "X-Workflow-Status": status},
+    )
+
+
+# -- stored rows as the API shows them ----------------------------------------------------
+
+
+def task_out(row: dict[str, Any]) -> TaskOut:
+    return TaskOut(
+        id=row["id"],
+        name=row["name"],
+        command=redact_text(row["command"]),
+        args=redact_args(list(row["args"] or [])),
+        dependencies=list(row.get("dependencies", [])),
+        status=row["status"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        output=row["output"],
+        error=row["error"],
+        workflow_id=row["workflow_id"],
+        operation_id=row["operation_id"],
+        provider=row["provider"],
+        action=row["action"],
+        params=redact(row["params"] or {}),
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        timeout=row["timeout"],
+        progress=row["progress"],
+        result=row["result"],
+        compensates=row["compensates"],
+    )
+
+
+def workflow_progress(counts: dict[str, int]) -> float:
+    total = sum(counts.values())
+    done = sum(n for s, n in counts.items() if s in ("Completed", "Failed", "Cancelled"))
+    return round(100.0 * done / total, 1) if total else 100.0
+
+
+def workflow_out(row: dict[str, Any]) -> WorkflowOut:
+    counts = row.get("task_counts", {})
+    return WorkflowOut(
+        id=row["id"],
+        kind=row["kind"],
+        name=row["name"],
+        status=row["status"],
+        parallel_limit=row["parallel_limit"],
+        rollback_enabled=row["rollback_enabled"],
+        check_mode=row["check_mode"],
+        owner=row["owner"],
+        error=row["error"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        task_counts=counts,
+        progress=workflow_progress(counts),
+    )
+
+
+def workflow_as_task(row: dict[str, Any]) -> TaskOut:
+    """A workflow in the seed's task shape, so `GET /tasks/{id}` answers for the id that
+    `POST /workflows/*/create` returned."""
+    spec = row["spec"] or {}
+    counts = row.get("task_counts", {})
+    completed = counts.get("Completed", 0)
+    total = sum(counts.values())
+    args = [
+        f"--{k}={v}"
+        for k, v in spec.items()
+        if k in ("infra", "settings", "taskserv", "cluster_type")
+    ]
+    output = None
+    if row["status"] == "Completed":
+        output = f"Successfully ran {completed} of {total} tasks"
+    return TaskOut(
+        id=row["id"],
+        name=row["name"],
+        command=f"provisioning workflow {row['kind']}",
+        args=args,
+        dependencies=[],
+        status=row["status"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        output=output,
+        error=row["error"],
+        workflow_id=row["id"],
+        operation_id=None,
+        provider="",
+        action=row["kind"],
+        params=redact(spec),
+        attempts=1 if row["started_at"] else 0,
+        max_attempts=1,
+        timeout=None,
+        progress=workflow_progress(counts),
+        result={"task_counts": counts},
+        compensates=None,
+        kind="workflow",
+    )
+
+
+def event_out(event: LoggedEvent) -> EventOut:
+    return EventOut(
+        seq=event.seq,
+        event_type=event.type,
+        timestamp=event.at,
+        data=event.data,
+        workflow_id=event.workflow_id,
+        task_id=event.task_id,
     )
 
 

@@ -25,10 +25,10 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from control_center.guard import Principal
 from orchestrator.api.controllers import orchestrator_of
 from orchestrator.api.security import Security, access_of
 from orchestrator.errors import DomainError
+from orchestrator.http.access import Principal
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
 from orchestrator.service import Orchestrator

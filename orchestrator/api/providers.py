@@ -22,9 +22,10 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from orchestrator.api.controllers import orchestrator_of, security_of, submit
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.openapi import FREE_FORM, REF, _nul_free
+from orchestrator.api.schemas import ApplyIn, KindOut, ProviderOperationOut, ProviderOut
 from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.openapi import FREE_FORM, REF, nul_free
 from orchestrator.resources import Catalog, Declared
 from orchestrator.specs import WorkflowSpec
 from providers.base import Kind
@@ -33,50 +34,9 @@ from providers.base import Kind
 MAX_ACTION, MAX_KIND, MAX_NAME = 64, 32, 200
 
 
-class OperationOut(msgspec.Struct):
-    name: str
-    #: How a task spells it (`POST /workflows`, `GET /tasks`).
-    action: str
-    #: True: it runs as a task of a workflow; False: it only reads, answered at once.
-    mutates: bool
-    #: The operation undoing it; None: irreversible (or, for a read, nothing to undo).
-    undo: str | None
-    summary: str
-    #: The JSON Schema of its params.
-    params: dict[str, Any]
-
-
-class KindOut(msgspec.Struct):
-    name: str
-    #: Policies name its items `<plural>:<name>`.
-    plural: str
-    #: The param naming an item (its inventory row and policy name); None: unnamed.
-    key: str | None
-    operations: list[OperationOut]
-
-
-class ProviderOut(msgspec.Struct):
-    name: str
-    type: str
-    #: Running a task on it also needs `run` on `<type>:<instance>`.
-    touches_host: bool
-    #: False for a type that declares nothing: free-form actions and params.
-    declared: bool
-    kinds: list[KindOut]
-
-
-class ApplyIn(msgspec.Struct, forbid_unknown_fields=True):
-    """One operation: its params (as the operation's schema says), in check mode or not,
-    waiting (up to `server.wait_timeout`) for its workflow to end or not."""
-
-    params: dict[str, Any] = {}
-    check_mode: bool = False
-    wait: bool = False
-
-
-def operation_out(kind: Kind, declared: Declared) -> OperationOut:
+def operation_out(kind: Kind, declared: Declared) -> ProviderOperationOut:
     op = declared.operation
-    return OperationOut(
+    return ProviderOperationOut(
         name=op.name,
         action=kind.action(op),
         mutates=op.mutates,
@@ -219,7 +179,7 @@ def _components(
             if "properties" in component and "additionalProperties" not in component:
                 # Other params are taken (and kept): any JSON value without a NUL.
                 component["additionalProperties"] = {"$ref": REF.format(name=FREE_FORM)}
-            _nul_free(component)
+            nul_free(component)
             schemas[f"{type_name}.{name}"] = component
         refs.update(zip(ordered, made, strict=True))
     return refs

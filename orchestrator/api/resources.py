@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 
 from orchestrator.api.controllers import orchestrator_of
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.api.redaction import redact
+from orchestrator.api.schemas import ResourceOut
 from orchestrator.errors import NotFound
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.resources import Catalog
-
-
-class ResourceOut(msgspec.Struct):
-    id: str
-    #: The provider instance that recorded it.
-    provider: str
-    kind: str
-    name: str
-    status: str
-    #: How policies name it (`servers:web-01`); None when the instance's type does not
-    #: declare the kind (or is no longer configured).
-    resource: str | None
-    workflow_id: str | None
-    task_id: str | None
-    data: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
 
 
 def resource_out(row: dict[str, Any], catalog: Catalog) -> ResourceOut:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -14,70 +13,20 @@ from litestar.datastructures import State
 from litestar.status_codes import HTTP_201_CREATED
 
 from orchestrator.api.controllers import orchestrator_of, security_of
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
+from orchestrator.api.schemas import (
+    CheckpointIn,
+    CheckpointOut,
+    RollbackBody,
+    RollbackOut,
+    RollbackStatistics,
+)
 from orchestrator.api.state import human_bytes
 from orchestrator.errors import InvalidInput, NotFound
-from orchestrator.fields import Id, Identifier, Name, Text
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.rules import plan_compensations
 from orchestrator.service import Orchestrator
 from orchestrator.specs import WorkflowSpec
-
-
-class CheckpointIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Name
-    description: Text = ""
-
-
-class CheckpointOut(msgspec.Struct, omit_defaults=True):
-    id: str
-    name: str
-    description: str
-    created_at: datetime
-    size: str
-    seq: int
-    operations_count: int | None = None
-    resources: int | None = None
-
-
-class RollbackIn(msgspec.Struct, forbid_unknown_fields=True):
-    """Exactly one of `checkpoint_id` and `operation_ids` (the schema says so too)."""
-
-    checkpoint_id: Id | None = None
-    operation_ids: Annotated[list[Identifier], msgspec.Meta(min_length=1)] | None = None
-    wait: bool = True
-
-
-#: How the published schema states "exactly one of", which `execute` enforces.
-EXACTLY_ONE = {
-    "oneOf": [
-        {
-            "required": ["checkpoint_id"],
-            "properties": {"checkpoint_id": {"type": "string"}, "operation_ids": {"type": "null"}},
-        },
-        {
-            "required": ["operation_ids"],
-            "properties": {"operation_ids": {"type": "array"}, "checkpoint_id": {"type": "null"}},
-        },
-    ]
-}
-RollbackBody = Annotated[RollbackIn, msgspec.Meta(extra_json_schema=EXACTLY_ONE)]
-
-
-class RollbackOut(msgspec.Struct):
-    rollback_id: str | None
-    success: bool | None
-    operations_executed: int
-    operations_failed: int
-    duration: float
-    status: str
-
-
-class RollbackStatistics(msgspec.Struct):
-    total_checkpoints: int
-    total_rollbacks: int
-    success_rate: float | None
-    average_rollback_time: float | None
 
 
 def _checkpoint_out(row: dict[str, Any]) -> CheckpointOut:

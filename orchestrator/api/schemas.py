@@ -1,5 +1,9 @@
-"""Request and response types of the orchestrator API (seed 003 shapes), and the one
-mapping from stored rows to them."""
+"""Request and response types of the orchestrator API (seed 003 shapes).
+
+Pure types: msgspec and the shared field rules, no Litestar and no store, so the client
+(`orchestrator.client`) decodes the answers with these very structs. The mapping from
+stored rows to them lives with the controllers that answer with them.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from orchestrator.api.redaction import redact, redact_args, redact_text
 from orchestrator.errors import InvalidInput
-from orchestrator.fields import NO_CONTROL, Name, ParallelLimit
+from orchestrator.fields import NO_CONTROL, Id, Identifier, Name, ParallelLimit, Text
+from orchestrator.rules import TERMINAL, WORKFLOW_TERMINAL
 from orchestrator.specs import TaskSpec
-from orchestrator.store.events import LoggedEvent
 
 #: An infra or a settings file: one name inside the workspace, the rule of
 #: `orchestrator.workspace.NAME`.
@@ -113,6 +116,7 @@ class TaskOut(msgspec.Struct):
     progress: float
     result: dict[str, Any] | None
     compensates: str | None
+    #: "task", or "workflow" when `GET /tasks/{id}` was given a workflow id.
     kind: str = "task"
 
 
@@ -132,100 +136,18 @@ class WorkflowOut(msgspec.Struct):
     task_counts: dict[str, int]
     progress: float
 
+    @property
+    def total_tasks(self) -> int:
+        return sum(self.task_counts.values())
 
-def task_out(row: dict[str, Any]) -> TaskOut:
-    return TaskOut(
-        id=row["id"],
-        name=row["name"],
-        command=redact_text(row["command"]),
-        args=redact_args(list(row["args"] or [])),
-        dependencies=list(row.get("dependencies", [])),
-        status=row["status"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        completed_at=row["completed_at"],
-        output=row["output"],
-        error=row["error"],
-        workflow_id=row["workflow_id"],
-        operation_id=row["operation_id"],
-        provider=row["provider"],
-        action=row["action"],
-        params=redact(row["params"] or {}),
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
-        timeout=row["timeout"],
-        progress=row["progress"],
-        result=row["result"],
-        compensates=row["compensates"],
-    )
+    @property
+    def finished_tasks(self) -> int:
+        return sum(n for s, n in self.task_counts.items() if s in TERMINAL)
 
-
-def workflow_progress(counts: dict[str, int]) -> float:
-    total = sum(counts.values())
-    done = sum(n for s, n in counts.items() if s in ("Completed", "Failed", "Cancelled"))
-    return round(100.0 * done / total, 1) if total else 100.0
-
-
-def workflow_out(row: dict[str, Any]) -> WorkflowOut:
-    counts = row.get("task_counts", {})
-    return WorkflowOut(
-        id=row["id"],
-        kind=row["kind"],
-        name=row["name"],
-        status=row["status"],
-        parallel_limit=row["parallel_limit"],
-        rollback_enabled=row["rollback_enabled"],
-        check_mode=row["check_mode"],
-        owner=row["owner"],
-        error=row["error"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        completed_at=row["completed_at"],
-        task_counts=counts,
-        progress=workflow_progress(counts),
-    )
-
-
-def workflow_as_task(row: dict[str, Any]) -> TaskOut:
-    """A workflow in the seed's task shape, so `GET /tasks/{id}` answers for the id that
-    `POST /workflows/*/create` returned."""
-    spec = row["spec"] or {}
-    counts = row.get("task_counts", {})
-    completed = counts.get("Completed", 0)
-    total = sum(counts.values())
-    args = [
-        f"--{k}={v}"
-        for k, v in spec.items()
-        if k in ("infra", "settings", "taskserv", "cluster_type")
-    ]
-    output = None
-    if row["status"] == "Completed":
-        output = f"Successfully ran {completed} of {total} tasks"
-    return TaskOut(
-        id=row["id"],
-        name=row["name"],
-        command=f"provisioning workflow {row['kind']}",
-        args=args,
-        dependencies=[],
-        status=row["status"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        completed_at=row["completed_at"],
-        output=output,
-        error=row["error"],
-        workflow_id=row["id"],
-        operation_id=None,
-        provider="",
-        action=row["kind"],
-        params=redact(spec),
-        attempts=1 if row["started_at"] else 0,
-        max_attempts=1,
-        timeout=None,
-        progress=workflow_progress(counts),
-        result={"task_counts": counts},
-        compensates=None,
-        kind="workflow",
-    )
+    @property
+    def is_final(self) -> bool:
+        """True once the workflow never changes again."""
+        return self.status in WORKFLOW_TERMINAL
 
 
 class EventOut(msgspec.Struct):
@@ -239,12 +161,237 @@ class EventOut(msgspec.Struct):
     task_id: str | None
 
 
-def event_out(event: LoggedEvent) -> EventOut:
-    return EventOut(
-        seq=event.seq,
-        event_type=event.type,
-        timestamp=event.at,
-        data=event.data,
-        workflow_id=event.workflow_id,
-        task_id=event.task_id,
-    )
+# -- batches --------------------------------------------------------------------------------
+
+
+class Compensation(msgspec.Struct):
+    """The task that undid (or is undoing) a batch task's work."""
+
+    task_id: str
+    status: str
+    error: str | None
+
+
+class OperationResult(msgspec.Struct):
+    """What one of an operation's tasks did, keyed by its subject (`server web-01`)."""
+
+    task_id: str
+    status: str
+    output: str | None
+    error: str | None
+    result: dict[str, Any] | None
+    compensation: Compensation | None
+
+
+class BatchOperationOut(msgspec.Struct, omit_defaults=True):
+    id: str
+    status: str
+    progress: float
+    #: Only in `GET /batch/operations/{id}`.
+    results: dict[str, OperationResult] | None = None
+
+
+class BatchOut(msgspec.Struct):
+    batch_id: str
+    status: str
+    operations: list[BatchOperationOut]
+    name: str | None = None
+    created_at: datetime | None = None
+    error: str | None = None
+    check_mode: bool = False
+    rollback_enabled: bool = False
+
+    @property
+    def is_final(self) -> bool:
+        """True once the batch never changes again."""
+        return self.status in WORKFLOW_TERMINAL
+
+    @property
+    def finished_operations(self) -> int:
+        return sum(1 for op in self.operations if op.status not in ("Pending", "Running"))
+
+
+# -- checkpoints and rollback -------------------------------------------------------------
+
+
+class CheckpointIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    description: Text = ""
+
+
+class CheckpointOut(msgspec.Struct, omit_defaults=True):
+    id: str
+    name: str
+    description: str
+    created_at: datetime
+    size: str
+    seq: int
+    #: Completed, not yet undone tasks since the checkpoint: what a rollback would undo
+    #: (in its detail only).
+    operations_count: int | None = None
+    #: Inventory rows the checkpoint recorded: what a restore would put back (in its
+    #: detail only).
+    resources: int | None = None
+
+
+class RollbackIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Exactly one of `checkpoint_id` and `operation_ids` (the schema says so too)."""
+
+    checkpoint_id: Id | None = None
+    operation_ids: Annotated[list[Identifier], msgspec.Meta(min_length=1)] | None = None
+    wait: bool = True
+
+
+#: How the published schema states "exactly one of", which `execute` enforces.
+EXACTLY_ONE = {
+    "oneOf": [
+        {
+            "required": ["checkpoint_id"],
+            "properties": {"checkpoint_id": {"type": "string"}, "operation_ids": {"type": "null"}},
+        },
+        {
+            "required": ["operation_ids"],
+            "properties": {"operation_ids": {"type": "array"}, "checkpoint_id": {"type": "null"}},
+        },
+    ]
+}
+
+
+RollbackBody = Annotated[RollbackIn, msgspec.Meta(extra_json_schema=EXACTLY_ONE)]
+
+
+class RollbackOut(msgspec.Struct):
+    #: None when there was nothing to undo.
+    rollback_id: str | None
+    #: None while the rollback still runs.
+    success: bool | None
+    operations_executed: int
+    operations_failed: int
+    duration: float
+    status: str
+
+
+class RollbackStatistics(msgspec.Struct):
+    total_checkpoints: int
+    total_rollbacks: int
+    success_rate: float | None
+    average_rollback_time: float | None
+
+
+# -- state ----------------------------------------------------------------------------------
+
+
+class Progress(msgspec.Struct):
+    workflow_id: str
+    status: str
+    progress: float
+    current_step: str | None
+    total_steps: int
+    completed_steps: int
+    estimated_time_remaining: float | None
+
+
+class Snapshot(msgspec.Struct):
+    snapshot_id: str
+    timestamp: datetime
+    state: str
+    details: dict[str, Any]
+
+
+class SystemLoad(msgspec.Struct):
+    cpu_usage: float
+    #: MB in use.
+    memory_usage: float
+    memory_percent: float
+    disk_usage: float
+
+
+class SystemMetrics(msgspec.Struct):
+    total_workflows: int
+    active_workflows: int
+    completed_workflows: int
+    failed_workflows: int
+    running_tasks: int
+    queued_tasks: int
+    system_load: SystemLoad
+
+
+class Health(msgspec.Struct):
+    overall_status: str
+    components: dict[str, str]
+    providers: dict[str, str]
+    last_check: datetime
+    details: dict[str, str]
+
+
+class Statistics(msgspec.Struct):
+    total_workflows: int
+    active_snapshots: int
+    storage_usage: str
+    storage_bytes: int
+    average_workflow_duration: float | None
+    workflows_by_status: dict[str, int]
+    #: Rows kept per kind (events, workflows, tasks, webhook deliveries): what
+    #: retention prunes.
+    rows: dict[str, int]
+
+
+# -- providers and the inventory ----------------------------------------------------------
+
+
+class ProviderOperationOut(msgspec.Struct):
+    name: str
+    #: How a task spells it (`POST /workflows`, `GET /tasks`).
+    action: str
+    #: True: it runs as a task of a workflow; False: it only reads, answered at once.
+    mutates: bool
+    #: The operation undoing it; None: irreversible (or, for a read, nothing to undo).
+    undo: str | None
+    summary: str
+    #: The JSON Schema of its params.
+    params: dict[str, Any]
+
+
+class KindOut(msgspec.Struct):
+    name: str
+    #: Policies name its items `<plural>:<name>`.
+    plural: str
+    #: The param naming an item (its inventory row and policy name); None: unnamed.
+    key: str | None
+    operations: list[ProviderOperationOut]
+
+
+class ProviderOut(msgspec.Struct):
+    name: str
+    type: str
+    #: Running a task on it also needs `run` on `<type>:<instance>`.
+    touches_host: bool
+    #: False for a type that declares nothing: free-form actions and params.
+    declared: bool
+    kinds: list[KindOut]
+
+
+class ApplyIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One operation: its params (as the operation's schema says), in check mode or not,
+    waiting (up to `server.wait_timeout`) for its workflow to end or not."""
+
+    params: dict[str, Any] = {}
+    check_mode: bool = False
+    wait: bool = False
+
+
+class ResourceOut(msgspec.Struct):
+    id: str
+    #: The provider instance that recorded it.
+    provider: str
+    kind: str
+    name: str
+    status: str
+    #: How policies name it (`servers:web-01`); None when the instance's type does not
+    #: declare the kind (or is no longer configured).
+    resource: str | None
+    workflow_id: str | None
+    task_id: str | None
+    data: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime

@@ -20,13 +20,17 @@ from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from control_center.audit import record_audit
-from control_center.errors import RateLimited
-from control_center.guard import Principal, authenticate, authorize
-from control_center.middleware import MUTATING, REFUSED, result_of
-from control_center.ratelimit import RateLimiter, RateLimitStatus
-from control_center.secret_keys import keys_for
 from orchestrator.errors import DomainError
+from orchestrator.http.access import (
+    MUTATING,
+    REFUSED,
+    AuditEntry,
+    Gatekeeper,
+    Principal,
+    result_of,
+)
+from orchestrator.http.errors import RateLimited
+from orchestrator.http.ratelimit import RateLimiter, RateLimitStatus
 from orchestrator.service import Orchestrator
 
 log = structlog.get_logger(__name__)
@@ -89,8 +93,12 @@ def route_key(method: str, template: str) -> tuple[str, str]:
 
 
 class Security:
-    def __init__(self, orchestrator: Orchestrator) -> None:
+    """The orchestrator's guard and audit middleware, over the control center's
+    `gate` (authentication, policies, audit trail: see `orchestrator.http.access`)."""
+
+    def __init__(self, orchestrator: Orchestrator, gate: Gatekeeper) -> None:
         self.orchestrator = orchestrator
+        self.gate = gate
         self.limiter = RateLimiter()
 
     def is_open(self, template: str) -> bool:
@@ -127,17 +135,11 @@ class Security:
         resource already noted for the request; record the outcome for the audit."""
         access = access_of(scope)
         try:
-            principal = await authenticate(
-                self.orchestrator.engine, self.orchestrator.settings, header
-            )
+            principal = await self.gate.authenticate(header)
             access.principal = principal
             self._limit(access, principal, key)
-            await authorize(
-                self.orchestrator.engine,
-                principal,
-                action,
-                access.resource,
-                {"ip": _client_ip(scope), "method": key[0]},
+            await self.gate.authorize(
+                principal, action, access.resource, {"ip": _client_ip(scope), "method": key[0]}
             )
         except DomainError as exc:
             access.error = exc
@@ -146,7 +148,7 @@ class Security:
 
     async def credential_valid(self, header: str | None) -> bool:
         try:
-            await authenticate(self.orchestrator.engine, self.orchestrator.settings, header)
+            await self.gate.authenticate(header)
         except DomainError:
             return False
         return True
@@ -159,8 +161,7 @@ class Security:
             return
         for action, resource in items:
             try:
-                await authorize(
-                    self.orchestrator.engine,
+                await self.gate.authorize(
                     access.principal,
                     action,
                     resource,
@@ -232,9 +233,7 @@ class Security:
             details["error"] = access.error.message
         principal = access.principal
         try:
-            await record_audit(
-                self.orchestrator.engine,
-                key=keys_for(self.orchestrator.settings).audit,
+            entry = AuditEntry(
                 action=access.action,
                 resource=access.resource,
                 result=result_of(status),
@@ -242,6 +241,7 @@ class Security:
                 details=details,
                 ip=_client_ip(scope),
             )
+            await self.gate.record(entry)
         except Exception:
             log.exception("audit record failed", action=access.action)
 

@@ -10,72 +10,25 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
-import msgspec
 import psutil
 from litestar import Controller, get
 from litestar.datastructures import State
 
 from orchestrator.api.controllers import orchestrator_of
-from orchestrator.api.envelope import Envelope
+from orchestrator.api.schemas import (
+    Health,
+    Progress,
+    Snapshot,
+    Statistics,
+    SystemLoad,
+    SystemMetrics,
+)
 from orchestrator.clock import utcnow
 from orchestrator.errors import NotFound
+from orchestrator.http.envelope import Envelope
 from orchestrator.rules import ACTIVE_WORKFLOW
 
 TERMINAL = ("Completed", "Failed", "Cancelled")
-
-
-class Progress(msgspec.Struct):
-    workflow_id: str
-    status: str
-    progress: float
-    current_step: str | None
-    total_steps: int
-    completed_steps: int
-    estimated_time_remaining: float | None
-
-
-class Snapshot(msgspec.Struct):
-    snapshot_id: str
-    timestamp: datetime
-    state: str
-    details: dict[str, Any]
-
-
-class SystemLoad(msgspec.Struct):
-    cpu_usage: float
-    memory_usage: float
-    memory_percent: float
-    disk_usage: float
-
-
-class SystemMetrics(msgspec.Struct):
-    total_workflows: int
-    active_workflows: int
-    completed_workflows: int
-    failed_workflows: int
-    running_tasks: int
-    queued_tasks: int
-    system_load: SystemLoad
-
-
-class Health(msgspec.Struct):
-    overall_status: str
-    components: dict[str, str]
-    providers: dict[str, str]
-    last_check: datetime
-    details: dict[str, str]
-
-
-class Statistics(msgspec.Struct):
-    total_workflows: int
-    active_snapshots: int
-    storage_usage: str
-    storage_bytes: int
-    average_workflow_duration: float | None
-    workflows_by_status: dict[str, int]
-    #: Rows kept per kind (events, workflows, tasks, webhook deliveries): what
-    #: retention prunes.
-    rows: dict[str, int]
 
 
 def human_bytes(size: float) -> str:

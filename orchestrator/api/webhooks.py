@@ -10,8 +10,8 @@ from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 
 from orchestrator.api.controllers import orchestrator_of
-from orchestrator.api.envelope import Envelope
-from orchestrator.api.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
+from orchestrator.http.envelope import Envelope
+from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.store.outbox import Delivery, DeliveryStatus
 
 

@@ -149,9 +149,9 @@ def print_json(value: Any) -> None:
 
 def shown_database(settings: Settings) -> str:
     """The database URL without its password."""
-    from sqlalchemy.engine import make_url
+    from orchestrator.store.engine import shown_url
 
-    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+    return shown_url(settings.resolved_database_url)
 
 
 def say(options: Options, value: Any, text: str) -> None:

@@ -32,9 +32,8 @@ from orchestrator.cli.common import (
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
     from control_center.audit import ChainCheck
+    from orchestrator.store.engine import AsyncEngine
 
 R = TypeVar("R")
 
@@ -45,9 +44,7 @@ def _on_database(settings: Settings, what: str, work: Callable[[AsyncEngine], Aw
         database = Path(settings.resolved_database_url.split("///", 1)[-1])
         if not database.is_file():
             raise Failure(f"no database at {database} (see --config, PROVISIONING_DATA_DIR)")
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from orchestrator.store.engine import create_engine
+    from orchestrator.store.engine import DatabaseError, create_engine
 
     async def run() -> R:
         engine = create_engine(settings)
@@ -58,7 +55,7 @@ def _on_database(settings: Settings, what: str, work: Callable[[AsyncEngine], Aw
 
     try:
         return asyncio.run(run())
-    except SQLAlchemyError as exc:
+    except DatabaseError as exc:
         reason = getattr(exc, "orig", None) or exc
         raise Failure(f"cannot {what} in {shown_database(settings)}: {reason}") from exc
 

@@ -18,6 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -26,7 +27,16 @@ from orchestrator.data_dir import private_data_dir
 
 #: The handle of the database the store's functions take (callers above the store
 #: name its type from here, and never import SQLAlchemy).
-__all__ = ["AsyncEngine"]
+__all__ = ["AsyncEngine", "DatabaseError", "shown_url"]
+
+#: What a failed database call raises, for callers above the store to catch.
+DatabaseError = SQLAlchemyError
+
+
+def shown_url(url: str) -> str:
+    """A database URL as it may be shown: without its password."""
+    return make_url(url).render_as_string(hide_password=True)
+
 
 R = TypeVar("R")
 

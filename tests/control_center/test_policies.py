@@ -14,8 +14,8 @@ from control_center.policies import (
     compile_policy,
     compile_rules,
 )
-from control_center.tokens import Principal
 from orchestrator.errors import InvalidInput
+from orchestrator.http.access import Principal
 
 # Touches no database: runs in the SQLite pass only (tests/conftest.py).
 pytestmark = pytest.mark.backend_independent

@@ -42,40 +42,6 @@ LOW = {
     "orchestrator.data_dir",
 }
 
-# TEMPORARY, until the branches fixing them merge (then delete these entries):
-# - the control center's SQL is moving into `control_center/store/` (another branch);
-# - `orchestrator/cli/app.py` and `owner.py` are being reworked by another branch
-#   (app.py reads a URL with SQLAlchemy's make_url, owner.py runs a restore).
-SQL_ELSEWHERE_TODAY = {
-    "control_center.accounts",
-    "control_center.api_key_store",
-    "control_center.app",
-    "control_center.audit",
-    "control_center.auth",
-    "control_center.bootstrap",
-    "control_center.guard",
-    "control_center.models",
-    "control_center.policy_store",
-    "control_center.request_context",
-    "control_center.sessions",
-    "orchestrator.cli.app",
-    "orchestrator.cli.owner",
-}
-# TEMPORARY as well: the control center's tables join the orchestrator's metadata by
-# an import at the end of `orchestrator/store/models.py` (a cycle another branch breaks).
-STORE_IMPORTS_TODAY = {("orchestrator.store.models", "control_center.models")}
-
-
-def _cycles_today(component: frozenset[str]) -> bool:
-    """TEMPORARY (another branch breaks both): control_center.models <->
-    orchestrator.store.models, and `orchestrator/cli/app.py` <-> its subcommands
-    (app.py imports them to register them; they import its group and options)."""
-    if component == {"control_center.models", "orchestrator.store.models"}:
-        return True
-    return "orchestrator.cli.app" in component and all(
-        name.startswith("orchestrator.cli.") for name in component
-    )
-
 
 @dataclass(frozen=True, slots=True)
 class Import:
@@ -165,8 +131,7 @@ def store_imports_above(known: dict[str, Path]) -> list[str]:
             target = resolve(found.target, known)
             if target is None or target in below or target == "orchestrator":
                 continue
-            if (name, target) not in STORE_IMPORTS_TODAY:
-                wrong.append(f"{name}:{found.line} imports {target}")
+            wrong.append(f"{name}:{found.line} imports {target}")
     return wrong
 
 
@@ -181,9 +146,7 @@ def test_the_low_modules_and_the_sql_homes_exist() -> None:
 
 
 def test_sql_libraries_are_imported_only_by_the_stores_and_migrations() -> None:
-    found = [
-        line for line in sql_outside_stores(KNOWN) if line.split(":")[0] not in SQL_ELSEWHERE_TODAY
-    ]
+    found = [line for line in sql_outside_stores(KNOWN)]
     assert not found, "SQL belongs in a store (orchestrator/store/): " + "; ".join(found)
 
 
@@ -195,7 +158,7 @@ def test_the_store_imports_nothing_above_it() -> None:
 
 
 def test_no_import_cycles() -> None:
-    found = [sorted(c) for c in cycles(KNOWN) if not _cycles_today(c)]
+    found = [sorted(c) for c in cycles(KNOWN)]
     assert not found, f"import cycles: {found}"
 
 

@@ -12,11 +12,11 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.api.limits import BadBody, BodyLimits, TooDeep, check_json_depth, json_depth
-from orchestrator.api.limits import load_yaml as limited_yaml
 from orchestrator.api.schemas import WORKSPACE_NAME
 from orchestrator.batch import Batch, plan_batch
 from orchestrator.errors import InvalidInput
+from orchestrator.http.limits import BadBody, BodyLimits, TooDeep, check_json_depth, json_depth
+from orchestrator.http.limits import load_yaml as limited_yaml
 from orchestrator.planner import TaskLimits
 from orchestrator.resources import Catalog
 from orchestrator.workspace import NAME

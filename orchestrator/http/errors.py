@@ -1,15 +1,15 @@
-"""The response envelope and the one place errors become HTTP responses.
+"""The access errors, and the one place errors become HTTP responses (both apps).
 
-Success: `{"success": true, "data": …}`; error: `{"success": false, "error": message,
-"code": CODE, "details": …}`. A 500 never carries a stack trace.
+Every `DomainError` names its status and code; the handlers below turn it, Litestar's
+own exceptions and anything unexpected into the error envelope. A 500 never carries a
+stack trace.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-import msgspec
 import structlog
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
@@ -18,21 +18,28 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from orchestrator.errors import DomainError
+from orchestrator.http.envelope import ErrorBody
 
-T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 
-class Envelope(msgspec.Struct, Generic[T]):
-    data: T
-    success: bool = True
+class Unauthorized(DomainError):
+    """No credentials, or credentials that are wrong, expired or revoked."""
+
+    status_code = 401
+    code = "UNAUTHORIZED"
 
 
-class ErrorBody(msgspec.Struct):
-    error: str
-    code: str
-    details: Any = None
-    success: bool = False
+class Forbidden(DomainError):
+    """Authenticated, but no policy allows the action (or one denies it)."""
+
+    status_code = 403
+    code = "FORBIDDEN"
+
+
+class RateLimited(DomainError):
+    status_code = 429
+    code = "RATE_LIMITED"
 
 
 CODES = {
@@ -106,7 +113,7 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
 
 
 def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
-    # The last line of defence: the request checks (`orchestrator.api.limits`) refuse
+    # The last line of defence: the request checks (`orchestrator.http.limits`) refuse
     # deep bodies before anything recurses; one that got past them is still the
     # client's, and its traceback would only fill the log.
     log.warning("request too deeply nested", path=request.url.path, error=str(exc))

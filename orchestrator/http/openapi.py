@@ -26,8 +26,8 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
 from litestar.types import Message, Scope
 
-from orchestrator.api.limits import REQUEST_BODY
 from orchestrator.fields import NO_NUL
+from orchestrator.http.limits import REQUEST_BODY
 
 REF = "#/components/schemas/{name}"
 JSON = ("application/json",)
@@ -87,7 +87,7 @@ _FREE_FORM_SCHEMA = {
 }
 
 
-def _nul_free(schema: dict[str, Any]) -> None:
+def nul_free(schema: dict[str, Any]) -> None:
     """Say, all through a schema, that its strings hold no NUL (`limits` refuses one
     anywhere in a request), free-form values included."""
     if schema.get("type") == "string" and not {"pattern", "enum", "format", "const"} & set(schema):
@@ -96,16 +96,16 @@ def _nul_free(schema: dict[str, Any]) -> None:
         schema.update(copy.deepcopy(_FREE_OBJECT))
     for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
         for member in schema.get(key, []):
-            _nul_free(member)
+            nul_free(member)
     for key in ("items", "additionalProperties"):
         if isinstance(schema.get(key), dict):
             if schema[key] == {}:
                 schema[key] = {"$ref": REF.format(name=FREE_FORM)}
-            _nul_free(schema[key])
+            nul_free(schema[key])
     for name, member in schema.get("properties", {}).items():
         if member == {}:
             schema["properties"][name] = {"$ref": REF.format(name=FREE_FORM)}
-        _nul_free(member)
+        nul_free(member)
 
 
 def _constrain(components: dict[str, Any], constraints: Mapping[str, Mapping[str, Any]]) -> None:
@@ -132,7 +132,7 @@ def publish(app: Litestar, constraints: Mapping[str, Mapping[str, Any]] | None =
         [body[0] for _, body in typed], ref_template=REF
     )
     for component in components.values():
-        _nul_free(component)
+        nul_free(component)
     components[FREE_FORM] = copy.deepcopy(_FREE_FORM_SCHEMA)
     document.setdefault("components", {}).setdefault("schemas", {}).update(components)
     _constrain(document["components"]["schemas"], constraints or {})
@@ -144,7 +144,7 @@ def publish(app: Litestar, constraints: Mapping[str, Mapping[str, Any]] | None =
     for operation, _ in operations:
         for parameter in operation.get("parameters", []):
             if parameter.get("in") in ("path", "query"):
-                _nul_free(parameter.setdefault("schema", {}))
+                nul_free(parameter.setdefault("schema", {}))
 
 
 def _methods(app: Any, template: str) -> list[str] | None:

@@ -1,0 +1,55 @@
+"""The control center's one door for the orchestrator.
+
+The orchestrator accepts the control center's credentials and obeys its policies and
+audit trail, over the database both apps share. What it needs of them is here, and
+nothing else of the control center is imported by the orchestrator's service or API:
+
+    gate = Gate(engine, settings)   # an `orchestrator.http.access.Gatekeeper`
+    principal = await gate.authenticate(request.headers.get("authorization"))
+    await gate.authorize(principal, "create", "servers:web-01", {"ip": client_ip})
+    await gate.record(AuditEntry(action="servers:create", resource="servers:*", …))
+
+`seed_default_policies` creates the default policies once per database, whichever app
+opens it first. One implementation serves both apps: `Gate` calls the guard
+(`control_center.guard`) and the audit trail (`control_center.audit`) the control
+center's own handlers call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from control_center.audit import record_audit
+from control_center.guard import authenticate, authorize
+from control_center.policy_set import seed_default_policies
+from control_center.secret_keys import keys_for
+from orchestrator.http.access import AuditEntry, Principal
+from orchestrator.settings import Settings
+from orchestrator.store.engine import AsyncEngine
+
+__all__ = ["Gate", "seed_default_policies"]
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """Authentication, policies and the audit trail over one engine (a `Gatekeeper`)."""
+
+    engine: AsyncEngine
+    settings: Settings
+
+    async def authenticate(self, authorization_header: str | None) -> Principal:
+        return await authenticate(self.engine, self.settings, authorization_header)
+
+    async def authorize(
+        self,
+        principal: Principal,
+        action: str,
+        resource: str,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        await authorize(self.engine, principal, action, resource, context)
+
+    async def record(self, entry: AuditEntry) -> None:
+        await record_audit(self.engine, key=keys_for(self.settings).audit, **asdict(entry))
