@@ -3,7 +3,6 @@ visible in `/tasks`, resumable after a crash."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import datetime
 from typing import Annotated, Any
@@ -27,8 +26,8 @@ from orchestrator.store.checkpoints import (
     get_checkpoint,
     list_checkpoints,
     restore_inventory,
-    undoable_tasks,
 )
+from orchestrator.store.rollbacks import undoable_tasks
 from orchestrator.store.statistics import checkpoint_count, durations, rolled_back_workflows
 from orchestrator.store.workflows import get_workflow, tasks_of
 
@@ -109,10 +108,6 @@ async def _checkpoint(orchestrator: Orchestrator, checkpoint_id: str) -> dict[st
     return row
 
 
-# One rollback selects and submits at a time, so no completed task is picked twice.
-_selecting = asyncio.Lock()
-
-
 class RollbackController(Controller):
     path = "/rollback"
     tags = ["rollback"]
@@ -154,28 +149,29 @@ class RollbackController(Controller):
         if (data.checkpoint_id is None) == (data.operation_ids is None):
             raise InvalidInput("give exactly one of checkpoint_id or operation_ids")
         started = time.monotonic()
-        async with _selecting:
-            if data.checkpoint_id is not None:
-                checkpoint = await _checkpoint(orchestrator, data.checkpoint_id)
-                done = await undoable_tasks(orchestrator.engine, since=checkpoint["created_at"])
-                name = f"rollback to checkpoint {checkpoint['name']}"
-            else:
-                if not data.operation_ids:
-                    raise InvalidInput("operation_ids: name at least one operation")
-                done = await undoable_tasks(orchestrator.engine, operation_ids=data.operation_ids)
-                name = f"rollback of {', '.join(data.operation_ids)}"
-            if not done:
-                return Envelope(RollbackOut(None, True, 0, 0, 0.0, "Completed"))
-            spec = WorkflowSpec(
-                kind="rollback",
-                name=name,
-                tasks=plan_compensations(done),
-                request=msgspec.to_builtins(data),
-            )
-            # Undo commands run on this host too: the same permission as running them.
-            items = orchestrator.catalog.host_items(spec)
-            await security_of(request).authorize_items(request.scope, items)
-            rollback_id = await orchestrator.submit(spec)
+        # Any process may roll back at once: the store refuses, in the transaction that
+        # stores the rollback, work another rollback is undoing (`store/rollbacks.py`).
+        if data.checkpoint_id is not None:
+            checkpoint = await _checkpoint(orchestrator, data.checkpoint_id)
+            done = await undoable_tasks(orchestrator.engine, since=checkpoint["created_at"])
+            name = f"rollback to checkpoint {checkpoint['name']}"
+        else:
+            if not data.operation_ids:
+                raise InvalidInput("operation_ids: name at least one operation")
+            done = await undoable_tasks(orchestrator.engine, operation_ids=data.operation_ids)
+            name = f"rollback of {', '.join(data.operation_ids)}"
+        if not done:
+            return Envelope(RollbackOut(None, True, 0, 0, 0.0, "Completed"))
+        spec = WorkflowSpec(
+            kind="rollback",
+            name=name,
+            tasks=plan_compensations(done),
+            request=msgspec.to_builtins(data),
+        )
+        # Undo commands run on this host too: the same permission as running them.
+        items = orchestrator.catalog.host_items(spec)
+        await security_of(request).authorize_items(request.scope, items)
+        rollback_id = await orchestrator.submit(spec)
         if data.wait:
             await orchestrator.wait(rollback_id, orchestrator.settings.server.wait_timeout)
         return Envelope(await _rollback_result(orchestrator, rollback_id, started))

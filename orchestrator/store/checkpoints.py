@@ -1,10 +1,8 @@
-"""Checkpoints, rollback selection, inventory restore and the statistics read from state."""
+"""Checkpoints: created, read, deleted, and the inventory restored from one."""
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,11 +10,11 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.clock import utcnow
-from orchestrator.errors import Conflict, NotFound
+from orchestrator.errors import Conflict
 from orchestrator.ids import new_id
-from orchestrator.rollback import DoneTask
 from orchestrator.store.journal import write_events
-from orchestrator.store.models import Checkpoint, Event, Resource, Task, TaskDependency, Workflow
+from orchestrator.store.models import Checkpoint, Event, Resource, Workflow
+from orchestrator.store.rollbacks import completed_since
 from orchestrator.store.workflows import ACTIVE_WORKFLOW_STATUSES
 
 if TYPE_CHECKING:
@@ -87,9 +85,7 @@ async def get_checkpoint(engine: AsyncEngine, checkpoint_id: str) -> dict[str, A
         if row is None:
             return None
         checkpoint = dict(row)
-        checkpoint["operations_count"] = await _completed_since(
-            connection, checkpoint["created_at"]
-        )
+        checkpoint["operations_count"] = await completed_since(connection, checkpoint["created_at"])
     return checkpoint
 
 
@@ -116,96 +112,6 @@ async def list_checkpoints(
             )
         ).mappings()
         return [dict(r) for r in rows], int(total)
-
-
-def _undoable() -> Any:
-    """Completed tasks that are neither undone nor being undone."""
-    undone = select(Task.compensates).where(
-        Task.compensates.is_not(None), Task.status.in_(("Completed", "Pending", "Running"))
-    )
-    return (
-        select(Task.__table__, Workflow.created_at.label("workflow_created_at"))
-        .join(Workflow, Workflow.id == Task.workflow_id)
-        .where(
-            Task.status == "Completed",
-            Task.compensates.is_(None),
-            Workflow.check_mode.is_(False),
-            Workflow.kind != "rollback",
-            Task.id.not_in(undone),
-        )
-    )
-
-
-async def _completed_since(connection: Any, moment: datetime) -> int:
-    query = _undoable().where(Task.completed_at > moment).subquery()
-    return int((await connection.execute(select(func.count()).select_from(query))).scalar_one())
-
-
-async def undoable_tasks(
-    engine: AsyncEngine,
-    *,
-    since: datetime | None = None,
-    operation_ids: Sequence[str] = (),
-) -> list[DoneTask]:
-    """What a rollback would compensate: work completed after `since`, or in the named
-    operations (`op` for the latest batch that has it, or `batch_id:op`)."""
-    query = _undoable()
-    if since is not None:
-        query = query.where(Task.completed_at > since)
-    async with engine.connect() as connection:
-        if operation_ids:
-            query = query.where(await _operation_filter(connection, operation_ids))
-        rows = (await connection.execute(query.order_by(Task.completed_at))).mappings().all()
-        ids = [r["id"] for r in rows]
-        deps: dict[str, list[str]] = defaultdict(list)
-        if ids:
-            edges = await connection.execute(
-                select(TaskDependency.task_id, TaskDependency.depends_on).where(
-                    TaskDependency.task_id.in_(ids)
-                )
-            )
-            for task_id, depends_on in edges:
-                deps[task_id].append(depends_on)
-    order = sorted({r["workflow_created_at"] for r in rows})
-    group = {moment: i for i, moment in enumerate(order)}
-    return [
-        DoneTask(
-            id=r["id"],
-            name=r["name"],
-            provider=r["provider"],
-            action=r["action"],
-            params=r["params"],
-            output=r["output"],
-            result=r["result"],
-            dependencies=tuple(deps[r["id"]]),
-            operation_id=r["operation_id"],
-            group=group[r["workflow_created_at"]],
-        )
-        for r in rows
-    ]
-
-
-async def _operation_filter(connection: Any, operation_ids: Sequence[str]) -> Any:
-    pairs = []
-    for raw in operation_ids:
-        batch_id, _, op = raw.rpartition(":")
-        if not batch_id:
-            batch_id = (
-                await connection.execute(
-                    select(Task.workflow_id)
-                    .join(Workflow, Workflow.id == Task.workflow_id)
-                    .where(Task.operation_id == op, Workflow.kind == "batch")
-                    .order_by(Workflow.created_at.desc())
-                    .limit(1)
-                )
-            ).scalar()
-            if batch_id is None:
-                raise NotFound(f"operation '{op}' not found in any batch")
-        pairs.append((Task.workflow_id == batch_id) & (Task.operation_id == op))
-    condition = pairs[0]
-    for pair in pairs[1:]:
-        condition = condition | pair
-    return condition
 
 
 async def restore_inventory(
