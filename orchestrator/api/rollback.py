@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_201_CREATED
 
@@ -23,6 +23,7 @@ from orchestrator.service import Orchestrator
 from orchestrator.specs import WorkflowSpec
 from orchestrator.store.checkpoints import (
     create_checkpoint,
+    delete_checkpoint,
     get_checkpoint,
     list_checkpoints,
     restore_inventory,
@@ -140,6 +141,19 @@ class RollbackController(Controller):
     async def show(self, state: State, checkpoint_id: str) -> Envelope[CheckpointOut]:
         row = await _checkpoint(orchestrator_of(state), checkpoint_id)
         return Envelope(_checkpoint_out(row))
+
+    @delete(
+        "/checkpoints/{checkpoint_id:str}",
+        status_code=200,
+        summary="Delete a checkpoint",
+        description="Nothing can roll back or be restored to it any more; retention no "
+        "longer keeps, for its sake, the workflows that ended after it.",
+    )
+    async def remove(self, state: State, checkpoint_id: str) -> Envelope[str]:
+        orchestrator = orchestrator_of(state)
+        await delete_checkpoint(orchestrator.engine, checkpoint_id, orchestrator.outbox)
+        orchestrator.committed()
+        return Envelope(f"Checkpoint {checkpoint_id} deleted")
 
     @post("/execute", status_code=200, summary="Undo work since a checkpoint, or operations")
     async def execute(

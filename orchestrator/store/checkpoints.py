@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.clock import utcnow
-from orchestrator.errors import Conflict
+from orchestrator.errors import Conflict, NotFound
 from orchestrator.ids import new_id
 from orchestrator.store.journal import write_events
 from orchestrator.store.models import Checkpoint, Event, Resource, Workflow
@@ -112,6 +112,37 @@ async def list_checkpoints(
             )
         ).mappings()
         return [dict(r) for r in rows], int(total)
+
+
+async def delete_checkpoint(
+    engine: AsyncEngine, checkpoint_id: str, outbox: Outbox | None = None
+) -> dict[str, Any]:
+    """Forget a checkpoint (`NotFound` if there is none): nothing can roll back or be
+    restored to it any more, and retention no longer keeps the workflows that ended
+    after it for its sake (`store/retention.py`). Returns what it was."""
+    async with engine.begin() as connection:
+        row = (
+            (
+                await connection.execute(
+                    delete(Checkpoint)
+                    .where(Checkpoint.id == checkpoint_id)
+                    .returning(Checkpoint.id, Checkpoint.name, Checkpoint.seq)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise NotFound(f"checkpoint '{checkpoint_id}' not found")
+        deleted = {
+            "at": utcnow(),
+            "type": "CheckpointDeleted",
+            "workflow_id": None,
+            "task_id": None,
+            "data": {"checkpoint_id": row["id"], "name": row["name"], "seq": row["seq"]},
+        }
+        await connection.run_sync(write_events, [deleted], outbox)
+    return dict(row)
 
 
 async def restore_inventory(
