@@ -387,6 +387,11 @@ class OrchestratorClient(ApiClient):
     def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
         return self._call("GET", f"/rollback/checkpoints/{_segment(checkpoint_id)}", Checkpoint)
 
+    def delete_checkpoint(self, checkpoint_id: str) -> str:
+        """Forget a checkpoint; return the server's message."""
+        path = f"/rollback/checkpoints/{_segment(checkpoint_id)}"
+        return self._call("DELETE", path, str)[0]
+
     def rollback(
         self,
         *,

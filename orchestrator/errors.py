@@ -41,6 +41,12 @@ class Conflict(DomainError):
     code = "CONFLICT"
 
 
+class RollbackInProgress(Conflict):
+    """Another rollback is undoing (or has just undone) some of the asked-for work."""
+
+    code = "ROLLBACK_IN_PROGRESS"
+
+
 class ProviderNotConfigured(DomainError):
     status_code = 422
     code = "PROVIDER_ERROR"

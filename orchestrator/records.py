@@ -15,7 +15,15 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.rules import DoneTask
-from orchestrator.store import checkpoints, events, inventory, outbox, retention, statistics
+from orchestrator.store import (
+    checkpoints,
+    events,
+    inventory,
+    outbox,
+    retention,
+    rollbacks,
+    statistics,
+)
 from orchestrator.store import workflows as stored
 from orchestrator.store.engine import AsyncEngine
 from orchestrator.store.events import LoggedEvent
@@ -110,7 +118,7 @@ class Records:
     ) -> list[DoneTask]:
         """What a rollback would compensate: work completed after `since`, or in the
         named operations, not undone yet."""
-        return await checkpoints.undoable_tasks(
+        return await rollbacks.undoable_tasks(
             self._engine, since=since, operation_ids=operation_ids
         )
 

@@ -33,7 +33,7 @@ from orchestrator.resources import Catalog, Declared
 from orchestrator.scheduler import Scheduler
 from orchestrator.settings import Settings
 from orchestrator.specs import WorkflowSpec, task_row
-from orchestrator.store.checkpoints import create_checkpoint, restore_inventory
+from orchestrator.store.checkpoints import create_checkpoint, delete_checkpoint, restore_inventory
 from orchestrator.store.engine import (
     AsyncEngine,
     create_engine,
@@ -286,6 +286,12 @@ class Orchestrator:
         row = await create_checkpoint(self.engine, name, description, self.outbox)
         self.committed()
         return str(row["id"])
+
+    async def delete_checkpoint(self, checkpoint_id: str) -> None:
+        """Forget a checkpoint (`NotFound` if there is none); retention no longer keeps
+        what it pinned."""
+        await delete_checkpoint(self.engine, checkpoint_id, self.outbox)
+        self.committed()
 
     async def restore_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Reset the recorded inventory to the checkpoint's (the infrastructure is

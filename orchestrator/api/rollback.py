@@ -3,12 +3,11 @@ visible in `/tasks`, resumable after a crash."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_201_CREATED
 
@@ -49,10 +48,6 @@ async def _checkpoint(orchestrator: Orchestrator, checkpoint_id: str) -> dict[st
     return row
 
 
-# One rollback selects and submits at a time, so no completed task is picked twice.
-_selecting = asyncio.Lock()
-
-
 class RollbackController(Controller):
     path = "/rollback"
     tags = ["rollback"]
@@ -82,6 +77,17 @@ class RollbackController(Controller):
         row = await _checkpoint(orchestrator_of(state), checkpoint_id)
         return Envelope(_checkpoint_out(row))
 
+    @delete(
+        "/checkpoints/{checkpoint_id:str}",
+        status_code=200,
+        summary="Delete a checkpoint",
+        description="Nothing can roll back or be restored to it any more; retention no "
+        "longer keeps, for its sake, the workflows that ended after it.",
+    )
+    async def remove(self, state: State, checkpoint_id: str) -> Envelope[str]:
+        await orchestrator_of(state).delete_checkpoint(checkpoint_id)
+        return Envelope(f"Checkpoint {checkpoint_id} deleted")
+
     @post("/execute", status_code=200, summary="Undo work since a checkpoint, or operations")
     async def execute(
         self, state: State, request: Request[Any, Any, Any], data: RollbackBody
@@ -90,28 +96,29 @@ class RollbackController(Controller):
         if (data.checkpoint_id is None) == (data.operation_ids is None):
             raise InvalidInput("give exactly one of checkpoint_id or operation_ids")
         started = time.monotonic()
-        async with _selecting:
-            if data.checkpoint_id is not None:
-                checkpoint = await _checkpoint(orchestrator, data.checkpoint_id)
-                done = await orchestrator.records.undoable(since=checkpoint["created_at"])
-                name = f"rollback to checkpoint {checkpoint['name']}"
-            else:
-                if not data.operation_ids:
-                    raise InvalidInput("operation_ids: name at least one operation")
-                done = await orchestrator.records.undoable(operation_ids=data.operation_ids)
-                name = f"rollback of {', '.join(data.operation_ids)}"
-            if not done:
-                return Envelope(RollbackOut(None, True, 0, 0, 0.0, "Completed"))
-            spec = WorkflowSpec(
-                kind="rollback",
-                name=name,
-                tasks=plan_compensations(done),
-                request=msgspec.to_builtins(data),
-            )
-            # Undo commands run on this host too: the same permission as running them.
-            items = orchestrator.catalog.host_items(spec)
-            await security_of(request).authorize_items(request.scope, items)
-            rollback_id = await orchestrator.submit(spec)
+        # Any process may roll back at once: the store refuses, in the transaction that
+        # stores the rollback, work another rollback is undoing (`store/rollbacks.py`).
+        if data.checkpoint_id is not None:
+            checkpoint = await _checkpoint(orchestrator, data.checkpoint_id)
+            done = await orchestrator.records.undoable(since=checkpoint["created_at"])
+            name = f"rollback to checkpoint {checkpoint['name']}"
+        else:
+            if not data.operation_ids:
+                raise InvalidInput("operation_ids: name at least one operation")
+            done = await orchestrator.records.undoable(operation_ids=data.operation_ids)
+            name = f"rollback of {', '.join(data.operation_ids)}"
+        if not done:
+            return Envelope(RollbackOut(None, True, 0, 0, 0.0, "Completed"))
+        spec = WorkflowSpec(
+            kind="rollback",
+            name=name,
+            tasks=plan_compensations(done),
+            request=msgspec.to_builtins(data),
+        )
+        # Undo commands run on this host too: the same permission as running them.
+        items = orchestrator.catalog.host_items(spec)
+        await security_of(request).authorize_items(request.scope, items)
+        rollback_id = await orchestrator.submit(spec)
         if data.wait:
             await orchestrator.wait(rollback_id, orchestrator.settings.server.wait_timeout)
         return Envelope(await _rollback_result(orchestrator, rollback_id, started))

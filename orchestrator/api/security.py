@@ -59,6 +59,11 @@ ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("POST", "/rollback/checkpoints"): ("create", "checkpoints", None),
     ("GET", "/rollback/checkpoints"): ("list", "checkpoints", None),
     ("GET", "/rollback/checkpoints/{checkpoint_id}"): ("read", "checkpoints", "checkpoint_id"),
+    ("DELETE", "/rollback/checkpoints/{checkpoint_id}"): (
+        "delete",
+        "checkpoints",
+        "checkpoint_id",
+    ),
     ("POST", "/rollback/execute"): ("execute", "rollback", None),
     ("POST", "/rollback/restore/{checkpoint_id}"): ("restore", "checkpoints", "checkpoint_id"),
     ("GET", "/rollback/statistics"): ("read", "rollback", None),

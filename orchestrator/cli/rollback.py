@@ -1,6 +1,7 @@
 """Recovery and state: `checkpoint`, `rollback`, `restore` and `state`.
 
-- `checkpoint create|list|show`: marks in time to roll back to or restore from.
+- `checkpoint create|list|show|delete`: marks in time to roll back to or restore from
+  (deleting one lets retention prune the work it kept).
 - `rollback --checkpoint ID | --operations A,B`: undo, through compensation tasks, the
   work completed since a checkpoint or by the named batch operations; exit 0 when the
   rollback succeeded (or there was nothing to undo), else 1.
@@ -77,6 +78,21 @@ def show_checkpoint(options: Options, checkpoint_id: str) -> None:
         print_json(found)
         return
     stdout.print(detail(found))
+
+
+@checkpoint.command("delete")
+@click.argument("checkpoint_id", metavar="ID")
+@json_option
+@pass_options
+def delete_checkpoint(options: Options, checkpoint_id: str) -> None:
+    """Delete checkpoint ID: nothing rolls back or restores to it any more, and retention
+    may prune the finished work it kept."""
+    with options.client() as client:
+        message = client.delete_checkpoint(checkpoint_id)
+    if options.json:
+        print_json({"id": checkpoint_id, "deleted": True})
+    else:
+        click.echo(message)
 
 
 def checkpoint_table(checkpoints: list[Checkpoint], *, wide: bool = False) -> Table:

@@ -1,10 +1,8 @@
-"""Checkpoints, rollback selection, inventory restore and the statistics read from state."""
+"""Checkpoints: created, read, deleted, and the inventory restored from one."""
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from orchestrator.clock import utcnow
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.ids import new_id
-from orchestrator.rules import DoneTask
 from orchestrator.store.journal import write_events
-from orchestrator.store.models import Checkpoint, Event, Resource, Task, TaskDependency, Workflow
+from orchestrator.store.models import Checkpoint, Event, Resource, Workflow
+from orchestrator.store.rollbacks import completed_since
 from orchestrator.store.workflows import ACTIVE_WORKFLOW_STATUSES
 
 if TYPE_CHECKING:
@@ -87,9 +85,7 @@ async def get_checkpoint(engine: AsyncEngine, checkpoint_id: str) -> dict[str, A
         if row is None:
             return None
         checkpoint = dict(row)
-        checkpoint["operations_count"] = await _completed_since(
-            connection, checkpoint["created_at"]
-        )
+        checkpoint["operations_count"] = await completed_since(connection, checkpoint["created_at"])
     return checkpoint
 
 
@@ -118,94 +114,35 @@ async def list_checkpoints(
         return [dict(r) for r in rows], int(total)
 
 
-def _undoable() -> Any:
-    """Completed tasks that are neither undone nor being undone."""
-    undone = select(Task.compensates).where(
-        Task.compensates.is_not(None), Task.status.in_(("Completed", "Pending", "Running"))
-    )
-    return (
-        select(Task.__table__, Workflow.created_at.label("workflow_created_at"))
-        .join(Workflow, Workflow.id == Task.workflow_id)
-        .where(
-            Task.status == "Completed",
-            Task.compensates.is_(None),
-            Workflow.check_mode.is_(False),
-            Workflow.kind != "rollback",
-            Task.id.not_in(undone),
-        )
-    )
-
-
-async def _completed_since(connection: Any, moment: datetime) -> int:
-    query = _undoable().where(Task.completed_at > moment).subquery()
-    return int((await connection.execute(select(func.count()).select_from(query))).scalar_one())
-
-
-async def undoable_tasks(
-    engine: AsyncEngine,
-    *,
-    since: datetime | None = None,
-    operation_ids: Sequence[str] = (),
-) -> list[DoneTask]:
-    """What a rollback would compensate: work completed after `since`, or in the named
-    operations (`op` for the latest batch that has it, or `batch_id:op`)."""
-    query = _undoable()
-    if since is not None:
-        query = query.where(Task.completed_at > since)
-    async with engine.connect() as connection:
-        if operation_ids:
-            query = query.where(await _operation_filter(connection, operation_ids))
-        rows = (await connection.execute(query.order_by(Task.completed_at))).mappings().all()
-        ids = [r["id"] for r in rows]
-        deps: dict[str, list[str]] = defaultdict(list)
-        if ids:
-            edges = await connection.execute(
-                select(TaskDependency.task_id, TaskDependency.depends_on).where(
-                    TaskDependency.task_id.in_(ids)
+async def delete_checkpoint(
+    engine: AsyncEngine, checkpoint_id: str, outbox: Outbox | None = None
+) -> dict[str, Any]:
+    """Forget a checkpoint (`NotFound` if there is none): nothing can roll back or be
+    restored to it any more, and retention no longer keeps the workflows that ended
+    after it for its sake (`store/retention.py`). Returns what it was."""
+    async with engine.begin() as connection:
+        row = (
+            (
+                await connection.execute(
+                    delete(Checkpoint)
+                    .where(Checkpoint.id == checkpoint_id)
+                    .returning(Checkpoint.id, Checkpoint.name, Checkpoint.seq)
                 )
             )
-            for task_id, depends_on in edges:
-                deps[task_id].append(depends_on)
-    order = sorted({r["workflow_created_at"] for r in rows})
-    group = {moment: i for i, moment in enumerate(order)}
-    return [
-        DoneTask(
-            id=r["id"],
-            name=r["name"],
-            provider=r["provider"],
-            action=r["action"],
-            params=r["params"],
-            output=r["output"],
-            result=r["result"],
-            dependencies=tuple(deps[r["id"]]),
-            operation_id=r["operation_id"],
-            group=group[r["workflow_created_at"]],
+            .mappings()
+            .first()
         )
-        for r in rows
-    ]
-
-
-async def _operation_filter(connection: Any, operation_ids: Sequence[str]) -> Any:
-    pairs = []
-    for raw in operation_ids:
-        batch_id, _, op = raw.rpartition(":")
-        if not batch_id:
-            batch_id = (
-                await connection.execute(
-                    select(Task.workflow_id)
-                    .join(Workflow, Workflow.id == Task.workflow_id)
-                    .where(Task.operation_id == op, Workflow.kind == "batch")
-                    .order_by(Workflow.created_at.desc())
-                    .limit(1)
-                )
-            ).scalar()
-            if batch_id is None:
-                raise NotFound(f"operation '{op}' not found in any batch")
-        pairs.append((Task.workflow_id == batch_id) & (Task.operation_id == op))
-    condition = pairs[0]
-    for pair in pairs[1:]:
-        condition = condition | pair
-    return condition
+        if row is None:
+            raise NotFound(f"checkpoint '{checkpoint_id}' not found")
+        deleted = {
+            "at": utcnow(),
+            "type": "CheckpointDeleted",
+            "workflow_id": None,
+            "task_id": None,
+            "data": {"checkpoint_id": row["id"], "name": row["name"], "seq": row["seq"]},
+        }
+        await connection.run_sync(write_events, [deleted], outbox)
+    return dict(row)
 
 
 async def restore_inventory(

@@ -50,6 +50,10 @@ class Workflow(Base):
     completed_at: Mapped[datetime | None]
 
 
+#: The compensations `uq_tasks_compensation_in_flight` keeps unique per compensated task.
+COMPENSATION_IN_FLIGHT = "compensates IS NOT NULL AND status IN ('Pending', 'Running')"
+
+
 class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
@@ -63,6 +67,15 @@ class Task(Base):
             "position",
             postgresql_where=text("status = 'Pending' AND pending_dependencies = 0"),
             sqlite_where=text("status = 'Pending' AND pending_dependencies = 0"),
+        ),
+        # At most one compensation of a task in flight, whichever process submits it
+        # (migration 0008; `store/rollbacks.py` checks the completed ones).
+        Index(
+            "uq_tasks_compensation_in_flight",
+            "compensates",
+            unique=True,
+            postgresql_where=text(COMPENSATION_IN_FLIGHT),
+            sqlite_where=text(COMPENSATION_IN_FLIGHT),
         ),
     )
 

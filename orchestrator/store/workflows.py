@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from orchestrator.clock import utcnow
 from orchestrator.store.journal import insert_many, write_events
 from orchestrator.store.models import Resource, Task, TaskDependency, Workflow
+from orchestrator.store.rollbacks import insert_compensations
 
 if TYPE_CHECKING:
     from orchestrator.store.outbox import Outbox
@@ -50,7 +51,10 @@ def write_workflow(
     """`insert_workflow` in the caller's transaction (the embedded store's journal
     writes it from its own thread)."""
     connection.execute(insert(Workflow), [workflow])
-    insert_many(connection, Task, list(tasks))
+    if any(t.get("compensates") for t in tasks):  # a rollback: the database's checks
+        insert_compensations(connection, workflow["id"], tasks)
+    else:
+        insert_many(connection, Task, list(tasks))
     edges = [{"task_id": t, "depends_on": d, "kind": k} for t, d, k in dependencies]
     insert_many(connection, TaskDependency, edges)
     submitted = {

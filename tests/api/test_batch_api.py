@@ -10,7 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from sqlalchemy import select
 
+from orchestrator.store.models import Event
 from tests import backend
 from tests.servers import EXAMPLE_WORKSPACE, REPO, OrchestratorProcess
 
@@ -336,6 +338,31 @@ def test_checkpoints_rollback_and_restore(client):
     stats = client.get("/rollback/statistics").json()["data"]
     assert stats["total_checkpoints"] >= 1
     assert stats["total_rollbacks"] >= 2
+
+
+def test_deleting_a_checkpoint(client, server):
+    checkpoint_id = client.post("/rollback/checkpoints", json={"name": "throwaway"}).json()["data"]
+    deleted = client.delete(f"/rollback/checkpoints/{checkpoint_id}")
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["data"] == f"Checkpoint {checkpoint_id} deleted"
+    assert error_of(client.get(f"/rollback/checkpoints/{checkpoint_id}"), 404, "NOT_FOUND")
+    listed = client.get("/rollback/checkpoints").json()["data"]
+    assert checkpoint_id not in [c["id"] for c in listed]
+    for gone in (
+        client.delete(f"/rollback/checkpoints/{checkpoint_id}"),
+        client.post("/rollback/execute", json={"checkpoint_id": checkpoint_id}),
+        client.post(f"/rollback/restore/{checkpoint_id}"),
+    ):
+        assert checkpoint_id in error_of(gone, 404, "NOT_FOUND")
+    events = backend.fetch(
+        server.database, select(Event.data).where(Event.type == "CheckpointDeleted")
+    )
+    assert events[-1]["data"]["checkpoint_id"] == checkpoint_id
+    assert events[-1]["data"]["name"] == "throwaway"
+
+    versioned = client.post("/api/v1/rollback/checkpoints", json={"name": "v1"}).json()["data"]
+    assert client.delete(f"/api/v1/rollback/checkpoints/{versioned}").status_code == 200
+    assert error_of(client.delete(f"/api/v1/rollback/checkpoints/{versioned}"), 404, "NOT_FOUND")
 
 
 def test_rollback_errors(client):

@@ -99,6 +99,23 @@ def test_a_viewer_reads_but_cannot_submit_and_the_refusal_is_audited(server):
     assert {r["details"]["code"] for r in anonymous} == {"UNAUTHORIZED"}
 
 
+def test_deleting_a_checkpoint_is_the_delete_action_on_it_and_audited(server):
+    with server.client() as http:
+        checkpoint = http.post("/rollback/checkpoints", json={"name": "cp"}).json()["data"]
+    viewer = _key(server, "viewer-2", ["viewer"])
+    with _client(server, viewer) as http:
+        message = _error(http.delete(f"/rollback/checkpoints/{checkpoint}"), 403, "FORBIDDEN")
+        assert f"checkpoints:{checkpoint}" in message
+        assert http.get(f"/rollback/checkpoints/{checkpoint}").status_code == 200
+    with server.client() as http:  # an operator may
+        assert http.delete(f"/rollback/checkpoints/{checkpoint}").status_code == 200
+    records = [r for r in _audit(server) if r["resource"] == f"checkpoints:{checkpoint}"]
+    assert [(r["action"], r["result"]) for r in records] == [
+        ("checkpoints:delete", "denied"),
+        ("checkpoints:delete", "success"),
+    ]
+
+
 def test_an_operator_runs_batches_and_every_mutation_is_audited(server):
     with server.client() as http:
         response = http.post("/batch/execute", json=BATCH)

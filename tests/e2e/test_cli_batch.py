@@ -309,6 +309,24 @@ def test_restore_a_checkpoint(server, checkpoint_id):
     assert done.stdout.strip() == f"State restored from checkpoint {checkpoint_id}"
 
 
+def test_checkpoint_delete(server):
+    created = run("checkpoint", "create", "throwaway", url=server.url)
+    assert created.returncode == 0, created.stderr
+    checkpoint_id = created.stdout.strip()
+    done = run("checkpoint", "delete", checkpoint_id, url=server.url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"Checkpoint {checkpoint_id} deleted"
+    assert run("checkpoint", "show", checkpoint_id, url=server.url).returncode == 1
+    again = run("--json", "checkpoint", "delete", checkpoint_id, url=server.url)
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"error: checkpoint '{checkpoint_id}' not found (NOT_FOUND)"
+
+    other = run("checkpoint", "create", "another", url=server.url).stdout.strip()
+    done = run("--json", "checkpoint", "delete", other, url=server.url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"id": other, "deleted": True}
+
+
 # -- state ----------------------------------------------------------------------------------
 
 

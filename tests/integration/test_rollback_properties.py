@@ -18,8 +18,9 @@ from orchestrator.rules import plan_compensations
 from orchestrator.service import Orchestrator
 from orchestrator.settings import load_settings
 from orchestrator.specs import TaskSpec, WorkflowSpec
-from orchestrator.store.checkpoints import create_checkpoint, undoable_tasks
+from orchestrator.store.checkpoints import create_checkpoint
 from orchestrator.store.models import Event, Task, TaskDependency
+from orchestrator.store.rollbacks import undoable_tasks
 from tests.backend import settings_env
 
 FAST = {"simulate": {"latency": 0.001}}

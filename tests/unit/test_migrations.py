@@ -6,11 +6,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+import pytest
 from alembic import command
-from sqlalchemy import Connection, inspect
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, insert, inspect, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from orchestrator.clock import utcnow
+from orchestrator.ids import new_id
+from orchestrator.specs import TaskDefaults, TaskSpec, task_row
 from orchestrator.store.engine import alembic_config
+from orchestrator.store.models import Task, Workflow
 from tests import backend
 from tests.pg import run_async
 
@@ -42,3 +49,59 @@ def test_upgrading_to_head_gives_the_models_schema_and_downgrade_undoes_it(tmp_p
     command.check(config)
     command.downgrade(config, "base")
     assert set(_on(url, _tables)) <= {"alembic_version"}
+
+
+def _workflow_with_tasks(url: str, statuses: list[str]) -> list[str]:
+    """A rollback workflow whose tasks all undo one task (of the same workflow, for
+    brevity); returns the compensations' ids."""
+    workflow_id = new_id()
+    backend.execute(
+        url,
+        insert(Workflow).values(
+            id=workflow_id,
+            kind="rollback",
+            name="r",
+            status="Running",
+            parallel_limit=1,
+            rollback_enabled=False,
+            check_mode=False,
+            cancel_requested=False,
+            spec={},
+            created_at=utcnow(),
+        ),
+    )
+    undone = new_id()
+    ids = []
+    for position, status in enumerate(["Completed", *statuses]):
+        spec = TaskSpec(name=f"t{position}", provider="upcloud", action="noop")
+        row = task_row(spec, new_id(), workflow_id, position, TaskDefaults())
+        if position == 0:
+            row["id"] = undone
+        else:
+            row["compensates"] = undone
+            ids.append(row["id"])
+        backend.execute(url, insert(Task).values(**{**row, "status": status}))
+    return ids
+
+
+def test_0008_refuses_while_two_compensations_of_one_task_are_in_flight(tmp_path):
+    url = backend.database_url(tmp_path)
+    config = alembic_config(url)
+    command.upgrade(config, "0007")
+    pending, running = _workflow_with_tasks(url, ["Pending", "Running"])
+    _workflow_with_tasks(url, ["Completed", "Completed", "Pending"])  # as recorded: kept
+    with pytest.raises(RuntimeError, match="being undone by two rollbacks at once"):
+        command.upgrade(config, "head")
+    assert _on(url, _revision) == "0007"
+
+    backend.execute(url, update(Task).where(Task.id == pending).values(status="Cancelled"))
+    command.upgrade(config, "head")
+    assert _on(url, _revision) == "0008"
+    with pytest.raises(IntegrityError):  # the index: one in flight per task
+        backend.execute(url, update(Task).where(Task.id == pending).values(status="Pending"))
+    backend.execute(url, update(Task).where(Task.id == running).values(status="Failed"))
+    backend.execute(url, update(Task).where(Task.id == pending).values(status="Pending"))
+
+
+def _revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
