@@ -41,6 +41,14 @@ class Conflict(DomainError):
     code = "CONFLICT"
 
 
+class PermissionDenied(DomainError):
+    """The orchestrator's process lacks the privilege a change of the host needs (seed
+    000's code); not the caller's permission, which is FORBIDDEN."""
+
+    status_code = 403
+    code = "PERMISSION_DENIED"
+
+
 class ProviderNotConfigured(DomainError):
     status_code = 422
     code = "PROVIDER_ERROR"

@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
 from orchestrator.api.envelope import EXCEPTION_HANDLERS, document_errors
+from orchestrator.api.host.controllers import HOST_CONTROLLERS
 from orchestrator.api.idempotency import Idempotency
 from orchestrator.api.limits import BodyLimits, refuse_nul, screen_request
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
@@ -44,6 +45,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         WebhookController,
         ProviderController,
         ResourceController,
+        *HOST_CONTROLLERS,
     ]
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.

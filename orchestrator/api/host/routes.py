@@ -1,0 +1,17 @@
+"""How the guard names the host endpoints (`orchestrator.api.security.ENDPOINTS`):
+(method, route) -> (action, policy resource kind, path parameter naming the item).
+
+Changes name the operation on the item (`up` on `network:eth0`); reads `read`/`list` on
+the area, which the default operator and viewer policies allow. Kept apart from the
+controllers so the guard's table imports nothing of them.
+"""
+
+from __future__ import annotations
+
+HOST_ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
+    ("GET", "/network/interfaces"): ("list", "network", None),
+    ("PUT", "/network/interfaces/{name}/up"): ("up", "network", "name"),
+    ("PUT", "/network/interfaces/{name}/down"): ("down", "network", "name"),
+    ("POST", "/network/interfaces/{name}/address"): ("add_address", "network", "name"),
+    ("DELETE", "/network/interfaces/{name}/address"): ("remove_address", "network", "name"),
+}
