@@ -8,14 +8,18 @@ instance also needs `run` on `host:<instance>` (administrators only by default).
 Config (the instance's table, `[providers.host]`):
 
 - `network_namespace`: the network namespace whose interfaces it manages (absent: the
-  orchestrator's own), which is how the tests run it.
+  orchestrator's own), which is how the tests run it;
+- `storage.allowed_devices` (glob patterns of the devices format may touch; none by
+  default) and `storage.mount_root` (where mounts may go; `/mnt` by default).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -23,25 +27,29 @@ from providers.base import (
     ActionCall,
     ActionResult,
     BaseProvider,
+    InvalidParams,
     Kind,
     PermanentProviderError,
     ProviderConfigError,
     ResourceChange,
 )
 from providers.host import _network as network
-from providers.host._privilege import CAP_NET_ADMIN, missing
+from providers.host import _storage as storage
+from providers.host import _system as system
+from providers.host._privilege import CAP_NET_ADMIN, CAP_SYS_ADMIN, missing
 
 #: `ip netns` names: a file name in /run/netns.
 NAMESPACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-SETTINGS = {"network_namespace"}
+S = TypeVar("S", bound=msgspec.Struct)
+SETTINGS = {"network_namespace", "storage"}
 
 
 class HostProvider(BaseProvider):
-    """Interfaces of the host (or of one network namespace)."""
+    """The host: its interfaces (or one network namespace's), its identity and load."""
 
     type_name: ClassVar[str] = "host"
     touches_host: ClassVar[bool] = True
-    kinds: ClassVar[tuple[Kind, ...]] = (network.KIND,)
+    kinds: ClassVar[tuple[Kind, ...]] = (network.KIND, system.KIND, storage.KIND)
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name, config)
@@ -54,6 +62,7 @@ class HostProvider(BaseProvider):
         ):
             raise ProviderConfigError("network_namespace must be a network namespace's name")
         self.netlink = network.Netlink(namespace)
+        self.storage = storage.StorageConfig.of(config.get("storage"))
 
     # -- submit-time checks -----------------------------------------------------------
 
@@ -63,7 +72,26 @@ class HostProvider(BaseProvider):
             network.check_name(getattr(struct, "name", None))
         if isinstance(struct, network.AddressParams):
             network.address_of(struct)
+        if kind == "storage":
+            self._storage_checks(struct)
         return struct
+
+    def _storage_checks(self, struct: msgspec.Struct) -> None:
+        """The safety rules (`providers.host._storage`), from the live state: checked at
+        submit, and again just before the work."""
+        if isinstance(struct, storage.FormatParams):
+            storage.check_label(struct)
+            refusal = storage.format_refusal(storage.block_device(struct.device), self.storage)
+            if refusal is not None:
+                raise InvalidParams("device", refusal)
+        elif isinstance(struct, storage.MountParams):
+            storage.block_device(struct.device)
+            storage.under_root(struct.mount_point, self.storage)
+            storage.mount_options(struct.options)
+        elif isinstance(struct, storage.UnmountParams):
+            storage.block_device(struct.device)
+            if struct.mount_point is not None:
+                storage.under_root(struct.mount_point, self.storage)
 
     def lacks_privilege(self, kind: str, operation: str) -> str | None:
         """Why this process cannot do a change now (None: it can), for a 403 before any
@@ -73,6 +101,8 @@ class HostProvider(BaseProvider):
             return None
         if kind == "network":
             return missing(CAP_NET_ADMIN, "change network interfaces")
+        if kind == "storage":
+            return missing(CAP_SYS_ADMIN, f"{operation} devices")
         return None
 
     # -- work -------------------------------------------------------------------------
@@ -84,6 +114,10 @@ class HostProvider(BaseProvider):
             raise PermanentProviderError(f"permission denied: {refusal}")
         if kind.name == "network":
             return await self._network(operation.name, call.params)
+        if kind.name == "system":
+            return ActionResult(result=await system.read(operation.name))
+        if kind.name == "storage":
+            return await self._storage(operation.name, call.params)
         raise PermanentProviderError(f"host provider: {call.action} is not implemented")
 
     async def check(self, call: ActionCall) -> ActionResult:
@@ -91,7 +125,23 @@ class HostProvider(BaseProvider):
         kind, operation = self.declared(call)
         if kind.name == "network" and operation.mutates:
             return await self._network_plan(operation.name, call.params)
+        if kind.name == "storage" and operation.mutates:
+            return self._storage_plan(operation.name, call.params)
         return await super().check(call)
+
+    async def compensate(self, call: ActionCall, applied: ActionResult) -> ActionResult:
+        """An unmount is undone by mounting again as it was (its recorded filesystem and
+        options); the rest as declared."""
+        if call.action == "storage.unmount" and applied.resources:
+            data = applied.resources[0].data
+            params = {
+                "device": call.params["device"],
+                "mount_point": data["mount_point"],
+                "filesystem": data.get("filesystem"),
+                "options": data.get("options"),
+            }
+            return await self.apply(replace(call, action="storage.mount", params=params))
+        return await super().compensate(call, applied)
 
     async def _network(self, operation: str, params: Mapping[str, Any]) -> ActionResult:
         if operation == "list":
@@ -124,6 +174,95 @@ class HostProvider(BaseProvider):
             result={"interface": now},
             resources=(ResourceChange("network", name, "update", data=data),),
         )
+
+    # -- storage ----------------------------------------------------------------------
+
+    def _checked(self, struct_type: type[S], params: Mapping[str, Any]) -> S:
+        """The params again, with the safety rules on the live state: a change refused
+        now fails its task for good (it never reaches the tool)."""
+        struct = msgspec.convert(params, struct_type)
+        try:
+            self._storage_checks(struct)
+        except InvalidParams as exc:
+            raise PermanentProviderError(f"refused: {exc}") from None
+        return struct
+
+    async def _storage(self, operation: str, params: Mapping[str, Any]) -> ActionResult:
+        if operation == "disks":
+            return ActionResult(result={"disks": await storage.disks()})
+        if operation == "format":
+            fmt = self._checked(storage.FormatParams, params)
+            device = storage.block_device(fmt.device)
+            await storage.run(*storage.mkfs_command(fmt, device.path))
+            data = {"filesystem": fmt.filesystem, "label": fmt.label, "path": device.path}
+            return ActionResult(
+                output=f"formatted {fmt.device} as {fmt.filesystem}",
+                result={"device": fmt.device, **data},
+                resources=(
+                    ResourceChange("storage", fmt.device, "update", "formatted", data=data),
+                ),
+                reversible=False,
+            )
+        if operation == "mount":
+            mnt = self._checked(storage.MountParams, params)
+            device = storage.block_device(mnt.device)
+            point = storage.under_root(mnt.mount_point, self.storage)
+            if any(Path(m.mount_point) == point for m in storage.mounted_at(device, point.parent)):
+                return ActionResult(output=f"{mnt.device} is mounted at {point} already")
+            options = storage.mount_options(mnt.options)
+            point.mkdir(mode=0o755, parents=True, exist_ok=True)
+            argv = ["mount", "-o", ",".join(options)]
+            if mnt.filesystem is not None:
+                argv += ["-t", mnt.filesystem]
+            await storage.run(*argv, device.path, str(point))
+            mount = storage.require_mount(device, point)
+            data = {
+                "mount_point": str(point),
+                "filesystem": mount.fstype,
+                "options": ",".join(
+                    o for o in mount.options.split(",") if o in storage.SAFE_OPTIONS
+                ),
+            }
+            return ActionResult(
+                output=f"mounted {mnt.device} at {point}",
+                result={"device": mnt.device, **data},
+                resources=(ResourceChange("storage", mnt.device, "update", "mounted", data=data),),
+            )
+        umnt = self._checked(storage.UnmountParams, params)
+        device = storage.block_device(umnt.device)
+        found = storage.mounted_at(device, self.storage.mount_root)
+        if umnt.mount_point is not None:
+            point = storage.under_root(umnt.mount_point, self.storage)
+            found = [m for m in found if Path(m.mount_point) == point]
+        if not found:
+            return ActionResult(output=f"{umnt.device} is not mounted there")
+        if len(found) > 1:
+            points = ", ".join(m.mount_point for m in found)
+            raise PermanentProviderError(f"{umnt.device} is mounted at {points}: name one")
+        mount = found[0]
+        await storage.run("umount", mount.mount_point)
+        data = {
+            "mount_point": mount.mount_point,
+            "filesystem": mount.fstype,
+            "options": ",".join(o for o in mount.options.split(",") if o in storage.SAFE_OPTIONS),
+        }
+        return ActionResult(
+            output=f"unmounted {umnt.device} from {mount.mount_point}",
+            result={"device": umnt.device, **data},
+            resources=(ResourceChange("storage", umnt.device, "update", "unmounted", data=data),),
+        )
+
+    def _storage_plan(self, operation: str, params: Mapping[str, Any]) -> ActionResult:
+        if operation == "format":
+            fmt = self._checked(storage.FormatParams, params)
+            command = " ".join(storage.mkfs_command(fmt, fmt.device))
+            return ActionResult(output=f"would run: {command} (irreversible)", reversible=False)
+        if operation == "mount":
+            mnt = self._checked(storage.MountParams, params)
+            options = ",".join(storage.mount_options(mnt.options))
+            return ActionResult(output=f"would mount {mnt.device} at {mnt.mount_point} ({options})")
+        umnt = self._checked(storage.UnmountParams, params)
+        return ActionResult(output=f"would unmount {umnt.device}")
 
     async def _network_plan(self, operation: str, params: Mapping[str, Any]) -> ActionResult:
         name = str(params["name"])

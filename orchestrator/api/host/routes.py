@@ -14,4 +14,14 @@ HOST_ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("PUT", "/network/interfaces/{name}/down"): ("down", "network", "name"),
     ("POST", "/network/interfaces/{name}/address"): ("add_address", "network", "name"),
     ("DELETE", "/network/interfaces/{name}/address"): ("remove_address", "network", "name"),
+    ("GET", "/system/summary"): ("read", "system", None),
+    ("GET", "/system/cpu"): ("read", "system", None),
+    ("GET", "/system/memory"): ("read", "system", None),
+    ("GET", "/storage/disks"): ("list", "storage", None),
+    # The device is in the body: as for `POST /providers/…`, the route is `apply` on
+    # `providers:*` and each item is authorized (`format` on `storage:/dev/sdb`, `run`
+    # on `host:<instance>`), so a grant on some devices works.
+    ("POST", "/storage/format"): ("apply", "providers", None),
+    ("POST", "/storage/mount"): ("apply", "providers", None),
+    ("POST", "/storage/unmount"): ("apply", "providers", None),
 }
