@@ -10,11 +10,14 @@ Config (the instance's table, `[providers.host]`):
 - `network_namespace`: the network namespace whose interfaces it manages (absent: the
   orchestrator's own), which is how the tests run it;
 - `storage.allowed_devices` (glob patterns of the devices format may touch; none by
-  default) and `storage.mount_root` (where mounts may go; `/mnt` by default).
+  default) and `storage.mount_root` (where mounts may go; `/mnt` by default);
+- `users.prefix` (the directory whose etc/passwd, shadow and group accounts change; `/`
+  by default) and `users.shell` (new accounts' shell, `/bin/bash`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -36,12 +39,13 @@ from providers.base import (
 from providers.host import _network as network
 from providers.host import _storage as storage
 from providers.host import _system as system
+from providers.host import _users as users
 from providers.host._privilege import CAP_NET_ADMIN, CAP_SYS_ADMIN, missing
 
 #: `ip netns` names: a file name in /run/netns.
 NAMESPACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 S = TypeVar("S", bound=msgspec.Struct)
-SETTINGS = {"network_namespace", "storage"}
+SETTINGS = {"network_namespace", "storage", "users"}
 
 
 class HostProvider(BaseProvider):
@@ -49,7 +53,7 @@ class HostProvider(BaseProvider):
 
     type_name: ClassVar[str] = "host"
     touches_host: ClassVar[bool] = True
-    kinds: ClassVar[tuple[Kind, ...]] = (network.KIND, system.KIND, storage.KIND)
+    kinds: ClassVar[tuple[Kind, ...]] = (network.KIND, system.KIND, storage.KIND, users.KIND)
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name, config)
@@ -63,6 +67,7 @@ class HostProvider(BaseProvider):
             raise ProviderConfigError("network_namespace must be a network namespace's name")
         self.netlink = network.Netlink(namespace)
         self.storage = storage.StorageConfig.of(config.get("storage"))
+        self.users = users.UsersConfig.of(config.get("users"))
 
     # -- submit-time checks -----------------------------------------------------------
 
@@ -74,6 +79,8 @@ class HostProvider(BaseProvider):
             network.address_of(struct)
         if kind == "storage":
             self._storage_checks(struct)
+        if kind == "host_user":
+            users.check(self.users, struct)
         return struct
 
     def _storage_checks(self, struct: msgspec.Struct) -> None:
@@ -103,6 +110,8 @@ class HostProvider(BaseProvider):
             return missing(CAP_NET_ADMIN, "change network interfaces")
         if kind == "storage":
             return missing(CAP_SYS_ADMIN, f"{operation} devices")
+        if kind == "host_user" and os.geteuid() != 0:
+            return "the orchestrator's process does not run as root and so cannot change accounts"
         return None
 
     # -- work -------------------------------------------------------------------------
@@ -118,6 +127,8 @@ class HostProvider(BaseProvider):
             return ActionResult(result=await system.read(operation.name))
         if kind.name == "storage":
             return await self._storage(operation.name, call.params)
+        if kind.name == "host_user":
+            return await self._users(operation.name, call.params)
         raise PermanentProviderError(f"host provider: {call.action} is not implemented")
 
     async def check(self, call: ActionCall) -> ActionResult:
@@ -173,6 +184,44 @@ class HostProvider(BaseProvider):
             output=output,
             result={"interface": now},
             resources=(ResourceChange("network", name, "update", data=data),),
+        )
+
+    # -- users ------------------------------------------------------------------------
+
+    async def _users(self, operation: str, params: Mapping[str, Any]) -> ActionResult:
+        if operation == "list":
+            return ActionResult(result={"users": users.accounts(self.users)})
+        struct: msgspec.Struct
+        if operation == "create":
+            struct = msgspec.convert(params, users.UserCreate)
+        elif operation == "reset_password":
+            struct = msgspec.convert(params, users.UserPassword)
+        else:
+            struct = msgspec.convert(params, users.UserNamed)
+        name = str(params["username"])
+        if isinstance(struct, users.UserNamed) and users.account(self.users, name) is None:
+            return ActionResult(output=f"user {name} does not exist")  # nothing to undo
+        try:
+            users.check(self.users, struct)
+        except InvalidParams as exc:
+            raise PermanentProviderError(f"refused: {exc}") from None
+        if isinstance(struct, users.UserCreate):
+            await users.create(self.users, struct)
+            found = users.account(self.users, name) or {}
+            change = ResourceChange("host_user", name, "create", data={"uid": found.get("uid")})
+            return ActionResult(output=f"created user {name}", resources=(change,))
+        if isinstance(struct, users.UserPassword):
+            await users.reset_password(self.users, struct)
+            change = ResourceChange("host_user", name, "update", data={})
+            return ActionResult(
+                output=f"set the password of {name}", resources=(change,), reversible=False
+            )
+        assert isinstance(struct, users.UserNamed)
+        await users.delete(self.users, struct)
+        return ActionResult(
+            output=f"deleted user {name}",
+            resources=(ResourceChange("host_user", name, "delete"),),
+            reversible=False,
         )
 
     # -- storage ----------------------------------------------------------------------

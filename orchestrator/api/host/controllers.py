@@ -3,5 +3,6 @@
 from orchestrator.api.host.network import NetworkController
 from orchestrator.api.host.storage import StorageController
 from orchestrator.api.host.system import SystemController
+from orchestrator.api.host.users import HostUserController
 
-HOST_CONTROLLERS = [NetworkController, SystemController, StorageController]
+HOST_CONTROLLERS = [NetworkController, SystemController, StorageController, HostUserController]

@@ -24,4 +24,12 @@ HOST_ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("POST", "/storage/format"): ("apply", "providers", None),
     ("POST", "/storage/mount"): ("apply", "providers", None),
     ("POST", "/storage/unmount"): ("apply", "providers", None),
+    ("GET", "/host/users"): ("list", "host-users", None),
+    ("POST", "/host/users"): ("apply", "providers", None),
+    ("POST", "/host/users/{username}/reset-password"): (
+        "reset_password",
+        "host-users",
+        "username",
+    ),
+    ("DELETE", "/host/users/{username}"): ("delete", "host-users", "username"),
 }
