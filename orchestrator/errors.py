@@ -49,6 +49,13 @@ class PermissionDenied(DomainError):
     code = "PERMISSION_DENIED"
 
 
+class JournalUnavailable(DomainError):
+    """The host keeps no journal the orchestrator can read (`GET /logs`)."""
+
+    status_code = 503
+    code = "JOURNAL_UNAVAILABLE"
+
+
 class ProviderNotConfigured(DomainError):
     status_code = 422
     code = "PROVIDER_ERROR"

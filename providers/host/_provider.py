@@ -12,7 +12,9 @@ Config (the instance's table, `[providers.host]`):
 - `storage.allowed_devices` (glob patterns of the devices format may touch; none by
   default) and `storage.mount_root` (where mounts may go; `/mnt` by default);
 - `users.prefix` (the directory whose etc/passwd, shadow and group accounts change; `/`
-  by default) and `users.shell` (new accounts' shell, `/bin/bash`).
+  by default) and `users.shell` (new accounts' shell, `/bin/bash`);
+- `journal.file` or `journal.directory`: the journal `GET /logs` reads (absent: the
+  system's).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from providers.base import (
     ProviderConfigError,
     ResourceChange,
 )
+from providers.host import _journal as journal
 from providers.host import _network as network
 from providers.host import _storage as storage
 from providers.host import _system as system
@@ -45,7 +48,7 @@ from providers.host._privilege import CAP_NET_ADMIN, CAP_SYS_ADMIN, missing
 #: `ip netns` names: a file name in /run/netns.
 NAMESPACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 S = TypeVar("S", bound=msgspec.Struct)
-SETTINGS = {"network_namespace", "storage", "users"}
+SETTINGS = {"network_namespace", "storage", "users", "journal"}
 
 
 class HostProvider(BaseProvider):
@@ -53,7 +56,13 @@ class HostProvider(BaseProvider):
 
     type_name: ClassVar[str] = "host"
     touches_host: ClassVar[bool] = True
-    kinds: ClassVar[tuple[Kind, ...]] = (network.KIND, system.KIND, storage.KIND, users.KIND)
+    kinds: ClassVar[tuple[Kind, ...]] = (
+        network.KIND,
+        system.KIND,
+        storage.KIND,
+        users.KIND,
+        journal.KIND,
+    )
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name, config)
@@ -68,6 +77,7 @@ class HostProvider(BaseProvider):
         self.netlink = network.Netlink(namespace)
         self.storage = storage.StorageConfig.of(config.get("storage"))
         self.users = users.UsersConfig.of(config.get("users"))
+        self.journal = journal.JournalConfig.of(config.get("journal"))
 
     # -- submit-time checks -----------------------------------------------------------
 
@@ -81,6 +91,8 @@ class HostProvider(BaseProvider):
             self._storage_checks(struct)
         if kind == "host_user":
             users.check(self.users, struct)
+        if isinstance(struct, journal.LogQuery):
+            journal.check(struct)
         return struct
 
     def _storage_checks(self, struct: msgspec.Struct) -> None:
@@ -129,6 +141,8 @@ class HostProvider(BaseProvider):
             return await self._storage(operation.name, call.params)
         if kind.name == "host_user":
             return await self._users(operation.name, call.params)
+        if kind.name == "log_entry":
+            return ActionResult(result=await journal.query(self.journal, call.params))
         raise PermanentProviderError(f"host provider: {call.action} is not implemented")
 
     async def check(self, call: ActionCall) -> ActionResult:

@@ -32,4 +32,5 @@ HOST_ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
         "username",
     ),
     ("DELETE", "/host/users/{username}"): ("delete", "host-users", "username"),
+    ("GET", "/logs"): ("read", "logs", None),
 }
