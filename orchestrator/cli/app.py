@@ -192,4 +192,5 @@ def shown_database(settings: Settings) -> str:
 
 # Groups defined in modules of their own, registered on `cli` as they are imported (last,
 # as they import this module).
+import orchestrator.cli.host as _host_group  # noqa: E402, F401  (`provisioning host …`)
 from orchestrator.cli import accounts, batch, owner, profile, rollback  # noqa: E402, F401

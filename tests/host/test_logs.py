@@ -4,6 +4,7 @@ entries written; no journal is a 503."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.test_cli import run
 from tests.servers import OrchestratorProcess
 
 REMOTE = Path("/lib/systemd/systemd-journal-remote")
@@ -158,3 +160,24 @@ def test_no_journal_is_a_503_with_a_clear_code(client: httpx.Client) -> None:
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "JOURNAL_UNAVAILABLE"
     assert "does not exist" in response.json()["error"]
+
+
+def test_the_cli_pages_the_journal(server: OrchestratorProcess) -> None:
+    shown = run(
+        "host",
+        "--instance",
+        "host",
+        "logs",
+        "--service",
+        "cron",
+        "--page-size",
+        "5",
+        url=server.url,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "entry 249" in shown.stdout and "page 1: 5 of 125 entries" in shown.stdout
+    missing = run("host", "--instance", "nojournal", "logs", url=server.url)
+    assert missing.returncode == 1 and "no journal to read" in missing.stderr
+    summary = run("host", "--instance", "host", "system", "--json", url=server.url)
+    assert summary.returncode == 0, summary.stderr
+    assert "kernel" in json.loads(summary.stdout)

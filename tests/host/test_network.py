@@ -7,6 +7,7 @@ that namespace, must agree. Nothing touches the host's own interfaces.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.test_cli import run
 from tests.host.namespaces import link, veth_namespace
 from tests.servers import OrchestratorProcess, provision_user, wait_for_workflow
 
@@ -276,3 +278,22 @@ def test_without_the_capability_a_change_is_refused_with_permission_denied(
             assert link(ns, a) == before
     finally:
         process.stop()
+
+
+def test_the_cli_lists_and_changes_interfaces(
+    server: OrchestratorProcess, admin_key: str, namespace: tuple[str, str, str]
+) -> None:
+    ns, _, b = namespace
+    admin = ("--url", server.url, "--token", admin_key, "host")
+    listed = run(*admin, "network", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert b in {i["name"] for i in json.loads(listed.stdout)}
+    added = run(*admin, "network", "address-add", b, "10.99.0.1/24", "--wait", timeout=120)
+    assert added.returncode == 0, added.stderr
+    assert "Completed" in added.stdout
+    assert "10.99.0.1/24" in link(ns, b)["addresses"]
+    removed = run(*admin, "network", "address-remove", b, "10.99.0.1/24", "--wait", timeout=120)
+    assert removed.returncode == 0, removed.stderr
+    assert "10.99.0.1/24" not in link(ns, b)["addresses"]
+    refused = run(*admin, "network", "up", "bad/name")
+    assert refused.returncode == 1 and refused.stderr.startswith("error:"), refused.stderr
