@@ -20,7 +20,10 @@ from orchestrator.api.host.network import Instance
 from orchestrator.errors import InvalidInput
 from providers.host._users import hash_password
 
-Password = Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+#: 8 to 256 characters, no control characters (a newline, …).
+Password = Annotated[
+    str, msgspec.Meta(min_length=8, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 #: `wheel,docker` as the seed writes it, or a list.
 Groups = Annotated[str, msgspec.Meta(max_length=1000)] | list[str]
 
