@@ -12,7 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
 from orchestrator.api.envelope import EXCEPTION_HANDLERS, document_errors
-from orchestrator.api.host.controllers import HOST_CONTROLLERS
+from orchestrator.api.host.controllers import HOST_CONTROLLERS, HOST_STREAMS
 from orchestrator.api.idempotency import Idempotency
 from orchestrator.api.limits import BodyLimits, refuse_nul, screen_request
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
@@ -52,7 +52,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
     v1 = Router(path="/api/v1", route_handlers=resources, include_in_schema=False)
     security = Security(orchestrator)
     app = Litestar(
-        route_handlers=[health, *resources, v1, metrics, event_stream],
+        route_handlers=[health, *resources, v1, metrics, event_stream, *HOST_STREAMS],
         guards=[security.guard],
         middleware=[
             request_context,
