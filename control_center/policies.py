@@ -197,8 +197,8 @@ OPERATOR_AREAS = [
     "clusters:*",
     "vms:*",
     "deployments:*",
-    "storage:*",
-    "network:*",
+    # Not the host's `storage:*`, `network:*`, `host-users:*`: operators read the host
+    # but do not change it (docs/host.md).
     "containers:*",
     "docker:*",
     "kubernetes:*",

@@ -47,6 +47,21 @@ class RollbackInProgress(Conflict):
     code = "ROLLBACK_IN_PROGRESS"
 
 
+class PermissionDenied(DomainError):
+    """The orchestrator's process lacks the privilege a change of the host needs (seed
+    000's code); not the caller's permission, which is FORBIDDEN."""
+
+    status_code = 403
+    code = "PERMISSION_DENIED"
+
+
+class JournalUnavailable(DomainError):
+    """The host keeps no journal the orchestrator can read (`GET /logs`)."""
+
+    status_code = 503
+    code = "JOURNAL_UNAVAILABLE"
+
+
 class ProviderNotConfigured(DomainError):
     status_code = 422
     code = "PROVIDER_ERROR"

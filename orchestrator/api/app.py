@@ -17,6 +17,7 @@ from litestar.openapi import OpenAPIConfig
 from control_center.gate import Gate
 from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
+from orchestrator.api.host.controllers import HOST_CONTROLLERS, HOST_STREAMS
 from orchestrator.api.idempotency import Idempotency
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
 from orchestrator.api.providers import ProviderController, publish_operations
@@ -50,13 +51,14 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         WebhookController,
         ProviderController,
         ResourceController,
+        *HOST_CONTROLLERS,
     ]
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.
     v1 = Router(path="/api/v1", route_handlers=resources, include_in_schema=False)
     security = Security(orchestrator, Gate(orchestrator.engine, orchestrator.settings))
     app = Litestar(
-        route_handlers=[health, *resources, v1, metrics, event_stream],
+        route_handlers=[health, *resources, v1, metrics, event_stream, *HOST_STREAMS],
         guards=[security.guard],
         middleware=[
             request_context,

@@ -13,6 +13,7 @@ from orchestrator.cli import (
     audit,
     batch,
     db,
+    host,
     login,
     policies,
     profile,
@@ -83,6 +84,7 @@ for command in (
     rollback.rollback,
     rollback.restore,
     rollback.state,
+    host.host,
     # The control center: your session and account, and its administration.
     login.login,
     login.logout,

@@ -23,8 +23,9 @@ CORE = [
     *sorted((ORCHESTRATOR / "store").glob("*.py")),
 ]
 #: Words of the core's own vocabulary that a kind may share: a task's seed field
-#: `command`, running a task, the attempt log's files.
-OWN_WORDS = {"command", "commands", "run", "file", "files"}
+#: `command`, running a task, the attempt log's files, a system call, storage (of the
+#: store, not the host's disks).
+OWN_WORDS = {"command", "commands", "run", "file", "files", "system", "storage"}
 
 
 def kind_words() -> set[str]:

@@ -1,0 +1,151 @@
+"""Vapor's `/ws/metrics`: the host's CPU, memory, disk and network, pushed.
+
+Authenticated as `/ws` is: `?token=`, or a first message `{"type": "auth", "payload":
+{"token": …}}` (Vapor's shape; `{"type": "auth", "token": …}` too), then
+`{"type": "subscribe"}`; a sample of each metric follows every `?interval=` seconds
+(default 1, from 0.2 to 60): `{"type": "metric", "metric": "cpu", "timestamp": …,
+"data": {…}}`. The policy is `read` on `system:*`; the streams count towards
+`server.ws_connections_per_user` with the event streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import msgspec
+import psutil
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+
+from orchestrator.api.monitoring import _refuse
+from orchestrator.api.security import Security, access_of
+from orchestrator.errors import DomainError
+from orchestrator.http.access import Principal
+from orchestrator.service import Orchestrator
+
+ROUTE = ("GET", "/ws/metrics")
+
+
+class Payload(msgspec.Struct):
+    token: str | None = None
+
+
+class Message(msgspec.Struct):
+    type: str
+    token: str | None = None
+    payload: Payload | None = None
+
+
+def sample() -> dict[str, dict[str, Any]]:
+    """One reading of each metric (CPU use since the previous reading)."""
+    memory = psutil.virtual_memory()
+    disk = psutil.disk_io_counters()
+    net = psutil.net_io_counters()
+    usage = psutil.disk_usage("/")
+    return {
+        "cpu": {
+            "usage_percent": psutil.cpu_percent(interval=None),
+            "load_average": list(os.getloadavg()),
+        },
+        "memory": {
+            "total": memory.total,
+            "available": memory.available,
+            "used": memory.used,
+            "percent": memory.percent,
+        },
+        "disk": {
+            "root_total": usage.total,
+            "root_used": usage.used,
+            "read_bytes": disk.read_bytes if disk else 0,
+            "write_bytes": disk.write_bytes if disk else 0,
+        },
+        "network": {
+            "bytes_sent": net.bytes_sent,
+            "bytes_recv": net.bytes_recv,
+            "packets_sent": net.packets_sent,
+            "packets_recv": net.packets_recv,
+        },
+    }
+
+
+async def _first_message(socket: WebSocket[Any, Any, Any], patience: float) -> Principal | None:
+    security: Security = socket.app.state.security
+    try:
+        with anyio.fail_after(patience):
+            message = msgspec.json.decode(await socket.receive_text(), type=Message)
+        token = message.token or (message.payload.token if message.payload else None)
+        if message.type != "auth" or not token:
+            raise msgspec.ValidationError(
+                "the first message must be {type: auth, payload: {token}}"
+            )
+        return await security.check(socket.scope, f"Bearer {token}", "read", ROUTE)
+    except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        error = str(exc) or f"no auth message within {patience:g} s"
+        await _refuse(socket, "UNAUTHORIZED", f"authentication required: {error}")
+    except DomainError as exc:
+        await _refuse(socket, exc.code, exc.message)
+    except WebSocketDisconnect:
+        pass
+    return None
+
+
+@websocket("/ws/metrics")
+async def metrics_stream(socket: WebSocket[Any, Any, Any]) -> None:
+    orchestrator: Orchestrator = socket.app.state.orchestrator
+    await socket.accept()
+    try:
+        interval = float(socket.query_params.get("interval", "1"))
+    except ValueError:
+        interval = -1.0
+    if not 0.2 <= interval <= 60:
+        await _refuse(socket, "INVALID_INPUT", "interval: seconds from 0.2 to 60")
+        return
+    principal = access_of(socket.scope).principal
+    if principal is None:
+        principal = await _first_message(socket, orchestrator.settings.server.ws_auth_timeout)
+        if principal is None:
+            return
+    streams = orchestrator.events.streams
+    limit = orchestrator.settings.server.ws_connections_per_user
+    if streams[principal.user_id] >= limit:
+        await _refuse(socket, "RATE_LIMITED", f"at most {limit} streams per user")
+        return
+    streams[principal.user_id] += 1
+    try:
+        await _serve(socket, interval)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        streams[principal.user_id] -= 1
+
+
+async def _serve(socket: WebSocket[Any, Any, Any], interval: float) -> None:
+    while True:  # until {"type": "subscribe"}
+        try:
+            message = msgspec.json.decode(await socket.receive_text(), type=Message)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await _refuse(socket, "INVALID_INPUT", f"not a message: {exc}")
+            return
+        if message.type == "subscribe":
+            break
+    async with anyio.create_task_group() as group:
+
+        async def listen() -> None:
+            try:
+                while True:
+                    await socket.receive_text()
+            except WebSocketDisconnect:
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(listen)
+        while True:
+            now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            for metric, data in (await asyncio.to_thread(sample)).items():
+                body = {"type": "metric", "metric": metric, "timestamp": now, "data": data}
+                await socket.send_bytes(msgspec.json.encode(body))
+            await anyio.sleep(interval)

@@ -1,0 +1,191 @@
+"""The `log_entry` kind: the systemd journal, queried (policies: `logs:*`).
+
+`journalctl --output=json` does the reading: it knows every journal file format and
+the matches (`-u` for a unit's messages, whichever field names it; `-p` for a priority
+and those more severe), where a Python binding (`systemd.journal`) would add a compiled
+dependency for the same reads. The instance's `journal.file` or `journal.directory` names
+what to read (absent: the system's journal), which is how the tests read a journal file
+they wrote with `systemd-journal-remote`.
+
+The answer is seed 000's: `logs[{timestamp, priority, unit, message, hostname, pid}]`,
+newest first, with the `total_count` of matching entries and the page asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from providers.base import JSON, InvalidParams, Kind, Operation, ProviderConfigError, ProviderError
+
+PRIORITIES = ("emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
+Priority = Literal["emergency", "alert", "critical", "error", "warning", "notice", "info", "debug"]
+Unit = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9@_.:\\-]{1,128}$")]
+Timestamp = Annotated[str, msgspec.Meta(max_length=40, description="ISO 8601")]
+MAX_PAGE_SIZE = 1000
+
+
+class LogQuery(msgspec.Struct, forbid_unknown_fields=True):
+    #: A unit (`sshd` means `sshd.service`).
+    service: Unit | None = None
+    #: This priority and the more severe ones.
+    priority: Priority | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
+    page: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
+    page_size: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE_SIZE)] = 100
+
+
+KIND = Kind(
+    "log_entry",
+    "logs",
+    (Operation("query", LogQuery, mutates=False, summary="journal entries, filtered and paged"),),
+    key=None,
+    summary="the systemd journal (read-only)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalConfig:
+    file: Path | None = None
+    directory: Path | None = None
+
+    @classmethod
+    def of(cls, table: object) -> JournalConfig:
+        if table is None:
+            return cls()
+        if not isinstance(table, Mapping):
+            raise ProviderConfigError("journal must be a table")
+        unknown = sorted(set(table) - {"file", "directory"})
+        if unknown:
+            raise ProviderConfigError(f"journal: unknown settings {unknown}")
+        file, directory = table.get("file"), table.get("directory")
+        for name, value in (("file", file), ("directory", directory)):
+            if value is not None and (not isinstance(value, str) or not os.path.isabs(value)):
+                raise ProviderConfigError(f"journal.{name}: an absolute path")
+        if file is not None and directory is not None:
+            raise ProviderConfigError("journal: a file or a directory, not both")
+        return cls(Path(file) if file else None, Path(directory) if directory else None)
+
+    def source(self) -> list[str]:
+        if self.file is not None:
+            return [f"--file={self.file}"]
+        if self.directory is not None:
+            return [f"--directory={self.directory}"]
+        return []
+
+    def unavailable(self) -> str | None:
+        """Why no journal can be read (None: it can)."""
+        if shutil.which("journalctl") is None:
+            return "journalctl is not installed on this host"
+        if self.file is not None and not self.file.is_file():
+            return f"the journal file {self.file} does not exist"
+        if self.directory is not None and not self.directory.is_dir():
+            return f"the journal directory {self.directory} does not exist"
+        if (
+            self.file is None
+            and self.directory is None
+            and not any(Path(p).is_dir() for p in ("/var/log/journal", "/run/log/journal"))
+        ):
+            return "this host keeps no systemd journal (/var/log/journal, /run/log/journal)"
+        return None
+
+
+def moment(value: str, field: str) -> str:
+    """An ISO 8601 time as journalctl's `@<seconds>` (UTC when no offset is given)."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidParams(field, f"'{value}' is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return f"@{parsed.timestamp():.6f}"
+
+
+def check(query: LogQuery) -> None:
+    for field in ("since", "until"):
+        value = getattr(query, field)
+        if value is not None:
+            moment(value, field)
+
+
+def command(config: JournalConfig, query: LogQuery) -> list[str]:
+    argv = ["journalctl", "--no-pager", "--output=json", "--reverse", "--quiet", *config.source()]
+    if query.service is not None:
+        argv += ["--unit", query.service]
+    if query.priority is not None:
+        argv += ["--priority", str(PRIORITIES.index(query.priority))]
+    if query.since is not None:
+        argv += ["--since", moment(query.since, "since")]
+    if query.until is not None:
+        argv += ["--until", moment(query.until, "until")]
+    return argv
+
+
+async def query(config: JournalConfig, params: Mapping[str, Any]) -> JSON:
+    """The page asked for and the count of every match; `{"unavailable": reason}` when
+    there is no journal to read."""
+    reason = config.unavailable()
+    if reason is not None:
+        return {"unavailable": reason}
+    asked = msgspec.convert(params, LogQuery)
+    first = (asked.page - 1) * asked.page_size
+    last = first + asked.page_size
+    process = await asyncio.create_subprocess_exec(
+        *command(config, asked),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"},
+        limit=1 << 24,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    total, logs = 0, []
+    try:
+        # Every match is counted (`total_count`); only the page's are decoded.
+        async for line in process.stdout:
+            if first <= total < last:
+                logs.append(entry(json.loads(line)))
+            total += 1
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    err = await process.stderr.read()
+    await process.wait()
+    if process.returncode not in (0, None) and total == 0:
+        raise ProviderError(f"journalctl: {err.decode(errors='replace').strip()}")
+    return {"logs": logs, "total_count": total, "page": asked.page, "page_size": asked.page_size}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):  # journalctl's JSON for a binary field: its bytes
+        return bytes(v for v in value if isinstance(v, int)).decode(errors="replace")
+    return "" if value is None else str(value)
+
+
+def entry(record: Mapping[str, Any]) -> JSON:
+    micros = int(record.get("__REALTIME_TIMESTAMP") or 0)
+    stamp = datetime.fromtimestamp(micros / 1e6, UTC).isoformat().replace("+00:00", "Z")
+    priority = str(record.get("PRIORITY"))
+    level = PRIORITIES[int(priority)] if priority.isdigit() and int(priority) < 8 else None
+    unit = record.get("_SYSTEMD_UNIT") or record.get("UNIT") or record.get("SYSLOG_IDENTIFIER")
+    pid = str(record.get("_PID") or record.get("SYSLOG_PID"))
+    return {
+        "timestamp": stamp,
+        "priority": level,
+        "unit": _text(unit).removesuffix(".service") or None,
+        "message": _text(record.get("MESSAGE")),
+        "hostname": record.get("_HOSTNAME"),
+        "pid": int(pid) if pid.isdigit() else None,
+    }
