@@ -56,40 +56,51 @@ async def start_session(engine: AsyncEngine, user_id: str, pair: TokenPair) -> N
         await _store(connection, user_id, new_id(), pair)
 
 
+class _Refused(Exception):
+    """Leaves the rotation's transaction, rolled back, with the refusal."""
+
+    def __init__(self, refusal: RefreshRefusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
 async def rotate(engine: AsyncEngine, refresh_hash: str, issue: Issue[T]) -> T | RefreshRefusal:
     """Spend the refresh token with digest `refresh_hash` and store the pair `issue`
     makes for its enabled user, in one transaction; return what `issue` gave back.
 
-    A token already spent revokes its whole family, in a transaction of its own (the
-    refusal must not roll it back)."""
-    async with engine.begin() as connection:
-        token = (
-            await connection.execute(
-                select(RefreshToken.__table__).where(RefreshToken.token_hash == refresh_hash)
-            )
-        ).first()
-        if token is None:
-            return RefreshRefusal("unknown")
-        if token.revoked:
-            return RefreshRefusal("revoked", token.user_id)
-        if token.expires_at <= utcnow():
-            return RefreshRefusal("expired", token.user_id)
-        spent = await connection.execute(
-            update(RefreshToken)
-            .where(RefreshToken.id == token.id, RefreshToken.used.is_(False))
-            .values(used=True)
-        )
-        if spent.rowcount != 0:  # type: ignore[attr-defined]
-            user = (
+    A refusal changes nothing, except that a token already spent revokes its whole
+    family, in a transaction of its own."""
+    try:
+        async with engine.begin() as connection:
+            token = (
                 await connection.execute(
-                    select(UserRow.roles, UserRow.enabled).where(UserRow.id == token.user_id)
+                    select(RefreshToken.__table__).where(RefreshToken.token_hash == refresh_hash)
                 )
             ).first()
-            if user is None or not user.enabled:
-                return RefreshRefusal("disabled", token.user_id)
-            pair, issued = issue(token.user_id, [str(role) for role in user.roles])
-            await _store(connection, token.user_id, token.family_id, pair)
-            return issued
+            if token is None:
+                raise _Refused(RefreshRefusal("unknown"))
+            if token.revoked:
+                raise _Refused(RefreshRefusal("revoked", token.user_id))
+            if token.expires_at <= utcnow():
+                raise _Refused(RefreshRefusal("expired", token.user_id))
+            spent = await connection.execute(
+                update(RefreshToken)
+                .where(RefreshToken.id == token.id, RefreshToken.used.is_(False))
+                .values(used=True)
+            )
+            if spent.rowcount != 0:  # type: ignore[attr-defined]
+                user = (
+                    await connection.execute(
+                        select(UserRow.roles, UserRow.enabled).where(UserRow.id == token.user_id)
+                    )
+                ).first()
+                if user is None or not user.enabled:
+                    raise _Refused(RefreshRefusal("disabled", token.user_id))
+                pair, issued = issue(token.user_id, [str(role) for role in user.roles])
+                await _store(connection, token.user_id, token.family_id, pair)
+                return issued
+    except _Refused as refused:
+        return refused.refusal
     await revoke_family(engine, token.family_id)
     return RefreshRefusal("reused", token.user_id)
 
