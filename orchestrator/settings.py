@@ -181,6 +181,8 @@ def _default_providers() -> dict[str, dict[str, Any]]:
         "upcloud": {"type": "sim", "latency": 0.2, "seed": 1},
         "aws": {"type": "sim", "latency": 0.2, "seed": 2},
         "local": {"type": "local"},
+        # Virtual machines (docs/vms.md); without QEMU installed the VM API answers 503.
+        "qemu": {"type": "qemu", "vm_dir": "{data_dir}/vms", "images": "{data_dir}/vm-images"},
     }
 
 
