@@ -22,8 +22,10 @@ from orchestrator.api.rollback import RollbackController
 from orchestrator.api.security import Security
 from orchestrator.api.state import StateController
 from orchestrator.api.versioning import versioning
+from orchestrator.api.vms import VmController
 from orchestrator.api.webhooks import WebhookController
 from orchestrator.service import Orchestrator
+from orchestrator.vms import Vms
 
 
 def create_app(orchestrator: Orchestrator) -> Litestar:
@@ -44,6 +46,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         WebhookController,
         ProviderController,
         ResourceController,
+        VmController,
     ]
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.
@@ -66,7 +69,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             http_metrics(lambda: orchestrator.metrics),
         ],
         lifespan=[lifespan],
-        state=State({"orchestrator": orchestrator, "security": security}),
+        state=State({"orchestrator": orchestrator, "security": security, "vms": Vms(orchestrator)}),
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=screen_request(BodyLimits.of(orchestrator.settings.server)),
         before_send=[allow_every_method],

@@ -64,6 +64,17 @@ ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("POST", "/providers/{instance}/{kind}/{operation}"): ("apply", "providers", "instance"),
     ("GET", "/resources"): ("list", "resources", None),
     ("GET", "/resources/{resource_id}"): ("read", "resources", "resource_id"),
+    # The VM API (seed 001): each VM is also checked with its owner (`orchestrator/api/vms.py`).
+    ("GET", "/vms"): ("list", "vms", None),
+    ("POST", "/vms"): ("create", "vms", None),
+    ("GET", "/vms/{vm_id}"): ("read", "vms", "vm_id"),
+    ("PUT", "/vms/{vm_id}"): ("update", "vms", "vm_id"),
+    ("DELETE", "/vms/{vm_id}"): ("delete", "vms", "vm_id"),
+    ("POST", "/vms/{vm_id}/start"): ("start", "vms", "vm_id"),
+    ("POST", "/vms/{vm_id}/stop"): ("stop", "vms", "vm_id"),
+    ("POST", "/vms/{vm_id}/restart"): ("restart", "vms", "vm_id"),
+    ("POST", "/vms/{vm_id}/force-stop"): ("force-stop", "vms", "vm_id"),
+    ("GET", "/vms/{vm_id}/console"): ("console", "vms", "vm_id"),
     ("GET", "/metrics"): ("read", "metrics", None),
     ("GET", "/ws"): ("read", "events", None),
 }

@@ -101,3 +101,28 @@ def _cpio(entries: list[tuple[str, bytes | None]]) -> bytes:
         out += body + b"\0" * (-len(body) % 4)
     out += b"\0" * (-len(out) % 512)
     return bytes(out)
+
+
+def running_pids(vm_dir: Path) -> dict[str, int]:
+    """The VMs under `vm_dir` whose QEMU process is alive, with its pid."""
+    from providers.qemu._machine import Machine
+
+    found = {}
+    if vm_dir.is_dir():
+        for root in vm_dir.iterdir():
+            running = Machine(root).running()
+            if running is not None:
+                found[root.name] = running.pid
+    return found
+
+
+def kill_all(vm_dir: Path) -> None:
+    """Kill every QEMU a test left under `vm_dir` (teardown, even after a failure)."""
+    from providers.qemu._machine import Machine
+    from providers.qemu._process import kill
+
+    if vm_dir.is_dir():
+        for root in vm_dir.iterdir():
+            running = Machine(root).running()
+            if running is not None:
+                kill(running.pid, running.ticks)
