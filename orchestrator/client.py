@@ -17,6 +17,8 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
+from orchestrator.client_vms import VmsSection
+
 T = TypeVar("T")
 
 #: Statuses after which a workflow never changes again.
@@ -347,6 +349,11 @@ class OrchestratorClient:
 
     def close(self) -> None:
         self._http.close()
+
+    @property
+    def vms(self) -> VmsSection:
+        """Seed 001's VM calls: `client.vms.list()`, `.create({...})`, `.start(id)`, …"""
+        return VmsSection(self)
 
     # -- health ---------------------------------------------------------------------------
 

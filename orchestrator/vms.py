@@ -37,7 +37,7 @@ from orchestrator.errors import (
 from orchestrator.ids import new_id
 from orchestrator.service import Orchestrator
 from orchestrator.specs import TaskSpec, WorkflowSpec
-from orchestrator.store.workflows import list_resources, list_workflows
+from orchestrator.store.workflows import get_resource, list_resources, list_workflows
 
 KIND = "vm"
 STATUSES = ("creating", "stopped", "starting", "running", "stopping", "deleting", "error")
@@ -106,6 +106,8 @@ class Vms:
         # Checks then submissions, one at a time in this process: two requests do not
         # both pass a quota or a state check that only one of them may.
         self._deciding = asyncio.Lock()
+        #: VMs whose console is open (a serial port has one user at a time).
+        self.consoles: set[str] = set()
 
     # -- reading ----------------------------------------------------------------------
 
@@ -114,35 +116,35 @@ class Vms:
         if self.instance not in self.orchestrator.providers:
             return []
         rows = await list_resources(self.orchestrator.engine, self.instance, KIND)
-        active = await self._active()
+        return await self._records(rows, await self._active())
+
+    async def get(self, vm_id: str) -> Vm:
+        if self.instance in self.orchestrator.providers:
+            row = await get_resource(self.orchestrator.engine, self.instance, KIND, vm_id)
+            active = [w for w in await self._active() if _vm_of(w) == vm_id]
+            for vm in await self._records([row] if row else [], active):
+                return vm
+        raise VmNotFound(f"virtual machine '{vm_id}' was not found")
+
+    async def _records(self, rows: list[dict[str, Any]], active: list[dict[str, Any]]) -> list[Vm]:
+        """Inventory rows and the workflows under way (newest first), as VMs."""
         found: dict[str, Vm] = {}
         for row in rows:
             vm = _record(row["data"], "stopped", row["workflow_id"])
             found[vm.id] = vm
         for workflow in reversed(active):  # oldest first: the newest one wins
-            request = workflow["spec"]
-            definition = request.get("vm") or {}
-            vm_id = definition.get("id")
-            if not isinstance(vm_id, str):
+            vm_id, request = _vm_of(workflow), workflow["spec"]
+            if vm_id is None:
                 continue
             if vm_id not in found:
                 if request.get("operation") != "create":
                     continue
-                found[vm_id] = _record(definition, "creating", None)
+                found[vm_id] = _record(request["vm"], "creating", None)
             found[vm_id].status = DOING.get(request.get("operation", ""), found[vm_id].status)
             found[vm_id].workflow_id = workflow["id"]
-        busy = {w["spec"].get("vm", {}).get("id") for w in active}
+        busy = {_vm_of(w) for w in active}
         await asyncio.gather(*(self._live(vm) for vm in found.values() if vm.id not in busy))
         return sorted(found.values(), key=lambda vm: (vm.created_at, vm.id))
-
-    async def get(self, vm_id: str) -> Vm:
-        for vm in await self.all():
-            if vm.id == vm_id:
-                return vm
-        raise VmNotFound(f"virtual machine '{vm_id}' was not found")
-
-    async def count(self, owner: str | None = None) -> int:
-        return sum(1 for vm in await self.all() if owner is None or vm.owner == owner)
 
     # -- changing ---------------------------------------------------------------------
 
@@ -215,6 +217,18 @@ class Vms:
                 if value is not None:
                     setattr(vm, key, value)
         return Change(vm, workflow_id)
+
+    async def console(
+        self, vm_id: str, history: int
+    ) -> tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter]:
+        """What the VM's serial console showed last (`history` bytes at most), and a
+        connection to it; `OSError` if it does not answer."""
+        provider: Any = self.orchestrator.providers.get(self.instance)
+        if not hasattr(provider, "open_console"):
+            raise NoHypervisor(f"provider instance '{self.instance}' has no serial consoles")
+        reader, writer = await provider.open_console(vm_id)
+        shown: bytes = provider.console_history(vm_id, history)
+        return shown, reader, writer
 
     async def wait(self, change: Change) -> Vm | None:
         """The VM once the change's workflow ended (up to `server.wait_timeout`); None if
@@ -340,6 +354,13 @@ class Vms:
         vm.error = state.get("error")
         vm.ports = dict(state.get("ports") or {})
         vm.ip = "127.0.0.1" if vm.ports else None
+
+
+def _vm_of(workflow: Mapping[str, Any]) -> str | None:
+    """The id of the VM a workflow changes (its request says)."""
+    vm = (workflow.get("spec") or {}).get("vm")
+    vm_id = vm.get("id") if isinstance(vm, dict) else None
+    return vm_id if isinstance(vm_id, str) else None
 
 
 def _record(data: Mapping[str, Any], status: Status, workflow_id: str | None) -> Vm:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from litestar.types import ControllerRouterHandler
 
 from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
@@ -22,6 +23,7 @@ from orchestrator.api.rollback import RollbackController
 from orchestrator.api.security import Security
 from orchestrator.api.state import StateController
 from orchestrator.api.versioning import versioning
+from orchestrator.api.vm_console import vm_console
 from orchestrator.api.vms import VmController
 from orchestrator.api.webhooks import WebhookController
 from orchestrator.service import Orchestrator
@@ -37,7 +39,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         finally:
             await orchestrator.stop()
 
-    resources = [
+    resources: list[ControllerRouterHandler] = [
         TaskController,
         WorkflowController,
         BatchController,
@@ -47,6 +49,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         ProviderController,
         ResourceController,
         VmController,
+        vm_console,
     ]
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.

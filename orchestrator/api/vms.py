@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
 
@@ -101,28 +102,30 @@ def vms_of(state: State) -> Vms:
     return vms
 
 
-def principal_of(request: Request[Any, Any, Any]) -> Principal:
+Connection = ASGIConnection[Any, Any, Any, Any]
+
+
+def principal_of(request: Connection) -> Principal:
     principal = access_of(request.scope).principal
     if principal is None:  # the guard let nobody in: not reached
         raise Forbidden("no authenticated user")
     return principal
 
 
-def _context(request: Request[Any, Any, Any], owner: str) -> dict[str, Any]:
+def _context(request: Connection, owner: str) -> dict[str, Any]:
     client = request.scope.get("client")
-    return {"ip": client[0] if client else None, "method": request.method, "owner": owner}
+    method = request.scope.get("method", "GET")
+    return {"ip": client[0] if client else None, "method": method, "owner": owner}
 
 
-async def _may_read(request: Request[Any, Any, Any], vms: Vms, vm: Vm) -> bool:
+async def _may_read(request: Connection, vms: Vms, vm: Vm) -> bool:
     principal = principal_of(request)
     engine = vms.orchestrator.engine
     decision = await decide(engine, principal, "read", vm.resource, _context(request, vm.owner))
     return decision.allowed
 
 
-async def _authorize(
-    request: Request[Any, Any, Any], vms: Vms, action: str, resource: str, owner: str
-) -> None:
+async def _authorize(request: Connection, vms: Vms, action: str, resource: str, owner: str) -> None:
     access = access_of(request.scope)
     try:
         await authorize(
@@ -137,7 +140,7 @@ async def _authorize(
         raise
 
 
-async def _visible(request: Request[Any, Any, Any], vms: Vms, vm_id: str, action: str) -> Vm:
+async def visible(request: Connection, vms: Vms, vm_id: str, action: str) -> Vm:
     """The VM, if the caller may see it (else VM_NOT_FOUND) and do `action` to it (else
     403)."""
     vm = await vms.get(vm_id)
@@ -206,14 +209,14 @@ class VmController(Controller):
     async def show(
         self, state: State, request: Request[Any, Any, Any], vm_id: str
     ) -> Envelope[VmOut]:
-        return Envelope(vm_out(await _visible(request, vms_of(state), vm_id, "read")))
+        return Envelope(vm_out(await visible(request, vms_of(state), vm_id, "read")))
 
     @put("/{vm_id:str}", status_code=HTTP_202_ACCEPTED, summary="Rename or resize a VM")
     async def update(
         self, state: State, request: Request[Any, Any, Any], vm_id: str, data: VmUpdateIn
     ) -> Response[Envelope[VmOut]]:
         vms = vms_of(state)
-        await _visible(request, vms, vm_id, "update")
+        await visible(request, vms, vm_id, "update")
         updates = msgspec.structs.asdict(data)
         wait = updates.pop("wait")
         change = await vms.change(
@@ -226,7 +229,7 @@ class VmController(Controller):
         self, state: State, request: Request[Any, Any, Any], vm_id: str, wait: bool = False
     ) -> Response[Envelope[VmOut]]:
         vms = vms_of(state)
-        await _visible(request, vms, vm_id, "delete")
+        await visible(request, vms, vm_id, "delete")
         change = await vms.change(vm_id, "delete", owner=principal_of(request).user_id)
         return await _answer(vms, change, wait, HTTP_202_ACCEPTED)
 
@@ -290,6 +293,6 @@ class VmController(Controller):
             except msgspec.DecodeError as exc:
                 raise InvalidInput(f"invalid request: {exc}") from None
         vms = vms_of(state)
-        await _visible(request, vms, vm_id, operation)
+        await visible(request, vms, vm_id, operation)
         change = await vms.change(vm_id, operation, owner=principal_of(request).user_id)
         return await _answer(vms, change, wait, HTTP_202_ACCEPTED)

@@ -4,7 +4,8 @@
   (`cli/db.py`) work on the local configuration
   (`--config`, `PROVISIONING_*`).
 - `workflow` (`cli/workflows.py`), `tasks` (`cli/tasks.py`), and `providers`, `apply`
-  and `resources` (`cli/resources.py`) talk to a running orchestrator over HTTP
+  and `resources` (`cli/resources.py`), and `vm` (`cli/vms.py`) talk to a running
+  orchestrator over HTTP
   through `orchestrator.client.OrchestratorClient`, at `--url`, else
   `$PROVISIONING_URL`, else the configured server address.
 
@@ -15,10 +16,12 @@ watching a workflow with Ctrl-C (the workflow keeps running).
 
 from __future__ import annotations
 
-from orchestrator.cli import db, resources, serve, tasks, worker, workflows
+from orchestrator.cli import db, resources, serve, tasks, vms, worker, workflows
 from orchestrator.cli.app import cli
 
-__all__ = ["cli", "db", "main", "resources", "serve", "tasks", "worker", "workflows"]
+cli.add_command(vms.vm)
+
+__all__ = ["cli", "db", "main", "resources", "serve", "tasks", "vms", "worker", "workflows"]
 
 
 def main() -> None:

@@ -25,7 +25,8 @@ from providers.base import (
 from providers.qemu._config import accelerator, missing_hypervisor, parse_config
 from providers.qemu._images import NONE, Image, Images
 from providers.qemu._kinds import KINDS, VmCreate, VmUpdate
-from providers.qemu._machine import DISK, Definition, Machine, now
+from providers.qemu._machine import DISK, SERIAL, SERIAL_LOG, Definition, Machine, now
+from providers.qemu._monitor import connectable
 
 GIB = 1024**3
 
@@ -64,6 +65,21 @@ class QemuProvider(BaseProvider):
 
     def machine(self, vm_id: str) -> Machine:
         return Machine(self.vm_dir / vm_id)
+
+    async def open_console(self, vm_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the VM's serial port (one at a time: QEMU serves one client)."""
+        with connectable(self.machine(vm_id).path(SERIAL)) as where:
+            return await asyncio.open_unix_connection(where)
+
+    def console_history(self, vm_id: str, limit: int) -> bytes:
+        """The last `limit` bytes the guest wrote to its serial console."""
+        try:
+            with self.machine(vm_id).path(SERIAL_LOG).open("rb") as log:
+                log.seek(0, 2)
+                log.seek(max(0, log.tell() - limit))
+                return log.read()
+        except OSError:
+            return b""
 
     def validate(self, kind: str, operation: str, params: Mapping[str, Any]) -> msgspec.Struct:
         """The declared struct, within this host's limits, on an image it has."""
