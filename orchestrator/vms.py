@@ -21,10 +21,14 @@ module's: a VM belongs to its creator; one user who is not an administrator may 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from orchestrator.errors import (
     InvalidInput,
@@ -108,6 +112,9 @@ class Vms:
         self._deciding = asyncio.Lock()
         #: VMs whose console is open (a serial port has one user at a time).
         self.consoles: set[str] = set()
+        #: VMs by status, as `/metrics` last counted them (`orchestrator_vms`).
+        self.counts: Counter[str] = Counter()
+        orchestrator.metrics.registry.register(_VmGauge(self.counts))
 
     # -- reading ----------------------------------------------------------------------
 
@@ -145,6 +152,12 @@ class Vms:
         busy = {_vm_of(w) for w in active}
         await asyncio.gather(*(self._live(vm) for vm in found.values() if vm.id not in busy))
         return sorted(found.values(), key=lambda vm: (vm.created_at, vm.id))
+
+    async def count(self) -> None:
+        """Count the VMs by status for `/metrics` (every status, 0 included)."""
+        found: Counter[str] = Counter(vm.status for vm in await self.all())
+        self.counts.clear()
+        self.counts.update({status: found.get(status, 0) for status in STATUSES})
 
     # -- changing ---------------------------------------------------------------------
 
@@ -354,6 +367,19 @@ class Vms:
         vm.error = state.get("error")
         vm.ports = dict(state.get("ports") or {})
         vm.ip = "127.0.0.1" if vm.ports else None
+
+
+class _VmGauge(Collector):
+    def __init__(self, counts: Counter[str]) -> None:
+        self._counts = counts
+
+    def collect(self) -> list[GaugeMetricFamily]:  # type: ignore[override]
+        family = GaugeMetricFamily(
+            "orchestrator_vms", "Virtual machines by status", labels=["status"]
+        )
+        for status, count in sorted(self._counts.items()):
+            family.add_metric([status], count)
+        return [family]
 
 
 def _vm_of(workflow: Mapping[str, Any]) -> str | None:

@@ -102,6 +102,14 @@ def test_a_vm_is_created_at_once_then_runs_stops_and_is_deleted(server, client):
     assert running["status"] == "running", running
     pid = guest.running_pids(vm_dir(server))[vm_id]
     assert alive(pid)
+    metrics = client.get("/metrics").text
+    running_gauge = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith('orchestrator_vms{status="running"}')
+    )
+    assert float(running_gauge.split()[-1]) >= 1
+    assert 'orchestrator_vms{status="deleting"}' in metrics
     listed = data(client.get("/vms", params={"status": "running"}), 200)
     assert vm_id in [vm["id"] for vm in listed]
     assert vm_id not in [vm["id"] for vm in data(client.get("/vms?status=stopped"), 200)]
