@@ -118,12 +118,13 @@ class Vms:
 
     # -- reading ----------------------------------------------------------------------
 
-    async def all(self) -> list[Vm]:
-        """Every VM, oldest first, with its live status."""
+    async def all(self, *, live: bool = True) -> list[Vm]:
+        """Every VM, oldest first, with its live status (`live`: else as last recorded,
+        enough to count them)."""
         if self.instance not in self.orchestrator.providers:
             return []
         rows = await list_resources(self.orchestrator.engine, self.instance, KIND)
-        return await self._records(rows, await self._active())
+        return await self._records(rows, await self._active(), live=live)
 
     async def get(self, vm_id: str) -> Vm:
         if self.instance in self.orchestrator.providers:
@@ -133,7 +134,9 @@ class Vms:
                 return vm
         raise VmNotFound(f"virtual machine '{vm_id}' was not found")
 
-    async def _records(self, rows: list[dict[str, Any]], active: list[dict[str, Any]]) -> list[Vm]:
+    async def _records(
+        self, rows: list[dict[str, Any]], active: list[dict[str, Any]], *, live: bool = True
+    ) -> list[Vm]:
         """Inventory rows and the workflows under way (newest first), as VMs."""
         found: dict[str, Vm] = {}
         for row in rows:
@@ -150,7 +153,8 @@ class Vms:
             found[vm_id].status = DOING.get(request.get("operation", ""), found[vm_id].status)
             found[vm_id].workflow_id = workflow["id"]
         busy = {_vm_of(w) for w in active}
-        await asyncio.gather(*(self._live(vm) for vm in found.values() if vm.id not in busy))
+        if live:
+            await asyncio.gather(*(self._live(vm) for vm in found.values() if vm.id not in busy))
         return sorted(found.values(), key=lambda vm: (vm.created_at, vm.id))
 
     async def count(self) -> None:
@@ -315,7 +319,7 @@ class Vms:
     async def _check_quota(self, params: Mapping[str, Any], owner: str, unlimited: bool) -> None:
         # The struct's defaults, for what the request left out.
         cpu, memory = int(params.get("cpu", 1)), int(params.get("memory", 512))
-        vms = await self.all()
+        vms = await self.all(live=False)
         if not unlimited and self.settings.quota_per_user:
             mine = sum(1 for vm in vms if vm.owner == owner)
             if mine >= self.settings.quota_per_user:
