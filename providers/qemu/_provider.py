@@ -267,9 +267,7 @@ class QemuProvider(BaseProvider):
     def _base_size(self, image: Image) -> int:
         try:
             return self.images.virtual_size(image)
-        except (OSError, ValueError, KeyError) as exc:
-            raise InvalidParams("os", f"image {image.name!r} cannot be read: {exc}") from None
-        except Exception as exc:  # qemu-img failed or is missing
+        except Exception as exc:  # unreadable, not an image, qemu-img failed or missing
             raise InvalidParams("os", f"image {image.name!r} cannot be read: {exc}") from None
 
     async def _make_disk(self, machine: Machine, image: Image, size_gb: int) -> None:
