@@ -19,6 +19,9 @@ from providers.qemu._process import start_ticks
 from tests.servers import OrchestratorProcess, provision_user
 from tests.vms import guest
 
+# Real QEMU processes on a shared machine: a generous safety net per test, not a measure.
+pytestmark = pytest.mark.timeout(900)
+
 #: Safety nets, not measures.
 QUICK, BOOT = 120.0, 600.0
 

@@ -18,6 +18,9 @@ from orchestrator.client import ApiError, OrchestratorClient
 from tests.servers import PROVISIONING, OrchestratorProcess, provision_user
 from tests.vms import guest
 
+# Real QEMU processes on a shared machine: a generous safety net per test, not a measure.
+pytestmark = pytest.mark.timeout(900)
+
 BOOT = 600.0
 
 

@@ -13,6 +13,9 @@ from providers.qemu._process import start_ticks
 from tests.servers import OrchestratorProcess
 from tests.vms import guest
 
+# Real QEMU processes on a shared machine: a generous safety net per test, not a measure.
+pytestmark = pytest.mark.timeout(900)
+
 PATIENCE = 180.0  # a safety net, not a measure
 
 

@@ -13,6 +13,9 @@ import pytest
 from tests.servers import OrchestratorProcess, provision_user
 from tests.vms import guest
 
+# Real QEMU processes on a shared machine: a generous safety net per test, not a measure.
+pytestmark = pytest.mark.timeout(900)
+
 BODY = {"name": "wf", "memory": 32, "disk": 1, "os": "none"}
 
 
