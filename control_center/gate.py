@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from control_center.audit import record_audit
-from control_center.guard import authenticate, authorize
+from control_center.guard import authenticate, authorize, decide
 from control_center.policy_set import seed_default_policies
 from control_center.secret_keys import keys_for
 from orchestrator.http.access import AuditEntry, Principal
@@ -50,6 +50,15 @@ class Gate:
         context: Mapping[str, Any] | None = None,
     ) -> None:
         await authorize(self.engine, principal, action, resource, context)
+
+    async def allows(
+        self,
+        principal: Principal,
+        action: str,
+        resource: str,
+        context: Mapping[str, Any] | None = None,
+    ) -> bool:
+        return (await decide(self.engine, principal, action, resource, context)).allowed
 
     async def record(self, entry: AuditEntry) -> None:
         await record_audit(self.engine, key=keys_for(self.settings).audit, **asdict(entry))

@@ -273,4 +273,19 @@ DEFAULT_POLICIES: list[dict[str, Any]] = [
             }
         ],
     },
+    {
+        "name": "vm_privacy_policy",
+        "description": "Only administrators see or touch other users' virtual machines.",
+        "rules": [
+            {
+                # An empty owner is a check made before the VM is looked up (the route's);
+                # the VM API checks each VM again with its owner.
+                "effect": "Deny",
+                "resource": "vms:*",
+                "action": ["*"],
+                "condition": "resource.owner != '' and resource.owner != user.id "
+                "and 'admin' not in user.roles",
+            }
+        ],
+    },
 ]

@@ -43,6 +43,7 @@ from orchestrator.api.schemas import RollbackOut as RollbackResult
 from orchestrator.api.schemas import Statistics as StateStatistics
 from orchestrator.api.schemas import TaskOut as Task
 from orchestrator.api.schemas import WorkflowOut as Workflow
+from orchestrator.client_vms import VmsSection
 from orchestrator.http.envelope import Envelope, ErrorBody
 
 __all__ = [
@@ -240,6 +241,11 @@ class ApiClient:
 
 class OrchestratorClient(ApiClient):
     """Calls the orchestrator at `base_url` (see `ApiClient`)."""
+
+    @property
+    def vms(self) -> VmsSection:
+        """Seed 001's VM calls: `client.vms.list()`, `.create({...})`, `.start(id)`, …"""
+        return VmsSection(self)
 
     # -- health ---------------------------------------------------------------------------
 

@@ -72,3 +72,24 @@ class ProviderFailed(DomainError):
 
     status_code = 422
     code = "PROVIDER_ERROR"
+
+
+class VmNotFound(NotFound):
+    code = "VM_NOT_FOUND"
+
+
+class VmInvalidState(Conflict):
+    """The VM is not in a state the operation applies to (start a running VM…)."""
+
+    code = "VM_INVALID_STATE"
+
+
+class QuotaExceeded(Conflict):
+    code = "QUOTA_EXCEEDED"
+
+
+class NoHypervisor(DomainError):
+    """VMs cannot run on this host (QEMU is not installed, or no instance runs them)."""
+
+    status_code = 503
+    code = "NO_HYPERVISOR"

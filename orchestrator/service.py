@@ -89,7 +89,7 @@ class Orchestrator:
         self.instance_types = {name: str(t["type"]) for name, t in settings.providers.items()}
         self.providers: dict[str, Provider] = build_instances(
             {
-                name: {k: v for k, v in table.items() if k != "max_concurrent"}
+                name: {k: _placed(v, settings) for k, v in table.items() if k != "max_concurrent"}
                 for name, table in settings.providers.items()
             }
         )
@@ -308,6 +308,14 @@ class Orchestrator:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(patience):
                 await self.scheduler.wait(workflow_id)
+
+
+def _placed(value: object, settings: Settings) -> object:
+    """A provider setting, with `{data_dir}` in a string standing for the data directory
+    (where a provider keeps what it makes, by default: the `qemu` instance's machines)."""
+    if isinstance(value, str) and "{data_dir}" in value:
+        return value.replace("{data_dir}", str(Path(settings.data_dir).resolve()))
+    return value
 
 
 def worker_identity(data_dir: str) -> str:

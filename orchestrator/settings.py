@@ -178,6 +178,18 @@ class SqliteSettings(msgspec.Struct, forbid_unknown_fields=True):
     synchronous: str = "NORMAL"
 
 
+class VmSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """The VM API (seed 001, docs/vms.md): the provider instance running VMs, and limits."""
+
+    #: A provider instance whose type declares the `vm` kind.
+    provider: str = "qemu"
+    #: VMs one user who is not an administrator may have (409 QUOTA_EXCEEDED past it).
+    quota_per_user: int = 5
+    #: vCPUs and MiB of memory all VMs together may have (0: no limit).
+    max_total_cpu: int = 0
+    max_total_memory: int = 0
+
+
 def _default_providers() -> dict[str, dict[str, Any]]:
     # The seed's cloud names map to the shipped simulated cloud, so every example runs on
     # a fresh machine; pointing them at a real cloud is a change of `type`.
@@ -185,6 +197,8 @@ def _default_providers() -> dict[str, dict[str, Any]]:
         "upcloud": {"type": "sim", "latency": 0.2, "seed": 1},
         "aws": {"type": "sim", "latency": 0.2, "seed": 2},
         "local": {"type": "local"},
+        # Virtual machines (docs/vms.md); without QEMU installed the VM API answers 503.
+        "qemu": {"type": "qemu", "vm_dir": "{data_dir}/vms", "images": "{data_dir}/vm-images"},
     }
 
 
@@ -207,6 +221,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=_default_providers)
+    vms: VmSettings = msgspec.field(default_factory=VmSettings)
     #: The file these settings were read from (set by `load_settings`, not a setting).
     config_file: str = ""
 
@@ -370,6 +385,9 @@ def _validate(settings: Settings) -> None:
     if settings.sqlite.synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         raise ConfigError("sqlite.synchronous must be one of OFF, NORMAL, FULL, EXTRA")
     _validate_webhooks(settings.webhooks)
+    for key in ("quota_per_user", "max_total_cpu", "max_total_memory"):
+        if getattr(settings.vms, key) < 0:
+            raise ConfigError(f"vms.{key} must be 0 or more")
     for name, table in settings.providers.items():
         if not isinstance(table, dict) or "type" not in table:
             raise ConfigError(f'providers.{name} needs a `type` (for example type = "sim")')

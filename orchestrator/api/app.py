@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from litestar.types import ControllerRouterHandler
 
 from control_center.gate import Gate
 from orchestrator.api.batch import BatchController
@@ -25,12 +26,15 @@ from orchestrator.api.resources import ResourceController
 from orchestrator.api.rollback import RollbackController
 from orchestrator.api.security import Security
 from orchestrator.api.state import StateController
+from orchestrator.api.vm_console import vm_console
+from orchestrator.api.vms import VmController
 from orchestrator.api.webhooks import WebhookController
 from orchestrator.http.errors import EXCEPTION_HANDLERS, document_errors
 from orchestrator.http.limits import BodyLimits, refuse_nul, screen_request
 from orchestrator.http.openapi import allow_every_method, publish
 from orchestrator.http.versioning import versioning
 from orchestrator.service import Orchestrator
+from orchestrator.vms import Vms
 
 
 def create_app(orchestrator: Orchestrator) -> Litestar:
@@ -42,7 +46,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         finally:
             await orchestrator.stop()
 
-    resources = [
+    resources: list[ControllerRouterHandler] = [
         TaskController,
         WorkflowController,
         BatchController,
@@ -52,6 +56,8 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         ProviderController,
         ResourceController,
         *HOST_CONTROLLERS,
+        VmController,
+        vm_console,
     ]
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.
@@ -73,7 +79,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             http_metrics(lambda: orchestrator.metrics),
         ],
         lifespan=[lifespan],
-        state=State({"orchestrator": orchestrator, "security": security}),
+        state=State({"orchestrator": orchestrator, "security": security, "vms": Vms(orchestrator)}),
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=screen_request(BodyLimits.of(orchestrator.settings.server)),
         before_send=[allow_every_method],

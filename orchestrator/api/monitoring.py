@@ -48,6 +48,7 @@ class StreamFilter(msgspec.Struct, forbid_unknown_fields=True):
 async def metrics(state: State) -> Response[bytes]:
     orchestrator = orchestrator_of(state)
     await orchestrator.refresh_workflow_counts()
+    await state.vms.count()
     return Response(orchestrator.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

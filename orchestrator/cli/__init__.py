@@ -8,7 +8,8 @@ group or a few commands on what `cli/common.py` shares.
   (`--config`, `PROVISIONING_*`).
 - `workflow` (`cli/workflows.py`), `tasks` (`cli/tasks.py`), `batch` (`cli/batch.py`),
   `checkpoint`, `rollback`, `restore` and `state` (`cli/rollback.py`), and `providers`,
-  `apply` and `resources` (`cli/resources.py`) talk to a running orchestrator over HTTP
+  `apply` and `resources` (`cli/resources.py`), `vm` (`cli/vms.py`) and `host`
+  (`cli/host.py`) talk to a running orchestrator over HTTP
   through `orchestrator.client.OrchestratorClient`, at `--url`, else
   `$PROVISIONING_URL`, else the configured server address.
 - `login` and `logout` (`cli/login.py`), `mfa` and `password` (`cli/profile.py`),

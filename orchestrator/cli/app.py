@@ -22,6 +22,7 @@ from orchestrator.cli import (
     serve,
     tasks,
     users,
+    vms,
     worker,
     workflows,
 )
@@ -85,6 +86,7 @@ for command in (
     rollback.restore,
     rollback.state,
     host.host,
+    vms.vm,
     # The control center: your session and account, and its administration.
     login.login,
     login.logout,

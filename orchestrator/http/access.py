@@ -75,6 +75,16 @@ class Gatekeeper(Protocol):
         `resource`; `context` carries `ip`, `method`, `owner`."""
         ...
 
+    async def allows(
+        self,
+        principal: Principal,
+        action: str,
+        resource: str,
+        context: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Whether `authorize` would let it through (to filter a listing: no error)."""
+        ...
+
     async def record(self, entry: AuditEntry) -> None:
         """Append one record to the audit trail."""
         ...

@@ -425,7 +425,7 @@ def test_state_endpoints_read_real_state(client):
     health = client.get("/state/system/health").json()["data"]
     assert health["overall_status"] == "Healthy"
     assert set(health["components"]) == {"storage", "batch_coordinator", "monitoring"}
-    assert health["providers"] == {"aws": "sim", "local": "local", "upcloud": "sim"}
+    assert health["providers"] == {"aws": "sim", "local": "local", "qemu": "qemu", "upcloud": "sim"}
     stats = client.get("/state/statistics").json()["data"]
     assert stats["total_workflows"] >= 1
     assert stats["storage_bytes"] > 0

@@ -336,7 +336,12 @@ def test_the_published_schema_states_what_the_server_checks(server):
     assert set(batch_body) == {"application/json", "application/yaml"}
     assert batch_body["application/yaml"]["schema"] == {"$ref": "#/components/schemas/Batch"}
     assert schemas["WorkflowIn"]["properties"]["tasks"]["maxItems"] == 10_000
-    assert schemas["TaskIn"]["properties"]["provider"]["enum"] == ["aws", "local", "upcloud"]
+    assert schemas["TaskIn"]["properties"]["provider"]["enum"] == [
+        "aws",
+        "local",
+        "qemu",
+        "upcloud",
+    ]
     assert schemas["TaskIn"]["properties"]["retry_initial_delay"]["anyOf"][0]["minimum"] == 0
     parallel = schemas["Batch"]["properties"]["parallel_limit"]["anyOf"][0]
     assert (parallel["minimum"], parallel["maximum"]) == (1, 1000)

@@ -117,7 +117,7 @@ def test_what_is_not_declared_or_configured_is_404(client):
     message = error_of(client.post("/providers/upcloud/vm/create", json={}), 404, "NOT_FOUND")
     assert "has no operation vm/create (it has: server/create" in message
     message = error_of(client.post("/providers/gcp/server/create", json={}), 404, "NOT_FOUND")
-    assert "'gcp' is not configured (configured: aws, local, upcloud)" in message
+    assert "'gcp' is not configured (configured: aws, local, qemu, upcloud)" in message
 
 
 def test_params_are_checked_at_submit_on_every_path(client):

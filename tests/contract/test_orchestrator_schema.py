@@ -25,6 +25,9 @@ def test_the_orchestrator_answers_within_its_schema_and_never_500(tmp_path):
         env={
             "PROVISIONING_PROVIDERS__LOCAL__TYPE": "sim",
             "PROVISIONING_PROVIDERS__LOCAL__LATENCY": "0",
+            # VMs are defined (qemu-img makes their disks) but never boot: their start
+            # fails (`/bin/true` is no QEMU) and the create is undone, leaving nothing behind.
+            "PROVISIONING_PROVIDERS__QEMU__BINARY": "/bin/true",
             # Fuzzed requests ask to wait for workflows with long retry delays.
             "PROVISIONING_SERVER__WAIT_TIMEOUT": "0.5",
             # An administrator's key without a second factor: every route, OPTIONS too.

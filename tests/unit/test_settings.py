@@ -20,6 +20,7 @@ def test_defaults_need_no_file_and_map_the_seed_clouds_to_the_simulator(tmp_path
         "upcloud": "sim",
         "aws": "sim",
         "local": "local",
+        "qemu": "qemu",
     }
     retry = settings.executor.retry
     assert (retry.max_attempts, retry.initial_delay, retry.max_delay) == (3, 5.0, 300.0)

@@ -1,0 +1,148 @@
+"""A VM's serial console over a WebSocket (`/vms/{id}/console`, and under `/api/v1`).
+
+Bytes both ways: what the client sends is typed into the guest's serial port, what the
+guest writes comes back as binary messages, starting with the last
+`HISTORY_BYTES` it wrote before (its boot banner, the prompt). Authentication is that of
+`/ws` (`?token=`, or a first message `{"type": "auth", "token": …}`); the caller must be
+allowed `console` on the VM (its owner or an administrator, by the default policies);
+each user's WebSockets, event streams included, are capped together
+(`server.ws_connections_per_user`, 10 as in seed 001); a VM has one console at a time.
+The guest's bytes are binary messages; a refusal, or the VM's end, is a text message
+`{"type": "error", "code", "error"}`, then a close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import anyio
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+
+from orchestrator.api.monitoring import WS_POLICY_VIOLATION
+from orchestrator.api.security import Security, access_of
+from orchestrator.api.vms import visible, vms_of
+from orchestrator.errors import DomainError
+from orchestrator.http.access import Principal
+from orchestrator.vms import Vms
+
+HISTORY_BYTES = 16 * 1024
+_CHUNK = 4096
+
+
+class AuthMessage(msgspec.Struct):
+    type: str
+    token: str = ""
+
+
+@websocket("/vms/{vm_id:str}/console")
+async def vm_console(socket: WebSocket[Any, Any, Any], vm_id: str) -> None:
+    await socket.accept()
+    vms = vms_of(socket.app.state)
+    orchestrator = vms.orchestrator
+    try:
+        principal = access_of(socket.scope).principal or await _first_message(socket)
+        vm = await visible(socket, vms, vm_id, "console")
+        if vm.status != "running":
+            raise _Refusal("VM_INVALID_STATE", f"virtual machine '{vm_id}' is {vm.status}")
+    except DomainError as exc:
+        await _refuse(socket, exc.code, exc.message)
+        return
+    except _Refusal as exc:
+        await _refuse(socket, exc.code, exc.message)
+        return
+    streams, user = orchestrator.events.streams, principal.user_id
+    limit = orchestrator.settings.server.ws_connections_per_user
+    if streams[user] >= limit:
+        await _refuse(socket, "RATE_LIMITED", f"at most {limit} WebSockets per user")
+        return
+    if vm_id in vms.consoles:
+        await _refuse(socket, "CONFLICT", f"the console of '{vm_id}' is already open")
+        return
+    streams[user] += 1
+    vms.consoles.add(vm_id)
+    try:
+        await _bridge(socket, vms, vm_id)
+    finally:
+        streams[user] -= 1
+        vms.consoles.discard(vm_id)
+
+
+class _Refusal(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+async def _first_message(socket: WebSocket[Any, Any, Any]) -> Principal:
+    security: Security = socket.app.state.security
+    patience = security.orchestrator.settings.server.ws_auth_timeout
+    try:
+        with anyio.fail_after(patience):
+            raw = await socket.receive_data("text")
+        message = msgspec.json.decode(raw, type=AuthMessage)
+    except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise _Refusal(
+            "UNAUTHORIZED", f"authentication required: {exc or 'no auth message in time'}"
+        ) from None
+    if message.type != "auth" or not message.token:
+        raise _Refusal("UNAUTHORIZED", "the first message must be {type: auth, token}")
+    return await security.check(
+        socket.scope,
+        f"Bearer {message.token}",
+        "console",
+        ("GET", "/vms/{vm_id}/console"),
+    )
+
+
+async def _bridge(socket: WebSocket[Any, Any, Any], vms: Vms, vm_id: str) -> None:
+    try:
+        history, reader, writer = await vms.console(vm_id, HISTORY_BYTES)
+    except OSError as exc:
+        await _refuse(socket, "VM_INVALID_STATE", f"the serial console does not answer: {exc}")
+        return
+    except DomainError as exc:
+        await _refuse(socket, exc.code, exc.message)
+        return
+    try:
+        if history:
+            await socket.send_bytes(history)
+        async with anyio.create_task_group() as group:
+
+            async def typed() -> None:
+                with contextlib.suppress(WebSocketDisconnect):
+                    while True:
+                        message = await socket.receive()
+                        if message["type"] == "websocket.disconnect":
+                            break
+                        data, text = message.get("bytes"), message.get("text")
+                        if isinstance(data, bytes) and data:
+                            writer.write(data)
+                        elif isinstance(text, str):
+                            writer.write(text.encode())
+                        await writer.drain()
+                group.cancel_scope.cancel()
+
+            group.start_soon(typed)
+            while chunk := await reader.read(_CHUNK):
+                await socket.send_bytes(chunk)
+            # The guest's QEMU ended: say so, then close.
+            await _refuse(socket, "VM_STOPPED", "the virtual machine stopped")
+            group.cancel_scope.cancel()
+    except (WebSocketDisconnect, ConnectionError, anyio.ClosedResourceError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def _refuse(socket: WebSocket[Any, Any, Any], code: str, error: str) -> None:
+    with anyio.move_on_after(1), contextlib.suppress(Exception):
+        await socket.send_text(
+            msgspec.json.encode({"type": "error", "code": code, "error": error}).decode()
+        )
+    with anyio.move_on_after(1), contextlib.suppress(Exception):
+        await socket.close(code=WS_POLICY_VIOLATION, reason=code)
