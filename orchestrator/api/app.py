@@ -11,6 +11,7 @@ from litestar.openapi import OpenAPIConfig
 
 from orchestrator.api.batch import BatchController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
+from orchestrator.api.deployments import DeploymentController
 from orchestrator.api.envelope import EXCEPTION_HANDLERS, document_errors
 from orchestrator.api.idempotency import Idempotency
 from orchestrator.api.limits import BodyLimits, refuse_nul, screen_request
@@ -44,13 +45,16 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         WebhookController,
         ProviderController,
         ResourceController,
+        DeploymentController,  # containers (issue 14)
     ]
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.
     v1 = Router(path="/api/v1", route_handlers=resources, include_in_schema=False)
+    # containers (issue 14): seed 002 spells its paths /v1/deployments…
+    seed_002 = Router(path="/v1", route_handlers=[DeploymentController], include_in_schema=False)
     security = Security(orchestrator)
     app = Litestar(
-        route_handlers=[health, *resources, v1, metrics, event_stream],
+        route_handlers=[health, *resources, v1, seed_002, metrics, event_stream],
         guards=[security.guard],
         middleware=[
             request_context,

@@ -26,6 +26,7 @@ from control_center.guard import Principal, authenticate, authorize
 from control_center.middleware import MUTATING, REFUSED, result_of
 from control_center.ratelimit import RateLimiter, RateLimitStatus
 from control_center.secret_keys import keys_for
+from orchestrator.api.deployment_routes import endpoints as deployment_endpoints
 from orchestrator.errors import DomainError
 from orchestrator.service import Orchestrator
 
@@ -66,6 +67,8 @@ ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("GET", "/resources/{resource_id}"): ("read", "resources", "resource_id"),
     ("GET", "/metrics"): ("read", "metrics", None),
     ("GET", "/ws"): ("read", "events", None),
+    # containers (issue 14)
+    **deployment_endpoints(),
 }
 OPEN = ("/health", "/schema")
 BATCH_SUBMISSION = ("POST", "/batch/execute")

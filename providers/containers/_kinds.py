@@ -143,7 +143,7 @@ class DeploymentUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     env_vars: dict[EnvName, EnvValue] | None = None
     health_check: HealthCheck | None = None
     resources: Resources | None = None
-    state: Literal["running", "stopped"] | None = None
+    state: Literal["running", "stopped", "deleting"] | None = None
 
 
 class DeploymentNamed(msgspec.Struct, forbid_unknown_fields=True):
@@ -172,9 +172,10 @@ KINDS: tuple[Kind, ...] = (
         key="image",
         summary="an image in the engine's store",
     ),
+    # A replica is part of its deployment: policies name it `deployments:<id>`.
     Kind(
         "replica",
-        "replicas",
+        "deployments",
         (
             Operation("create", ReplicaCreate, undo="delete", summary="run a healthy replica"),
             Operation("delete", ReplicaNamed, undo="create", summary="remove a replica"),
@@ -182,6 +183,7 @@ KINDS: tuple[Kind, ...] = (
             Operation("start", ReplicaNamed, undo="stop", summary="start a replica, healthy"),
             Operation("list", ReplicaList, mutates=False, summary="replicas, probed"),
         ),
+        key="deployment",
         summary="one container of a deployment",
     ),
     Kind(

@@ -10,7 +10,9 @@ Config (`[providers.<name>]`, `type = "containers"`):
 - `publish_ip`: where published ports listen (default `127.0.0.1`);
 - `stop_timeout`: seconds a container has to stop before it is killed (default 5);
 - `max_replicas`: the most replicas a deployment may ask for (default 20);
-- `limits`: apply a deployment's `resources` as cgroup limits (default true).
+- `limits`: apply a deployment's `resources` as cgroup limits (default true);
+- `domain_suffix`: a deployment's `url` is `http://<app_name>.<domain_suffix>` (default
+  none: the first replica's loopback address).
 
 Every container it makes carries the labels `provisioning.instance` and
 `provisioning.task` (the task that made it: a retried task adopts its own container
@@ -61,7 +63,15 @@ INSTANCE, TASK, DEPLOYMENT, HEALTH = (
     f"{LABEL}.deployment",
     f"{LABEL}.health",
 )
-_SETTINGS = {"socket", "network_mode", "publish_ip", "stop_timeout", "max_replicas", "limits"}
+_SETTINGS = {
+    "socket",
+    "network_mode",
+    "publish_ip",
+    "stop_timeout",
+    "max_replicas",
+    "limits",
+    "domain_suffix",
+}
 _MEMORY = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 
 
@@ -94,6 +104,7 @@ class ContainersProvider(BaseProvider):
         except (TypeError, ValueError) as exc:
             raise ProviderConfigError(f"stop_timeout and max_replicas are integers: {exc}") from exc
         self.limits = bool(config.get("limits", True))
+        self.domain_suffix = str(config.get("domain_suffix", ""))
 
     # -- validation ---------------------------------------------------------------------
 
