@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from orchestrator.api.batch import BatchController
+from orchestrator.api.containers import ContainerController, DockerController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
 from orchestrator.api.deployments import DeploymentController
 from orchestrator.api.envelope import EXCEPTION_HANDLERS, document_errors
@@ -45,7 +46,10 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         WebhookController,
         ProviderController,
         ResourceController,
-        DeploymentController,  # containers (issue 14)
+        # containers (issue 14)
+        DeploymentController,
+        ContainerController,
+        DockerController,
     ]
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.

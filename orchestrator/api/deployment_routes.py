@@ -1,4 +1,5 @@
-"""The deployments routes (orchestrator.api.deployments) as the guard names them."""
+"""The deployments and containers routes (orchestrator.api.deployments, .containers) as
+the guard names them."""
 
 from __future__ import annotations
 
@@ -19,4 +20,15 @@ def endpoints() -> dict[tuple[str, str], tuple[str, str, str | None]]:
         ("GET", "/deployments/{deployment_id}/status"): ("read", "deployments", "deployment_id"),
         ("GET", "/deployments/{deployment_id}/logs"): ("read", "deployments", "deployment_id"),
     }
-    return {**routes, **{(m, f"/v1{p}"): v for (m, p), v in routes.items()}}
+    seed_000 = {
+        ("GET", "/containers"): ("list", "containers", None),
+        ("GET", "/containers/{container_id}"): ("read", "containers", "container_id"),
+        ("GET", "/containers/{container_id}/logs"): ("read", "containers", "container_id"),
+        ("GET", "/docker/ps"): ("list", "docker", None),
+        ("POST", "/docker/containers"): ("create", "docker", None),
+        ("POST", "/docker/containers/{container_id}/start"): ("start", "docker", "container_id"),
+        ("POST", "/docker/containers/{container_id}/stop"): ("stop", "docker", "container_id"),
+        ("DELETE", "/docker/containers/{container_id}"): ("delete", "docker", "container_id"),
+        ("POST", "/docker/images/pull"): ("pull", "docker", None),
+    }
+    return {**routes, **{(m, f"/v1{p}"): v for (m, p), v in routes.items()}, **seed_000}

@@ -28,12 +28,13 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from control_center.tokens import Principal
 from orchestrator.api.controllers import orchestrator_of, security_of
-from orchestrator.api.envelope import Envelope
+from orchestrator.api.envelope import Envelope, ErrorBody
 from orchestrator.api.security import access_of
 from orchestrator.errors import Conflict, DomainError, InvalidInput, NotFound, ProviderFailed
 from orchestrator.ids import new_id
@@ -69,6 +70,22 @@ class NoRuntime(DomainError):
 class DockerError(DomainError):
     status_code = 502
     code = "DOCKER_ERROR"
+
+
+#: What an engine adds to the envelope's errors: the engine refused (`DOCKER_ERROR`), or
+#: none is configured or answering (`NO_RUNTIME_AVAILABLE`).
+ENGINE_ERRORS = {
+    502: ResponseSpec(
+        data_container=ErrorBody,
+        description="Bad Gateway: `code` DOCKER_ERROR, the engine's message",
+        generate_examples=False,
+    ),
+    503: ResponseSpec(
+        data_container=ErrorBody,
+        description="Service Unavailable: `code` NO_RUNTIME_AVAILABLE",
+        generate_examples=False,
+    ),
+}
 
 
 class RegistryAuth(msgspec.Struct, forbid_unknown_fields=True):
@@ -352,7 +369,12 @@ class DeploymentController(Controller):
     def _suffix(self, deployments: Deployments) -> str:
         return str(getattr(deployments.provider, "domain_suffix", "") or "")
 
-    @post("/", status_code=HTTP_201_CREATED, summary="Deploy an app (seed 002)")
+    @post(
+        "/",
+        status_code=HTTP_201_CREATED,
+        summary="Deploy an app (seed 002)",
+        responses=ENGINE_ERRORS,
+    )
     async def create(
         self, state: State, request: Request[Any, Any, Any], data: DeploymentIn
     ) -> Response[Envelope[dict[str, Any]]]:
@@ -389,7 +411,11 @@ class DeploymentController(Controller):
             HTTP_201_CREATED,
         )
 
-    @get("/", summary="The caller's deployments (every one for administrators)")
+    @get(
+        "/",
+        summary="The caller's deployments (every one for administrators)",
+        responses=ENGINE_ERRORS,
+    )
     async def index(
         self,
         state: State,
@@ -423,7 +449,7 @@ class DeploymentController(Controller):
             }
         )
 
-    @get("/{deployment_id:str}", summary="A deployment")
+    @get("/{deployment_id:str}", summary="A deployment", responses=ENGINE_ERRORS)
     async def show(
         self, state: State, request: Request[Any, Any, Any], deployment_id: str
     ) -> Envelope[dict[str, Any]]:
@@ -432,7 +458,11 @@ class DeploymentController(Controller):
         replicas = await deployments.replicas(deployment_id, probe=False)
         return Envelope(detail(record, url_of(record, replicas, self._suffix(deployments))))
 
-    @get("/{deployment_id:str}/status", summary="Replicas desired, ready and available")
+    @get(
+        "/{deployment_id:str}/status",
+        summary="Replicas desired, ready and available",
+        responses=ENGINE_ERRORS,
+    )
     async def status(
         self, state: State, request: Request[Any, Any, Any], deployment_id: str
     ) -> Envelope[dict[str, Any]]:
@@ -463,7 +493,7 @@ class DeploymentController(Controller):
             }
         )
 
-    @patch("/{deployment_id:str}/scale", summary="Add or remove replicas")
+    @patch("/{deployment_id:str}/scale", summary="Add or remove replicas", responses=ENGINE_ERRORS)
     async def scale(
         self, state: State, request: Request[Any, Any, Any], deployment_id: str, data: ScaleIn
     ) -> Envelope[dict[str, Any]]:
@@ -509,7 +539,11 @@ class DeploymentController(Controller):
             }
         )
 
-    @put("/{deployment_id:str}", summary="Update: a rolling replacement of the replicas")
+    @put(
+        "/{deployment_id:str}",
+        summary="Update: a rolling replacement of the replicas",
+        responses=ENGINE_ERRORS,
+    )
     async def update(
         self,
         state: State,
@@ -613,7 +647,12 @@ class DeploymentController(Controller):
         )
         return record, workflow_id
 
-    @post("/{deployment_id:str}/stop", status_code=HTTP_200_OK, summary="Stop every replica")
+    @post(
+        "/{deployment_id:str}/stop",
+        status_code=HTTP_200_OK,
+        summary="Stop every replica",
+        responses=ENGINE_ERRORS,
+    )
     async def stop(
         self, state: State, request: Request[Any, Any, Any], deployment_id: str
     ) -> Envelope[dict[str, Any]]:
@@ -627,7 +666,12 @@ class DeploymentController(Controller):
             }
         )
 
-    @post("/{deployment_id:str}/start", status_code=HTTP_200_OK, summary="Start every replica")
+    @post(
+        "/{deployment_id:str}/start",
+        status_code=HTTP_200_OK,
+        summary="Start every replica",
+        responses=ENGINE_ERRORS,
+    )
     async def start(
         self, state: State, request: Request[Any, Any, Any], deployment_id: str
     ) -> Envelope[dict[str, Any]]:
@@ -642,7 +686,12 @@ class DeploymentController(Controller):
             }
         )
 
-    @delete("/{deployment_id:str}", status_code=HTTP_200_OK, summary="Delete a deployment")
+    @delete(
+        "/{deployment_id:str}",
+        status_code=HTTP_200_OK,
+        summary="Delete a deployment",
+        responses=ENGINE_ERRORS,
+    )
     async def remove(
         self, state: State, request: Request[Any, Any, Any], deployment_id: str
     ) -> Envelope[dict[str, Any]]:
@@ -657,7 +706,9 @@ class DeploymentController(Controller):
             }
         )
 
-    @get("/{deployment_id:str}/logs", summary="The replicas' last log lines")
+    @get(
+        "/{deployment_id:str}/logs", summary="The replicas' last log lines", responses=ENGINE_ERRORS
+    )
     async def logs(
         self,
         state: State,

@@ -167,7 +167,7 @@ KINDS: tuple[Kind, ...] = (
     ),
     Kind(
         "image",
-        "images",
+        "docker",
         (Operation("pull", ImagePull, summary="pull an image into the engine"),),
         key="image",
         summary="an image in the engine's store",

@@ -45,7 +45,13 @@ from providers.base import (
     ProviderConfigError,
     ResourceChange,
 )
-from providers.containers._engine import EngineNotFound, EngineRefused, connect, engine_error
+from providers.containers._engine import (
+    EngineNotFound,
+    EngineRefused,
+    connect,
+    engine_error,
+    runtime_name,
+)
 from providers.containers._kinds import (
     KINDS,
     ContainerCreate,
@@ -270,7 +276,10 @@ class ContainersProvider(BaseProvider):
                 all=bool(call.params.get("all", True)), filters=json.dumps(filters)
             )
             infos = [await c.show() for c in found]
-        return ActionResult(result={"containers": [container_out(i) for i in infos]})
+            runtime = runtime_name(await client.version())
+        return ActionResult(
+            result={"containers": [container_out(i) for i in infos], "runtime": runtime}
+        )
 
     async def _container_logs(self, call: ActionCall) -> ActionResult:
         async with connect(self.socket) as client:
@@ -278,7 +287,10 @@ class ContainersProvider(BaseProvider):
             lines = await container.log(
                 stdout=True, stderr=True, timestamps=True, tail=int(call.params.get("tail", 100))
             )
-        return ActionResult(result={"lines": [str(line).rstrip("\n") for line in lines]})
+            runtime = runtime_name(await client.version())
+        return ActionResult(
+            result={"lines": [str(line).rstrip("\n") for line in lines], "runtime": runtime}
+        )
 
     # -- images ---------------------------------------------------------------------------
 

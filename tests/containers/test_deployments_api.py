@@ -234,3 +234,101 @@ def test_an_image_that_never_gets_healthy_fails_and_rolls_back(
     record = http.get(f"/v1/deployments/{data['id']}").json()["data"]
     assert record["status"] == "failed" and record["error_message"]
     assert not [n for n in engine.containers() if n.startswith("sick-")]
+
+
+def test_a_rolling_update_replaces_every_replica_while_the_service_answers(
+    http: httpx.Client, engine: Engine
+) -> None:
+    ident = create(http, engine, "rolling", 2)
+    old = listed_containers(http, ident)
+    update = http.put(
+        f"/v1/deployments/{ident}",
+        json={"image": engine.image_v2, "env_vars": {"GREETING": "v2"}, "registry_auth": AUTH},
+    )
+    assert update.status_code == 200, update.text
+    workflow_id = update.json()["data"]["workflow_id"]
+    polls, failures, seen = 0, [], set()
+    while True:
+        workflow = http.get(f"/workflows/{workflow_id}").json()["data"]
+        instances = [r for r in status(http, ident)["instances"] if r["running"]]
+        answered = []
+        for replica in instances:
+            try:
+                answered.append(answers(replica["host_port"]))
+            except httpx.HTTPError:
+                continue  # one being removed: another must answer
+        polls += 1
+        seen.update(answered)
+        if not answered:
+            failures.append(instances)
+        if workflow["status"] in ("Completed", "Failed", "RolledBack", "Cancelled"):
+            break
+    assert workflow["status"] == "Completed", workflow
+    assert not failures, failures
+    assert polls > 1 and seen == {"hi from rolling", "v2"}
+    now = status(http, ident)
+    assert now["replicas"] == {"desired": 2, "ready": 2, "available": 2}
+    assert not old & listed_containers(http, ident)
+    assert {answers(r["host_port"]) for r in now["instances"]} == {"v2"}
+    assert {r["image"] for r in now["instances"]} == {engine.image_v2}
+    settle(http, http.delete(f"/v1/deployments/{ident}").json()["data"])
+
+
+def test_an_update_that_never_gets_healthy_rolls_back_and_the_old_replicas_serve(
+    http: httpx.Client, engine: Engine
+) -> None:
+    ident = create(http, engine, "steady", 2)
+    old = listed_containers(http, ident)
+    update = http.put(
+        f"/v1/deployments/{ident}",
+        json={
+            "image": engine.broken,
+            "registry_auth": AUTH,
+            "health_check": {**FAST, "failure_threshold": 2},
+        },
+    )
+    assert update.status_code == 200, update.text
+    workflow = settle(http, update.json()["data"])
+    assert workflow["status"] in ("Failed", "RolledBack"), workflow
+    now = status(http, ident)
+    assert listed_containers(http, ident) == old
+    assert now["replicas"] == {"desired": 2, "ready": 2, "available": 2}
+    assert {answers(r["host_port"]) for r in now["instances"]} == {"hi from steady"}
+    record = http.get(f"/v1/deployments/{ident}").json()["data"]
+    assert record["image"] == engine.image and record["status"] == "running"
+    assert record["error_message"]
+    assert sorted(n for n in engine.containers() if n.startswith("steady-")) == sorted(old)
+    settle(http, http.delete(f"/v1/deployments/{ident}").json()["data"])
+
+
+def test_seed_000_docker_endpoints_drive_the_engine_through_tasks(
+    http: httpx.Client, engine: Engine
+) -> None:
+    pulled = http.post("/api/v1/docker/images/pull", json={"imageName": engine.image_v2})
+    # The registry wants credentials this endpoint does not take: the engine's refusal.
+    assert pulled.status_code == 502 and pulled.json()["code"] == "DOCKER_ERROR", pulled.text
+    assert "unauthorized" in pulled.json()["error"].lower() or "authentication" in pulled.text
+    body = {
+        "name": "seed-web",
+        "image": engine.image,
+        "env": ["GREETING=from seed 000"],
+        "portBindings": {"8080/tcp": [{"hostPort": "0"}]},
+    }
+    engine.podman("pull", "--creds", f"{USERNAME}:{PASSWORD}", engine.image)
+    created = http.post("/api/v1/docker/containers", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["data"]["name"] == "seed-web"
+    started = http.post("/api/v1/docker/containers/seed-web/start")
+    assert started.status_code == 200, started.text
+    listing = http.get("/api/v1/containers").json()["data"]
+    assert listing["runtime"] == "podman"
+    mine = [c for c in listing["containers"] if c["name"] == "seed-web"]
+    assert mine and mine[0]["state"] == "CONTAINER_RUNNING"
+    ps = http.get("/api/v1/docker/ps").json()["data"]["containers"]
+    assert "/seed-web" in [n for c in ps for n in c["names"]]
+    assert http.delete("/api/v1/docker/containers/seed-web").status_code == 409
+    assert http.post("/api/v1/docker/containers/seed-web/stop").status_code == 200
+    assert http.get("/api/v1/containers/seed-web/logs").status_code == 200
+    assert http.delete("/api/v1/docker/containers/seed-web").status_code == 200
+    assert "seed-web" not in engine.containers()
+    assert http.get("/api/v1/containers/seed-web").status_code == 404
