@@ -192,4 +192,4 @@ def shown_database(settings: Settings) -> str:
 
 # Groups defined in modules of their own, registered on `cli` as they are imported (last,
 # as they import this module).
-from orchestrator.cli import accounts, batch, owner, profile, rollback  # noqa: E402, F401
+from orchestrator.cli import accounts, batch, deployments, owner, profile, rollback  # noqa: E402, F401

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.containers.engine import Engine, missing
+from tests.servers import OrchestratorProcess
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,20 @@ def engine() -> Iterator[Engine]:
     finally:
         started.stop()
     assert started.firewall_untouched(), "podman changed the host's iptables"
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, engine: Engine
+) -> Iterator[OrchestratorProcess]:
+    process = OrchestratorProcess(
+        tmp_path_factory.mktemp("orchestrator"),
+        env={
+            "PROVISIONING_PROVIDERS__ENGINE__TYPE": "containers",
+            "PROVISIONING_PROVIDERS__ENGINE__SOCKET": str(engine.socket),
+            "PROVISIONING_PROVIDERS__ENGINE__STOP_TIMEOUT": "1",
+            "PROVISIONING_PROVIDERS__ENGINE__MAX_REPLICAS": "8",
+        },
+    ).start()
+    yield process
+    process.stop()

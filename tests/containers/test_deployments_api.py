@@ -16,7 +16,7 @@ import pytest
 from tests.containers.engine import PASSWORD, USERNAME, Engine
 from tests.servers import OrchestratorProcess, provision_user, wait_for_workflow
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 AUTH = {"username": USERNAME, "password": PASSWORD}
 FAST = {
@@ -26,23 +26,6 @@ FAST = {
     "timeout_seconds": 1,
     "failure_threshold": 3,
 }
-
-
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, engine: Engine
-) -> Iterator[OrchestratorProcess]:
-    process = OrchestratorProcess(
-        tmp_path_factory.mktemp("orchestrator"),
-        env={
-            "PROVISIONING_PROVIDERS__ENGINE__TYPE": "containers",
-            "PROVISIONING_PROVIDERS__ENGINE__SOCKET": str(engine.socket),
-            "PROVISIONING_PROVIDERS__ENGINE__STOP_TIMEOUT": "1",
-            "PROVISIONING_PROVIDERS__ENGINE__MAX_REPLICAS": "8",
-        },
-    ).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from providers.containers import ContainersProvider, EngineRefused, EngineUnavai
 from tests.containers.engine import PASSWORD, USERNAME, Engine
 from tests.unit.test_provider_sim import MemoryInventory
 
-pytestmark = [pytest.mark.slow, pytest.mark.backend_independent]
+pytestmark = [pytest.mark.slow, pytest.mark.backend_independent, pytest.mark.timeout(600)]
 
 
 def call(action: str, inventory: MemoryInventory, task_id: str = "t1", **params: Any) -> ActionCall:
