@@ -173,6 +173,12 @@ class ContainersProvider(BaseProvider):
             if existing is not None:
                 if (existing["Config"].get("Labels") or {}).get(TASK) != call.task_id:
                     raise EngineRefused(409, f"a container named {spec.name} already exists")
+                # Made by an earlier attempt of this task (a crash, a timeout): adopted,
+                # and started if that attempt did not get so far.
+                if spec.start and not existing["State"].get("Running"):
+                    container = client.containers.container(spec.name)
+                    await container.start()
+                    existing = await container.show()
                 return existing, False
             await self._ensure_image(client, spec.image)
             ports: dict[str, JSON] = {f"{p.container_port}/{p.protocol}": {} for p in spec.ports}
