@@ -396,7 +396,7 @@ class OrchestratorClient(ApiClient):
     def delete_checkpoint(self, checkpoint_id: str) -> str:
         """Forget a checkpoint; return the server's message."""
         path = f"/rollback/checkpoints/{_segment(checkpoint_id)}"
-        return self._call("DELETE", path, str)[0]
+        return self._call("DELETE", path, str)
 
     def rollback(
         self,

@@ -19,8 +19,8 @@ from typing import Any
 
 import msgspec
 
-#: msgspec's "… - at `$.simulate.fail`" and "… field `plan`".
-_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+#: msgspec's "… - at `$.simulate.fail`", "… - at `key` in `$.env`" and "… field `plan`".
+_AT = re.compile(r" - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$")
 _FIELD = re.compile(r"^Object (?P<what>missing required|contains unknown) field `(?P<name>[^`]+)`$")
 
 
@@ -113,6 +113,8 @@ def _located(message: str) -> InvalidParams:
     at = _AT.search(message)
     if at is not None:
         path, message = at["path"].removeprefix("."), message[: at.start()]
+        if at["key"]:
+            message = f"a key: {message}"
     field = _FIELD.match(message)
     if field is not None:
         path = f"{path}.{field['name']}" if path else field["name"]

@@ -17,7 +17,9 @@ from litestar.types import ControllerRouterHandler
 
 from control_center.gate import Gate
 from orchestrator.api.batch import BatchController
+from orchestrator.api.containers import ContainerController, DockerController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
+from orchestrator.api.deployments import DeploymentController
 from orchestrator.api.host.controllers import HOST_CONTROLLERS, HOST_STREAMS
 from orchestrator.api.idempotency import Idempotency
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
@@ -58,13 +60,19 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         *HOST_CONTROLLERS,
         VmController,
         vm_console,
+        # containers (issue 14)
+        DeploymentController,
+        ContainerController,
+        DockerController,
     ]
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.
     v1 = Router(path="/api/v1", route_handlers=resources, include_in_schema=False)
+    # Seed 002 spells its paths /v1/deployments…
+    seed_002 = Router(path="/v1", route_handlers=[DeploymentController], include_in_schema=False)
     security = Security(orchestrator, Gate(orchestrator.engine, orchestrator.settings))
     app = Litestar(
-        route_handlers=[health, *resources, v1, metrics, event_stream, *HOST_STREAMS],
+        route_handlers=[health, *resources, v1, seed_002, metrics, event_stream, *HOST_STREAMS],
         guards=[security.guard],
         middleware=[
             request_context,

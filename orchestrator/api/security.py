@@ -20,6 +20,7 @@ from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from orchestrator.api.deployment_routes import endpoints as deployment_endpoints
 from orchestrator.api.host.routes import HOST_ENDPOINTS
 from orchestrator.errors import DomainError
 from orchestrator.http.access import (
@@ -88,6 +89,7 @@ ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("GET", "/metrics"): ("read", "metrics", None),
     ("GET", "/ws"): ("read", "events", None),
     **HOST_ENDPOINTS,
+    **deployment_endpoints(),
 }
 OPEN = ("/health", "/schema")
 BATCH_SUBMISSION = ("POST", "/batch/execute")

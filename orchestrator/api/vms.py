@@ -17,11 +17,11 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
 
-from control_center.errors import Forbidden
 from orchestrator.api.security import Security, access_of
 from orchestrator.errors import DomainError, InvalidInput, VmNotFound
 from orchestrator.http.access import Gatekeeper, Principal
 from orchestrator.http.envelope import Envelope
+from orchestrator.http.errors import Forbidden
 from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.vms import Change, Status, Vm, Vms
 

@@ -13,6 +13,7 @@ from orchestrator.cli import (
     audit,
     batch,
     db,
+    deployments,
     host,
     login,
     policies,
@@ -87,6 +88,7 @@ for command in (
     rollback.state,
     host.host,
     vms.vm,
+    deployments.deployment,
     # The control center: your session and account, and its administration.
     login.login,
     login.logout,

@@ -214,6 +214,22 @@ async def list_resources(engine: AsyncEngine, provider: str, kind: str) -> list[
         return [dict(row) for row in rows]
 
 
+async def workflows_in(
+    engine: AsyncEngine, kind: str, statuses: Sequence[str], limit: int
+) -> list[dict[str, Any]]:
+    """A kind's workflows in these statuses, newest first (no task counts)."""
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                select(Workflow.__table__)
+                .where(Workflow.kind == kind, Workflow.status.in_(statuses))
+                .order_by(Workflow.created_at.desc())
+                .limit(limit)
+            )
+        ).mappings()
+        return [dict(row) for row in rows]
+
+
 async def list_workflows(
     engine: AsyncEngine, *, status: str | None, kind: str | None, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:

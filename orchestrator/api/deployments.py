@@ -1,0 +1,725 @@
+"""App deployments (seed 002): a thin adapter over the `containers` provider type.
+
+A deployment is a record (an inventory row of kind `deployment`, named by its id) and N
+replica containers labelled with that id, each publishing `port` on a free loopback
+port. Every change is a workflow of persisted tasks answered at once: create records the
+deployment then runs each replica (a replica's task completes once its health check
+passes); scale adds or removes replica tasks; stop, start and delete do each replica;
+update replaces the replicas one by one, each new one healthy before an old one goes.
+Create, scale and update roll back by themselves when a task fails (the previous spec is
+restored by compensation). Reads merge the record with the engine's live state.
+
+Status: `pending` while the create workflow runs, `updating` while another one does,
+`failed` when the create failed, else the recorded state (`running`, `stopped`).
+
+Ownership: a deployment belongs to whoever created it; users see only theirs (others
+are 404), administrators all. Policies name it `deployments:<id>`.
+
+`registry_auth` is used for the pull made while the request is checked (that is how an
+image that cannot be had is a 422) and is then forgotten: never stored, never echoed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from orchestrator.api.controllers import orchestrator_of, security_of
+from orchestrator.api.security import access_of
+from orchestrator.errors import Conflict, DomainError, InvalidInput, NotFound, ProviderFailed
+from orchestrator.http.access import Principal
+from orchestrator.http.envelope import Envelope, ErrorBody
+from orchestrator.ids import new_id
+from orchestrator.planner import TaskLimits
+from orchestrator.service import Orchestrator
+from orchestrator.specs import TaskSpec, WorkflowSpec
+from orchestrator.store.workflows import get_resource, get_workflow, list_resources, workflows_in
+from providers.base import InvalidParams
+from providers.containers import EngineFailed, EngineRefused, EngineUnavailable
+from providers.containers._kinds import (
+    AppName,
+    EnvName,
+    EnvValue,
+    HealthCheck,
+    ImageRef,
+    Port,
+    Resources,
+)
+
+ACTIVE = ("Pending", "Running", "RollingBack")
+FAILED = ("Failed", "RolledBack", "Cancelled")
+STATUSES = ("pending", "running", "stopped", "failed", "updating")
+
+Replicas = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+
+
+class NoRuntime(DomainError):
+    status_code = 503
+    code = "NO_RUNTIME_AVAILABLE"
+
+
+class DockerError(DomainError):
+    status_code = 502
+    code = "DOCKER_ERROR"
+
+
+#: What an engine adds to the envelope's errors: the engine refused (`DOCKER_ERROR`), or
+#: none is configured or answering (`NO_RUNTIME_AVAILABLE`).
+ENGINE_ERRORS = {
+    502: ResponseSpec(
+        data_container=ErrorBody,
+        description="Bad Gateway: `code` DOCKER_ERROR, the engine's message",
+        generate_examples=False,
+    ),
+    503: ResponseSpec(
+        data_container=ErrorBody,
+        description="Service Unavailable: `code` NO_RUNTIME_AVAILABLE",
+        generate_examples=False,
+    ),
+}
+
+
+class RegistryAuth(msgspec.Struct, forbid_unknown_fields=True):
+    username: Annotated[str, msgspec.Meta(max_length=256)]
+    password: Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+class DeploymentIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    app_name: AppName
+    image: ImageRef
+    port: Port
+    env_vars: dict[EnvName, EnvValue] = {}
+    replicas: Replicas = 1
+    resources: Resources | None = None
+    health_check: HealthCheck | None = None
+    #: Used for the pull, then forgotten.
+    registry_auth: RegistryAuth | None = None
+
+
+class DeploymentUpdateIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    image: ImageRef | None = None
+    env_vars: dict[EnvName, EnvValue] | None = None
+    replicas: Replicas | None = None
+    resources: Resources | None = None
+    health_check: HealthCheck | None = None
+    registry_auth: RegistryAuth | None = None
+
+
+class ScaleIn(msgspec.Struct, forbid_unknown_fields=True):
+    replicas: Replicas
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ts(value: Any) -> str | None:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if value is None else str(value)
+
+
+class Deployments:
+    """What the endpoints share: the instance, the records, ownership and workflows."""
+
+    def __init__(self, orchestrator: Orchestrator, request: Request[Any, Any, Any]) -> None:
+        self.orchestrator = orchestrator
+        self.request = request
+        self.catalog = orchestrator.catalog
+        doing = self.catalog.doing("deployment", "create")
+        if not doing:
+            raise NoRuntime(
+                "no container engine is configured: add a provider instance of type "
+                "'containers' (docs/deployments.md)"
+            )
+        self.instance = doing[0]
+        self.provider: Any = self.catalog.providers[self.instance]
+        principal = access_of(request.scope).principal
+        self.principal: Principal | None = principal
+        self.user = principal.user_id if principal is not None else None
+        self.admin = principal is not None and "admin" in principal.roles
+
+    # -- records ------------------------------------------------------------------------
+
+    def visible(self, record: dict[str, Any]) -> bool:
+        return self.admin or record.get("owner") == self.user
+
+    async def workflows(self, statuses: tuple[str, ...], limit: int = 500) -> list[dict[str, Any]]:
+        """Deployment workflows in these statuses, newest first."""
+        return await workflows_in(self.orchestrator.engine, "deployment", statuses, limit)
+
+    async def records(self) -> list[dict[str, Any]]:
+        """Every deployment this principal may see: recorded ones and creates not yet
+        recorded (or failed), with their status."""
+        rows = await list_resources(self.orchestrator.engine, self.instance, "deployment")
+        found: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            record = {**row["data"], "id": row["name"], "workflow_id": row["workflow_id"]}
+            record["updated_at"] = record.get("updated_at") or _ts(row["updated_at"])
+            found[row["name"]] = record
+        for workflow in await self.workflows((*ACTIVE, *FAILED)):
+            request = workflow["spec"] or {}
+            ident = request.get("deployment_id")
+            if request.get("operation") != "create" or not ident or ident in found:
+                continue
+            if workflow["status"] in FAILED and any(
+                w for w in found.values() if w.get("app_name") == request.get("app_name")
+            ):
+                continue
+            found[ident] = {
+                **(request.get("record") or {}),
+                "id": ident,
+                "workflow_id": workflow["id"],
+                "created_at": _ts(workflow["created_at"]),
+                "updated_at": _ts(workflow["created_at"]),
+                "state": "pending",
+            }
+        records = [r for r in found.values() if self.visible(r)]
+        for record in records:
+            await self.settle(record)
+        return sorted(records, key=lambda r: str(r.get("created_at")), reverse=True)
+
+    async def settle(self, record: dict[str, Any]) -> None:
+        """The record's `status` and `error_message`, from its last workflow."""
+        workflow = (
+            await get_workflow(self.orchestrator.engine, record["workflow_id"])
+            if record.get("workflow_id")
+            else None
+        )
+        record["status"] = record.get("state", "running")
+        record["error_message"] = None
+        if workflow is None:
+            return
+        operation = (workflow.get("spec") or {}).get("operation")
+        if workflow["status"] in ACTIVE:
+            record["status"] = "pending" if operation == "create" else "updating"
+        elif workflow["status"] in FAILED:
+            record["error_message"] = workflow.get("error") or f"{operation} failed"
+            if record.get("state") == "pending" or operation == "create":
+                record["status"] = "failed"
+        if record["status"] == "deleting":
+            record["status"] = "updating"
+        record["deployed_at"] = _ts(workflow.get("completed_at"))
+
+    async def get(self, ident: str) -> dict[str, Any]:
+        row = await get_resource(self.orchestrator.engine, self.instance, "deployment", ident)
+        record: dict[str, Any] | None = None
+        if row is not None:
+            record = {**row["data"], "id": ident, "workflow_id": row["workflow_id"]}
+            record["updated_at"] = record.get("updated_at") or _ts(row["updated_at"])
+            await self.settle(record)
+        else:
+            record = next((r for r in await self.records() if r["id"] == ident), None)
+        if record is None or not self.visible(record):
+            raise NotFound(f"deployment {ident} does not exist")
+        return record
+
+    async def idle(self, record: dict[str, Any]) -> None:
+        if record["status"] in ("pending", "updating"):
+            raise Conflict(
+                f"deployment {record['id']} is being changed (workflow {record['workflow_id']}): "
+                "wait for it to end"
+            )
+        if record["status"] == "failed" and record.get("state") == "pending":
+            raise Conflict(f"deployment {record['id']} failed to deploy: delete it and retry")
+
+    # -- the engine ---------------------------------------------------------------------
+
+    async def read(self, kind: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        declared = self.catalog.lookup(self.instance, kind, operation)
+        try:
+            return await self.orchestrator.read(declared, params)
+        except ProviderFailed as exc:
+            raise engine_error(exc.__cause__, exc) from exc
+
+    async def replicas(self, ident: str, probe: bool = True) -> list[dict[str, Any]]:
+        result = await self.read("replica", "list", {"deployment": ident, "probe": probe})
+        replicas: list[dict[str, Any]] = result["replicas"]
+        return replicas
+
+    async def pull(self, image: str, auth: RegistryAuth | None) -> None:
+        credentials = None if auth is None else msgspec.to_builtins(auth)
+        try:
+            await self.provider.pull(image, credentials)
+        except EngineRefused as exc:
+            raise InvalidInput(f"image: {exc.message}") from None
+        except (EngineUnavailable, EngineFailed) as exc:
+            raise engine_error(exc, exc) from None
+
+    def check(self, operation: str, params: dict[str, Any]) -> None:
+        try:
+            self.provider.validate("deployment", operation, params)
+        except InvalidParams as exc:
+            raise InvalidInput(f"{exc.path}: {exc.message}" if exc.path else exc.message) from None
+
+    # -- workflows ----------------------------------------------------------------------
+
+    async def submit(self, ident: str, operation: str, tasks: list[TaskSpec], **extra: Any) -> str:
+        spec = WorkflowSpec(
+            kind="deployment",
+            name=f"deployment {extra.get('app_name', ident)} {operation}"[:200],
+            tasks=tasks,
+            rollback_enabled=operation in ("create", "scale", "update"),
+            request={"deployment_id": ident, "operation": operation, **extra},
+        )
+        TaskLimits.of(self.orchestrator.settings.server).check_workflow(len(spec.tasks))
+        await security_of(self.request).authorize_items(
+            self.request.scope, self.catalog.items(spec)
+        )
+        return await self.orchestrator.submit(spec, owner=self.user)
+
+    def task(
+        self, name: str, kind: str, operation: str, params: dict[str, Any], after: list[str]
+    ) -> TaskSpec:
+        task = self.catalog.task(
+            self.instance, kind, operation, name=name, params=params, origin="body"
+        )
+        task.dependencies = list(after)
+        return task
+
+    def replica(self, record: dict[str, Any], after: list[str]) -> TaskSpec:
+        name = f"{record['app_name']}-{secrets.token_hex(4)}"
+        params = {
+            "name": name,
+            "deployment": record["id"],
+            "image": record["image"],
+            "port": record["port"],
+            "env_vars": record.get("env_vars") or {},
+            "health_check": record.get("health_check"),
+            "resources": record.get("resources"),
+        }
+        return self.task(f"replica {name}", "replica", "create", params, after)
+
+
+def engine_error(cause: BaseException | None, fallback: Exception) -> DomainError:
+    if isinstance(cause, EngineUnavailable):
+        return NoRuntime(str(cause))
+    if isinstance(cause, EngineFailed):
+        return DockerError(cause.message, {"status": cause.status})
+    return ProviderFailed(str(fallback))
+
+
+def url_of(record: dict[str, Any], replicas: list[dict[str, Any]], suffix: str) -> str | None:
+    if suffix:
+        return f"http://{record['app_name']}.{suffix}"
+    for replica in replicas:
+        if replica.get("running") and replica.get("host_port"):
+            return f"http://127.0.0.1:{replica['host_port']}"
+    return None
+
+
+def summary(record: dict[str, Any], url: str | None) -> dict[str, Any]:
+    return {
+        "id": record["id"],
+        "app_name": record.get("app_name"),
+        "image": record.get("image"),
+        "status": record["status"],
+        "url": url,
+        "replicas": record.get("replicas"),
+        "created_at": record.get("created_at"),
+        "updated_at": record.get("updated_at"),
+    }
+
+
+def detail(record: dict[str, Any], url: str | None) -> dict[str, Any]:
+    return {
+        **summary(record, url),
+        "user_id": record.get("owner"),
+        "port": record.get("port"),
+        "env_vars": record.get("env_vars") or {},
+        "resources": record.get("resources"),
+        "health_check": record.get("health_check"),
+        "deployed_at": record.get("deployed_at"),
+        "error_message": record.get("error_message"),
+        "workflow_id": record.get("workflow_id"),
+    }
+
+
+def _ok(data: Any, status: int = HTTP_200_OK) -> Response[Envelope[Any]]:
+    return Response(Envelope(data), status_code=status)
+
+
+class DeploymentController(Controller):
+    path = "/deployments"
+    tags = ["deployments"]
+
+    def _open(self, state: State, request: Request[Any, Any, Any]) -> Deployments:
+        return Deployments(orchestrator_of(state), request)
+
+    def _suffix(self, deployments: Deployments) -> str:
+        return str(getattr(deployments.provider, "domain_suffix", "") or "")
+
+    @post(
+        "/",
+        status_code=HTTP_201_CREATED,
+        summary="Deploy an app (seed 002)",
+        responses=ENGINE_ERRORS,
+    )
+    async def create(
+        self, state: State, request: Request[Any, Any, Any], data: DeploymentIn
+    ) -> Response[Envelope[dict[str, Any]]]:
+        deployments = self._open(state, request)
+        ident = new_id()
+        record = {
+            "id": ident,
+            "owner": deployments.user,
+            **msgspec.to_builtins(data),
+        }
+        record.pop("registry_auth", None)
+        deployments.check("create", record)
+        for other in await deployments.records():
+            mine = other.get("owner") == deployments.user
+            if mine and other["app_name"] == data.app_name and other["status"] != "failed":
+                raise Conflict(f"app_name: {data.app_name} is already deployed ({other['id']})")
+        await deployments.pull(data.image, data.registry_auth)
+        first = deployments.task("record", "deployment", "create", record, [])
+        tasks = [first] + [deployments.replica(record, ["record"]) for _ in range(data.replicas)]
+        workflow_id = await deployments.submit(
+            ident, "create", tasks, app_name=data.app_name, owner=deployments.user, record=record
+        )
+        return _ok(
+            {
+                "id": ident,
+                "app_name": data.app_name,
+                "image": data.image,
+                "status": "pending",
+                "url": None,
+                "created_at": _now(),
+                "message": "Deployment is being processed",
+                "workflow_id": workflow_id,
+            },
+            HTTP_201_CREATED,
+        )
+
+    @get(
+        "/",
+        summary="The caller's deployments (every one for administrators)",
+        responses=ENGINE_ERRORS,
+    )
+    async def index(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        page: Annotated[int, Parameter(ge=1, le=2**31)] = 1,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 10,
+        status: Annotated[
+            str | None, Parameter(pattern="^(pending|running|stopped|failed|updating)$")
+        ] = None,
+    ) -> Envelope[dict[str, Any]]:
+        deployments = self._open(state, request)
+        records = await deployments.records()
+        if status is not None:
+            records = [r for r in records if r["status"] == status]
+        total = len(records)
+        chosen = records[(page - 1) * limit : page * limit]
+        suffix = self._suffix(deployments)
+        out = []
+        for record in chosen:
+            replicas = [] if suffix else await deployments.replicas(record["id"], probe=False)
+            out.append(summary(record, url_of(record, replicas, suffix)))
+        return Envelope(
+            {
+                "deployments": out,
+                "pagination": {
+                    "page": page,
+                    "limit": limit,
+                    "total": total,
+                    "total_pages": (total + limit - 1) // limit,
+                },
+            }
+        )
+
+    @get("/{deployment_id:str}", summary="A deployment", responses=ENGINE_ERRORS)
+    async def show(
+        self, state: State, request: Request[Any, Any, Any], deployment_id: str
+    ) -> Envelope[dict[str, Any]]:
+        deployments = self._open(state, request)
+        record = await deployments.get(deployment_id)
+        replicas = await deployments.replicas(deployment_id, probe=False)
+        return Envelope(detail(record, url_of(record, replicas, self._suffix(deployments))))
+
+    @get(
+        "/{deployment_id:str}/status",
+        summary="Replicas desired, ready and available",
+        responses=ENGINE_ERRORS,
+    )
+    async def status(
+        self, state: State, request: Request[Any, Any, Any], deployment_id: str
+    ) -> Envelope[dict[str, Any]]:
+        deployments = self._open(state, request)
+        record = await deployments.get(deployment_id)
+        replicas = await deployments.replicas(deployment_id, probe=True)
+        desired = int(record.get("replicas") or 0) if record.get("state") == "running" else 0
+        ready = sum(1 for r in replicas if r.get("healthy"))
+        available = sum(1 for r in replicas if r.get("running"))
+        health = "healthy" if ready >= desired else ("degraded" if ready else "unhealthy")
+        started = sorted(str(r["started_at"]) for r in replicas if r.get("running"))
+        uptime = 0
+        if started:
+            try:
+                first = datetime.fromisoformat(started[0].replace("Z", "+00:00")[:32])
+                uptime = max(0, int((datetime.now(UTC) - first).total_seconds()))
+            except ValueError:
+                uptime = 0
+        return Envelope(
+            {
+                "status": record["status"],
+                "health": health,
+                "replicas": {"desired": desired, "ready": ready, "available": available},
+                "last_health_check": replicas[0].get("last_health_check") if replicas else None,
+                "uptime": f"{uptime}s",
+                "restart_count": sum(int(r.get("restart_count") or 0) for r in replicas),
+                "instances": replicas,
+            }
+        )
+
+    @patch("/{deployment_id:str}/scale", summary="Add or remove replicas", responses=ENGINE_ERRORS)
+    async def scale(
+        self, state: State, request: Request[Any, Any, Any], deployment_id: str, data: ScaleIn
+    ) -> Envelope[dict[str, Any]]:
+        deployments = self._open(state, request)
+        record = await deployments.get(deployment_id)
+        await deployments.idle(record)
+        deployments.check("update", {"id": deployment_id, "replicas": data.replicas})
+        live = await deployments.replicas(deployment_id, probe=False)
+        tasks = [
+            deployments.task(
+                "record",
+                "deployment",
+                "update",
+                {"id": deployment_id, "replicas": data.replicas},
+                [],
+            )
+        ]
+        if data.replicas > len(live):
+            tasks += [
+                deployments.replica(record, ["record"]) for _ in range(data.replicas - len(live))
+            ]
+        else:
+            for replica in live[data.replicas :]:
+                tasks.append(
+                    deployments.task(
+                        f"remove {replica['name']}",
+                        "replica",
+                        "delete",
+                        {"name": replica["name"]},
+                        ["record"],
+                    )
+                )
+        workflow_id = await deployments.submit(
+            deployment_id, "scale", tasks, app_name=record["app_name"], replicas=data.replicas
+        )
+        return Envelope(
+            {
+                "id": deployment_id,
+                "replicas": data.replicas,
+                "status": "updating",
+                "message": "Deployment is being scaled",
+                "workflow_id": workflow_id,
+            }
+        )
+
+    @put(
+        "/{deployment_id:str}",
+        summary="Update: a rolling replacement of the replicas",
+        responses=ENGINE_ERRORS,
+    )
+    async def update(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        deployment_id: str,
+        data: DeploymentUpdateIn,
+    ) -> Envelope[dict[str, Any]]:
+        deployments = self._open(state, request)
+        record = await deployments.get(deployment_id)
+        await deployments.idle(record)
+        changes = {
+            k: v
+            for k, v in msgspec.to_builtins(data).items()
+            if v is not None and k != "registry_auth"
+        }
+        deployments.check("update", {"id": deployment_id, **changes})
+        if data.image is not None:
+            await deployments.pull(data.image, data.registry_auth)
+        new = {**record, **changes}
+        live = await deployments.replicas(deployment_id, probe=False)
+        tasks = [
+            deployments.task("record", "deployment", "update", {"id": deployment_id, **changes}, [])
+        ]
+        # One replica at a time: the new one healthy, then an old one removed.
+        previous = "record"
+        target = int(new.get("replicas") or 0)
+        for index in range(max(target, len(live))):
+            if index < target:
+                created = deployments.replica(new, [previous])
+                tasks.append(created)
+                previous = created.name
+            if index < len(live):
+                name = live[index]["name"]
+                removed = deployments.task(
+                    f"remove {name}", "replica", "delete", {"name": name}, [previous]
+                )
+                tasks.append(removed)
+                previous = removed.name
+        workflow_id = await deployments.submit(
+            deployment_id, "update", tasks, app_name=record["app_name"], changes=changes
+        )
+        return Envelope(
+            {
+                "id": deployment_id,
+                "status": "updating",
+                "message": "Deployment update in progress",
+                "updated_at": _now(),
+                "workflow_id": workflow_id,
+            }
+        )
+
+    async def _each(
+        self, state: State, request: Request[Any, Any, Any], deployment_id: str, operation: str
+    ) -> tuple[dict[str, Any], str]:
+        deployments = self._open(state, request)
+        record = await deployments.get(deployment_id)
+        if operation != "delete" or record.get("state") != "pending":
+            await deployments.idle(record)
+        live = await deployments.replicas(deployment_id, probe=False)
+        target = {"stop": "stopped", "start": "running", "delete": "deleting"}[operation]
+        tasks: list[TaskSpec] = []
+        recorded = record.get("state") != "pending"
+        if recorded:
+            tasks.append(
+                deployments.task(
+                    "record", "deployment", "update", {"id": deployment_id, "state": target}, []
+                )
+            )
+        after = ["record"] if recorded else []
+        chosen = [
+            r
+            for r in live
+            if operation == "delete"
+            or (operation == "stop" and r["running"])
+            or (operation == "start" and not r["running"])
+        ]
+        for replica in chosen:
+            tasks.append(
+                deployments.task(
+                    f"{operation} {replica['name']}",
+                    "replica",
+                    operation,
+                    {"name": replica["name"]},
+                    after,
+                )
+            )
+        if operation == "delete" and recorded:
+            tasks.append(
+                deployments.task(
+                    "forget",
+                    "deployment",
+                    "delete",
+                    {"id": deployment_id},
+                    [t.name for t in tasks],
+                )
+            )
+        if not tasks:
+            return record, ""
+        workflow_id = await deployments.submit(
+            deployment_id, operation, tasks, app_name=record["app_name"]
+        )
+        return record, workflow_id
+
+    @post(
+        "/{deployment_id:str}/stop",
+        status_code=HTTP_200_OK,
+        summary="Stop every replica",
+        responses=ENGINE_ERRORS,
+    )
+    async def stop(
+        self, state: State, request: Request[Any, Any, Any], deployment_id: str
+    ) -> Envelope[dict[str, Any]]:
+        _, workflow_id = await self._each(state, request, deployment_id, "stop")
+        return Envelope(
+            {
+                "id": deployment_id,
+                "status": "stopped",
+                "message": "Deployment is being stopped",
+                "workflow_id": workflow_id,
+            }
+        )
+
+    @post(
+        "/{deployment_id:str}/start",
+        status_code=HTTP_200_OK,
+        summary="Start every replica",
+        responses=ENGINE_ERRORS,
+    )
+    async def start(
+        self, state: State, request: Request[Any, Any, Any], deployment_id: str
+    ) -> Envelope[dict[str, Any]]:
+        record, workflow_id = await self._each(state, request, deployment_id, "start")
+        return Envelope(
+            {
+                "id": deployment_id,
+                "status": "running",
+                "replicas": record.get("replicas"),
+                "message": "Deployment is being started",
+                "workflow_id": workflow_id,
+            }
+        )
+
+    @delete(
+        "/{deployment_id:str}",
+        status_code=HTTP_200_OK,
+        summary="Delete a deployment",
+        responses=ENGINE_ERRORS,
+    )
+    async def remove(
+        self, state: State, request: Request[Any, Any, Any], deployment_id: str
+    ) -> Envelope[dict[str, Any]]:
+        record, workflow_id = await self._each(state, request, deployment_id, "delete")
+        return Envelope(
+            {
+                "message": "Deployment is being deleted",
+                "deployment_id": deployment_id,
+                "app_name": record.get("app_name"),
+                "namespace_deleted": True,
+                "workflow_id": workflow_id,
+            }
+        )
+
+    @get(
+        "/{deployment_id:str}/logs", summary="The replicas' last log lines", responses=ENGINE_ERRORS
+    )
+    async def logs(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        deployment_id: str,
+        tail: Annotated[int, Parameter(ge=1, le=10_000)] = 100,
+    ) -> Envelope[dict[str, Any]]:
+        deployments = self._open(state, request)
+        await deployments.get(deployment_id)
+        lines: list[dict[str, Any]] = []
+        for replica in await deployments.replicas(deployment_id, probe=False):
+            result = await deployments.read(
+                "container", "logs", {"name": replica["name"], "tail": tail}
+            )
+            for line in result["lines"]:
+                stamp, _, message = str(line).partition(" ")
+                lines.append(
+                    {
+                        "timestamp": stamp,
+                        "level": "info",
+                        "message": message,
+                        "source": replica["name"],
+                    }
+                )
+        lines.sort(key=lambda entry: str(entry["timestamp"]))
+        return Envelope({"logs": lines[-tail:]})

@@ -1,0 +1,619 @@
+"""The `containers` provider type: a container engine's Docker Engine REST API.
+
+Config (`[providers.<name>]`, `type = "containers"`):
+
+- `socket`: the engine's unix socket (default: `DOCKER_HOST` when it is `unix://…`,
+  else `/run/podman/podman.sock`); `providers.containers.podman` starts a podman
+  service with the settings that work without touching the host's firewall;
+- `network_mode`: the containers' network (default `slirp4netns`: podman's user-mode
+  network, which publishes ports without iptables rules; `bridge` for a Docker Engine);
+- `publish_ip`: where published ports listen (default `127.0.0.1`);
+- `stop_timeout`: seconds a container has to stop before it is killed (default 5);
+- `max_replicas`: the most replicas a deployment may ask for (default 20);
+- `limits`: apply a deployment's `resources` as cgroup limits (default true);
+- `domain_suffix`: a deployment's `url` is `http://<app_name>.<domain_suffix>` (default
+  none: the first replica's loopback address).
+
+Every container it makes carries the labels `provisioning.instance` and
+`provisioning.task` (the task that made it: a retried task adopts its own container
+rather than making a second); a deployment's replicas also `provisioning.deployment`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import aiodocker
+import httpx
+import msgspec
+
+from providers.base import (
+    JSON,
+    ActionCall,
+    ActionResult,
+    BaseProvider,
+    InvalidParams,
+    Kind,
+    PermanentProviderError,
+    ProviderConfigError,
+    ResourceChange,
+)
+from providers.containers._engine import (
+    EngineNotFound,
+    EngineRefused,
+    connect,
+    engine_error,
+    runtime_name,
+)
+from providers.containers._kinds import (
+    KINDS,
+    ContainerCreate,
+    DeploymentCreate,
+    DeploymentUpdate,
+    HealthCheck,
+    ReplicaCreate,
+    Resources,
+)
+
+LABEL = "provisioning"
+INSTANCE, TASK, DEPLOYMENT, HEALTH = (
+    f"{LABEL}.instance",
+    f"{LABEL}.task",
+    f"{LABEL}.deployment",
+    f"{LABEL}.health",
+)
+_SETTINGS = {
+    "socket",
+    "network_mode",
+    "publish_ip",
+    "stop_timeout",
+    "max_replicas",
+    "limits",
+    "domain_suffix",
+}
+_MEMORY = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def default_socket() -> str:
+    host = os.environ.get("DOCKER_HOST", "")
+    return host.removeprefix("unix://") if host.startswith("unix://") else "/run/podman/podman.sock"
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ContainersProvider(BaseProvider):
+    """Containers, images, deployment replicas and deployment records (`_kinds`)."""
+
+    type_name: ClassVar[str] = "containers"
+    kinds: ClassVar[tuple[Kind, ...]] = KINDS
+
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        super().__init__(name, config)
+        unknown = sorted(set(config) - _SETTINGS - {"type"})
+        if unknown:
+            raise ProviderConfigError(f"unknown settings {unknown}; known: {sorted(_SETTINGS)}")
+        self.socket = str(config.get("socket") or default_socket())
+        self.network_mode = str(config.get("network_mode", "slirp4netns"))
+        self.publish_ip = str(config.get("publish_ip", "127.0.0.1"))
+        try:
+            self.stop_timeout = int(config.get("stop_timeout", 5))
+            self.max_replicas = int(config.get("max_replicas", 20))
+        except (TypeError, ValueError) as exc:
+            raise ProviderConfigError(f"stop_timeout and max_replicas are integers: {exc}") from exc
+        self.limits = bool(config.get("limits", True))
+        self.domain_suffix = str(config.get("domain_suffix", ""))
+
+    # -- validation ---------------------------------------------------------------------
+
+    def validate(self, kind: str, operation: str, params: Mapping[str, Any]) -> msgspec.Struct:
+        struct = super().validate(kind, operation, params)
+        replicas = getattr(struct, "replicas", None)
+        limited = isinstance(struct, DeploymentCreate | DeploymentUpdate)
+        if limited and replicas is not None and replicas > self.max_replicas:
+            raise InvalidParams("replicas", f"at most {self.max_replicas} on '{self.name}'")
+        return struct
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    async def apply(self, call: ActionCall) -> ActionResult:
+        kind, operation = self.declared(call)
+        handler = getattr(self, f"_{kind.name}_{operation.name}")
+        result: ActionResult = await handler(call)
+        return result
+
+    async def compensate(self, call: ActionCall, applied: ActionResult) -> ActionResult:
+        """An apply that recorded how to undo it (`result.undo`: the params of its undo
+        operation, the state it replaced) is undone with those; else the declared undo."""
+        undo = applied.result.get("undo")
+        kind, operation = self.declared(call)
+        if isinstance(undo, dict) and operation.undo is not None:
+            undone = kind.operation(operation.undo)
+            assert undone is not None
+            return await self.apply(replace(call, action=kind.action(undone), params=undo))
+        return await super().compensate(call, applied)
+
+    async def check(self, call: ActionCall) -> ActionResult:
+        kind, operation = self.declared(call)
+        named = call.params.get(kind.key or "name", "")
+        return ActionResult(output=f"would {operation.name} {kind.name} {named}".rstrip())
+
+    # -- containers ---------------------------------------------------------------------
+
+    def _labels(self, call: ActionCall, extra: Mapping[str, str]) -> dict[str, str]:
+        return {**extra, INSTANCE: self.name, TASK: call.task_id}
+
+    async def _find(self, client: aiodocker.Docker, name: str) -> dict[str, Any] | None:
+        try:
+            info: dict[str, Any] = await client.containers.container(name).show()
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return info
+
+    async def _make(
+        self,
+        call: ActionCall,
+        spec: ContainerCreate,
+        resources: Resources | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """The container as created (or adopted: a retry of the task that made it);
+        True when this call created it."""
+        async with connect(self.socket) as client:
+            existing = await self._find(client, spec.name)
+            if existing is not None:
+                if (existing["Config"].get("Labels") or {}).get(TASK) != call.task_id:
+                    raise EngineRefused(409, f"a container named {spec.name} already exists")
+                # Made by an earlier attempt of this task (a crash, a timeout): adopted,
+                # and started if that attempt did not get so far.
+                if spec.start and not existing["State"].get("Running"):
+                    container = client.containers.container(spec.name)
+                    await container.start()
+                    existing = await container.show()
+                return existing, False
+            await self._ensure_image(client, spec.image)
+            ports: dict[str, JSON] = {f"{p.container_port}/{p.protocol}": {} for p in spec.ports}
+            bindings = {
+                f"{p.container_port}/{p.protocol}": [
+                    {"HostIp": self.publish_ip, "HostPort": str(p.host_port or "")}
+                ]
+                for p in spec.ports
+            }
+            host: dict[str, Any] = {"PortBindings": bindings, "NetworkMode": self.network_mode}
+            if resources is not None and self.limits:
+                host.update(_limits(resources))
+            config: dict[str, Any] = {
+                "Image": spec.image,
+                "Env": [f"{k}={v}" for k, v in spec.env.items()],
+                "Labels": self._labels(call, spec.labels),
+                "ExposedPorts": ports,
+                "HostConfig": host,
+                "StopTimeout": self.stop_timeout,
+            }
+            if spec.command is not None:
+                config["Cmd"] = spec.command
+            container = await client.containers.create(config, name=spec.name)
+            if spec.start:
+                await container.start()
+            info: dict[str, Any] = await container.show()
+            return info, True
+
+    async def _ensure_image(self, client: aiodocker.Docker, image: str) -> None:
+        try:
+            await client.images.inspect(image)
+            return
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise
+        try:
+            await client.images.pull(image)
+        except aiodocker.DockerError as exc:
+            raise EngineRefused(
+                exc.status, f"image {image} cannot be had: {engine_error(exc).message}"
+            ) from exc
+
+    async def _container_create(self, call: ActionCall) -> ActionResult:
+        spec = msgspec.convert(call.params, ContainerCreate)
+        info, made = await self._make(call, spec)
+        data = container_out(info)
+        return ActionResult(
+            output=f"{'created' if made else 'adopted'} container {spec.name}",
+            result=data,
+            resources=(ResourceChange("container", spec.name, "create", data=data),),
+        )
+
+    async def _container_start(self, call: ActionCall) -> ActionResult:
+        name = call.params["name"]
+        async with connect(self.socket) as client:
+            await client.containers.container(name).start()
+            info = await client.containers.container(name).show()
+        data = container_out(info)
+        return ActionResult(
+            output=f"started container {name}",
+            result=data,
+            resources=(ResourceChange("container", name, "update", data=data),),
+        )
+
+    async def _container_stop(self, call: ActionCall) -> ActionResult:
+        name = call.params["name"]
+        async with connect(self.socket) as client:
+            await client.containers.container(name).stop(t=self.stop_timeout)
+            info = await client.containers.container(name).show()
+        data = container_out(info)
+        return ActionResult(
+            output=f"stopped container {name}",
+            result=data,
+            resources=(ResourceChange("container", name, "update", status="stopped", data=data),),
+        )
+
+    async def _container_delete(self, call: ActionCall) -> ActionResult:
+        name, force = call.params["name"], bool(call.params.get("force", False))
+        async with connect(self.socket) as client:
+            info = await self._find(client, name)
+            if info is None:
+                return ActionResult(output=f"container {name} does not exist")
+            if info["State"].get("Running") and not force:
+                raise EngineRefused(409, f"container {name} is running: stop it first")
+            await client.containers.container(name).delete(force=True)
+        return ActionResult(
+            output=f"removed container {name}",
+            resources=(ResourceChange("container", name, "delete"),),
+        )
+
+    async def _container_read(self, call: ActionCall) -> ActionResult:
+        async with connect(self.socket) as client:
+            info = await client.containers.container(call.params["name"]).show()
+        return ActionResult(result=container_out(info))
+
+    async def _container_list(self, call: ActionCall) -> ActionResult:
+        labels = call.params.get("labels") or {}
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]} if labels else {}
+        async with connect(self.socket) as client:
+            found = await client.containers.list(
+                all=bool(call.params.get("all", True)), filters=json.dumps(filters)
+            )
+            infos = [await c.show() for c in found]
+            runtime = runtime_name(await client.version())
+        return ActionResult(
+            result={"containers": [container_out(i) for i in infos], "runtime": runtime}
+        )
+
+    async def _container_logs(self, call: ActionCall) -> ActionResult:
+        async with connect(self.socket) as client:
+            container = client.containers.container(call.params["name"])
+            lines = await container.log(
+                stdout=True, stderr=True, timestamps=True, tail=int(call.params.get("tail", 100))
+            )
+            runtime = runtime_name(await client.version())
+        return ActionResult(
+            result={"lines": [str(line).rstrip("\n") for line in lines], "runtime": runtime}
+        )
+
+    # -- images ---------------------------------------------------------------------------
+
+    async def _image_pull(self, call: ActionCall) -> ActionResult:
+        image = call.params["image"]
+        async with connect(self.socket) as client:
+            await client.images.pull(image)
+            info = await client.images.inspect(image)
+        return ActionResult(output=f"pulled {image}", result={"image": image, "id": info.get("Id")})
+
+    async def pull(self, image: str, auth: Mapping[str, str] | None) -> str:
+        """Pull an image with the given registry credentials, used for this pull only
+        (never recorded); its id. Raises `EngineRefused` when it cannot be had."""
+        async with connect(self.socket) as client:
+            try:
+                await client.images.pull(image, auth=dict(auth) if auth else None)
+            except aiodocker.DockerError as exc:
+                raise EngineRefused(
+                    exc.status, f"image {image} cannot be had: {engine_error(exc).message}"
+                ) from exc
+            info = await client.images.inspect(image)
+        return str(info.get("Id", ""))
+
+    # -- replicas -----------------------------------------------------------------------
+
+    async def _replica_create(self, call: ActionCall) -> ActionResult:
+        spec = msgspec.convert(call.params, ReplicaCreate)
+        health = spec.health_check or HealthCheck()
+        labels = {DEPLOYMENT: spec.deployment, HEALTH: msgspec.json.encode(health).decode()}
+        container = ContainerCreate(
+            name=spec.name,
+            image=spec.image,
+            env={**spec.env_vars, "PORT": str(spec.port)}
+            if "PORT" not in spec.env_vars
+            else spec.env_vars,
+            ports=[_binding(spec.port)],
+            labels=labels,
+            start=True,
+        )
+        info, made = await self._make(call, container, spec.resources)
+        try:
+            await self._healthy(spec.name, info, spec.port, health)
+        except PermanentProviderError:
+            await self._remove(spec.name)
+            raise
+        data = {**replica_out(info, spec.port), "params": call.params}
+        return ActionResult(
+            output=f"{'created' if made else 'adopted'} replica {spec.name}: healthy",
+            result=replica_out(info, spec.port),
+            resources=(ResourceChange("replica", spec.name, "create", data=data),),
+        )
+
+    async def _replica_delete(self, call: ActionCall) -> ActionResult:
+        name = call.params["name"]
+        recorded = await call.inventory.get("replica", name)
+        undo = (recorded or {}).get("params")
+        removed = await self._remove(name)
+        if not removed and recorded is None:
+            return ActionResult(output=f"replica {name} does not exist")
+        return ActionResult(
+            output=f"removed replica {name}",
+            result={"undo": undo} if isinstance(undo, dict) else {},
+            resources=(ResourceChange("replica", name, "delete"),),
+        )
+
+    async def _replica_stop(self, call: ActionCall) -> ActionResult:
+        name = call.params["name"]
+        async with connect(self.socket) as client:
+            await client.containers.container(name).stop(t=self.stop_timeout)
+            info = await client.containers.container(name).show()
+        recorded = await call.inventory.get("replica", name) or {}
+        data = {**recorded, **replica_out(info, _port(info)), "running": False}
+        data.pop("status", None)
+        return ActionResult(
+            output=f"stopped replica {name}",
+            resources=(ResourceChange("replica", name, "update", status="stopped", data=data),),
+        )
+
+    async def _replica_start(self, call: ActionCall) -> ActionResult:
+        name = call.params["name"]
+        async with connect(self.socket) as client:
+            await client.containers.container(name).start()
+            info = await client.containers.container(name).show()
+        port = _port(info)
+        await self._healthy(name, info, port, _health_of(info))
+        recorded = await call.inventory.get("replica", name) or {}
+        data = {**recorded, **replica_out(info, port)}
+        data.pop("status", None)
+        return ActionResult(
+            output=f"started replica {name}: healthy",
+            resources=(ResourceChange("replica", name, "update", data=data),),
+        )
+
+    async def _replica_list(self, call: ActionCall) -> ActionResult:
+        deployment = call.params["deployment"]
+        filters = json.dumps({"label": [f"{DEPLOYMENT}={deployment}", f"{INSTANCE}={self.name}"]})
+        async with connect(self.socket) as client:
+            found = await client.containers.list(all=True, filters=filters)
+            infos = [await c.show() for c in found]
+        replicas = [replica_out(info, _port(info)) for info in infos]
+        if call.params.get("probe", True):
+            checks = [
+                probe(self.publish_ip, r["host_port"], _health_of(info))
+                if r["running"] and r["host_port"]
+                else _false()
+                for r, info in zip(replicas, infos, strict=True)
+            ]
+            for replica, healthy in zip(replicas, await asyncio.gather(*checks), strict=True):
+                replica["healthy"] = healthy
+            checked = now()
+            for replica in replicas:
+                replica["last_health_check"] = checked
+        return ActionResult(result={"replicas": sorted(replicas, key=lambda r: r["created"])})
+
+    async def _remove(self, name: str) -> bool:
+        async with connect(self.socket) as client:
+            if await self._find(client, name) is None:
+                return False
+            try:
+                await client.containers.container(name).delete(force=True)
+            except aiodocker.DockerError as exc:
+                if exc.status != 404:
+                    raise
+        return True
+
+    async def _healthy(
+        self, name: str, info: Mapping[str, Any], port: int, health: HealthCheck
+    ) -> None:
+        """Return once the replica answers its health check; a permanent error once it
+        failed `failure_threshold` checks in a row (or its container exited)."""
+        host_port = _host_port(info, port)
+        if host_port is None:
+            raise PermanentProviderError(f"replica {name}: port {port} is not published")
+        await asyncio.sleep(health.initial_delay_seconds)
+        failures = 0
+        while True:
+            started = time.monotonic()
+            if await probe(self.publish_ip, host_port, health):
+                return
+            failures += 1
+            async with connect(self.socket) as client:
+                state = (await client.containers.container(name).show())["State"]
+            if not state.get("Running"):
+                raise PermanentProviderError(
+                    f"replica {name} exited (code {state.get('ExitCode')}) before it was healthy"
+                )
+            if failures >= health.failure_threshold:
+                raise PermanentProviderError(
+                    f"replica {name} failed its health check (GET {health.path} on port "
+                    f"{host_port}) {failures} times in a row"
+                )
+            await asyncio.sleep(max(0.0, health.period_seconds - (time.monotonic() - started)))
+
+    # -- deployment records -------------------------------------------------------------
+
+    async def _deployment_create(self, call: ActionCall) -> ActionResult:
+        spec = msgspec.convert(call.params, DeploymentCreate)
+        for other in await call.inventory.list("deployment"):
+            if (
+                other.get("name") != spec.id
+                and other.get("owner") == spec.owner
+                and other.get("app_name") == spec.app_name
+            ):
+                raise PermanentProviderError(
+                    f"app_name {spec.app_name} is already deployed ({other.get('name')})"
+                )
+        recorded = await call.inventory.get("deployment", spec.id)
+        stamp = now()
+        data = {
+            **msgspec.to_builtins(spec),
+            "state": "running",
+            "created_at": (recorded or {}).get("created_at", stamp),
+            "updated_at": stamp,
+        }
+        return ActionResult(
+            output=f"recorded deployment {spec.id} ({spec.app_name})",
+            result={"id": spec.id},
+            resources=(ResourceChange("deployment", spec.id, "create", data=data),),
+        )
+
+    async def _deployment_update(self, call: ActionCall) -> ActionResult:
+        spec = msgspec.convert(call.params, DeploymentUpdate)
+        recorded = await call.inventory.get("deployment", spec.id)
+        if recorded is None:
+            raise PermanentProviderError(f"deployment {spec.id} is not recorded")
+        changes = {
+            k: v for k, v in msgspec.to_builtins(spec).items() if v is not None and k != "id"
+        }
+        previous = {k: recorded.get(k) for k in changes}
+        data = {**recorded, **changes, "updated_at": now()}
+        data.pop("status", None)
+        return ActionResult(
+            output=f"updated deployment {spec.id}: {', '.join(sorted(changes)) or 'nothing'}",
+            result={"undo": {"id": spec.id, **previous}},
+            resources=(ResourceChange("deployment", spec.id, "update", data=data),),
+        )
+
+    async def _deployment_delete(self, call: ActionCall) -> ActionResult:
+        ident = call.params["id"]
+        recorded = await call.inventory.get("deployment", ident)
+        if recorded is None:
+            return ActionResult(output=f"deployment {ident} is not recorded")
+        fields = set(DeploymentCreate.__struct_fields__)
+        undo = {k: v for k, v in recorded.items() if k in fields}
+        return ActionResult(
+            output=f"forgot deployment {ident}",
+            result={"undo": undo},
+            resources=(ResourceChange("deployment", ident, "delete"),),
+        )
+
+
+async def probe(ip: str, port: int, health: HealthCheck) -> bool:
+    """One HTTP health check: GET `path`, a 2xx or 3xx within `timeout_seconds`."""
+    url = f"http://{ip}:{port}{health.path}"
+    try:
+        async with httpx.AsyncClient(timeout=health.timeout_seconds, trust_env=False) as client:
+            response = await client.get(url)
+    except httpx.HTTPError:
+        return False
+    return 200 <= response.status_code < 400
+
+
+async def _false() -> bool:
+    return False
+
+
+def _binding(port: int) -> Any:
+    from providers.containers._kinds import PortBinding
+
+    return PortBinding(container_port=port)
+
+
+def _health_of(info: Mapping[str, Any]) -> HealthCheck:
+    raw = (info["Config"].get("Labels") or {}).get(HEALTH)
+    try:
+        return msgspec.json.decode(raw, type=HealthCheck) if raw else HealthCheck()
+    except msgspec.DecodeError:
+        return HealthCheck()
+
+
+def _port(info: Mapping[str, Any]) -> int:
+    """The (first) container port a replica publishes."""
+    for key in info["HostConfig"].get("PortBindings") or {}:
+        return int(str(key).split("/")[0])
+    return 0
+
+
+def _host_port(info: Mapping[str, Any], port: int) -> int | None:
+    for source in (
+        info.get("NetworkSettings", {}).get("Ports"),
+        info["HostConfig"].get("PortBindings"),
+    ):
+        for binding in (source or {}).get(f"{port}/tcp") or []:
+            if str(binding.get("HostPort") or "0") not in ("", "0"):
+                return int(binding["HostPort"])
+    return None
+
+
+def _limits(resources: Resources) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    if resources.cpu is not None:
+        cpus = (
+            int(resources.cpu[:-1]) / 1000 if resources.cpu.endswith("m") else float(resources.cpu)
+        )
+        if cpus > 0:
+            limits["NanoCpus"] = int(cpus * 1_000_000_000)
+    if resources.memory is not None:
+        digits = resources.memory.rstrip("KMGi")
+        limits["Memory"] = int(digits) * _MEMORY[resources.memory[len(digits) :]]
+    return limits
+
+
+def container_out(info: Mapping[str, Any]) -> JSON:
+    """A container as the API shows it (seed 000's fields)."""
+    state = info.get("State") or {}
+    config = info.get("Config") or {}
+    ports: list[JSON] = []
+    for key, bindings in ((info.get("NetworkSettings") or {}).get("Ports") or {}).items():
+        for binding in bindings or []:
+            ports.append(
+                {
+                    "containerPort": int(str(key).split("/")[0]),
+                    "protocol": str(key).partition("/")[2] or "tcp",
+                    "hostIp": binding.get("HostIp", ""),
+                    "hostPort": int(binding.get("HostPort") or 0),
+                }
+            )
+    return {
+        "id": info.get("Id", ""),
+        "name": str(info.get("Name", "")).lstrip("/"),
+        "image": config.get("Image", ""),
+        "status": state.get("Status", ""),
+        "state": state.get("Status", ""),
+        "running": bool(state.get("Running")),
+        "created": info.get("Created", ""),
+        "started_at": state.get("StartedAt"),
+        "restart_count": int(info.get("RestartCount") or 0),
+        "labels": config.get("Labels") or {},
+        "ports": ports,
+    }
+
+
+def replica_out(info: Mapping[str, Any], port: int) -> JSON:
+    out = container_out(info)
+    return {
+        "name": out["name"],
+        "container_id": out["id"],
+        "image": out["image"],
+        "state": out["state"],
+        "running": out["running"],
+        "created": out["created"],
+        "started_at": out["started_at"],
+        "restart_count": out["restart_count"],
+        "deployment": out["labels"].get(DEPLOYMENT),
+        "port": port,
+        "host_port": _host_port(info, port) or 0,
+    }
+
+
+__all__ = ["ContainersProvider", "EngineNotFound", "container_out", "probe"]

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Deployment benchmark: prints figures, asserts nothing.
+
+    .venv/bin/python tests/perf/bench_deployments.py [--replicas 1,10]
+
+Starts the tests' engine (tests/containers/engine.py: a podman service, the
+busybox-httpd image in a local registry) and an orchestrator with a `containers`
+instance on it. For each replica count: the time from `POST /v1/deployments` to every
+replica ready (its workflow Completed: each replica's task ends once its health check
+passed), beside the engine's own time for the same containers — `podman run -d` of N
+containers, then polling each published port until it answers, as the health checks
+do. The overhead is the difference, as a share of the engine's time (issue 14's target:
+at most 20 %).
+
+First figures (2 shared cores under a load average near 30, 2026-12-07):
+
+    replicas   API (s)  podman (s)  overhead
+           1      6.14        0.88      596%
+          10     20.85        7.64      173%
+
+Not met yet. Where it goes: the submit pulls the image again with the request's
+credentials (a registry round trip even when the image is present); a replica's first
+health check runs as soon as the container starts, usually before httpd listens, and
+the next one waits a whole `period_seconds` (the direct run polls every 50 ms); the
+replicas wait for the record task, and run within the workflow's parallel limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.containers.engine import PASSWORD, USERNAME, Engine
+from tests.servers import OrchestratorProcess, free_port, wait_for_workflow
+
+HEALTH = {"path": "/", "initial_delay_seconds": 0, "period_seconds": 1, "timeout_seconds": 1}
+
+
+def through_api(http: httpx.Client, engine: Engine, app: str, replicas: int) -> float:
+    started = time.perf_counter()
+    response = http.post(
+        "/v1/deployments",
+        json={
+            "app_name": app,
+            "image": engine.image,
+            "port": 8080,
+            "replicas": replicas,
+            "health_check": HEALTH,
+            "registry_auth": {"username": USERNAME, "password": PASSWORD},
+        },
+    )
+    response.raise_for_status()
+    data = response.json()["data"]
+    workflow = wait_for_workflow(http, data["workflow_id"], timeout=900)
+    took = time.perf_counter() - started
+    assert workflow["status"] == "Completed", workflow
+    gone = http.delete(f"/v1/deployments/{data['id']}").json()["data"]
+    wait_for_workflow(http, gone["workflow_id"], timeout=900)
+    return took
+
+
+def direct(engine: Engine, app: str, replicas: int) -> float:
+    started = time.perf_counter()
+    ports = []
+    for index in range(replicas):
+        port = free_port()
+        engine.podman(
+            "run", "-d", "--name", f"{app}-{index}", "--network", "slirp4netns",
+            "-p", f"127.0.0.1:{port}:8080", engine.image,
+        )  # fmt: skip
+        ports.append(port)
+    for port in ports:
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1, trust_env=False)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+    took = time.perf_counter() - started
+    for index in range(replicas):
+        engine.podman("rm", "-f", "-t", "0", f"{app}-{index}")
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--replicas", default="1,10")
+    counts = [int(n) for n in parser.parse_args().replicas.split(",")]
+    engine = Engine().start()
+    data = Path(engine.root) / "orchestrator"
+    data.mkdir()
+    server = OrchestratorProcess(
+        data,
+        env={
+            "PROVISIONING_PROVIDERS__ENGINE__TYPE": "containers",
+            "PROVISIONING_PROVIDERS__ENGINE__SOCKET": str(engine.socket),
+            "PROVISIONING_PROVIDERS__ENGINE__STOP_TIMEOUT": "1",
+            "PROVISIONING_AUTH__RATE_LIMIT_GENERAL": "100000",
+        },
+    ).start()
+    try:
+        engine.podman("pull", "--creds", f"{USERNAME}:{PASSWORD}", engine.image)
+        with server.client() as http:
+            http.timeout = httpx.Timeout(120)
+            print(f"{'replicas':>8} {'API (s)':>9} {'podman (s)':>11} {'overhead':>9}")
+            for count in counts:
+                engine_time = direct(engine, f"direct{count}", count)
+                api_time = through_api(http, engine, f"bench{count}", count)
+                overhead = (api_time - engine_time) / engine_time * 100
+                print(f"{count:>8} {api_time:>9.2f} {engine_time:>11.2f} {overhead:>8.0f}%")
+    finally:
+        server.stop()
+        engine.stop()
+
+
+if __name__ == "__main__":
+    main()
