@@ -55,8 +55,17 @@ def test_every_instance_is_listed_with_its_kinds_and_operations(client):
     assert {name: p["type"] for name, p in listed.items()} == {
         "aws": "sim",
         "local": "local",
+        "qemu": "qemu",
         "upcloud": "sim",
     }
+    (vm,) = listed["qemu"]["kinds"]
+    assert (vm["name"], vm["plural"], vm["key"], listed["qemu"]["touches_host"]) == (
+        "vm",
+        "vms",
+        "id",
+        True,
+    )
+    assert {op["name"]: op["undo"] for op in vm["operations"]}["delete"] is None
     upcloud = listed["upcloud"]
     assert not upcloud["touches_host"] and upcloud["declared"]
     kinds = {k["name"]: k for k in upcloud["kinds"]}

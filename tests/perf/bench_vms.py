@@ -30,6 +30,7 @@ from providers.qemu._config import parse_config  # noqa: E402
 from providers.qemu._images import Image  # noqa: E402
 from providers.qemu._machine import DISK, Definition, Machine  # noqa: E402
 from tests.servers import OrchestratorProcess  # noqa: E402
+from tests.vms import guest  # noqa: E402
 
 BODY = {"name": "bench", "cpu": 1, "memory": 32, "disk": 1, "os": "none"}
 
@@ -111,6 +112,7 @@ def main() -> None:
                 print(f"    overhead         {overhead * 1000:7.0f} ms per VM (medians)")
         finally:
             server.stop()
+            guest.kill_all(Path(tmp) / "data" / "vms")  # what a failed run left
 
 
 if __name__ == "__main__":
