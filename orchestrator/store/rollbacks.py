@@ -12,8 +12,9 @@ database's, in the transaction that stores the rollback (`insert_compensations`)
   completed (one that ended before the insert is no longer in the index), and that none
   of its tasks belongs to a workflow still running (whose own rollback could start).
 
-Either failure is `RollbackInProgress` (409), and the transaction stores nothing. The
-selection checks the same before planning, to say which rollback holds the work.
+Either failure is a 409 (`RollbackInProgress`, or `Conflict` for a running workflow's
+work), and the transaction stores nothing. The selection checks the same before
+planning, to say which rollback or workflow holds the work.
 """
 
 from __future__ import annotations
@@ -48,11 +49,7 @@ def _candidates() -> Any:
         Task.compensates.is_not(None), Task.status == "Completed"
     )
     return (
-        select(
-            Task.__table__,
-            Workflow.created_at.label("workflow_created_at"),
-            Workflow.status.label("workflow_status"),
-        )
+        select(Task.__table__, Workflow.created_at.label("workflow_created_at"))
         .join(Workflow, Workflow.id == Task.workflow_id)
         .where(
             Task.status == "Completed",
@@ -65,8 +62,11 @@ def _candidates() -> Any:
 
 
 async def completed_since(connection: AsyncConnection, moment: datetime) -> int:
-    """How many completed tasks a rollback to `moment` would undo."""
-    query = _candidates().where(Task.completed_at > moment).subquery()
+    """How many completed tasks, not undone nor being undone, ended after `moment`."""
+    undoing = select(Task.compensates).where(
+        Task.compensates.is_not(None), Task.status.in_(UNDOING)
+    )
+    query = _candidates().where(Task.completed_at > moment, Task.id.not_in(undoing)).subquery()
     return int((await connection.execute(select(func.count()).select_from(query))).scalar_one())
 
 

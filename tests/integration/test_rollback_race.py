@@ -125,6 +125,10 @@ def _check_answers(responses: list[httpx.Response]) -> list[str]:
     return started
 
 
+# Two servers, two workflows and a few dozen rollbacks: under a minute on an idle
+# machine, several on one shared with other test runs; past the suite's 120 s per test
+# only there.
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize(
     "started",
     [
