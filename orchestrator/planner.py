@@ -66,6 +66,18 @@ def _servers_by_name(infra: InfraSettings) -> dict[str, tuple[int, ServerDef]]:
     return {s.name: (i, s) for i, s in enumerate(infra.servers)}
 
 
+def _targets(taskserv: TaskservDef, servers: dict[str, tuple[int, ServerDef]]) -> list[str]:
+    """The servers a taskserv goes on (every server when it names none), all defined."""
+    targets = taskserv.servers or list(servers)
+    for name in targets:
+        if name not in servers:
+            raise InvalidInput(
+                f"taskserv '{taskserv.name}' names server '{name}', which the infra "
+                f"does not define (defined: {', '.join(sorted(servers)) or 'none'})"
+            )
+    return targets
+
+
 def _positions(infra: InfraSettings) -> dict[str, int]:
     """Each taskserv's index in the infra (for messages naming where its params are)."""
     return {t.name: i for i, t in reversed(list(enumerate(infra.taskservs)))}
@@ -106,13 +118,7 @@ def _taskserv_tasks(
     wanted = {t.name for t in taskservs}
     tasks: dict[str, TaskSpec] = {}
     for taskserv in taskservs:
-        targets = taskserv.servers or list(servers)
-        for server_name in targets:
-            if server_name not in servers:
-                raise InvalidInput(
-                    f"taskserv '{taskserv.name}' names server '{server_name}', which the infra "
-                    "does not define"
-                )
+        for server_name in _targets(taskserv, servers):
             index, server = servers[server_name]
             server_task = f"server {server_name}"
             if server_task not in tasks:
@@ -155,7 +161,7 @@ def plan_taskserv(
             params={"name": taskserv, "server": name},
             origin=f"taskservs[{_positions(infra)[taskserv]}]",
         )
-        for name in (definition.servers or list(servers))
+        for name in _targets(definition, servers)
     ]
 
 

@@ -47,10 +47,7 @@ class Declared:
 
     def item(self, params: Mapping[str, Any], default: str) -> str | None:
         """The item's name, as policies and the inventory know it (None: unnamed)."""
-        if self.kind.key is None:
-            return None
-        value = params.get(self.kind.key)
-        return default if value is None else str(value)
+        return self.kind.item_name(params, default)
 
 
 class Catalog:

@@ -67,7 +67,21 @@ class Kind:
     #: The parameter that names an item: the policy resource's name and the inventory
     #: row's. None for a kind whose items have no name (a command).
     key: str | None = "name"
+    #: A parameter that qualifies the name, for items that exist once per something else
+    #: (a taskserv per server): the item is then `<name>@<scope value>` (`k8s@web-01`),
+    #: for policies and the inventory alike.
+    scope: str | None = None
     summary: str = ""
+
+    def item_name(self, params: Mapping[str, Any], default: str | None = None) -> str | None:
+        """The name policies and the inventory give the item the params name (None: the
+        kind's items are unnamed, or the params name none and there is no default)."""
+        if self.key is None:
+            return None
+        value = params.get(self.key)
+        name = default if value is None else str(value)
+        qualifier = None if self.scope is None else params.get(self.scope)
+        return name if name is None or qualifier is None else f"{name}@{qualifier}"
 
     def operation(self, name: str) -> Operation | None:
         return next((op for op in self.operations if op.name == name), None)

@@ -64,7 +64,13 @@ class NoopParams(_Params, kw_only=True):
     pass
 
 
-def _crud(name: str, plural: str, create: type[_Params], named: type[_Params]) -> Kind:
+def _crud(
+    name: str,
+    plural: str,
+    create: type[_Params],
+    named: type[_Params],
+    scope: str | None = None,
+) -> Kind:
     return Kind(
         name,
         plural,
@@ -73,12 +79,14 @@ def _crud(name: str, plural: str, create: type[_Params], named: type[_Params]) -
             Operation("delete", named, undo="create", summary=f"delete a {name}"),
             Operation("read", named, mutates=False, summary=f"a {name} as recorded"),
         ),
+        scope=scope,
     )
 
 
 KINDS = (
     _crud("server", "servers", ServerCreate, Named),
-    _crud("taskserv", "taskservs", TaskservParams, TaskservParams),
+    # Installed per server: `k8s@web-01` for policies and the inventory.
+    _crud("taskserv", "taskservs", TaskservParams, TaskservParams, scope="server"),
     _crud("cluster", "clusters", ClusterCreate, ClusterNamed),
     Kind(
         "noop",

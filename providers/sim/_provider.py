@@ -183,9 +183,11 @@ class SimProvider(BaseProvider):
             self.validate(kind.name, operation.name, call.params)
         except InvalidParams as exc:
             raise PermanentProviderError(str(exc)) from None
-        name, server = call.params["name"], call.params.get("server")
-        # A taskserv is installed per server: its inventory row is `name@server`.
-        return kind.name, operation.name, f"{name}@{server}" if server else name
+        # The declared item name: a taskserv's is `name@server` (`Kind.scope`).
+        key = kind.item_name(call.params)
+        if key is None:
+            raise PermanentProviderError(f"{call.action}: the params name no {kind.name}")
+        return kind.name, operation.name, key
 
     async def _read(self, call: ActionCall) -> JSON:
         kind, _, key = self._checked(call)

@@ -44,7 +44,7 @@ def fuzz(
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=850,  # inside the tests' own 900 s safety net
         check=False,
         env={**os.environ, **(env or {})},
     )

@@ -12,9 +12,9 @@ from tests.servers import EXAMPLE_WORKSPACE, OrchestratorProcess, provision_user
 
 
 # About 2,000 requests, half of them the batch body's boundaries in JSON and YAML:
-# 45 s on an idle machine, up to twice that on a busy one; past the suite's 120 s
-# per test only when something is wrong.
-@pytest.mark.timeout(300)
+# 45 s on an idle machine, several times that on one shared with other test runs; the
+# timeout is a safety net against a hang, not a measure.
+@pytest.mark.timeout(900)
 def test_the_orchestrator_answers_within_its_schema_and_never_500(tmp_path):
     # The example workspace, so infra workflows run; `local` is simulated too, so no
     # generated command runs.

@@ -124,7 +124,7 @@ def test_policy_items_come_from_the_declarations(catalog: Catalog) -> None:
     )
     assert catalog.items(spec) == [
         ("create", "servers:web-01"),
-        ("delete", "taskservs:k8s"),
+        ("delete", "taskservs:k8s@web-01"),
         ("run", "local:local"),
     ]
     assert catalog.host_items(spec) == [("run", "local:local")]
@@ -185,3 +185,14 @@ def test_contradictory_declarations_are_refused(kinds: tuple[Kind, ...], why: st
     Broken.kinds = kinds  # type: ignore[attr-defined]
     with pytest.raises(ProviderConfigError, match="provider type 'broken'"):
         Catalog({"b": Broken("b", {})}, {"b": "broken"})
+
+
+def test_a_scoped_kind_names_its_items_alike_for_policies_and_the_inventory(
+    catalog: Catalog,
+) -> None:
+    spec = workflow(TaskSpec("t", "upcloud", "taskserv.create", {"name": "k8s", "server": "db"}))
+    (item,) = catalog.items(spec)
+    taskserv = next(k for k in catalog.kinds("upcloud") if k.name == "taskserv")
+    assert item == ("create", f"taskservs:{taskserv.item_name({'name': 'k8s', 'server': 'db'})}")
+    assert item == ("create", "taskservs:k8s@db")
+    assert taskserv.item_name({"name": "k8s"}) == "k8s"
