@@ -101,7 +101,7 @@ class Page(msgspec.Struct, Generic[T]):
 
 
 class ApiError(Exception):
-    """The orchestrator answered with an error envelope, or with something unexpected."""
+    """The API answered with an error envelope, or with something unexpected."""
 
     def __init__(self, message: str, code: str, status: int, details: Any = None) -> None:
         super().__init__(message)
@@ -112,7 +112,7 @@ class ApiError(Exception):
 
 
 class Unreachable(Exception):
-    """No orchestrator answers at the base URL (refused, unresolvable, timed out)."""
+    """Nothing answers at the base URL (refused, unresolvable, timed out)."""
 
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(f"cannot reach {url}: {reason}")
