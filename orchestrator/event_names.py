@@ -28,6 +28,7 @@ EVENT_NAMES = (
     "batch.rolled_back",
     "rollback.started",
     "checkpoint.created",
+    "checkpoint.deleted",
     "state.restored",
 )
 _SNAKE = {"RollingBack": "rolling_back", "RolledBack": "rolled_back"}
@@ -35,6 +36,7 @@ _OTHERS = {
     "WorkflowSubmitted": "workflow.submitted",
     "RollbackStarted": "rollback.started",
     "CheckpointCreated": "checkpoint.created",
+    "CheckpointDeleted": "checkpoint.deleted",
     "StateRestored": "state.restored",
 }
 

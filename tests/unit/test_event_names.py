@@ -1,0 +1,26 @@
+"""Webhook names (`orchestrator/event_names.py`): every log event that webhooks carry has
+a name a subscription can list, and a checkpoint's end is one of them."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.event_names import EVENT_NAMES, webhook_event
+
+# Touches no database: runs in the SQLite pass only (tests/conftest.py).
+pytestmark = pytest.mark.backend_independent
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "name"),
+    [
+        ("CheckpointCreated", {}, "checkpoint.created"),
+        ("CheckpointDeleted", {}, "checkpoint.deleted"),
+        ("StateRestored", {}, "state.restored"),
+        ("TaskStatusChanged", {"status": "Completed"}, "task.completed"),
+        ("TaskStatusChanged", {"status": "Failed", "retrying": True}, "task.retrying"),
+    ],
+)
+def test_events_have_webhook_names_a_subscription_can_list(kind, data, name):
+    assert webhook_event(kind, data) == name
+    assert name in EVENT_NAMES
