@@ -15,10 +15,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests import backend
 from tests.local_commands import open_directory
 from tests.servers import OrchestratorProcess
+
+# Properties are checked, not timed: a deadline per example (200 ms by default) fails
+# tests on a machine shared with another run, and speed belongs in tests/perf/.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 HERE = Path(__file__).resolve().parent
 SELF_CONTAINED = [HERE / "postgres"]

@@ -1,7 +1,7 @@
 """What a requested rollback undoes, and the database's word that nothing is undone twice.
 
 A rollback (`POST /rollback/execute`) selects the completed tasks to undo, plans their
-compensations (`orchestrator.rollback`) and submits them as a workflow of its own. Any
+compensations (`orchestrator.rules`) and submits them as a workflow of its own. Any
 number of processes may do so at once on one database, so the guarantee is the
 database's, in the transaction that stores the rollback (`insert_compensations`):
 

@@ -21,9 +21,11 @@ UUID_LENGTH = 36
 
 
 def run(
-    *args: str, url: str | None = None, env: Mapping[str, str] | None = None, timeout: float = 30
+    *args: str, url: str | None = None, env: Mapping[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run the CLI; `url` becomes `--url`. The environment holds no PROVISIONING_* but `env`."""
+    """Run the CLI; `url` becomes `--url`. The environment holds no PROVISIONING_* but `env`.
+    `timeout` is a safety net against a hang, not a measure: a command that starts the
+    service imports every provider type, which takes tens of seconds on a busy machine."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONING_")}
     command = [PROVISIONING, *(["--url", url] if url else []), *args]
     if url in TOKENS:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from orchestrator.rollback import DoneTask, plan_compensations
 from sqlalchemy import select
 
 from orchestrator.errors import Conflict, RollbackInProgress
+from orchestrator.rules import DoneTask, plan_compensations
 from orchestrator.service import Orchestrator
 from orchestrator.settings import load_settings
 from orchestrator.specs import TaskSpec, WorkflowSpec
