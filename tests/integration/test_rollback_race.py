@@ -219,8 +219,14 @@ def test_the_store_refuses_a_rollback_planned_before_another_took_the_work(tmp_p
             first = await orchestrator.submit(_rollback(done))
             with pytest.raises(RollbackInProgress):  # the first one's, pending or running
                 await orchestrator.submit(_rollback(done))
-            with pytest.raises(RollbackInProgress, match=first):
-                await undoable_tasks(orchestrator.engine)
+            # The first may already have ended (no-op tasks are quick): then nothing is
+            # left to undo; while it runs, the selection names it.
+            outcome: object
+            try:
+                outcome = await undoable_tasks(orchestrator.engine)
+            except RollbackInProgress as exc:
+                outcome = str(exc)
+            assert outcome == [] or first in str(outcome)
             await orchestrator.scheduler.wait(first)
             with pytest.raises(RollbackInProgress, match="has undone"):
                 await orchestrator.submit(_rollback(done))
