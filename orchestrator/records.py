@@ -124,12 +124,9 @@ class Records:
 
     # The inventory.
 
-    async def resources(
-        self, *, kind: str | None, provider: str | None, limit: int, offset: int
-    ) -> tuple[list[Row], int]:
-        return await inventory.inventory_page(
-            self._engine, kind=kind, provider=provider, limit=limit, offset=offset
-        )
+    async def resources(self, *, kind: str | None, provider: str | None) -> list[Row]:
+        """Every inventory row of this kind and instance, each with its `owner`."""
+        return await inventory.inventory_rows(self._engine, kind=kind, provider=provider)
 
     async def resource(self, resource_id: str) -> Row | None:
         return await inventory.inventory_row(self._engine, resource_id)

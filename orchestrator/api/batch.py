@@ -14,6 +14,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from orchestrator.api.controllers import WorkflowStatus, orchestrator_of, security_of
 from orchestrator.api.schemas import BatchOperationOut, BatchOut, Compensation, OperationResult
+from orchestrator.api.security import user_of
 from orchestrator.batch import Batch, check_storage_backend, plan_batch
 from orchestrator.errors import DomainError, InvalidInput, NotFound
 from orchestrator.http.envelope import Envelope
@@ -167,7 +168,7 @@ class BatchController(Controller):
         )
         items = orchestrator.catalog.items(spec)
         await security_of(request).authorize_items(request.scope, items)
-        batch_id = await orchestrator.submit(spec)
+        batch_id = await orchestrator.submit(spec, owner=user_of(request.scope))
         workflow = await orchestrator.records.workflow(batch_id)
         assert workflow is not None
         summary = summarize(

@@ -20,7 +20,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPT
 
 from orchestrator.api.controllers import orchestrator_of, security_of
 from orchestrator.api.deployments import ENGINE_ERRORS, DockerError, NoRuntime, engine_error
-from orchestrator.api.security import access_of
+from orchestrator.api.security import user_of
 from orchestrator.errors import InvalidInput, NotFound, ProviderFailed
 from orchestrator.http.envelope import Envelope
 from orchestrator.service import Orchestrator
@@ -87,10 +87,7 @@ class Engine:
         task = catalog.task(self.instance, kind, operation, name=name, params=params, origin="body")
         spec = WorkflowSpec(kind=kind, name=name, tasks=[task], request={"seed": "000"})
         await security_of(request).authorize_items(request.scope, catalog.items(spec))
-        principal = access_of(request.scope).principal
-        workflow_id = await self.orchestrator.submit(
-            spec, owner=principal.user_id if principal is not None else None
-        )
+        workflow_id = await self.orchestrator.submit(spec, owner=user_of(request.scope))
         await self.orchestrator.wait(workflow_id, self.orchestrator.settings.server.wait_timeout)
         workflow = await get_workflow(self.orchestrator.engine, workflow_id)
         status = workflow["status"] if workflow else "Pending"

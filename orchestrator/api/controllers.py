@@ -19,7 +19,7 @@ from orchestrator.api.schemas import (
     WorkflowIn,
     WorkflowOut,
 )
-from orchestrator.api.security import Security
+from orchestrator.api.security import Security, user_of
 from orchestrator.errors import NotFound
 from orchestrator.http.envelope import Envelope
 from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
@@ -57,7 +57,7 @@ async def submit(
     TaskLimits.of(orchestrator.settings.server).check_workflow(len(spec.tasks))
     items = orchestrator.catalog.items(spec)
     await security_of(request).authorize_items(request.scope, items)
-    workflow_id = await orchestrator.submit(spec)
+    workflow_id = await orchestrator.submit(spec, owner=user_of(request.scope))
     if wait:
         await orchestrator.wait(workflow_id, orchestrator.settings.server.wait_timeout)
     workflow = await orchestrator.records.workflow(workflow_id)

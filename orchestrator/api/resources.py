@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 
-from orchestrator.api.controllers import orchestrator_of
+from orchestrator.api.controllers import orchestrator_of, security_of
 from orchestrator.api.redaction import redact
 from orchestrator.api.schemas import ResourceOut
 from orchestrator.errors import NotFound
@@ -16,15 +16,28 @@ from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_pag
 from orchestrator.resources import Catalog
 
 
-def resource_out(row: dict[str, Any], catalog: Catalog) -> ResourceOut:
+def policy_name(row: dict[str, Any], catalog: Catalog) -> str | None:
+    """The name policies give the row's item (`vms:<id>`), if its kind is declared."""
     kind = next((k for k in catalog.kinds(row["provider"]) if k.name == row["kind"]), None)
+    return None if kind is None else f"{kind.plural}:{row['name']}"
+
+
+async def readable(request: Request[Any, Any, Any], row: dict[str, Any], catalog: Catalog) -> bool:
+    """Whether the caller may read the row's item, as its owner's policies say (the
+    default `vm_privacy_policy` keeps other users' VMs out of sight)."""
+    name = policy_name(row, catalog) or f"resources:{row['id']}"
+    return await security_of(request).allows(request.scope, "read", name, row["owner"])
+
+
+def resource_out(row: dict[str, Any], catalog: Catalog) -> ResourceOut:
     return ResourceOut(
         id=row["id"],
         provider=row["provider"],
         kind=row["kind"],
         name=row["name"],
         status=row["status"],
-        resource=None if kind is None else f"{kind.plural}:{row['name']}",
+        resource=policy_name(row, catalog),
+        owner=row["owner"],
         workflow_id=row["workflow_id"],
         task_id=row["task_id"],
         data=redact(row["data"] or {}),
@@ -49,18 +62,24 @@ class ResourceController(Controller):
     ) -> Response[Envelope[list[ResourceOut]]]:
         check_page(limit, offset)
         orchestrator = orchestrator_of(state)
-        rows, total = await orchestrator.records.resources(
-            kind=kind, provider=provider, limit=limit, offset=offset
-        )
+        catalog = orchestrator.catalog
+        rows = [
+            row
+            for row in await orchestrator.records.resources(kind=kind, provider=provider)
+            if await readable(request, row, catalog)
+        ]
         return Response(
-            Envelope([resource_out(r, orchestrator.catalog) for r in rows]),
-            headers=page_headers(request, total, limit, offset),
+            Envelope([resource_out(r, catalog) for r in rows[offset : offset + limit]]),
+            headers=page_headers(request, len(rows), limit, offset),
         )
 
     @get("/{resource_id:str}", summary="One inventory row")
-    async def show(self, state: State, resource_id: str) -> Envelope[ResourceOut]:
+    async def show(
+        self, state: State, request: Request[Any, Any, Any], resource_id: str
+    ) -> Envelope[ResourceOut]:
         orchestrator = orchestrator_of(state)
         row = await orchestrator.records.resource(resource_id)
-        if row is None:
+        # An item the caller may not read is not found, as if it did not exist.
+        if row is None or not await readable(request, row, orchestrator.catalog):
             raise NotFound(f"resource '{resource_id}' not found")
         return Envelope(resource_out(row, orchestrator.catalog))

@@ -19,6 +19,7 @@ from orchestrator.api.schemas import (
     RollbackOut,
     RollbackStatistics,
 )
+from orchestrator.api.security import user_of
 from orchestrator.api.state import human_bytes
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.http.envelope import Envelope
@@ -118,7 +119,7 @@ class RollbackController(Controller):
         # Undo commands run on this host too: the same permission as running them.
         items = orchestrator.catalog.host_items(spec)
         await security_of(request).authorize_items(request.scope, items)
-        rollback_id = await orchestrator.submit(spec)
+        rollback_id = await orchestrator.submit(spec, owner=user_of(request.scope))
         if data.wait:
             await orchestrator.wait(rollback_id, orchestrator.settings.server.wait_timeout)
         return Envelope(await _rollback_result(orchestrator, rollback_id, started))

@@ -390,6 +390,9 @@ class ResourceOut(msgspec.Struct):
     #: How policies name it (`servers:web-01`); None when the instance's type does not
     #: declare the kind (or is no longer configured).
     resource: str | None
+    #: The user it belongs to: the one its record names (a VM's, a deployment's), else
+    #: the one whose workflow last changed it; None for work of the system itself.
+    owner: str | None
     workflow_id: str | None
     task_id: str | None
     data: dict[str, Any]

@@ -192,6 +192,19 @@ class Security:
                 access.resource = resource
                 raise
 
+    async def allows(self, scope: Scope, action: str, resource: str, owner: str | None) -> bool:
+        """Whether the principal the guard let in may do `action` on `resource`, which
+        belongs to `owner` (for lists that show each caller what it may read)."""
+        principal = access_of(scope).principal
+        if principal is None:
+            return False
+        context = {
+            "ip": _client_ip(scope),
+            "method": str(scope.get("method", "")),
+            "owner": owner or "",
+        }
+        return await self.gate.allows(principal, action, resource, context)
+
     def _limit(self, access: Access, principal: Principal, key: tuple[str, str]) -> None:
         auth = self.orchestrator.settings.auth
         general = self.limiter.hit(f"user:{principal.user_id}", auth.rate_limit_general)
@@ -274,6 +287,12 @@ def access_of(scope: Scope) -> Access:
     state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[typeddict-item]
     access: Access = state.setdefault(_STATE_KEY, Access())
     return access
+
+
+def user_of(scope: Scope) -> str | None:
+    """The id of the user the guard let in (a workflow's owner), if any."""
+    principal = access_of(scope).principal
+    return None if principal is None else principal.user_id
 
 
 def _client_ip(scope: Scope) -> str | None:

@@ -8,42 +8,47 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.store.models import Resource
+from orchestrator.store.models import Resource, Workflow
 
 
-async def inventory_page(
-    engine: AsyncEngine, *, kind: str | None, provider: str | None, limit: int, offset: int
-) -> tuple[list[dict[str, Any]], int]:
-    """Rows by provider instance, kind and name, with how many match in all."""
+async def inventory_rows(
+    engine: AsyncEngine, *, kind: str | None, provider: str | None
+) -> list[dict[str, Any]]:
+    """Every row of this kind and provider instance, by instance, kind and name, each
+    with `owner`: the user its record names, else the user whose workflow last wrote it
+    (the API shows each caller the rows its policies let it read, so it pages them)."""
     conditions = []
     if kind is not None:
         conditions.append(Resource.kind == kind)
     if provider is not None:
         conditions.append(Resource.provider == provider)
+    query = (
+        select(Resource.__table__, Workflow.owner.label("workflow_owner"))
+        .outerjoin(Workflow, Workflow.id == Resource.workflow_id)
+        .where(*conditions)
+        .order_by(Resource.provider, Resource.kind, Resource.name)
+    )
     async with engine.connect() as connection:
-        total = (
-            await connection.execute(select(func.count()).select_from(Resource).where(*conditions))
-        ).scalar_one()
-        rows = (
-            await connection.execute(
-                select(Resource.__table__)
-                .where(*conditions)
-                .order_by(Resource.provider, Resource.kind, Resource.name)
-                .limit(limit)
-                .offset(offset)
-            )
-        ).mappings()
-        return [dict(row) for row in rows], int(total)
+        rows = (await connection.execute(query)).mappings()
+        return [_with_owner(dict(row)) for row in rows]
+
+
+def _with_owner(row: dict[str, Any]) -> dict[str, Any]:
+    recorded = (row.get("data") or {}).get("owner")
+    row["owner"] = recorded if isinstance(recorded, str) and recorded else row["workflow_owner"]
+    del row["workflow_owner"]
+    return row
 
 
 async def inventory_row(engine: AsyncEngine, resource_id: str) -> dict[str, Any] | None:
+    query = (
+        select(Resource.__table__, Workflow.owner.label("workflow_owner"))
+        .outerjoin(Workflow, Workflow.id == Resource.workflow_id)
+        .where(Resource.id == resource_id)
+    )
     async with engine.connect() as connection:
-        row = (
-            (await connection.execute(select(Resource.__table__).where(Resource.id == resource_id)))
-            .mappings()
-            .first()
-        )
-    return None if row is None else dict(row)
+        row = (await connection.execute(query)).mappings().first()
+    return None if row is None else _with_owner(dict(row))

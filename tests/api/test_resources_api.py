@@ -4,6 +4,7 @@ params refused at submit on every path, naming the field."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,3 +212,67 @@ def test_each_item_is_authorized_and_a_viewer_may_only_read(server):
         # the item is the instance itself, `run` on `local:local`.
         body = {"params": {"command": "true"}}
         assert operator.post("/providers/local/command/run", json=body).status_code == 202
+
+
+async def _privacy_policy(env: dict[str, str], pattern: str) -> None:
+    """A policy like the default `vm_privacy_policy`, over the servers named `pattern`."""
+    from control_center.policy_set import create_policy
+    from control_center.store.records import NewPolicy
+    from orchestrator.settings import load_settings
+    from orchestrator.store.engine import create_engine
+
+    settings = load_settings(
+        environ={k: v for k, v in env.items() if k.startswith("PROVISIONING_")}
+    )
+    engine = create_engine(settings)
+    rule = {
+        "effect": "Deny",
+        "resource": pattern,
+        "action": ["*"],
+        "condition": "resource.owner != '' and resource.owner != user.id "
+        "and 'admin' not in user.roles",
+    }
+    try:
+        await create_policy(engine, NewPolicy(name=f"private {pattern}", rules=[rule]))
+    finally:
+        await engine.dispose()
+
+
+def test_each_caller_lists_only_the_items_its_policies_let_it_read(server):
+    asyncio.run(_privacy_policy(server.env, "servers:mine-*"))
+    made: dict[str, str] = {}
+    for user in ("owner-a", "owner-b"):
+        key = provision_user(server.data_dir, server.env, user, ["operator"])
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as http:
+            body = {"params": {"name": f"mine-{user}", "plan": "t3.small", "zone": "eu-west-1"}}
+            response = http.post("/providers/aws/server/create", json={**body, "wait": True})
+            assert response.headers["X-Workflow-Status"] == "Completed", response.text
+            made[user] = key
+    seen: dict[str, list[dict]] = {}
+    for user, key in [*made.items(), ("test-operator", server.token)]:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as http:
+            page = http.get("/resources", params={"provider": "aws", "limit": 500})
+            assert page.status_code == 200, page.text
+            seen[user] = [r for r in page.json()["data"] if r["name"].startswith("mine-")]
+            # The total counts what the caller may read, so its pages are whole.
+            assert page.headers["X-Total-Count"] == str(len(page.json()["data"]))
+    assert [r["name"] for r in seen["owner-a"]] == ["mine-owner-a"]
+    assert [r["name"] for r in seen["owner-b"]] == ["mine-owner-b"]
+    assert seen["test-operator"] == []  # neither an owner nor an administrator
+    (a_row,) = seen["owner-a"]
+    (b_row,) = seen["owner-b"]
+    assert a_row["owner"] and a_row["owner"] != b_row["owner"]
+    # The owner is the user whose workflow made it, as the workflow shows.
+    with server.client() as http:
+        workflow = http.get(f"/workflows/{a_row['workflow_id']}").json()["data"]
+    assert workflow["owner"] == a_row["owner"]
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {made['owner-a']}"}, timeout=30
+    ) as http:
+        assert http.get(f"/resources/{a_row['id']}").status_code == 200
+        # Another user's item is not found, as if it did not exist.
+        error_of(http.get(f"/resources/{b_row['id']}"), 404, "NOT_FOUND")
