@@ -4,7 +4,8 @@
 see tests/backend.py). Tests that do not depend on it are marked `backend_independent`
 and run in the SQLite pass only: the PostgreSQL pass deselects them, so nothing runs
 twice for nothing. That is the modules touching no database (pure unit tests, which set
-`pytestmark`), and tests/postgres/, which starts a PostgreSQL server of its own.
+`pytestmark`), tests/postgres/, which starts a PostgreSQL server of its own, and the
+real-engine domains' tests but those marked `both_stores` (`ENGINE_DOMAINS`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ settings.load_profile("suite")
 
 HERE = Path(__file__).resolve().parent
 SELF_CONTAINED = [HERE / "postgres"]
+#: The real-engine domains: what their tests check is the engine's side (QEMU, the
+#: container engine, the host's kernel); their store side is the same door every other
+#: test drives on both stores. The PostgreSQL pass runs only their tests marked
+#: `both_stores`: a flow per domain through workflows, ownership and rollback.
+ENGINE_DOMAINS = [HERE / "host", HERE / "containers", HERE / "vms"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,7 +50,11 @@ def pytest_report_header() -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if any(folder in item.path.parents for folder in SELF_CONTAINED):
+        folders = item.path.parents
+        engine_only = any(f in folders for f in ENGINE_DOMAINS) and not item.get_closest_marker(
+            "both_stores"
+        )
+        if engine_only or any(folder in folders for folder in SELF_CONTAINED):
             item.add_marker(pytest.mark.backend_independent)
     if not backend.ON_POSTGRES:
         return

@@ -82,6 +82,7 @@ def create(http: httpx.Client, engine: Engine, app: str, replicas: int, **extra:
     return ident
 
 
+@pytest.mark.both_stores
 def test_two_replicas_become_ready_answer_http_and_scale_to_four_and_back_to_one(
     http: httpx.Client, engine: Engine, server: OrchestratorProcess
 ) -> None:
@@ -125,6 +126,7 @@ def test_two_replicas_become_ready_answer_http_and_scale_to_four_and_back_to_one
     assert not [n for n in engine.containers() if n.startswith("hello-")]
 
 
+@pytest.mark.both_stores
 def test_stop_and_start_and_a_user_sees_only_their_own(
     http: httpx.Client, engine: Engine, server: OrchestratorProcess
 ) -> None:

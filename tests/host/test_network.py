@@ -163,6 +163,7 @@ def test_check_mode_says_what_it_would_do_and_does_nothing(
     assert link(ns, a) == before
 
 
+@pytest.mark.both_stores
 def test_rollback_to_a_checkpoint_removes_the_address_added_since(
     admin: httpx.Client, namespace: tuple[str, str, str]
 ) -> None:

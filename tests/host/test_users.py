@@ -137,6 +137,7 @@ def test_create_list_reset_delete(
     assert "alice" not in (prefix / "etc" / "shadow").read_text()
 
 
+@pytest.mark.both_stores
 def test_a_rollback_deletes_the_account_created_since(admin: httpx.Client, prefix: Path) -> None:
     checkpoint = admin.post("/rollback/checkpoints", json={"name": "before bob"}).json()["data"]
     done(admin, admin.post("/host/users", json={"username": "bob", "password": PASSWORD}))

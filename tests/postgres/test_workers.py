@@ -71,11 +71,17 @@ class WorkerProcess:
             self.process = subprocess.Popen(
                 [PROVISIONING, "worker"], env=self.env, stdout=log, stderr=log, cwd=REPO
             )
-        deadline = time.monotonic() + 30
-        while "provisioning worker" not in self.log():
-            assert self.process.poll() is None, self.log()
-            assert time.monotonic() < deadline, self.log()
-            time.sleep(0.05)
+        # A safety net, not a measure: a worker imports the providers first, which takes
+        # a while on a machine shared with another test run.
+        deadline = time.monotonic() + 180
+        try:
+            while "provisioning worker" not in self.log():
+                assert self.process.poll() is None, self.log()
+                assert time.monotonic() < deadline, self.log()
+                time.sleep(0.05)
+        except BaseException:
+            self.kill()  # not left running for the tests after this one
+            raise
         return self
 
     def log(self) -> str:
@@ -84,6 +90,11 @@ class WorkerProcess:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            self.process.wait(20)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
             self.process.wait(20)
 
 

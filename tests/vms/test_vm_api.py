@@ -95,6 +95,7 @@ def alive(pid: int | None) -> bool:
     return pid is not None and start_ticks(pid) is not None
 
 
+@pytest.mark.both_stores
 def test_a_vm_is_created_at_once_then_runs_stops_and_is_deleted(server, client):
     body = {"name": "test-vm", "cpu": 1, "memory": 64, "disk": 1, "os": "none"}
     created = data(client.post("/api/v1/vms", json=body), 201)
@@ -178,6 +179,7 @@ def test_a_vm_busy_with_a_change_refuses_another(server, client):
     wait_status(client, vm_id, "gone")
 
 
+@pytest.mark.both_stores
 def test_a_user_sees_only_their_vms_within_a_quota_of_five(server, client, alice):
     body = {"name": "mine", "memory": 32, "disk": 1, "os": "none"}
     ids = [data(alice.post("/api/v1/vms", json=body), 201)["id"] for _ in range(5)]
