@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -42,7 +44,7 @@ def test_a_back_edge_is_refused_as_a_cycle_naming_its_tasks(tasks, data):
         return
     dep, dependent = data.draw(st.sampled_from(edges))
     # Make `dep` depend on something downstream of it: a cycle through both.
-    below = sorted(descendants({n: list(graph.successors(n)) for n in graph}, dep))
+    below = sorted(descendants(graph.successors, dep))
     target = data.draw(st.sampled_from(below))
     cyclic = [(n, [*d, target] if n == dep else d) for n, d in tasks]
     with pytest.raises(CycleDetected) as caught:
@@ -69,3 +71,18 @@ def test_duplicate_task_and_duplicate_dependency_are_refused():
 def test_self_dependency_is_a_cycle():
     with pytest.raises(CycleDetected, match="a -> a"):
         build_graph([("a", ["a"])])
+
+
+def test_the_order_is_the_least_name_first_among_the_ready_ones():
+    graph = build_graph([("c", []), ("b", ["c"]), ("a", ["c"]), ("d", [])])
+    assert topological_order(graph) == ["c", "a", "b", "d"]
+
+
+def test_a_longer_cycle_is_named_dependency_first():
+    with pytest.raises(CycleDetected) as caught:
+        build_graph([("a", ["c"]), ("b", ["a"]), ("c", ["b"])])
+    cycle = caught.value.details["cycle"]
+    assert cycle[0] == cycle[-1] and sorted(cycle[:-1]) == ["a", "b", "c"]
+    # Each name is a dependency of the next one.
+    depends_on = {"a": "c", "b": "a", "c": "b"}
+    assert all(depends_on[after] == before for before, after in itertools.pairwise(cycle))
