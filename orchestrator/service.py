@@ -33,7 +33,13 @@ from orchestrator.resources import Catalog, Declared
 from orchestrator.scheduler import Scheduler
 from orchestrator.settings import Settings
 from orchestrator.specs import WorkflowSpec, task_row
-from orchestrator.store.engine import create_engine, create_writer_engine, ensure_schema
+from orchestrator.store.engine import (
+    RoundTrips,
+    count_round_trips,
+    create_engine,
+    create_writer_engine,
+    ensure_schema,
+)
 from orchestrator.store.postgres import PostgresTaskStore
 from orchestrator.store.retention import prune
 from orchestrator.store.sqlite import SqliteTaskStore
@@ -72,6 +78,8 @@ class Orchestrator:
         self.run_tasks = settings.server.worker if run_tasks is None else run_tasks
         self.background = background
         self.engine = engine or create_engine(settings)
+        #: PostgreSQL: the requests this process sent to the database (`/metrics`).
+        self.round_trips: RoundTrips | None = None
         self.instance_types = {name: str(t["type"]) for name, t in settings.providers.items()}
         self.providers: dict[str, Provider] = build_instances(
             {
@@ -96,6 +104,9 @@ class Orchestrator:
             run_tasks=self.run_tasks,
         )
         self.metrics.watch(lambda: self.scheduler.running, lambda: self.scheduler.queued)
+        if not settings.is_sqlite:
+            round_trips = self.round_trips = count_round_trips(self.engine)
+            self.metrics.watch_database(lambda: round_trips.count)
         self._lock: IO[str] | None = None
         self._retention: asyncio.Task[None] | None = None
 
@@ -131,7 +142,7 @@ class Orchestrator:
             outbox=self.outbox,
             on_commit=self.committed,
             on_cancel=lambda workflows: self.scheduler.cancelled_elsewhere(workflows),
-            counts=not self.run_tasks,
+            runs_tasks=self.run_tasks,
         )
 
     async def start(self) -> None:

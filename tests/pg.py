@@ -55,7 +55,9 @@ def _binary(name: str) -> str:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    def __init__(self, *settings: str) -> None:
+        """`settings`: more `name=value` server settings (`-c`), e.g. a preloaded library."""
+        self.settings = settings
         self.root = Path(tempfile.mkdtemp(prefix="provisioning-pg-"))
         self.port = _free_port()
         self.owner = pwd.getpwnam("postgres")
@@ -79,6 +81,7 @@ class PostgresServer:
                 # A throwaway cluster: no durability, room for every test server's pool.
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
                 "-c max_connections=400",
+                *(f"-c {setting}" for setting in self.settings),
             ]
         )
         self._as_postgres(

@@ -74,6 +74,49 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
+class RoundTrips:
+    """The requests one process's engine sent to PostgreSQL and waited for: each
+    statement, each BEGIN, COMMIT and ROLLBACK (none in autocommit), and each first
+    prepare of a statement on a connection (asyncpg prepares every statement once per
+    connection). `count_round_trips` keeps it; `/metrics` shows it as
+    `orchestrator_database_round_trips_total`."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def count_round_trips(engine: AsyncEngine) -> RoundTrips:
+    counter = RoundTrips()
+    sync = engine.sync_engine
+
+    def transactional(connection: Connection) -> bool:
+        options = connection.get_execution_options()
+        return options.get("isolation_level") != "AUTOCOMMIT"
+
+    @event.listens_for(sync, "before_cursor_execute")
+    def _statement(connection: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        counter.count += 1
+        dbapi_connection = connection.connection.dbapi_connection
+        cache = getattr(dbapi_connection, "_prepared_statement_cache", None)
+        if cache is not None and statement not in cache:
+            counter.count += 1  # asyncpg's Parse/Describe first
+
+    @event.listens_for(sync, "begin")
+    def _begin(connection: Connection) -> None:
+        if transactional(connection):
+            counter.count += 1
+
+    @event.listens_for(sync, "commit")
+    @event.listens_for(sync, "rollback")
+    def _end(connection: Connection) -> None:
+        if transactional(connection):
+            counter.count += 1
+
+    return counter
+
+
 def create_writer_engine(settings: Settings) -> Engine:
     """For the embedded SQLite store, the synchronous engine the journal writes with from
     its own thread (one connection, kept open)."""

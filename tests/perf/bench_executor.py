@@ -2,8 +2,8 @@
 """Executor benchmarks: prints figures, asserts nothing.
 
     .venv/bin/python tests/perf/bench_executor.py [--repeat N] [--workloads w1,w2,w3]
-    .venv/bin/python tests/perf/bench_executor.py --database postgresql+asyncpg://… [--workers 1,3]
-    .venv/bin/python tests/perf/bench_executor.py --start-postgres [--workers 1,3]
+    .venv/bin/python tests/perf/bench_executor.py --database postgresql+asyncpg://… [--workers 1,2]
+    .venv/bin/python tests/perf/bench_executor.py --start-postgres [--workers 1,2,3]
 
 Every transition is persisted (SQLite WAL, synchronous=NORMAL, unless --database says
 otherwise), on the event loop `serve` and `worker` run on (uvloop), as in production.
@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,8 +107,9 @@ def make_seconds(count: int, jobs: int) -> float:
 
 
 @contextmanager
-def workers(count: int, environ: dict[str, str]) -> Iterator[None]:
-    """`count` `provisioning worker` processes, each with its own data directory."""
+def workers(count: int, environ: dict[str, str]) -> Iterator[list[str]]:
+    """`count` `provisioning worker` processes, each with its own data directory; yields
+    the URLs of their `/metrics` (each on a free port, as its banner says)."""
     processes = []
     logs = []
     try:
@@ -117,6 +119,7 @@ def workers(count: int, environ: dict[str, str]) -> Iterator[None]:
             logs.append(log)
             env = {**os.environ, **environ, "PROVISIONING_DATA_DIR": data_dir}
             env["PROVISIONING_SERVER__LOG_LEVEL"] = "warning"
+            env["PROVISIONING_WORKER__METRICS_PORT"] = "0"
             processes.append(
                 subprocess.Popen(
                     [str(Path(sys.executable).parent / "provisioning"), "worker"],
@@ -126,12 +129,18 @@ def workers(count: int, environ: dict[str, str]) -> Iterator[None]:
                 )
             )
         for process, log in zip(processes, logs, strict=True):
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120  # (a busy machine)
             while b"provisioning worker" not in Path(log.name).read_bytes():
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(Path(log.name).read_text())
+                    output = Path(log.name).read_text()
+                    raise RuntimeError(f"worker exit {process.poll()}: {output}")
                 time.sleep(0.05)
-        yield
+        urls = []
+        for log in logs:
+            for line in Path(log.name).read_text().splitlines():
+                if line.strip().startswith("metrics ") and "http://" in line:
+                    urls.append(line.split()[-1].rstrip("/") + "/metrics")
+        yield urls
     finally:
         for process in processes:
             process.terminate()
@@ -141,13 +150,108 @@ def workers(count: int, environ: dict[str, str]) -> Iterator[None]:
             shutil.rmtree(Path(log.name).parent, ignore_errors=True)
 
 
-async def workloads(orchestrator: Orchestrator, repeat: int, only: set[str]) -> None:
+class Counts:
+    """What the database served while a workload ran, for its round trips per task:
+    pg_stat_statements' calls (every process: BEGIN, COMMIT and each statement; on the
+    bench's own cluster, where it is preloaded) and the driver's counters
+    (`orchestrator_database_round_trips`: this process's, and each worker's read from its
+    `/metrics`)."""
+
+    def __init__(self, orchestrator: Orchestrator, dsn: str | None, metrics: list[str]) -> None:
+        self.orchestrator = orchestrator
+        self.dsn = dsn
+        self.metrics = metrics
+
+    async def read(self) -> tuple[float | None, float | None]:
+        return await self._statements(), self._driver()
+
+    async def _statements(self) -> float | None:
+        if self.dsn is None:
+            return None
+        import asyncpg
+
+        try:
+            connection = await asyncpg.connect(self.dsn)
+        except (OSError, asyncpg.PostgresError):
+            return None
+        try:
+            # (This query counts once too: the difference of two readings is one high.)
+            calls = await connection.fetchval(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        except asyncpg.PostgresError:
+            return None
+        finally:
+            await connection.close()
+        return float(calls) - 1
+
+    def _driver(self) -> float | None:
+        counter = getattr(self.orchestrator, "round_trips", None)
+        if counter is None:
+            return None
+        total = float(counter.count)
+        for url in self.metrics:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+            total += sum(
+                float(line.rpartition(" ")[2])
+                for line in text.splitlines()
+                if line.startswith("orchestrator_database_round_trips_total")
+            )
+        return total
+
+
+def spread(values: list[float], unit: str, digits: int = 0) -> str:
+    """Best, median and worst of a workload's runs."""
+    return (
+        f"median {statistics.median(values):,.{digits}f}, "
+        f"range {min(values):,.{digits}f}-{max(values):,.{digits}f} {unit}"
+    )
+
+
+async def measured(
+    orchestrator: Orchestrator, tasks: list[TaskSpec], counts: Counts | None
+) -> tuple[float, float | None, float | None]:
+    """One run: seconds, and round trips per task (pg_stat_statements, driver)."""
+    before = await counts.read() if counts else (None, None)
+    elapsed = await run_workflow(orchestrator, tasks, 8)
+    after = await counts.read() if counts else (None, None)
+    per_task = [
+        None if b is None or a is None else (a - b) / len(tasks)
+        for b, a in zip(before, after, strict=True)
+    ]
+    return elapsed, per_task[0], per_task[1]
+
+
+def trips(runs: list[tuple[float, float | None, float | None]]) -> str:
+    statements = [s for _, s, _ in runs if s is not None]
+    driver = [d for _, _, d in runs if d is not None]
+    parts = []
+    if driver:
+        parts.append(f"driver {statistics.median(driver):.2f}")
+    if statements:
+        parts.append(f"pg_stat_statements {statistics.median(statements):.2f}")
+    return f"; round trips per task (median): {', '.join(parts)}" if parts else ""
+
+
+async def workloads(
+    orchestrator: Orchestrator, repeat: int, only: set[str], counts: Counts | None = None
+) -> None:
     if "w1" in only:
-        w1 = min([await run_workflow(orchestrator, fan_out(1000), 8) for _ in range(repeat)])
-        print(f"W1 fan-out 1->1000->1, limit 8: {1002 / w1:,.0f} tasks/s ({w1 * 1000:.0f} ms)")
+        runs = [await measured(orchestrator, fan_out(1000), counts) for _ in range(repeat)]
+        rates = [1002 / seconds for seconds, _, _ in runs]
+        print(
+            f"W1 fan-out 1->1000->1, limit 8: {max(rates):,.0f} tasks/s best"
+            f" ({spread(rates, 'tasks/s')}){trips(runs)}"
+        )
     if "w2" in only:
-        w2 = min([await run_workflow(orchestrator, chain(200), 8) for _ in range(repeat)])
-        print(f"W2 chain of 200: {w2 * 1000 / 199:.2f} ms per hop ({w2 * 1000:.0f} ms)")
+        runs = [await measured(orchestrator, chain(200), counts) for _ in range(repeat)]
+        hops = [seconds * 1000 / 199 for seconds, _, _ in runs]
+        print(
+            f"W2 chain of 200: {min(hops):.2f} ms per hop best"
+            f" ({spread(hops, 'ms', 2)}){trips(runs)}"
+        )
     if "w3" not in only:
         return
     for provider, label in W3_MODES.items():
@@ -209,7 +313,7 @@ async def main(database: str | None, repeat: int, worker_counts: list[int], only
         freeze_startup_heap()  # as `serve` does once started
         print(
             "store: sqlite (WAL, synchronous=NORMAL); every transition persisted; "
-            f"W1, W2: best of {repeat} runs; W3: {repeat} pairs with make"
+            f"W1, W2: {repeat} runs; W3: {repeat} pairs with make"
         )
         try:
             await workloads(orchestrator, repeat, only)
@@ -220,26 +324,47 @@ async def main(database: str | None, repeat: int, worker_counts: list[int], only
     engine = create_engine(settings)
     await upgrade(engine)
     await engine.dispose()
+    dsn = await statement_statistics(settings.resolved_database_url)
     for count in worker_counts:
         print(
             f"store: postgresql, {count} worker process(es); "
-            f"W1, W2: best of {repeat} runs; W3: {repeat} pairs with make"
+            f"W1, W2: {repeat} runs; W3: {repeat} pairs with make"
         )
         orchestrator = Orchestrator(settings, run_tasks=False, background=False)
         await orchestrator.start()
         freeze_startup_heap()
         try:
-            with workers(count, {k: v for k, v in environ.items() if k != "PROVISIONING_DATA_DIR"}):
-                await workloads(orchestrator, repeat, only)
+            env = {k: v for k, v in environ.items() if k != "PROVISIONING_DATA_DIR"}
+            with workers(count, env) as metrics:
+                await workloads(orchestrator, repeat, only, Counts(orchestrator, dsn, metrics))
         finally:
             await orchestrator.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def throwaway_postgres() -> tuple[str, object]:
-    from tests.postgres.server import PostgresServer
+async def statement_statistics(url: str) -> str | None:
+    """The plain DSN of the database if pg_stat_statements can count its statements."""
+    import asyncpg
 
-    server = PostgresServer().start()
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await connection.fetchval("SELECT count(*) FROM pg_stat_statements")
+    except asyncpg.PostgresError as exc:
+        print(f"(no pg_stat_statements: {exc}; round trips from the driver only)")
+        return None
+    finally:
+        await connection.close()
+    return dsn
+
+
+def throwaway_postgres() -> tuple[str, object]:
+    from tests.pg import PostgresServer
+
+    server = PostgresServer(
+        "shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track_utility=on"
+    ).start()
     return server.new_database(), server
 
 
@@ -249,7 +374,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--start-postgres", action="store_true", help="start a throwaway PostgreSQL to use"
     )
-    parser.add_argument("--workers", default="1,3", help="PostgreSQL: worker counts to run")
+    parser.add_argument(
+        "--workers", default="1,2,3", help="PostgreSQL: worker counts to run (default: 1,2,3)"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workloads", default="w1,w2,w3", help="which to run (default: w1,w2,w3)")
     arguments = parser.parse_args()
