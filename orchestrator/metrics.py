@@ -112,13 +112,21 @@ class Metrics:
             registry=self.registry,
         ).set_function(queued)
 
-    def watch_database(self, round_trips: Callable[[], float]) -> None:
+    def watch_database(self, round_trips: Callable[[], float], errors: Callable[[], float]) -> None:
         self.registry.register(
             _ReadCounter(
                 "orchestrator_database_round_trips",
                 "Requests sent to PostgreSQL and waited for (statements, BEGIN, COMMIT, "
                 "ROLLBACK, first prepares)",
                 round_trips,
+            )
+        )
+        self.registry.register(
+            _ReadCounter(
+                "orchestrator_database_errors",
+                "Calls of the executor to PostgreSQL that failed (each retry during an "
+                "outage counts)",
+                errors,
             )
         )
 

@@ -40,7 +40,7 @@ from orchestrator.store.engine import (
     create_writer_engine,
     ensure_schema,
 )
-from orchestrator.store.postgres import PostgresTaskStore
+from orchestrator.store.postgres import IdentityInUse, PostgresTaskStore
 from orchestrator.store.retention import prune
 from orchestrator.store.sqlite import SqliteTaskStore
 from orchestrator.store.statistics import workflow_counts
@@ -53,7 +53,8 @@ log = structlog.get_logger(__name__)
 
 
 class AlreadyRunning(Exception):
-    """Another orchestrator process owns this embedded database."""
+    """Another orchestrator process owns this embedded database, or this worker's
+    identity (its data directory here; its host name and data path on PostgreSQL)."""
 
 
 class Orchestrator:
@@ -104,9 +105,10 @@ class Orchestrator:
             run_tasks=self.run_tasks,
         )
         self.metrics.watch(lambda: self.scheduler.running, lambda: self.scheduler.queued)
-        if not settings.is_sqlite:
+        store = self.scheduler.store
+        if isinstance(store, PostgresTaskStore):
             round_trips = self.round_trips = count_round_trips(self.engine)
-            self.metrics.watch_database(lambda: round_trips.count)
+            self.metrics.watch_database(lambda: round_trips.count, lambda: store.database.failures)
         self._lock: IO[str] | None = None
         self._retention: asyncio.Task[None] | None = None
 
@@ -156,7 +158,10 @@ class Orchestrator:
         # Policies are enforced here too: a database that only this app opened has them.
         await seed_default_policies(self.engine)
         await self.refresh_workflow_counts()
-        await self.scheduler.start()
+        try:
+            await self.scheduler.start()
+        except IdentityInUse as exc:
+            raise AlreadyRunning(str(exc)) from exc
         if self.background:
             self.webhooks.start()
             self._retention = asyncio.create_task(self._prune_forever(), name="retention")

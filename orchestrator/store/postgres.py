@@ -129,9 +129,12 @@ class Reachability:
     def __init__(self) -> None:
         self.up = True
         self._since = 0.0
+        #: Calls that failed (`orchestrator_database_errors_total`).
+        self.failures = 0
 
     def failed(self, error: BaseException, doing: str) -> None:
         """A call failed; an outage is told once, a mistake every time (traceback)."""
+        self.failures += 1
         if not is_outage(error):
             log.error(f"{doing} failed", exc_info=error)
             return
@@ -140,7 +143,7 @@ class Reachability:
             self._since = time.monotonic()
             log.error(
                 "database unreachable; retrying until it answers",
-                error=str(error) or type(error).__name__,
+                error=_describe(error),
                 doing=doing,
             )
 
@@ -150,6 +153,15 @@ class Reachability:
             log.warning(
                 "database reachable again", down_for=round(time.monotonic() - self._since, 1)
             )
+
+
+def _describe(error: BaseException) -> str:
+    """What went wrong, without the statement and its parameters."""
+    if isinstance(error, sqlalchemy.exc.StatementError) and error.orig is not None:
+        error = error.orig
+    while error.__cause__ is not None:  # (the driver's own error, under the adapters')
+        error = error.__cause__
+    return str(error).strip() or type(error).__name__
 
 
 def identity_key(worker_id: str) -> int:

@@ -71,11 +71,15 @@ class WorkerProcess:
             self.process = subprocess.Popen(
                 [PROVISIONING, "worker"], env=self.env, stdout=log, stderr=log, cwd=REPO
             )
-        deadline = time.monotonic() + 30
-        while "provisioning worker" not in self.log():
-            assert self.process.poll() is None, self.log()
-            assert time.monotonic() < deadline, self.log()
-            time.sleep(0.05)
+        deadline = time.monotonic() + 90  # (a safety net: a busy machine starts slowly)
+        try:
+            while "provisioning worker" not in self.log():
+                assert self.process.poll() is None, self.log()
+                assert time.monotonic() < deadline, self.log()
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def log(self) -> str:
