@@ -20,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 #: workflow would have nothing left to run: the caller records it in a transaction of
 #: its own, which ends the workflow), claimed (a task now running for the worker: what
 #: its provider call needs), event (seq, type, workflow_id, id as the task, data: an
-#: event written, returned when asked for the webhook outbox).
+#: event written, with `at`, returned when asked for the webhook outbox).
 SETTLED = """
 CREATE TYPE provisioning_settled AS (
     kind text,
@@ -38,7 +38,8 @@ CREATE TYPE provisioning_settled AS (
     handle json,
     seq bigint,
     type text,
-    data json
+    data json,
+    at timestamptz
 )
 """
 
@@ -132,20 +133,20 @@ BEGIN
                 FROM done
                 ORDER BY done.n
                 RETURNING events.seq, events.type, events.workflow_id, events.task_id,
-                          events.data
+                          events.data, events.at
             )
             SELECT 'ended', done.id, NULL, done.workflow_id, NULL, NULL, NULL::json,
                    NULL::integer, NULL::double precision, NULL::boolean, NULL, NULL::json,
-                   NULL::json, NULL::bigint, NULL, NULL::json
+                   NULL::json, NULL::bigint, NULL, NULL::json, NULL::timestamptz
             FROM done
             UNION ALL
             SELECT 'deferred', e.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                   NULL, NULL, NULL, NULL, NULL
+                   NULL, NULL, NULL, NULL, NULL, NULL
             FROM e JOIN tasks t ON t.id = e.id
             WHERE t.workflow_id = ANY (v_deferred)
             UNION ALL
             SELECT 'event', w.task_id, NULL, w.workflow_id, NULL, NULL, NULL, NULL, NULL,
-                   NULL, NULL, NULL, NULL, w.seq, w.type, w.data
+                   NULL, NULL, NULL, NULL, w.seq, w.type, w.data, w.at
             FROM written w
             WHERE p_events
         LOOP
@@ -217,7 +218,7 @@ BEGIN
                 RETURNING tasks.id, tasks.name, tasks.workflow_id, tasks.provider,
                           tasks.action, tasks.params, tasks.attempts, tasks.timeout,
                           w.check_mode, tasks.compensates, tasks.compensation, tasks.handle,
-                          tasks.position, w.created_at AS submitted,
+                          tasks.position, tasks.started_at, w.created_at AS submitted,
                           w.status AS workflow_status
             ),
             started AS (
@@ -229,32 +230,34 @@ BEGIN
                 RETURNING w.id, w.kind
             ),
             written AS (
+                -- A start's event is at its start (the time its limits were checked at):
+                -- with the ends' times, the log tells every attempt's time running.
                 INSERT INTO events (at, type, workflow_id, task_id, data)
-                SELECT p_at, x.type, x.workflow_id, x.task_id, x.data
+                SELECT x.at, x.type, x.workflow_id, x.task_id, x.data
                 FROM (
-                    SELECT 1 AS o, c.submitted, c.position, 'TaskStatusChanged' AS type,
-                           c.workflow_id, c.id AS task_id,
+                    SELECT 1 AS o, c.submitted, c.position, c.started_at AS at,
+                           'TaskStatusChanged' AS type, c.workflow_id, c.id AS task_id,
                            json_build_object('task_id', c.id, 'name', c.name,
                                              'status', 'Running', 'attempt', c.attempts,
                                              'worker', p_worker) AS data
                     FROM claimed c
                     UNION ALL
-                    SELECT 2, NULL, NULL, 'WorkflowStatusChanged', s.id, NULL,
+                    SELECT 2, NULL, NULL, p_at, 'WorkflowStatusChanged', s.id, NULL,
                            json_build_object('workflow_id', s.id, 'status', 'Running',
                                              'kind', s.kind)
                     FROM started s
                 ) x
                 ORDER BY x.o, x.submitted, x.position
                 RETURNING events.seq, events.type, events.workflow_id, events.task_id,
-                          events.data
+                          events.data, events.at
             )
             SELECT 'claimed', c.id, c.name, c.workflow_id, c.provider, c.action, c.params,
                    c.attempts, c.timeout, c.check_mode, c.compensates, c.compensation,
-                   c.handle, NULL::bigint, NULL, NULL::json
+                   c.handle, NULL::bigint, NULL, NULL::json, NULL::timestamptz
             FROM claimed c
             UNION ALL
             SELECT 'event', w.task_id, NULL, w.workflow_id, NULL, NULL, NULL, NULL, NULL,
-                   NULL, NULL, NULL, NULL, w.seq, w.type, w.data
+                   NULL, NULL, NULL, NULL, w.seq, w.type, w.data, w.at
             FROM written w
             WHERE p_events
         LOOP

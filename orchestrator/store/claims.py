@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.clock import utcnow
-from orchestrator.store.models import Task, Workflow
+from orchestrator.store.models import Task, UtcDateTime, Workflow
 from orchestrator.store.taskstore import JSON, Limits
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ _SETTLE = text(
     column("seq", BigInteger),
     column("type", String),
     column("data", JSONType),
+    column("at", UtcDateTime()),
 )
 
 
@@ -149,7 +150,7 @@ async def settle(
         async with engine.begin() as connection:
             rows = (await connection.execute(_SETTLE, parameters)).mappings().all()
             events = [
-                event_row(r["type"], r["data"], r["workflow_id"], r["id"], at)
+                event_row(r["type"], r["data"], r["workflow_id"], r["id"], r["at"])
                 for r in rows
                 if r["kind"] == "event"
             ]

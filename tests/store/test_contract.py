@@ -348,3 +348,69 @@ async def _claim_when_ready(store: TaskStore) -> Claim:
                 (claim,) = claims
                 return claim
             await store.wait_for_work(0.05)
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="the webhook outbox of PostgreSQL's settle")
+async def test_on_postgresql_a_settle_writes_the_outbox_rows_of_its_events(tmp_path):
+    """With webhooks on, the events the settle call writes come back with their `seq`
+    and get their deliveries in the same transaction."""
+    from sqlalchemy import select
+
+    from orchestrator.settings import WebhookEndpoint, WebhookSettings, load_settings
+    from orchestrator.store.engine import create_engine, upgrade
+    from orchestrator.store.models import Event, WebhookDelivery
+    from orchestrator.store.postgres import PostgresTaskStore
+    from orchestrator.webhooks import Outbox
+
+    settings = load_settings(environ=settings_env(tmp_path / "data"))
+    engine = create_engine(settings)
+    await upgrade(engine)
+    endpoint = WebhookEndpoint(url="http://127.0.0.1:9/hook", events=["*"], secret="s")
+    outbox = Outbox(WebhookSettings(enabled=True, endpoints=[endpoint]))
+    store = PostgresTaskStore(
+        engine,
+        LIMITS,
+        DEFAULTS,
+        worker_id="host/outbox",
+        lease=30,
+        poll_interval=0.2,
+        outbox=outbox,
+    )
+    await store.open()
+    await store.recovered()
+    try:
+        workflow_id = await submit(store, task("a"), task("b", "a"), task("c", "b"))
+        (a,) = (await store.settle([], 10)).claims
+        settled = await store.settle([AttemptEnd(a, Outcome.COMPLETED, output="ok")], 10)
+        assert names(settled.claims) == ["b"]
+        async with engine.connect() as connection:
+            events = (
+                await connection.execute(
+                    select(Event.seq, Event.type, Event.data).where(
+                        Event.workflow_id == workflow_id
+                    )
+                )
+            ).all()
+            deliveries = (
+                await connection.execute(select(WebhookDelivery.event_seq, WebhookDelivery.event))
+            ).all()
+    finally:
+        await store.close()
+        await engine.dispose()
+    by_seq = {seq: (kind, data.get("status")) for seq, kind, data in events}
+    delivered = {seq: name for seq, name in deliveries}
+    started = [
+        seq for seq, (kind, s) in by_seq.items() if (kind, s) == ("TaskStatusChanged", "Running")
+    ]
+    completed = [
+        seq for seq, (kind, s) in by_seq.items() if (kind, s) == ("TaskStatusChanged", "Completed")
+    ]
+    assert len(started) == 2 and len(completed) == 1  # a, b started; a completed
+    assert {delivered[seq] for seq in started} == {"task.started"}
+    assert delivered[completed[0]] == "task.completed"
+    running = [
+        seq
+        for seq, (kind, s) in by_seq.items()
+        if (kind, s) == ("WorkflowStatusChanged", "Running")
+    ]
+    assert [delivered[seq] for seq in running] == ["workflow.running"]
