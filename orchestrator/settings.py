@@ -175,8 +175,10 @@ class WorkerSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Serve them at all.
     metrics: bool = True
     metrics_host: str = "127.0.0.1"
-    #: 0: a free port, printed at start (`metrics  http://127.0.0.1:PORT/`).
-    metrics_port: int = 9091
+    #: 0 (the default, so that several workers on a host start as they are): a free
+    #: port, printed at start (`metrics  http://127.0.0.1:PORT/`). Set one per worker
+    #: for a scraper to find.
+    metrics_port: int = 0
 
 
 class SqliteSettings(msgspec.Struct, forbid_unknown_fields=True):

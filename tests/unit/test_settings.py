@@ -52,6 +52,7 @@ def test_toml_then_environment_override(tmp_path):
         ("[executor]\ndefault_parallel_limit = 1001\n", "executor.default_parallel_limit"),
         ("[server]\nmax_body_depth = 0\n", "server.max_body_depth"),
         ("[providers.x]\nlatency = 1\n", "providers.x needs a `type`"),
+        ("[worker]\nmetrics_port = 70000\n", "worker.metrics_port must be between 0"),
         ("not toml [", "not valid TOML"),
     ],
 )
