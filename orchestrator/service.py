@@ -145,6 +145,7 @@ class Orchestrator:
             on_commit=self.committed,
             on_cancel=lambda workflows: self.scheduler.cancelled_elsewhere(workflows),
             runs_tasks=self.run_tasks,
+            streams=self.background,
         )
 
     async def start(self) -> None:

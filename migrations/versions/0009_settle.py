@@ -60,7 +60,11 @@ CREATE FUNCTION provisioning_settle(
     -- Also return the events written (for the webhook outbox)
     p_events boolean
 ) RETURNS SETOF provisioning_settled
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Planned once per session: planning its statements anew at each call (the custom
+-- plans the arrays of ids would otherwise get) cost more than running them.
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
     r provisioning_settled;
     v_ids text[];

@@ -17,7 +17,8 @@ them, and record the ends of their attempts.
 - Workers wake on `LISTEN/NOTIFY`: a submission, a hand-back, a failure and a claim
   that may have left work for others notify `provisioning_tasks` (a retry's payload
   says when it is due); a workflow's end notifies `provisioning_ended` with its id (what
-  `wait_ended` waits for); events written notify `provisioning_events` (stream readers).
+  `wait_ended` waits for); events written notify `provisioning_events` (stream readers
+  and the webhook sender of `serve` processes; a worker alone does not listen to it).
   Workers also look every `poll_interval` in case a notification was lost with a
   connection. A cancel made anywhere reaches the workers running that workflow's tasks
   (`on_cancel`).
@@ -186,6 +187,7 @@ class PostgresTaskStore:
         on_commit: Callable[[], None] | None = None,
         on_cancel: Callable[[set[str]], None] | None = None,
         runs_tasks: bool = True,
+        streams: bool = True,
     ) -> None:
         self.engine = engine
         #: The same pool, in autocommit: for what is one statement.
@@ -201,6 +203,9 @@ class PostgresTaskStore:
         #: A worker holds its identity; a process that runs no tasks keeps `queued` and
         #: `running_anywhere` current from the database (its scheduler does not heartbeat).
         self._runs_tasks = runs_tasks
+        #: Whether its stream readers and webhook sender want to know of every commit
+        #: anywhere (a `serve`); a worker alone does not listen for that.
+        self._streams = streams
         self._wake = asyncio.Event()
         #: Workflow id -> set when it ends (`wait_ended`), with how many wait for it.
         self._ended: dict[str, tuple[asyncio.Event, int]] = {}
@@ -474,7 +479,8 @@ class PostgresTaskStore:
             if self._runs_tasks:
                 await self._hold_identity(listener, starting=starting)
             await listener.add_listener(CHANNEL_TASKS, self._on_tasks)
-            await listener.add_listener(CHANNEL_EVENTS, self._on_events)
+            if self._streams:
+                await listener.add_listener(CHANNEL_EVENTS, self._on_events)
             await listener.add_listener(CHANNEL_ENDED, self._on_ended)
             await listener.add_listener(CHANNEL_CANCEL, self._on_cancel)
         except BaseException as error:

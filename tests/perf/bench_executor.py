@@ -107,9 +107,10 @@ def make_seconds(count: int, jobs: int) -> float:
 
 
 @contextmanager
-def workers(count: int, environ: dict[str, str]) -> Iterator[list[str]]:
+def workers(count: int, environ: dict[str, str]) -> Iterator[tuple[list[str], list[int]]]:
     """`count` `provisioning worker` processes, each with its own data directory; yields
-    the URLs of their `/metrics` (each on a free port, as its banner says)."""
+    the URLs of their `/metrics` (each on a free port, as its banner says) and their
+    process ids."""
     processes = []
     logs = []
     try:
@@ -140,7 +141,7 @@ def workers(count: int, environ: dict[str, str]) -> Iterator[list[str]]:
             for line in Path(log.name).read_text().splitlines():
                 if line.strip().startswith("metrics ") and "http://" in line:
                     urls.append(line.split()[-1].rstrip("/") + "/metrics")
-        yield urls
+        yield urls, [process.pid for process in processes]
     finally:
         for process in processes:
             process.terminate()
@@ -150,20 +151,69 @@ def workers(count: int, environ: dict[str, str]) -> Iterator[list[str]]:
             shutil.rmtree(Path(log.name).parent, ignore_errors=True)
 
 
-class Counts:
-    """What the database served while a workload ran, for its round trips per task:
-    pg_stat_statements' calls (every process: BEGIN, COMMIT and each statement; on the
-    bench's own cluster, where it is preloaded) and the driver's counters
-    (`orchestrator_database_round_trips`: this process's, and each worker's read from its
-    `/metrics`)."""
+TICK = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, orchestrator: Orchestrator, dsn: str | None, metrics: list[str]) -> None:
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User and system CPU time of a process (and of its children that have exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / TICK
+
+
+def postgres_cpu(postmaster: int) -> float:
+    """The CPU time of a PostgreSQL server: its postmaster and every backend."""
+    total = cpu_seconds(postmaster, children=True)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
+class Counts:
+    """What a workload cost, per task: round trips, counted by pg_stat_statements (every
+    process; on the bench's own cluster, where it is preloaded; without the rows of the
+    submission's two INSERTs, each sent as one pipelined executemany) and by the driver
+    (`orchestrator_database_round_trips`: this process's, and each worker's read from its
+    `/metrics`); and CPU time, of the workers, of this (submitting) process and of the
+    PostgreSQL server, where known."""
+
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        dsn: str | None,
+        metrics: list[str],
+        pids: list[int],
+        postmaster: int | None,
+    ) -> None:
         self.orchestrator = orchestrator
         self.dsn = dsn
         self.metrics = metrics
+        self.pids = pids
+        self.postmaster = postmaster
 
-    async def read(self) -> tuple[float | None, float | None]:
-        return await self._statements(), self._driver()
+    async def read(self) -> dict[str, float]:
+        readings = {}
+        statements = await self._statements()
+        if statements is not None:
+            readings["pg_stat_statements"] = statements
+        driver = self._driver()
+        if driver is not None:
+            readings["driver"] = driver
+        readings["cpu workers"] = sum(cpu_seconds(pid) for pid in self.pids)
+        readings["cpu submitter"] = time.process_time()
+        if self.postmaster is not None:
+            readings["cpu postgres"] = postgres_cpu(self.postmaster)
+        return readings
 
     async def _statements(self) -> float | None:
         if self.dsn is None:
@@ -178,13 +228,15 @@ class Counts:
             # (This query counts once too: the difference of two readings is one high.)
             calls = await connection.fetchval(
                 "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = "
-                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND query NOT LIKE 'INSERT INTO tasks %' "
+                "AND query NOT LIKE 'INSERT INTO task_dependencies %'"
             )
         except asyncpg.PostgresError:
             return None
         finally:
             await connection.close()
-        return float(calls) - 1
+        return float(calls) - 1 + 2  # (+ the two executemany)
 
     def _driver(self) -> float | None:
         counter = getattr(self.orchestrator, "round_trips", None)
@@ -210,29 +262,34 @@ def spread(values: list[float], unit: str, digits: int = 0) -> str:
     )
 
 
-async def measured(
-    orchestrator: Orchestrator, tasks: list[TaskSpec], counts: Counts | None
-) -> tuple[float, float | None, float | None]:
-    """One run: seconds, and round trips per task (pg_stat_statements, driver)."""
-    before = await counts.read() if counts else (None, None)
+Run = tuple[float, dict[str, float]]
+
+
+async def measured(orchestrator: Orchestrator, tasks: list[TaskSpec], counts: Counts | None) -> Run:
+    """One run: seconds, and what it cost per task (`Counts`)."""
+    before = await counts.read() if counts else {}
     elapsed = await run_workflow(orchestrator, tasks, 8)
-    after = await counts.read() if counts else (None, None)
-    per_task = [
-        None if b is None or a is None else (a - b) / len(tasks)
-        for b, a in zip(before, after, strict=True)
-    ]
-    return elapsed, per_task[0], per_task[1]
+    after = await counts.read() if counts else {}
+    return elapsed, {k: (after[k] - before[k]) / len(tasks) for k in after if k in before}
 
 
-def trips(runs: list[tuple[float, float | None, float | None]]) -> str:
-    statements = [s for _, s, _ in runs if s is not None]
-    driver = [d for _, _, d in runs if d is not None]
+def costs(runs: list[Run]) -> str:
+    """Medians of the runs' costs per task."""
+    keys = [k for k in runs[0][1] if all(k in r for _, r in runs)]
+    if not keys:
+        return ""
+    trips = [k for k in keys if not k.startswith("cpu")]
+    cpu = [k for k in keys if k.startswith("cpu")]
     parts = []
-    if driver:
-        parts.append(f"driver {statistics.median(driver):.2f}")
-    if statements:
-        parts.append(f"pg_stat_statements {statistics.median(statements):.2f}")
-    return f"; round trips per task (median): {', '.join(parts)}" if parts else ""
+    if trips:
+        shown = ", ".join(f"{k} {statistics.median(r[k] for _, r in runs):.2f}" for k in trips)
+        parts.append(f"round trips per task (median): {shown}")
+    if cpu:
+        shown = ", ".join(
+            f"{k[4:]} {statistics.median(r[k] for _, r in runs) * 1e6:,.0f}" for k in cpu
+        )
+        parts.append(f"CPU µs per task (median): {shown}")
+    return "\n    " + "\n    ".join(parts)
 
 
 async def workloads(
@@ -240,17 +297,17 @@ async def workloads(
 ) -> None:
     if "w1" in only:
         runs = [await measured(orchestrator, fan_out(1000), counts) for _ in range(repeat)]
-        rates = [1002 / seconds for seconds, _, _ in runs]
+        rates = [1002 / seconds for seconds, _ in runs]
         print(
             f"W1 fan-out 1->1000->1, limit 8: {max(rates):,.0f} tasks/s best"
-            f" ({spread(rates, 'tasks/s')}){trips(runs)}"
+            f" ({spread(rates, 'tasks/s')}){costs(runs)}"
         )
     if "w2" in only:
         runs = [await measured(orchestrator, chain(200), counts) for _ in range(repeat)]
-        hops = [seconds * 1000 / 199 for seconds, _, _ in runs]
+        hops = [seconds * 1000 / 199 for seconds, _ in runs]
         print(
             f"W2 chain of 200: {min(hops):.2f} ms per hop best"
-            f" ({spread(hops, 'ms', 2)}){trips(runs)}"
+            f" ({spread(hops, 'ms', 2)}){costs(runs)}"
         )
     if "w3" not in only:
         return
@@ -288,7 +345,13 @@ def default_isolation() -> str:
     return Isolation.configure("auto", DEFAULT_RUN_AS).mode
 
 
-async def main(database: str | None, repeat: int, worker_counts: list[int], only: set[str]) -> None:
+async def main(
+    database: str | None,
+    repeat: int,
+    worker_counts: list[int],
+    only: set[str],
+    postmaster: int | None = None,
+) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     data_dir = tempfile.mkdtemp(prefix="bench-")
     environ = {
@@ -335,8 +398,9 @@ async def main(database: str | None, repeat: int, worker_counts: list[int], only
         freeze_startup_heap()
         try:
             env = {k: v for k, v in environ.items() if k != "PROVISIONING_DATA_DIR"}
-            with workers(count, env) as metrics:
-                await workloads(orchestrator, repeat, only, Counts(orchestrator, dsn, metrics))
+            with workers(count, env) as (metrics, pids):
+                counts = Counts(orchestrator, dsn, metrics, pids, postmaster)
+                await workloads(orchestrator, repeat, only, counts)
         finally:
             await orchestrator.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -389,7 +453,11 @@ if __name__ == "__main__":
     if arguments.start_postgres:
         database, server = throwaway_postgres()
     try:
-        uvloop.run(main(database, arguments.repeat, counts, only))
+        postmaster = None
+        if server is not None:  # (its first line: the postmaster's pid)
+            pid_file = server.data / "postmaster.pid"  # type: ignore[attr-defined]
+            postmaster = int(pid_file.read_text().split()[0])
+        uvloop.run(main(database, arguments.repeat, counts, only, postmaster))
     finally:
         if server is not None:
             server.stop()  # type: ignore[attr-defined]
