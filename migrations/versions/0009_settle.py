@@ -109,7 +109,8 @@ BEGIN
                     progress = 100.0, completed_at = p_at, lease_owner = NULL,
                     lease_expires_at = NULL, handle = NULL
                 FROM e
-                WHERE t.id = e.id AND t.status = 'Running' AND t.lease_owner = p_worker
+                WHERE t.id = ANY (v_ids) AND t.id = e.id  -- (found by their keys)
+                  AND t.status = 'Running' AND t.lease_owner = p_worker
                   AND t.workflow_id <> ALL (v_deferred)
                 RETURNING t.id, t.name, t.workflow_id, t.operation_id, e.n
             ),
