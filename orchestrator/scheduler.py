@@ -111,6 +111,10 @@ class Scheduler:
         self._again = False
         self._settled = asyncio.Event()
         self._settled.set()
+        #: A settle is due at the next turn of the loop (`_settle_soon`), or under way.
+        self._settle_due = False
+        self._settles: set[asyncio.Task[None]] = set()
+        self._closed = False
         #: The claim loop is waiting for work (so stopping may cancel it).
         self._idle = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -174,11 +178,12 @@ class Scheduler:
             run.interrupt("stop")
         await asyncio.gather(*runners, return_exceptions=True)
         # The hand-backs, and whatever else ended, recorded (nothing claimed now).
-        while self._ends or self._settling:
-            if self._settling:
-                await self._settled.wait()
+        while self._ends or self._settling or self._settles:
+            if self._settling or self._settles:
+                await asyncio.gather(self._settled.wait(), *self._settles)
             else:
                 await self._settle()
+        self._closed = True
         await self.store.close()
 
     async def submit(self, workflow: NewWorkflow) -> None:
@@ -265,6 +270,25 @@ class Scheduler:
             self._settling = False
             self._settled.set()
 
+    def _settle_soon(self) -> None:
+        """Settle once this turn of the event loop is over: the attempts that end in the
+        same turn (a batch that was claimed together, often) share one settle."""
+        if self._settling:
+            self._again = True
+        elif not self._settle_due:
+            assert self._loop is not None
+            self._settle_due = True
+            self._loop.call_soon(self._settle_now)
+
+    def _settle_now(self) -> None:
+        self._settle_due = False
+        if self._closed:
+            return
+        assert self._loop is not None
+        task = self._loop.create_task(self._settle(), name="settle")
+        self._settles.add(task)
+        task.add_done_callback(self._settles.discard)
+
     def _start(self, claim: Claim, woke: float) -> None:
         assert self._loop is not None
         self.metrics.scheduling_delay.observe(time.monotonic() - (claim.ready_at or woke))
@@ -309,7 +333,7 @@ class Scheduler:
             self._runs.pop(claim.task_id, None)
         else:
             self._ends.append((run, end))
-        await self._settle()
+        self._settle_soon()
 
     def _interrupted(self, run: _Run) -> AttemptEnd | None:
         claim = run.claim

@@ -64,6 +64,13 @@ LANGUAGE plpgsql
 -- Planned once per session: planning its statements anew at each call (the custom
 -- plans the arrays of ids would otherwise get) cost more than running them.
 SET plan_cache_mode = force_generic_plan
+-- Its statements reach a handful of rows by their keys: a plan that scans (made while a
+-- table was small, or before it was analyzed) is never the right one here, and bitmap
+-- scans leave the index entries of dead row versions to be read again at every call,
+-- where index scans mark them for skipping (tasks change state, so every change leaves
+-- some).
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 DECLARE
     r provisioning_settled;
@@ -91,10 +98,13 @@ BEGIN
         SELECT coalesce(array_agg(w.id), '{}') INTO v_deferred
         FROM workflows w
         WHERE w.id IN (SELECT t.workflow_id FROM tasks t WHERE t.id = ANY (v_ids))
-          AND (w.status = 'Pending' OR NOT EXISTS (
-                SELECT 1 FROM tasks o
-                WHERE o.workflow_id = w.id AND o.status IN ('Pending', 'Running')
-                  AND o.id <> ALL (v_ids)));
+          -- (Each a lookup of the workflow's first such task: LIMIT 1, not a set.)
+          AND (w.status = 'Pending' OR (
+                (SELECT 1 FROM tasks o
+                 WHERE o.workflow_id = w.id AND o.status = 'Pending' LIMIT 1) IS NULL
+                AND (SELECT 1 FROM tasks o
+                     WHERE o.workflow_id = w.id AND o.status = 'Running'
+                       AND o.id <> ALL (v_ids) LIMIT 1) IS NULL));
 
         FOR r IN
             WITH e AS (
@@ -203,11 +213,10 @@ BEGIN
                 LIMIT greatest(0, least(p_batch, p_global_limit - (SELECT count(*) FROM running)))
             ),
             locked AS (
-                -- (Found by their keys: not by a scan of every ready task.)
-                SELECT t.id FROM tasks t
-                WHERE t.id = ANY (ARRAY(SELECT e.id FROM eligible e))
-                  AND t.status = 'Pending' AND t.pending_dependencies = 0
-                FOR UPDATE SKIP LOCKED
+                -- (Each found by its key: not by a scan of every ready task.)
+                SELECT t.id FROM eligible e JOIN tasks t ON t.id = e.id
+                WHERE t.status = 'Pending' AND t.pending_dependencies = 0
+                FOR UPDATE OF t SKIP LOCKED
             ),
             claimed AS (
                 UPDATE tasks
@@ -290,11 +299,23 @@ $$
 """
 
 
+#: Every claim and end leaves a dead version of a task row, and index entries that the
+#: scans for running and ready tasks step over until a vacuum removes them: vacuum (and
+#: analyze, for the planner) the tasks table after a few thousand changes, not after a
+#: fifth of it changed (the default).
+TASKS_AUTOVACUUM = (
+    "autovacuum_vacuum_scale_factor = 0.01",
+    "autovacuum_vacuum_threshold = 1000",
+    "autovacuum_analyze_scale_factor = 0.02",
+)
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute(SETTLED)
     op.execute(SETTLE)
+    op.execute(f"ALTER TABLE tasks SET ({', '.join(TASKS_AUTOVACUUM)})")
 
 
 def downgrade() -> None:
@@ -305,3 +326,5 @@ def downgrade() -> None:
         "integer, integer, jsonb, boolean)"
     )
     op.execute("DROP TYPE provisioning_settled")
+    names = ", ".join(setting.split(" = ")[0] for setting in TASKS_AUTOVACUUM)
+    op.execute(f"ALTER TABLE tasks RESET ({names})")
