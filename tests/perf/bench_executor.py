@@ -10,7 +10,10 @@ otherwise), on the event loop `serve` and `worker` run on (uvloop), as in produc
 On PostgreSQL the workloads run once per worker count: that many `provisioning worker`
 processes claim the tasks, while this process submits and waits like an API-only
 `serve --no-worker` (`--start-postgres` starts a throwaway PostgreSQL 15 cluster, as the
-tests do, and upgrades a fresh database in it).
+tests do, with pg_stat_statements, and gives each worker count a fresh database). Each
+workload prints its best, median and range over `--repeat` runs, and on PostgreSQL what
+a task cost: round trips (the driver's count, from every process; pg_stat_statements'
+where available) and CPU time (the workers, this process, the PostgreSQL server).
 
 - W1 fan-out: 1 -> 1000 no-op tasks -> 1 join, parallel limit 8: tasks per second;
 - W2 chain: 200 no-op tasks in a line: milliseconds per dependency hop;
@@ -32,7 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -351,7 +354,10 @@ async def main(
     worker_counts: list[int],
     only: set[str],
     postmaster: int | None = None,
+    fresh: Callable[[], str] | None = None,
 ) -> None:
+    """`fresh`: a new empty database for each worker count (on the bench's own cluster),
+    so that each count starts from the same state rather than after the others' runs."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     data_dir = tempfile.mkdtemp(prefix="bench-")
     environ = {
@@ -384,13 +390,17 @@ async def main(
             await orchestrator.stop()
             shutil.rmtree(data_dir, ignore_errors=True)
         return
-    engine = create_engine(settings)
-    await upgrade(engine)
-    await engine.dispose()
-    dsn = await statement_statistics(settings.resolved_database_url)
-    for count in worker_counts:
+    for index, count in enumerate(worker_counts):
+        if fresh is not None and index:
+            environ["PROVISIONING_DATABASE_URL"] = fresh()
+            settings = load_settings(environ=environ)
+        engine = create_engine(settings)
+        await upgrade(engine)
+        await engine.dispose()
+        dsn = await statement_statistics(settings.resolved_database_url)
         print(
-            f"store: postgresql, {count} worker process(es); "
+            f"store: postgresql, {count} worker process(es)"
+            f"{', on a new database' if fresh is not None else ''}; "
             f"W1, W2: {repeat} runs; W3: {repeat} pairs with make"
         )
         orchestrator = Orchestrator(settings, run_tasks=False, background=False)
@@ -453,11 +463,12 @@ if __name__ == "__main__":
     if arguments.start_postgres:
         database, server = throwaway_postgres()
     try:
-        postmaster = None
+        postmaster = fresh = None
         if server is not None:  # (its first line: the postmaster's pid)
             pid_file = server.data / "postmaster.pid"  # type: ignore[attr-defined]
             postmaster = int(pid_file.read_text().split()[0])
-        uvloop.run(main(database, arguments.repeat, counts, only, postmaster))
+            fresh = server.new_database  # type: ignore[attr-defined]
+        uvloop.run(main(database, arguments.repeat, counts, only, postmaster, fresh))
     finally:
         if server is not None:
             server.stop()  # type: ignore[attr-defined]
