@@ -108,7 +108,9 @@ class Orchestrator:
         store = self.scheduler.store
         if isinstance(store, PostgresTaskStore):
             round_trips = self.round_trips = count_round_trips(self.engine)
-            self.metrics.watch_database(lambda: round_trips.count, lambda: store.database.failures)
+            self.metrics.watch_database(
+                lambda: round_trips.count + store.round_trips, lambda: store.database.failures
+            )
         self._lock: IO[str] | None = None
         self._retention: asyncio.Task[None] | None = None
 

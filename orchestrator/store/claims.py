@@ -17,12 +17,15 @@ COMMIT round trips): the caller gives it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import msgspec
 from sqlalchemy import (
     func,
@@ -102,6 +105,7 @@ class Settled:
 
 
 async def settle(
+    connection: SettleConnection,
     engine: AsyncEngine,
     worker: str,
     completions: Sequence[Completion],
@@ -115,14 +119,14 @@ async def settle(
     its workflow not done) and claim up to `batch` ready tasks for `worker`, under
     every limit, with their events, in one call of `provisioning_settle`.
 
-    In one round trip when there is no webhook outbox to fill (`engine` then in
-    autocommit: the call is its own transaction); otherwise in a transaction that also
-    writes the outbox rows of the events it returns. Claims are serialized by the
-    transaction-scoped advisory lock `CLAIM_LOCK`, taken first; the completions'
-    workflows are locked next, in the order of their ids, then task rows (`FOR UPDATE
-    SKIP LOCKED` for the claim). A cancel takes the same lock first, and the one-by-one
-    end (`endings.end_attempt`) takes no advisory lock and locks a workflow before its
-    tasks: no two of them wait for each other in opposite orders.
+    In one round trip on the worker's own settle connection when there is no webhook
+    outbox to fill (the call is its own transaction); otherwise in a transaction of
+    `engine` that also writes the outbox rows of the events it returns. Claims are
+    serialized by the transaction-scoped advisory lock `CLAIM_LOCK`, taken first; the
+    completions' workflows are locked next, in the order of their ids, then task rows
+    (`FOR UPDATE SKIP LOCKED` for the claim). A cancel takes the same lock first, and
+    the one-by-one end (`endings.end_attempt`) takes no advisory lock and locks a
+    workflow before its tasks: no two of them wait for each other in opposite orders.
     """
     at = utcnow()
     ends = [{"id": c.task_id, "output": c.output, "result": c.result} for c in completions]
@@ -138,18 +142,17 @@ async def settle(
         bool(outbox),
     )
     if outbox:
-        async with engine.begin() as connection:
-            rows = _rows(await connection.exec_driver_sql(_SETTLE, parameters))
+        async with engine.begin() as transaction:
+            rows = _rows((await transaction.exec_driver_sql(_SETTLE, parameters)).all())
             events = [
                 event_row(r["type"], r["data"], r["workflow_id"], r["id"], r["at"])
                 for r in rows
                 if r["kind"] == "event"
             ]
             seqs = [r["seq"] for r in rows if r["kind"] == "event"]
-            await connection.run_sync(partial(outbox.write, events=events, seqs=seqs))
+            await transaction.run_sync(partial(outbox.write, events=events, seqs=seqs))
     else:
-        async with engine.connect() as connection:
-            rows = _rows(await connection.exec_driver_sql(_SETTLE, parameters))
+        rows = _rows(await connection.fetch(_SETTLE, parameters))
     settled = Settled()
     for row in rows:
         kind = row["kind"]
@@ -162,11 +165,47 @@ async def settle(
     return settled
 
 
-def _rows(result: Any) -> list[dict[str, Any]]:
-    """The settle's rows as dictionaries (JSON decoded by the connection's codec, which
-    the engine sets up; as text otherwise)."""
+class SettleConnection:
+    """A worker's own connection for its settle calls, made when first needed and again
+    after it broke; one call at a time (the scheduler settles one batch at a time).
+
+    Straight to the driver, outside SQLAlchemy's pool: a checkout, the execution and
+    its result cost ten times the driver's own work, on the path of every task. Its
+    requests are counted in `round_trips` (the engine's counter does not see them)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._connection: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        self.round_trips = 0
+
+    async def fetch(self, query: str, parameters: Sequence[Any]) -> list[Sequence[Any]]:
+        async with self._lock:
+            if self._connection is None or self._connection.is_closed():
+                self._connection = None
+                self.round_trips += 1  # (its start-up, counted once)
+                self._connection = await asyncpg.connect(
+                    self._url, server_settings={"application_name": "provisioning"}
+                )
+            self.round_trips += 1
+            try:
+                return list(await self._connection.fetch(query, *parameters))
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                await self.close()
+                raise
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=2)
+
+
+def _rows(result: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """The settle's rows as dictionaries, JSON decoded (the engine's connections decode
+    it with their codec; the settle connection gives it as text)."""
     rows = []
-    for values in result.all():
+    for values in result:
         row = dict(zip(_SETTLED, values, strict=True))
         for name in _JSON_COLUMNS:
             if isinstance(row[name], str | bytes):

@@ -218,6 +218,7 @@ class PostgresTaskStore:
         self._queued = 0
         self._running_anywhere = 0
         self.database = Reachability()
+        self._settler = claims.SettleConnection(engine)
         #: Set if another process took this worker's identity: nothing more is claimed.
         self._identity_lost = False
         self._commits = 0
@@ -229,6 +230,11 @@ class PostgresTaskStore:
     @property
     def commits(self) -> int:
         return self._commits
+
+    @property
+    def round_trips(self) -> int:
+        """Requests on the store's own settle connection (the engine counts the rest)."""
+        return self._settler.round_trips
 
     @property
     def queued(self) -> int:
@@ -261,6 +267,7 @@ class PostgresTaskStore:
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)
+        await self._settler.close()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
@@ -308,7 +315,8 @@ class PostgresTaskStore:
                 settlement.reports[index] = await self._end(ends[index])
                 pending.discard(index)
             settled = await claims.settle(
-                self.engine if self._outbox else self.autocommit,
+                self._settler,
+                self.engine,
                 self.worker_id,
                 [
                     Completion(task_id, ends[i].output, ends[i].result)
@@ -335,7 +343,8 @@ class PostgresTaskStore:
                 pending.discard(index)
             if deferred and len(settlement.claims) < limit:
                 more = await claims.settle(
-                    self.engine if self._outbox else self.autocommit,
+                    self._settler,
+                    self.engine,
                     self.worker_id,
                     [],
                     batch=limit - len(settlement.claims),

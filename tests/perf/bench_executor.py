@@ -204,19 +204,27 @@ class Counts:
         self.pids = pids
         self.postmaster = postmaster
 
-    async def read(self) -> dict[str, float]:
-        readings = {}
+    async def read(self, *, starting: bool) -> dict[str, float]:
+        """Before a run (`starting`), the CPU times last; after it, first: the readings
+        themselves (a connection, a query, the workers' `/metrics`) are not counted."""
+        readings: dict[str, float] = {}
+        if not starting:
+            self._cpu(readings)
         statements = await self._statements()
         if statements is not None:
             readings["pg_stat_statements"] = statements
         driver = self._driver()
         if driver is not None:
             readings["driver"] = driver
+        if starting:
+            self._cpu(readings)
+        return readings
+
+    def _cpu(self, readings: dict[str, float]) -> None:
         readings["cpu workers"] = sum(cpu_seconds(pid) for pid in self.pids)
         readings["cpu submitter"] = time.process_time()
         if self.postmaster is not None:
             readings["cpu postgres"] = postgres_cpu(self.postmaster)
-        return readings
 
     async def _statements(self) -> float | None:
         if self.dsn is None:
@@ -270,9 +278,9 @@ Run = tuple[float, dict[str, float]]
 
 async def measured(orchestrator: Orchestrator, tasks: list[TaskSpec], counts: Counts | None) -> Run:
     """One run: seconds, and what it cost per task (`Counts`)."""
-    before = await counts.read() if counts else {}
+    before = await counts.read(starting=True) if counts else {}
     elapsed = await run_workflow(orchestrator, tasks, 8)
-    after = await counts.read() if counts else {}
+    after = await counts.read(starting=False) if counts else {}
     return elapsed, {k: (after[k] - before[k]) / len(tasks) for k in after if k in before}
 
 
