@@ -417,6 +417,11 @@ async def main(
         try:
             env = {k: v for k, v in environ.items() if k != "PROVISIONING_DATA_DIR"}
             with workers(count, env) as (metrics, pids):
+                # Unmeasured: a few small workflows, so that every worker's connections
+                # have prepared their statements (whichever worker wins a submission's
+                # notification runs it).
+                for _ in range(2 * count):
+                    await run_workflow(orchestrator, chain(20), 8)
                 counts = Counts(orchestrator, dsn, metrics, pids, postmaster)
                 await workloads(orchestrator, repeat, only, counts)
         finally:
