@@ -314,19 +314,21 @@ class PostgresTaskStore:
             for index in others:
                 settlement.reports[index] = await self._end(ends[index])
                 pending.discard(index)
-            settled = await claims.settle(
-                self._settler,
-                self.engine,
-                self.worker_id,
-                [
-                    Completion(task_id, ends[i].output, ends[i].result)
-                    for task_id, i in quick.items()
-                ],
-                batch=limit,
-                lease=self.lease,
-                limits=self.limits,
-                outbox=self._outbox,
-            )
+            settled = claims.Settled()
+            if quick or limit > 0:  # (else nothing to ask: a stop's hand-backs)
+                settled = await claims.settle(
+                    self._settler,
+                    self.engine,
+                    self.worker_id,
+                    [
+                        Completion(task_id, ends[i].output, ends[i].result)
+                        for task_id, i in quick.items()
+                    ],
+                    batch=limit,
+                    lease=self.lease,
+                    limits=self.limits,
+                    outbox=self._outbox,
+                )
             settlement.claims = [_claim(row, self.worker_id) for row in settled.claimed]
             if settled.ended or settled.claimed:
                 self._committed()
