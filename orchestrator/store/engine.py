@@ -69,7 +69,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     # No pre-ping: it costs a round trip per transaction, a fifth of a worker's. A
     # connection broken by a database restart fails its statement once and the pool
     # then replaces every older connection (SQLAlchemy's disconnect handling). Last in,
-    # first out: the connection just used is the one warm on both sides (its server
+    # first out: the connection just used is the one warm on both sides (its backend
     # process's caches, its prepared statements and plans).
     return create_async_engine(
         url,
