@@ -11,9 +11,9 @@ them, and record the ends of their attempts.
   expired (its worker was killed, or lost the database) is recovered by any worker
   (`expired`). A worker's identity is its host and data directory, so a restarted
   worker recovers its own unfinished attempts at once (`open`); a second live process
-  with the same identity (two containers with one host name and data path) is refused
-  at start: each worker holds a session advisory lock named by its identity on its
-  `LISTEN` connection.
+  with the same identity (two machines or images with one host name and data path) is
+  refused at start: each worker holds a session advisory lock named by its identity on
+  its `LISTEN` connection.
 - Workers wake on `LISTEN/NOTIFY`: a submission, a hand-back, a failure and a claim
   that may have left work for others notify `provisioning_tasks` (a retry's payload
   says when it is due); a workflow's end notifies `provisioning_ended` with its id (what
@@ -530,9 +530,9 @@ class PostgresTaskStore:
                 where = f" (connected from {address} since {since})"
             message = (
                 f"another process already runs as worker {self.worker_id}{where}: a worker's "
-                "identity is its host name and data directory, so two containers with the "
-                "same host name and data path would take each other's tasks. Give each "
-                "worker its own host name or data_dir."
+                "identity is its host name and data directory, so two machines or images "
+                "with the same host name and data path would take each other's tasks. Give "
+                "each worker its own host name or data_dir."
             )
             if starting:
                 raise IdentityInUse(message)
