@@ -360,13 +360,13 @@ async def test_on_postgresql_a_settle_writes_the_outbox_rows_of_its_events(tmp_p
     from orchestrator.store.engine import create_engine, upgrade
     from orchestrator.store.models import Event, WebhookDelivery
     from orchestrator.store.postgres import PostgresTaskStore
-    from orchestrator.webhooks import Outbox
+    from orchestrator.webhooks import outbox_for
 
     settings = load_settings(environ=settings_env(tmp_path / "data"))
     engine = create_engine(settings)
     await upgrade(engine)
     endpoint = WebhookEndpoint(url="http://127.0.0.1:9/hook", events=["*"], secret="s")
-    outbox = Outbox(WebhookSettings(enabled=True, endpoints=[endpoint]))
+    outbox = outbox_for(WebhookSettings(enabled=True, endpoints=[endpoint]))
     store = PostgresTaskStore(
         engine,
         LIMITS,
