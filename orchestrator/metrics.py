@@ -18,7 +18,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 DURATION_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
@@ -37,6 +37,18 @@ class _WorkflowGauge(Collector):
         for status, count in sorted(self._counts.items()):
             family.add_metric([status], count)
         return [family]
+
+
+class _ReadCounter(Collector):
+    """A counter kept elsewhere (a plain integer on a hot path), read when scraped."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._read = read
+
+    def collect(self) -> list[CounterMetricFamily]:  # type: ignore[override]
+        return [CounterMetricFamily(self._name, self._documentation, value=self._read())]
 
 
 class Metrics:
@@ -99,6 +111,24 @@ class Metrics:
             "Ready tasks waiting for a free slot",
             registry=self.registry,
         ).set_function(queued)
+
+    def watch_database(self, round_trips: Callable[[], float], errors: Callable[[], float]) -> None:
+        self.registry.register(
+            _ReadCounter(
+                "orchestrator_database_round_trips",
+                "Requests sent to PostgreSQL and waited for (statements, BEGIN, COMMIT, "
+                "ROLLBACK, first prepares)",
+                round_trips,
+            )
+        )
+        self.registry.register(
+            _ReadCounter(
+                "orchestrator_database_errors",
+                "Calls of the executor to PostgreSQL that failed (each retry during an "
+                "outage counts)",
+                errors,
+            )
+        )
 
     def workflow_moved(self, old: str | None, new: str) -> None:
         if old is not None and self.workflows[old] > 0:

@@ -7,6 +7,10 @@ fate itself (`orchestrator/rules.py` does, applied by the store):
 - it claims ready tasks while this process has room (`executor.worker_limit`; the store
   keeps the global, per-workflow and per-provider limits), and claims again as soon as
   an attempt ends or the store says work may be ready;
+- it records the ends of its attempts in batches, each with the next claim
+  (`TaskStore.settle`): whatever ended while one batch was being recorded goes into the
+  next, so under load many ends share one commit (on PostgreSQL, one round trip), and
+  a lone end is recorded at once;
 - it calls each attempt's provider, stops it at its timeout, on its workflow's cancel
   (made here or, on PostgreSQL, anywhere) or when this process stops, and reports the
   end to the store: completed, failed (retryable or not), cancelled, or released;
@@ -40,7 +44,15 @@ from orchestrator.attempt import (
 from orchestrator.metrics import Metrics
 from orchestrator.rules import Outcome, TaskStatus, interrupted_reason, timeout_reason
 from orchestrator.settings import ExecutorSettings
-from orchestrator.store.taskstore import JSON, AttemptEnd, Claim, EndReport, NewWorkflow, TaskStore
+from orchestrator.store.taskstore import (
+    JSON,
+    AttemptEnd,
+    Claim,
+    EndReport,
+    NewWorkflow,
+    Settlement,
+    TaskStore,
+)
 from providers.base import ActionResult, PermanentProviderError, Provider
 
 log = structlog.get_logger(__name__)
@@ -90,10 +102,19 @@ class Scheduler:
         self.metrics = metrics
         self.run_tasks = run_tasks
         self._runs: dict[str, _Run] = {}
+        #: Ends waiting to be recorded (their runs stay in `_runs` until they are).
+        self._ends: list[tuple[_Run, AttemptEnd]] = []
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._filling = False
-        self._refill = False
+        #: A settle (ends recorded, then a claim) is under way; `_again`: go round again.
+        self._settling = False
+        self._again = False
+        self._settled = asyncio.Event()
+        self._settled.set()
+        #: A settle is due at the next turn of the loop (`_settle_soon`), or under way.
+        self._settle_due = False
+        self._settles: set[asyncio.Task[None]] = set()
+        self._closed = False
         #: The claim loop is waiting for work (so stopping may cancel it).
         self._idle = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -151,10 +172,18 @@ class Scheduler:
             for loop in stuck:
                 loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._settled.wait()  # a settle under way may still bring claims
         runners = [run.runner for run in self._runs.values() if run.runner is not None]
         for run in list(self._runs.values()):
             run.interrupt("stop")
         await asyncio.gather(*runners, return_exceptions=True)
+        # The hand-backs, and whatever else ended, recorded (nothing claimed now).
+        while self._ends or self._settling or self._settles:
+            if self._settling or self._settles:
+                await asyncio.gather(self._settled.wait(), *self._settles)
+            else:
+                await self._settle()
+        self._closed = True
         await self.store.close()
 
     async def submit(self, workflow: NewWorkflow) -> None:
@@ -185,7 +214,7 @@ class Scheduler:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            await self._fill()
+            await self._settle()
             if self._stopping:
                 return
             self._idle = True
@@ -194,26 +223,71 @@ class Scheduler:
             finally:
                 self._idle = False
 
-    async def _fill(self) -> None:
-        """Claim while this process has room and the store has work. One fill at a
-        time: an end asking for one during another makes that one go round again."""
-        if self._filling:
-            self._refill = True
+    async def _settle(self) -> None:
+        """Record the ends that are waiting, and claim while this process has room and
+        the store has work, in as few settles as it takes. One at a time: what ends, or
+        asks for one, during another makes that one go round again."""
+        if self._settling:
+            self._again = True
             return
-        self._filling = True
+        self._settling = True
+        self._settled.clear()
         try:
-            while not self._stopping:
-                self._refill = False
+            while True:
+                self._again = False
+                batch, self._ends = self._ends, []
+                free = 0
+                if not self._stopping:  # (the runs of the batch are still counted)
+                    free = max(0, self.settings.worker_limit - len(self._runs) + len(batch))
+                if not batch and free == 0:
+                    return
                 woke = time.monotonic()
-                free = self.settings.worker_limit - len(self._runs)
-                claims = await self.store.claim(free) if free > 0 else []
-                for claim in claims:
+                try:
+                    settlement = await self.store.settle([end for _, end in batch], free)
+                except Exception:
+                    log.exception("recording the ends of attempts failed")
+                    settlement = Settlement([None] * len(batch), [], set(range(len(batch))))
+                kept = []
+                for index, ((run, end), report) in enumerate(
+                    zip(batch, settlement.reports, strict=True)
+                ):
+                    if index in settlement.unrecorded and not self._stopping:
+                        kept.append((run, end))  # the database did not answer: later
+                        continue
+                    self._runs.pop(run.claim.task_id, None)
+                    self._count(end, report)
+                for claim in settlement.claims:
                     self._start(claim, woke)
+                if kept:
+                    self._ends[:0] = kept
+                    return  # tried again when the store next says there may be work
+                if self._ends or self._again:
+                    continue
                 # Fewer than asked: nothing more is ready now.
-                if not self._refill and len(claims) < max(free, 1):
+                if len(settlement.claims) < max(free, 1):
                     return
         finally:
-            self._filling = False
+            self._settling = False
+            self._settled.set()
+
+    def _settle_soon(self) -> None:
+        """Settle once this turn of the event loop is over: the attempts that end in the
+        same turn (a batch that was claimed together, often) share one settle."""
+        if self._settling:
+            self._again = True
+        elif not self._settle_due:
+            assert self._loop is not None
+            self._settle_due = True
+            self._loop.call_soon(self._settle_now)
+
+    def _settle_now(self) -> None:
+        self._settle_due = False
+        if self._closed:
+            return
+        assert self._loop is not None
+        task = self._loop.create_task(self._settle(), name="settle")
+        self._settles.add(task)
+        task.add_done_callback(self._settles.discard)
 
     def _start(self, claim: Claim, woke: float) -> None:
         assert self._loop is not None
@@ -255,13 +329,11 @@ class Scheduler:
         except Exception as exc:
             end = AttemptEnd(claim, Outcome.FAILED, str(exc) or type(exc).__name__, True)
         run.recording = True
-        try:
-            if end is not None:
-                self._count(end, await self.store.end(end))
-        finally:
+        if end is None:
             self._runs.pop(claim.task_id, None)
-        if not self._stopping:
-            await self._fill()
+        else:
+            self._ends.append((run, end))
+        self._settle_soon()
 
     def _interrupted(self, run: _Run) -> AttemptEnd | None:
         claim = run.claim

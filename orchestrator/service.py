@@ -36,12 +36,14 @@ from orchestrator.specs import WorkflowSpec, task_row
 from orchestrator.store.checkpoints import create_checkpoint, delete_checkpoint, restore_inventory
 from orchestrator.store.engine import (
     AsyncEngine,
+    RoundTrips,
+    count_round_trips,
     create_engine,
     create_writer_engine,
     ensure_schema,
 )
 from orchestrator.store.idempotency import IdempotencyKeys
-from orchestrator.store.postgres import PostgresTaskStore
+from orchestrator.store.postgres import IdentityInUse, PostgresTaskStore
 from orchestrator.store.retention import prune
 from orchestrator.store.sqlite import SqliteTaskStore
 from orchestrator.store.taskstore import Claim, Limits, NewWorkflow, TaskStore
@@ -53,7 +55,8 @@ log = structlog.get_logger(__name__)
 
 
 class AlreadyRunning(Exception):
-    """Another orchestrator process owns this embedded database."""
+    """Another orchestrator process owns this embedded database, or this worker's
+    identity (its data directory here; its host name and data path on PostgreSQL)."""
 
 
 class Orchestrator:
@@ -86,6 +89,8 @@ class Orchestrator:
             ttl=settings.server.idempotency_ttl,
             pending_ttl=settings.server.idempotency_pending_ttl,
         )
+        #: PostgreSQL: the requests this process sent to the database (`/metrics`).
+        self.round_trips: RoundTrips | None = None
         self.instance_types = {name: str(t["type"]) for name, t in settings.providers.items()}
         self.providers: dict[str, Provider] = build_instances(
             {
@@ -110,6 +115,12 @@ class Orchestrator:
             run_tasks=self.run_tasks,
         )
         self.metrics.watch(lambda: self.scheduler.running, lambda: self.scheduler.queued)
+        store = self.scheduler.store
+        if isinstance(store, PostgresTaskStore):
+            round_trips = self.round_trips = count_round_trips(self.engine)
+            self.metrics.watch_database(
+                lambda: round_trips.count + store.round_trips, lambda: store.database.failures
+            )
         self._lock: IO[str] | None = None
         self._retention: asyncio.Task[None] | None = None
 
@@ -145,7 +156,8 @@ class Orchestrator:
             outbox=self.outbox,
             on_commit=self.committed,
             on_cancel=lambda workflows: self.scheduler.cancelled_elsewhere(workflows),
-            counts=not self.run_tasks,
+            runs_tasks=self.run_tasks,
+            streams=self.background,
         )
 
     async def start(self) -> None:
@@ -159,7 +171,10 @@ class Orchestrator:
         # Policies are enforced here too: a database that only this app opened has them.
         await seed_default_policies(self.engine)
         await self.refresh_workflow_counts()
-        await self.scheduler.start()
+        try:
+            await self.scheduler.start()
+        except IdentityInUse as exc:
+            raise AlreadyRunning(str(exc)) from exc
         if self.background:
             self.webhooks.start()
             self._retention = asyncio.create_task(self._prune_forever(), name="retention")

@@ -173,6 +173,18 @@ class ExecutorSettings(msgspec.Struct, forbid_unknown_fields=True):
         )
 
 
+class WorkerSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """`provisioning worker`: its own HTTP listener for `/metrics` and `/health`."""
+
+    #: Serve them at all.
+    metrics: bool = True
+    metrics_host: str = "127.0.0.1"
+    #: 0 (the default, so that several workers on a host start as they are): a free
+    #: port, printed at start (`metrics  http://127.0.0.1:PORT/`). Set one per worker
+    #: for a scraper to find.
+    metrics_port: int = 0
+
+
 class SqliteSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: NORMAL survives a crash of the process (kill -9); FULL also survives power loss.
     synchronous: str = "NORMAL"
@@ -216,6 +228,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     control_center: ControlCenterSettings = msgspec.field(default_factory=ControlCenterSettings)
     executor: ExecutorSettings = msgspec.field(default_factory=ExecutorSettings)
+    worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     sqlite: SqliteSettings = msgspec.field(default_factory=SqliteSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
@@ -334,6 +347,11 @@ def _validate(settings: Settings) -> None:
     for section, port in ports.items():
         if not 0 < port < 65536:
             raise ConfigError(f"{section}.port must be between 1 and 65535, got {port}")
+    if not 0 <= settings.worker.metrics_port < 65536:
+        raise ConfigError(
+            f"worker.metrics_port must be between 0 (a free port) and 65535, "
+            f"got {settings.worker.metrics_port}"
+        )
     if settings.server.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"server.log_level must be one of {', '.join(LOG_LEVELS)}")
     for proxy in settings.server.trusted_proxies:

@@ -8,6 +8,7 @@ The cluster runs with fsync off: it is thrown away after the session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import pwd
@@ -55,7 +56,9 @@ def _binary(name: str) -> str:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    def __init__(self, *settings: str) -> None:
+        """`settings`: more `name=value` server settings (`-c`), e.g. a preloaded library."""
+        self.settings = settings
         self.root = Path(tempfile.mkdtemp(prefix="provisioning-pg-"))
         self.port = _free_port()
         self.owner = pwd.getpwnam("postgres")
@@ -73,12 +76,22 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         self._as_postgres(_binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        self.resume()
+        return self
+
+    def pause(self) -> None:
+        """Stop the server (its clients' connections cut), keeping its databases."""
+        self._as_postgres(_binary("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server (again, after `pause`), on the same port."""
         options = " ".join(
             [
                 f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1",
                 # A throwaway cluster: no durability, room for every test server's pool.
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
                 "-c max_connections=400",
+                *(f"-c {setting}" for setting in self.settings),
             ]
         )
         self._as_postgres(
@@ -92,11 +105,13 @@ class PostgresServer:
             "-w",
             "start",
         )
-        return self
 
     def stop(self) -> None:
         if self.data.exists():
-            self._as_postgres(_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+            with contextlib.suppress(subprocess.CalledProcessError):  # (paused already)
+                self._as_postgres(
+                    _binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"
+                )
         shutil.rmtree(self.root, ignore_errors=True)
 
     def new_database(self) -> str:

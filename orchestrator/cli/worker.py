@@ -2,7 +2,9 @@
 
 It claims ready tasks from the shared database beside any other workers and `serve`
 processes, until SIGINT or SIGTERM; then it stops the tasks it was running and hands
-them back (the attempt not counted) for the others to run at once, and exits 0.
+them back (the attempt not counted) for the others to run at once, and exits 0. It
+serves its own `/metrics` and `/health` (`orchestrator/worker_endpoint.py`, settings
+`[worker]`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def worker(options: Options) -> None:
 async def _run(settings: Settings) -> None:
     from orchestrator.service import AlreadyRunning, Orchestrator, freeze_startup_heap
     from orchestrator.store.engine import SchemaNotCurrent
+    from orchestrator.worker_endpoint import WorkerEndpoint
     from providers.base import ProviderConfigError
 
     try:
@@ -55,6 +58,14 @@ async def _run(settings: Settings) -> None:
     except (AlreadyRunning, SchemaNotCurrent) as exc:
         await orchestrator.engine.dispose()
         raise Failure(str(exc)) from exc
+    endpoint = WorkerEndpoint(orchestrator)
+    address = "off"
+    if settings.worker.metrics:
+        try:
+            address = await endpoint.start()
+        except OSError as exc:
+            await orchestrator.stop()
+            raise Failure(str(exc)) from exc
     freeze_startup_heap()
     click.echo("provisioning worker")
     for key, value in (
@@ -66,9 +77,11 @@ async def _run(settings: Settings) -> None:
             "limits",
             f"{settings.executor.worker_limit} here, {settings.executor.global_limit} in all",
         ),
+        ("metrics", address),
     ):
         click.echo(f"  {key:<10} {value}")
     try:
         await stopped.wait()
     finally:
+        await endpoint.stop()
         await orchestrator.stop()

@@ -1,25 +1,40 @@
 """The queries of workers sharing one PostgreSQL database: claims and leases.
 
-A worker claims ready tasks with one statement that picks them under every limit,
-locks them with `FOR UPDATE SKIP LOCKED` and marks them `Running` with its id and a
-lease. Claims are serialized by a transaction-scoped advisory lock, so the running
-counts the limits are checked against cannot change under a claim: the global,
-per-workflow and per-provider limits hold across all workers. How an attempt's end is
-recorded is `store/endings.py`.
+A worker settles a batch in one call of `provisioning_settle` (migration 0009), one
+round trip and one transaction: it records the attempts that completed (their tasks
+`Completed`, dependents released, events written) unless that would end their
+workflow, then claims ready tasks with one statement that picks them under every
+limit, locks them with `FOR UPDATE SKIP LOCKED`, marks them `Running` with the
+worker's id and a lease and returns what their provider calls need. Claims are
+serialized by a transaction-scoped advisory lock, so the running counts the limits are
+checked against cannot change under a claim: the global, per-workflow and per-provider
+limits hold across all workers. Every other end (failures, retries, the last task of a
+workflow, recoveries) is recorded by `store/endings.py`, one transaction each.
+
+Statements that are a transaction alone run on an engine in autocommit (no BEGIN and
+COMMIT round trips): the caller gives it.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, text, update
+import asyncpg
+import msgspec
+from sqlalchemy import (
+    func,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.clock import utcnow
-from orchestrator.store.journal import write_events
 from orchestrator.store.models import Task, Workflow
 from orchestrator.store.taskstore import JSON, Limits
 
@@ -34,141 +49,169 @@ CHANNEL_EVENTS = "provisioning_events"
 CHANNEL_CANCEL = "provisioning_cancel"
 #: pg_advisory_xact_lock key serializing claims ("prov" in ASCII).
 CLAIM_LOCK = 0x70726F76
+_ENCODE = msgspec.json.Encoder().encode
 
-_CLAIM = text(
-    """
-WITH running AS (
-    SELECT workflow_id, provider FROM tasks WHERE status = 'Running'
-),
-ready AS (
-    -- At most parallel_limit ready tasks per active workflow, each found through the
-    -- partial index of ready tasks: a claim's cost does not grow with workflow size.
-    SELECT t.id, t.workflow_id, t.provider, t.position, w.created_at AS submitted,
-           w.parallel_limit, t.in_workflow
-    FROM workflows w
-    CROSS JOIN LATERAL (
-        SELECT c.id, c.workflow_id, c.provider, c.position,
-               row_number() OVER (ORDER BY c.position) AS in_workflow
-        FROM tasks c
-        WHERE c.workflow_id = w.id AND c.status = 'Pending' AND c.pending_dependencies = 0
-          AND (c.not_before IS NULL OR c.not_before <= now())
-        ORDER BY c.position
-        LIMIT w.parallel_limit
-    ) t
-    WHERE w.status IN ('Pending', 'Running', 'RollingBack') AND NOT w.cancel_requested
-),
-within_workflow AS (
-    -- Under its workflow's limit first, so that tasks a workflow may not start do not
-    -- take their provider's places.
-    SELECT r.*,
-           row_number() OVER (PARTITION BY r.provider ORDER BY r.submitted, r.position)
-               AS in_provider
-    FROM ready r
-    WHERE r.in_workflow + (SELECT count(*) FROM running x WHERE x.workflow_id = r.workflow_id)
-              <= r.parallel_limit
-),
-eligible AS (
-    SELECT r.id FROM within_workflow r
-    WHERE r.in_provider + (SELECT count(*) FROM running x WHERE x.provider = r.provider)
-              <= coalesce((CAST(:provider_limits AS jsonb) ->> r.provider)::int,
-                          :provider_limit)
-    ORDER BY r.in_workflow, r.submitted, r.position
-    LIMIT greatest(0, least(:batch, :global_limit - (SELECT count(*) FROM running)))
-),
-locked AS (
-    SELECT t.id FROM tasks t
-    WHERE t.id IN (SELECT id FROM eligible)
-      AND t.status = 'Pending' AND t.pending_dependencies = 0
-    FOR UPDATE SKIP LOCKED
+#: A workflow (the payload) has ended: whoever waits for it looks.
+CHANNEL_ENDED = "provisioning_ended"
+
+#: Completed attempts recorded and ready tasks claimed in one call: one round trip, one
+#: transaction (migration 0009 defines the function). Sent as it is to the driver: the
+#: hottest statement of a worker needs nothing of SQLAlchemy's compiling and typing.
+_SETTLE = "SELECT * FROM provisioning_settle($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+#: The columns of its rows (`provisioning_settled`), in order; JSON ones come as text.
+_SETTLED = (
+    "kind",
+    "id",
+    "name",
+    "workflow_id",
+    "provider",
+    "action",
+    "params",
+    "attempts",
+    "timeout",
+    "check_mode",
+    "compensates",
+    "compensation",
+    "handle",
+    "seq",
+    "type",
+    "data",
+    "at",
 )
-UPDATE tasks
-SET status = 'Running', attempts = tasks.attempts + 1, lease_owner = :worker,
-    -- The clock now, not the transaction's start: a dependency's end committed while
-    -- this claim waited for the lock must not seem to come after this start.
-    lease_expires_at = clock_timestamp() + make_interval(secs => :lease),
-    started_at = clock_timestamp(),
-    not_before = NULL, handle = NULL
-FROM locked, workflows w
-WHERE tasks.id = locked.id AND w.id = tasks.workflow_id
-RETURNING tasks.*, w.check_mode, w.kind AS workflow_kind, w.status AS workflow_status,
-    pg_notify('provisioning_events', '') AS notified
-"""
-)
+_JSON_COLUMNS = ("params", "compensation", "handle", "data")
+_DECODE = msgspec.json.Decoder().decode
 
 
-async def claim(
+@dataclass(slots=True)
+class Completion:
+    """A completed attempt of this worker's, for the settle call."""
+
+    task_id: str
+    output: str | None
+    result: JSON | None
+
+
+@dataclass(slots=True)
+class Settled:
+    """What one settle call did."""
+
+    #: Completions recorded (task ids).
+    ended: set[str] = field(default_factory=set)
+    #: Completions not recorded because they would end their workflow: the caller
+    #: records them one by one (`endings.end_attempt`), with the workflow's end.
+    deferred: set[str] = field(default_factory=set)
+    #: Tasks claimed: their rows, with what the provider call needs.
+    claimed: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def settle(
+    connection: SettleConnection,
     engine: AsyncEngine,
     worker: str,
+    completions: Sequence[Completion],
     *,
     batch: int,
     lease: float,
     limits: Limits,
     outbox: Outbox | None,
-) -> list[dict[str, Any]]:
-    """Claim up to `batch` ready tasks for `worker`; return their rows (`Running`).
+) -> Settled:
+    """Record `completions` (the common end: completed, the lease still the worker's,
+    its workflow not done) and claim up to `batch` ready tasks for `worker`, under
+    every limit, with their events, in one call of `provisioning_settle`.
 
-    Workflows still `Pending` move to `Running` in the same transaction. Locks are
-    taken in the order claim → task rows → workflow rows, which no other transaction
-    reverses (`end_attempt` locks a workflow, then its Running or Pending tasks, and
-    tasks this claim locked are neither).
+    In one round trip on the worker's own settle connection when there is no webhook
+    outbox to fill (the call is its own transaction); otherwise in a transaction of
+    `engine` that also writes the outbox rows of the events it returns. Claims are
+    serialized by the transaction-scoped advisory lock `CLAIM_LOCK`, taken first; the
+    completions' workflows are locked next, in the order of their ids, then task rows
+    (`FOR UPDATE SKIP LOCKED` for the claim). A cancel takes the same lock first, and
+    the one-by-one end (`endings.end_attempt`) takes no advisory lock and locks a
+    workflow before its tasks: no two of them wait for each other in opposite orders.
     """
-    async with engine.begin() as connection:
-        await connection.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
-        rows = (
-            await connection.execute(
-                _CLAIM,
-                {
-                    "worker": worker,
-                    "batch": batch,
-                    "lease": float(lease),
-                    "global_limit": limits.global_limit,
-                    "provider_limit": limits.provider_limit,
-                    "provider_limits": json.dumps(dict(limits.provider_limits)),
-                },
-            )
-        ).mappings()
-        claimed = [dict(row) for row in rows]
-        if not claimed:
-            return []
-        now = utcnow()
-        events = [
-            event_row(
-                "TaskStatusChanged",
-                {
-                    "task_id": t["id"],
-                    "name": t["name"],
-                    "status": "Running",
-                    "attempt": t["attempts"],
-                    "worker": worker,
-                },
-                t["workflow_id"],
-                t["id"],
-                now,
-            )
-            for t in claimed
-        ]
-        starting = sorted({t["workflow_id"] for t in claimed if t["workflow_status"] == "Pending"})
-        if starting:
-            started = (
-                await connection.execute(
-                    update(Workflow)
-                    .where(Workflow.id.in_(starting), Workflow.status == "Pending")
-                    .values(status="Running", started_at=now)
-                    .returning(Workflow.id, Workflow.kind)
-                )
-            ).all()
-            events += [
-                event_row(
-                    "WorkflowStatusChanged",
-                    {"workflow_id": wid, "status": "Running", "kind": kind},
-                    wid,
-                    None,
-                    now,
-                )
-                for wid, kind in started
+    at = utcnow()
+    ends = [{"id": c.task_id, "output": c.output, "result": c.result} for c in completions]
+    parameters = (
+        worker,
+        _ENCODE(ends).decode(),
+        at,
+        batch,
+        float(lease),
+        limits.global_limit,
+        limits.provider_limit,
+        _ENCODE(dict(limits.provider_limits)).decode(),
+        bool(outbox),
+    )
+    if outbox:
+        async with engine.begin() as transaction:
+            rows = _rows((await transaction.exec_driver_sql(_SETTLE, parameters)).all())
+            events = [
+                event_row(r["type"], r["data"], r["workflow_id"], r["id"], r["at"])
+                for r in rows
+                if r["kind"] == "event"
             ]
-        await connection.run_sync(write_events, events, outbox)
-    return claimed
+            seqs = [r["seq"] for r in rows if r["kind"] == "event"]
+            await transaction.run_sync(partial(outbox.write, events=events, seqs=seqs))
+    else:
+        rows = _rows(await connection.fetch(_SETTLE, parameters))
+    settled = Settled()
+    for row in rows:
+        kind = row["kind"]
+        if kind == "claimed":
+            settled.claimed.append(row)
+        elif kind == "ended":
+            settled.ended.add(row["id"])
+        elif kind == "deferred":
+            settled.deferred.add(row["id"])
+    return settled
+
+
+class SettleConnection:
+    """A worker's own connection for its settle calls, made when first needed and again
+    after it broke; one call at a time (the scheduler settles one batch at a time).
+
+    Straight to the driver, outside SQLAlchemy's pool: a checkout, the execution and
+    its result cost ten times the driver's own work, on the path of every task. Its
+    requests are counted in `round_trips` (the engine's counter does not see them)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._connection: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        self.round_trips = 0
+
+    async def fetch(self, query: str, parameters: Sequence[Any]) -> list[Sequence[Any]]:
+        async with self._lock:
+            if self._connection is None or self._connection.is_closed():
+                self._connection = None
+                self.round_trips += 1  # (its start-up, counted once)
+                self._connection = await asyncpg.connect(
+                    self._url, server_settings={"application_name": "provisioning"}
+                )
+            self.round_trips += 1
+            try:
+                return list(await self._connection.fetch(query, *parameters))
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                await self.close()
+                raise
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=2)
+
+
+def _rows(result: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """The settle's rows as dictionaries, JSON decoded (the engine's connections decode
+    it with their codec; the settle connection gives it as text)."""
+    rows = []
+    for values in result:
+        row = dict(zip(_SETTLED, values, strict=True))
+        for name in _JSON_COLUMNS:
+            if isinstance(row[name], str | bytes):
+                row[name] = _DECODE(row[name])
+        rows.append(row)
+    return rows
 
 
 async def record_handle(engine: AsyncEngine, task_id: str, worker: str, handle: JSON) -> None:

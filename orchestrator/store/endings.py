@@ -1,12 +1,15 @@
 """How a worker's attempt ends, recorded in the shared PostgreSQL database.
 
-An attempt ends in one transaction that locks its workflow's row first (so the last two
+The common end, a completion that leaves its workflow something to run, is recorded
+with the worker's next claim (`claims.settle`). Every other one (a failure, a retry, a
+hand-back, a recovery, the last task of a workflow) ends here in one transaction that
+locks its workflow's row first (so the last two
 tasks of a workflow, ending on two workers, cannot both miss that the workflow is
 done), checks that the worker still holds the task's lease, writes the task's new state
 with its events, releases or cancels its dependents and, when nothing is left, ends the
 workflow or starts its rollback. Every such transaction sends `NOTIFY` on
-`CHANNEL_TASKS`, which wakes the workers (and the stream readers of every process); a
-claim only notifies `CHANNEL_EVENTS`, as it frees no work for the others.
+`CHANNEL_TASKS`, which wakes the workers (with a retry, its payload says when it is
+due), and one that ends a workflow `CHANNEL_ENDED` with its id.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from orchestrator.rules import (
 from orchestrator.specs import TaskDefaults
 from orchestrator.store.claims import (
     CHANNEL_CANCEL,
+    CHANNEL_ENDED,
     CHANNEL_TASKS,
     CLAIM_LOCK,
     event_row,
@@ -105,7 +109,11 @@ async def end_attempt(
         await _record_end(connection, changes, report, workflow, dict(task), end, defaults)
         await _finish_if_done(connection, changes, report, workflow, defaults)
         await connection.run_sync(write_events, changes.events, outbox)
-        await notify_in(connection)
+        # A retry says when it is due, so that idle workers wake for it then.
+        due = None
+        if report.retry_delay is not None:
+            due = (changes.now + timedelta(seconds=report.retry_delay)).timestamp()
+        await notify_in(connection, CHANNEL_TASKS, "" if due is None else f"{due:.3f}")
         report.cancelled = changes.cancelled
         return report
 
@@ -510,6 +518,7 @@ async def _move_workflow(
         values["error"] = error
     if status in ("Completed", "Failed", "Cancelled", "RolledBack"):
         values["completed_at"] = changes.now
+        await notify_in(connection, CHANNEL_ENDED, workflow["id"])
     await connection.execute(update(Workflow).where(Workflow.id == workflow["id"]).values(values))
     data: JSON = {"workflow_id": workflow["id"], "status": status, "kind": workflow["kind"]}
     if error:

@@ -115,10 +115,60 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     pool = max(10, settings.executor.worker_limit // 2 + 4)
     # No pre-ping: it costs a round trip per transaction, a fifth of a worker's. A
     # connection broken by a database restart fails its statement once and the pool
-    # then replaces every older connection (SQLAlchemy's disconnect handling).
+    # then replaces every older connection (SQLAlchemy's disconnect handling). Last in,
+    # first out: the connection just used is the one warm on both sides (its backend
+    # process's caches, its prepared statements and plans).
     return create_async_engine(
-        url, pool_size=pool, max_overflow=pool, pool_recycle=1800, **JSON_CODEC
+        url,
+        pool_size=pool,
+        max_overflow=pool,
+        pool_recycle=1800,
+        pool_use_lifo=True,
+        **JSON_CODEC,
     )
+
+
+class RoundTrips:
+    """The requests one process's engine sent to PostgreSQL and waited for: each
+    statement, each BEGIN, COMMIT and ROLLBACK (none in autocommit), and each first
+    prepare of a statement on a connection (asyncpg prepares every statement once per
+    connection). `count_round_trips` keeps it; `/metrics` shows it as
+    `orchestrator_database_round_trips_total`."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def count_round_trips(engine: AsyncEngine) -> RoundTrips:
+    counter = RoundTrips()
+    sync = engine.sync_engine
+
+    def transactional(connection: Connection) -> bool:
+        options = connection.get_execution_options()
+        return options.get("isolation_level") != "AUTOCOMMIT"
+
+    @event.listens_for(sync, "before_cursor_execute")
+    def _statement(connection: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        counter.count += 1
+        dbapi_connection = connection.connection.dbapi_connection
+        cache = getattr(dbapi_connection, "_prepared_statement_cache", None)
+        if cache is not None and statement not in cache:
+            counter.count += 1  # asyncpg's Parse/Describe first
+
+    @event.listens_for(sync, "begin")
+    def _begin(connection: Connection) -> None:
+        if transactional(connection):
+            counter.count += 1
+
+    @event.listens_for(sync, "commit")
+    @event.listens_for(sync, "rollback")
+    def _end(connection: Connection) -> None:
+        if transactional(connection):
+            counter.count += 1
+
+    return counter
 
 
 def create_writer_engine(settings: DatabaseSettings) -> Engine:

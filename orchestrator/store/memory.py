@@ -53,6 +53,7 @@ from orchestrator.store.taskstore import (
     Limits,
     NewWorkflow,
     ResourceWrite,
+    Settlement,
 )
 
 log = structlog.get_logger(__name__)
@@ -327,6 +328,12 @@ class MemoryTaskStore:
         else:
             self._finish(task, decision.status, decision.error, report)
         return report
+
+    async def settle(self, ends: Sequence[AttemptEnd], limit: int) -> Settlement:
+        """Each end as `end` records it, then a claim: all in this process's memory (the
+        embedded store's journal commits them together)."""
+        reports = [await self.end(end) for end in ends]
+        return Settlement(reports, await self.claim(limit))
 
     async def cancel(self, workflow_id: str) -> EndReport | None:
         """Pending tasks never start; the report lists the running ones to stop."""

@@ -16,6 +16,11 @@ The life of an attempt, as the scheduler drives it:
     await store.before_call(claim)          # what the call must wait for (a commit)
     await store.record_handle(claim, {...}) # durable before the work may start
     report = await store.end(AttemptEnd(claim, Outcome.COMPLETED, output=...))
+
+The scheduler records the ends of its attempts in batches, each with its next claim
+(`settle`: a group commit; on PostgreSQL, one round trip for the common case):
+
+    settlement = await store.settle([end, ...], 8)  # reports, then new claims
 """
 
 from __future__ import annotations
@@ -120,6 +125,19 @@ class EndReport:
     running: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class Settlement:
+    """What `TaskStore.settle` did."""
+
+    #: One per end given, in order: what recording it did; None when it was not this
+    #: worker's to record (its lease was lost) or could not be recorded now.
+    reports: list[EndReport | None]
+    claims: list[Claim]
+    #: The positions of the ends that could not be recorded now (the database did not
+    #: answer): to be given again later.
+    unrecorded: set[int] = field(default_factory=set)
+
+
 class Inventory(Protocol):
     """A read-only view of the resources one provider instance has recorded."""
 
@@ -167,6 +185,10 @@ class TaskStore(Protocol):
     async def record_handle(self, claim: Claim, handle: JSON) -> None: ...
 
     async def end(self, end: AttemptEnd) -> EndReport | None: ...
+
+    async def settle(self, ends: Sequence[AttemptEnd], limit: int) -> Settlement:
+        """Record these ends, each as `end` would, then claim up to `limit` ready tasks
+        (fewer only when no more may run now): the scheduler's group commit."""
 
     async def cancel(self, workflow_id: str) -> EndReport | None: ...
 

@@ -2,15 +2,18 @@
 """Executor benchmarks: prints figures, asserts nothing.
 
     .venv/bin/python tests/perf/bench_executor.py [--repeat N] [--workloads w1,w2,w3]
-    .venv/bin/python tests/perf/bench_executor.py --database postgresql+asyncpg://… [--workers 1,3]
-    .venv/bin/python tests/perf/bench_executor.py --start-postgres [--workers 1,3]
+    .venv/bin/python tests/perf/bench_executor.py --database postgresql+asyncpg://… [--workers 1,2]
+    .venv/bin/python tests/perf/bench_executor.py --start-postgres [--workers 1,2,3]
 
 Every transition is persisted (SQLite WAL, synchronous=NORMAL, unless --database says
 otherwise), on the event loop `serve` and `worker` run on (uvloop), as in production.
 On PostgreSQL the workloads run once per worker count: that many `provisioning worker`
 processes claim the tasks, while this process submits and waits like an API-only
 `serve --no-worker` (`--start-postgres` starts a throwaway PostgreSQL 15 cluster, as the
-tests do, and upgrades a fresh database in it).
+tests do, with pg_stat_statements, and gives each worker count a fresh database). Each
+workload prints its best, median and range over `--repeat` runs, and on PostgreSQL what
+a task cost: round trips (the driver's count, from every process; pg_stat_statements'
+where available) and CPU time (the workers, this process, the PostgreSQL server).
 
 - W1 fan-out: 1 -> 1000 no-op tasks -> 1 join, parallel limit 8: tasks per second;
 - W2 chain: 200 no-op tasks in a line: milliseconds per dependency hop;
@@ -31,7 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -106,8 +110,10 @@ def make_seconds(count: int, jobs: int) -> float:
 
 
 @contextmanager
-def workers(count: int, environ: dict[str, str]) -> Iterator[None]:
-    """`count` `provisioning worker` processes, each with its own data directory."""
+def workers(count: int, environ: dict[str, str]) -> Iterator[tuple[list[str], list[int]]]:
+    """`count` `provisioning worker` processes, each with its own data directory; yields
+    the URLs of their `/metrics` (each on a free port, as its banner says) and their
+    process ids."""
     processes = []
     logs = []
     try:
@@ -117,6 +123,7 @@ def workers(count: int, environ: dict[str, str]) -> Iterator[None]:
             logs.append(log)
             env = {**os.environ, **environ, "PROVISIONING_DATA_DIR": data_dir}
             env["PROVISIONING_SERVER__LOG_LEVEL"] = "warning"
+            env["PROVISIONING_WORKER__METRICS_PORT"] = "0"
             processes.append(
                 subprocess.Popen(
                     [str(Path(sys.executable).parent / "provisioning"), "worker"],
@@ -126,12 +133,18 @@ def workers(count: int, environ: dict[str, str]) -> Iterator[None]:
                 )
             )
         for process, log in zip(processes, logs, strict=True):
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120  # (a busy machine)
             while b"provisioning worker" not in Path(log.name).read_bytes():
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(Path(log.name).read_text())
+                    output = Path(log.name).read_text()
+                    raise RuntimeError(f"worker exit {process.poll()}: {output}")
                 time.sleep(0.05)
-        yield
+        urls = []
+        for log in logs:
+            for line in Path(log.name).read_text().splitlines():
+                if line.strip().startswith("metrics ") and "http://" in line:
+                    urls.append(line.split()[-1].rstrip("/") + "/metrics")
+        yield urls, [process.pid for process in processes]
     finally:
         for process in processes:
             process.terminate()
@@ -141,13 +154,172 @@ def workers(count: int, environ: dict[str, str]) -> Iterator[None]:
             shutil.rmtree(Path(log.name).parent, ignore_errors=True)
 
 
-async def workloads(orchestrator: Orchestrator, repeat: int, only: set[str]) -> None:
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User and system CPU time of a process (and of its children that have exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / TICK
+
+
+def postgres_cpu(postmaster: int) -> float:
+    """The CPU time of a PostgreSQL server: its postmaster and every backend."""
+    total = cpu_seconds(postmaster, children=True)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
+class Counts:
+    """What a workload cost, per task: round trips, counted by pg_stat_statements (every
+    process; on the bench's own cluster, where it is preloaded; without the rows of the
+    submission's two INSERTs, each sent as one pipelined executemany) and by the driver
+    (`orchestrator_database_round_trips`: this process's, and each worker's read from its
+    `/metrics`); and CPU time, of the workers, of this (submitting) process and of the
+    PostgreSQL server, where known."""
+
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        dsn: str | None,
+        metrics: list[str],
+        pids: list[int],
+        postmaster: int | None,
+    ) -> None:
+        self.orchestrator = orchestrator
+        self.dsn = dsn
+        self.metrics = metrics
+        self.pids = pids
+        self.postmaster = postmaster
+
+    async def read(self, *, starting: bool) -> dict[str, float]:
+        """Before a run (`starting`), the CPU times last; after it, first: the readings
+        themselves (a connection, a query, the workers' `/metrics`) are not counted."""
+        readings: dict[str, float] = {}
+        if not starting:
+            self._cpu(readings)
+        statements = await self._statements()
+        if statements is not None:
+            readings["pg_stat_statements"] = statements
+        driver = self._driver()
+        if driver is not None:
+            readings["driver"] = driver
+        if starting:
+            self._cpu(readings)
+        return readings
+
+    def _cpu(self, readings: dict[str, float]) -> None:
+        readings["cpu workers"] = sum(cpu_seconds(pid) for pid in self.pids)
+        readings["cpu submitter"] = time.process_time()
+        if self.postmaster is not None:
+            readings["cpu postgres"] = postgres_cpu(self.postmaster)
+
+    async def _statements(self) -> float | None:
+        if self.dsn is None:
+            return None
+        import asyncpg
+
+        try:
+            connection = await asyncpg.connect(self.dsn)
+        except (OSError, asyncpg.PostgresError):
+            return None
+        try:
+            # (This query counts once too: the difference of two readings is one high.)
+            calls = await connection.fetchval(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND query NOT LIKE 'INSERT INTO tasks %' "
+                "AND query NOT LIKE 'INSERT INTO task_dependencies %'"
+            )
+        except asyncpg.PostgresError:
+            return None
+        finally:
+            await connection.close()
+        return float(calls) - 1 + 2  # (+ the two executemany)
+
+    def _driver(self) -> float | None:
+        counter = getattr(self.orchestrator, "round_trips", None)
+        if counter is None:
+            return None
+        total = float(counter.count)
+        for url in self.metrics:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+            total += sum(
+                float(line.rpartition(" ")[2])
+                for line in text.splitlines()
+                if line.startswith("orchestrator_database_round_trips_total")
+            )
+        return total
+
+
+def spread(values: list[float], unit: str, digits: int = 0) -> str:
+    """Best, median and worst of a workload's runs."""
+    return (
+        f"median {statistics.median(values):,.{digits}f}, "
+        f"range {min(values):,.{digits}f}-{max(values):,.{digits}f} {unit}"
+    )
+
+
+Run = tuple[float, dict[str, float]]
+
+
+async def measured(orchestrator: Orchestrator, tasks: list[TaskSpec], counts: Counts | None) -> Run:
+    """One run: seconds, and what it cost per task (`Counts`)."""
+    before = await counts.read(starting=True) if counts else {}
+    elapsed = await run_workflow(orchestrator, tasks, 8)
+    after = await counts.read(starting=False) if counts else {}
+    return elapsed, {k: (after[k] - before[k]) / len(tasks) for k in after if k in before}
+
+
+def costs(runs: list[Run]) -> str:
+    """Medians of the runs' costs per task."""
+    keys = [k for k in runs[0][1] if all(k in r for _, r in runs)]
+    if not keys:
+        return ""
+    trips = [k for k in keys if not k.startswith("cpu")]
+    cpu = [k for k in keys if k.startswith("cpu")]
+    parts = []
+    if trips:
+        shown = ", ".join(f"{k} {statistics.median(r[k] for _, r in runs):.2f}" for k in trips)
+        parts.append(f"round trips per task (median): {shown}")
+    if cpu:
+        shown = ", ".join(
+            f"{k[4:]} {statistics.median(r[k] for _, r in runs) * 1e6:,.0f}" for k in cpu
+        )
+        parts.append(f"CPU µs per task (median): {shown}")
+    return "\n    " + "\n    ".join(parts)
+
+
+async def workloads(
+    orchestrator: Orchestrator, repeat: int, only: set[str], counts: Counts | None = None
+) -> None:
     if "w1" in only:
-        w1 = min([await run_workflow(orchestrator, fan_out(1000), 8) for _ in range(repeat)])
-        print(f"W1 fan-out 1->1000->1, limit 8: {1002 / w1:,.0f} tasks/s ({w1 * 1000:.0f} ms)")
+        runs = [await measured(orchestrator, fan_out(1000), counts) for _ in range(repeat)]
+        rates = [1002 / seconds for seconds, _ in runs]
+        print(
+            f"W1 fan-out 1->1000->1, limit 8: {max(rates):,.0f} tasks/s best"
+            f" ({spread(rates, 'tasks/s')}){costs(runs)}"
+        )
     if "w2" in only:
-        w2 = min([await run_workflow(orchestrator, chain(200), 8) for _ in range(repeat)])
-        print(f"W2 chain of 200: {w2 * 1000 / 199:.2f} ms per hop ({w2 * 1000:.0f} ms)")
+        runs = [await measured(orchestrator, chain(200), counts) for _ in range(repeat)]
+        hops = [seconds * 1000 / 199 for seconds, _ in runs]
+        print(
+            f"W2 chain of 200: {min(hops):.2f} ms per hop best"
+            f" ({spread(hops, 'ms', 2)}){costs(runs)}"
+        )
     if "w3" not in only:
         return
     for provider, label in W3_MODES.items():
@@ -184,7 +356,16 @@ def default_isolation() -> str:
     return Isolation.configure("auto", DEFAULT_RUN_AS).mode
 
 
-async def main(database: str | None, repeat: int, worker_counts: list[int], only: set[str]) -> None:
+async def main(
+    database: str | None,
+    repeat: int,
+    worker_counts: list[int],
+    only: set[str],
+    postmaster: int | None = None,
+    fresh: Callable[[], str] | None = None,
+) -> None:
+    """`fresh`: a new empty database for each worker count (on the bench's own cluster),
+    so that each count starts from the same state rather than after the others' runs."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     data_dir = tempfile.mkdtemp(prefix="bench-")
     environ = {
@@ -209,7 +390,7 @@ async def main(database: str | None, repeat: int, worker_counts: list[int], only
         freeze_startup_heap()  # as `serve` does once started
         print(
             "store: sqlite (WAL, synchronous=NORMAL); every transition persisted; "
-            f"W1, W2: best of {repeat} runs; W3: {repeat} pairs with make"
+            f"W1, W2: {repeat} runs; W3: {repeat} pairs with make"
         )
         try:
             await workloads(orchestrator, repeat, only)
@@ -217,29 +398,60 @@ async def main(database: str | None, repeat: int, worker_counts: list[int], only
             await orchestrator.stop()
             shutil.rmtree(data_dir, ignore_errors=True)
         return
-    engine = create_engine(settings)
-    await upgrade(engine)
-    await engine.dispose()
-    for count in worker_counts:
+    for index, count in enumerate(worker_counts):
+        if fresh is not None and index:
+            environ["PROVISIONING_DATABASE_URL"] = fresh()
+            settings = load_settings(environ=environ)
+        engine = create_engine(settings)
+        await upgrade(engine)
+        await engine.dispose()
+        dsn = await statement_statistics(settings.resolved_database_url)
         print(
-            f"store: postgresql, {count} worker process(es); "
-            f"W1, W2: best of {repeat} runs; W3: {repeat} pairs with make"
+            f"store: postgresql, {count} worker process(es)"
+            f"{', on a new database' if fresh is not None else ''}; "
+            f"W1, W2: {repeat} runs; W3: {repeat} pairs with make"
         )
         orchestrator = Orchestrator(settings, run_tasks=False, background=False)
         await orchestrator.start()
         freeze_startup_heap()
         try:
-            with workers(count, {k: v for k, v in environ.items() if k != "PROVISIONING_DATA_DIR"}):
-                await workloads(orchestrator, repeat, only)
+            env = {k: v for k, v in environ.items() if k != "PROVISIONING_DATA_DIR"}
+            with workers(count, env) as (metrics, pids):
+                # Unmeasured: a few small workflows, so that every worker's connections
+                # have prepared their statements (whichever worker wins a submission's
+                # notification runs it).
+                for _ in range(2 * count):
+                    await run_workflow(orchestrator, chain(20), 8)
+                counts = Counts(orchestrator, dsn, metrics, pids, postmaster)
+                await workloads(orchestrator, repeat, only, counts)
         finally:
             await orchestrator.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def throwaway_postgres() -> tuple[str, object]:
-    from tests.postgres.server import PostgresServer
+async def statement_statistics(url: str) -> str | None:
+    """The plain DSN of the database if pg_stat_statements can count its statements."""
+    import asyncpg
 
-    server = PostgresServer().start()
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await connection.fetchval("SELECT count(*) FROM pg_stat_statements")
+    except asyncpg.PostgresError as exc:
+        print(f"(no pg_stat_statements: {exc}; round trips from the driver only)")
+        return None
+    finally:
+        await connection.close()
+    return dsn
+
+
+def throwaway_postgres() -> tuple[str, object]:
+    from tests.pg import PostgresServer
+
+    server = PostgresServer(
+        "shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track_utility=on"
+    ).start()
     return server.new_database(), server
 
 
@@ -249,7 +461,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--start-postgres", action="store_true", help="start a throwaway PostgreSQL to use"
     )
-    parser.add_argument("--workers", default="1,3", help="PostgreSQL: worker counts to run")
+    parser.add_argument(
+        "--workers", default="1,2,3", help="PostgreSQL: worker counts to run (default: 1,2,3)"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workloads", default="w1,w2,w3", help="which to run (default: w1,w2,w3)")
     arguments = parser.parse_args()
@@ -262,7 +476,12 @@ if __name__ == "__main__":
     if arguments.start_postgres:
         database, server = throwaway_postgres()
     try:
-        uvloop.run(main(database, arguments.repeat, counts, only))
+        postmaster = fresh = None
+        if server is not None:  # (its first line: the postmaster's pid)
+            pid_file = server.data / "postmaster.pid"  # type: ignore[attr-defined]
+            postmaster = int(pid_file.read_text().split()[0])
+            fresh = server.new_database  # type: ignore[attr-defined]
+        uvloop.run(main(database, arguments.repeat, counts, only, postmaster, fresh))
     finally:
         if server is not None:
             server.stop()  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import os
 import subprocess
 import threading
@@ -225,7 +226,15 @@ def test_three_workers_run_5000_tasks_once_each_under_the_limits_and_survive_a_k
     for w in range(WORKFLOWS):
         for i in range(1, TASKS):
             assert first[f"w{w:02d}-t{i:03d}"] > first[f"w{w:02d}-t{_before(i):03d}"]
-    # The limits, sampled from the database while all of this ran.
+    # The limits, from the recorded start and end of every attempt (the event log: a
+    # start's event is at its claim's time, an end's at or before its commit) ...
+    recorded = asyncio.run(_recorded_concurrency(dsn))
+    assert recorded.unclosed == 0
+    assert recorded.attempts >= WORKFLOWS * TASKS
+    assert recorded.max_global <= GLOBAL_LIMIT, recorded
+    assert recorded.max_workflow <= PARALLEL_LIMIT, recorded
+    assert all(n <= PROVIDER_LIMIT for n in recorded.max_provider.values()), recorded
+    # ... and sampled from the database while all of this ran.
     assert sampler.samples > 50
     assert sampler.max_global <= GLOBAL_LIMIT
     assert sampler.max_global >= GLOBAL_LIMIT // 2, "the run never got parallel"
@@ -239,8 +248,61 @@ def test_three_workers_run_5000_tasks_once_each_under_the_limits_and_survive_a_k
         f"finished {recovered_after:.1f}s after it; max running {sampler.max_global} "
         f"(limit {GLOBAL_LIMIT}), per workflow {sampler.max_workflow} (limit {PARALLEL_LIMIT}), "
         f"per provider {dict(sampler.max_provider)} (limit {PROVIDER_LIMIT}), "
-        f"{sampler.samples} samples"
+        f"{sampler.samples} samples; from the recorded times of {recorded.attempts} attempts: "
+        f"max running {recorded.max_global}, per workflow {recorded.max_workflow}, "
+        f"per provider {dict(recorded.max_provider)}"
     )
+
+
+@dataclasses.dataclass
+class Concurrency:
+    """The most attempts that ran at once, from the recorded times."""
+
+    attempts: int = 0
+    unclosed: int = 0
+    max_global: int = 0
+    max_workflow: int = 0
+    max_provider: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+
+
+async def _recorded_concurrency(dsn: str) -> Concurrency:
+    """Every attempt runs from its `Running` event to the next event of its task (its
+    end, a retry, a hand-back, or its recovery after a kill); intervals are half-open,
+    so an attempt that starts when another ends does not overlap it."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT e.at, e.type, e.task_id, e.data::jsonb ->> 'status' AS status, "
+            "t.workflow_id, t.provider FROM events e JOIN tasks t ON t.id = e.task_id "
+            "ORDER BY e.seq"
+        )
+    finally:
+        await connection.close()
+    started: dict[str, tuple] = {}
+    changes: list[tuple] = []  # (at, +1 | -1, workflow, provider)
+    result = Concurrency()
+    for row in rows:
+        task = row["task_id"]
+        is_start = row["type"] == "TaskStatusChanged" and row["status"] == "Running"
+        if task in started:  # whatever comes next of this task ends its attempt
+            begun, workflow, provider = started.pop(task)
+            assert row["at"] >= begun, row
+            changes += [(begun, 1, workflow, provider), (row["at"], -1, workflow, provider)]
+            result.attempts += 1
+        if is_start:
+            started[task] = (row["at"], row["workflow_id"], row["provider"])
+    result.unclosed = len(started)
+    running = 0
+    per_workflow: collections.Counter[str] = collections.Counter()
+    per_provider: collections.Counter[str] = collections.Counter()
+    for _, delta, workflow, provider in sorted(changes, key=lambda c: (c[0], c[1])):
+        running += delta
+        per_workflow[workflow] += delta
+        per_provider[provider] += delta
+        result.max_global = max(result.max_global, running)
+        result.max_workflow = max(result.max_workflow, per_workflow[workflow])
+        result.max_provider[provider] = max(result.max_provider[provider], per_provider[provider])
+    return result
 
 
 def _lines(path: Path) -> int:

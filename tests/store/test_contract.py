@@ -274,6 +274,72 @@ async def test_an_end_is_recorded_once(store):
     assert await store.end(AttemptEnd(claim, Outcome.COMPLETED)) is None
 
 
+async def test_settle_records_a_batch_of_ends_then_claims_what_they_released(store):
+    workflow_id = await submit(
+        store, task("start"), *(task(f"m{i}", "start") for i in range(3)), task("join", "m0")
+    )
+    (start,) = (await store.settle([], 10)).claims
+    first = await store.settle([AttemptEnd(start, Outcome.COMPLETED, output="ok")], 10)
+    assert [r.status if r else None for r in first.reports] == ["Completed"]
+    assert names(first.claims) == ["m0", "m1", "m2"]
+    assert first.unrecorded == set()
+    # The ends of a batch, then a claim that sees them: m0 released the join.
+    middle = {c.name: c for c in first.claims}
+    second = await store.settle(
+        [AttemptEnd(middle[n], Outcome.COMPLETED, output=n) for n in ("m0", "m1")], 10
+    )
+    assert [r.status if r else None for r in second.reports] == ["Completed", "Completed"]
+    assert names(second.claims) == ["join"]
+    # The last ends of a workflow end it, whichever way the store records them.
+    (join,) = second.claims
+    last = await store.settle(
+        [
+            AttemptEnd(middle["m2"], Outcome.COMPLETED, output="m2"),
+            AttemptEnd(join, Outcome.COMPLETED, output="join"),
+        ],
+        10,
+    )
+    assert [r.status if r else None for r in last.reports] == ["Completed", "Completed"]
+    assert last.claims == []
+    await asyncio.wait_for(store.wait_ended(workflow_id), 10)
+    status, tasks = await state(store, workflow_id)
+    assert status == "Completed"
+    assert set(tasks.values()) == {("Completed", 1)}
+
+
+async def test_settle_applies_the_rules_to_every_kind_of_end_and_claims_under_the_limits(store):
+    workflow_id = await submit(
+        store,
+        task("ok"),
+        task("flaky"),
+        task("released"),
+        task("after-ok", "ok"),
+        *(task(f"more{i}") for i in range(4)),
+        parallel_limit=3,
+    )
+    claims = {c.name: c for c in (await store.settle([], 10)).claims}
+    assert set(claims) == {"ok", "flaky", "released"}  # the workflow's limit
+    settlement = await store.settle(
+        [
+            AttemptEnd(claims["ok"], Outcome.COMPLETED, output="ok"),
+            AttemptEnd(claims["flaky"], Outcome.FAILED, "boom", retryable=True),
+            AttemptEnd(claims["released"], Outcome.RELEASED, "stopping"),
+            AttemptEnd(claims["ok"], Outcome.COMPLETED, output="twice"),  # recorded once
+        ],
+        2,  # this worker's room
+    )
+    statuses = [r.status if r else None for r in settlement.reports]
+    assert statuses == ["Completed", "Pending", "Pending", None]
+    assert settlement.reports[1] is not None and settlement.reports[1].retry_delay is not None
+    assert len(settlement.claims) == 2  # within the room given
+    status, tasks = await state(store, workflow_id)
+    assert status == "Running"
+    assert tasks["ok"] == ("Completed", 1)
+    assert tasks["flaky"] in {("Pending", 1), ("Running", 2)}  # (after its short delay)
+    assert tasks["released"] in {("Pending", 0), ("Running", 1)}  # the attempt not counted
+    assert sum(1 for s, _ in tasks.values() if s == "Running") == 2
+
+
 async def _claim_when_ready(store: TaskStore) -> Claim:
     async with asyncio.timeout(10):
         while True:
@@ -282,3 +348,69 @@ async def _claim_when_ready(store: TaskStore) -> Claim:
                 (claim,) = claims
                 return claim
             await store.wait_for_work(0.05)
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="the webhook outbox of PostgreSQL's settle")
+async def test_on_postgresql_a_settle_writes_the_outbox_rows_of_its_events(tmp_path):
+    """With webhooks on, the events the settle call writes come back with their `seq`
+    and get their deliveries in the same transaction."""
+    from sqlalchemy import select
+
+    from orchestrator.settings import WebhookEndpoint, WebhookSettings, load_settings
+    from orchestrator.store.engine import create_engine, upgrade
+    from orchestrator.store.models import Event, WebhookDelivery
+    from orchestrator.store.postgres import PostgresTaskStore
+    from orchestrator.webhooks import outbox_for
+
+    settings = load_settings(environ=settings_env(tmp_path / "data"))
+    engine = create_engine(settings)
+    await upgrade(engine)
+    endpoint = WebhookEndpoint(url="http://127.0.0.1:9/hook", events=["*"], secret="s")
+    outbox = outbox_for(WebhookSettings(enabled=True, endpoints=[endpoint]))
+    store = PostgresTaskStore(
+        engine,
+        LIMITS,
+        DEFAULTS,
+        worker_id="host/outbox",
+        lease=30,
+        poll_interval=0.2,
+        outbox=outbox,
+    )
+    await store.open()
+    await store.recovered()
+    try:
+        workflow_id = await submit(store, task("a"), task("b", "a"), task("c", "b"))
+        (a,) = (await store.settle([], 10)).claims
+        settled = await store.settle([AttemptEnd(a, Outcome.COMPLETED, output="ok")], 10)
+        assert names(settled.claims) == ["b"]
+        async with engine.connect() as connection:
+            events = (
+                await connection.execute(
+                    select(Event.seq, Event.type, Event.data).where(
+                        Event.workflow_id == workflow_id
+                    )
+                )
+            ).all()
+            deliveries = (
+                await connection.execute(select(WebhookDelivery.event_seq, WebhookDelivery.event))
+            ).all()
+    finally:
+        await store.close()
+        await engine.dispose()
+    by_seq = {seq: (kind, data.get("status")) for seq, kind, data in events}
+    delivered = {seq: name for seq, name in deliveries}
+    started = [
+        seq for seq, (kind, s) in by_seq.items() if (kind, s) == ("TaskStatusChanged", "Running")
+    ]
+    completed = [
+        seq for seq, (kind, s) in by_seq.items() if (kind, s) == ("TaskStatusChanged", "Completed")
+    ]
+    assert len(started) == 2 and len(completed) == 1  # a, b started; a completed
+    assert {delivered[seq] for seq in started} == {"task.started"}
+    assert delivered[completed[0]] == "task.completed"
+    running = [
+        seq
+        for seq, (kind, s) in by_seq.items()
+        if (kind, s) == ("WorkflowStatusChanged", "Running")
+    ]
+    assert [delivered[seq] for seq in running] == ["workflow.running"]

@@ -91,11 +91,11 @@ def test_0008_refuses_while_two_compensations_of_one_task_are_in_flight(tmp_path
     pending, running = _workflow_with_tasks(url, ["Pending", "Running"])
     _workflow_with_tasks(url, ["Completed", "Completed", "Pending"])  # as recorded: kept
     with pytest.raises(RuntimeError, match="being undone by two rollbacks at once"):
-        command.upgrade(config, "head")
+        command.upgrade(config, "0008")
     assert _on(url, _revision) == "0007"
 
     backend.execute(url, update(Task).where(Task.id == pending).values(status="Cancelled"))
-    command.upgrade(config, "head")
+    command.upgrade(config, "0008")
     assert _on(url, _revision) == "0008"
     with pytest.raises(IntegrityError):  # the index: one in flight per task
         backend.execute(url, update(Task).where(Task.id == pending).values(status="Pending"))

@@ -58,6 +58,7 @@ def test_toml_then_environment_override(tmp_path):
             "server.idempotency_pending_ttl",
         ),
         ("[providers.x]\nlatency = 1\n", "providers.x needs a `type`"),
+        ("[worker]\nmetrics_port = 70000\n", "worker.metrics_port must be between 0"),
         ("not toml [", "not valid TOML"),
     ],
 )
