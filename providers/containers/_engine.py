@@ -16,32 +16,15 @@ from typing import Any
 import aiodocker
 import aiohttp
 
-from providers.base import PermanentProviderError, ProviderError, ResourceNotFound
+from providers.containers._errors import (
+    EngineFailed,
+    EngineNotFound,
+    EngineRefused,
+    EngineUnavailable,
+)
 
 #: aiodocker's status for "the socket did not answer".
 CANNOT_CONNECT = 900
-
-
-class EngineUnavailable(ProviderError):
-    """No container engine answers on the configured socket (retried: it may come back)."""
-
-
-class EngineFailed(ProviderError):
-    """The engine answered with an error; `status` is its HTTP status (0 for an error
-    reported inside a stream, a failed pull)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class EngineRefused(EngineFailed, PermanentProviderError):
-    """The engine refused what was asked (a missing image, a name in use): not retried."""
-
-
-class EngineNotFound(EngineRefused, ResourceNotFound):
-    """The container or image named does not exist."""
 
 
 def engine_error(exc: aiodocker.DockerError) -> EngineFailed:

@@ -45,13 +45,8 @@ from providers.base import (
     ProviderConfigError,
     ResourceChange,
 )
-from providers.containers._engine import (
-    EngineNotFound,
-    EngineRefused,
-    connect,
-    engine_error,
-    runtime_name,
-)
+from providers.containers._engine import connect, engine_error, runtime_name
+from providers.containers._errors import EngineNotFound, EngineRefused
 from providers.containers._kinds import (
     KINDS,
     ContainerCreate,

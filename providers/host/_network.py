@@ -12,11 +12,9 @@ import errno
 import ipaddress
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from providers.base import (
     JSON,
@@ -135,6 +133,10 @@ def address_of(params: AddressParams) -> ipaddress.IPv4Interface | ipaddress.IPv
     return interface
 
 
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+
 class Netlink:
     """Links and addresses in one network namespace (None: the process's own).
 
@@ -150,6 +152,10 @@ class Netlink:
         return await asyncio.to_thread(self._in_thread, work)
 
     def _in_thread(self, work: Callable[[IPRoute], T]) -> T:
+        # pyroute2 (160 modules) is imported by the first change, not by every process
+        # that reads this module's parameter structs.
+        from pyroute2 import IPRoute
+
         loop = asyncio.SelectorEventLoop()
         # flags=0: never create the namespace (pyroute2's default would).
         options: dict[str, Any] = {} if self.namespace is None else {"netns": self.namespace}
@@ -241,6 +247,8 @@ class Netlink:
 def _netlink(
     request: Callable[[], Any], name: str, *, exists_ok: bool = False, missing_ok: bool = False
 ) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
     try:
         result = request()
         if result is not None and not isinstance(result, (str, bytes, dict)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,3 +77,18 @@ def test_a_factory_that_makes_no_provider_is_refused() -> None:
 
     with pytest.raises(ProviderConfigError, match="did not make a provider"):
         build_instances({"x": {"type": "broken"}}, {"broken": broken})
+
+
+def test_only_the_types_of_configured_instances_are_imported():
+    # A fresh interpreter: what this one imported already says nothing.
+    script = (
+        "import sys\n"
+        "from providers.registry import build_instances\n"
+        "build_instances({'a': {'type': 'sim'}, 'b': {'type': 'local'}})\n"
+        "print(sorted(m for m in ('providers.host', 'providers.containers', 'pyroute2',"
+        " 'aiodocker') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
