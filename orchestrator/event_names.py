@@ -30,6 +30,9 @@ EVENT_NAMES = (
     "checkpoint.created",
     "checkpoint.deleted",
     "state.restored",
+    "resource.created",
+    "resource.updated",
+    "resource.deleted",
 )
 _SNAKE = {"RollingBack": "rolling_back", "RolledBack": "rolled_back"}
 _OTHERS = {
@@ -54,4 +57,6 @@ def webhook_event(kind: str, data: Mapping[str, Any]) -> str | None:
         return f"workflow.{word}"
     if kind == "BatchStatusChanged":
         return f"batch.{word}"
+    if kind == "ResourceChanged":
+        return f"resource.{data.get('op')}d"
     return _OTHERS.get(kind)

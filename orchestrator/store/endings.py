@@ -253,6 +253,12 @@ async def _complete(
             await connection.run_sync(
                 write_resource, ResourceRecord(row["provider"], workflow["id"], row["id"], change)
             )
+            changes.event(
+                "ResourceChanged",
+                change.event(row["provider"], row["id"]),
+                workflow["id"],
+                row["id"],
+            )
     if not row["unfinished"]:
         await _finish_if_done(connection, changes, report, workflow, defaults)
     return report

@@ -630,6 +630,12 @@ class MemoryTaskStore:
         if not task.workflow.check_mode:
             for write in end.resources:
                 self._resource(task, write)
+                self._event(
+                    "ResourceChanged",
+                    write.event(task.provider, task.id),
+                    task.workflow.id,
+                    task.id,
+                )
         self._finish(task, TaskStatus.COMPLETED, None, report)
 
     def _again(self, task: TaskRun, error: str | None, delay: float | None, released: bool) -> None:

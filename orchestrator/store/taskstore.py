@@ -93,6 +93,18 @@ class ResourceWrite:
     status: str = "active"
     data: JSON = field(default_factory=dict)
 
+    def event(self, provider: str, task_id: str) -> JSON:
+        """The `ResourceChanged` event's data (`resource.created` and so on in webhooks):
+        what changed, not the record (it may hold what only its owner may read)."""
+        return {
+            "provider": provider,
+            "kind": self.kind,
+            "name": self.name,
+            "op": self.op,
+            "status": "deleted" if self.op == "delete" else self.status,
+            "task_id": task_id,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptEnd:

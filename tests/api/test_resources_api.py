@@ -276,3 +276,21 @@ def test_each_caller_lists_only_the_items_its_policies_let_it_read(server):
         assert http.get(f"/resources/{a_row['id']}").status_code == 200
         # Another user's item is not found, as if it did not exist.
         error_of(http.get(f"/resources/{b_row['id']}"), 404, "NOT_FOUND")
+
+
+def test_a_change_to_the_inventory_is_an_event_of_its_workflow(client):
+    params = {"name": "ev-01", "plan": "t3.small", "zone": "eu-west-1"}
+    made = client.post("/providers/aws/server/create", json={"params": params, "wait": True})
+    gone = client.post(
+        "/providers/aws/server/delete", json={"params": {"name": "ev-01"}, "wait": True}
+    )
+    seen = []
+    for response in (made, gone):
+        workflow_id = response.json()["data"]
+        events = client.get(f"/workflows/{workflow_id}/events").json()["data"]
+        seen += [e["data"] for e in events if e["event_type"] == "ResourceChanged"]
+    assert [(e["provider"], e["kind"], e["name"], e["op"]) for e in seen] == [
+        ("aws", "server", "ev-01", "create"),
+        ("aws", "server", "ev-01", "delete"),
+    ]
+    assert seen[1]["status"] == "deleted" and seen[0]["status"] != "deleted"

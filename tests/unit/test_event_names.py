@@ -19,6 +19,9 @@ pytestmark = pytest.mark.backend_independent
         ("StateRestored", {}, "state.restored"),
         ("TaskStatusChanged", {"status": "Completed"}, "task.completed"),
         ("TaskStatusChanged", {"status": "Failed", "retrying": True}, "task.retrying"),
+        ("ResourceChanged", {"op": "create"}, "resource.created"),
+        ("ResourceChanged", {"op": "update"}, "resource.updated"),
+        ("ResourceChanged", {"op": "delete"}, "resource.deleted"),
     ],
 )
 def test_events_have_webhook_names_a_subscription_can_list(kind, data, name):
