@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.common import Options, json_option, pass_options, print_json, stdout
+from orchestrator.cli.ids import CHECKPOINT_ID, WORKFLOW_ID
 from orchestrator.cli.tables import detail, page_note, short_id, when
 from orchestrator.client import Checkpoint, OrchestratorClient, RollbackResult
 from orchestrator.progress import STATUS_STYLES, format_duration, watch
@@ -67,7 +68,7 @@ def list_checkpoints(options: Options, limit: int, offset: int, wide: bool) -> N
 
 
 @checkpoint.command("show")
-@click.argument("checkpoint_id", metavar="ID")
+@click.argument("checkpoint_id", metavar="ID", type=CHECKPOINT_ID)
 @json_option
 @pass_options
 def show_checkpoint(options: Options, checkpoint_id: str) -> None:
@@ -81,7 +82,7 @@ def show_checkpoint(options: Options, checkpoint_id: str) -> None:
 
 
 @checkpoint.command("delete")
-@click.argument("checkpoint_id", metavar="ID")
+@click.argument("checkpoint_id", metavar="ID", type=CHECKPOINT_ID)
 @json_option
 @pass_options
 def delete_checkpoint(options: Options, checkpoint_id: str) -> None:
@@ -110,7 +111,13 @@ def checkpoint_table(checkpoints: list[Checkpoint], *, wide: bool = False) -> Ta
 
 
 @click.command()
-@click.option("--checkpoint", "checkpoint_id", metavar="ID", help="Undo what ran since it.")
+@click.option(
+    "--checkpoint",
+    "checkpoint_id",
+    metavar="ID",
+    type=CHECKPOINT_ID,
+    help="Undo what ran since it.",
+)
 @click.option(
     "--operations",
     metavar="A,B",
@@ -190,7 +197,7 @@ def _report_rollback(result: RollbackResult, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("checkpoint_id", metavar="ID")
+@click.argument("checkpoint_id", metavar="ID", type=CHECKPOINT_ID)
 @json_option
 @pass_options
 def restore(options: Options, checkpoint_id: str) -> None:
@@ -280,7 +287,7 @@ def statistics(options: Options) -> None:
 
 
 @state.command("progress")
-@click.argument("workflow_id", metavar="WORKFLOW_ID")
+@click.argument("workflow_id", metavar="WORKFLOW_ID", type=WORKFLOW_ID)
 @json_option
 @pass_options
 def progress(options: Options, workflow_id: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from orchestrator.cli.common import Options, json_option, pass_options, print_json, stdout
+from orchestrator.cli.ids import TASK_ID, WORKFLOW_ID
 from orchestrator.cli.tables import detail, page_note, task_table
 
 
@@ -15,7 +16,9 @@ def tasks() -> None:
 
 @tasks.command("list")
 @click.option("--status", help="Pending, Running, Completed, Failed or Cancelled.")
-@click.option("--workflow", "workflow_id", metavar="ID", help="Only this workflow's tasks.")
+@click.option(
+    "--workflow", "workflow_id", metavar="ID", type=WORKFLOW_ID, help="Only this workflow's tasks."
+)
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--wide", is_flag=True, help="Show whole ids.")
@@ -41,7 +44,7 @@ def list_tasks(
 
 
 @tasks.command("show")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", type=TASK_ID)
 @json_option
 @pass_options
 def show_task(options: Options, task_id: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeVar, cast
 import click
 
 from orchestrator.cli.common import Options, json_option, pass_options, print_json, stdout
+from orchestrator.cli.ids import WORKFLOW_ID
 from orchestrator.cli.tables import detail, page_note, task_table, workflow_table
 from orchestrator.client import OrchestratorClient
 from orchestrator.progress import format_duration, watch
@@ -138,7 +139,7 @@ def list_workflows(
 
 
 @workflow.command("show")
-@click.argument("workflow_id", metavar="ID")
+@click.argument("workflow_id", metavar="ID", type=WORKFLOW_ID)
 @json_option
 @pass_options
 def show_workflow(options: Options, workflow_id: str) -> None:
@@ -160,7 +161,7 @@ def show_workflow(options: Options, workflow_id: str) -> None:
 
 
 @workflow.command("cancel")
-@click.argument("workflow_id", metavar="ID")
+@click.argument("workflow_id", metavar="ID", type=WORKFLOW_ID)
 @pass_options
 def cancel_workflow(options: Options, workflow_id: str) -> None:
     """Cancel a workflow: pending tasks never start, running ones are stopped."""
@@ -169,7 +170,7 @@ def cancel_workflow(options: Options, workflow_id: str) -> None:
 
 
 @workflow.command("wait")
-@click.argument("workflow_id", metavar="ID")
+@click.argument("workflow_id", metavar="ID", type=WORKFLOW_ID)
 @pass_options
 def wait_workflow(options: Options, workflow_id: str) -> None:
     """Follow a workflow until it ends; exit 0 if it Completed, else 1."""
