@@ -107,12 +107,16 @@ class Page(msgspec.Struct, Generic[T]):
 class ApiError(Exception):
     """The API answered with an error envelope, or with something unexpected."""
 
-    def __init__(self, message: str, code: str, status: int, details: Any = None) -> None:
+    def __init__(
+        self, message: str, code: str, status: int, details: Any = None, *, anonymous: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.status = status
         self.details = details
+        #: The request carried no credential (so a 401 means "log in", not "renew").
+        self.anonymous = anonymous
 
 
 class Unreachable(Exception):
@@ -220,7 +224,10 @@ class ApiClient:
                 error = msgspec.json.decode(response.content, type=ErrorBody)
             except msgspec.DecodeError:
                 raise self._unexpected(response, "not an error envelope") from None
-            raise ApiError(error.error, error.code, response.status_code, error.details)
+            anonymous = "Authorization" not in self._http.headers
+            raise ApiError(
+                error.error, error.code, response.status_code, error.details, anonymous=anonymous
+            )
         try:
             envelope = msgspec.json.decode(response.content, type=Envelope[msgspec.Raw])
         except msgspec.DecodeError as exc:

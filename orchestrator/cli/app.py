@@ -28,6 +28,7 @@ from orchestrator.cli import (
     workflows,
 )
 from orchestrator.cli.common import Failure, Options
+from orchestrator.cli.errors import message_of
 from orchestrator.client import ApiError, Unreachable
 from orchestrator.settings import ConfigError
 
@@ -39,7 +40,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ApiError as exc:
-            raise Failure(f"{exc.message} ({exc.code})") from exc
+            raise Failure(message_of(exc)) from exc
         except ControlCenterUnreachable as exc:
             raise Failure(
                 f"cannot reach the control center at {exc.url}; is it running? "
