@@ -284,9 +284,8 @@ class OrchestratorClient(ApiClient):
         if len(candidates) == 1:
             return next(iter(candidates))
         if not candidates:
-            raise ApiError(
-                f"no {noun} has an id starting or ending with {given!r}", "NOT_FOUND", 404
-            )
+            # A task id may name a workflow too; the message speaks of the task.
+            raise ApiError(f"{noun.split(' or ')[0]} {given!r} not found", "NOT_FOUND", 404)
         shown = [
             f"{found} ({label})" for found, label in list(candidates.items())[:SHOWN_CANDIDATES]
         ]

@@ -23,7 +23,6 @@ from orchestrator.cc_client import (
     Login,
     SessionExpired,
     credentials_lock,
-    credentials_path,
     delete_credentials,
     fresh_credentials,
     load_credentials,
@@ -96,7 +95,7 @@ def login(
         username=answer.user.username,
         user_id=answer.user.id,
     )
-    path = credentials_path()
+    path = options.credentials_path()
     with credentials_lock(path):
         save_credentials(saved, path)
     if options.json:
@@ -169,7 +168,7 @@ def _orchestrator_url(options: Options) -> str:
 @pass_options
 def logout(options: Options) -> None:
     """End the saved session on the control center and delete it."""
-    path = credentials_path()
+    path = options.credentials_path()
     saved = load_credentials(path)
     if saved is None:
         say(options, {"logged_out": False, "message": "not logged in"}, "not logged in")

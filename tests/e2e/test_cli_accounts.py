@@ -316,7 +316,7 @@ def test_policies_list_and_create_from_yaml(admin, cli, tmp_path):
     refused = cli("policies", "create", str(bad))
     assert refused.returncode == 1
     assert refused.stderr.startswith(f"error: {bad}: rules[0].condition")
-    deleted = cli("policies", "delete", policy["id"])
+    deleted = cli("policies", "delete", policy["id"], "--yes")
     assert (deleted.returncode, deleted.stdout) == (0, "Policy deleted successfully\n")
 
 
