@@ -227,6 +227,28 @@ def test_a_refused_totp_code_this_cli_never_spent_says_a_code_works_once(admin, 
     assert "a TOTP code is accepted once" in done.stderr
 
 
+def test_each_context_keeps_its_own_session(center, people, cli, tmp_path):
+    home = {"XDG_CONFIG_HOME": str(tmp_path), "PROVISIONING_CC_URL": ""}
+    added = cli(
+        "context", "add", "ops", "--url", "http://127.0.0.1:9", "--cc-url", center.url, **home
+    )
+    assert added.returncode == 0, added.stderr
+    login = ("--context", "ops", "login", "-u", "ops-one", "--password-stdin")
+    done = cli(*login, input=OPERATOR_PASSWORD + "\n", **home)
+    assert done.returncode == 0, done.stderr
+    session = tmp_path / "provisioning" / "contexts" / "ops" / "credentials.json"
+    assert stat.S_IMODE(session.stat().st_mode) == 0o600
+    assert saved(session)["cc_url"] == center.url
+    assert not (tmp_path / "provisioning" / "credentials.json").exists()
+    listed = cli("--context", "ops", "api-keys", "list", **home)
+    assert listed.returncode == 0, listed.stderr
+    anonymous = cli("api-keys", "list", **{**home, "PROVISIONING_CC_URL": center.url})
+    assert anonymous.returncode == 1
+    assert "not logged in: run `provisioning login`" in anonymous.stderr
+    contexts = json.loads(cli("context", "list", "--json", **home).stdout)
+    assert contexts[0]["user"] == "ops-one"
+
+
 # -- users ----------------------------------------------------------------------------------
 
 
