@@ -9,7 +9,8 @@ unexpected answer. A control center that cannot be reached raises
 
 `provisioning login` saves the session in `credentials_path()`
 (`$XDG_CONFIG_HOME/provisioning/credentials.json`, else
-`~/.config/provisioning/credentials.json`): the directory is created 0700 and the file
+`~/.config/provisioning/credentials.json`; a named context's in
+`contexts/NAME/credentials.json` there): the directory is created 0700 and the file
 0600, written whole to a temporary file and renamed over the old one. `fresh_credentials`
 renews an expired access token once, with `POST /auth/refresh`, under an exclusive lock
 so two commands never spend the same refresh token (which would end the session).
@@ -271,8 +272,12 @@ def config_dir(environ: Mapping[str, str] | None = None) -> Path:
     return root / "provisioning"
 
 
-def credentials_path() -> Path:
-    return config_dir() / CREDENTIALS_FILE
+def credentials_path(context: str | None = None) -> Path:
+    """Where the login is saved: `credentials.json`, or a named context's own
+    (`contexts/NAME/credentials.json`), in `config_dir()`."""
+    if context is None:
+        return config_dir() / CREDENTIALS_FILE
+    return config_dir() / "contexts" / context / CREDENTIALS_FILE
 
 
 def load_credentials(path: Path | None = None) -> Credentials | None:

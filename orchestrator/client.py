@@ -76,6 +76,10 @@ T = TypeVar("T")
 
 #: The most rows one page may hold (the API's maximum `limit`).
 MAX_PAGE = 1000
+#: The length of a whole id (a UUID); anything shorter is a short id to resolve.
+ID_LENGTH = 36
+#: How many candidates an ambiguous short id's error names.
+SHOWN_CANDIDATES = 10
 #: How long `rollback` waits for its answer: the server holds it up to its
 #: `server.wait_timeout` (300 s by default) and then answers with the rollback running.
 ROLLBACK_TIMEOUT = 330.0
@@ -103,12 +107,16 @@ class Page(msgspec.Struct, Generic[T]):
 class ApiError(Exception):
     """The API answered with an error envelope, or with something unexpected."""
 
-    def __init__(self, message: str, code: str, status: int, details: Any = None) -> None:
+    def __init__(
+        self, message: str, code: str, status: int, details: Any = None, *, anonymous: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.status = status
         self.details = details
+        #: The request carried no credential (so a 401 means "log in", not "renew").
+        self.anonymous = anonymous
 
 
 class Unreachable(Exception):
@@ -216,7 +224,10 @@ class ApiClient:
                 error = msgspec.json.decode(response.content, type=ErrorBody)
             except msgspec.DecodeError:
                 raise self._unexpected(response, "not an error envelope") from None
-            raise ApiError(error.error, error.code, response.status_code, error.details)
+            anonymous = "Authorization" not in self._http.headers
+            raise ApiError(
+                error.error, error.code, response.status_code, error.details, anonymous=anonymous
+            )
         try:
             envelope = msgspec.json.decode(response.content, type=Envelope[msgspec.Raw])
         except msgspec.DecodeError as exc:
@@ -227,6 +238,15 @@ class ApiClient:
             return msgspec.json.decode(envelope.data, type=data_type), response
         except msgspec.DecodeError as exc:
             raise self._unexpected(response, f"`data` is not the documented shape: {exc}") from None
+
+    def _every(self, path: str, query: dict[str, Any], items_type: type[list[T]]) -> list[T]:
+        """Every row of a list, following the `Link: rel="next"` pages."""
+        page = self._page(path, {**query, "limit": MAX_PAGE}, items_type)
+        rows = list(page.items)
+        while page.next is not None:
+            page = self._page(page.next, {}, items_type)
+            rows.extend(page.items)
+        return rows
 
     @staticmethod
     def _unexpected(response: httpx.Response, why: str) -> ApiError:
@@ -246,6 +266,54 @@ class OrchestratorClient(ApiClient):
     def vms(self) -> VmsSection:
         """Seed 001's VM calls: `client.vms.list()`, `.create({...})`, `.start(id)`, …"""
         return VmsSection(self)
+
+    # -- short ids ------------------------------------------------------------------------
+
+    def resolve_id(self, noun: str, given: str) -> str:
+        """The whole id `given` stands for: itself when whole, else the one id of a
+        `noun` ("workflow", "batch", "task", "checkpoint", or "task or workflow") that
+        ends (as the tables show it) or starts with it. Raises `ApiError`: NOT_FOUND
+        when none does, AMBIGUOUS_ID (naming the candidates) when several do."""
+        if len(given) >= ID_LENGTH:
+            return given
+        fragment = given.lower()
+        candidates: dict[str, str] = {}
+        for found, label in self._labelled(noun):
+            if found.lower().endswith(fragment) or found.lower().startswith(fragment):
+                candidates[found] = label
+        if len(candidates) == 1:
+            return next(iter(candidates))
+        if not candidates:
+            # A task id may name a workflow too; the message speaks of the task.
+            raise ApiError(f"{noun.split(' or ')[0]} {given!r} not found", "NOT_FOUND", 404)
+        shown = [
+            f"{found} ({label})" for found, label in list(candidates.items())[:SHOWN_CANDIDATES]
+        ]
+        more = len(candidates) - len(shown)
+        raise ApiError(
+            f"{given!r} matches {len(candidates)} {noun} ids; give more characters: "
+            + ", ".join(shown)
+            + (f", and {more} more" if more > 0 else ""),
+            "AMBIGUOUS_ID",
+            409,
+            {"candidates": list(candidates)},
+        )
+
+    def _labelled(self, noun: str) -> list[tuple[str, str]]:
+        """Every id of a `noun`, with the name a candidate is listed with."""
+        rows: list[tuple[str, str]] = []
+        if noun in ("task", "task or workflow"):
+            rows += [(t.id, f"task {t.name}") for t in self._every("/tasks", {}, list[Task])]
+        if noun in ("workflow", "task or workflow"):
+            found = self._every("/workflows", {}, list[Workflow])
+            rows += [(w.id, f"{w.kind} {w.name}") for w in found]
+        elif noun == "batch":
+            found = self._every("/workflows", {"kind": "batch"}, list[Workflow])
+            rows += [(w.id, f"batch {w.name}") for w in found]
+        elif noun == "checkpoint":
+            found_cp = self._every("/rollback/checkpoints", {}, list[Checkpoint])
+            rows += [(c.id, f"checkpoint {c.name}") for c in found_cp]
+        return rows
 
     # -- health ---------------------------------------------------------------------------
 
@@ -267,13 +335,7 @@ class OrchestratorClient(ApiClient):
 
     def all_tasks(self, *, workflow_id: str | None = None, status: str | None = None) -> list[Task]:
         """Every matching task, following the `Link: rel="next"` pages."""
-        query = {"status": status, "workflow_id": workflow_id, "limit": MAX_PAGE}
-        page = self._page("/tasks", query, list[Task])
-        tasks = list(page.items)
-        while page.next is not None:
-            page = self._page(page.next, {}, list[Task])
-            tasks.extend(page.items)
-        return tasks
+        return self._every("/tasks", {"status": status, "workflow_id": workflow_id}, list[Task])
 
     def get_task(self, task_id: str) -> Task:
         """A task; given a workflow id, the workflow in task shape (`kind == "workflow"`)."""

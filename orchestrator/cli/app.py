@@ -12,6 +12,8 @@ from orchestrator.cli import (
     api_keys,
     audit,
     batch,
+    completion,
+    contexts,
     db,
     deployments,
     host,
@@ -27,7 +29,8 @@ from orchestrator.cli import (
     worker,
     workflows,
 )
-from orchestrator.cli.common import Failure, Options
+from orchestrator.cli.common import FORMATS, Failure, Options
+from orchestrator.cli.errors import message_of
 from orchestrator.client import ApiError, Unreachable
 from orchestrator.settings import ConfigError
 
@@ -39,7 +42,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ApiError as exc:
-            raise Failure(f"{exc.message} ({exc.code})") from exc
+            raise Failure(message_of(exc)) from exc
         except ControlCenterUnreachable as exc:
             raise Failure(
                 f"cannot reach the control center at {exc.url}; is it running? "
@@ -61,14 +64,35 @@ class _Group(click.Group):
 @click.option(
     "--token", envvar="PROVISIONING_TOKEN", help="API bearer token [env: PROVISIONING_TOKEN]."
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--context",
+    envvar="PROVISIONING_CONTEXT",
+    metavar="NAME",
+    help="Use this context's URLs and session [env: PROVISIONING_CONTEXT].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (= -o json).")
+@click.option("-o", "--output", type=click.Choice(FORMATS), help="table, wide, json or yaml.")
 @click.version_option(package_name="provisioning")
 @click.pass_context
 def cli(
-    ctx: click.Context, config: str | None, url: str | None, token: str | None, as_json: bool
+    ctx: click.Context,
+    config: str | None,
+    url: str | None,
+    token: str | None,
+    context: str | None,
+    as_json: bool,
+    output: str | None,
 ) -> None:
     """provisioning: a workflow orchestrator for infrastructure."""
-    ctx.obj = Options(config=config, url=url, token=token, json=as_json)
+    chosen = output or ("json" if as_json else "table")
+    ctx.obj = Options(
+        config=config,
+        url=url,
+        token=token,
+        json=chosen in ("json", "yaml"),
+        output=chosen,
+        context=context,
+    )
 
 
 for command in (
@@ -98,5 +122,8 @@ for command in (
     policies.policies,
     api_keys.api_keys,
     audit.audit,
+    # The CLI itself: installations, the shell.
+    contexts.context,
+    completion.completion,
 ):
     cli.add_command(command)

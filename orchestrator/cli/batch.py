@@ -29,6 +29,7 @@ from orchestrator.cli.common import (
     print_json,
     stdout,
 )
+from orchestrator.cli.ids import BATCH_ID
 from orchestrator.cli.tables import page_note, short_id, status_text, when
 from orchestrator.client import ApiError, Batch, OrchestratorClient
 from orchestrator.progress import BatchOutcome, watch_batch
@@ -88,7 +89,7 @@ def list_batches(options: Options, status: str | None, limit: int, offset: int, 
 
 
 @batch.command("show")
-@click.argument("batch_id", metavar="ID")
+@click.argument("batch_id", metavar="ID", type=BATCH_ID)
 @json_option
 @pass_options
 def show_batch(options: Options, batch_id: str) -> None:
@@ -104,7 +105,7 @@ def show_batch(options: Options, batch_id: str) -> None:
 
 
 @batch.command("cancel")
-@click.argument("batch_id", metavar="ID")
+@click.argument("batch_id", metavar="ID", type=BATCH_ID)
 @json_option
 @pass_options
 def cancel_batch(options: Options, batch_id: str) -> None:
@@ -118,7 +119,7 @@ def cancel_batch(options: Options, batch_id: str) -> None:
 
 
 @batch.command("wait")
-@click.argument("batch_id", metavar="ID")
+@click.argument("batch_id", metavar="ID", type=BATCH_ID)
 @json_option
 @pass_options
 def wait_batch(options: Options, batch_id: str) -> None:

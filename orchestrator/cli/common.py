@@ -7,22 +7,27 @@ them to gather their commands under the root group.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, TypeVar
+from pathlib import Path
+from typing import IO, Any, TextIO, TypeVar, cast
 
 import click
 import msgspec
+import msgspec.yaml
 from rich.console import Console
 
 from orchestrator.cc_client import (
     ControlCenterClient,
     Credentials,
+    credentials_path,
     fresh_credentials,
     load_credentials,
 )
+from orchestrator.cli.context_store import Context, active_context
 from orchestrator.client import OrchestratorClient
 from orchestrator.settings import Settings, load_settings
 
@@ -49,8 +54,14 @@ class Options:
     url: str | None
     token: str | None
     json: bool
+    #: `-o`: table, wide, json or yaml (`json` is True for the last two).
+    output: str = "table"
     #: `--cc-url`/`$PROVISIONING_CC_URL` of a control-center command.
     cc_url: str | None = None
+    #: `--context`/`$PROVISIONING_CONTEXT`; else the one `context use` chose.
+    context: str | None = None
+    _context: tuple[str, Context] | None = field(default=None, repr=False)
+    _context_read: bool = field(default=False, repr=False)
     _settings: Settings | None = field(default=None, repr=False)
     _login: Credentials | None = field(default=None, repr=False)
     _login_read: bool = field(default=False, repr=False)
@@ -63,10 +74,21 @@ class Options:
             self._settings = load_settings(self.config, environ)
         return self._settings
 
+    def active_context(self) -> tuple[str, Context] | None:
+        """The context in use (its name and URLs), or None."""
+        if not self._context_read:
+            self._context, self._context_read = active_context(self.context), True
+        return self._context
+
+    def credentials_path(self) -> Path:
+        """Where the session is saved: the active context's, else the default one."""
+        active = self.active_context()
+        return credentials_path(active[0] if active else None)
+
     def saved_login(self) -> Credentials | None:
         """What `provisioning login` saved, as it is on disk (None without a login)."""
         if not self._login_read:
-            self._login, self._login_read = load_credentials(), True
+            self._login, self._login_read = load_credentials(self.credentials_path()), True
         return self._login
 
     def ignore_saved_login(self) -> None:
@@ -85,14 +107,17 @@ class Options:
         if saved is None or control_center not in (None, saved.cc_url):
             return None
         if saved.expired():
-            self._login = saved = fresh_credentials()
+            self._login = saved = fresh_credentials(self.credentials_path())
         return saved.token if saved else None
 
     def base_url(self) -> str:
-        """`--url`/`$PROVISIONING_URL`, else the saved login's, else the configured
-        server's address."""
+        """`--url`/`$PROVISIONING_URL`, else the active context's, else the saved
+        login's, else the configured server's address."""
         if self.url:
             return self.url
+        active = self.active_context()
+        if active is not None and active[1].url:
+            return active[1].url
         saved = self.saved_login()
         if saved is not None and saved.url:
             return saved.url
@@ -100,10 +125,13 @@ class Options:
         return _address(server.host, server.port)
 
     def control_center_url(self) -> str:
-        """`--cc-url`/`$PROVISIONING_CC_URL`, else the saved login's, else the configured
-        control center's address."""
+        """`--cc-url`/`$PROVISIONING_CC_URL`, else the active context's, else the saved
+        login's, else the configured control center's address."""
         if self.cc_url:
             return self.cc_url
+        active = self.active_context()
+        if active is not None and active[1].cc_url:
+            return active[1].cc_url
         saved = self.saved_login()
         if saved is not None and saved.cc_url:
             return saved.cc_url
@@ -128,23 +156,71 @@ def _address(host: str, port: int) -> str:
 pass_options = click.make_pass_decorator(Options)
 
 
-def json_option(command: F) -> F:
-    """`--json` after a list or show command, the same as before the command name."""
+#: `-o`'s formats: `table` (the default), `wide` (whole ids, every column), and the
+#: machine-readable `json` and `yaml` (the API's `data`).
+FORMATS = ("table", "wide", "json", "yaml")
 
-    def enable(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-        options = ctx.find_object(Options)
-        if value and options is not None:
-            options.json = True
 
-    decorate = click.option(
-        "--json", is_flag=True, expose_value=False, callback=enable, help="Print JSON."
-    )
-    return decorate(command)
+def choose_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """`-o FORMAT` (before or after the command name); `--json` is `-o json`."""
+    options = ctx.find_object(Options)
+    if value and options is not None:
+        options.output = value
+        options.json = value in ("json", "yaml")
+
+
+def output_options(command: F) -> F:
+    """`-o table|wide|json|yaml` and `--json` (= `-o json`), after a command's name as
+    before it. A command with a `--wide` flag gets it set by `-o wide`."""
+
+    def use_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            choose_output(ctx, param, "json")
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        options = click.get_current_context().find_object(Options)
+        if "wide" in kwargs and options is not None and options.output == "wide":
+            kwargs["wide"] = True
+        return command(*args, **kwargs)
+
+    decorated: Any = run
+    for decorate in (
+        click.option(
+            "--json", is_flag=True, expose_value=False, callback=use_json, help="= -o json."
+        ),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Choice(FORMATS),
+            expose_value=False,
+            callback=choose_output,
+            help="Output format (default table).",
+        ),
+    ):
+        decorated = decorate(decorated)
+    return cast(F, decorated)
+
+
+#: The name every command module knows it by.
+json_option = output_options
 
 
 def print_json(value: Any) -> None:
-    """Structs, lists and dicts as indented JSON on stdout."""
+    """Structs, lists and dicts on stdout: indented JSON, or YAML with `-o yaml`."""
+    ctx = click.get_current_context(silent=True)
+    options = ctx.find_object(Options) if ctx is not None else None
+    if options is not None and options.output == "yaml":
+        click.echo(msgspec.yaml.encode(value).decode(), nl=False)
+        return
     click.echo(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+
+
+def progress_console(options: Options) -> tuple[Console, TextIO | None]:
+    """Where following a workflow draws: stdout, or stderr when stdout is for data."""
+    if options.json:
+        return Console(stderr=True, highlight=False), sys.stderr
+    return stdout, None
 
 
 def shown_database(settings: Settings) -> str:
@@ -187,3 +263,22 @@ def read_secret_line(what: str) -> str:
     if not line:
         raise click.UsageError(f"--password-stdin: no {what} on stdin")
     return line
+
+
+def yes_option(command: F) -> F:
+    """`--yes`/`-y`: do a destructive command without asking (see `confirm`)."""
+    return click.option("--yes", "-y", is_flag=True, help="Do it without asking.")(command)
+
+
+def confirm(yes: bool, question: str) -> None:
+    """Ask `question` on the terminal unless `yes`; without a terminal on stdin, refuse
+    (exit 1) and say to pass --yes. A "no" exits 1 with nothing done."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise Failure(
+            f"{question.rstrip('?')}: refused, as there is no terminal to confirm on; "
+            "pass --yes to do it"
+        )
+    if not click.confirm(question, default=False, err=True):
+        raise Failure("not confirmed; nothing was done")

@@ -13,7 +13,14 @@ from typing import Any
 import click
 from rich.table import Table
 
-from orchestrator.cli.common import Options, json_option, pass_options, print_json, stdout
+from orchestrator.cli.common import (
+    Options,
+    confirm,
+    json_option,
+    pass_options,
+    print_json,
+    stdout,
+)
 from orchestrator.cli.workflows import submitted
 from orchestrator.deployments_client import Deployments
 
@@ -37,7 +44,7 @@ def _changed(options: Options, answer: dict[str, Any], wait: bool) -> None:
         click.echo(answer.get("message", "nothing to do"))
         return
     with options.client() as client:
-        submitted(client, workflow_id, wait)
+        submitted(options, client, workflow_id, wait)
 
 
 wait_option = click.option("--wait", is_flag=True, help="Follow the workflow until it ends.")
@@ -146,9 +153,14 @@ def _each(name: str, doc: str) -> None:
     @deployment.command(name, help=doc)
     @click.argument("deployment_ref")
     @wait_option
+    @click.option(
+        "--yes", "-y", is_flag=True, hidden=name != "delete", help="Do it without asking."
+    )
     @json_option
     @pass_options
-    def command(options: Options, deployment_ref: str, wait: bool) -> None:
+    def command(options: Options, deployment_ref: str, wait: bool, yes: bool) -> None:
+        if name == "delete":
+            confirm(yes, f"delete deployment {deployment_ref} and every replica?")
         with options.client() as client:
             section = Deployments(client)
             ident = section.find(deployment_ref)["id"]

@@ -23,7 +23,15 @@ import click
 import msgspec
 from rich.table import Table
 
-from orchestrator.cli.common import Options, json_option, pass_options, print_json, stdout
+from orchestrator.cli.common import (
+    Options,
+    confirm,
+    json_option,
+    pass_options,
+    print_json,
+    stdout,
+    yes_option,
+)
 from orchestrator.cli.workflows import submitted
 from orchestrator.client import OrchestratorClient
 
@@ -61,7 +69,7 @@ def _changed(options: Options, client: OrchestratorClient, answer: Any, wait: bo
     if options.json and not wait:
         print_json(answer)
         return
-    submitted(client, workflow_id, wait)
+    submitted(options, client, workflow_id, wait)
 
 
 def _grid(values: dict[str, Any]) -> None:
@@ -235,12 +243,20 @@ def _storage(options: Options, operation: str, body: dict[str, Any], wait: bool)
 @click.option("--filesystem", default="ext4", show_default=True)
 @click.option("--label")
 @change_options
+@yes_option
 @json_option
 @pass_options
 def storage_format(
-    options: Options, device: str, filesystem: str, label: str | None, check: bool, wait: bool
+    options: Options,
+    device: str,
+    filesystem: str,
+    label: str | None,
+    check: bool,
+    wait: bool,
+    yes: bool,
 ) -> None:
     """Make a filesystem on DEVICE (irreversible; allow-listed devices only)."""
+    confirm(yes or check, f"make a {filesystem} filesystem on {device}, erasing what it holds?")
     body = {"device": device, "filesystem": filesystem, "label": label, "check_mode": check}
     _storage(options, "format", body, wait)
 
@@ -367,10 +383,12 @@ def users_reset(
 @users.command("delete")
 @click.argument("username")
 @change_options
+@yes_option
 @json_option
 @pass_options
-def users_delete(options: Options, username: str, check: bool, wait: bool) -> None:
+def users_delete(options: Options, username: str, check: bool, wait: bool, yes: bool) -> None:
     """Remove the account USERNAME and its home."""
+    confirm(yes or check, f"remove the host account {username} and its home?")
     with options.client() as client:
         query = {"check_mode": check or None}
         answer = _call(client, "DELETE", f"/host/users/{username}", params=query)

@@ -20,15 +20,16 @@ from orchestrator.cc_client import (
     ControlCenterClient,
     Credentials,
     CredentialsError,
+    Login,
     SessionExpired,
     credentials_lock,
-    credentials_path,
     delete_credentials,
     fresh_credentials,
     load_credentials,
     save_credentials,
 )
 from orchestrator.cli.common import (
+    Failure,
     Options,
     cc_url_option,
     json_option,
@@ -37,17 +38,18 @@ from orchestrator.cli.common import (
     read_secret_line,
     say,
 )
+from orchestrator.cli.errors import refused_login, remember_spent_code
 from orchestrator.cli.tables import iso
 from orchestrator.client import ApiError, Unreachable
 from orchestrator.settings import ConfigError
 
 _NOTES = {
     "MFA_REQUIRED": (
-        "your role requires MFA: enroll a TOTP device (POST /auth/mfa/enroll, then "
-        "POST /auth/mfa/verify) before anything else"
+        "your role requires MFA: enroll a TOTP device (`provisioning mfa enroll`, then "
+        "`provisioning mfa verify CODE`) before anything else"
     ),
     "PASSWORD_CHANGE_REQUIRED": (
-        "this is a one-time password: change it (PUT /user/password) before anything else"
+        "this is a one-time password: change it (`provisioning password`) before anything else"
     ),
 }
 
@@ -80,22 +82,9 @@ def login(
     )
     with ControlCenterClient(cc_url) as client:
         try:
-            answer = client.login(username, password, mfa_code)
-        except ApiError as exc:
-            # A failed login does not say which factor was wrong: offer the second one.
-            if exc.status != 401 or mfa_code is not None or password_stdin:
-                raise
-            if not sys.stdin.isatty():
-                raise
-            mfa_code = click.prompt(
-                "Login refused. If your account uses MFA, enter a code (empty to stop)",
-                default="",
-                show_default=False,
-                err=True,
-            ).strip()
-            if not mfa_code:
-                raise
-            answer = client.login(username, password, mfa_code)
+            answer = _log_in(client, username, password, mfa_code, password_stdin)
+        except _Refused as refused:
+            raise Failure(refused_login(refused.error, refused.mfa_code)) from refused.error
     saved = Credentials(
         token=answer.token,
         refresh_token=answer.refresh_token,
@@ -106,7 +95,7 @@ def login(
         username=answer.user.username,
         user_id=answer.user.id,
     )
-    path = credentials_path()
+    path = options.credentials_path()
     with credentials_lock(path):
         save_credentials(saved, path)
     if options.json:
@@ -129,6 +118,43 @@ def login(
         click.echo(f"note: {_NOTES.get(restriction, restriction)}", err=True)
 
 
+class _Refused(Exception):
+    def __init__(self, error: ApiError, mfa_code: str | None) -> None:
+        super().__init__(error.message)
+        self.error, self.mfa_code = error, mfa_code
+
+
+def _log_in(
+    client: ControlCenterClient,
+    username: str,
+    password: str,
+    mfa_code: str | None,
+    password_stdin: bool,
+) -> Login:
+    """The login's answer; `_Refused` (with the code tried) when it is refused."""
+    try:
+        answer = client.login(username, password, mfa_code)
+    except ApiError as exc:
+        # A failed login does not say which factor was wrong: offer the second one.
+        if exc.status != 401 or mfa_code is not None or password_stdin or not sys.stdin.isatty():
+            raise _Refused(exc, mfa_code) from exc
+        mfa_code = click.prompt(
+            "Login refused. If your account uses MFA, enter a code (empty to stop)",
+            default="",
+            show_default=False,
+            err=True,
+        ).strip()
+        if not mfa_code:
+            raise _Refused(exc, None) from exc
+        try:
+            answer = client.login(username, password, mfa_code)
+        except ApiError as again:
+            raise _Refused(again, mfa_code) from again
+    if mfa_code:
+        remember_spent_code(mfa_code)
+    return answer
+
+
 def _orchestrator_url(options: Options) -> str:
     """The orchestrator address to remember; empty when the configuration is unusable."""
     try:
@@ -142,7 +168,7 @@ def _orchestrator_url(options: Options) -> str:
 @pass_options
 def logout(options: Options) -> None:
     """End the saved session on the control center and delete it."""
-    path = credentials_path()
+    path = options.credentials_path()
     saved = load_credentials(path)
     if saved is None:
         say(options, {"logged_out": False, "message": "not logged in"}, "not logged in")

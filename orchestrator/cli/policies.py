@@ -23,11 +23,13 @@ from orchestrator.cli.common import (
     Failure,
     Options,
     cc_url_option,
+    confirm,
     json_option,
     pass_options,
     print_json,
     say,
     stdout,
+    yes_option,
 )
 from orchestrator.cli.owner import restore_defaults
 from orchestrator.cli.tables import iso, page_note, plain_table, yes_no
@@ -117,10 +119,12 @@ def update_policy(options: Options, policy_id: str, file: str) -> None:
 @policies.command("delete")
 @click.argument("policy_id", metavar="ID")
 @cc_url_option
+@yes_option
 @json_option
 @pass_options
-def delete_policy(options: Options, policy_id: str) -> None:
+def delete_policy(options: Options, policy_id: str, yes: bool) -> None:
     """Delete policy ID."""
+    confirm(yes, f"delete policy {policy_id}?")
     with options.control_center() as client:
         message = client.delete_policy(policy_id)
     say(options, {"id": policy_id, "message": message}, message)

@@ -20,6 +20,7 @@ from orchestrator.cli.common import (
     print_json,
     read_secret_line,
 )
+from orchestrator.cli.errors import remember_spent_code
 
 
 @click.group()
@@ -56,6 +57,7 @@ def verify(options: Options, code: str) -> None:
     """Activate TOTP with a current CODE; prints the backup codes, once."""
     with options.control_center() as client:
         activated = client.verify_mfa(code)
+    remember_spent_code(code)
     if options.json:
         print_json(activated)
         return
@@ -73,6 +75,7 @@ def disable(options: Options, code: str) -> None:
     """Turn TOTP off (needs a current CODE or a backup code)."""
     with options.control_center() as client:
         client.disable_mfa(code)
+    remember_spent_code(code)
     click.echo("two-factor authentication is off")
 
 

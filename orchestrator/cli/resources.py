@@ -95,7 +95,7 @@ def apply(
             if options.json and not wait:
                 print_json({"workflow_id": applied.workflow_id})
                 return
-            submitted(client, applied.workflow_id, wait)
+            submitted(options, client, applied.workflow_id, wait)
             return
     result = applied.result or {}
     if options.json:

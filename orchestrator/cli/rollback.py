@@ -20,7 +20,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli.common import Options, json_option, pass_options, print_json, stdout
+from orchestrator.cli.common import (
+    Options,
+    confirm,
+    json_option,
+    pass_options,
+    print_json,
+    stdout,
+    yes_option,
+)
+from orchestrator.cli.ids import CHECKPOINT_ID, WORKFLOW_ID
 from orchestrator.cli.tables import detail, page_note, short_id, when
 from orchestrator.client import Checkpoint, OrchestratorClient, RollbackResult
 from orchestrator.progress import STATUS_STYLES, format_duration, watch
@@ -67,7 +76,7 @@ def list_checkpoints(options: Options, limit: int, offset: int, wide: bool) -> N
 
 
 @checkpoint.command("show")
-@click.argument("checkpoint_id", metavar="ID")
+@click.argument("checkpoint_id", metavar="ID", type=CHECKPOINT_ID)
 @json_option
 @pass_options
 def show_checkpoint(options: Options, checkpoint_id: str) -> None:
@@ -81,12 +90,14 @@ def show_checkpoint(options: Options, checkpoint_id: str) -> None:
 
 
 @checkpoint.command("delete")
-@click.argument("checkpoint_id", metavar="ID")
+@click.argument("checkpoint_id", metavar="ID", type=CHECKPOINT_ID)
+@yes_option
 @json_option
 @pass_options
-def delete_checkpoint(options: Options, checkpoint_id: str) -> None:
+def delete_checkpoint(options: Options, checkpoint_id: str, yes: bool) -> None:
     """Delete checkpoint ID: nothing rolls back or restores to it any more, and retention
     may prune the finished work it kept."""
+    confirm(yes, f"delete checkpoint {checkpoint_id}?")
     with options.client() as client:
         message = client.delete_checkpoint(checkpoint_id)
     if options.json:
@@ -116,9 +127,12 @@ def checkpoint_table(checkpoints: list[Checkpoint], *, wide: bool = False) -> Ta
     metavar="A,B",
     help="Undo these batch operations: `op` (latest batch with it) or `BATCH_ID:op`.",
 )
+@yes_option
 @json_option
 @pass_options
-def rollback(options: Options, checkpoint_id: str | None, operations: str | None) -> None:
+def rollback(
+    options: Options, checkpoint_id: str | None, operations: str | None, yes: bool
+) -> None:
     """Undo completed work, newest first, by compensation tasks; exit 0 if all was undone."""
     if (checkpoint_id is None) == (operations is None):
         raise click.UsageError("give exactly one of --checkpoint ID or --operations A,B")
@@ -128,6 +142,10 @@ def rollback(options: Options, checkpoint_id: str | None, operations: str | None
         if not operation_ids:
             raise click.UsageError("--operations: name at least one operation")
     with options.client() as client:
+        if checkpoint_id is not None:
+            checkpoint_id = client.resolve_id("checkpoint", checkpoint_id)
+        since = f"since checkpoint {checkpoint_id}" if checkpoint_id else f"by {operations}"
+        confirm(yes, f"undo the work completed {since}?")
         result = client.rollback(checkpoint_id=checkpoint_id, operation_ids=operation_ids)
         if result.success is None and result.rollback_id is not None:
             # The server stopped waiting; the rollback runs on, as a workflow.
@@ -190,7 +208,7 @@ def _report_rollback(result: RollbackResult, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("checkpoint_id", metavar="ID")
+@click.argument("checkpoint_id", metavar="ID", type=CHECKPOINT_ID)
 @json_option
 @pass_options
 def restore(options: Options, checkpoint_id: str) -> None:
@@ -280,7 +298,7 @@ def statistics(options: Options) -> None:
 
 
 @state.command("progress")
-@click.argument("workflow_id", metavar="WORKFLOW_ID")
+@click.argument("workflow_id", metavar="WORKFLOW_ID", type=WORKFLOW_ID)
 @json_option
 @pass_options
 def progress(options: Options, workflow_id: str) -> None:

@@ -13,12 +13,14 @@ from orchestrator.cc_client import User
 from orchestrator.cli.common import (
     Options,
     cc_url_option,
+    confirm,
     json_option,
     pass_options,
     print_json,
     read_secret_line,
     say,
     stdout,
+    yes_option,
 )
 from orchestrator.cli.tables import page_note, plain_table, when, yes_no
 
@@ -126,10 +128,12 @@ def update_user(
 @users.command("delete")
 @click.argument("user_id", metavar="ID")
 @cc_url_option
+@yes_option
 @json_option
 @pass_options
-def delete_user(options: Options, user_id: str) -> None:
+def delete_user(options: Options, user_id: str, yes: bool) -> None:
     """Delete user ID."""
+    confirm(yes, f"delete user {user_id}?")
     with options.control_center() as client:
         message = client.delete_user(user_id)
     say(options, {"id": user_id, "message": message}, message)

@@ -21,7 +21,15 @@ import click
 import msgspec
 from rich.table import Table
 
-from orchestrator.cli.common import Failure, Options, json_option, pass_options, print_json, stdout
+from orchestrator.cli.common import (
+    Failure,
+    Options,
+    confirm,
+    json_option,
+    pass_options,
+    print_json,
+    stdout,
+)
 from orchestrator.cli.tables import status_text
 
 DETACH = b"\x1d"  # Ctrl-]
@@ -105,13 +113,25 @@ def get(options: Options, vm_id: str) -> None:
         _show(options, client.vms.get(vm_id))
 
 
+#: The actions that lose something (a disk, a clean shutdown): asked for unless --yes.
+_DESTRUCTIVE = {
+    "force-stop": "end VM {} at once, without a clean shutdown?",
+    "delete": "delete VM {} and its disk?",
+}
+
+
 def _action(name: str, summary: str) -> None:
     @vm.command(name, help=summary)
     @click.argument("vm_id", metavar="ID")
     @click.option("--wait", is_flag=True, help="Return once its workflow ended.")
+    @click.option(
+        "--yes", "-y", is_flag=True, hidden=name not in _DESTRUCTIVE, help="Do it without asking."
+    )
     @json_option
     @pass_options
-    def act(options: Options, vm_id: str, wait: bool) -> None:
+    def act(options: Options, vm_id: str, wait: bool, yes: bool) -> None:
+        if name in _DESTRUCTIVE:
+            confirm(yes, _DESTRUCTIVE[name].format(vm_id))
         with options.client() as client:
             section = client.vms
             call = {

@@ -13,9 +13,20 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar, cast
 
 import click
+from rich.console import Group
 
-from orchestrator.cli.common import Options, json_option, pass_options, print_json, stdout
+from orchestrator.cli.common import (
+    Options,
+    json_option,
+    pass_options,
+    print_json,
+    progress_console,
+    say,
+    stdout,
+)
+from orchestrator.cli.ids import WORKFLOW_ID
 from orchestrator.cli.tables import detail, page_note, task_table, workflow_table
+from orchestrator.cli.watching import Snapshot, watch_list
 from orchestrator.client import OrchestratorClient
 from orchestrator.progress import format_duration, watch
 
@@ -34,6 +45,7 @@ def _submission(command: F) -> F:
         click.option("--settings", metavar="FILE", help="Settings file inside the infra."),
         click.option("--check", is_flag=True, help="Check mode: plan, change nothing."),
         click.option("--wait", is_flag=True, help="Follow the workflow until it ends."),
+        json_option,
         pass_options,
     )
     decorated: Any = command
@@ -60,7 +72,7 @@ def create_servers(
     """Create the servers an infra's settings declare."""
     with options.client() as client:
         workflow_id = client.create_servers(infra, settings=settings, check_mode=check)
-        submitted(client, workflow_id, wait)
+        submitted(options, client, workflow_id, wait)
 
 
 @workflow.group()
@@ -86,7 +98,7 @@ def create_taskserv(
         workflow_id = client.create_taskserv(
             name, infra, operation=operation, settings=settings, check_mode=check
         )
-        submitted(client, workflow_id, wait)
+        submitted(options, client, workflow_id, wait)
 
 
 @workflow.group()
@@ -112,7 +124,7 @@ def create_cluster(
         workflow_id = client.create_cluster(
             cluster_type, infra, operation=operation, settings=settings, check_mode=check
         )
-        submitted(client, workflow_id, wait)
+        submitted(options, client, workflow_id, wait)
 
 
 @workflow.command("list")
@@ -121,13 +133,31 @@ def create_cluster(
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--wide", is_flag=True, help="Show whole ids.")
+@click.option("--watch", "-w", is_flag=True, help="Redraw as it changes, until Ctrl-C.")
 @json_option
 @pass_options
 def list_workflows(
-    options: Options, status: str | None, kind: str | None, limit: int, offset: int, wide: bool
+    options: Options,
+    status: str | None,
+    kind: str | None,
+    limit: int,
+    offset: int,
+    wide: bool,
+    watch: bool,
 ) -> None:
     """List workflows, newest first."""
     with options.client() as client:
+
+        def read() -> Snapshot:
+            page = client.list_workflows(status=status, kind=kind, limit=limit, offset=offset)
+            note = page_note(page, "workflows")
+            if not page.items:
+                return Snapshot(page.items, note)
+            return Snapshot(page.items, Group(workflow_table(page.items, wide=wide), note))
+
+        if watch:
+            watch_list(options, read, "the workflows")
+            return
         page = client.list_workflows(status=status, kind=kind, limit=limit, offset=offset)
     if options.json:
         print_json(page.items)
@@ -138,7 +168,7 @@ def list_workflows(
 
 
 @workflow.command("show")
-@click.argument("workflow_id", metavar="ID")
+@click.argument("workflow_id", metavar="ID", type=WORKFLOW_ID)
 @json_option
 @pass_options
 def show_workflow(options: Options, workflow_id: str) -> None:
@@ -160,7 +190,7 @@ def show_workflow(options: Options, workflow_id: str) -> None:
 
 
 @workflow.command("cancel")
-@click.argument("workflow_id", metavar="ID")
+@click.argument("workflow_id", metavar="ID", type=WORKFLOW_ID)
 @pass_options
 def cancel_workflow(options: Options, workflow_id: str) -> None:
     """Cancel a workflow: pending tasks never start, running ones are stopped."""
@@ -169,26 +199,29 @@ def cancel_workflow(options: Options, workflow_id: str) -> None:
 
 
 @workflow.command("wait")
-@click.argument("workflow_id", metavar="ID")
+@click.argument("workflow_id", metavar="ID", type=WORKFLOW_ID)
+@json_option
 @pass_options
 def wait_workflow(options: Options, workflow_id: str) -> None:
-    """Follow a workflow until it ends; exit 0 if it Completed, else 1."""
+    """Follow a workflow until it ends; exit 0 if it Completed, else 1. With --json (or
+    -o yaml), progress goes to stderr and the ended workflow to stdout."""
     with options.client() as client:
-        _follow(client, workflow_id)
+        _follow(options, client, workflow_id)
 
 
-def submitted(client: OrchestratorClient, workflow_id: str, wait: bool) -> None:
+def submitted(options: Options, client: OrchestratorClient, workflow_id: str, wait: bool) -> None:
     """A submitted workflow: its id, or with `wait` followed until it ends (and exit)."""
     if not wait:
-        click.echo(workflow_id)
+        say(options, {"workflow_id": workflow_id}, workflow_id)
         return
-    click.echo(f"workflow {workflow_id} submitted")
-    _follow(client, workflow_id)
+    click.echo(f"workflow {workflow_id} submitted", err=options.json)
+    _follow(options, client, workflow_id)
 
 
-def _follow(client: OrchestratorClient, workflow_id: str) -> NoReturn:
+def _follow(options: Options, client: OrchestratorClient, workflow_id: str) -> NoReturn:
+    console, out = progress_console(options)
     try:
-        outcome = watch(client, workflow_id, console=stdout)
+        outcome = watch(client, workflow_id, console=console, out=out)
     except KeyboardInterrupt:
         click.echo(
             f"\nstopped watching; workflow {workflow_id} keeps running. "
@@ -203,9 +236,11 @@ def _follow(client: OrchestratorClient, workflow_id: str) -> NoReturn:
     summary = (
         f"workflow {ended.id} {ended.status}: {ended.finished_tasks}/{ended.total_tasks} tasks"
     )
+    if options.json:
+        print_json(ended)
     if outcome.succeeded:
         check = " (check mode: nothing was changed)" if ended.check_mode else ""
-        click.echo(f"{summary}{took}{check}")
+        click.echo(f"{summary}{took}{check}", err=options.json)
         sys.exit(0)
     failed = outcome.failed_tasks
     reason = f": {ended.error}" if ended.error and not failed else ""

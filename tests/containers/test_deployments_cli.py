@@ -35,7 +35,7 @@ def test_the_cli_deploys_scales_and_removes_an_app(
     assert json.loads(shown.stdout)["live"]["replicas"]["ready"] == 2
     logs = run("deployment", "logs", "cli-app", "--tail", "5", url=url)
     assert logs.returncode == 0, logs.stderr
-    removed = run("deployment", "delete", "cli-app", "--wait", url=url, timeout=300)
+    removed = run("deployment", "delete", "cli-app", "--wait", "--yes", url=url, timeout=300)
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert not [n for n in engine.containers() if n.startswith("cli-app-")]
     missing = run("deployment", "get", "cli-app", url=url)

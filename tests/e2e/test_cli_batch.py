@@ -262,14 +262,14 @@ def test_rollback_to_the_checkpoint_undoes_what_ran_since(
     assert submitted.returncode == 0, submitted.stderr
     batch_id = submitted_id(submitted)
 
-    done = run("rollback", "--checkpoint", checkpoint_id, url=server.url)
+    done = run("rollback", "--yes", "--checkpoint", checkpoint_id, url=server.url)
     assert done.returncode == 0, done.stdout + done.stderr
     assert " Completed: " in done.stdout
     assert " undone, 0 failed" in done.stdout
     # the failed upgrade had undone its own work: only the new batch was left to undo
     assert statuses(show(server, batch_id)) == {"extra": "RolledBack"}
 
-    again = run("--json", "rollback", "--checkpoint", checkpoint_id, url=server.url)
+    again = run("--json", "rollback", "--yes", "--checkpoint", checkpoint_id, url=server.url)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) == {
         "rollback_id": None,
@@ -290,13 +290,15 @@ def test_rollback_of_operations(server, deployed):
         for b in listed
         if "aws_taskservs" in statuses(b) and statuses(b)["aws_taskservs"] == "Completed"
     )
-    done = run("rollback", "--operations", "aws_taskservs", url=server.url)
+    done = run("rollback", "--yes", "--operations", "aws_taskservs", url=server.url)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 undone, 0 failed" in done.stdout
     assert statuses(show(server, latest))["aws_taskservs"] == "RolledBack"
 
     if latest != batch_id:
-        qualified = run("rollback", "--operations", f"{batch_id}:aws_taskservs", url=server.url)
+        qualified = run(
+            "rollback", "--yes", "--operations", f"{batch_id}:aws_taskservs", url=server.url
+        )
         assert qualified.returncode == 0, qualified.stderr
         assert statuses(show(server, batch_id))["aws_taskservs"] == "RolledBack"
     rollbacks = run("--json", "state", "statistics", url=server.url)
@@ -313,16 +315,16 @@ def test_checkpoint_delete(server):
     created = run("checkpoint", "create", "throwaway", url=server.url)
     assert created.returncode == 0, created.stderr
     checkpoint_id = created.stdout.strip()
-    done = run("checkpoint", "delete", checkpoint_id, url=server.url)
+    done = run("checkpoint", "delete", "--yes", checkpoint_id, url=server.url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"Checkpoint {checkpoint_id} deleted"
     assert run("checkpoint", "show", checkpoint_id, url=server.url).returncode == 1
-    again = run("--json", "checkpoint", "delete", checkpoint_id, url=server.url)
+    again = run("--json", "checkpoint", "delete", "--yes", checkpoint_id, url=server.url)
     assert again.returncode == 1
     assert again.stderr.strip() == f"error: checkpoint '{checkpoint_id}' not found (NOT_FOUND)"
 
     other = run("checkpoint", "create", "another", url=server.url).stdout.strip()
-    done = run("--json", "checkpoint", "delete", other, url=server.url)
+    done = run("--json", "checkpoint", "delete", "--yes", other, url=server.url)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"id": other, "deleted": True}
 
@@ -365,10 +367,10 @@ def test_an_unknown_batch_exits_1_with_the_api_message(server):
 
 
 def test_unknown_checkpoints_and_operations_exit_1(server):
-    done = run("rollback", "--checkpoint", "nope", url=server.url)
+    done = run("rollback", "--yes", "--checkpoint", "nope", url=server.url)
     assert done.returncode == 1
     assert done.stderr.strip() == "error: checkpoint 'nope' not found (NOT_FOUND)"
-    done = run("rollback", "--operations", "no_such_op", url=server.url)
+    done = run("rollback", "--yes", "--operations", "no_such_op", url=server.url)
     assert done.returncode == 1
     assert "operation 'no_such_op' not found in any batch (NOT_FOUND)" in done.stderr
     assert run("restore", "nope", url=server.url).returncode == 1
@@ -377,7 +379,7 @@ def test_unknown_checkpoints_and_operations_exit_1(server):
 
 def test_rollback_needs_exactly_one_target(server):
     assert run("rollback", url=server.url).returncode == 2
-    both = run("rollback", "--checkpoint", "a", "--operations", "b", url=server.url)
+    both = run("rollback", "--yes", "--checkpoint", "a", "--operations", "b", url=server.url)
     assert both.returncode == 2
     assert "exactly one of --checkpoint ID or --operations A,B" in both.stderr
 
