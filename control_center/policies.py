@@ -288,4 +288,19 @@ DEFAULT_POLICIES: list[dict[str, Any]] = [
             }
         ],
     },
+    {
+        # Added after the first release: databases seeded before it get it from
+        # migration 0010 (once; deleted after that, it stays deleted).
+        "name": "deployment_privacy_policy",
+        "description": "Only administrators see or touch other users' app deployments.",
+        "rules": [
+            {
+                "effect": "Deny",
+                "resource": "deployments:*",
+                "action": ["*"],
+                "condition": "resource.owner != '' and resource.owner != user.id "
+                "and 'admin' not in user.roles",
+            }
+        ],
+    },
 ]

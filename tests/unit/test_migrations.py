@@ -9,7 +9,7 @@ from typing import TypeVar
 import pytest
 from alembic import command
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, insert, inspect, update
+from sqlalchemy import Connection, insert, inspect, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -105,3 +105,42 @@ def test_0008_refuses_while_two_compensations_of_one_task_are_in_flight(tmp_path
 
 def _revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
+
+
+def _policy_names(connection: Connection) -> list[str]:
+    return [row[0] for row in connection.execute(text("SELECT name FROM policies"))]
+
+
+def test_a_default_policy_added_later_reaches_a_database_seeded_before_it_once(tmp_path):
+    from control_center.policy_set import seed_default_policies
+
+    url = backend.database_url(tmp_path)
+    config = alembic_config(url)
+    command.upgrade(config, "0009")
+
+    async def seed() -> None:
+        engine = create_async_engine(url)
+        try:
+            await seed_default_policies(engine)
+        finally:
+            await engine.dispose()
+
+    run_async(seed)
+    # As a database seeded by an earlier version: without the later default.
+    backend.execute(url, text("DELETE FROM policies WHERE name = 'deployment_privacy_policy'"))
+    before = _on(url, lambda c: c.execute(text("SELECT version FROM policy_revision")).scalar())
+    command.upgrade(config, "head")
+    assert "deployment_privacy_policy" in _on(url, _policy_names)
+    after = _on(url, lambda c: c.execute(text("SELECT version FROM policy_revision")).scalar())
+    assert after == before + 1  # the apps reload their policies
+    # Deleted by an administrator afterwards, it stays deleted: the migration ran once.
+    backend.execute(url, text("DELETE FROM policies WHERE name = 'deployment_privacy_policy'"))
+    command.upgrade(config, "head")
+    run_async(seed)
+    assert "deployment_privacy_policy" not in _on(url, _policy_names)
+
+
+def test_a_database_not_seeded_yet_gets_the_later_default_with_the_others(tmp_path):
+    url = backend.database_url(tmp_path)
+    command.upgrade(alembic_config(url), "head")
+    assert _on(url, _policy_names) == []  # the first start seeds them all
