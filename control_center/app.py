@@ -9,13 +9,14 @@ creates `admin` when there is no user yet.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.types import ControllerRouterHandler
 
 from control_center.api_keys import ApiKeyController
 from control_center.audit_api import AuditController
@@ -78,8 +79,10 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
                 services.engine = None
                 await db.dispose()
 
-    app = Litestar(
-        route_handlers=[
+    app = _litestar(
+        settings,
+        services,
+        [
             health,
             AuthController,
             UserController,
@@ -88,16 +91,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             PolicyController,
             AuditController,
         ],
-        dependencies={"principal": Provide(provide_principal)},
-        middleware=[versioning, refuse_nul, audit_middleware],
         lifespan=[lifespan],
-        state=State({"services": services}),
-        exception_handlers=EXCEPTION_HANDLERS_AUDITED,
-        before_request=screen_request(BodyLimits.of(settings.server)),
-        before_send=[allow_every_method],
-        request_max_body_size=settings.server.max_body_bytes,
-        logging_config=None,
-        openapi_config=OpenAPIConfig(title="provisioning control center", version="1.0.0"),
     )
     document_errors(app)
     shortest = {"minLength": settings.auth.min_password_length}
@@ -108,5 +102,38 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             "UserUpdate.password": shortest,
             "PasswordChange.new_password": shortest,
         },
+    )
+    return app
+
+
+def account_app(settings: Settings, engine: AsyncEngine) -> Litestar:
+    """The control center's own account endpoints (`/auth/…`) as an app of their own, over
+    `engine`, for the orchestrator to mount (`control_center.gate.account_app`).
+
+    The same handlers, middleware (audit trail, rate-limit headers), error envelope and
+    request limits as the control center's app, against the same database; it has no
+    lifespan: `engine` is the mounting app's, opened and closed by it."""
+    services = Services(settings=settings, limiter=RateLimiter(), engine=engine)
+    return _litestar(settings, services, [AuthController], lifespan=[])
+
+
+def _litestar(
+    settings: Settings,
+    services: Services,
+    route_handlers: list[ControllerRouterHandler],
+    lifespan: list[Callable[[Litestar], AbstractAsyncContextManager[None]]],
+) -> Litestar:
+    app = Litestar(
+        route_handlers=route_handlers,
+        dependencies={"principal": Provide(provide_principal)},
+        middleware=[versioning, refuse_nul, audit_middleware],
+        lifespan=lifespan,
+        state=State({"services": services}),
+        exception_handlers=EXCEPTION_HANDLERS_AUDITED,
+        before_request=screen_request(BodyLimits.of(settings.server)),
+        before_send=[allow_every_method],
+        request_max_body_size=settings.server.max_body_bytes,
+        logging_config=None,
+        openapi_config=OpenAPIConfig(title="provisioning control center", version="1.0.0"),
     )
     return app
