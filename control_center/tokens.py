@@ -94,10 +94,20 @@ def key_file(path: Path) -> str:
 
 
 def issue_access_token(
-    auth: AuthSettings, key: str, user_id: str, roles: list[str], now: datetime | None = None
+    auth: AuthSettings,
+    key: str,
+    user_id: str,
+    roles: list[str],
+    now: datetime | None = None,
+    *,
+    not_after: datetime | None = None,
 ) -> IssuedToken:
+    """A signed access token, valid `auth.access_token_ttl` seconds and never past
+    `not_after` (its session's refresh lifetime)."""
     now = now or utcnow()
     expires_at = now + timedelta(seconds=auth.access_token_ttl)
+    if not_after is not None:
+        expires_at = min(expires_at, not_after)
     jti = new_id()
     exp = int(expires_at.timestamp())
     claims: dict[str, Any] = {
