@@ -18,6 +18,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler
 
+from control_center.accounts import AccountController
 from control_center.api_keys import ApiKeyController
 from control_center.audit_api import AuditController
 from control_center.auth import AuthController
@@ -85,6 +86,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         [
             health,
             AuthController,
+            AccountController,
             UserController,
             ProfileController,
             ApiKeyController,
@@ -114,7 +116,7 @@ def account_app(settings: Settings, engine: AsyncEngine) -> Litestar:
     request limits as the control center's app, against the same database; it has no
     lifespan: `engine` is the mounting app's, opened and closed by it."""
     services = Services(settings=settings, limiter=RateLimiter(), engine=engine)
-    return _litestar(settings, services, [AuthController], lifespan=[])
+    return _litestar(settings, services, [AuthController, AccountController], lifespan=[])
 
 
 def _litestar(

@@ -123,6 +123,25 @@ class UserIn(msgspec.Struct, forbid_unknown_fields=True):
     must_change_password: bool = False
 
 
+class RegisterIn(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    email: Email
+    password: Secret
+    #: Checked against `password` when given.
+    confirm_password: Secret | None = None
+
+
+class ForgotIn(msgspec.Struct, forbid_unknown_fields=True):
+    email: Credential
+
+
+class ResetIn(msgspec.Struct, forbid_unknown_fields=True):
+    token: Token
+    new_password: Secret
+    #: Checked against `new_password` when given.
+    confirm_password: Secret | None = None
+
+
 class UserUpdate(msgspec.Struct, forbid_unknown_fields=True):
     username: Username | None = None
     email: Email | None = None

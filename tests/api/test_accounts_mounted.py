@@ -96,6 +96,10 @@ def test_anonymous_logout_and_mfa_are_refused_with_the_envelope(pair: Pair) -> N
         response = anonymous.post("/auth/login", json={"username": "x", "password": 5})
         assert response.status_code in (400, 422) and response.json()["success"] is False
         error_of(anonymous.post("/auth/nowhere", json={}), 404, "NOT_FOUND")
+        signup = {"username": "newbie", "email": "n@example.com", "password": "Pw-long-1-abc"}
+        error_of(anonymous.post("/v1/auth/register", json=signup), 403, "REGISTRATION_DISABLED")
+        forgot = anonymous.post("/api/v1/auth/forgot-password", json={"email": "n@example.com"})
+        assert data_of(forgot).startswith("If an account with that email exists")
         error_of(anonymous.post("/auth/refresh", json={"token": ""}), 422, "INVALID_INPUT")
 
 
