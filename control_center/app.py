@@ -12,7 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from litestar import Litestar, get
+from litestar import Litestar, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -56,6 +56,12 @@ def _announce(password: str) -> None:
     sys.stdout.flush()
 
 
+#: What a client needs of the control center for its own account; served also under
+#: `/v1` and `/api/v1` (as the account clients spell them), and by the orchestrator
+#: (`account_app`).
+ACCOUNT_CONTROLLERS = (AuthController, AccountController, ProfileController, ApiKeyController)
+
+
 def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litestar:
     """The app; it opens `engine` (or one for `settings`) when it starts."""
     services = Services(settings=settings, limiter=RateLimiter(), engine=engine)
@@ -85,13 +91,16 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         services,
         [
             health,
-            AuthController,
-            AccountController,
+            *ACCOUNT_CONTROLLERS,
             UserController,
-            ProfileController,
-            ApiKeyController,
             PolicyController,
             AuditController,
+            *(
+                Router(
+                    path=prefix, route_handlers=list(ACCOUNT_CONTROLLERS), include_in_schema=False
+                )
+                for prefix in ("/v1", "/api/v1")
+            ),
         ],
         lifespan=[lifespan],
     )
@@ -116,7 +125,7 @@ def account_app(settings: Settings, engine: AsyncEngine) -> Litestar:
     request limits as the control center's app, against the same database; it has no
     lifespan: `engine` is the mounting app's, opened and closed by it."""
     services = Services(settings=settings, limiter=RateLimiter(), engine=engine)
-    return _litestar(settings, services, [AuthController, AccountController], lifespan=[])
+    return _litestar(settings, services, list(ACCOUNT_CONTROLLERS), lifespan=[])
 
 
 def _litestar(

@@ -70,18 +70,19 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
     v1 = Router(path="/api/v1", route_handlers=resources, include_in_schema=False)
     # Seed 002 spells its paths /v1/deployments…
     seed_002 = Router(path="/v1", route_handlers=[DeploymentController], include_in_schema=False)
-    # Login, refresh, logout and MFA at this base URL too: the control center's own
-    # account app over the same database, mounted (docs/architecture.md).
-    accounts = account_routes(orchestrator.engine, orchestrator.settings)
+    # Login, refresh, logout, MFA, sign-up, one's profile and API keys at this base URL
+    # too: the control center's own account app over the same database, mounted
+    # (docs/architecture.md).
     account_mounts = [
         asgi(
-            f"{prefix}/auth",
+            f"{prefix}{path}",
             is_mount=True,
             copy_scope=True,
-            name=f"accounts{prefix.replace('/', '-')}",
+            name=f"accounts{prefix}{path}".replace("/", "-"),
             opt={OWN_ACCESS: True},
             include_in_schema=False,
-        )(accounts)
+        )(mounted)
+        for path, mounted in account_routes(orchestrator.engine, orchestrator.settings).items()
         for prefix in ("", "/api/v1", "/v1")
     ]
     security = Security(orchestrator, Gate(orchestrator.engine, orchestrator.settings))

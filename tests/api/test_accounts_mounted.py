@@ -5,6 +5,7 @@ and an orchestrator on one data directory, as deployed side by side."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 
@@ -22,6 +23,7 @@ GENEROUS = {
     "PROVISIONING_AUTH__JWT_SECRET": JWT_SECRET,
     "PROVISIONING_AUTH__RATE_LIMIT_AUTH": "10000",
     "PROVISIONING_AUTH__RATE_LIMIT_GENERAL": "10000",
+    "PROVISIONING_AUTH__REGISTRATION_ENABLED": "true",
 }
 
 
@@ -96,8 +98,6 @@ def test_anonymous_logout_and_mfa_are_refused_with_the_envelope(pair: Pair) -> N
         response = anonymous.post("/auth/login", json={"username": "x", "password": 5})
         assert response.status_code in (400, 422) and response.json()["success"] is False
         error_of(anonymous.post("/auth/nowhere", json={}), 404, "NOT_FOUND")
-        signup = {"username": "newbie", "email": "n@example.com", "password": "Pw-long-1-abc"}
-        error_of(anonymous.post("/v1/auth/register", json=signup), 403, "REGISTRATION_DISABLED")
         forgot = anonymous.post("/api/v1/auth/forgot-password", json={"email": "n@example.com"})
         assert data_of(forgot).startswith("If an account with that email exists")
         error_of(anonymous.post("/auth/refresh", json={"token": ""}), 422, "INVALID_INPUT")
@@ -122,3 +122,48 @@ def test_the_login_rate_limit_headers_come_from_the_account_app(pair: Pair) -> N
         response = login_at(anonymous, "nobody-at-all", "wrong-password-123")
     error_of(response, 401, "UNAUTHORIZED")
     assert response.headers["x-ratelimit-limit"] == "10000"
+
+
+def test_the_account_clients_flow_at_one_url(pair: Pair) -> None:
+    """Register, log in by email, make API keys and page through them, reach the
+    profile and the deployments: all at the orchestrator's `/v1`."""
+    name = f"signup-{secrets.token_hex(4)}"
+    password = f"Pw-{secrets.token_urlsafe(10)}-7"
+    signup = {
+        "username": name,
+        "email": f"{name}@example.com",
+        "password": password,
+        "confirm_password": password,
+    }
+    with _client(pair) as anonymous:
+        registered = data_of(anonymous.post("/v1/auth/register", json=signup), 201)
+        assert registered["user"]["roles"] == ["viewer"]
+        body = {"email": signup["email"], "password": password}
+        session = data_of(anonymous.post("/v1/auth/login", json=body))
+    with _client(pair, session["access_token"]) as client:
+        keys = [
+            data_of(client.post("/v1/api-keys", json={"name": f"k{i}", "description": "ci"}), 201)
+            for i in range(3)
+        ]
+        assert all(key["key"].startswith("prov_live_") for key in keys)
+        pages = [client.get("/v1/api-keys", params={"page": p, "limit": 1}) for p in (1, 2, 3, 4)]
+        listed = [[key["id"] for key in data_of(page)] for page in pages]
+        assert sorted(i for ids in listed for i in ids) == sorted(key["id"] for key in keys)
+        assert listed[3] == [] and all(len(ids) == 1 for ids in listed[:3])
+        assert pages[0].headers["x-total-count"] == "3"
+        assert "page=2" in pages[0].headers["link"]
+        both = client.get("/v1/api-keys", params={"page": 2, "offset": 1})
+        error_of(both, 422, "INVALID_INPUT")
+        assert client.get("/v1/api-keys", params={"page": 0}).status_code in (400, 422)
+        assert data_of(client.get("/v1/user/profile"))["username"] == name
+    with _client(pair, keys[0]["key"]) as by_key:
+        # the key gets through (without a container engine here: 503, not 401)
+        deployments = by_key.get("/v1/deployments")
+        assert deployments.status_code in (200, 503), deployments.text
+        revoked = by_key.delete(f"/v1/api-keys/{keys[1]['id']}")
+        assert data_of(revoked) == "API key revoked successfully"
+    # the same paging at the control center's own /v1
+    with pair.center.client(session["token"]) as at_center:
+        page = at_center.get("/v1/api-keys", params={"page": 2, "limit": 1})
+        assert len(data_of(page)) == 1
+        assert data_of(page)[0]["id"] != data_of(at_center.get("/v1/api-keys?limit=1"))[0]["id"]
