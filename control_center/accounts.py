@@ -24,7 +24,7 @@ from litestar.status_codes import HTTP_201_CREATED
 
 from control_center import mail, sessions
 from control_center.auth import restrictions_of
-from control_center.errors import RegistrationDisabled
+from control_center.errors import RegistrationDisabled, Unauthorized
 from control_center.guard import key_for
 from control_center.passwords import hash_password_async
 from control_center.request_context import AnyRequest, audit_as, limit_auth_attempts, services
@@ -147,11 +147,11 @@ class AccountController(Controller):
         try:
             user = await users.get_user(service.db, user_id)
         except NotFound:
-            raise InvalidInput(NOT_A_RESET) from None
+            raise Unauthorized(NOT_A_RESET) from None
         if not user.enabled:
-            raise InvalidInput(NOT_A_RESET)
+            raise Unauthorized(NOT_A_RESET)
         if password_binding(user.password_hash) != binding:
-            raise InvalidInput(
+            raise Unauthorized(
                 "token: this password-reset token was already used (or the password has "
                 "changed since); ask for a new one (POST /auth/forgot-password)"
             )
@@ -160,7 +160,7 @@ class AccountController(Controller):
         checked_password(settings, data.new_password, user.username, "new_password")
         new_hash = await hash_password_async(data.new_password)
         if not await users.replace_password(service.db, user.id, user.password_hash, new_hash):
-            raise InvalidInput(
+            raise Unauthorized(
                 "token: this password-reset token was already used; ask for a new one"
             )
         return Envelope("Password reset successfully")

@@ -22,7 +22,6 @@ from typing import Any
 import jwt
 
 from control_center.errors import Unauthorized
-from orchestrator.errors import InvalidInput
 from orchestrator.ids import new_id
 from orchestrator.settings import AuthSettings, ConfigError, Settings
 
@@ -177,8 +176,8 @@ def issue_reset_token(
 
 
 def decode_reset_token(auth: AuthSettings, key: str, token: str) -> tuple[str, str]:
-    """(user id, password binding) of a reset token; `InvalidInput` for an expired,
-    forged, malformed or other kind of token."""
+    """(user id, password binding) of a reset token; `Unauthorized` (401, as for any
+    credential) for an expired, forged, malformed or other kind of token."""
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -188,17 +187,17 @@ def decode_reset_token(auth: AuthSettings, key: str, token: str) -> tuple[str, s
             options={"require": ["sub", "exp", "iat", "iss"]},
         )
     except jwt.ExpiredSignatureError as exc:
-        raise InvalidInput(
+        raise Unauthorized(
             "token: the password-reset token has expired; ask for a new one "
             "(POST /auth/forgot-password)"
         ) from exc
     except jwt.PyJWTError as exc:
-        raise InvalidInput(NOT_A_RESET) from exc
+        raise Unauthorized(NOT_A_RESET) from exc
     user_id, binding = claims.get("sub"), claims.get("pwd")
     if claims.get("typ") != RESET_TYPE or not isinstance(user_id, str):
-        raise InvalidInput(NOT_A_RESET)
+        raise Unauthorized(NOT_A_RESET)
     if not isinstance(binding, str):
-        raise InvalidInput(NOT_A_RESET)
+        raise Unauthorized(NOT_A_RESET)
     return user_id, binding
 
 

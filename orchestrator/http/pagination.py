@@ -29,11 +29,10 @@ def check_page(limit: int, offset: int) -> None:
 
 
 def offset_of_page(page: int | None, limit: int, offset: int) -> int:
-    """The offset of page `page` (1-based) of `limit` items; `offset` without a page."""
+    """The offset of page `page` (1-based) of `limit` items; `offset` without a page (a
+    page, when given, says where the listing starts: it wins over `offset`)."""
     if page is None:
         return offset
-    if offset:
-        raise InvalidInput("give page or offset, not both")
     if page < 1:
         raise InvalidInput(f"page: must be 1 or more, got {page}")
     return min((page - 1) * limit, MAX_OFFSET)
