@@ -27,7 +27,15 @@ from control_center.store.records import ApiKey, NewApiKey
 from control_center.tokens import API_KEY_SHOWN_CHARS, digest, new_api_key, utcnow
 from orchestrator.errors import InvalidInput
 from orchestrator.http.envelope import Envelope
-from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
+from orchestrator.http.pagination import (
+    DEFAULT_LIMIT,
+    Limit,
+    Offset,
+    Page,
+    check_page,
+    offset_of_page,
+    page_headers,
+)
 from orchestrator.store.engine import AsyncEngine
 
 #: The longest life of a key, whichever way it is given (`ApiKeyIn.expires_in_days` has
@@ -116,9 +124,11 @@ class ApiKeyController(Controller):
         include_revoked: FromQuery[bool] = False,
         limit: Limit = DEFAULT_LIMIT,
         offset: Offset = 0,
+        page: Page = None,
     ) -> Response[Envelope[list[ApiKeyOut]]]:
         owner = user_id or principal.user_id
         await check(request, principal, "list", "api-keys:*", owner=owner)
+        offset = offset_of_page(page, limit, offset)
         check_page(limit, offset)
         found, total = await store.list_api_keys(
             services(state).db, owner, include_revoked, limit, offset

@@ -9,14 +9,16 @@ creates `admin` when there is no user yet.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from litestar import Litestar, get
+from litestar import Litestar, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.types import ControllerRouterHandler
 
+from control_center.accounts import AccountController
 from control_center.api_keys import ApiKeyController
 from control_center.audit_api import AuditController
 from control_center.auth import AuthController
@@ -54,6 +56,12 @@ def _announce(password: str) -> None:
     sys.stdout.flush()
 
 
+#: What a client needs of the control center for its own account; served also under
+#: `/v1` and `/api/v1` (as the account clients spell them), and by the orchestrator
+#: (`account_app`).
+ACCOUNT_CONTROLLERS = (AuthController, AccountController, ProfileController, ApiKeyController)
+
+
 def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litestar:
     """The app; it opens `engine` (or one for `settings`) when it starts."""
     services = Services(settings=settings, limiter=RateLimiter(), engine=engine)
@@ -78,26 +86,23 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
                 services.engine = None
                 await db.dispose()
 
-    app = Litestar(
-        route_handlers=[
+    app = _litestar(
+        settings,
+        services,
+        [
             health,
-            AuthController,
+            *ACCOUNT_CONTROLLERS,
             UserController,
-            ProfileController,
-            ApiKeyController,
             PolicyController,
             AuditController,
+            *(
+                Router(
+                    path=prefix, route_handlers=list(ACCOUNT_CONTROLLERS), include_in_schema=False
+                )
+                for prefix in ("/v1", "/api/v1")
+            ),
         ],
-        dependencies={"principal": Provide(provide_principal)},
-        middleware=[versioning, refuse_nul, audit_middleware],
         lifespan=[lifespan],
-        state=State({"services": services}),
-        exception_handlers=EXCEPTION_HANDLERS_AUDITED,
-        before_request=screen_request(BodyLimits.of(settings.server)),
-        before_send=[allow_every_method],
-        request_max_body_size=settings.server.max_body_bytes,
-        logging_config=None,
-        openapi_config=OpenAPIConfig(title="provisioning control center", version="1.0.0"),
     )
     document_errors(app)
     shortest = {"minLength": settings.auth.min_password_length}
@@ -108,5 +113,38 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             "UserUpdate.password": shortest,
             "PasswordChange.new_password": shortest,
         },
+    )
+    return app
+
+
+def account_app(settings: Settings, engine: AsyncEngine) -> Litestar:
+    """The control center's own account endpoints (`/auth/…`) as an app of their own, over
+    `engine`, for the orchestrator to mount (`control_center.gate.account_app`).
+
+    The same handlers, middleware (audit trail, rate-limit headers), error envelope and
+    request limits as the control center's app, against the same database; it has no
+    lifespan: `engine` is the mounting app's, opened and closed by it."""
+    services = Services(settings=settings, limiter=RateLimiter(), engine=engine)
+    return _litestar(settings, services, list(ACCOUNT_CONTROLLERS), lifespan=[])
+
+
+def _litestar(
+    settings: Settings,
+    services: Services,
+    route_handlers: list[ControllerRouterHandler],
+    lifespan: list[Callable[[Litestar], AbstractAsyncContextManager[None]]],
+) -> Litestar:
+    app = Litestar(
+        route_handlers=route_handlers,
+        dependencies={"principal": Provide(provide_principal)},
+        middleware=[versioning, refuse_nul, audit_middleware],
+        lifespan=lifespan,
+        state=State({"services": services}),
+        exception_handlers=EXCEPTION_HANDLERS_AUDITED,
+        before_request=screen_request(BodyLimits.of(settings.server)),
+        before_send=[allow_every_method],
+        request_max_body_size=settings.server.max_body_bytes,
+        logging_config=None,
+        openapi_config=OpenAPIConfig(title="provisioning control center", version="1.0.0"),
     )
     return app

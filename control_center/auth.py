@@ -145,7 +145,11 @@ class AuthController(Controller):
             )
         )
 
-    @post("/refresh", status_code=200, summary="Trade a refresh token for a new pair")
+    @post(
+        "/refresh",
+        status_code=200,
+        summary="Trade a refresh token, or the current access token once, for a new pair",
+    )
     async def refresh(
         self, request: AnyRequest, state: State, data: JSONBody[RefreshBody]
     ) -> Envelope[TokenOut]:
@@ -154,7 +158,9 @@ class AuthController(Controller):
         service = services(state)
         presented = data.refresh_token or data.token
         if not presented:
-            raise InvalidInput("refresh_token: required (seed 003 also accepts it as `token`)")
+            raise InvalidInput(
+                "refresh_token or token: required (a refresh token, or the current access token)"
+            )
         try:
             session = await sessions.rotate(
                 service.db, service.settings.auth, key_for(service.settings), presented

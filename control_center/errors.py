@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from orchestrator.http.errors import Forbidden, RateLimited, Unauthorized
 
-__all__ = ["Forbidden", "MfaRequired", "PasswordChangeRequired", "RateLimited", "Unauthorized"]
+__all__ = [
+    "Forbidden",
+    "MfaRequired",
+    "PasswordChangeRequired",
+    "RateLimited",
+    "RegistrationDisabled",
+    "Unauthorized",
+]
 
 
 class MfaRequired(Forbidden):
@@ -19,3 +26,9 @@ class PasswordChangeRequired(Forbidden):
     """The user still has a one-time password."""
 
     code = "PASSWORD_CHANGE_REQUIRED"
+
+
+class RegistrationDisabled(Forbidden):
+    """`POST /auth/register` while `auth.registration_enabled` is off."""
+
+    code = "REGISTRATION_DISABLED"

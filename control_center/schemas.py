@@ -59,13 +59,19 @@ class LoginOut(msgspec.Struct):
     #: What the user must do before the token reaches anything else:
     #: MFA_REQUIRED, PASSWORD_CHANGE_REQUIRED.
     restrictions: list[str]
+    #: `token` again, under the name account clients (sign-up flows) read.
+    access_token: str = ""
+
+    def __post_init__(self) -> None:
+        self.access_token = self.access_token or self.token
 
 
 class RefreshIn(msgspec.Struct, forbid_unknown_fields=True):
     """One of `refresh_token` and `token` (the schema says so too)."""
 
     refresh_token: Token | None = None
-    #: Seed 003 names the field `token`; it carries the refresh token.
+    #: Either field carries a refresh token, or the current access token (which
+    #: refreshes once: `control_center.sessions.rotate`).
     token: Token | None = None
 
 
@@ -87,6 +93,11 @@ class TokenOut(msgspec.Struct):
     expires_at: datetime
     refresh_token: str
     refresh_expires_at: datetime
+    #: `token` again, under the name account clients read.
+    access_token: str = ""
+
+    def __post_init__(self) -> None:
+        self.access_token = self.access_token or self.token
 
 
 class MfaEnrollOut(msgspec.Struct):
@@ -110,6 +121,25 @@ class UserIn(msgspec.Struct, forbid_unknown_fields=True):
     roles: Roles = msgspec.field(default_factory=lambda: ["viewer"])
     enabled: bool = True
     must_change_password: bool = False
+
+
+class RegisterIn(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    email: Email
+    password: Secret
+    #: Checked against `password` when given.
+    confirm_password: Secret | None = None
+
+
+class ForgotIn(msgspec.Struct, forbid_unknown_fields=True):
+    email: Credential
+
+
+class ResetIn(msgspec.Struct, forbid_unknown_fields=True):
+    token: Token
+    new_password: Secret
+    #: Checked against `new_password` when given.
+    confirm_password: Secret | None = None
 
 
 class UserUpdate(msgspec.Struct, forbid_unknown_fields=True):

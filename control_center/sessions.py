@@ -20,6 +20,7 @@ from control_center.store import sessions as store
 from control_center.store.records import RefreshRefusal, TokenPair
 from control_center.tokens import (
     IssuedToken,
+    decode_access_token,
     digest,
     issue_access_token,
     new_refresh_token,
@@ -38,13 +39,21 @@ class Session:
 
 
 def _issue(
-    auth: AuthSettings, key: str, user_id: str, roles: Sequence[str]
+    auth: AuthSettings,
+    key: str,
+    user_id: str,
+    roles: Sequence[str],
+    not_after: datetime | None = None,
 ) -> tuple[TokenPair, Session]:
-    """A new pair for the user: what the store keeps of it, and the session itself."""
+    """A new pair for the user: what the store keeps of it, and the session itself;
+    neither token outlives `not_after` when given."""
     now = utcnow()
-    access = issue_access_token(auth, key, user_id, list(roles), now)
-    refresh = new_refresh_token()
     expires_at = now + timedelta(seconds=auth.refresh_token_ttl)
+    if not_after is not None:
+        expires_at = min(expires_at, not_after)
+    cap = expires_at if not_after is not None else None
+    access = issue_access_token(auth, key, user_id, list(roles), now, not_after=cap)
+    refresh = new_refresh_token()
     pair = TokenPair(digest(refresh), access.jti, access.expires_at, now, expires_at)
     return pair, Session(user_id, access, refresh, expires_at)
 
@@ -75,16 +84,46 @@ _REFUSALS = {
 }
 
 
-async def rotate(engine: AsyncEngine, auth: AuthSettings, key: str, refresh_token: str) -> Session:
-    """Spend a refresh token for a new pair; a reused one revokes its family."""
-    rotated = await store.rotate(
-        engine,
-        digest(refresh_token),
-        lambda user_id, roles: _issue(auth, key, user_id, roles),
-    )
+_ACCESS_REFUSALS = {
+    "unknown": "the token is invalid",
+    "revoked": "the session has ended (logout, a reused token or a password change); log in again",
+    "expired": "the session's refresh lifetime is over; log in again",
+    "disabled": "the account is disabled",
+    "reused": "this token was already used to refresh; every token of this session is revoked",
+}
+
+
+def looks_like_access_token(token: str) -> bool:
+    """A JWT (three dot-separated parts); refresh tokens have no dot."""
+    return token.count(".") == 2
+
+
+async def rotate(engine: AsyncEngine, auth: AuthSettings, key: str, presented: str) -> Session:
+    """Spend a pair for the next one of the same session; a pair spent twice revokes the
+    session.
+
+    `presented` is the refresh token (the next pair lives a full refresh lifetime), or
+    the current, unexpired access token (seed 003's refresh): that spends the pair it
+    was issued with, so it works once, and the next pair never outlives the refresh
+    token of that pair, so a chain of such refreshes ends with the session's lifetime."""
+    if looks_like_access_token(presented):
+        claims = decode_access_token(auth, key, presented)
+        rotated = await store.rotate(
+            engine,
+            lambda user_id, roles, until: _issue(auth, key, user_id, roles, until),
+            access_jti=str(claims["jti"]),
+        )
+        refusals = _ACCESS_REFUSALS
+    else:
+        rotated = await store.rotate(
+            engine,
+            lambda user_id, roles, _until: _issue(auth, key, user_id, roles),
+            refresh_hash=digest(presented),
+        )
+        refusals = _REFUSALS
     if isinstance(rotated, RefreshRefusal):
         raise RefreshRefused(
-            _REFUSALS[rotated.reason], rotated.user_id, reused=rotated.reason == "reused"
+            refusals[rotated.reason], rotated.user_id, reused=rotated.reason == "reused"
         )
     return rotated
 

@@ -94,10 +94,20 @@ def key_file(path: Path) -> str:
 
 
 def issue_access_token(
-    auth: AuthSettings, key: str, user_id: str, roles: list[str], now: datetime | None = None
+    auth: AuthSettings,
+    key: str,
+    user_id: str,
+    roles: list[str],
+    now: datetime | None = None,
+    *,
+    not_after: datetime | None = None,
 ) -> IssuedToken:
+    """A signed access token, valid `auth.access_token_ttl` seconds and never past
+    `not_after` (its session's refresh lifetime)."""
     now = now or utcnow()
     expires_at = now + timedelta(seconds=auth.access_token_ttl)
+    if not_after is not None:
+        expires_at = min(expires_at, not_after)
     jti = new_id()
     exp = int(expires_at.timestamp())
     claims: dict[str, Any] = {
@@ -130,6 +140,65 @@ def decode_access_token(auth: AuthSettings, key: str, token: str) -> dict[str, A
     if claims.get("typ") != "access" or not isinstance(claims.get("sub"), str):
         raise Unauthorized("the token is invalid")
     return claims
+
+
+RESET_TYPE = "password_reset"
+NOT_A_RESET = (
+    "token: not a valid password-reset token; ask for a new one (POST /auth/forgot-password)"
+)
+
+
+def password_binding(password_hash: str) -> str:
+    """What a reset token holds of the password it replaces: a reset changes the hash
+    (a new salt every time), so the token is spent by its own use."""
+    return digest("password-reset\0" + password_hash)[:32]
+
+
+def issue_reset_token(
+    auth: AuthSettings, key: str, user_id: str, password_hash: str, now: datetime | None = None
+) -> IssuedToken:
+    """A signed, single-use password-reset token for `user_id`, valid
+    `auth.reset_token_ttl` seconds; never an access token (`typ` differs)."""
+    now = now or utcnow()
+    exp = int((now + timedelta(seconds=auth.reset_token_ttl)).timestamp())
+    jti = new_id()
+    claims = {
+        "sub": user_id,
+        "iat": int(now.timestamp()),
+        "exp": exp,
+        "jti": jti,
+        "iss": ISSUER,
+        "typ": RESET_TYPE,
+        "pwd": password_binding(password_hash),
+    }
+    token = jwt.encode(claims, key, algorithm=auth.jwt_algorithm)
+    return IssuedToken(token, jti, datetime.fromtimestamp(exp, UTC))
+
+
+def decode_reset_token(auth: AuthSettings, key: str, token: str) -> tuple[str, str]:
+    """(user id, password binding) of a reset token; `Unauthorized` (401, as for any
+    credential) for an expired, forged, malformed or other kind of token."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[auth.jwt_algorithm],
+            issuer=ISSUER,
+            options={"require": ["sub", "exp", "iat", "iss"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized(
+            "token: the password-reset token has expired; ask for a new one "
+            "(POST /auth/forgot-password)"
+        ) from exc
+    except jwt.PyJWTError as exc:
+        raise Unauthorized(NOT_A_RESET) from exc
+    user_id, binding = claims.get("sub"), claims.get("pwd")
+    if claims.get("typ") != RESET_TYPE or not isinstance(user_id, str):
+        raise Unauthorized(NOT_A_RESET)
+    if not isinstance(binding, str):
+        raise Unauthorized(NOT_A_RESET)
+    return user_id, binding
 
 
 def new_refresh_token() -> str:

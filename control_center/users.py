@@ -39,7 +39,7 @@ from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_pag
 from orchestrator.settings import Settings
 
 
-def _checked_password(settings: Settings, password: str, username: str, field: str) -> None:
+def checked_password(settings: Settings, password: str, username: str, field: str) -> None:
     check_strength(password, settings.auth.min_password_length, field=field)
     if username.lower() in password.lower():
         raise InvalidInput(f"{field}: must not contain the username")
@@ -107,7 +107,7 @@ class UserController(Controller):
     ) -> Envelope[UserOut]:
         await check(request, principal, "create", "users:*")
         service = services(state)
-        _checked_password(service.settings, data.password, data.username, "password")
+        checked_password(service.settings, data.password, data.username, "password")
         user = await store.create_user(
             service.db,
             NewUser(
@@ -146,7 +146,7 @@ class UserController(Controller):
         await _keep_an_admin(request, user, changes)
         if data.password is not None:
             username = user.username if changes.username is None else changes.username
-            _checked_password(service.settings, data.password, username, "password")
+            checked_password(service.settings, data.password, username, "password")
             changes = replace(changes, password_hash=await hash_password_async(data.password))
         own = user_id == principal.user_id and principal.via == "jwt"
         await store.update_user(
@@ -225,7 +225,7 @@ class ProfileController(Controller):
             raise InvalidInput("confirm_new_password: does not match new_password")
         if data.new_password == data.current_password:
             raise InvalidInput("new_password: must differ from the current password")
-        _checked_password(service.settings, data.new_password, user.username, "new_password")
+        checked_password(service.settings, data.new_password, user.username, "new_password")
         await store.update_user(
             service.db,
             principal.user_id,

@@ -26,8 +26,18 @@ OnFailure = Literal["fail", "continue", "rollback"]
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 #: Seconds, up to a week (as a task's own timeout).
 Timeout = Annotated[float, msgspec.Meta(gt=0, le=7 * 86_400)]
-#: The schema lists the backends; `check_storage_backend` explains a refusal.
-StorageBackend = Annotated[str, msgspec.Meta(extra_json_schema={"enum": SUPPORTED_BACKENDS})]
+#: Any name is accepted; the batch runs on the server's store (`storage_warnings`).
+StorageBackend = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$",
+        description="The store the client expects; the server's own store is used, with a "
+        "warning when this names another one.",
+        extra_json_schema={"examples": list(SUPPORTED_BACKENDS)},
+    ),
+]
 
 
 class Dependency(msgspec.Struct, forbid_unknown_fields=True):
@@ -97,21 +107,16 @@ def _dependency(raw: str | Dependency) -> Dependency:
     return Dependency(raw) if isinstance(raw, str) else raw
 
 
-def check_storage_backend(batch: Batch, configured: str) -> None:
-    """The state store is the server's: a batch may name it, not choose another."""
+def storage_warnings(batch: Batch, configured: str) -> list[str]:
+    """The state store is the server's: a batch that names another one (the reference
+    API's `surrealdb`, say) runs on the server's all the same, and is told so."""
     wanted = batch.storage_backend
-    if wanted is None or wanted == configured:
-        return
-    if wanted not in SUPPORTED_BACKENDS:
-        raise InvalidInput(
-            f"storage_backend: '{wanted}' is not supported; this product stores state in "
-            f"{' or '.join(SUPPORTED_BACKENDS)}, and this orchestrator uses '{configured}' "
-            "(omit the field, or give that value)"
-        )
-    raise InvalidInput(
-        f"storage_backend: this orchestrator stores state in '{configured}', not '{wanted}'; "
-        "the backend is chosen by the server's database_url"
-    )
+    if wanted is None or wanted.lower() == configured:
+        return []
+    return [
+        f"storage_backend: '{wanted}' is not this orchestrator's store; the batch runs on "
+        f"its configured store, '{configured}' (chosen by the server's database_url)"
+    ]
 
 
 def _validate_operations(batch: Batch) -> None:

@@ -47,6 +47,7 @@ from orchestrator.store.postgres import IdentityInUse, PostgresTaskStore
 from orchestrator.store.retention import prune
 from orchestrator.store.sqlite import SqliteTaskStore
 from orchestrator.store.taskstore import Claim, Limits, NewWorkflow, TaskStore
+from orchestrator.store.workflows import insert_workflow
 from orchestrator.webhooks import WebhookDispatcher, outbox_for
 from providers.base import JSON, Provider, ProviderError, ResourceNotFound
 from providers.registry import build_instances
@@ -262,6 +263,31 @@ class Orchestrator:
         self.committed()
         if spec.kind == "rollback":
             self.metrics.rollbacks.inc()
+        return workflow_id
+
+    async def record_empty_rollback(self, name: str, request: JSON) -> str:
+        """A rollback that found nothing to undo, stored as a run that has ended (no
+        tasks, `Completed`), so that its id reads back like any other's."""
+        now = utcnow()
+        workflow_id = new_id()
+        workflow = {
+            "id": workflow_id,
+            "kind": "rollback",
+            "name": name,
+            "status": "Completed",
+            "parallel_limit": 1,
+            "rollback_enabled": False,
+            "check_mode": False,
+            "cancel_requested": False,
+            "owner": None,
+            "spec": request,
+            "error": None,
+            "created_at": now,
+            "started_at": now,
+            "completed_at": now,
+        }
+        await insert_workflow(self.engine, workflow, [], [])
+        self.metrics.rollbacks.inc()
         return workflow_id
 
     async def read(self, declared: Declared, params: JSON) -> JSON:

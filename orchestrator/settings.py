@@ -104,6 +104,29 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True):
     rate_limit_batch: int = 10
     #: Serve /metrics without authentication.
     metrics_open: bool = True
+    #: `POST /auth/register`: anyone may create an account (off: 403).
+    registration_enabled: bool = False
+    #: The roles a registered account gets.
+    registration_roles: list[str] = msgspec.field(default_factory=lambda: ["viewer"])
+    #: Seconds a password-reset token (`POST /auth/forgot-password`) stays usable.
+    reset_token_ttl: float = 3600.0
+    #: The link a reset email shows, `{token}` replaced by the token; empty shows the token
+    #: and the `POST /auth/reset-password` call instead.
+    reset_url: str = ""
+
+
+class SmtpSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """The mail server that password-reset emails go through; no `host`, no email."""
+
+    host: str = ""
+    port: int = 587
+    #: "starttls" (upgrade after connecting), "tls" (implicit TLS, port 465) or "none".
+    security: str = "starttls"
+    username: str = ""
+    password: str = ""
+    #: The From address, `Name <address>` or `address`.
+    sender: str = ""
+    timeout: float = 30.0
 
 
 class WebhookEndpoint(msgspec.Struct, forbid_unknown_fields=True):
@@ -231,6 +254,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     sqlite: SqliteSettings = msgspec.field(default_factory=SqliteSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    smtp: SmtpSettings = msgspec.field(default_factory=SmtpSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=_default_providers)
@@ -403,6 +427,14 @@ def _validate(settings: Settings) -> None:
     if settings.sqlite.synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         raise ConfigError("sqlite.synchronous must be one of OFF, NORMAL, FULL, EXTRA")
     _validate_webhooks(settings.webhooks)
+    if settings.smtp.security not in {"starttls", "tls", "none"}:
+        raise ConfigError('smtp.security must be one of "starttls", "tls", "none"')
+    if settings.smtp.host and not settings.smtp.sender:
+        raise ConfigError("smtp.sender (the From address) is needed with smtp.host")
+    if settings.auth.reset_token_ttl <= 0:
+        raise ConfigError("auth.reset_token_ttl must be positive")
+    if settings.auth.reset_url and "{token}" not in settings.auth.reset_url:
+        raise ConfigError("auth.reset_url must contain {token}")
     for key in ("quota_per_user", "max_total_cpu", "max_total_memory"):
         if getattr(settings.vms, key) < 0:
             raise ConfigError(f"vms.{key} must be 0 or more")

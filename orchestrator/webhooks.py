@@ -9,6 +9,10 @@ database leaves it alone meanwhile, and it is due again if the claimant dies. A 
 marked delivered right after the receiver's 2xx: a crash in between sends it again,
 with the same `X-Webhook-Id`, which receivers use to drop duplicates.
 
+A task event's `data` carries the task's `output` (as the reference API's example
+shows), read when the delivery is posted: the event log keeps outputs out of every
+event, and the task's row holds its latest output (null before there is any).
+
 Signing: the body is `{event, timestamp, data, signature}`, where `signature` is
 `"sha256=" + HMAC-SHA256(secret, canonical)` and `canonical` is the body without
 `signature`, as `json.dumps(..., sort_keys=True, separators=(",", ":"),
@@ -30,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import msgspec
 import structlog
 
 from orchestrator.metrics import Metrics
@@ -37,6 +42,7 @@ from orchestrator.settings import WebhookSettings
 from orchestrator.store.engine import AsyncEngine
 from orchestrator.store.outbox import Delivery, DeliveryAttempt, Endpoint, Outbox, record_attempt
 from orchestrator.store.outbox import claim_due as claim_due_deliveries
+from orchestrator.store.workflows import get_task
 
 log = structlog.get_logger(__name__)
 
@@ -115,10 +121,22 @@ class WebhookDispatcher:
                 row.id, attempts, "dead", "the endpoint is no longer configured"
             )
         else:
-            outcome = await self._post(http, row, secret, attempts)
+            outcome = await self._post(http, await self._with_output(row), secret, attempts)
         label = "retry" if outcome.status == "pending" else outcome.status
         self.metrics.webhook_deliveries.labels(label).inc()
         await record_attempt(self.engine, outcome)
+
+    async def _with_output(self, row: Delivery) -> Delivery:
+        """A task event's delivery with the task's `output` in its `data`."""
+        data = row.payload.get("data")
+        if not row.event.startswith("task.") or not isinstance(data, dict) or "output" in data:
+            return row
+        task_id = data.get("task_id")
+        task = await get_task(self.engine, task_id) if isinstance(task_id, str) else None
+        output = None if task is None else task.get("output")
+        return msgspec.structs.replace(
+            row, payload={**row.payload, "data": {**data, "output": output}}
+        )
 
     async def _post(
         self, http: httpx.AsyncClient, row: Delivery, secret: str, attempts: int

@@ -154,7 +154,7 @@ _batches: Path | None = None
 
 def example_batches(repo: Path) -> Path:
     """The example batches' directory, or on PostgreSQL a copy of it whose batches name
-    that `storage_backend` (the server refuses a batch naming another store)."""
+    that `storage_backend` (another store would add a warning to the answer)."""
     global _batches
     examples = repo / "examples" / "batches"
     if not ON_POSTGRES:

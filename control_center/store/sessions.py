@@ -10,6 +10,7 @@ identifiers are stored.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import insert, select, update
@@ -24,8 +25,9 @@ from orchestrator.ids import new_id
 
 T = TypeVar("T")
 
-#: Makes the next pair for (user id, roles): what to store, and what to give back.
-Issue = Callable[[str, Sequence[str]], tuple[TokenPair, T]]
+#: Makes the next pair for (user id, roles, the spent refresh token's expiry): what to
+#: store, and what to give back.
+Issue = Callable[[str, Sequence[str], datetime], tuple[TokenPair, T]]
 
 
 async def _store(
@@ -64,19 +66,29 @@ class _Refused(Exception):
         self.refusal = refusal
 
 
-async def rotate(engine: AsyncEngine, refresh_hash: str, issue: Issue[T]) -> T | RefreshRefusal:
-    """Spend the refresh token with digest `refresh_hash` and store the pair `issue`
+async def rotate(
+    engine: AsyncEngine,
+    issue: Issue[T],
+    *,
+    refresh_hash: str | None = None,
+    access_jti: str | None = None,
+) -> T | RefreshRefusal:
+    """Spend a pair of a session — named by its refresh token's digest `refresh_hash`, or
+    by the `access_jti` of the access token issued with it — and store the pair `issue`
     makes for its enabled user, in one transaction; return what `issue` gave back.
 
-    A refusal changes nothing, except that a token already spent revokes its whole
+    A refusal changes nothing, except that a pair already spent revokes its whole
     family, in a transaction of its own."""
+    if (refresh_hash is None) == (access_jti is None):
+        raise ValueError("name the pair by exactly one of refresh_hash and access_jti")
+    which = (
+        RefreshToken.token_hash == refresh_hash
+        if refresh_hash is not None
+        else RefreshToken.access_jti == access_jti
+    )
     try:
         async with engine.begin() as connection:
-            token = (
-                await connection.execute(
-                    select(RefreshToken.__table__).where(RefreshToken.token_hash == refresh_hash)
-                )
-            ).first()
+            token = (await connection.execute(select(RefreshToken.__table__).where(which))).first()
             if token is None:
                 raise _Refused(RefreshRefusal("unknown"))
             if token.revoked:
@@ -96,7 +108,8 @@ async def rotate(engine: AsyncEngine, refresh_hash: str, issue: Issue[T]) -> T |
                 ).first()
                 if user is None or not user.enabled:
                     raise _Refused(RefreshRefusal("disabled", token.user_id))
-                pair, issued = issue(token.user_id, [str(role) for role in user.roles])
+                roles = [str(role) for role in user.roles]
+                pair, issued = issue(token.user_id, roles, token.expires_at)
                 await _store(connection, token.user_id, token.family_id, pair)
                 return issued
     except _Refused as refused:

@@ -148,6 +148,24 @@ async def update_user(
         raise Conflict("username or email is already taken") from exc
 
 
+async def replace_password(
+    engine: AsyncEngine, user_id: str, expected_hash: str, new_hash: str
+) -> bool:
+    """Set the password of `user_id` if it is still `expected_hash` (a reset token is
+    spent once, also by two resets at the same moment), clear `must_change_password`,
+    and end every session of the user; False when the password had changed."""
+    async with engine.begin() as connection:
+        result = await connection.execute(
+            update(UserRow)
+            .where(UserRow.id == user_id, UserRow.password_hash == expected_hash)
+            .values(password_hash=new_hash, must_change_password=False, updated_at=utcnow())
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            return False
+        await _end_sessions(connection, user_id)
+    return True
+
+
 async def _end_sessions(
     connection: AsyncConnection, user_id: str, keep_jti: str | None = None
 ) -> None:

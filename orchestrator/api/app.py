@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar, Router
+from litestar import Litestar, Router, asgi
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler
 
-from control_center.gate import Gate
+from control_center.gate import Gate, account_routes
 from orchestrator.api.batch import BatchController
 from orchestrator.api.containers import ContainerController, DockerController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
@@ -26,7 +26,7 @@ from orchestrator.api.monitoring import event_stream, http_metrics, metrics, req
 from orchestrator.api.providers import ProviderController, publish_operations
 from orchestrator.api.resources import ResourceController
 from orchestrator.api.rollback import RollbackController
-from orchestrator.api.security import Security
+from orchestrator.api.security import OWN_ACCESS, Security
 from orchestrator.api.state import StateController
 from orchestrator.api.vm_console import vm_console
 from orchestrator.api.vms import VmController
@@ -70,9 +70,33 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
     v1 = Router(path="/api/v1", route_handlers=resources, include_in_schema=False)
     # Seed 002 spells its paths /v1/deployments…
     seed_002 = Router(path="/v1", route_handlers=[DeploymentController], include_in_schema=False)
+    # Login, refresh, logout, MFA, sign-up, one's profile and API keys at this base URL
+    # too: the control center's own account app over the same database, mounted
+    # (docs/architecture.md).
+    account_mounts = [
+        asgi(
+            f"{prefix}{path}",
+            is_mount=True,
+            copy_scope=True,
+            name=f"accounts{prefix}{path}".replace("/", "-"),
+            opt={OWN_ACCESS: True},
+            include_in_schema=False,
+        )(mounted)
+        for path, mounted in account_routes(orchestrator.engine, orchestrator.settings).items()
+        for prefix in ("", "/api/v1", "/v1")
+    ]
     security = Security(orchestrator, Gate(orchestrator.engine, orchestrator.settings))
     app = Litestar(
-        route_handlers=[health, *resources, v1, seed_002, metrics, event_stream, *HOST_STREAMS],
+        route_handlers=[
+            health,
+            *resources,
+            v1,
+            seed_002,
+            *account_mounts,
+            metrics,
+            event_stream,
+            *HOST_STREAMS,
+        ],
         guards=[security.guard],
         middleware=[
             request_context,

@@ -15,7 +15,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from orchestrator.api.controllers import WorkflowStatus, orchestrator_of, security_of
 from orchestrator.api.schemas import BatchOperationOut, BatchOut, Compensation, OperationResult
 from orchestrator.api.security import user_of
-from orchestrator.batch import Batch, check_storage_backend, plan_batch
+from orchestrator.batch import Batch, plan_batch, storage_warnings
 from orchestrator.errors import DomainError, InvalidInput, NotFound
 from orchestrator.http.envelope import Envelope
 from orchestrator.http.limits import REQUEST_BODY, YAML_TYPES, BadBody, BodyLimits, load_yaml
@@ -61,11 +61,11 @@ def prepare_batch(
     backend: str,
     catalog: Catalog,
     task_limits: TaskLimits,
-) -> WorkflowSpec:
-    """Decode, check and expand a batch: all of it CPU work, run off the event loop."""
+) -> tuple[WorkflowSpec, list[str]]:
+    """Decode, check and expand a batch: all of it CPU work, run off the event loop;
+    with the warnings its submission answers with."""
     batch = decode_batch(body, content_type, limits)
-    check_storage_backend(batch, backend)
-    return plan_batch(batch, catalog, task_limits)
+    return plan_batch(batch, catalog, task_limits), storage_warnings(batch, backend)
 
 
 def operation_status(statuses: list[str], compensated: bool) -> str:
@@ -155,7 +155,7 @@ class BatchController(Controller):
     ) -> Response[Envelope[BatchOut]]:
         orchestrator = orchestrator_of(state)
         settings = orchestrator.settings
-        spec = await anyio.to_thread.run_sync(
+        spec, warnings = await anyio.to_thread.run_sync(
             partial(
                 prepare_batch,
                 await request.body(),
@@ -174,6 +174,7 @@ class BatchController(Controller):
         summary = summarize(
             workflow, await orchestrator.records.tasks_of([batch_id]), results=False
         )
+        summary.warnings = warnings
         return Response(
             Envelope(summary),
             status_code=HTTP_202_ACCEPTED,

@@ -9,7 +9,8 @@ different body gets 422, one while the first still runs gets 409. Keys are kept
 ended) only `server.idempotency_pending_ttl` seconds, after which a retry runs. The
 keys live in the store (`orchestrator/store/idempotency.py`). The body is read here,
 before Litestar: past `server.max_body_bytes` it is refused (413) as it arrives, and
-nothing is recorded.
+nothing is recorded. Routes that keep their own access (`opt["own_access"]`: the
+account endpoints, whose answers carry tokens) are never recorded nor replayed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import msgspec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchestrator.api.security import OWN_ACCESS
 from orchestrator.store.idempotency import Answer, Held, IdempotencyKeys, RequestKey
 
 HEADER = b"idempotency-key"
@@ -57,7 +59,9 @@ class Idempotency:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
             headers = dict(scope.get("headers", [])) if scope["type"] == ScopeType.HTTP else {}
             key = headers.get(HEADER, b"").decode("latin-1").strip()
-            if scope.get("method") != "POST" or not key:
+            handler = scope.get("route_handler")
+            own = handler is not None and handler.opt.get(OWN_ACCESS)
+            if scope.get("method") != "POST" or not key or own:
                 await app(scope, receive, send)
                 return
             body, replay = await _read_body(receive, self.max_body)

@@ -37,11 +37,23 @@ from orchestrator.store.events import LoggedEvent
 WS_POLICY_VIOLATION = 1008
 
 
+class AuthPayload(msgspec.Struct, forbid_unknown_fields=True):
+    """The `payload` of an auth message as host clients send it: `{"token": …}`."""
+
+    token: str | None = None
+
+
 class StreamFilter(msgspec.Struct, forbid_unknown_fields=True):
     type: str = "subscribe"
     workflow_id: str | None = None
     event_types: list[str] = []
     token: str | None = None
+    payload: AuthPayload | None = None
+
+    @property
+    def auth_token(self) -> str | None:
+        """The token of `{"type": "auth", "token": …}` or `{…, "payload": {"token": …}}`."""
+        return self.token or (self.payload.token if self.payload else None)
 
 
 @get("/metrics", tags=["monitoring"], summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST)
@@ -127,14 +139,18 @@ async def _authenticated_later(
 async def _first_message_auth(
     socket: WebSocket[Any, Any, Any], patience: float
 ) -> Principal | None:
-    """Wait `patience` s for `{"type": "auth", "token": …}`; check it like a `?token=`."""
+    """Wait `patience` s for `{"type": "auth", "token": …}` (or `"payload": {"token": …}`);
+    check it like a `?token=`."""
     security: Security = socket.app.state.security
     try:
         with anyio.fail_after(patience):
             message = msgspec.json.decode(await socket.receive_text(), type=StreamFilter)
-        if message.type != "auth" or not message.token:
-            raise msgspec.ValidationError("the first message must be {type: auth, token}")
-        return await security.check(socket.scope, f"Bearer {message.token}", "read", ("GET", "/ws"))
+        token = message.auth_token
+        if message.type != "auth" or not token:
+            raise msgspec.ValidationError(
+                "the first message must be {type: auth, token} or {type: auth, payload: {token}}"
+            )
+        return await security.check(socket.scope, f"Bearer {token}", "read", ("GET", "/ws"))
     except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         error = str(exc) or f"no auth message within {patience:g} s"
         await _refuse(socket, "UNAUTHORIZED", f"authentication required: {error}")

@@ -108,8 +108,10 @@ class RollbackController(Controller):
                 raise InvalidInput("operation_ids: name at least one operation")
             done = await orchestrator.records.undoable(operation_ids=data.operation_ids)
             name = f"rollback of {', '.join(data.operation_ids)}"
-        if not done:
-            return Envelope(RollbackOut(None, True, 0, 0, 0.0, "Completed"))
+        if not done:  # a run all the same: its id reads back (GET /workflows/{id})
+            empty = await orchestrator.record_empty_rollback(name, msgspec.to_builtins(data))
+            duration = round(time.monotonic() - started, 3)
+            return Envelope(RollbackOut(empty, True, 0, 0, duration, "Completed"))
         spec = WorkflowSpec(
             kind="rollback",
             name=name,

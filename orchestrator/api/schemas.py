@@ -200,6 +200,9 @@ class BatchOut(msgspec.Struct):
     error: str | None = None
     check_mode: bool = False
     rollback_enabled: bool = False
+    #: What the submission accepted but did differently (a `storage_backend` that is not
+    #: the server's store); empty otherwise, and in the listings.
+    warnings: list[str] = msgspec.field(default_factory=list)
 
     @property
     def is_final(self) -> bool:
@@ -261,8 +264,9 @@ RollbackBody = Annotated[RollbackIn, msgspec.Meta(extra_json_schema=EXACTLY_ONE)
 
 
 class RollbackOut(msgspec.Struct):
-    #: None when there was nothing to undo.
-    rollback_id: str | None
+    #: The rollback run's workflow id (`GET /workflows/{id}`), also when there was
+    #: nothing to undo (a run without tasks).
+    rollback_id: str
     #: None while the rollback still runs.
     success: bool | None
     operations_executed: int

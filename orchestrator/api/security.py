@@ -92,6 +92,9 @@ ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     **deployment_endpoints(),
 }
 OPEN = ("/health", "/schema")
+#: A route handler's `opt` key: the handler authenticates, audits and limits its requests
+#: itself (the control center's account app, mounted at `/auth`).
+OWN_ACCESS = "own_access"
 BATCH_SUBMISSION = ("POST", "/batch/execute")
 _STATE_KEY = "provisioning_access"
 
@@ -127,12 +130,12 @@ class Security:
         return template == "/metrics" and self.orchestrator.settings.auth.metrics_open
 
     async def guard(
-        self, connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
+        self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
         """Litestar guard: authenticate, rate-limit and authorize, or raise."""
         scope = connection.scope
         template = str(scope.get("path_template", scope["path"]))
-        if self.is_open(template):
+        if self.is_open(template) or handler.opt.get(OWN_ACCESS):
             return
         method = str(scope.get("method", "GET"))  # a WebSocket upgrade is a GET
         key = route_key(method, template)

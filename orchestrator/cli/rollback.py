@@ -189,7 +189,7 @@ def _follow_rollback(
 
 
 def _report_rollback(result: RollbackResult, as_json: bool) -> None:
-    if result.rollback_id is None:
+    if result.status == "Completed" and not result.operations_executed + result.operations_failed:
         click.echo("nothing to roll back: no completed work left to undo", err=as_json)
         return
     summary = (

@@ -57,13 +57,21 @@ def error_of(response: httpx.Response, status: int, code: str) -> str:
     return response.json()["error"]
 
 
-def test_the_seed_batch_as_given_is_refused_only_for_its_storage_backend(client):
+def test_the_seed_batch_as_given_runs_on_the_configured_store_with_a_warning(client):
     body = yaml.safe_load((BATCHES / "multi_cloud.yaml").read_text())
-    body["storage_backend"] = "surrealdb"  # as seed 003 gives it
-    message = error_of(client.post("/batch/execute", json=body), 422, "INVALID_INPUT")
-    assert "storage_backend" in message
-    assert "sqlite" in message
-    assert "postgresql" in message
+    body["storage_backend"] = "surrealdb"  # as the reference API gives it
+    response = client.post("/batch/execute", json=body)
+    assert response.status_code == 202, response.text
+    accepted = response.json()["data"]
+    [warning] = accepted["warnings"]
+    assert "surrealdb" in warning and ("'sqlite'" in warning or "'postgresql'" in warning)
+    assert wait_batch(client, accepted["batch_id"])["status"] == "Completed"
+    # the store's own name (any case) warns of nothing; bad names are clear 4xx
+    body["storage_backend"] = "SQLite" if "'sqlite'" in warning else "PostgreSQL"
+    assert client.post("/batch/execute", json=body).json()["data"]["warnings"] == []
+    for wrong in ("", "x" * 65, "a b", 5):
+        body["storage_backend"] = wrong
+        error_of(client.post("/batch/execute", json=body), 422, "INVALID_INPUT")
 
 
 def test_the_multi_cloud_example_runs_to_completed(client):
@@ -321,6 +329,10 @@ def test_checkpoints_rollback_and_restore(client):
     assert rollback["status"] == "Completed"
     again = client.post("/rollback/execute", json={"checkpoint_id": checkpoint_id}).json()["data"]
     assert again["operations_executed"] == 0  # nothing is undone twice
+    # still a run of its own, with an id that reads back
+    assert isinstance(again["rollback_id"], str) and again["rollback_id"] != result["rollback_id"]
+    empty = client.get(f"/workflows/{again['rollback_id']}").json()["data"]
+    assert (empty["kind"], empty["status"]) == ("rollback", "Completed")
 
     partial_batch = wait_batch(client, submit(client, "multi_cloud.yaml")["batch_id"])
     partial = client.post(

@@ -204,9 +204,10 @@ def test_the_event_stream_takes_a_token_in_the_query_or_a_first_auth_message(ser
             return refused.response.status_code
         return 0
 
-    async def first_message(token: str) -> tuple[dict, int | None]:
+    async def first_message(token: str, nested: bool = False) -> tuple[dict, int | None]:
+        auth = {"type": "auth", **({"payload": {"token": token}} if nested else {"token": token})}
         async with websockets.connect(f"{url}?since=0") as ws:
-            await ws.send(json.dumps({"type": "auth", "token": token}))
+            await ws.send(json.dumps(auth))
             first = json.loads(await asyncio.wait_for(ws.recv(), 10))
             try:
                 await asyncio.wait_for(ws.recv(), 0.5)
@@ -224,6 +225,12 @@ def test_the_event_stream_takes_a_token_in_the_query_or_a_first_auth_message(ser
     event, code = asyncio.run(first_message(server.token))
     assert "event_type" in event  # since=0 replays the log
     assert code is None
+    # the host clients' shape: {"type": "auth", "payload": {"token": …}}
+    event, code = asyncio.run(first_message(server.token, nested=True))
+    assert "event_type" in event
+    assert code is None
+    refusal, code = asyncio.run(first_message("nope", nested=True))
+    assert (refusal["code"], code) == ("UNAUTHORIZED", 1008)
 
 
 def test_each_server_a_submission_creates_is_authorized(server):

@@ -141,6 +141,10 @@ def test_deliveries_survive_a_down_receiver_and_a_killed_orchestrator(tmp_path):
         by_workflow.setdefault(record["event"], []).append(key)
     assert sorted(by_workflow["workflow.completed"]) == sorted([a, b])
     assert len(by_workflow["task.completed"]) == 6
+    # task events carry the task's output, as the reference API's example shows
+    outputs = [r["data"]["output"] for r in received if r["event"] == "task.completed"]
+    assert len(outputs) == 6 and all(isinstance(o, str) and o for o in outputs), outputs
+    assert all("output" not in r["data"] for r in received if r["event"].startswith("workflow."))
 
 
 def test_a_bad_signature_is_refused_by_the_example_receiver(tmp_path):

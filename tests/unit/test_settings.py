@@ -59,6 +59,9 @@ def test_toml_then_environment_override(tmp_path):
         ),
         ("[providers.x]\nlatency = 1\n", "providers.x needs a `type`"),
         ("[worker]\nmetrics_port = 70000\n", "worker.metrics_port must be between 0"),
+        ("[smtp]\nsecurity = 'ssl'\n", "smtp.security"),
+        ("[smtp]\nhost = 'mail.example.com'\n", "smtp.sender"),
+        ("[auth]\nreset_url = 'https://x/reset'\n", "auth.reset_url"),
         ("not toml [", "not valid TOML"),
     ],
 )
@@ -85,3 +88,19 @@ def test_commands_are_kept_from_the_data_dir_the_config_file_and_the_database(tm
     assert settings.protected_paths == (tmp_path / "data", config, database)
     embedded = load_settings(environ={"PROVISIONING_DATA_DIR": str(tmp_path / "d")})
     assert embedded.protected_paths == (tmp_path / "d",)  # the database is inside it
+
+
+def test_the_webhook_block_as_one_table_per_endpoint(tmp_path):
+    """docs/monitoring.md's equivalent of the reference API's webhook block."""
+    config = tmp_path / "webhooks.toml"
+    config.write_text(
+        "[webhooks]\nenabled = true\n\n[[webhooks.endpoints]]\n"
+        'url = "https://your-system.com/webhook"\n'
+        'events = ["task.completed", "task.failed", "batch.completed"]\n'
+        'secret = "webhook-secret"\n'
+    )
+    webhooks = load_settings(config, environ={}).webhooks
+    assert webhooks.enabled
+    [endpoint] = webhooks.endpoints
+    assert endpoint.url == "https://your-system.com/webhook"
+    assert endpoint.events == ["task.completed", "task.failed", "batch.completed"]

@@ -21,7 +21,7 @@ import psutil
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-from orchestrator.api.monitoring import _refuse
+from orchestrator.api.monitoring import AuthPayload, _refuse
 from orchestrator.api.security import Security, access_of
 from orchestrator.errors import DomainError
 from orchestrator.http.access import Principal
@@ -30,14 +30,10 @@ from orchestrator.service import Orchestrator
 ROUTE = ("GET", "/ws/metrics")
 
 
-class Payload(msgspec.Struct):
-    token: str | None = None
-
-
 class Message(msgspec.Struct):
     type: str
     token: str | None = None
-    payload: Payload | None = None
+    payload: AuthPayload | None = None
 
 
 def sample() -> dict[str, dict[str, Any]]:
