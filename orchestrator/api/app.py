@@ -36,6 +36,7 @@ from orchestrator.http.limits import BodyLimits, refuse_nul, screen_request
 from orchestrator.http.openapi import allow_every_method, publish
 from orchestrator.http.versioning import versioning
 from orchestrator.service import Orchestrator
+from orchestrator.ui.routes import console_headers, console_router
 from orchestrator.vms import Vms
 
 
@@ -72,7 +73,16 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
     seed_002 = Router(path="/v1", route_handlers=[DeploymentController], include_in_schema=False)
     security = Security(orchestrator, Gate(orchestrator.engine, orchestrator.settings))
     app = Litestar(
-        route_handlers=[health, *resources, v1, seed_002, metrics, event_stream, *HOST_STREAMS],
+        route_handlers=[
+            health,
+            *resources,
+            v1,
+            seed_002,
+            metrics,
+            event_stream,
+            *HOST_STREAMS,
+            console_router(),  # the web console, /ui (docs/ui.md)
+        ],
         guards=[security.guard],
         middleware=[
             request_context,
@@ -90,7 +100,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         state=State({"orchestrator": orchestrator, "security": security, "vms": Vms(orchestrator)}),
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=screen_request(BodyLimits.of(orchestrator.settings.server)),
-        before_send=[allow_every_method],
+        before_send=[allow_every_method, console_headers],
         request_max_body_size=orchestrator.settings.server.max_body_bytes,
         logging_config=None,  # the CLI configures logging (structlog) once
         openapi_config=OpenAPIConfig(title="provisioning orchestrator", version="1.0.0"),

@@ -92,6 +92,8 @@ ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     **deployment_endpoints(),
 }
 OPEN = ("/health", "/schema")
+#: The `opt` flag of the web console's routes (`orchestrator.ui.routes.CONSOLE`).
+CONSOLE = "console"
 BATCH_SUBMISSION = ("POST", "/batch/execute")
 _STATE_KEY = "provisioning_access"
 
@@ -132,7 +134,9 @@ class Security:
         """Litestar guard: authenticate, rate-limit and authorize, or raise."""
         scope = connection.scope
         template = str(scope.get("path_template", scope["path"]))
-        if self.is_open(template):
+        if self.is_open(template) or _handler.opt.get(CONSOLE):
+            # The web console's routes check their session cookie through this class
+            # and act through this API in process (`orchestrator.ui.routes`).
             return
         method = str(scope.get("method", "GET"))  # a WebSocket upgrade is a GET
         key = route_key(method, template)
