@@ -15,7 +15,7 @@ from typing import Any
 
 import networkx as nx
 
-NODE_WIDTH = 180
+NODE_WIDTH = 200
 NODE_HEIGHT = 40
 COLUMN_GAP = 70
 ROW_GAP = 18
@@ -35,8 +35,10 @@ class Node:
 
     @property
     def label(self) -> str:
-        """The name as it fits in the box (the whole name is the node's title)."""
-        return self.name if len(self.name) <= 22 else self.name[:21] + "…"
+        """The name as it fits in the box, without a batch operation's prefix (the
+        whole name is the node's title)."""
+        short = self.name.split("/", 1)[-1]
+        return short if len(short) <= 26 else short[:25] + "…"
 
 
 @dataclass(frozen=True, slots=True)

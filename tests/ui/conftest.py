@@ -134,7 +134,7 @@ def enroll_totp(center: ControlCenterProcess, username: str) -> str:
     return str(secret)
 
 
-def start_console(data_dir: Path) -> Console:
+def start_console(data_dir: Path, env: Mapping[str, str] | None = None) -> Console:
     center = ControlCenterProcess(data_dir, env=GENEROUS).start()
     try:
         server = OrchestratorProcess(
@@ -143,6 +143,7 @@ def start_console(data_dir: Path) -> Console:
                 **GENEROUS,
                 "PROVISIONING_AUTH__JWT_SECRET": JWT_SECRET,
                 "PROVISIONING_CONTROL_CENTER__PORT": str(center.port),
+                **(env or {}),
             },
         ).start()
     except BaseException:
