@@ -252,3 +252,20 @@ def test_static_files_are_served_with_the_policy(console):
         assert "javascript" in script.headers["content-type"]
         assert_security_headers(script)
         assert http.get("/ui/static/../routes.py").status_code in (400, 404)
+
+
+def test_a_lapsed_access_token_is_renewed_with_the_refresh_cookie(console):
+    with console.login("ops") as http:
+        old = http.cookies["provisioning_session"]
+        old_refresh = http.cookies["provisioning_refresh"]
+        http.cookies.set("provisioning_session", "not-a-token", domain="127.0.0.1", path="/")
+        page = http.get("/ui/workflows")
+        assert page.status_code == 200, page.text
+        renewed = [c for c in page.headers.get_list("set-cookie") if "provisioning_" in c]
+        assert len(renewed) == 2 and all("HttpOnly" in c for c in renewed)
+        assert http.cookies["provisioning_session"] not in (old, "not-a-token")
+        assert http.cookies["provisioning_refresh"] != old_refresh
+        # The spent refresh token is useless now: a stale pair means a new login.
+        with console.browser() as stale:
+            stale.cookies.set("provisioning_refresh", old_refresh, domain="127.0.0.1", path="/ui")
+            assert stale.get("/ui/workflows").status_code == 303
