@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import segno
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response, Router, WebSocket, get, post, websocket
 from litestar.datastructures import Cookie
@@ -51,6 +52,8 @@ MAX_TASKS = 10_000
 WORKFLOW_STATUSES = ("Pending", "Running", "Completed", "Failed", "Cancelled")
 WORKFLOW_STATUSES_ALL = (*WORKFLOW_STATUSES, "RollingBack", "RolledBack")
 FINAL = frozenset({"Completed", "Failed", "Cancelled", "RolledBack"})
+#: What the API answers a user who must first enroll TOTP or change a one-time password.
+RESTRICTED = frozenset({"MFA_REQUIRED", "PASSWORD_CHANGE_REQUIRED"})
 #: Every console response: no inline script or style, nothing from another origin.
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -143,6 +146,8 @@ class Session:
         """The page for an API refusal or error (a lapsed session goes to the login)."""
         if reply.status == 401:
             return forget_session(Redirect("/ui/login", status_code=303))
+        if reply.code in RESTRICTED:
+            return Redirect("/ui/account", status_code=303)
         return self.render(
             "error.html",
             reply.status,
@@ -266,10 +271,8 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any]:
             step=step,
             error=message,
         )
-    restrictions = answer.data.get("restrictions") or []
-    response: Response[Any] = Redirect(target, status_code=303)
-    if restrictions:
-        response = page("restricted.html", restrictions=restrictions, user=answer.data["user"])
+    restricted = bool(answer.data.get("restrictions"))
+    response: Response[Any] = Redirect("/ui/account" if restricted else target, status_code=303)
     for cookie in session_cookies(request, answer.data):
         response.set_cookie(cookie)
     return response
@@ -303,6 +306,98 @@ async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
     return forget_session(Redirect("/ui/login", status_code=303))
 
 
+# -- the account: TOTP enrollment and the password -------------------------------------------
+
+
+def _account(session: Session, status: int = 200, **context: Any) -> Response[Any]:
+    return session.render(
+        "account.html",
+        status,
+        title="Your account",
+        mfa_pending=session.principal.mfa_pending,
+        must_change_password=session.principal.must_change_password,
+        **context,
+    )
+
+
+@get("/ui/account", opt={CONSOLE: True}, include_in_schema=False)
+async def account(request: Request[Any, Any, Any]) -> Response[Any]:
+    session = await open_session(request)
+    if session is None:
+        return _to_login(request)
+    return _account(session, notice=request.query_params.get("notice"))
+
+
+async def _account_form(
+    request: Request[Any, Any, Any],
+) -> tuple[Session, Mapping[str, str]] | Response[Any]:
+    session = await open_session(request)
+    if session is None:
+        return _to_login(request)
+    form = await _form(request)
+    if not _csrf_ok(request, session, form):
+        return _csrf_refused(session)
+    return session, form
+
+
+@post("/ui/account/mfa/enroll", opt={CONSOLE: True}, include_in_schema=False, status_code=200)
+async def mfa_enroll(request: Request[Any, Any, Any]) -> Response[Any]:
+    """`POST /auth/mfa/enroll`: the secret and its QR code, shown on this answer only."""
+    opened = await _account_form(request)
+    if isinstance(opened, Response):
+        return opened
+    session, _ = opened
+    orchestrator: Orchestrator = request.app.state.orchestrator
+    answer = await ControlCenter(orchestrator.settings).enroll_mfa(session.token)
+    if not answer.ok:
+        return _account(session, answer.status, error=answer.error)
+    uri = str(answer.data["otpauth_uri"])
+    qr = segno.make(uri, error="m").svg_data_uri(scale=5, dark="#000", light="#fff")
+    return _account(session, enrollment={"secret": answer.data["secret"], "uri": uri, "qr": qr})
+
+
+@post("/ui/account/mfa/verify", opt={CONSOLE: True}, include_in_schema=False, status_code=200)
+async def mfa_verify(request: Request[Any, Any, Any]) -> Response[Any]:
+    """`POST /auth/mfa/verify`: the backup codes, shown on this answer only."""
+    opened = await _account_form(request)
+    if isinstance(opened, Response):
+        return opened
+    session, form = opened
+    orchestrator: Orchestrator = request.app.state.orchestrator
+    code = form.get("code", "").strip()
+    answer = await ControlCenter(orchestrator.settings).verify_mfa(session.token, code)
+    if not answer.ok:
+        return _account(session, answer.status, error=answer.error)
+    refreshed = await open_session(request)  # the principal no longer has MFA pending
+    return _account(refreshed or session, backup_codes=answer.data["backup_codes"])
+
+
+@post("/ui/account/password", opt={CONSOLE: True}, include_in_schema=False, status_code=303)
+async def change_password(request: Request[Any, Any, Any]) -> Response[Any]:
+    """`PUT /user/password` (every other session of the user ends; this one goes on)."""
+    opened = await _account_form(request)
+    if isinstance(opened, Response):
+        return opened
+    session, form = opened
+    orchestrator: Orchestrator = request.app.state.orchestrator
+    answer = await ControlCenter(orchestrator.settings).change_password(
+        session.token,
+        form.get("current_password", ""),
+        form.get("new_password", ""),
+        form.get("confirm_new_password", ""),
+    )
+    if not answer.ok:
+        return _account(session, answer.status, error=answer.error)
+    return Redirect(f"/ui/account?{urlencode({'notice': answer.data})}", status_code=303)
+
+
+def _page_number(request: Request[Any, Any, Any]) -> int:
+    try:
+        return max(1, int(request.query_params.get("page") or 1))
+    except ValueError:
+        return 1
+
+
 # -- workflows ---------------------------------------------------------------------------------
 
 
@@ -314,12 +409,11 @@ async def workflows(request: Request[Any, Any, Any]) -> Response[Any]:
     query = request.query_params
     status = query.get("status") or ""
     kind = (query.get("kind") or "").strip()
-    try:
-        number = max(1, int(query.get("page") or 1))
-    except ValueError:
-        number = 1
+    number = _page_number(request)
     if status and status not in WORKFLOW_STATUSES_ALL:
         status = ""
+    orchestrator: Orchestrator = request.app.state.orchestrator
+    since = await orchestrator.records.last_seq()  # the page follows the log from here
     reply = await session.api.get(
         "/workflows", status=status, kind=kind, limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE
     )
@@ -345,6 +439,8 @@ async def workflows(request: Request[Any, Any, Any]) -> Response[Any]:
         total=total,
         previous=link(number - 1) if number > 1 else None,
         next=link(number + 1) if number < pages else None,
+        first_page=link(1),
+        since=since,
     )
 
 
@@ -444,8 +540,10 @@ async def task(request: Request[Any, Any, Any], task_id: str) -> Response[Any]:
 
 
 async def _act(
-    request: Request[Any, Any, Any], workflow_id: str, call: str, body: Any, done: str
+    request: Request[Any, Any, Any], back: str, call: str, body: Any, done: str
 ) -> Response[Any]:
+    """Post `body` to the API's `call` for a checked form; then show `back` (or the
+    rollback workflow the call started) with the API's message."""
     session = await open_session(request)
     if session is None:
         return _to_login(request)
@@ -455,14 +553,12 @@ async def _act(
     if not reply.ok:
         return session.failure(reply)
     data = reply.data
-    target = workflow_id
-    if isinstance(data, dict) and data.get("rollback_id"):
-        target = str(data["rollback_id"])
     message = data if isinstance(data, str) else done
-    return Redirect(
-        f"/ui/workflows/{quote(target, safe='')}?{urlencode({'notice': message})}",
-        status_code=303,
-    )
+    if isinstance(data, dict) and data.get("rollback_id"):
+        back = f"/ui/workflows/{quote(str(data['rollback_id']), safe='')}"
+    elif isinstance(data, dict):
+        message = "Nothing to undo"
+    return Redirect(f"{back}?{urlencode({'notice': message})}", status_code=303)
 
 
 @post(
@@ -473,8 +569,9 @@ async def _act(
 )
 async def cancel(request: Request[Any, Any, Any], workflow_id: str) -> Response[Any]:
     """`POST /workflows/{id}/cancel`, as the API answers it."""
+    back = f"/ui/workflows/{quote(workflow_id, safe='')}"
     call = f"/workflows/{quote(workflow_id, safe='')}/cancel"
-    return await _act(request, workflow_id, call, None, "Cancel requested")
+    return await _act(request, back, call, None, "Cancel requested")
 
 
 @post(
@@ -494,7 +591,67 @@ async def rollback(request: Request[Any, Any, Any], workflow_id: str) -> Respons
         return session.failure(batch)
     operations = [op["id"] for op in batch.data.get("operations", [])]
     body = {"operation_ids": operations, "wait": False}
-    return await _act(request, workflow_id, "/rollback/execute", body, "Rollback started")
+    back = f"/ui/workflows/{quote(workflow_id, safe='')}"
+    return await _act(request, back, "/rollback/execute", body, "Rollback started")
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+@get("/ui/checkpoints", opt={CONSOLE: True}, include_in_schema=False)
+async def checkpoints(request: Request[Any, Any, Any]) -> Response[Any]:
+    session = await open_session(request)
+    if session is None:
+        return _to_login(request)
+    number = _page_number(request)
+    reply = await session.api.get(
+        "/rollback/checkpoints", limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE
+    )
+    if not reply.ok:
+        return session.failure(reply)
+    pages = max(1, -(-reply.total // PAGE_SIZE))
+    return session.render(
+        "checkpoints.html",
+        title="Checkpoints",
+        checkpoints=reply.data or [],
+        total=reply.total,
+        page=number,
+        pages=pages,
+        previous=f"/ui/checkpoints?page={number - 1}" if number > 1 else None,
+        next=f"/ui/checkpoints?page={number + 1}" if number < pages else None,
+    )
+
+
+@get("/ui/checkpoints/{checkpoint_id:str}", opt={CONSOLE: True}, include_in_schema=False)
+async def checkpoint(request: Request[Any, Any, Any], checkpoint_id: str) -> Response[Any]:
+    """A checkpoint, with what a rollback to it would undo, and the confirmation."""
+    session = await open_session(request)
+    if session is None:
+        return _to_login(request)
+    reply = await session.api.get(f"/rollback/checkpoints/{quote(checkpoint_id, safe='')}")
+    if not reply.ok:
+        return session.failure(reply)
+    return session.render(
+        "checkpoint.html",
+        title=reply.data["name"],
+        checkpoint=reply.data,
+        can_rollback=await session.allows("execute", "rollback:*"),
+        notice=request.query_params.get("notice"),
+    )
+
+
+@post(
+    "/ui/checkpoints/{checkpoint_id:str}/rollback",
+    opt={CONSOLE: True},
+    include_in_schema=False,
+    status_code=303,
+)
+async def rollback_to(request: Request[Any, Any, Any], checkpoint_id: str) -> Response[Any]:
+    """`POST /rollback/execute` with the checkpoint, without waiting: the page then
+    follows the rollback's graph."""
+    back = f"/ui/checkpoints/{quote(checkpoint_id, safe='')}"
+    body = {"checkpoint_id": checkpoint_id, "wait": False}
+    return await _act(request, back, "/rollback/execute", body, "Rollback started")
 
 
 # -- the event stream --------------------------------------------------------------------------
@@ -536,11 +693,18 @@ def console_router() -> Router:
             login_page,
             login,
             logout,
+            account,
+            mfa_enroll,
+            mfa_verify,
+            change_password,
             workflows,
             workflow,
             task,
             cancel,
             rollback,
+            checkpoints,
+            checkpoint,
+            rollback_to,
             stream,
             static,
         ],

@@ -77,12 +77,16 @@ class ControlCenter:
         self.url = control_center_url(settings)
 
     async def call(
-        self, path: str, body: dict[str, Any] | None = None, token: str | None = None
+        self,
+        path: str,
+        body: dict[str, Any] | None = None,
+        token: str | None = None,
+        method: str = "POST",
     ) -> Answer:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
-                response = await client.post(path, json=body or {}, headers=headers)
+                response = await client.request(method, path, json=body or {}, headers=headers)
         except httpx.HTTPError:
             return Answer(503, {"error": f"the control center does not answer at {self.url}"})
         try:
@@ -102,6 +106,16 @@ class ControlCenter:
 
     async def logout(self, token: str) -> Answer:
         return await self.call("/auth/logout", token=token)
+
+    async def enroll_mfa(self, token: str) -> Answer:
+        return await self.call("/auth/mfa/enroll", token=token)
+
+    async def verify_mfa(self, token: str, code: str) -> Answer:
+        return await self.call("/auth/mfa/verify", {"code": code}, token=token)
+
+    async def change_password(self, token: str, current: str, new: str, confirm: str) -> Answer:
+        body = {"current_password": current, "new_password": new, "confirm_new_password": confirm}
+        return await self.call("/user/password", body, token=token, method="PUT")
 
 
 def session_cookies(request: Request[Any, Any, Any], data: dict[str, Any]) -> list[Cookie]:

@@ -269,3 +269,53 @@ def test_a_lapsed_access_token_is_renewed_with_the_refresh_cookie(console):
         with console.browser() as stale:
             stale.cookies.set("provisioning_refresh", old_refresh, domain="127.0.0.1", path="/ui")
             assert stale.get("/ui/workflows").status_code == 303
+
+
+def test_a_restricted_first_admin_is_sent_to_the_account_page(console):
+    from tests.control_center.servers import ADMIN_PASSWORD
+
+    with console.browser() as http:
+        login = http.post("/ui/login", data={"username": "admin", "password": ADMIN_PASSWORD})
+        assert login.status_code == 303
+        assert login.headers["location"] == "/ui/account"
+        account = http.get("/ui/account")
+        assert account.status_code == 200
+        assert "Enroll an authenticator app" in account.text
+        assert 'name="new_password"' not in account.text  # MFA comes first
+        # The API refuses the restricted session; the page leads back to the account.
+        listing = http.get("/ui/workflows")
+        assert listing.status_code == 303 and listing.headers["location"] == "/ui/account"
+        token = csrf_of(account.text)
+        assert http.post("/ui/account/mfa/enroll").status_code == 403  # no CSRF token
+        enrolled = http.post("/ui/account/mfa/enroll", data={"_csrf": token})
+        assert enrolled.status_code == 200
+        assert 'src="data:image/svg+xml' in enrolled.text
+        assert "otpauth://totp/" in enrolled.text
+        wrong = http.post("/ui/account/mfa/verify", data={"_csrf": token, "code": "000000"})
+        assert wrong.status_code == 403 and "not a valid code" in wrong.text
+
+
+def test_checkpoints_list_detail_and_a_viewer_s_forced_rollback(console, quick):
+    with console.api("ops") as api:
+        made = api.post("/rollback/checkpoints", json={"name": "http_mark", "description": "d"})
+        assert made.status_code == 201, made.text
+        checkpoint_id = made.json()["data"]
+    with console.login("ops") as http:
+        listing = http.get("/ui/checkpoints")
+        assert listing.status_code == 200
+        assert f'href="/ui/checkpoints/{checkpoint_id}"' in listing.text
+        detail = http.get(f"/ui/checkpoints/{checkpoint_id}")
+        assert "there is nothing to undo" in detail.text
+        assert 'id="rollback-to"' not in detail.text  # nothing to undo: no button
+        answer = http.post(
+            f"/ui/checkpoints/{checkpoint_id}/rollback", data={"_csrf": csrf_of(detail.text)}
+        )
+        assert answer.status_code == 303
+        assert answer.headers["location"].endswith("?notice=Nothing+to+undo")
+    with console.login("watcher") as http:
+        page = http.get(f"/ui/checkpoints/{checkpoint_id}")
+        assert page.status_code == 200 and 'id="rollback-to"' not in page.text
+        forced = http.post(
+            f"/ui/checkpoints/{checkpoint_id}/rollback", data={"_csrf": csrf_of(page.text)}
+        )
+        assert forced.status_code == 403

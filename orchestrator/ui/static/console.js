@@ -74,10 +74,8 @@ function workflowPage(main) {
   window.addEventListener("pointerup", () => { drag = null; graph.classList.remove("dragging"); });
 
   // Live: events of this workflow, applied in one animation frame per burst.
-  let since = Number(main.dataset.since || 0);
   let pending = [];
   let scheduled = false;
-  let delay = 500;
   const FINAL = new Set(["Completed", "Failed", "Cancelled", "RolledBack"]);
 
   function setStatus(node, status) {
@@ -126,27 +124,62 @@ function workflowPage(main) {
     }
     recount();
   }
+  follow({ workflow_id: workflowId }, Number(main.dataset.since || 0), live, (batch) => {
+    pending.push(...batch);
+    if (!scheduled) { scheduled = true; window.requestAnimationFrame(apply); }
+  });
+}
+
+// Follows /ui/ws from `since`, handing each message batch to `onEvents`; after a lost
+// connection it reconnects (backing off) and resumes from the last seq it saw.
+function follow(filter, since, live, onEvents) {
   const decoder = new TextDecoder();
+  let delay = 500;
   function connect() {
     const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-    const query = new URLSearchParams({ workflow_id: workflowId, since: String(since) });
+    const query = new URLSearchParams({ ...filter, since: String(since) });
     const socket = new WebSocket(`${scheme}//${window.location.host}/ui/ws?${query}`);
     socket.binaryType = "arraybuffer";
-    socket.addEventListener("open", () => { live.dataset.state = "live"; live.textContent = "live"; delay = 500; });
+    socket.addEventListener("open", () => {
+      if (live) { live.dataset.state = "live"; live.textContent = "live"; }
+      delay = 500;
+    });
     socket.addEventListener("message", (event) => {
       const text = typeof event.data === "string" ? event.data : decoder.decode(event.data);
       const message = JSON.parse(text);
       if (typeof message.seq !== "number") return;  // errors, acknowledgements
       since = Math.max(since, message.seq);
-      pending.push(message);
-      if (!scheduled) { scheduled = true; window.requestAnimationFrame(apply); }
+      onEvents([message]);
     });
     socket.addEventListener("close", () => {
-      live.dataset.state = "reconnecting";
-      live.textContent = "reconnecting…";
+      if (live) { live.dataset.state = "reconnecting"; live.textContent = "reconnecting…"; }
       window.setTimeout(connect, delay);
       delay = Math.min(delay * 2, 10000);
     });
   }
   connect();
+}
+
+// The workflow list: statuses change in place; new workflows are announced.
+const list = document.querySelector("main.workflows-page");
+if (list) {
+  const live = document.getElementById("live");
+  const fresh = document.getElementById("fresh");
+  let added = 0;
+  follow({ event_types: "WorkflowStatusChanged,WorkflowSubmitted" }, Number(list.dataset.since || 0), live, (batch) => {
+    for (const message of batch) {
+      const id = message.metadata?.workflow_id;
+      if (message.event_type === "WorkflowSubmitted") {
+        added += 1;
+        fresh.hidden = false;
+        fresh.querySelector("a").textContent = `${added} new workflow${added === 1 ? "" : "s"}: show`;
+        continue;
+      }
+      const badge = id && document.querySelector(`tr[data-workflow-id="${CSS.escape(id)}"] .badge`);
+      if (badge && message.data?.status) {
+        badge.className = `badge status-${message.data.status.toLowerCase()}`;
+        badge.textContent = message.data.status;
+      }
+    }
+  });
 }
