@@ -239,6 +239,16 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any]:
     asks for one (the answer never says which factor was wrong, so the code step is
     offered whenever the password step fails); the password is typed again, never
     written back into the page."""
+    if _foreign(request.headers.get("origin"), request.headers.get("host")):
+        # No session yet, so no CSRF token: a login posted by another site's page (to
+        # sign the browser into the attacker's account) is refused by its Origin.
+        return page(
+            "login.html",
+            403,
+            next="/ui/workflows",
+            step="password",
+            error="Sign in from this server's own login page.",
+        )
     form = await _form(request)
     target = _safe_next(form.get("next"))
     username = form.get("username", "").strip()
@@ -276,6 +286,14 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any]:
     for cookie in session_cookies(request, answer.data):
         response.set_cookie(cookie)
     return response
+
+
+def _foreign(origin: str | None, host: str | None) -> bool:
+    """Whether a request's `Origin` names another site (a request without one, from an
+    older browser or a script, is judged by its CSRF token alone)."""
+    if origin is None:
+        return False
+    return not host or origin not in (f"http://{host}", f"https://{host}")
 
 
 def _csrf_ok(request: Request[Any, Any, Any], session: Session, form: Mapping[str, str]) -> bool:
@@ -665,10 +683,9 @@ async def stream(socket: WebSocket[Any, Any, Any]) -> None:
     another site cannot, whatever cookies the browser holds), and it then runs `/ws`
     itself, after the same check as `?token=` (`events:read`)."""
     security: Security = socket.app.state.security
-    origin = socket.headers.get("origin", "")
-    host = socket.headers.get("host", "")
     token = socket.cookies.get(SESSION_COOKIE)
-    if not token or not host or origin not in (f"http://{host}", f"https://{host}"):
+    origin = socket.headers.get("origin")
+    if not token or origin is None or _foreign(origin, socket.headers.get("host")):
         await socket.close(code=1008, reason="a console page of this server only")
         return
     access = access_of(socket.scope)

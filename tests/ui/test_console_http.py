@@ -319,3 +319,13 @@ def test_checkpoints_list_detail_and_a_viewer_s_forced_rollback(console, quick):
             f"/ui/checkpoints/{checkpoint_id}/rollback", data={"_csrf": csrf_of(page.text)}
         )
         assert forced.status_code == 403
+
+
+def test_a_login_posted_by_another_site_is_refused(console):
+    with console.browser() as http:
+        form = {"username": "ops", "password": console.accounts["ops"].password}
+        forged = http.post("/ui/login", data=form, headers={"Origin": "https://evil.example"})
+        assert forged.status_code == 403
+        assert "set-cookie" not in forged.headers
+        own = http.post("/ui/login", data=form, headers={"Origin": console.url})
+        assert own.status_code == 303
