@@ -36,6 +36,7 @@ from orchestrator.http.limits import BodyLimits, refuse_nul, screen_request
 from orchestrator.http.openapi import allow_every_method, publish
 from orchestrator.http.versioning import versioning
 from orchestrator.service import Orchestrator
+from orchestrator.ui.routes import console_headers, console_router
 from orchestrator.vms import Vms
 
 
@@ -96,6 +97,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             metrics,
             event_stream,
             *HOST_STREAMS,
+            console_router(),  # the web console, /ui (docs/ui.md)
         ],
         guards=[security.guard],
         middleware=[
@@ -114,7 +116,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         state=State({"orchestrator": orchestrator, "security": security, "vms": Vms(orchestrator)}),
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=screen_request(BodyLimits.of(orchestrator.settings.server)),
-        before_send=[allow_every_method],
+        before_send=[allow_every_method, console_headers],
         request_max_body_size=orchestrator.settings.server.max_body_bytes,
         logging_config=None,  # the CLI configures logging (structlog) once
         openapi_config=OpenAPIConfig(title="provisioning orchestrator", version="1.0.0"),

@@ -79,6 +79,7 @@ def task_out(row: dict[str, Any]) -> TaskOut:
         command=redact_text(row["command"]),
         args=redact_args(list(row["args"] or [])),
         dependencies=list(row.get("dependencies", [])),
+        soft_dependencies=list(row.get("soft_dependencies", [])),
         status=row["status"],
         created_at=row["created_at"],
         started_at=row["started_at"],

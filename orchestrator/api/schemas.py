@@ -118,6 +118,8 @@ class TaskOut(msgspec.Struct):
     compensates: str | None
     #: "task", or "workflow" when `GET /tasks/{id}` was given a workflow id.
     kind: str = "task"
+    #: Those of `dependencies` that are soft: the task runs once they ended, however.
+    soft_dependencies: list[str] = []
 
 
 class WorkflowOut(msgspec.Struct):

@@ -93,7 +93,9 @@ ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
 }
 OPEN = ("/health", "/schema")
 #: A route handler's `opt` key: the handler authenticates, audits and limits its requests
-#: itself (the control center's account app, mounted at `/auth`).
+#: itself (the control center's account app, mounted at `/auth`; the web console's pages,
+#: which check their session cookie through this class and act through this API in
+#: process, `orchestrator.ui.routes`).
 OWN_ACCESS = "own_access"
 BATCH_SUBMISSION = ("POST", "/batch/execute")
 _STATE_KEY = "provisioning_access"

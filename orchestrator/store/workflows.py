@@ -154,15 +154,20 @@ async def _attach_dependency_names(connection: Any, tasks: list[dict[str, Any]])
         return
     ids = [t["id"] for t in tasks]
     found: dict[str, list[str]] = defaultdict(list)
+    soft: dict[str, list[str]] = defaultdict(list)
     rows = await connection.execute(
-        select(TaskDependency.task_id, TaskDependency.depends_on).where(
+        select(TaskDependency.task_id, TaskDependency.depends_on, TaskDependency.kind).where(
             TaskDependency.task_id.in_(ids)
         )
     )
-    for task_id, depends_on in rows:
+    for task_id, depends_on, kind in rows:
         found[task_id].append(depends_on)
+        if kind == "soft":
+            soft[task_id].append(depends_on)
     for task in tasks:
+        # Every dependency; the soft ones (run once it ended, however) are named again.
         task["dependencies"] = sorted(found.get(task["id"], []))
+        task["soft_dependencies"] = sorted(soft.get(task["id"], []))
 
 
 async def get_workflow(engine: AsyncEngine, workflow_id: str) -> dict[str, Any] | None:

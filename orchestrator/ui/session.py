@@ -1,0 +1,147 @@
+"""The console's session: cookies the server sets, the CSRF token, and the control
+center's public `/auth` API, called by the server on the browser's behalf.
+
+A login posts the form to `/ui/login`; the orchestrator calls the control center's
+`POST /auth/login` and keeps the answer in two cookies, both `HttpOnly` (no script can
+read them), `SameSite=Strict` (no other site's page sends them) and `Secure` over HTTPS:
+the access token (path `/`, so `/ui/ws` receives it too) and the refresh token (path
+`/ui`). An expired access token is renewed with `POST /auth/refresh` on the next page.
+
+Every state-changing form and fetch carries the CSRF token (`_csrf` field or
+`X-CSRF-Token` header): an HMAC of the session's access token, so only a page the
+server rendered for this session knows it, and it needs no storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from litestar import Request, Response
+from litestar.datastructures import Cookie
+
+from orchestrator.settings import Settings
+
+SESSION_COOKIE = "provisioning_session"
+REFRESH_COOKIE = "provisioning_refresh"
+CSRF_FIELD = "_csrf"
+CSRF_HEADER = "x-csrf-token"
+_CSRF_LABEL = b"provisioning console csrf v1"
+
+
+def csrf_token(session_token: str) -> str:
+    return hmac.new(_CSRF_LABEL, session_token.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_valid(session_token: str | None, presented: str | None) -> bool:
+    if not session_token or not presented:
+        return False
+    return hmac.compare_digest(csrf_token(session_token), presented)
+
+
+def control_center_url(settings: Settings) -> str:
+    """Where the orchestrator reaches the control center (a wildcard listen address is
+    reached on loopback)."""
+    center = settings.control_center
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(center.host, center.host)  # noqa: S104
+    return f"http://[{host}]:{center.port}" if ":" in host else f"http://{host}:{center.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The control center's answer: its status and envelope."""
+
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400 and bool(self.body.get("success"))
+
+    @property
+    def data(self) -> Any:
+        return self.body.get("data")
+
+    @property
+    def error(self) -> str:
+        return str(self.body.get("error") or f"the control center answered {self.status}")
+
+
+class ControlCenter:
+    """The control center's `/auth` endpoints, as the console calls them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = control_center_url(settings)
+
+    async def call(
+        self,
+        path: str,
+        body: dict[str, Any] | None = None,
+        token: str | None = None,
+        method: str = "POST",
+    ) -> Answer:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
+                response = await client.request(method, path, json=body or {}, headers=headers)
+        except httpx.HTTPError:
+            return Answer(503, {"error": f"the control center does not answer at {self.url}"})
+        try:
+            parsed = response.json()
+        except ValueError:
+            parsed = {}
+        return Answer(response.status_code, parsed if isinstance(parsed, dict) else {})
+
+    async def login(self, username: str, password: str, code: str | None) -> Answer:
+        body: dict[str, Any] = {"username": username, "password": password}
+        if code:
+            body["mfa_code"] = code
+        return await self.call("/auth/login", body)
+
+    async def refresh(self, refresh_token: str) -> Answer:
+        return await self.call("/auth/refresh", {"refresh_token": refresh_token})
+
+    async def logout(self, token: str) -> Answer:
+        return await self.call("/auth/logout", token=token)
+
+    async def enroll_mfa(self, token: str) -> Answer:
+        return await self.call("/auth/mfa/enroll", token=token)
+
+    async def verify_mfa(self, token: str, code: str) -> Answer:
+        return await self.call("/auth/mfa/verify", {"code": code}, token=token)
+
+    async def change_password(self, token: str, current: str, new: str, confirm: str) -> Answer:
+        body = {"current_password": current, "new_password": new, "confirm_new_password": confirm}
+        return await self.call("/user/password", body, token=token, method="PUT")
+
+
+def session_cookies(request: Request[Any, Any, Any], data: dict[str, Any]) -> list[Cookie]:
+    """The cookies of a login's or a refresh's token pair."""
+    secure = request.url.scheme == "https"
+    return [
+        Cookie(
+            key=SESSION_COOKIE,
+            value=str(data["token"]),
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=secure,
+        ),
+        Cookie(
+            key=REFRESH_COOKIE,
+            value=str(data["refresh_token"]),
+            path="/ui",
+            httponly=True,
+            samesite="strict",
+            secure=secure,
+        ),
+    ]
+
+
+def forget_session(response: Response[Any]) -> Response[Any]:
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(REFRESH_COOKIE, path="/ui")
+    return response

@@ -1,0 +1,185 @@
+// The web console's script (docs/ui.md): confirmations, the DAG's task detail, pan and
+// zoom, and live updates from /ui/ws (resuming with `since` after a reconnect).
+// No inline script anywhere: the Content-Security-Policy allows only this file.
+"use strict";
+
+const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
+
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form.confirm");
+  if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+});
+
+const main = document.querySelector("main.workflow-page");
+if (main) workflowPage(main);
+
+function workflowPage(main) {
+  const workflowId = main.dataset.workflowId;
+  const detail = document.getElementById("detail");
+  const svg = document.getElementById("dag");
+  const graph = document.getElementById("graph");
+  const live = document.getElementById("live");
+  const nodes = new Map();
+  for (const node of svg.querySelectorAll(".node")) nodes.set(node.dataset.taskId, node);
+  let selected = null;
+
+  async function openTask(node) {
+    if (selected) selected.classList.remove("selected");
+    selected = node;
+    node.classList.add("selected");
+    const response = await fetch(`/ui/tasks/${encodeURIComponent(node.dataset.taskId)}?fragment=1`, {
+      headers: { "X-CSRF-Token": csrf() }, credentials: "same-origin",
+    });
+    if (response.redirected && response.url.includes("/ui/login")) { window.location.assign(response.url); return; }
+    detail.innerHTML = await response.text();  // server-rendered, escaped HTML
+    detail.focus?.();
+  }
+  svg.addEventListener("click", (event) => {
+    const node = event.target.closest(".node");
+    if (node) openTask(node);
+  });
+  svg.addEventListener("keydown", (event) => {
+    const node = event.target.closest(".node");
+    if (node && (event.key === "Enter" || event.key === " ")) { event.preventDefault(); openTask(node); }
+  });
+
+  // Zoom with + / − (keyboard) or Ctrl + wheel; pan by dragging (the box also scrolls).
+  const width = svg.width.baseVal.value, height = svg.height.baseVal.value;
+  let scale = 1;
+  function zoom(factor) {
+    scale = Math.min(3, Math.max(0.2, scale * factor));
+    svg.setAttribute("width", String(Math.round(width * scale)));
+    svg.setAttribute("height", String(Math.round(height * scale)));
+  }
+  graph.addEventListener("keydown", (event) => {
+    if (event.key === "+" || event.key === "=") zoom(1.2);
+    else if (event.key === "-") zoom(1 / 1.2);
+  });
+  graph.addEventListener("wheel", (event) => {
+    if (!event.ctrlKey) return;
+    event.preventDefault();
+    zoom(event.deltaY < 0 ? 1.1 : 1 / 1.1);
+  }, { passive: false });
+  let drag = null;
+  graph.addEventListener("pointerdown", (event) => {
+    if (event.target.closest(".node")) return;
+    drag = { x: event.clientX, y: event.clientY, left: graph.scrollLeft, top: graph.scrollTop };
+    graph.classList.add("dragging");
+  });
+  window.addEventListener("pointermove", (event) => {
+    if (!drag) return;
+    graph.scrollLeft = drag.left - (event.clientX - drag.x);
+    graph.scrollTop = drag.top - (event.clientY - drag.y);
+  });
+  window.addEventListener("pointerup", () => { drag = null; graph.classList.remove("dragging"); });
+
+  // Live: events of this workflow, applied in one animation frame per burst.
+  let pending = [];
+  let scheduled = false;
+  const FINAL = new Set(["Completed", "Failed", "Cancelled", "RolledBack"]);
+
+  function setStatus(node, status) {
+    if (node.dataset.status === status) return;
+    node.classList.remove(`status-${node.dataset.status.toLowerCase()}`);
+    node.classList.add(`status-${status.toLowerCase()}`);
+    node.dataset.status = status;
+    const label = node.querySelector("text.state");
+    if (label) label.textContent = status;
+    node.setAttribute("aria-label", node.getAttribute("aria-label").replace(/: [A-Za-z]+/, `: ${status}`));
+    if (node === selected) openTask(node);
+  }
+  function setWorkflowStatus(status) {
+    const badge = document.getElementById("workflow-status");
+    badge.className = `badge status-${status.toLowerCase()}`;
+    badge.textContent = status;
+    main.dataset.final = FINAL.has(status) ? "true" : "false";
+    const cancel = document.getElementById("cancel");
+    if (cancel) cancel.disabled = FINAL.has(status);
+    const rollback = document.getElementById("rollback");
+    if (rollback) rollback.disabled = !FINAL.has(status);
+  }
+  function recount() {
+    const counts = {};
+    for (const node of nodes.values()) counts[node.dataset.status] = (counts[node.dataset.status] || 0) + 1;
+    const box = document.getElementById("counts");
+    box.replaceChildren(...Object.keys(counts).sort().map((status) => {
+      const badge = document.createElement("span");
+      badge.className = `badge status-${status.toLowerCase()}`;
+      badge.textContent = `${status} ${counts[status]}`;
+      return badge;
+    }).flatMap((badge) => [badge, document.createTextNode(" ")]));
+  }
+  function apply() {
+    scheduled = false;
+    const batch = pending;
+    pending = [];
+    for (const message of batch) {
+      const data = message.data || {};
+      const taskId = message.metadata?.task_id;
+      if (message.event_type === "TaskStatusChanged" && taskId && nodes.has(taskId) && data.status) {
+        setStatus(nodes.get(taskId), data.status);
+      } else if (message.event_type === "WorkflowStatusChanged" && data.status) {
+        setWorkflowStatus(data.status);
+      }
+    }
+    recount();
+  }
+  follow({ workflow_id: workflowId }, Number(main.dataset.since || 0), live, (batch) => {
+    pending.push(...batch);
+    if (!scheduled) { scheduled = true; window.requestAnimationFrame(apply); }
+  });
+}
+
+// Follows /ui/ws from `since`, handing each message batch to `onEvents`; after a lost
+// connection it reconnects (backing off) and resumes from the last seq it saw.
+function follow(filter, since, live, onEvents) {
+  const decoder = new TextDecoder();
+  let delay = 500;
+  function connect() {
+    const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+    const query = new URLSearchParams({ ...filter, since: String(since) });
+    const socket = new WebSocket(`${scheme}//${window.location.host}/ui/ws?${query}`);
+    socket.binaryType = "arraybuffer";
+    socket.addEventListener("open", () => {
+      if (live) { live.dataset.state = "live"; live.textContent = "live"; }
+      delay = 500;
+    });
+    socket.addEventListener("message", (event) => {
+      const text = typeof event.data === "string" ? event.data : decoder.decode(event.data);
+      const message = JSON.parse(text);
+      if (typeof message.seq !== "number") return;  // errors, acknowledgements
+      since = Math.max(since, message.seq);
+      onEvents([message]);
+    });
+    socket.addEventListener("close", () => {
+      if (live) { live.dataset.state = "reconnecting"; live.textContent = "reconnecting…"; }
+      window.setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 10000);
+    });
+  }
+  connect();
+}
+
+// The workflow list: statuses change in place; new workflows are announced.
+const list = document.querySelector("main.workflows-page");
+if (list) {
+  const live = document.getElementById("live");
+  const fresh = document.getElementById("fresh");
+  let added = 0;
+  follow({ event_types: "WorkflowStatusChanged,WorkflowSubmitted" }, Number(list.dataset.since || 0), live, (batch) => {
+    for (const message of batch) {
+      const id = message.metadata?.workflow_id;
+      if (message.event_type === "WorkflowSubmitted") {
+        added += 1;
+        fresh.hidden = false;
+        fresh.querySelector("a").textContent = `${added} new workflow${added === 1 ? "" : "s"}: show`;
+        continue;
+      }
+      const badge = id && document.querySelector(`tr[data-workflow-id="${CSS.escape(id)}"] .badge`);
+      if (badge && message.data?.status) {
+        badge.className = `badge status-${message.data.status.toLowerCase()}`;
+        badge.textContent = message.data.status;
+      }
+    }
+  });
+}
