@@ -26,21 +26,13 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from orchestrator.api.controllers import orchestrator_of
-from orchestrator.api.security import Security, access_of
-from orchestrator.errors import DomainError
+from orchestrator.api.security import access_of
+from orchestrator.api.sockets import AuthPayload, first_message_principal, refuse
 from orchestrator.http.access import Principal
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
 from orchestrator.service import Orchestrator
 from orchestrator.store.events import LoggedEvent
-
-WS_POLICY_VIOLATION = 1008
-
-
-class AuthPayload(msgspec.Struct, forbid_unknown_fields=True):
-    """The `payload` of an auth message as host clients send it: `{"token": …}`."""
-
-    token: str | None = None
 
 
 class StreamFilter(msgspec.Struct, forbid_unknown_fields=True):
@@ -102,7 +94,7 @@ async def event_stream(socket: WebSocket[Any, Any, Any]) -> None:
     limit = orchestrator.settings.server.ws_connections_per_user
     streams = orchestrator.events.streams
     if streams[user] >= limit:
-        await _refuse(socket, "RATE_LIMITED", f"at most {limit} event streams per user")
+        await refuse(socket, "RATE_LIMITED", f"at most {limit} event streams per user")
         return
     streams[user] += 1
     try:
@@ -120,7 +112,7 @@ async def _authenticated_later(
     waiting = orchestrator.events.unauthenticated
     address = socket.client.host if socket.client else ""
     if waiting[address] >= settings.ws_unauthenticated_per_address:
-        await _refuse(
+        await refuse(
             socket,
             "RATE_LIMITED",
             f"at most {settings.ws_unauthenticated_per_address} unauthenticated streams per "
@@ -129,36 +121,11 @@ async def _authenticated_later(
         return None
     waiting[address] += 1
     try:
-        return await _first_message_auth(socket, settings.ws_auth_timeout)
+        return await first_message_principal(socket, "read", ("GET", "/ws"))
     finally:
         waiting[address] -= 1
         if not waiting[address]:
             del waiting[address]
-
-
-async def _first_message_auth(
-    socket: WebSocket[Any, Any, Any], patience: float
-) -> Principal | None:
-    """Wait `patience` s for `{"type": "auth", "token": …}` (or `"payload": {"token": …}`);
-    check it like a `?token=`."""
-    security: Security = socket.app.state.security
-    try:
-        with anyio.fail_after(patience):
-            message = msgspec.json.decode(await socket.receive_text(), type=StreamFilter)
-        token = message.auth_token
-        if message.type != "auth" or not token:
-            raise msgspec.ValidationError(
-                "the first message must be {type: auth, token} or {type: auth, payload: {token}}"
-            )
-        return await security.check(socket.scope, f"Bearer {token}", "read", ("GET", "/ws"))
-    except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        error = str(exc) or f"no auth message within {patience:g} s"
-        await _refuse(socket, "UNAUTHORIZED", f"authentication required: {error}")
-    except DomainError as exc:
-        await _refuse(socket, exc.code, exc.message)
-    except WebSocketDisconnect:
-        pass
-    return None
 
 
 async def _stream(socket: WebSocket[Any, Any, Any], orchestrator: Orchestrator) -> None:
@@ -166,7 +133,7 @@ async def _stream(socket: WebSocket[Any, Any, Any], orchestrator: Orchestrator) 
     try:
         after = int(since) if since is not None else await orchestrator.records.last_seq()
     except ValueError:
-        await _refuse(socket, "INVALID_INPUT", "since: must be an event seq (an integer)")
+        await refuse(socket, "INVALID_INPUT", "since: must be an event seq (an integer)")
         return
     subscription = _Subscription(socket)
     async with anyio.create_task_group() as group:
@@ -211,7 +178,7 @@ async def _pump(
         )
         for event in events:
             if not await _send(socket, stream_message(event), limits.ws_send_timeout):
-                await _refuse(
+                await refuse(
                     socket,
                     "SLOW_CONSUMER",
                     f"the client did not keep up; reconnect with since={after} to resume",
@@ -221,7 +188,7 @@ async def _pump(
         if events:
             head = await orchestrator.records.last_seq()
             if head - after > limits.ws_max_lag:
-                await _refuse(
+                await refuse(
                     socket,
                     "SLOW_CONSUMER",
                     f"more than {limits.ws_max_lag} events behind; reconnect with since={after} "
@@ -249,15 +216,6 @@ async def _send(
     except TimeoutError:
         return False
     return True
-
-
-async def _refuse(socket: WebSocket[Any, Any, Any], code: str, error: str) -> None:
-    with anyio.move_on_after(1):
-        await socket.send_bytes(
-            msgspec.json.encode({"type": "error", "code": code, "error": error})
-        )
-    with anyio.move_on_after(1):
-        await socket.close(code=WS_POLICY_VIOLATION, reason=code)
 
 
 def http_metrics(metrics_of: Callable[[], Metrics]) -> Callable[[ASGIApp], ASGIApp]:

@@ -17,24 +17,17 @@ import contextlib
 from typing import Any
 
 import anyio
-import msgspec
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-from orchestrator.api.monitoring import WS_POLICY_VIOLATION
-from orchestrator.api.security import Security, access_of
+from orchestrator.api.security import access_of
+from orchestrator.api.sockets import first_message_principal, refuse
 from orchestrator.api.vms import visible, vms_of
 from orchestrator.errors import DomainError
-from orchestrator.http.access import Principal
 from orchestrator.vms import Vms
 
 HISTORY_BYTES = 16 * 1024
 _CHUNK = 4096
-
-
-class AuthMessage(msgspec.Struct):
-    type: str
-    token: str = ""
 
 
 @websocket("/vms/{vm_id:str}/console")
@@ -42,24 +35,28 @@ async def vm_console(socket: WebSocket[Any, Any, Any], vm_id: str) -> None:
     await socket.accept()
     vms = vms_of(socket.app.state)
     orchestrator = vms.orchestrator
-    try:
-        principal = access_of(socket.scope).principal or await _first_message(socket)
-        vm = await visible(socket, vms, vm_id, "console")
-        if vm.status != "running":
-            raise _Refusal("VM_INVALID_STATE", f"virtual machine '{vm_id}' is {vm.status}")
-    except DomainError as exc:
-        await _refuse(socket, exc.code, exc.message)
+    principal = access_of(socket.scope).principal or await first_message_principal(
+        socket, "console", ("GET", "/vms/{vm_id}/console"), text=True
+    )
+    if principal is None:
         return
-    except _Refusal as exc:
-        await _refuse(socket, exc.code, exc.message)
+    try:
+        vm = await visible(socket, vms, vm_id, "console")
+    except DomainError as exc:
+        await refuse(socket, exc.code, exc.message, text=True)
+        return
+    if vm.status != "running":
+        await refuse(
+            socket, "VM_INVALID_STATE", f"virtual machine '{vm_id}' is {vm.status}", text=True
+        )
         return
     streams, user = orchestrator.events.streams, principal.user_id
     limit = orchestrator.settings.server.ws_connections_per_user
     if streams[user] >= limit:
-        await _refuse(socket, "RATE_LIMITED", f"at most {limit} WebSockets per user")
+        await refuse(socket, "RATE_LIMITED", f"at most {limit} WebSockets per user", text=True)
         return
     if vm_id in vms.consoles:
-        await _refuse(socket, "CONFLICT", f"the console of '{vm_id}' is already open")
+        await refuse(socket, "CONFLICT", f"the console of '{vm_id}' is already open", text=True)
         return
     streams[user] += 1
     vms.consoles.add(vm_id)
@@ -70,41 +67,16 @@ async def vm_console(socket: WebSocket[Any, Any, Any], vm_id: str) -> None:
         vms.consoles.discard(vm_id)
 
 
-class _Refusal(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-async def _first_message(socket: WebSocket[Any, Any, Any]) -> Principal:
-    security: Security = socket.app.state.security
-    patience = security.orchestrator.settings.server.ws_auth_timeout
-    try:
-        with anyio.fail_after(patience):
-            raw = await socket.receive_data("text")
-        message = msgspec.json.decode(raw, type=AuthMessage)
-    except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise _Refusal(
-            "UNAUTHORIZED", f"authentication required: {exc or 'no auth message in time'}"
-        ) from None
-    if message.type != "auth" or not message.token:
-        raise _Refusal("UNAUTHORIZED", "the first message must be {type: auth, token}")
-    return await security.check(
-        socket.scope,
-        f"Bearer {message.token}",
-        "console",
-        ("GET", "/vms/{vm_id}/console"),
-    )
-
-
 async def _bridge(socket: WebSocket[Any, Any, Any], vms: Vms, vm_id: str) -> None:
     try:
         history, reader, writer = await vms.console(vm_id, HISTORY_BYTES)
     except OSError as exc:
-        await _refuse(socket, "VM_INVALID_STATE", f"the serial console does not answer: {exc}")
+        await refuse(
+            socket, "VM_INVALID_STATE", f"the serial console does not answer: {exc}", text=True
+        )
         return
     except DomainError as exc:
-        await _refuse(socket, exc.code, exc.message)
+        await refuse(socket, exc.code, exc.message, text=True)
         return
     try:
         if history:
@@ -129,7 +101,7 @@ async def _bridge(socket: WebSocket[Any, Any, Any], vms: Vms, vm_id: str) -> Non
             while chunk := await reader.read(_CHUNK):
                 await socket.send_bytes(chunk)
             # The guest's QEMU ended: say so, then close.
-            await _refuse(socket, "VM_STOPPED", "the virtual machine stopped")
+            await refuse(socket, "VM_STOPPED", "the virtual machine stopped", text=True)
             group.cancel_scope.cancel()
     except (WebSocketDisconnect, ConnectionError, anyio.ClosedResourceError):
         pass
@@ -137,12 +109,3 @@ async def _bridge(socket: WebSocket[Any, Any, Any], vms: Vms, vm_id: str) -> Non
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
-
-
-async def _refuse(socket: WebSocket[Any, Any, Any], code: str, error: str) -> None:
-    with anyio.move_on_after(1), contextlib.suppress(Exception):
-        await socket.send_text(
-            msgspec.json.encode({"type": "error", "code": code, "error": error}).decode()
-        )
-    with anyio.move_on_after(1), contextlib.suppress(Exception):
-        await socket.close(code=WS_POLICY_VIOLATION, reason=code)

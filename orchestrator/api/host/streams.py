@@ -21,19 +21,11 @@ import psutil
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-from orchestrator.api.monitoring import AuthPayload, _refuse
-from orchestrator.api.security import Security, access_of
-from orchestrator.errors import DomainError
-from orchestrator.http.access import Principal
+from orchestrator.api.security import access_of
+from orchestrator.api.sockets import AuthMessage, first_message_principal, refuse
 from orchestrator.service import Orchestrator
 
 ROUTE = ("GET", "/ws/metrics")
-
-
-class Message(msgspec.Struct):
-    type: str
-    token: str | None = None
-    payload: AuthPayload | None = None
 
 
 def sample() -> dict[str, dict[str, Any]]:
@@ -68,27 +60,6 @@ def sample() -> dict[str, dict[str, Any]]:
     }
 
 
-async def _first_message(socket: WebSocket[Any, Any, Any], patience: float) -> Principal | None:
-    security: Security = socket.app.state.security
-    try:
-        with anyio.fail_after(patience):
-            message = msgspec.json.decode(await socket.receive_text(), type=Message)
-        token = message.token or (message.payload.token if message.payload else None)
-        if message.type != "auth" or not token:
-            raise msgspec.ValidationError(
-                "the first message must be {type: auth, payload: {token}}"
-            )
-        return await security.check(socket.scope, f"Bearer {token}", "read", ROUTE)
-    except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        error = str(exc) or f"no auth message within {patience:g} s"
-        await _refuse(socket, "UNAUTHORIZED", f"authentication required: {error}")
-    except DomainError as exc:
-        await _refuse(socket, exc.code, exc.message)
-    except WebSocketDisconnect:
-        pass
-    return None
-
-
 @websocket("/ws/metrics")
 async def metrics_stream(socket: WebSocket[Any, Any, Any]) -> None:
     orchestrator: Orchestrator = socket.app.state.orchestrator
@@ -98,17 +69,17 @@ async def metrics_stream(socket: WebSocket[Any, Any, Any]) -> None:
     except ValueError:
         interval = -1.0
     if not 0.2 <= interval <= 60:
-        await _refuse(socket, "INVALID_INPUT", "interval: seconds from 0.2 to 60")
+        await refuse(socket, "INVALID_INPUT", "interval: seconds from 0.2 to 60")
         return
     principal = access_of(socket.scope).principal
     if principal is None:
-        principal = await _first_message(socket, orchestrator.settings.server.ws_auth_timeout)
+        principal = await first_message_principal(socket, "read", ROUTE)
         if principal is None:
             return
     streams = orchestrator.events.streams
     limit = orchestrator.settings.server.ws_connections_per_user
     if streams[principal.user_id] >= limit:
-        await _refuse(socket, "RATE_LIMITED", f"at most {limit} streams per user")
+        await refuse(socket, "RATE_LIMITED", f"at most {limit} streams per user")
         return
     streams[principal.user_id] += 1
     try:
@@ -122,9 +93,9 @@ async def metrics_stream(socket: WebSocket[Any, Any, Any]) -> None:
 async def _serve(socket: WebSocket[Any, Any, Any], interval: float) -> None:
     while True:  # until {"type": "subscribe"}
         try:
-            message = msgspec.json.decode(await socket.receive_text(), type=Message)
+            message = msgspec.json.decode(await socket.receive_text(), type=AuthMessage)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            await _refuse(socket, "INVALID_INPUT", f"not a message: {exc}")
+            await refuse(socket, "INVALID_INPUT", f"not a message: {exc}")
             return
         if message.type == "subscribe":
             break

@@ -1,0 +1,83 @@
+"""What every WebSocket of the orchestrator shares: authentication by a first message
+and the refusal that closes a socket.
+
+A socket opened without `?token=` must send `{"type": "auth", "token": …}` (or, as host
+clients do, `{"type": "auth", "payload": {"token": …}}`) within
+`server.ws_auth_timeout` seconds; the token is checked as a `?token=` is, for the
+route's action. A refusal is `{"type": "error", "code", "error"}`, then a close with
+1008 (policy violation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import anyio
+import msgspec
+from litestar import WebSocket
+from litestar.exceptions import WebSocketDisconnect
+
+from orchestrator.api.security import Security
+from orchestrator.errors import DomainError
+from orchestrator.http.access import Principal
+
+WS_POLICY_VIOLATION = 1008
+
+Socket = WebSocket[Any, Any, Any]
+
+
+class AuthPayload(msgspec.Struct, forbid_unknown_fields=True):
+    """The `payload` of an auth message as host clients send it: `{"token": …}`."""
+
+    token: str | None = None
+
+
+class AuthMessage(msgspec.Struct):
+    type: str
+    token: str | None = None
+    payload: AuthPayload | None = None
+
+    @property
+    def auth_token(self) -> str | None:
+        """The token of `{"type": "auth", "token": …}` or `{…, "payload": {"token": …}}`."""
+        return self.token or (self.payload.token if self.payload else None)
+
+
+async def first_message_principal(
+    socket: Socket, action: str, route: tuple[str, str], *, text: bool = False
+) -> Principal | None:
+    """The principal of the socket's first message, checked for `action` on `route`; on
+    any failure the socket is refused (`text`: as `refuse` says) and None returned."""
+    security: Security = socket.app.state.security
+    patience = security.orchestrator.settings.server.ws_auth_timeout
+    try:
+        with anyio.fail_after(patience):
+            message = msgspec.json.decode(await socket.receive_text(), type=AuthMessage)
+        token = message.auth_token
+        if message.type != "auth" or not token:
+            raise msgspec.ValidationError(
+                "the first message must be {type: auth, token} or {type: auth, payload: {token}}"
+            )
+        return await security.check(socket.scope, f"Bearer {token}", action, route)
+    except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        error = str(exc) or f"no auth message within {patience:g} s"
+        await refuse(socket, "UNAUTHORIZED", f"authentication required: {error}", text=text)
+    except DomainError as exc:
+        await refuse(socket, exc.code, exc.message, text=text)
+    except WebSocketDisconnect:
+        pass
+    return None
+
+
+async def refuse(socket: Socket, code: str, error: str, *, text: bool = False) -> None:
+    """Say why, then close. `text`: as a text message (where binary messages are the
+    stream's own data, a VM's console)."""
+    message = msgspec.json.encode({"type": "error", "code": code, "error": error})
+    with anyio.move_on_after(1), contextlib.suppress(Exception):
+        if text:
+            await socket.send_text(message.decode())
+        else:
+            await socket.send_bytes(message)
+    with anyio.move_on_after(1), contextlib.suppress(Exception):
+        await socket.close(code=WS_POLICY_VIOLATION, reason=code)
