@@ -3,7 +3,9 @@ Python API with that executable (Playwright's own browser download is never used
 
 An operator logs in through the page, the example batch is submitted, its DAG page
 follows it to completion without a reload, and a task's detail opens from its node.
-The screenshots linked from docs/ui.md are written here, to docs/ui/.
+The screenshots linked from docs/ui.md are written to docs/ui/ when
+`UPDATE_SCREENSHOTS=1` is set, to a temporary folder otherwise (a test run leaves the
+clone as it found it).
 
 Determinism without timing: the server runs one task at a time, and a long "gate" batch
 holds that slot while the DAG page loads (every node Pending); cancelling the gate lets
@@ -11,7 +13,9 @@ the example batch run while the page watches."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +31,11 @@ from tests.ui.test_console_http import QUICK_BATCH, SLOW_BATCH, submit, wait_run
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = REPO / "docs" / "ui"
+SCREENSHOTS = (
+    REPO / "docs" / "ui"
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.mkdtemp(prefix="console-screenshots-"))
+)
 LAPTOP = {"width": 1440, "height": 900}
 YAML = {"content-type": "application/yaml"}
 
