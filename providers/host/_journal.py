@@ -17,7 +17,7 @@ import asyncio
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,6 +166,50 @@ async def query(config: JournalConfig, params: Mapping[str, Any]) -> JSON:
     if process.returncode not in (0, None) and total == 0:
         raise ProviderError(f"journalctl: {err.decode(errors='replace').strip()}")
     return {"logs": logs, "total_count": total, "page": asked.page, "page_size": asked.page_size}
+
+
+class LogFilters(msgspec.Struct, forbid_unknown_fields=True):
+    """What `/ws/logs` follows: `{"type": "subscribe", "payload": {"filters": …}}`."""
+
+    unit: Unit | None = None
+    #: This priority and the more severe ones.
+    priority: Priority | None = None
+    #: Keep streaming what is written from now on (else: the last `lines`, then the end).
+    follow: bool = True
+    #: How many of the latest matching entries come first.
+    lines: Annotated[int, msgspec.Meta(ge=0, le=MAX_PAGE_SIZE)] = 10
+
+
+async def follow(config: JournalConfig, filters: LogFilters) -> AsyncIterator[JSON]:
+    """The latest matching entries, oldest first, then (with `follow`) each new one as
+    journalctl sees it written; the journalctl process ends with the iteration."""
+    reason = config.unavailable()
+    if reason is not None:
+        raise ProviderError(f"no journal to read: {reason}")
+    argv = ["journalctl", "--no-pager", "--output=json", "--quiet", *config.source()]
+    argv += ["--lines", str(filters.lines)]
+    if filters.follow:
+        argv.append("--follow")
+    if filters.unit is not None:
+        argv += ["--unit", filters.unit]
+    if filters.priority is not None:
+        argv += ["--priority", str(PRIORITIES.index(filters.priority))]
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"},
+        limit=1 << 24,
+    )
+    assert process.stdout is not None
+    try:
+        async for line in process.stdout:
+            yield entry(json.loads(line))
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
 
 
 def _text(value: Any) -> str:

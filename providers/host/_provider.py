@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -29,6 +29,7 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 
 from providers.base import (
+    JSON,
     ActionCall,
     ActionResult,
     BaseProvider,
@@ -127,6 +128,10 @@ class HostProvider(BaseProvider):
         return None
 
     # -- work -------------------------------------------------------------------------
+
+    def follow_journal(self, filters: journal.LogFilters) -> AsyncIterator[JSON]:
+        """The journal's latest entries, then each new one (`/ws/logs`)."""
+        return journal.follow(self.journal, filters)
 
     async def apply(self, call: ActionCall) -> ActionResult:
         kind, operation = self.declared(call)

@@ -3,7 +3,7 @@
 from orchestrator.api.host.logs import LogController
 from orchestrator.api.host.network import NetworkController
 from orchestrator.api.host.storage import StorageController
-from orchestrator.api.host.streams import metrics_stream
+from orchestrator.api.host.streams import log_stream, metrics_stream
 from orchestrator.api.host.system import SystemController
 from orchestrator.api.host.users import HostUserController
 
@@ -15,4 +15,4 @@ HOST_CONTROLLERS = [
     LogController,
 ]
 #: WebSockets: at the root only, as `/ws` is.
-HOST_STREAMS = [metrics_stream]
+HOST_STREAMS = [metrics_stream, log_stream]

@@ -34,4 +34,5 @@ HOST_ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("DELETE", "/host/users/{username}"): ("delete", "host-users", "username"),
     ("GET", "/logs"): ("read", "logs", None),
     ("GET", "/ws/metrics"): ("read", "system", None),
+    ("GET", "/ws/logs"): ("read", "logs", None),
 }

@@ -21,9 +21,13 @@ import psutil
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
+from orchestrator.api.host.common import host_instance
 from orchestrator.api.security import access_of
 from orchestrator.api.sockets import AuthMessage, first_message_principal, refuse
+from orchestrator.errors import DomainError
 from orchestrator.service import Orchestrator
+from providers.base import ProviderError
+from providers.host._journal import LogFilters
 
 ROUTE = ("GET", "/ws/metrics")
 
@@ -116,3 +120,89 @@ async def _serve(socket: WebSocket[Any, Any, Any], interval: float) -> None:
                 body = {"type": "metric", "metric": metric, "timestamp": now, "data": data}
                 await socket.send_bytes(msgspec.json.encode(body))
             await anyio.sleep(interval)
+
+
+LOGS_ROUTE = ("GET", "/ws/logs")
+
+
+class LogSubscription(msgspec.Struct, forbid_unknown_fields=True):
+    filters: LogFilters = msgspec.field(default_factory=LogFilters)
+
+
+class LogSubscribe(msgspec.Struct):
+    type: str
+    #: Read as a `LogSubscription` once `type` says subscribe (an auth message before it
+    #: carries a token there).
+    payload: Any = None
+
+
+@websocket("/ws/logs")
+async def log_stream(socket: WebSocket[Any, Any, Any]) -> None:
+    """Seed 000's `/ws/logs`: after `{"type": "subscribe", "payload": {"filters": {unit,
+    priority, follow, lines}}}`, the latest `lines` matching entries (10), oldest first,
+    then each new one as it is written (`follow`, the default), as `{"type": "log",
+    "data": entry}` in `GET /logs`'s shape; without `follow`, `{"type": "end"}` and a
+    close. `?instance=` names the host instance where several are configured."""
+    orchestrator: Orchestrator = socket.app.state.orchestrator
+    await socket.accept()
+    principal = access_of(socket.scope).principal
+    if principal is None:
+        principal = await first_message_principal(socket, "read", LOGS_ROUTE)
+        if principal is None:
+            return
+    try:
+        instance = host_instance(orchestrator.catalog, socket.query_params.get("instance"))
+    except DomainError as exc:
+        await refuse(socket, exc.code, exc.message)
+        return
+    provider = orchestrator.catalog.providers[instance]
+    streams = orchestrator.events.streams
+    limit = orchestrator.settings.server.ws_connections_per_user
+    if streams[principal.user_id] >= limit:
+        await refuse(socket, "RATE_LIMITED", f"at most {limit} streams per user")
+        return
+    streams[principal.user_id] += 1
+    try:
+        filters = await _log_filters(socket)
+        if filters is not None:
+            await _follow(socket, provider, filters)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        streams[principal.user_id] -= 1
+
+
+async def _log_filters(socket: WebSocket[Any, Any, Any]) -> LogFilters | None:
+    while True:  # until {"type": "subscribe"}
+        try:
+            message = msgspec.json.decode(await socket.receive_text(), type=LogSubscribe)
+            if message.type == "subscribe":
+                payload = message.payload or {}
+                return msgspec.convert(payload, LogSubscription).filters
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await refuse(socket, "INVALID_INPUT", f"not a subscription: {exc}")
+            return None
+
+
+async def _follow(socket: WebSocket[Any, Any, Any], provider: Any, filters: LogFilters) -> None:
+    async with anyio.create_task_group() as group:
+
+        async def listen() -> None:
+            try:
+                while True:
+                    await socket.receive_text()
+            except WebSocketDisconnect:
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(listen)
+        try:
+            async for entry in provider.follow_journal(filters):
+                body = {"type": "log", "data": entry}
+                await socket.send_bytes(msgspec.json.encode(body))
+        except ProviderError as exc:
+            await refuse(socket, "JOURNAL_UNAVAILABLE", str(exc))
+        else:
+            await socket.send_bytes(msgspec.json.encode({"type": "end"}))
+            await socket.close()
+        group.cancel_scope.cancel()
