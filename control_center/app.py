@@ -15,7 +15,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from litestar import Litestar, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler
 
 from control_center.accounts import AccountController
@@ -33,7 +32,7 @@ from orchestrator.data_dir import private_data_dir
 from orchestrator.http.envelope import Envelope
 from orchestrator.http.errors import document_errors
 from orchestrator.http.limits import BodyLimits, refuse_nul, screen_request
-from orchestrator.http.openapi import allow_every_method, publish
+from orchestrator.http.openapi import allow_every_method, openapi_config, publish, schema_assets
 from orchestrator.http.ratelimit import RateLimiter
 from orchestrator.http.versioning import versioning
 from orchestrator.settings import Settings
@@ -101,6 +100,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
                 )
                 for prefix in ("/v1", "/api/v1")
             ),
+            schema_assets(),
         ],
         lifespan=[lifespan],
     )
@@ -145,6 +145,6 @@ def _litestar(
         before_send=[allow_every_method],
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,
-        openapi_config=OpenAPIConfig(title="provisioning control center", version="1.0.0"),
+        openapi_config=openapi_config("provisioning control center"),
     )
     return app

@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router, asgi
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler
 
 from control_center.gate import Gate, account_routes
@@ -33,7 +32,7 @@ from orchestrator.api.vms import VmController
 from orchestrator.api.webhooks import WebhookController
 from orchestrator.http.errors import EXCEPTION_HANDLERS, document_errors
 from orchestrator.http.limits import BodyLimits, refuse_nul, screen_request
-from orchestrator.http.openapi import allow_every_method, publish
+from orchestrator.http.openapi import allow_every_method, openapi_config, publish, schema_assets
 from orchestrator.http.versioning import versioning
 from orchestrator.service import Orchestrator
 from orchestrator.ui.routes import console_headers, console_router
@@ -98,6 +97,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             event_stream,
             *HOST_STREAMS,
             console_router(),  # the web console, /ui (docs/ui.md)
+            schema_assets(),
         ],
         guards=[security.guard],
         middleware=[
@@ -119,7 +119,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         before_send=[allow_every_method, console_headers],
         request_max_body_size=orchestrator.settings.server.max_body_bytes,
         logging_config=None,  # the CLI configures logging (structlog) once
-        openapi_config=OpenAPIConfig(title="provisioning orchestrator", version="1.0.0"),
+        openapi_config=openapi_config("provisioning orchestrator"),
     )
     document_errors(app)
     providers = {"enum": sorted(orchestrator.instance_types)}

@@ -21,9 +21,13 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
+from litestar.static_files import create_static_files_router
 from litestar.types import Message, Scope
 
 from orchestrator.fields import NO_NUL
@@ -166,3 +170,55 @@ async def allow_every_method(message: Message, scope: Scope) -> None:
         return
     kept = [(name, value) for name, value in headers if name.lower() != b"allow"]
     message["headers"] = [*kept, (b"allow", ", ".join(methods).encode())]
+
+
+#: Where the API documents' browser assets are served from (the `swagger-ui-bundle`
+#: package's copy of Swagger UI): no CDN, so `/schema/swagger` works offline.
+SCHEMA_ASSETS = "/schema/assets"
+BEARER = "bearer"
+
+
+def openapi_config(title: str) -> OpenAPIConfig:
+    """Both apps' OpenAPI configuration: Swagger UI at `/schema` and `/schema/swagger`
+    from the package's own assets, the documents at `/schema/openapi.json` and
+    `/schema/openapi.yaml`, and a bearer scheme (a JWT or an API key), so "Try it out"
+    sends a token. The scheme is optional at the top (`{}` beside it): the routes that
+    need none (`/health`, logging in) are told apart in docs/api.md, not here."""
+    assets = SCHEMA_ASSETS
+    return OpenAPIConfig(
+        title=title,
+        version="1.0.0",
+        render_plugins=[
+            SwaggerRenderPlugin(
+                js_url=f"{assets}/swagger-ui-bundle.js",
+                css_url=f"{assets}/swagger-ui.css",
+                standalone_preset_js_url=f"{assets}/swagger-ui-standalone-preset.js",
+                favicon=f"<link rel='icon' type='image/png' href='{assets}/favicon-32x32.png'>",
+                path=["/", "/swagger"],
+            ),
+            JsonRenderPlugin(),
+            YamlRenderPlugin(),
+        ],
+        components=Components(
+            security_schemes={
+                BEARER: SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="A session's access token (POST /auth/login) or an API key",
+                )
+            }
+        ),
+        security=[{BEARER: []}, {}],
+    )
+
+
+def schema_assets() -> Router:
+    """The Swagger UI files, served at `SCHEMA_ASSETS` (open, as `/schema` is)."""
+    import swagger_ui_bundle  # the assets' package; nothing else of it is used
+
+    return create_static_files_router(
+        path=SCHEMA_ASSETS,
+        directories=[swagger_ui_bundle.swagger_ui_path],
+        include_in_schema=False,
+        name="schema-assets",
+    )

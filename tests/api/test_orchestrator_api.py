@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -458,3 +459,20 @@ def test_secrets_in_task_parameters_are_never_shown(client):
     assert "hunter2" not in text
     assert shown["params"]["url"] == "postgresql://app:********@db/prod"
     assert shown["args"] == ["-H", "Authorization: Bearer ********", "--password", "********"]
+
+
+def test_the_api_docs_work_offline_and_try_it_out_sends_a_token(server):
+    # No credential: the documents and their page are open, as /health is.
+    with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+        for path in ("/schema", "/schema/swagger"):
+            page = anonymous.get(path)
+            assert page.status_code == 200, path
+            scripts = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+            assert scripts and all(s.startswith("/schema/assets/") for s in scripts), scripts
+            for asset in scripts:
+                served = anonymous.get(asset)
+                assert served.status_code == 200 and len(served.content) > 500, asset
+        document = anonymous.get("/schema/openapi.json").json()
+    scheme = document["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert {"bearer": []} in document["security"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
+
 from tests.control_center.conftest import (
     Admin,
     create_user,
@@ -275,3 +277,13 @@ def test_an_api_key_expires_within_the_bound_of_expires_in_days(center, admin_cl
         longest = (datetime.now(UTC) + timedelta(days=3649)).isoformat()
         data_of(own.post("/api-keys", json={"name": "long", "expires_at": longest}), 201)
         assert [k["name"] for k in data_of(own.get("/api-keys"))] == ["long"]
+
+
+def test_the_api_docs_are_served_from_the_package(center):
+    with httpx.Client(base_url=center.url, timeout=30) as anonymous:
+        page = anonymous.get("/schema/swagger")
+        assert page.status_code == 200
+        assert "/schema/assets/swagger-ui-bundle.js" in page.text and "cdn" not in page.text
+        assert anonymous.get("/schema/assets/swagger-ui-bundle.js").status_code == 200
+        document = anonymous.get("/schema/openapi.json").json()
+    assert "bearer" in document["components"]["securitySchemes"]
