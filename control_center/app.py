@@ -112,6 +112,8 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             "UserIn.password": shortest,
             "UserUpdate.password": shortest,
             "PasswordChange.new_password": shortest,
+            "RegisterIn.password": shortest,
+            "ResetIn.new_password": shortest,
         },
     )
     return app
