@@ -572,11 +572,20 @@ async def _act(
         return session.failure(reply)
     data = reply.data
     message = data if isinstance(data, str) else done
-    if isinstance(data, dict) and data.get("rollback_id"):
-        back = f"/ui/workflows/{quote(str(data['rollback_id']), safe='')}"
-    elif isinstance(data, dict):
+    if isinstance(data, dict) and _undid_nothing(data):
+        # A rollback with nothing to undo is a run without tasks, ended at once.
         message = "Nothing to undo"
+    elif isinstance(data, dict) and data.get("rollback_id"):
+        back = f"/ui/workflows/{quote(str(data['rollback_id']), safe='')}"
     return Redirect(f"{back}?{urlencode({'notice': message})}", status_code=303)
+
+
+def _undid_nothing(answer: dict[str, Any]) -> bool:
+    return (
+        answer.get("status") == "Completed"
+        and not answer.get("operations_executed")
+        and not answer.get("operations_failed")
+    )
 
 
 @post(
