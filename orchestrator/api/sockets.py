@@ -81,3 +81,14 @@ async def refuse(socket: Socket, code: str, error: str, *, text: bool = False) -
             await socket.send_bytes(message)
     with anyio.move_on_after(1), contextlib.suppress(Exception):
         await socket.close(code=WS_POLICY_VIOLATION, reason=code)
+
+
+async def cancel_when_closed(socket: Socket, scope: anyio.CancelScope) -> None:
+    """Read (and drop) what the client sends until it goes, then cancel `scope`: a
+    stream that only writes learns so that its client left."""
+    try:
+        while True:
+            await socket.receive_text()
+    except WebSocketDisconnect:
+        pass
+    scope.cancel()

@@ -140,14 +140,7 @@ async def query(config: JournalConfig, params: Mapping[str, Any]) -> JSON:
     asked = msgspec.convert(params, LogQuery)
     first = (asked.page - 1) * asked.page_size
     last = first + asked.page_size
-    process = await asyncio.create_subprocess_exec(
-        *command(config, asked),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"},
-        limit=1 << 24,
-    )
+    process = await _journalctl(command(config, asked), stderr=asyncio.subprocess.PIPE)
     assert process.stdout is not None
     assert process.stderr is not None
     total, logs = 0, []
@@ -194,14 +187,7 @@ async def follow(config: JournalConfig, filters: LogFilters) -> AsyncIterator[JS
         argv += ["--unit", filters.unit]
     if filters.priority is not None:
         argv += ["--priority", str(PRIORITIES.index(filters.priority))]
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"},
-        limit=1 << 24,
-    )
+    process = await _journalctl(argv, stderr=asyncio.subprocess.DEVNULL)
     assert process.stdout is not None
     try:
         async for line in process.stdout:
@@ -210,6 +196,19 @@ async def follow(config: JournalConfig, filters: LogFilters) -> AsyncIterator[JS
         if process.returncode is None:
             process.kill()
         await process.wait()
+
+
+async def _journalctl(argv: list[str], *, stderr: int) -> asyncio.subprocess.Process:
+    """journalctl with its JSON lines on a pipe (an entry may be long), in UTC and the C
+    locale, reading nothing."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"},
+        limit=1 << 24,
+    )
 
 
 def _text(value: Any) -> str:

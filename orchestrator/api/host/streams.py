@@ -23,7 +23,12 @@ from litestar.exceptions import WebSocketDisconnect
 
 from orchestrator.api.host.common import host_instance
 from orchestrator.api.security import access_of
-from orchestrator.api.sockets import AuthMessage, first_message_principal, refuse
+from orchestrator.api.sockets import (
+    AuthMessage,
+    cancel_when_closed,
+    first_message_principal,
+    refuse,
+)
 from orchestrator.errors import DomainError
 from orchestrator.service import Orchestrator
 from providers.base import ProviderError
@@ -104,16 +109,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], interval: float) -> None:
         if message.type == "subscribe":
             break
     async with anyio.create_task_group() as group:
-
-        async def listen() -> None:
-            try:
-                while True:
-                    await socket.receive_text()
-            except WebSocketDisconnect:
-                pass
-            group.cancel_scope.cancel()
-
-        group.start_soon(listen)
+        group.start_soon(cancel_when_closed, socket, group.cancel_scope)
         while True:
             now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             for metric, data in (await asyncio.to_thread(sample)).items():
@@ -186,16 +182,7 @@ async def _log_filters(socket: WebSocket[Any, Any, Any]) -> LogFilters | None:
 
 async def _follow(socket: WebSocket[Any, Any, Any], provider: Any, filters: LogFilters) -> None:
     async with anyio.create_task_group() as group:
-
-        async def listen() -> None:
-            try:
-                while True:
-                    await socket.receive_text()
-            except WebSocketDisconnect:
-                pass
-            group.cancel_scope.cancel()
-
-        group.start_soon(listen)
+        group.start_soon(cancel_when_closed, socket, group.cancel_scope)
         try:
             async for entry in provider.follow_journal(filters):
                 body = {"type": "log", "data": entry}
