@@ -173,7 +173,6 @@ async def open_session(request: Request[Any, Any, Any]) -> Session | None:
     """The request's session from its cookie, renewed once with the refresh cookie when
     its access token has expired; None when there is none (then: the login page)."""
     security: Security = request.app.state.security
-    orchestrator: Orchestrator = request.app.state.orchestrator
     token = request.cookies.get(SESSION_COOKIE)
     principal = await _principal(security, token) if token else None
     cookies: list[Cookie] = []
@@ -181,7 +180,7 @@ async def open_session(request: Request[Any, Any, Any]) -> Session | None:
         refresh = request.cookies.get(REFRESH_COOKIE)
         if not refresh:
             return None
-        answer = await ControlCenter(orchestrator.settings).refresh(refresh)
+        answer = await ControlCenter(request.app, _client(request)).refresh(refresh)
         if not answer.ok:
             return None
         token = str(answer.data["token"])
@@ -262,8 +261,7 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any]:
             step="password",
             error="Enter your username and password.",
         )
-    orchestrator: Orchestrator = request.app.state.orchestrator
-    answer = await ControlCenter(orchestrator.settings).login(
+    answer = await ControlCenter(request.app, _client(request)).login(
         username, form.get("password", ""), code
     )
     if not answer.ok:
@@ -319,8 +317,7 @@ async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
         return forget_session(Redirect("/ui/login", status_code=303))
     if not _csrf_ok(request, session, await _form(request)):
         return _csrf_refused(session)
-    orchestrator: Orchestrator = request.app.state.orchestrator
-    await ControlCenter(orchestrator.settings).logout(session.token)
+    await ControlCenter(request.app, _client(request)).logout(session.token)
     return forget_session(Redirect("/ui/login", status_code=303))
 
 
@@ -365,8 +362,7 @@ async def mfa_enroll(request: Request[Any, Any, Any]) -> Response[Any]:
     if isinstance(opened, Response):
         return opened
     session, _ = opened
-    orchestrator: Orchestrator = request.app.state.orchestrator
-    answer = await ControlCenter(orchestrator.settings).enroll_mfa(session.token)
+    answer = await ControlCenter(request.app, _client(request)).enroll_mfa(session.token)
     if not answer.ok:
         return _account(session, answer.status, error=answer.error)
     uri = str(answer.data["otpauth_uri"])
@@ -381,9 +377,8 @@ async def mfa_verify(request: Request[Any, Any, Any]) -> Response[Any]:
     if isinstance(opened, Response):
         return opened
     session, form = opened
-    orchestrator: Orchestrator = request.app.state.orchestrator
     code = form.get("code", "").strip()
-    answer = await ControlCenter(orchestrator.settings).verify_mfa(session.token, code)
+    answer = await ControlCenter(request.app, _client(request)).verify_mfa(session.token, code)
     if not answer.ok:
         return _account(session, answer.status, error=answer.error)
     refreshed = await open_session(request)  # the principal no longer has MFA pending
@@ -397,8 +392,7 @@ async def change_password(request: Request[Any, Any, Any]) -> Response[Any]:
     if isinstance(opened, Response):
         return opened
     session, form = opened
-    orchestrator: Orchestrator = request.app.state.orchestrator
-    answer = await ControlCenter(orchestrator.settings).change_password(
+    answer = await ControlCenter(request.app, _client(request)).change_password(
         session.token,
         form.get("current_password", ""),
         form.get("new_password", ""),

@@ -23,8 +23,6 @@ import httpx
 from litestar import Request, Response
 from litestar.datastructures import Cookie
 
-from orchestrator.settings import Settings
-
 SESSION_COOKIE = "provisioning_session"
 REFRESH_COOKIE = "provisioning_refresh"
 CSRF_FIELD = "_csrf"
@@ -40,14 +38,6 @@ def csrf_valid(session_token: str | None, presented: str | None) -> bool:
     if not session_token or not presented:
         return False
     return hmac.compare_digest(csrf_token(session_token), presented)
-
-
-def control_center_url(settings: Settings) -> str:
-    """Where the orchestrator reaches the control center (a wildcard listen address is
-    reached on loopback)."""
-    center = settings.control_center
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(center.host, center.host)  # noqa: S104
-    return f"http://[{host}]:{center.port}" if ":" in host else f"http://{host}:{center.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +61,13 @@ class Answer:
 
 
 class ControlCenter:
-    """The control center's `/auth` endpoints, as the console calls them."""
+    """The control center's account endpoints (`/auth`, `/user`) as the console calls
+    them: at this orchestrator, which mounts the control center's own account app
+    (`control_center.gate.account_routes`), in process and as the browser's address, so
+    the login rate limit counts each browser and not the orchestrator."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.url = control_center_url(settings)
+    def __init__(self, app: Any, client: tuple[str, int] | None) -> None:
+        self.transport = httpx.ASGITransport(app=app, client=client or ("127.0.0.1", 0))
 
     async def call(
         self,
@@ -85,10 +78,12 @@ class ControlCenter:
     ) -> Answer:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
+            async with httpx.AsyncClient(
+                transport=self.transport, base_url="http://console.invalid", timeout=30
+            ) as client:
                 response = await client.request(method, path, json=body or {}, headers=headers)
-        except httpx.HTTPError:
-            return Answer(503, {"error": f"the control center does not answer at {self.url}"})
+        except httpx.HTTPError as exc:
+            return Answer(503, {"error": f"the account service did not answer: {exc}"})
         try:
             parsed = response.json()
         except ValueError:
