@@ -22,6 +22,7 @@ rather than making a second); a deployment's replicas also `provisioning.deploym
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -331,11 +332,19 @@ class ContainersProvider(BaseProvider):
             labels=labels,
             start=True,
         )
-        info, made = await self._make(call, container, spec.resources)
         try:
+            info, made = await self._make(call, container, spec.resources)
             await self._healthy(spec.name, info, spec.port, health)
         except PermanentProviderError:
             await self._remove(spec.name)
+            raise
+        except asyncio.CancelledError:
+            # Stopped before it ended (another replica failed and the workflow stops, a
+            # timeout): no completed task records this replica, so no undo would ever
+            # remove it. Removed here, whatever cancels the wait on the removal (only an
+            # engine that does not answer then leaves it behind).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._remove(spec.name))
             raise
         data = {**replica_out(info, spec.port), "params": call.params}
         return ActionResult(
