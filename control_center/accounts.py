@@ -109,11 +109,10 @@ class AccountController(Controller):
         limit_auth_attempts(request)
         service = services(state)
         settings = service.settings
-        user = await users.find_user(service.db, data.email.strip())
-        # Only an exact email match (not a username), of an enabled account.
-        if user is not None and (
-            user.email.lower() != data.email.strip().lower() or not user.enabled
-        ):
+        # By email only (a username spelled as the address must not stand in for its
+        # owner), of an enabled account.
+        user = await users.find_by_email(service.db, data.email)
+        if user is not None and not user.enabled:
             user = None
         background = None
         if user is None:

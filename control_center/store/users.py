@@ -42,10 +42,18 @@ def user_of(row: Mapping[Any, Any]) -> User:
 async def _taken(
     connection: AsyncConnection, username: str | None, email: str | None, other_than: str | None
 ) -> None:
+    # A username is also checked against the emails and an email against the usernames:
+    # login takes either, and a username spelled as someone's email would stand in for
+    # that person at login and at forgot-password.
     for column, value in ((UserRow.username, username), (UserRow.email, email)):
         if value is None:
             continue
-        query = select(UserRow.id).where(func.lower(column) == value.lower())
+        query = select(UserRow.id).where(
+            or_(
+                func.lower(UserRow.username) == value.lower(),
+                func.lower(UserRow.email) == value.lower(),
+            )
+        )
         if other_than is not None:
             query = query.where(UserRow.id != other_than)
         if (await connection.execute(query)).first() is not None:
@@ -105,6 +113,23 @@ async def find_user(engine: AsyncEngine, username_or_email: str) -> User | None:
         found = [user_of(row) for row in rows.mappings()]
     found.sort(key=lambda user: user.username.lower() != value)
     return found[0] if found else None
+
+
+async def find_by_email(engine: AsyncEngine, email: str) -> User | None:
+    """The user with this email, case-insensitively (never by username)."""
+    async with engine.connect() as connection:
+        row = (
+            (
+                await connection.execute(
+                    select(UserRow.__table__).where(
+                        func.lower(UserRow.email) == email.strip().lower()
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+    return None if row is None else user_of(row)
 
 
 async def list_users(

@@ -311,3 +311,16 @@ def test_a_registration_storm_hits_the_rate_limit(tmp_path, inbox):
     assert [a.status_code for a in answers[:3]] == [201, 201, 201]
     error_of(answers[3], 429, "RATE_LIMITED")
     assert answers[4].status_code == 429
+
+
+def test_a_username_spelled_as_someones_email_cannot_take_their_reset(open_center, inbox):
+    handler, _ = inbox
+    victim = _new_account(open_center)
+    address = victim["user"]["email"]
+    with open_center.client() as client:
+        # The address is taken as a username too: login takes either.
+        taken = _register(client, username=address, email=f"x{secrets.token_hex(3)}@example.com")
+        assert "already taken" in error_of(taken, 409, "CONFLICT")
+        # The reset goes to the account whose email it is.
+        client.post("/auth/forgot-password", json={"email": address.upper()})
+    assert handler.next()["To"] == address
