@@ -169,9 +169,25 @@ async def _principal(security: Security, token: str) -> Principal | None:
         return None
 
 
+#: Where a request keeps the session it opened: a handler and the helper it calls may
+#: both ask, and a second renewal would present the refresh token its first one spent
+#: (a reuse, which ends the whole session).
+_OPENED = "provisioning_console_session"
+
+
 async def open_session(request: Request[Any, Any, Any]) -> Session | None:
     """The request's session from its cookie, renewed once with the refresh cookie when
-    its access token has expired; None when there is none (then: the login page)."""
+    its access token has expired; None when there is none (then: the login page). Asked
+    again in the same request, the same answer."""
+    if _OPENED in request.scope:
+        opened: Session | None = request.scope[_OPENED]  # type: ignore[literal-required]
+        return opened
+    session = await _open_session(request)
+    request.scope[_OPENED] = session  # type: ignore[literal-required]
+    return session
+
+
+async def _open_session(request: Request[Any, Any, Any]) -> Session | None:
     security: Security = request.app.state.security
     token = request.cookies.get(SESSION_COOKIE)
     principal = await _principal(security, token) if token else None

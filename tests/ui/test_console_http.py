@@ -329,3 +329,19 @@ def test_a_login_posted_by_another_site_is_refused(console):
         assert "set-cookie" not in forged.headers
         own = http.post("/ui/login", data=form, headers={"Origin": console.url})
         assert own.status_code == 303
+
+
+def test_an_action_after_the_access_token_lapsed_renews_the_session_once(console, quick):
+    with console.login("ops") as http:
+        form = http.get(f"/ui/workflows/{quick}")
+        token = csrf_of(form.text)
+        http.cookies.set("provisioning_session", "not-a-token", domain="127.0.0.1", path="/")
+        # The rollback handler and the helper it calls both open the session: the
+        # refresh token is spent once (a second use would end the session). The form was
+        # made for the lapsed token, so it is refused as out of date, with the new pair.
+        answer = http.post(f"/ui/workflows/{quick}/rollback", data={"_csrf": token})
+        assert answer.status_code == 403 and "out of date" in answer.text
+        assert http.cookies["provisioning_session"] != "not-a-token"
+        # The session lives on: a page and a fresh form work without a new login.
+        again = http.get(f"/ui/workflows/{quick}")
+        assert again.status_code == 200, again.headers.get("location")
