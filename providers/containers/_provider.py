@@ -332,8 +332,9 @@ class ContainersProvider(BaseProvider):
             labels=labels,
             start=True,
         )
+        # A name another task's container holds is refused by `_make`: nothing to remove.
+        info, made = await self._make(call, container, spec.resources)
         try:
-            info, made = await self._make(call, container, spec.resources)
             await self._healthy(spec.name, info, spec.port, health)
         except PermanentProviderError:
             await self._remove(spec.name)
