@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -397,8 +397,10 @@ async def mfa_verify(request: Request[Any, Any, Any]) -> Response[Any]:
     answer = await ControlCenter(request.app, _client(request)).verify_mfa(session.token, code)
     if not answer.ok:
         return _account(session, answer.status, error=answer.error)
-    refreshed = await open_session(request)  # the principal no longer has MFA pending
-    return _account(refreshed or session, backup_codes=answer.data["backup_codes"])
+    # The same token, read again: its principal no longer has MFA pending.
+    principal = await _principal(session.security, session.token)
+    refreshed = session if principal is None else replace(session, principal=principal)
+    return _account(refreshed, backup_codes=answer.data["backup_codes"])
 
 
 @post("/ui/account/password", opt={OWN_ACCESS: True}, include_in_schema=False, status_code=303)
