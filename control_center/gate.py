@@ -23,6 +23,8 @@ center's own handlers call.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -71,6 +73,10 @@ class Gate:
 
     async def record(self, entry: AuditEntry) -> None:
         await record_audit(self.engine, key=keys_for(self.settings).audit, **asdict(entry))
+
+    def csrf_token(self, session_id: str) -> str:
+        key = keys_for(self.settings).csrf
+        return hmac.new(key, session_id.encode(), hashlib.sha256).hexdigest()
 
 
 #: The control center's account endpoints the orchestrator serves too (each also under

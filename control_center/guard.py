@@ -69,6 +69,7 @@ def _principal(
     via: str,
     credential_id: str,
     expires_at: datetime | None,
+    session_id: str = "",
 ) -> Principal:
     needs_mfa = any(role in settings.auth.mfa_required_roles for role in user.roles)
     return Principal(
@@ -80,6 +81,7 @@ def _principal(
         must_change_password=user.must_change_password,
         credential_id=credential_id,
         expires_at=expires_at,
+        session_id=session_id,
     )
 
 
@@ -104,7 +106,7 @@ async def authenticate(
     if not session.user.enabled:
         raise Unauthorized("the account no longer exists or is disabled")
     expires_at = datetime.fromtimestamp(claims["exp"], UTC)
-    return _principal(settings, session.user, "jwt", claims["jti"], expires_at)
+    return _principal(settings, session.user, "jwt", claims["jti"], expires_at, session.family_id)
 
 
 async def _api_key_principal(engine: AsyncEngine, settings: Settings, key: str) -> Principal:

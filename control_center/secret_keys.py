@@ -10,7 +10,8 @@ neither the TOTP secrets nor the power to rewrite the audit chain unnoticed.
 HKDF-SHA256 derives one key per purpose, so no key serves two:
 
 - `audit`: the HMAC-SHA256 key of the audit hash chain (`control_center.audit`);
-- `totp`: the AES-256-GCM key of TOTP secrets at rest (`seal_totp_secret`).
+- `totp`: the AES-256-GCM key of TOTP secrets at rest (`seal_totp_secret`);
+- `csrf`: the HMAC-SHA256 key of the console's CSRF tokens (`Gate.sign`).
 
 It is not the JWT key: replacing that one (to end every session at once) must not make
 the audit log unverifiable or the TOTP secrets unreadable. Losing this key loses both:
@@ -45,6 +46,7 @@ _NONCE_BYTES = 12
 class Keys:
     audit: bytes
     totp: bytes
+    csrf: bytes
 
 
 def keys_for(settings: Settings, *, create: bool = True) -> Keys:
@@ -71,6 +73,7 @@ def _keys(configured: str, data_dir: str, create: bool) -> Keys:
     return Keys(
         audit=_derive(material, b"provisioning audit chain v1"),
         totp=_derive(material, b"provisioning totp secrets v1"),
+        csrf=_derive(material, b"provisioning console csrf v1"),
     )
 
 

@@ -77,10 +77,12 @@ class TokenPair:
 
 @dataclass(frozen=True, slots=True)
 class SessionState:
-    """The user of the session that issued an access token, and whether it was revoked."""
+    """The user of the session that issued an access token, whether it was revoked, and
+    the session's (refresh family's) id."""
 
     user: User
     revoked: bool
+    family_id: str
 
 
 @dataclass(frozen=True, slots=True)

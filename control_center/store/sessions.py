@@ -143,9 +143,13 @@ async def session_of(engine: AsyncEngine, jti: str) -> SessionState | None:
     and the user's primary key."""
     async with engine.connect() as connection:
         found = await connection.execute(
-            select(UserRow.__table__, RefreshToken.revoked)
+            select(UserRow.__table__, RefreshToken.revoked, RefreshToken.family_id)
             .join_from(RefreshToken, UserRow, RefreshToken.user_id == UserRow.id)
             .where(RefreshToken.access_jti == jti)
         )
         row = found.mappings().first()
-    return None if row is None else SessionState(user_of(row), bool(row["revoked"]))
+    return (
+        None
+        if row is None
+        else SessionState(user_of(row), bool(row["revoked"]), str(row["family_id"]))
+    )

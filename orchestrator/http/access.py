@@ -36,6 +36,9 @@ class Principal:
     #: The access token's `jti`, or the API key's id.
     credential_id: str = ""
     expires_at: datetime | None = None
+    #: The session (refresh-token family) a session token belongs to; "" for an API key.
+    #: It outlives each access token's renewal.
+    session_id: str = ""
 
     @property
     def primary_role(self) -> str:
@@ -87,6 +90,11 @@ class Gatekeeper(Protocol):
 
     async def record(self, entry: AuditEntry) -> None:
         """Append one record to the audit trail."""
+        ...
+
+    def csrf_token(self, session_id: str) -> str:
+        """The console's CSRF token for a session: keyed with a server secret, so only
+        the server can make it, and bound to the session, so it outlives renewals."""
         ...
 
 

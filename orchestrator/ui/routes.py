@@ -39,7 +39,7 @@ from orchestrator.ui.session import (
     REFRESH_COOKIE,
     SESSION_COOKIE,
     ControlCenter,
-    csrf_token,
+    Renewals,
     csrf_valid,
     forget_session,
     session_cookies,
@@ -125,7 +125,7 @@ class Session:
 
     @property
     def csrf(self) -> str:
-        return csrf_token(self.token)
+        return self.security.gate.csrf_token(self.principal.session_id)
 
     async def allows(self, action: str, resource: str, method: str = "POST") -> bool:
         context = {"ip": self.client[0] if self.client else None, "method": method}
@@ -142,12 +142,17 @@ class Session:
             **context,
         )
 
+    def redirect(self, target: str) -> Response[Any]:
+        """A 303 to `target`, carrying the new pair when this request renewed the
+        session (without it the browser would present the spent refresh token next)."""
+        return Redirect(target, status_code=303, cookies=self.cookies)
+
     def failure(self, reply: Reply) -> Response[Any]:
         """The page for an API refusal or error (a lapsed session goes to the login)."""
         if reply.status == 401:
             return forget_session(Redirect("/ui/login", status_code=303))
         if reply.code in RESTRICTED:
-            return Redirect("/ui/account", status_code=303)
+            return self.redirect("/ui/account")
         return self.render(
             "error.html",
             reply.status,
@@ -173,6 +178,7 @@ async def _principal(security: Security, token: str) -> Principal | None:
 #: both ask, and a second renewal would present the refresh token its first one spent
 #: (a reuse, which ends the whole session).
 _OPENED = "provisioning_console_session"
+_RENEWALS = Renewals()
 
 
 async def open_session(request: Request[Any, Any, Any]) -> Session | None:
@@ -196,7 +202,8 @@ async def _open_session(request: Request[Any, Any, Any]) -> Session | None:
         refresh = request.cookies.get(REFRESH_COOKIE)
         if not refresh:
             return None
-        answer = await ControlCenter(request.app, _client(request)).refresh(refresh)
+        center = ControlCenter(request.app, _client(request))
+        answer = await _RENEWALS.renew(center, token or "", refresh)
         if not answer.ok:
             return None
         token = str(answer.data["token"])
@@ -312,7 +319,7 @@ def _foreign(origin: str | None, host: str | None) -> bool:
 
 def _csrf_ok(request: Request[Any, Any, Any], session: Session, form: Mapping[str, str]) -> bool:
     presented = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
-    return csrf_valid(session.token, presented)
+    return csrf_valid(session.csrf, presented)
 
 
 def _csrf_refused(session: Session) -> Response[Any]:
@@ -418,7 +425,7 @@ async def change_password(request: Request[Any, Any, Any]) -> Response[Any]:
     )
     if not answer.ok:
         return _account(session, answer.status, error=answer.error)
-    return Redirect(f"/ui/account?{urlencode({'notice': answer.data})}", status_code=303)
+    return session.redirect(f"/ui/account?{urlencode({'notice': answer.data})}")
 
 
 def _page_number(request: Request[Any, Any, Any]) -> int:
@@ -589,7 +596,7 @@ async def _act(
         message = "Nothing to undo"
     elif isinstance(data, dict) and data.get("rollback_id"):
         back = f"/ui/workflows/{quote(str(data['rollback_id']), safe='')}"
-    return Redirect(f"{back}?{urlencode({'notice': message})}", status_code=303)
+    return session.redirect(f"{back}?{urlencode({'notice': message})}")
 
 
 def _undid_nothing(answer: dict[str, Any]) -> bool:

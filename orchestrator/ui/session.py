@@ -5,17 +5,24 @@ A login posts the form to `/ui/login`; the orchestrator calls the control center
 `POST /auth/login` and keeps the answer in two cookies, both `HttpOnly` (no script can
 read them), `SameSite=Strict` (no other site's page sends them) and `Secure` over HTTPS:
 the access token (path `/`, so `/ui/ws` receives it too) and the refresh token (path
-`/ui`). An expired access token is renewed with `POST /auth/refresh` on the next page.
+`/ui`). An expired access token is renewed with `POST /auth/refresh` on the next page;
+requests that arrive together with the same lapsed pair (two tabs, a page and its
+socket) share one renewal (`Renewals`): each presenting the refresh token on its own
+would spend it twice, which ends the whole session as a stolen token would.
 
 Every state-changing form and fetch carries the CSRF token (`_csrf` field or
-`X-CSRF-Token` header): an HMAC of the session's access token, so only a page the
-server rendered for this session knows it, and it needs no storage.
+`X-CSRF-Token` header): an HMAC, with a key only the server holds, of the session's id
+(its refresh-token family: `Gatekeeper.csrf_token`), so only a page the server rendered
+for this session knows it, a form stays good across renewals of the access token, and
+it needs no storage.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,17 +34,10 @@ SESSION_COOKIE = "provisioning_session"
 REFRESH_COOKIE = "provisioning_refresh"
 CSRF_FIELD = "_csrf"
 CSRF_HEADER = "x-csrf-token"
-_CSRF_LABEL = b"provisioning console csrf v1"
 
 
-def csrf_token(session_token: str) -> str:
-    return hmac.new(_CSRF_LABEL, session_token.encode(), hashlib.sha256).hexdigest()
-
-
-def csrf_valid(session_token: str | None, presented: str | None) -> bool:
-    if not session_token or not presented:
-        return False
-    return hmac.compare_digest(csrf_token(session_token), presented)
+def csrf_valid(expected: str, presented: str | None) -> bool:
+    return bool(expected and presented) and hmac.compare_digest(expected, presented or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +111,29 @@ class ControlCenter:
     async def change_password(self, token: str, current: str, new: str, confirm: str) -> Answer:
         body = {"current_password": current, "new_password": new, "confirm_new_password": confirm}
         return await self.call("/user/password", body, token=token, method="PUT")
+
+
+class Renewals:
+    """One renewal per lapsed pair: requests presenting the same pair (access and refresh
+    cookie) while its renewal runs, or up to `keep` seconds after, get the same answer
+    (the new pair). Kept in memory only, under the pair's digest, for `keep` seconds. A
+    refresh token presented alone, or later, is spent again: a reuse, which ends the
+    session."""
+
+    def __init__(self, keep: float = 10.0) -> None:
+        self.keep = keep
+        self._renewals: dict[str, tuple[float, asyncio.Task[Answer]]] = {}
+
+    async def renew(self, center: ControlCenter, access_token: str, refresh_token: str) -> Answer:
+        now = time.monotonic()
+        for key in [k for k, (until, _) in self._renewals.items() if until < now]:
+            del self._renewals[key]
+        pair = f"{len(access_token)}:{access_token}{refresh_token}"
+        key = hashlib.sha256(pair.encode()).hexdigest()
+        if key not in self._renewals:
+            task = asyncio.ensure_future(center.refresh(refresh_token))
+            self._renewals[key] = (now + self.keep, task)
+        return await asyncio.shield(self._renewals[key][1])
 
 
 def session_cookies(request: Request[Any, Any, Any], data: dict[str, Any]) -> list[Cookie]:

@@ -4,6 +4,7 @@ headers, and a viewer refused by the API's own policies."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -337,11 +338,39 @@ def test_an_action_after_the_access_token_lapsed_renews_the_session_once(console
         token = csrf_of(form.text)
         http.cookies.set("provisioning_session", "not-a-token", domain="127.0.0.1", path="/")
         # The rollback handler and the helper it calls both open the session: the
-        # refresh token is spent once (a second use would end the session). The form was
-        # made for the lapsed token, so it is refused as out of date, with the new pair.
+        # refresh token is spent once (a second use would end the session). The form
+        # belongs to the session, not to its lapsed access token: it is still good, and
+        # the redirect carries the new pair.
         answer = http.post(f"/ui/workflows/{quick}/rollback", data={"_csrf": token})
-        assert answer.status_code == 403 and "out of date" in answer.text
+        assert answer.status_code == 303, answer.text
+        assert answer.headers["location"].startswith("/ui/workflows/")
         assert http.cookies["provisioning_session"] != "not-a-token"
-        # The session lives on: a page and a fresh form work without a new login.
+        # The session lives on: a page and the same form work without a new login.
         again = http.get(f"/ui/workflows/{quick}")
         assert again.status_code == 200, again.headers.get("location")
+        assert csrf_of(again.text) == token
+
+
+def test_requests_arriving_together_with_a_lapsed_token_share_one_renewal(console):
+    """Two tabs (or a page and its socket) with the same lapsed pair: each presenting the
+    refresh token on its own would spend it twice, which ends the session as a theft."""
+    with console.login("ops") as http:
+        http.cookies.set("provisioning_session", "not-a-token", domain="127.0.0.1", path="/")
+        jar = dict(http.cookies.items())
+
+        def tab() -> httpx.Response:
+            with console.browser() as other:
+                for name, value in jar.items():
+                    other.cookies.set(name, value, domain="127.0.0.1")
+                return other.get("/ui/workflows")
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            pages = list(pool.map(lambda _: tab(), range(4)))
+        assert [page.status_code for page in pages] == [200] * 4
+        renewed = {page.cookies.get("provisioning_session") for page in pages}
+        assert len(renewed) == 1 and None not in renewed  # one new pair, given to each
+        http.cookies.clear()
+        for page in pages[:1]:
+            http.cookies.update(page.cookies)
+        # The session was not ended as a stolen one: the new pair works.
+        assert http.get("/ui/workflows").status_code == 200

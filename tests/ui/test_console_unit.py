@@ -6,10 +6,12 @@ import re
 
 import pytest
 
+from control_center.gate import Gate
 from orchestrator.http.access import Principal
+from orchestrator.settings import AuthSettings, Settings
 from orchestrator.ui.dag import layout
 from orchestrator.ui.routes import templates
-from orchestrator.ui.session import csrf_token, csrf_valid
+from orchestrator.ui.session import csrf_valid
 
 pytestmark = pytest.mark.backend_independent
 
@@ -63,12 +65,20 @@ def test_an_empty_workflow_and_unknown_dependencies():
     assert [n.layer for n in graph.nodes] == [0] and graph.edges == []
 
 
-def test_the_csrf_token_belongs_to_one_session():
-    token = csrf_token("session-a")
-    assert csrf_valid("session-a", token)
-    assert not csrf_valid("session-b", token)
-    assert not csrf_valid("session-a", None)
-    assert not csrf_valid(None, token)
+def test_the_csrf_token_belongs_to_one_session_and_one_servers_key(tmp_path):
+    def gate(key: str) -> Gate:
+        settings = Settings(data_dir=str(tmp_path), auth=AuthSettings(secrets_key=key * 32))
+        return Gate(engine=None, settings=settings)  # type: ignore[arg-type]
+
+    ours, theirs = gate("s"), gate("t")
+    token = ours.csrf_token("session-a")
+    assert token == ours.csrf_token("session-a")  # stable: a form outlives renewals
+    assert csrf_valid(ours.csrf_token("session-a"), token)
+    assert not csrf_valid(ours.csrf_token("session-b"), token)
+    # Knowing the session's id is not enough: the key is the server's.
+    assert not csrf_valid(theirs.csrf_token("session-a"), token)
+    assert not csrf_valid(token, None)
+    assert not csrf_valid("", "")
     assert "session-a" not in token
 
 
