@@ -250,6 +250,22 @@ DEFAULT_POLICIES: list[dict[str, Any]] = [
         ],
     },
     {
+        # Added after the first release: databases seeded before it get it from
+        # migration 0011 (once; deleted after that, it stays deleted).
+        "name": "member_access_policy",
+        "description": "Members (the role self-registered accounts get) run their own "
+        "virtual machines and app deployments, and nothing else: the privacy policies "
+        "keep other users' out of their reach.",
+        "rules": [
+            {
+                "effect": "Allow",
+                "resource": ["vms:*", "deployments:*"],
+                "action": ["*"],
+                "condition": "'member' in user.roles",
+            }
+        ],
+    },
+    {
         "name": "self_service_policy",
         "description": "Everyone manages their own API keys.",
         "rules": [

@@ -106,8 +106,9 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True):
     metrics_open: bool = True
     #: `POST /auth/register`: anyone may create an account (off: 403).
     registration_enabled: bool = False
-    #: The roles a registered account gets.
-    registration_roles: list[str] = msgspec.field(default_factory=lambda: ["viewer"])
+    #: The roles a registered account gets: `member` runs its own VMs and deployments and
+    #: reads nothing else (`member_access_policy`).
+    registration_roles: list[str] = msgspec.field(default_factory=lambda: ["member"])
     #: Seconds a password-reset token (`POST /auth/forgot-password`) stays usable.
     reset_token_ttl: float = 3600.0
     #: The link a reset email shows, `{token}` replaced by the token; empty shows the token

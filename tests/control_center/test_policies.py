@@ -61,7 +61,33 @@ def test_the_default_policies(roles, action, resource, allowed):
     assert decision.allowed is allowed, decision.reason
 
 
-@pytest.mark.parametrize("roles", [(), ("viewer",), ("operator",), ("admin",)])
+@pytest.mark.parametrize(
+    ("action", "resource", "owner", "allowed"),
+    [
+        ("create", "vms:*", "", True),
+        ("start", "vms:v-1", "u-1", True),
+        ("read", "vms:v-2", "u-2", False),
+        ("create", "deployments:*", "", True),
+        ("delete", "deployments:d-1", "u-1", True),
+        ("read", "deployments:d-2", "u-2", False),
+        ("update", "deployments:d-2", "u-2", False),
+        ("list", "users:*", "", False),
+        ("read", "users:u-9", "", False),
+        ("list", "audit:logs", "", False),
+        ("read", "workflows:w-1", "", False),
+        ("read", "events:*", "", False),
+        ("read", "logs:*", "", False),
+        ("create", "servers:web-01", "", False),
+    ],
+)
+def test_a_member_runs_its_own_vms_and_deployments_and_reads_nothing_else(
+    action, resource, owner, allowed
+):
+    decision = DEFAULTS.evaluate(principal("member"), action, resource, {"owner": owner})
+    assert decision.allowed is allowed, decision.reason
+
+
+@pytest.mark.parametrize("roles", [(), ("viewer",), ("operator",), ("member",), ("admin",)])
 def test_everyone_manages_their_own_api_keys(roles):
     for action in ("create", "list", "delete"):
         decision = DEFAULTS.evaluate(principal(*roles), action, "api-keys:k-1", {"owner": "u-1"})

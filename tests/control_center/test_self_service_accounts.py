@@ -132,14 +132,18 @@ def _token_of(message: EmailMessage) -> str:
 
 def test_registration_opens_an_account_with_only_the_configured_role(open_center):
     account = _new_account(open_center)
-    assert account["user"]["roles"] == ["viewer"]
+    assert account["user"]["roles"] == ["member"]
     assert account["access_token"] == account["token"]
     assert account["refresh_token"]
     with open_center.client() as client:
         again = data_of(login(client, account["user"]["username"], account["password"]))
     with open_center.client(again["token"]) as client:
         assert data_of(client.get("/user/profile"))["email"] == account["user"]["email"]
-        # a viewer reads (the default policies) but changes nothing
+        # A member reads nobody else's account, nor the audit trail, and changes nothing
+        # but its own (the default policies).
+        error_of(client.get("/users"), 403, "FORBIDDEN")
+        error_of(client.get(f"/users/{account['user']['id']}"), 403, "FORBIDDEN")
+        error_of(client.get("/audit/logs"), 403, "FORBIDDEN")
         body = {"username": "by-viewer", "email": "v@example.com", "password": "Pw-12345-abcde"}
         error_of(client.post("/users", json=body), 403, "FORBIDDEN")
         promote = client.put(f"/users/{account['user']['id']}", json={"roles": ["admin"]})

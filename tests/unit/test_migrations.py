@@ -111,12 +111,17 @@ def _policy_names(connection: Connection) -> list[str]:
     return [row[0] for row in connection.execute(text("SELECT name FROM policies"))]
 
 
-def test_a_default_policy_added_later_reaches_a_database_seeded_before_it_once(tmp_path):
+#: The defaults added after the first release, and the revision before each one's.
+LATER_DEFAULTS = {"deployment_privacy_policy": "0009", "member_access_policy": "0010"}
+
+
+@pytest.mark.parametrize("name", sorted(LATER_DEFAULTS))
+def test_a_default_policy_added_later_reaches_a_database_seeded_before_it_once(tmp_path, name):
     from control_center.policy_set import seed_default_policies
 
     url = backend.database_url(tmp_path)
     config = alembic_config(url)
-    command.upgrade(config, "0009")
+    command.upgrade(config, LATER_DEFAULTS[name])
 
     async def seed() -> None:
         engine = create_async_engine(url)
@@ -127,17 +132,17 @@ def test_a_default_policy_added_later_reaches_a_database_seeded_before_it_once(t
 
     run_async(seed)
     # As a database seeded by an earlier version: without the later default.
-    backend.execute(url, text("DELETE FROM policies WHERE name = 'deployment_privacy_policy'"))
+    backend.execute(url, text(f"DELETE FROM policies WHERE name = '{name}'"))
     before = _on(url, lambda c: c.execute(text("SELECT version FROM policy_revision")).scalar())
     command.upgrade(config, "head")
-    assert "deployment_privacy_policy" in _on(url, _policy_names)
+    assert name in _on(url, _policy_names)
     after = _on(url, lambda c: c.execute(text("SELECT version FROM policy_revision")).scalar())
     assert after == before + 1  # the apps reload their policies
     # Deleted by an administrator afterwards, it stays deleted: the migration ran once.
-    backend.execute(url, text("DELETE FROM policies WHERE name = 'deployment_privacy_policy'"))
+    backend.execute(url, text(f"DELETE FROM policies WHERE name = '{name}'"))
     command.upgrade(config, "head")
     run_async(seed)
-    assert "deployment_privacy_policy" not in _on(url, _policy_names)
+    assert name not in _on(url, _policy_names)
 
 
 def test_a_database_not_seeded_yet_gets_the_later_default_with_the_others(tmp_path):
