@@ -161,6 +161,13 @@ class AuthController(Controller):
             raise InvalidInput(
                 "refresh_token or token: required (a refresh token, or the current access token)"
             )
+        with_access_token = sessions.looks_like_access_token(presented)
+        record.details["with"] = "access_token" if with_access_token else "refresh_token"
+        if with_access_token and not service.settings.auth.refresh_with_access_token:
+            raise Unauthorized(
+                "renewing with an access token is turned off here "
+                "(auth.refresh_with_access_token): present the refresh token"
+            )
         try:
             session = await sessions.rotate(
                 service.db, service.settings.auth, key_for(service.settings), presented

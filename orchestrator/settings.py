@@ -109,6 +109,11 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: The roles a registered account gets: `member` runs its own VMs and deployments and
     #: reads nothing else (`member_access_policy`).
     registration_roles: list[str] = msgspec.field(default_factory=lambda: ["member"])
+    #: `POST /auth/refresh {"token": <access token>}` (seed 003): the current, unexpired
+    #: access token buys the next pair once, never past its session's refresh lifetime.
+    #: Off: only refresh tokens renew a session (a leaked access token then dies with its
+    #: own expiry).
+    refresh_with_access_token: bool = True
     #: Seconds a password-reset token (`POST /auth/forgot-password`) stays usable.
     reset_token_ttl: float = 3600.0
     #: The link a reset email shows, `{token}` replaced by the token; empty shows the token

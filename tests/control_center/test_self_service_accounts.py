@@ -81,6 +81,9 @@ def _mail_env(port: int) -> dict[str, str]:
     return {
         **GENEROUS,
         "PROVISIONING_AUTH__REGISTRATION_ENABLED": "true",
+        # An installation open to strangers, as its operator would harden it: only
+        # refresh tokens renew a session.
+        "PROVISIONING_AUTH__REFRESH_WITH_ACCESS_TOKEN": "false",
         "PROVISIONING_SMTP__HOST": "127.0.0.1",
         "PROVISIONING_SMTP__PORT": str(port),
         "PROVISIONING_SMTP__SECURITY": "none",
@@ -151,6 +154,24 @@ def test_registration_opens_an_account_with_only_the_configured_role(open_center
     rows = audit_rows(open_center.database, action="auth.register")
     assert any(row["user_id"] == account["user"]["id"] for row in rows)
     assert all(account["password"] not in str(row["details"]) for row in rows)
+
+
+def test_an_installation_can_turn_off_renewal_with_an_access_token(open_center):
+    account = _new_account(open_center)
+    with open_center.client() as client:
+        refused = client.post("/auth/refresh", json={"token": account["token"]})
+        assert "auth.refresh_with_access_token" in error_of(refused, 401, "UNAUTHORIZED")
+        # The session is untouched, and its refresh token still renews it.
+        renewed = data_of(client.post("/auth/refresh", json={"token": account["refresh_token"]}))
+    with open_center.client(renewed["token"]) as client:
+        data_of(client.get("/user/profile"))
+    ways = [
+        (row["result"], row["details"].get("with"))
+        for row in audit_rows(open_center.database, action="auth.refresh")
+        if row["user_id"] == account["user"]["id"] or row["result"] != "success"
+    ]
+    assert ("denied", "access_token") in ways
+    assert ("success", "refresh_token") in ways
 
 
 def test_registration_refuses_bad_input_with_clear_4xx(open_center):
