@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from control_center.app import account_app
 from control_center.audit import record_audit
-from control_center.guard import authenticate, authorize, decide
+from control_center.guard import authenticate, authorize, decide, decide_each
 from control_center.policy_set import seed_default_policies
 from control_center.secret_keys import keys_for
 from orchestrator.http.access import AuditEntry, Principal
@@ -70,6 +70,15 @@ class Gate:
         context: Mapping[str, Any] | None = None,
     ) -> bool:
         return (await decide(self.engine, principal, action, resource, context)).allowed
+
+    async def allows_each(
+        self,
+        principal: Principal,
+        action: str,
+        checks: Sequence[tuple[str, Mapping[str, Any]]],
+    ) -> list[bool]:
+        decisions = await decide_each(self.engine, principal, action, checks)
+        return [decision.allowed for decision in decisions]
 
     async def record(self, entry: AuditEntry) -> None:
         await record_audit(self.engine, key=keys_for(self.settings).audit, **asdict(entry))

@@ -15,7 +15,7 @@ change.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -151,6 +151,17 @@ async def decide(
 ) -> Decision:
     """The policies' answer, without raising (for callers that audit the reason)."""
     return (await policy_engine(engine)).evaluate(principal, action, resource, context)
+
+
+async def decide_each(
+    engine: AsyncEngine,
+    principal: Principal,
+    action: str,
+    checks: Sequence[tuple[str, Mapping[str, Any]]],
+) -> list[Decision]:
+    """`decide` for each (resource, context), against one reading of the policies."""
+    policies = await policy_engine(engine)
+    return [policies.evaluate(principal, action, resource, context) for resource, context in checks]
 
 
 async def authorize(

@@ -22,11 +22,14 @@ def policy_name(row: dict[str, Any], catalog: Catalog) -> str | None:
     return None if kind is None else f"{kind.plural}:{row['name']}"
 
 
-async def readable(request: Request[Any, Any, Any], row: dict[str, Any], catalog: Catalog) -> bool:
-    """Whether the caller may read the row's item, as its owner's policies say (the
+async def readable(
+    request: Request[Any, Any, Any], rows: list[dict[str, Any]], catalog: Catalog
+) -> list[dict[str, Any]]:
+    """The rows whose items the caller may read, as its owner's policies say (the
     default `vm_privacy_policy` keeps other users' VMs out of sight)."""
-    name = policy_name(row, catalog) or f"resources:{row['id']}"
-    return await security_of(request).allows(request.scope, "read", name, row["owner"])
+    items = [(policy_name(row, catalog) or f"resources:{row['id']}", row["owner"]) for row in rows]
+    allowed = await security_of(request).allows_each(request.scope, "read", items)
+    return [row for row, ok in zip(rows, allowed, strict=True) if ok]
 
 
 def resource_out(row: dict[str, Any], catalog: Catalog) -> ResourceOut:
@@ -63,11 +66,8 @@ class ResourceController(Controller):
         check_page(limit, offset)
         orchestrator = orchestrator_of(state)
         catalog = orchestrator.catalog
-        rows = [
-            row
-            for row in await orchestrator.records.resources(kind=kind, provider=provider)
-            if await readable(request, row, catalog)
-        ]
+        every = await orchestrator.records.resources(kind=kind, provider=provider)
+        rows = await readable(request, every, catalog)
         return Response(
             Envelope([resource_out(r, catalog) for r in rows[offset : offset + limit]]),
             headers=page_headers(request, len(rows), limit, offset),
@@ -80,6 +80,6 @@ class ResourceController(Controller):
         orchestrator = orchestrator_of(state)
         row = await orchestrator.records.resource(resource_id)
         # An item the caller may not read is not found, as if it did not exist.
-        if row is None or not await readable(request, row, orchestrator.catalog):
+        if row is None or not await readable(request, [row], orchestrator.catalog):
             raise NotFound(f"resource '{resource_id}' not found")
         return Envelope(resource_out(row, orchestrator.catalog))

@@ -11,6 +11,7 @@ mutating request, allowed or refused, and every refusal is written to the audit 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,16 +200,23 @@ class Security:
 
     async def allows(self, scope: Scope, action: str, resource: str, owner: str | None) -> bool:
         """Whether the principal the guard let in may do `action` on `resource`, which
-        belongs to `owner` (for lists that show each caller what it may read)."""
+        belongs to `owner`."""
+        return (await self.allows_each(scope, action, [(resource, owner)]))[0]
+
+    async def allows_each(
+        self, scope: Scope, action: str, items: Sequence[tuple[str, str | None]]
+    ) -> list[bool]:
+        """`allows` for each (resource, owner) of a listing that shows each caller what
+        it may read, against one reading of the policies."""
         principal = access_of(scope).principal
         if principal is None:
-            return False
-        context = {
-            "ip": _client_ip(scope),
-            "method": str(scope.get("method", "")),
-            "owner": owner or "",
-        }
-        return await self.gate.allows(principal, action, resource, context)
+            return [False] * len(items)
+        ip, method = _client_ip(scope), str(scope.get("method", ""))
+        checks = [
+            (resource, {"ip": ip, "method": method, "owner": owner or ""})
+            for resource, owner in items
+        ]
+        return await self.gate.allows_each(principal, action, checks)
 
     def _limit(self, access: Access, principal: Principal, key: tuple[str, str]) -> None:
         auth = self.orchestrator.settings.auth

@@ -12,7 +12,7 @@ method, is audited; `result_of` names the outcome of a status the same way in bo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -86,6 +86,16 @@ class Gatekeeper(Protocol):
         context: Mapping[str, Any] | None = None,
     ) -> bool:
         """Whether `authorize` would let it through (to filter a listing: no error)."""
+        ...
+
+    async def allows_each(
+        self,
+        principal: Principal,
+        action: str,
+        checks: Sequence[tuple[str, Mapping[str, Any]]],
+    ) -> list[bool]:
+        """`allows` for each (resource, context) of a listing, against one reading of
+        the policies (not one per row)."""
         ...
 
     async def record(self, entry: AuditEntry) -> None:
