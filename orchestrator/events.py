@@ -21,8 +21,6 @@ class EventBus:
         self.version = 0
         #: Open event streams per user (the API caps them).
         self.streams: Counter[str] = Counter()
-        #: Streams waiting for their first (auth) message, per client address.
-        self.unauthenticated: Counter[str] = Counter()
         self._changed = asyncio.Event()
 
     def notify(self) -> None:

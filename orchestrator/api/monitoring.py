@@ -28,7 +28,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from orchestrator.api.controllers import orchestrator_of
 from orchestrator.api.security import access_of
 from orchestrator.api.sockets import AuthPayload, first_message_principal, refuse
-from orchestrator.http.access import Principal
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
 from orchestrator.service import Orchestrator
@@ -87,7 +86,7 @@ async def event_stream(socket: WebSocket[Any, Any, Any]) -> None:
     await socket.accept()
     principal = access_of(socket.scope).principal
     if principal is None:  # no ?token=: the first message must be {"type": "auth"}
-        principal = await _authenticated_later(socket, orchestrator)
+        principal = await first_message_principal(socket, "read", ("GET", "/ws"))
         if principal is None:
             return
     user = principal.user_id
@@ -101,31 +100,6 @@ async def event_stream(socket: WebSocket[Any, Any, Any]) -> None:
         await _stream(socket, orchestrator)
     finally:
         streams[user] -= 1
-
-
-async def _authenticated_later(
-    socket: WebSocket[Any, Any, Any], orchestrator: Orchestrator
-) -> Principal | None:
-    """The principal of a stream's first message, if its address may wait for one: an
-    unauthenticated socket costs a connection, so each address has a few at a time."""
-    settings = orchestrator.settings.server
-    waiting = orchestrator.events.unauthenticated
-    address = socket.client.host if socket.client else ""
-    if waiting[address] >= settings.ws_unauthenticated_per_address:
-        await refuse(
-            socket,
-            "RATE_LIMITED",
-            f"at most {settings.ws_unauthenticated_per_address} unauthenticated streams per "
-            "address; send ?token= or authenticate the ones already open",
-        )
-        return None
-    waiting[address] += 1
-    try:
-        return await first_message_principal(socket, "read", ("GET", "/ws"))
-    finally:
-        waiting[address] -= 1
-        if not waiting[address]:
-            del waiting[address]
 
 
 async def _stream(socket: WebSocket[Any, Any, Any], orchestrator: Orchestrator) -> None:

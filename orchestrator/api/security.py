@@ -11,6 +11,7 @@ mutating request, allowed or refused, and every refusal is written to the audit 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -126,6 +127,9 @@ class Security:
         self.orchestrator = orchestrator
         self.gate = gate
         self.limiter = RateLimiter()
+        #: Sockets waiting for their first (auth) message, per client address
+        #: (`orchestrator.api.sockets`).
+        self.unauthenticated_sockets: Counter[str] = Counter()
 
     def is_open(self, template: str) -> bool:
         if template.startswith(OPEN):

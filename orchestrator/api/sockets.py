@@ -4,8 +4,10 @@ and the refusal that closes a socket.
 A socket opened without `?token=` must send `{"type": "auth", "token": …}` (or, as host
 clients do, `{"type": "auth", "payload": {"token": …}}`) within
 `server.ws_auth_timeout` seconds; the token is checked as a `?token=` is, for the
-route's action. A refusal is `{"type": "error", "code", "error"}`, then a close with
-1008 (policy violation).
+route's action. A socket waiting for that message costs a connection and proves nothing,
+so one address may have `server.ws_unauthenticated_per_address` of them waiting at once,
+across every socket route. A refusal is `{"type": "error", "code", "error"}`, then a
+close with 1008 (policy violation).
 """
 
 from __future__ import annotations
@@ -50,6 +52,30 @@ async def first_message_principal(
     """The principal of the socket's first message, checked for `action` on `route`; on
     any failure the socket is refused (`text`: as `refuse` says) and None returned."""
     security: Security = socket.app.state.security
+    settings = security.orchestrator.settings.server
+    waiting = security.unauthenticated_sockets
+    address = socket.client.host if socket.client else ""
+    if waiting[address] >= settings.ws_unauthenticated_per_address:
+        await refuse(
+            socket,
+            "RATE_LIMITED",
+            f"at most {settings.ws_unauthenticated_per_address} unauthenticated sockets per "
+            "address; send ?token= or authenticate the ones already open",
+            text=text,
+        )
+        return None
+    waiting[address] += 1
+    try:
+        return await _first_message_principal(socket, security, action, route, text=text)
+    finally:
+        waiting[address] -= 1
+        if not waiting[address]:
+            del waiting[address]
+
+
+async def _first_message_principal(
+    socket: Socket, security: Security, action: str, route: tuple[str, str], *, text: bool
+) -> Principal | None:
     patience = security.orchestrator.settings.server.ws_auth_timeout
     try:
         with anyio.fail_after(patience):

@@ -289,14 +289,16 @@ def test_each_server_a_submission_creates_is_authorized(server):
 
 def test_unauthenticated_streams_are_few_per_address_and_wait_briefly(server):
     """Sockets that never authenticate cost a connection each: one address may hold a
-    few at a time (8), each for a few seconds (3), then it is told why and closed."""
+    few at a time (8), across every socket route, each for a few seconds (3), then it is
+    told why and closed."""
     url = f"ws://127.0.0.1:{server.port}/ws"
     _one_event(server)
 
     async def scenario() -> tuple[dict, list[dict]]:
         waiting = [await websockets.connect(url) for _ in range(8)]
         try:
-            async with websockets.connect(url) as ninth:
+            # Another route counts against the same eight.
+            async with websockets.connect(f"{url}/metrics") as ninth:
                 refused = json.loads(await asyncio.wait_for(ninth.recv(), 30))
             # The eight are cut off once their wait is over, with the reason.
             ends = [json.loads(await asyncio.wait_for(ws.recv(), 60)) for ws in waiting]
