@@ -114,6 +114,8 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Off: only refresh tokens renew a session (a leaked access token then dies with its
     #: own expiry).
     refresh_with_access_token: bool = True
+    #: At most one password-reset email per account in this many seconds (0: no limit).
+    reset_email_interval: float = 60.0
     #: Seconds a password-reset token (`POST /auth/forgot-password`) stays usable.
     reset_token_ttl: float = 3600.0
     #: The link a reset email shows, `{token}` replaced by the token; empty shows the token

@@ -349,3 +349,26 @@ def test_a_username_spelled_as_someones_email_cannot_take_their_reset(open_cente
         # The reset goes to the account whose email it is.
         client.post("/auth/forgot-password", json={"email": address.upper()})
     assert handler.next()["To"] == address
+
+
+def test_one_reset_email_per_account_per_interval_whatever_the_senders(open_center, inbox):
+    """Many addresses asking for one person's reset cannot fill their inbox: the answer
+    never changes, and one email goes out per `auth.reset_email_interval` (60 s here)."""
+    handler, _ = inbox
+    account = _new_account(open_center)
+    address = account["user"]["email"]
+    answers = []
+    with open_center.client() as client:
+        for _ in range(3):
+            answers.append(client.post("/auth/forgot-password", json={"email": address}))
+    assert len({answer.content for answer in answers}) == 1
+    assert handler.next()["To"] == address
+    user_id = account["user"]["id"]
+    rows = audit_rows(open_center.database, action="auth.forgot_password", user_id=user_id)
+    assert [row["details"]["email"] for row in rows] == [
+        "queued",
+        "not sent: one was sent less than 60 s ago",
+        "not sent: one was sent less than 60 s ago",
+    ]
+    # Nothing else was sent for the account (the one email is already taken above).
+    assert handler.messages.empty()
