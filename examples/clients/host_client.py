@@ -40,7 +40,7 @@ def main(server, username, password):
     print(f"Token expires at {login['data']['expires_at']}")
     containers = VaporAPI(base_url, token).get_containers()
     if containers["success"]:
-        print(f"Containers: {len(containers['data'])}")
+        print(f"Containers: {containers['data']['count']}")
         return True
     print(f"Containers: {containers['code']}: {containers['error']}")
     return containers["code"] in ("NO_RUNTIME_AVAILABLE", "DOCKER_ERROR")
