@@ -150,10 +150,21 @@ def rollback(
         if result.success is None and result.rollback_id is not None:
             # The server stopped waiting; the rollback runs on, as a workflow.
             result = _follow_rollback(client, result, options.json)
+        undone = _undone(client, result) if not options.json else []
     if options.json:
         print_json(result)
     _report_rollback(result, options.json)
+    for line in undone:
+        click.echo(line)
     sys.exit(0 if result.success else 1)
+
+
+def _undone(client: OrchestratorClient, result: RollbackResult) -> list[str]:
+    """A line per compensation task of the rollback: what it undid, and how it ended."""
+    if result.rollback_id is None or not result.operations_executed + result.operations_failed:
+        return []
+    tasks = client.all_tasks(workflow_id=result.rollback_id)
+    return [f"  {task.status.lower():<9} {task.name}" for task in tasks]
 
 
 def _follow_rollback(
