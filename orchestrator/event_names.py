@@ -34,6 +34,19 @@ EVENT_NAMES = (
     "resource.updated",
     "resource.deleted",
 )
+#: The types of the log's events (`Event.type`), as the stream's `event_types` filter
+#: names them.
+EVENT_TYPES = (
+    "WorkflowSubmitted",
+    "WorkflowStatusChanged",
+    "TaskStatusChanged",
+    "BatchStatusChanged",
+    "ResourceChanged",
+    "RollbackStarted",
+    "CheckpointCreated",
+    "CheckpointDeleted",
+    "StateRestored",
+)
 _SNAKE = {"RollingBack": "rolling_back", "RolledBack": "rolled_back"}
 _OTHERS = {
     "WorkflowSubmitted": "workflow.submitted",

@@ -46,6 +46,7 @@ from orchestrator.client import (
     Task,
     Workflow,
 )
+from orchestrator.clock import format_duration
 
 FULL_SCAN_LIMIT = 2000
 #: How each status is coloured on a terminal.
@@ -504,16 +505,3 @@ def _operation_counts(op: BatchOperation) -> str:
     )
     undone = sum(1 for r in results if r.compensation and r.compensation.status == "Completed")
     return text + (f"; undone {undone}" if undone else "")
-
-
-def format_duration(seconds: float) -> str:
-    """`0.42s`, `12.3s`, `4m05s`, `2h03m`: short enough for a table column."""
-    if seconds < 10:
-        return f"{seconds:.2f}s"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"

@@ -20,7 +20,7 @@ from datetime import datetime
 
 from orchestrator.cc_client import config_dir
 from orchestrator.client import ApiError
-from orchestrator.progress import format_duration
+from orchestrator.clock import format_duration
 
 #: How long a spent code is remembered: the steps a control center accepts a code in.
 SPENT_FOR = 90.0

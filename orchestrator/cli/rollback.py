@@ -32,7 +32,8 @@ from orchestrator.cli.common import (
 from orchestrator.cli.ids import CHECKPOINT_ID, WORKFLOW_ID
 from orchestrator.cli.tables import detail, page_note, short_id, when
 from orchestrator.client import Checkpoint, OrchestratorClient, RollbackResult
-from orchestrator.progress import STATUS_STYLES, format_duration, watch
+from orchestrator.clock import format_duration
+from orchestrator.progress import STATUS_STYLES, watch
 
 # -- checkpoints ----------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.client import Page, Task, Workflow
-from orchestrator.progress import STATUS_STYLES, format_duration
+from orchestrator.clock import format_duration
+from orchestrator.progress import STATUS_STYLES
 
 _ERROR_CHARS = 80
 

@@ -28,7 +28,8 @@ from orchestrator.cli.ids import WORKFLOW_ID
 from orchestrator.cli.tables import detail, page_note, task_table, workflow_table
 from orchestrator.cli.watching import Snapshot, watch_list
 from orchestrator.client import OrchestratorClient
-from orchestrator.progress import format_duration, watch
+from orchestrator.clock import format_duration
+from orchestrator.progress import watch
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -11,6 +11,7 @@ which buttons to show. A forced action is refused by the API's own guard.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,9 @@ from litestar.types import Message, Scope
 
 from orchestrator.api.monitoring import event_stream
 from orchestrator.api.security import OWN_ACCESS, Security, access_of
+from orchestrator.clock import format_duration
 from orchestrator.errors import DomainError
+from orchestrator.event_names import EVENT_TYPES
 from orchestrator.http.access import Principal
 from orchestrator.service import Orchestrator
 from orchestrator.ui.api import Api, Reply
@@ -74,6 +77,7 @@ templates = Environment(
 templates.globals.update(node_width=NODE_WIDTH, node_height=NODE_HEIGHT)
 #: JSON shown as text (escaped like any other text).
 templates.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
+templates.filters["duration"] = format_duration
 
 
 async def console_headers(message: Message, scope: Scope) -> None:
@@ -510,6 +514,9 @@ async def workflow(request: Request[Any, Any, Any], workflow_id: str) -> Respons
     if isinstance(tasks, Reply):
         return session.failure(tasks)
     flow = reply.data
+    panel = await _progress_of(session.api, flow)
+    if isinstance(panel, Reply):
+        return session.failure(panel)
     resource = f"workflows:{workflow_id}"
     can_cancel = await session.allows("cancel", resource)
     can_rollback = flow["kind"] == "batch" and await session.allows("execute", "rollback:*")
@@ -523,7 +530,94 @@ async def workflow(request: Request[Any, Any, Any], workflow_id: str) -> Respons
         can_cancel=can_cancel,
         can_rollback=can_rollback,
         notice=request.query_params.get("notice"),
+        **panel,
     )
+
+
+async def _progress_of(api: Api, flow: dict[str, Any]) -> Reply | dict[str, Any]:
+    """What the progress panel shows: the workflow's progress and ETA, and for a batch
+    its operations."""
+    ident = quote(str(flow["id"]), safe="")
+    progress = await api.get(f"/state/workflows/{ident}/progress")
+    if not progress.ok:
+        return progress
+    operations: list[dict[str, Any]] = []
+    if flow["kind"] == "batch":
+        batch = await api.get(f"/batch/operations/{ident}")
+        if not batch.ok:
+            return batch
+        operations = batch.data.get("operations", [])
+    return {"progress": progress.data, "operations": operations}
+
+
+@get("/ui/workflows/{workflow_id:str}/progress", opt={OWN_ACCESS: True}, include_in_schema=False)
+async def workflow_progress(request: Request[Any, Any, Any], workflow_id: str) -> Response[Any]:
+    """The progress panel alone, for the page to replace as the workflow's events come."""
+    session = await open_session(request)
+    if session is None:
+        return _to_login(request)
+    reply = await session.api.get(f"/workflows/{quote(workflow_id, safe='')}")
+    if not reply.ok:
+        return session.failure(reply)
+    panel = await _progress_of(session.api, reply.data)
+    if isinstance(panel, Reply):
+        return session.failure(panel)
+    return session.render("progress_panel.html", **panel)
+
+
+# -- the event log ---------------------------------------------------------------------------
+
+#: How many past events the events page starts with, and how many rows it keeps.
+EVENTS_BACKLOG = 100
+EVENTS_KEPT = 500
+_EVENT_TYPES = re.compile(r"^[A-Za-z]+(,[A-Za-z]+)*$")
+
+
+@get("/ui/events", opt={OWN_ACCESS: True}, include_in_schema=False)
+async def events(request: Request[Any, Any, Any]) -> Response[Any]:
+    """The event log, live: the page follows `/ui/ws` from a little before the log's head,
+    with the filters the stream itself applies (types, workflow)."""
+    session = await open_session(request)
+    if session is None:
+        return _to_login(request)
+    if not await session.allows("read", "events:*", method="GET"):
+        return session.failure(
+            Reply(
+                403,
+                {"error": "your policies do not let you read the event log", "code": "FORBIDDEN"},
+            )
+        )
+    query = request.query_params
+    event_types = (query.get("event_types") or "").replace(" ", "")
+    if event_types and not _EVENT_TYPES.match(event_types):
+        event_types = ""
+    workflow_id = (query.get("workflow_id") or "").strip()[:64]
+    orchestrator: Orchestrator = request.app.state.orchestrator
+    head = await orchestrator.records.last_seq()
+    return session.render(
+        "events.html",
+        title="Events",
+        since=max(0, head - EVENTS_BACKLOG),
+        event_types=event_types,
+        workflow_id=workflow_id,
+        known_types=EVENT_TYPES,
+        backlog=EVENTS_BACKLOG,
+        keep=EVENTS_KEPT,
+    )
+
+
+# -- the session, kept alive -----------------------------------------------------------------
+
+
+@get("/ui/session", opt={OWN_ACCESS: True}, include_in_schema=False)
+async def session_alive(request: Request[Any, Any, Any]) -> Response[Any]:
+    """204 with the session renewed if its access token lapsed (the page calls it now
+    and then, and before its stream reconnects), 401 when there is none: a page left
+    open keeps its session without a reload."""
+    session = await open_session(request)
+    if session is None:
+        return forget_session(Response(None, status_code=401))
+    return Response(None, status_code=204, cookies=session.cookies)
 
 
 async def _attempts(api: Api, task: dict[str, Any]) -> list[dict[str, Any]]:
@@ -744,6 +838,9 @@ def console_router() -> Router:
             change_password,
             workflows,
             workflow,
+            workflow_progress,
+            events,
+            session_alive,
             task,
             cancel,
             rollback,

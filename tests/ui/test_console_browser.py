@@ -168,6 +168,11 @@ def test_an_operator_watches_the_example_batch_complete_on_its_dag(console, brow
         assert wait_for_workflow(api, batch_id, timeout=120)["status"] == "Completed"
     expect(page.locator("svg#dag g.node.status-completed")).to_have_count(5, timeout=60_000)
     expect(page.locator("#workflow-status")).to_have_text("Completed", timeout=60_000)
+    # The progress panel follows too: every task ended, each operation completed.
+    expect(page.locator("#progress")).to_contain_text("5 of 5 tasks ended", timeout=60_000)
+    expect(page.locator("#progress tr[data-operation-id] .badge")).to_have_text(
+        ["Completed", "Completed"], timeout=60_000
+    )
     assert page.evaluate("window.__notReloaded === true"), "the page was reloaded"
     assert page.locator("button#cancel").is_disabled()
     page.screenshot(path=str(SCREENSHOTS / "dag.png"), full_page=True)
@@ -253,5 +258,29 @@ def test_a_failed_task_s_error_and_a_rollback_to_a_checkpoint_from_the_page(cons
     nodes = page.locator("svg#dag g.node")
     assert nodes.count() == page.locator("svg#dag g.node.compensation").count()
     page.screenshot(path=str(SCREENSHOTS / "rollback.png"), full_page=True)
+    assert not problems, problems
+    page.context.close()
+
+
+def test_the_events_page_follows_the_log_with_its_filter(console, browser):
+    page, problems = new_page(browser, console)
+    expect = playwright_api.expect
+    log_in(page, "ops", console.accounts["ops"].password)
+    page.goto("/ui/events?event_types=WorkflowSubmitted,WorkflowStatusChanged")
+    expect(page.locator("#live")).to_have_text("live")
+    page.evaluate("window.__notReloaded = true")
+    batch_id = submit(console, {**QUICK_BATCH, "name": "watched"})
+    with console.api("ops") as api:
+        assert wait_for_workflow(api, batch_id, timeout=120)["status"] == "Completed"
+    rows = page.locator("#events tbody tr")
+    mine = rows.filter(has=page.locator(f'a[href="/ui/workflows/{batch_id}"]'))
+    expect(mine.filter(has_text="WorkflowSubmitted")).to_have_count(1, timeout=60_000)
+    expect(mine.filter(has_text='"Completed"')).to_have_count(1, timeout=60_000)
+    # Only the types asked for: no task's event is shown.
+    expect(rows.filter(has_text="TaskStatusChanged")).to_have_count(0)
+    # Newest first.
+    seqs = [int(s) for s in rows.evaluate_all("rows => rows.map(r => r.dataset.seq)")]
+    assert seqs == sorted(seqs, reverse=True)
+    assert page.evaluate("window.__notReloaded === true"), "the page was reloaded"
     assert not problems, problems
     page.context.close()

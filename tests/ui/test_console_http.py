@@ -3,6 +3,7 @@ headers, and a viewer refused by the API's own policies."""
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -373,4 +374,97 @@ def test_requests_arriving_together_with_a_lapsed_token_share_one_renewal(consol
         for page in pages[:1]:
             http.cookies.update(page.cookies)
         # The session was not ended as a stolen one: the new pair works.
+        assert http.get("/ui/workflows").status_code == 200
+
+
+def test_a_batch_page_shows_its_operations_and_progress(console, quick):
+    with console.login("ops") as http:
+        page = http.get(f"/ui/workflows/{quick}")
+        assert page.status_code == 200
+        panel = page.text[page.text.index('id="progress"') :]
+        assert "2 of 2 tasks ended · 100.0%" in panel
+        assert "left</span>" not in panel  # no ETA once it ended
+        for operation in ("servers", "after"):
+            assert f'data-operation-id="{operation}"' in panel
+        # The panel alone, as the page fetches it while events come.
+        fragment = http.get(f"/ui/workflows/{quick}/progress")
+        assert fragment.status_code == 200 and "<html" not in fragment.text
+        assert 'data-operation-id="after"' in fragment.text
+        assert_security_headers(fragment)
+        assert http.get("/ui/workflows/no-such-workflow/progress").status_code == 404
+
+
+def test_a_running_batch_shows_an_estimate_of_the_time_left(console):
+    """No estimate before a task has ended (nothing to go by), then one."""
+    body = {
+        "name": "estimated",
+        "parallel_limit": 1,
+        "operations": [
+            {
+                "id": "first",
+                "type": "server_batch",
+                "provider": "upcloud",
+                "server_configs": [{"name": "e-1", "plan": "1xCPU-1 GB", "zone": "de-fra1"}],
+            },
+            {
+                "id": "then",
+                "type": "server_batch",
+                "provider": "upcloud",
+                "dependencies": ["first"],
+                "simulate": {"latency": 60},
+                "server_configs": [{"name": "e-2", "plan": "1xCPU-1 GB", "zone": "de-fra1"}],
+            },
+        ],
+    }
+    slow = submit(console, SLOW_BATCH)
+    estimated = submit(console, body)
+    try:
+        with console.login("ops") as http, console.api("ops") as api:
+            wait_running(console, slow)
+            panel = http.get(f"/ui/workflows/{slow}/progress").text
+            assert "0 of 1 tasks ended" in panel
+            assert "time left: known once a task has ended" in panel
+            deadline = time.monotonic() + 120
+            while (
+                api.get(f"/workflows/{estimated}").json()["data"]["task_counts"].get("Completed", 0)
+                < 1
+            ):
+                assert time.monotonic() < deadline, "the first operation did not end"
+                time.sleep(0.05)
+            panel = http.get(f"/ui/workflows/{estimated}/progress").text
+            assert "1 of 2 tasks ended" in panel
+            assert re.search(r"about [0-9.hms]+ left", panel), panel
+    finally:
+        with console.api("ops") as api:
+            for workflow_id in (slow, estimated):
+                api.post(f"/workflows/{workflow_id}/cancel")
+
+
+def test_the_events_page_is_the_logs_and_checks_its_filters(console, quick):
+    with console.login("ops") as http:
+        page = http.get(
+            "/ui/events",
+            params={"event_types": "TaskStatusChanged,WorkflowStatusChanged", "workflow_id": quick},
+        )
+        assert page.status_code == 200
+        assert 'data-event-types="TaskStatusChanged,WorkflowStatusChanged"' in page.text
+        assert f'data-workflow-id="{quick}"' in page.text
+        assert '<option value="ResourceChanged">' in page.text
+        assert_security_headers(page)
+        # A filter that is not a list of type names is dropped, not passed on.
+        odd = http.get("/ui/events", params={"event_types": "x'><script>"}).text
+        assert 'data-event-types=""' in odd and "<script>" not in odd
+    with console.login("watcher") as http:
+        assert http.get("/ui/events").status_code == 200  # viewers read the log
+
+
+def test_the_session_keeps_itself_alive_without_a_page_load(console):
+    with console.browser() as anonymous:
+        assert anonymous.get("/ui/session").status_code == 401
+    with console.login("ops") as http:
+        assert http.get("/ui/session").status_code == 204
+        http.cookies.set("provisioning_session", "not-a-token", domain="127.0.0.1", path="/")
+        renewed = http.get("/ui/session")
+        assert renewed.status_code == 204
+        assert http.cookies["provisioning_session"] != "not-a-token"
         assert http.get("/ui/workflows").status_code == 200

@@ -140,6 +140,15 @@ def test_the_workflow_page_renders_buttons_only_when_allowed():
         "graph": layout([task("a")]),
         "since": 0,
         "final": False,
+        "progress": {
+            "status": "Running",
+            "progress": 0.0,
+            "completed_steps": 0,
+            "total_steps": 1,
+            "current_step": "a",
+            "estimated_time_remaining": None,
+        },
+        "operations": [],
     }
     template = templates.get_template("workflow.html")
     bare = template.render(**context, can_cancel=False, can_rollback=False)

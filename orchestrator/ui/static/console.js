@@ -5,6 +5,21 @@
 
 const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
 
+// The session renews itself while a page is open: /ui/session renews a lapsed access
+// token with the refresh cookie (204), or says there is no session left (401: the
+// login page). Asked every few minutes, and before a lost stream reconnects.
+async function keepSession() {
+  try {
+    const response = await fetch("/ui/session", { credentials: "same-origin", cache: "no-store" });
+    if (response.status === 401) {
+      window.location.assign(`/ui/login?next=${encodeURIComponent(window.location.pathname + window.location.search)}`);
+    }
+  } catch (error) {
+    // The server is away: the stream's reconnection tries again.
+  }
+}
+if (document.querySelector('meta[name="csrf-token"]')) window.setInterval(keepSession, 4 * 60 * 1000);
+
 document.addEventListener("submit", (event) => {
   const form = event.target.closest("form.confirm");
   if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
@@ -123,6 +138,21 @@ function workflowPage(main) {
       }
     }
     recount();
+    refreshProgress();
+  }
+  // The progress panel (ETA, a batch's operations) is the server's: fetched again at
+  // most once a second while events come.
+  const progress = document.getElementById("progress");
+  let progressDue = null;
+  function refreshProgress() {
+    if (!progress || progressDue) return;
+    progressDue = window.setTimeout(async () => {
+      progressDue = null;
+      const response = await fetch(`/ui/workflows/${encodeURIComponent(workflowId)}/progress`, {
+        credentials: "same-origin",
+      });
+      if (response.ok && !response.redirected) progress.innerHTML = await response.text();  // escaped HTML
+    }, 1000);
   }
   follow({ workflow_id: workflowId }, Number(main.dataset.since || 0), live, (batch) => {
     pending.push(...batch);
@@ -153,7 +183,8 @@ function follow(filter, since, live, onEvents) {
     });
     socket.addEventListener("close", () => {
       if (live) { live.dataset.state = "reconnecting"; live.textContent = "reconnecting…"; }
-      window.setTimeout(connect, delay);
+      // The access token may have lapsed: renew the session first (or go to the login).
+      window.setTimeout(() => keepSession().then(connect), delay);
       delay = Math.min(delay * 2, 10000);
     });
   }
@@ -181,5 +212,45 @@ if (list) {
         badge.textContent = message.data.status;
       }
     }
+  });
+}
+
+// The event log, live: rows newest first, the oldest dropped past the page's limit.
+const eventsPage = document.querySelector("main.events-page");
+if (eventsPage) {
+  const body = document.querySelector("#events tbody");
+  const keep = 500;
+  const filter = {};
+  if (eventsPage.dataset.eventTypes) filter.event_types = eventsPage.dataset.eventTypes;
+  if (eventsPage.dataset.workflowId) filter.workflow_id = eventsPage.dataset.workflowId;
+  function cell(text, className) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    return td;
+  }
+  follow(filter, Number(eventsPage.dataset.since || 0), document.getElementById("live"), (batch) => {
+    for (const message of batch) {
+      const row = document.createElement("tr");
+      row.dataset.seq = String(message.seq);
+      const workflowId = message.metadata?.workflow_id || "";
+      const link = document.createElement("td");
+      if (workflowId) {
+        const a = document.createElement("a");
+        a.href = `/ui/workflows/${encodeURIComponent(workflowId)}`;
+        a.textContent = workflowId.slice(-12);
+        link.append(a);
+      }
+      row.append(
+        cell(String(message.seq)),
+        cell(String(message.timestamp || "").slice(11, 19)),
+        cell(message.event_type, "type"),
+        link,
+        cell((message.metadata?.task_id || "").slice(-12)),
+        cell(JSON.stringify(message.data || {}), "data"),
+      );
+      body.prepend(row);
+    }
+    while (body.rows.length > keep) body.deleteRow(body.rows.length - 1);
   });
 }
