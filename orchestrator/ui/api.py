@@ -78,6 +78,16 @@ class Api:
             {k.lower(): v for k, v in response.headers.items()},
         )
 
+    async def text(self, path: str) -> tuple[int, str]:
+        """A GET whose answer is not the envelope (`/metrics`): its status and text."""
+        async with httpx.AsyncClient(
+            transport=self.transport,
+            base_url="http://console.invalid",
+            headers={"Authorization": f"Bearer {self.token}"},
+        ) as client:
+            response = await client.get(path)
+        return response.status_code, response.text
+
     async def get(self, path: str, **params: Any) -> Reply:
         return await self.call("GET", path, params=params)
 

@@ -26,10 +26,11 @@ from litestar.exceptions import NotFoundException
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from litestar.types import Message, Scope
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.api.monitoring import event_stream
 from orchestrator.api.security import OWN_ACCESS, Security, access_of
-from orchestrator.clock import format_duration
+from orchestrator.clock import format_duration, utcnow
 from orchestrator.errors import DomainError
 from orchestrator.event_names import EVENT_TYPES
 from orchestrator.http.access import Principal
@@ -606,6 +607,72 @@ async def events(request: Request[Any, Any, Any]) -> Response[Any]:
     )
 
 
+# -- metrics -------------------------------------------------------------------------------
+
+
+@get("/ui/metrics", opt={OWN_ACCESS: True}, include_in_schema=False)
+async def metrics(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Small charts of the essentials: running and queued tasks, tasks ended per second,
+    task durations. The page samples `/ui/metrics/sample` every 2 seconds."""
+    session = await open_session(request)
+    if session is None:
+        return _to_login(request)
+    first = await _metrics_sample(session.api)
+    if isinstance(first, Reply):
+        return session.failure(first)
+    return session.render("metrics.html", title="Metrics", sample=first)
+
+
+@get("/ui/metrics/sample", opt={OWN_ACCESS: True}, include_in_schema=False)
+async def metrics_sample(request: Request[Any, Any, Any]) -> Response[Any]:
+    session = await open_session(request)
+    if session is None:
+        return forget_session(Response({"error": "no session"}, status_code=401))
+    sample = await _metrics_sample(session.api)
+    if isinstance(sample, Reply):
+        return Response({"error": sample.error}, status_code=sample.status)
+    return Response(sample, cookies=session.cookies)
+
+
+async def _metrics_sample(api: Api) -> Reply | dict[str, Any]:
+    """One reading: the scheduler's gauges (`GET /state/system/metrics`) and, from
+    `GET /metrics`, the tasks ended so far and the task-duration histogram's buckets
+    (cumulative: the page charts the difference between two readings)."""
+    system = await api.get("/state/system/metrics")
+    if not system.ok:
+        return system
+    status, text = await api.text("/metrics")
+    if status != 200:
+        return Reply(status, {"error": f"/metrics answered {status}"})
+    ended = 0.0
+    buckets: list[tuple[float, float]] = []
+    duration_sum = duration_count = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "orchestrator_tasks":
+            ended = sum(s.value for s in family.samples if s.name.endswith("_total"))
+        elif family.name == "orchestrator_task_duration_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    buckets.append((float(sample.labels["le"]), sample.value))
+                elif sample.name.endswith("_sum"):
+                    duration_sum = sample.value
+                elif sample.name.endswith("_count"):
+                    duration_count = sample.value
+    data = system.data
+    return {
+        "at": utcnow().isoformat(),
+        "running": data["running_tasks"],
+        "queued": data["queued_tasks"],
+        "active_workflows": data["active_workflows"],
+        "tasks_ended": ended,
+        "durations": {
+            "buckets": [[le if le != float("inf") else None, n] for le, n in buckets],
+            "sum": duration_sum,
+            "count": duration_count,
+        },
+    }
+
+
 # -- the session, kept alive -----------------------------------------------------------------
 
 
@@ -840,6 +907,8 @@ def console_router() -> Router:
             workflow,
             workflow_progress,
             events,
+            metrics,
+            metrics_sample,
             session_alive,
             task,
             cancel,

@@ -284,3 +284,24 @@ def test_the_events_page_follows_the_log_with_its_filter(console, browser):
     assert page.evaluate("window.__notReloaded === true"), "the page was reloaded"
     assert not problems, problems
     page.context.close()
+
+
+def test_the_metrics_page_charts_samples_as_tasks_end(console, browser):
+    page, problems = new_page(browser, console)
+    expect = playwright_api.expect
+    log_in(page, "ops", console.accounts["ops"].password)
+    page.goto("/ui/metrics")
+    expect(page.locator("#live")).to_have_text("live")
+    ended = int(page.locator("#tasks-ended").inner_text())
+    batch_id = submit(console, {**QUICK_BATCH, "name": "charted"})
+    with console.api("ops") as api:
+        assert wait_for_workflow(api, batch_id, timeout=120)["status"] == "Completed"
+    # The next samples count the two tasks, chart the rate and the durations.
+    expect(page.locator("#tasks-ended")).not_to_have_text(str(ended), timeout=30_000)
+    assert int(page.locator("#tasks-ended").inner_text()) >= ended + 2
+    throughput = page.locator('figure[data-series="throughput"] polyline')
+    expect(throughput).not_to_have_attribute("points", "", timeout=30_000)
+    p95 = page.locator('figure[data-series="p95"] .now')
+    expect(p95).to_contain_text(" s", timeout=30_000)
+    assert not problems, problems
+    page.context.close()

@@ -468,3 +468,19 @@ def test_the_session_keeps_itself_alive_without_a_page_load(console):
         assert renewed.status_code == 204
         assert http.cookies["provisioning_session"] != "not-a-token"
         assert http.get("/ui/workflows").status_code == 200
+
+
+def test_the_metrics_page_samples_the_schedulers_essentials(console, quick):
+    with console.login("ops") as http:
+        page = http.get("/ui/metrics")
+        assert page.status_code == 200 and 'data-series="p95"' in page.text
+        assert_security_headers(page)
+        sample = http.get("/ui/metrics/sample").json()
+        assert {"running", "queued", "active_workflows", "tasks_ended"} <= set(sample)
+        # What the quick batch ran is counted, and its durations are in the buckets.
+        assert sample["tasks_ended"] >= 2
+        durations = sample["durations"]
+        assert durations["count"] >= 2 and durations["buckets"][-1][0] is None
+        assert durations["buckets"][-1][1] == durations["count"]
+    with console.browser() as anonymous:
+        assert anonymous.get("/ui/metrics/sample").status_code == 401

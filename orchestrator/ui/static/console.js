@@ -254,3 +254,69 @@ if (eventsPage) {
     while (body.rows.length > keep) body.deleteRow(body.rows.length - 1);
   });
 }
+
+// Metrics: a sample every 2 s, the last 150 charted (5 minutes). Rates and the duration
+// percentile come from the difference between two samples of cumulative counters.
+const metricsPage = document.querySelector("main.metrics-page");
+if (metricsPage) {
+  const KEEP = 150;
+  const series = { running: [], queued: [], throughput: [], p95: [] };
+  let previous = null;
+  function percentile(now, before, q) {
+    const total = now.count - before.count;
+    if (total <= 0) return null;
+    let last = null;
+    for (let i = 0; i < now.buckets.length; i++) {
+      const [le, count] = now.buckets[i];
+      const seen = count - (before.buckets[i] ? before.buckets[i][1] : 0);
+      if (le !== null) last = le;
+      if (seen >= q * total) return le === null ? last : le;
+    }
+    return last;
+  }
+  function draw(name, unit) {
+    const figure = metricsPage.querySelector(`figure[data-series="${name}"]`);
+    const values = series[name];
+    const known = values.filter((v) => v !== null);
+    const top = Math.max(1e-9, ...known);
+    const points = [];
+    values.forEach((value, i) => {
+      if (value === null) return;
+      const x = (300 * i) / (KEEP - 1);
+      const y = 58 - (56 * value) / top;
+      points.push(`${x.toFixed(1)},${y.toFixed(1)}`);
+    });
+    figure.querySelector("polyline").setAttribute("points", points.join(" "));
+    const latest = known.length ? known[known.length - 1] : null;
+    figure.querySelector(".now").textContent = latest === null ? "–" : `${Number(latest.toFixed(3))}${unit}`;
+  }
+  function push(name, value) {
+    series[name].push(value);
+    if (series[name].length > KEEP) series[name].shift();
+  }
+  const live = document.getElementById("live");
+  async function sample() {
+    try {
+      const response = await fetch("/ui/metrics/sample", { credentials: "same-origin", cache: "no-store" });
+      if (response.status === 401) { await keepSession(); return; }
+      if (!response.ok) throw new Error(String(response.status));
+      const now = await response.json();
+      push("running", now.running);
+      push("queued", now.queued);
+      if (previous) {
+        const seconds = (Date.parse(now.at) - Date.parse(previous.at)) / 1000;
+        push("throughput", seconds > 0 ? (now.tasks_ended - previous.tasks_ended) / seconds : null);
+        push("p95", percentile(now.durations, previous.durations, 0.95));
+      }
+      previous = now;
+      draw("running", ""); draw("queued", ""); draw("throughput", "/s"); draw("p95", " s");
+      document.getElementById("active-workflows").textContent = String(now.active_workflows);
+      document.getElementById("tasks-ended").textContent = String(Math.round(now.tasks_ended));
+      live.dataset.state = "live"; live.textContent = "live";
+    } catch (error) {
+      live.dataset.state = "reconnecting"; live.textContent = "no answer; retrying…";
+    }
+  }
+  sample();
+  window.setInterval(sample, 2000);
+}
