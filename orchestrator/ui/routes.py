@@ -433,6 +433,79 @@ async def change_password(request: Request[Any, Any, Any]) -> Response[Any]:
     return session.redirect(f"/ui/account?{urlencode({'notice': answer.data})}")
 
 
+# -- one's API keys ----------------------------------------------------------------------------
+
+
+async def _api_keys_page(
+    request: Request[Any, Any, Any], session: Session, status: int = 200, **context: Any
+) -> Response[Any]:
+    """The caller's API keys (`GET /api-keys`) and the form that makes one."""
+    listed = await ControlCenter(request.app, _client(request)).api_keys(session.token)
+    if listed.status == 403 and listed.body.get("code") in RESTRICTED:
+        return session.redirect("/ui/account")
+    if not listed.ok:
+        context.setdefault("error", listed.error)
+    return session.render(
+        "api_keys.html",
+        status,
+        title="API keys",
+        keys=listed.data if listed.ok else [],
+        notice=request.query_params.get("notice"),
+        **context,
+    )
+
+
+@get("/ui/account/api-keys", opt={OWN_ACCESS: True}, include_in_schema=False)
+async def api_keys(request: Request[Any, Any, Any]) -> Response[Any]:
+    session = await open_session(request)
+    if session is None:
+        return _to_login(request)
+    return await _api_keys_page(request, session)
+
+
+@post("/ui/account/api-keys", opt={OWN_ACCESS: True}, include_in_schema=False, status_code=200)
+async def create_api_key(request: Request[Any, Any, Any]) -> Response[Any]:
+    """`POST /api-keys`: the key is shown on this answer only (never in a URL)."""
+    opened = await _account_form(request)
+    if isinstance(opened, Response):
+        return opened
+    session, form = opened
+    body: dict[str, Any] = {
+        "name": form.get("name", "").strip(),
+        "description": form.get("description", "").strip(),
+    }
+    days = form.get("expires_in_days", "").strip()
+    if days:
+        if not days.isdigit():
+            return await _api_keys_page(
+                request, session, 422, error="Expires in: a whole number of days"
+            )
+        body["expires_in_days"] = int(days)
+    answer = await ControlCenter(request.app, _client(request)).create_api_key(session.token, body)
+    if not answer.ok:
+        return await _api_keys_page(request, session, answer.status, error=answer.error)
+    return await _api_keys_page(request, session, 201, created=answer.data)
+
+
+@post(
+    "/ui/account/api-keys/{key_id:str}/revoke",
+    opt={OWN_ACCESS: True},
+    include_in_schema=False,
+    status_code=303,
+)
+async def revoke_api_key(request: Request[Any, Any, Any], key_id: str) -> Response[Any]:
+    opened = await _account_form(request)
+    if isinstance(opened, Response):
+        return opened
+    session, _ = opened
+    answer = await ControlCenter(request.app, _client(request)).revoke_api_key(
+        session.token, key_id
+    )
+    if not answer.ok:
+        return await _api_keys_page(request, session, answer.status, error=answer.error)
+    return session.redirect(f"/ui/account/api-keys?{urlencode({'notice': answer.data})}")
+
+
 def _page_number(request: Request[Any, Any, Any]) -> int:
     try:
         return max(1, int(request.query_params.get("page") or 1))
@@ -903,6 +976,9 @@ def console_router() -> Router:
             mfa_enroll,
             mfa_verify,
             change_password,
+            api_keys,
+            create_api_key,
+            revoke_api_key,
             workflows,
             workflow,
             workflow_progress,

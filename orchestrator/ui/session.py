@@ -25,6 +25,7 @@ import hmac
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from litestar import Request, Response
@@ -107,6 +108,15 @@ class ControlCenter:
 
     async def verify_mfa(self, token: str, code: str) -> Answer:
         return await self.call("/auth/mfa/verify", {"code": code}, token=token)
+
+    async def api_keys(self, token: str) -> Answer:
+        return await self.call("/api-keys?limit=200", token=token, method="GET")
+
+    async def create_api_key(self, token: str, body: dict[str, Any]) -> Answer:
+        return await self.call("/api-keys", body, token=token)
+
+    async def revoke_api_key(self, token: str, key_id: str) -> Answer:
+        return await self.call(f"/api-keys/{quote(key_id, safe='')}", token=token, method="DELETE")
 
     async def change_password(self, token: str, current: str, new: str, confirm: str) -> Answer:
         body = {"current_password": current, "new_password": new, "confirm_new_password": confirm}

@@ -484,3 +484,40 @@ def test_the_metrics_page_samples_the_schedulers_essentials(console, quick):
         assert durations["buckets"][-1][1] == durations["count"]
     with console.browser() as anonymous:
         assert anonymous.get("/ui/metrics/sample").status_code == 401
+
+
+def test_an_operator_makes_sees_once_and_revokes_an_api_key(console):
+    with console.login("ops") as http:
+        page = http.get("/ui/account/api-keys")
+        assert page.status_code == 200
+        token = csrf_of(page.text)
+        refused = http.post("/ui/account/api-keys", data={"_csrf": "0" * 64, "name": "ci"})
+        assert refused.status_code == 403
+        bad = http.post(
+            "/ui/account/api-keys", data={"_csrf": token, "name": "x", "expires_in_days": "soon"}
+        )
+        assert bad.status_code == 422 and "whole number of days" in bad.text
+        made = http.post(
+            "/ui/account/api-keys",
+            data={"_csrf": token, "name": "ci", "description": "from CI", "expires_in_days": "30"},
+        )
+        assert made.status_code == 201, made.text
+        key = re.search(r'<code id="new-key"[^>]*>(prov_[^<]+)</code>', made.text)
+        assert key, made.text
+        # The key works against the API, and is never shown again.
+        answer = httpx.get(
+            f"{console.url}/workflows", headers={"Authorization": f"Bearer {key.group(1)}"}
+        )
+        assert answer.status_code == 200
+        listed = http.get("/ui/account/api-keys").text
+        assert key.group(1) not in listed and "from CI" in listed
+        key_id = re.search(r'data-key-id="([^"]+)"', listed)
+        assert key_id
+        gone = http.post(
+            f"/ui/account/api-keys/{key_id.group(1)}/revoke", data={"_csrf": csrf_of(listed)}
+        )
+        assert gone.status_code == 303 and "revoked" in gone.headers["location"]
+        again = httpx.get(
+            f"{console.url}/workflows", headers={"Authorization": f"Bearer {key.group(1)}"}
+        )
+        assert again.status_code == 401
