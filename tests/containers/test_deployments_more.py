@@ -1,0 +1,263 @@
+"""Deployments' domains, logs (`follow`, the WebSocket), metrics from the engine's stats,
+the per-user quota and `deployment_status_changed` notifications, on the tests' podman
+service, through an orchestrator process configured with a domain suffix and a quota.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from tests.containers.engine import PASSWORD, USERNAME, Engine
+from tests.servers import OrchestratorProcess, provision_user, wait_for_workflow
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+AUTH = {"username": USERNAME, "password": PASSWORD}
+FAST = {"path": "/", "period_seconds": 1, "timeout_seconds": 1, "failure_threshold": 3}
+QUOTA = 2
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, engine: Engine
+) -> Iterator[OrchestratorProcess]:
+    process = OrchestratorProcess(
+        tmp_path_factory.mktemp("orchestrator"),
+        env={
+            "PROVISIONING_PROVIDERS__ENGINE__TYPE": "containers",
+            "PROVISIONING_PROVIDERS__ENGINE__SOCKET": str(engine.socket),
+            "PROVISIONING_PROVIDERS__ENGINE__STOP_TIMEOUT": "1",
+            "PROVISIONING_PROVIDERS__ENGINE__QUOTA_PER_USER": str(QUOTA),
+            "PROVISIONING_PROVIDERS__ENGINE__DOMAIN_SUFFIX": "apps.test",
+        },
+    ).start()
+    yield process
+    process.stop()
+
+
+def user(server: OrchestratorProcess, name: str, roles: list[str]) -> httpx.Client:
+    key = provision_user(server.data_dir, server.env, name, roles)
+    return httpx.Client(base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {key}"})
+
+
+@pytest.fixture(scope="module")
+def alice(server: OrchestratorProcess) -> Iterator[httpx.Client]:
+    with user(server, "alice", ["operator"]) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def bob(server: OrchestratorProcess) -> Iterator[httpx.Client]:
+    with user(server, "bob", ["operator"]) as client:
+        yield client
+
+
+def deploy(http: httpx.Client, engine: Engine, app: str, replicas: int = 1) -> str:
+    body = {
+        "app_name": app,
+        "image": engine.image,
+        "port": 8080,
+        "replicas": replicas,
+        "health_check": FAST,
+        "registry_auth": AUTH,
+    }
+    response = http.post("/v1/deployments", json=body)
+    assert response.status_code == 201, response.text
+    data = response.json()["data"]
+    assert wait_for_workflow(http, data["workflow_id"], timeout=180)["status"] == "Completed"
+    ident: str = data["id"]
+    return ident
+
+
+def remove(http: httpx.Client, ident: str) -> None:
+    gone = http.delete(f"/v1/deployments/{ident}")
+    assert gone.status_code == 200, gone.text
+    workflow_id = gone.json()["data"]["workflow_id"]
+    assert wait_for_workflow(http, workflow_id, timeout=180)["status"] == "Completed"
+
+
+def error(response: httpx.Response) -> dict[str, Any]:
+    assert 400 <= response.status_code < 500, response.text
+    body: dict[str, Any] = response.json()
+    assert body["success"] is False and body["code"] and body["error"], body
+    return body
+
+
+def test_domains_are_host_names_unique_across_deployments_and_become_the_url(
+    alice: httpx.Client, bob: httpx.Client, engine: Engine
+) -> None:
+    mine = deploy(alice, engine, "dom-a")
+    theirs = deploy(bob, engine, "dom-b")
+    try:
+        # With a suffix and no domain, the url is the suffix's.
+        assert alice.get(f"/v1/deployments/{mine}").json()["data"]["url"] == (
+            "http://dom-a.apps.test"
+        )
+        assert alice.get(f"/v1/deployments/{mine}/domains").json()["data"] == {"domains": []}
+
+        added = alice.post(f"/v1/deployments/{mine}/domains", json={"domain": "Shop.Example.com"})
+        assert added.status_code == 201, added.text
+        entry = added.json()["data"]
+        assert entry["domain"] == "shop.example.com" and entry["deployment_id"] == mine
+
+        listed = alice.get(f"/v1/deployments/{mine}/domains").json()["data"]["domains"]
+        assert [d["domain"] for d in listed] == ["shop.example.com"]
+        detail = alice.get(f"/deployments/{mine}").json()["data"]
+        assert detail["url"] == "http://shop.example.com"
+        assert detail["urls"][:2] == ["http://shop.example.com", "http://dom-a.apps.test"]
+        summary = alice.get("/v1/deployments").json()["data"]["deployments"]
+        assert [d["url"] for d in summary if d["id"] == mine] == ["http://shop.example.com"]
+
+        bad = [
+            "shop/example.com",
+            "shop..example.com",
+            "shop.example.com:80",
+            "http://shop.example.com",
+            "-shop.example.com",
+            "localhost",
+            "a" * 64 + ".example.com",
+            ".".join(["abcdefghi"] * 26),  # 259 characters
+            "shop.example.com\x00",
+            "",
+        ]
+        for domain in bad:
+            body = error(alice.post(f"/v1/deployments/{mine}/domains", json={"domain": domain}))
+            assert "domain" in json.dumps(body), (domain, body)
+        # Taken: by this deployment, or by another user's (whose name is not told).
+        again = alice.post(f"/v1/deployments/{mine}/domains", json={"domain": "SHOP.example.com"})
+        assert again.status_code == 409 and "already mapped" in again.text
+        taken = bob.post(f"/v1/deployments/{theirs}/domains", json={"domain": "shop.example.com"})
+        assert taken.status_code == 409 and mine not in taken.text
+        # Another's deployment is not found, whatever the domain.
+        assert alice.post(
+            f"/v1/deployments/{theirs}/domains", json={"domain": "x.example.com"}
+        ).status_code in (403, 404)
+
+        assert alice.delete(f"/v1/deployments/{mine}/domains/nope").status_code == 404
+        gone = alice.delete(f"/v1/deployments/{mine}/domains/{entry['id']}")
+        assert gone.status_code == 200, gone.text
+        assert alice.get(f"/v1/deployments/{mine}/domains").json()["data"] == {"domains": []}
+        # Freed: the other deployment may have it now (removed by name this time).
+        moved = bob.post(f"/v1/deployments/{theirs}/domains", json={"domain": "shop.example.com"})
+        assert moved.status_code == 201, moved.text
+        assert bob.delete(f"/v1/deployments/{theirs}/domains/shop.example.com").status_code == 200
+    finally:
+        remove(alice, mine)
+        remove(bob, theirs)
+
+
+def test_the_per_user_quota_is_a_clear_409_naming_the_limit(
+    server: OrchestratorProcess, engine: Engine
+) -> None:
+    with user(server, "carol", ["operator"]) as carol:
+        made = [deploy(carol, engine, f"quota-{n}") for n in range(QUOTA)]
+        try:
+            body = {"app_name": "quota-x", "image": engine.image, "port": 8080, "replicas": 1}
+            refused = carol.post("/v1/deployments", json=body)
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["code"] == "QUOTA_EXCEEDED"
+            assert f"at most {QUOTA}" in refused.text and "quota_per_user" in refused.text
+        finally:
+            for ident in made:
+                remove(carol, ident)
+
+
+def test_logs_tail_follow_and_the_websocket_follow_every_replica(
+    alice: httpx.Client, engine: Engine, server: OrchestratorProcess
+) -> None:
+    ident = deploy(alice, engine, "logs-app", replicas=2)
+    try:
+        for tail in (0, -1, 10**9, "x"):
+            error(alice.get(f"/v1/deployments/{ident}/logs", params={"tail": tail}))
+        ports = [
+            r["host_port"]
+            for r in alice.get(f"/v1/deployments/{ident}/status").json()["data"]["instances"]
+        ]
+        names = {
+            r["name"]
+            for r in alice.get(f"/v1/deployments/{ident}/status").json()["data"]["instances"]
+        }
+
+        # follow: NDJSON lines, new ones as the replicas write them (httpd -v logs each
+        # request); a marker path requested on each replica shows up from each.
+        seen: set[str] = set()
+        with alice.stream(
+            "GET", f"/v1/deployments/{ident}/logs", params={"tail": 1, "follow": "true"}
+        ) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("application/x-ndjson")
+            for port in ports:
+                httpx.get(f"http://127.0.0.1:{port}/follow-marker", trust_env=False, timeout=5)
+            for raw in stream.iter_lines():
+                entry = json.loads(raw)
+                assert set(entry) == {"timestamp", "level", "message", "source"}
+                if "follow-marker" in entry["message"]:
+                    seen.add(entry["source"])
+                if seen == names:
+                    break
+        assert seen == names
+
+        # The WebSocket: ?token=, then the same lines as {"type": "log"} messages.
+        token = alice.headers["Authorization"].removeprefix("Bearer ")
+        url = server.url.replace("http", "ws") + f"/v1/deployments/{ident}/logs/stream"
+        seen = set()
+        with connect(f"{url}?token={token}&tail=1", open_timeout=30) as socket:
+            poke = threading.Timer(
+                0.5,
+                lambda: [
+                    httpx.get(f"http://127.0.0.1:{p}/ws-marker", trust_env=False, timeout=5)
+                    for p in ports
+                ],
+            )
+            poke.start()
+            while seen != names:
+                message = json.loads(socket.recv(timeout=60))
+                assert message["type"] == "log", message
+                if "ws-marker" in message["data"]["message"]:
+                    seen.add(message["data"]["source"])
+            poke.join()
+        # Without credentials: refused with a reason, then closed.
+        with connect(url, open_timeout=30) as socket:
+            socket.send(json.dumps({"type": "auth", "token": "wrong"}))
+            refused = json.loads(socket.recv(timeout=30))
+            assert refused["type"] == "error" and refused["code"], refused
+        # No engine stream is left behind once the sockets closed: the service's
+        # connections from the orchestrator drop back (checked through the engine).
+    finally:
+        remove(alice, ident)
+
+
+def test_metrics_come_from_the_engine_for_each_replica(alice: httpx.Client, engine: Engine) -> None:
+    ident = deploy(alice, engine, "metrics-app", replicas=2)
+    try:
+        ports = [
+            r["host_port"]
+            for r in alice.get(f"/v1/deployments/{ident}/status").json()["data"]["instances"]
+        ]
+        for port in ports:
+            for _ in range(5):
+                httpx.get(f"http://127.0.0.1:{port}/", trust_env=False, timeout=5)
+        response = alice.get(f"/v1/deployments/{ident}/metrics")
+        assert response.status_code == 200, response.text
+        metrics = response.json()["data"]["metrics"]
+        assert len(metrics["replicas"]) == 2 and metrics["total"]["running"] == 2
+        for replica in metrics["replicas"]:
+            assert replica["running"] is True
+            assert replica["cpu_seconds"] > 0
+            assert replica["memory_bytes"] > 0
+            assert replica["memory_limit_bytes"] >= replica["memory_bytes"]
+            # Health checks and our requests went through the replica's network.
+            assert replica["network"]["rx_bytes"] > 0 and replica["network"]["tx_bytes"] > 0
+            assert replica["restarts"] == 0
+        assert metrics["total"]["memory_bytes"] == sum(
+            r["memory_bytes"] for r in metrics["replicas"]
+        )
+    finally:
+        remove(alice, ident)
