@@ -6,8 +6,9 @@ service, through an orchestrator process configured with a domain suffix and a q
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -81,6 +82,27 @@ def remove(http: httpx.Client, ident: str) -> None:
     assert gone.status_code == 200, gone.text
     workflow_id = gone.json()["data"]["workflow_id"]
     assert wait_for_workflow(http, workflow_id, timeout=180)["status"] == "Completed"
+
+
+def engine_connections(engine: Engine) -> int:
+    """Connections open to the engine's socket (accepted ones carry its path)."""
+    lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.endswith(str(engine.socket)) and line.split()[5] == "03")
+
+
+def settles_to_zero(count: Callable[[], int], patience: float = 60) -> bool:
+    """Whether `count` reaches 0 within a generous `patience` (a safety timeout)."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        if count() == 0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def poke(ports: list[int]) -> None:
+    for port in ports:
+        httpx.get(f"http://127.0.0.1:{port}/", trust_env=False, timeout=5)
 
 
 def error(response: httpx.Response) -> dict[str, Any]:
@@ -185,51 +207,47 @@ def test_logs_tail_follow_and_the_websocket_follow_every_replica(
             for r in alice.get(f"/v1/deployments/{ident}/status").json()["data"]["instances"]
         }
 
-        # follow: NDJSON lines, new ones as the replicas write them (httpd -v logs each
-        # request); a marker path requested on each replica shows up from each.
-        seen: set[str] = set()
+        # follow: NDJSON lines, the last one of each replica, then new ones as they are
+        # written (httpd -v logs each request; nothing else does once they are ready):
+        # once a line came from each replica, a request to each makes one more each.
+        counts: dict[str, int] = {}
         with alice.stream(
             "GET", f"/v1/deployments/{ident}/logs", params={"tail": 1, "follow": "true"}
         ) as stream:
             assert stream.status_code == 200
             assert stream.headers["content-type"].startswith("application/x-ndjson")
-            for port in ports:
-                httpx.get(f"http://127.0.0.1:{port}/follow-marker", trust_env=False, timeout=5)
             for raw in stream.iter_lines():
                 entry = json.loads(raw)
                 assert set(entry) == {"timestamp", "level", "message", "source"}
-                if "follow-marker" in entry["message"]:
-                    seen.add(entry["source"])
-                if seen == names:
+                counts[entry["source"]] = counts.get(entry["source"], 0) + 1
+                if set(counts) == names and sum(counts.values()) == len(names):
+                    poke(ports)
+                if all(counts.get(name, 0) >= 2 for name in names):
                     break
-        assert seen == names
+        assert set(counts) == names
 
         # The WebSocket: ?token=, then the same lines as {"type": "log"} messages.
         token = alice.headers["Authorization"].removeprefix("Bearer ")
         url = server.url.replace("http", "ws") + f"/v1/deployments/{ident}/logs/stream"
-        seen = set()
+        counts = {}
         with connect(f"{url}?token={token}&tail=1", open_timeout=30) as socket:
-            poke = threading.Timer(
-                0.5,
-                lambda: [
-                    httpx.get(f"http://127.0.0.1:{p}/ws-marker", trust_env=False, timeout=5)
-                    for p in ports
-                ],
-            )
-            poke.start()
-            while seen != names:
+            while not all(counts.get(name, 0) >= 2 for name in names):
                 message = json.loads(socket.recv(timeout=60))
                 assert message["type"] == "log", message
-                if "ws-marker" in message["data"]["message"]:
-                    seen.add(message["data"]["source"])
-            poke.join()
+                source = message["data"]["source"]
+                counts[source] = counts.get(source, 0) + 1
+                if set(counts) == names and sum(counts.values()) == len(names):
+                    poke(ports)
+            # One engine stream per replica while it lasts (what must go after).
+            assert engine_connections(engine) >= len(names)
         # Without credentials: refused with a reason, then closed.
         with connect(url, open_timeout=30) as socket:
             socket.send(json.dumps({"type": "auth", "token": "wrong"}))
             refused = json.loads(socket.recv(timeout=30))
             assert refused["type"] == "error" and refused["code"], refused
-        # No engine stream is left behind once the sockets closed: the service's
-        # connections from the orchestrator drop back (checked through the engine).
+        # No engine stream is left behind once the streams closed: the engine's socket
+        # has no connection left open (each read closes its own at once).
+        assert settles_to_zero(lambda: engine_connections(engine)), engine_connections(engine)
     finally:
         remove(alice, ident)
 
