@@ -37,6 +37,7 @@ from litestar.params import Parameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from orchestrator import deployment_events
 from orchestrator.api.controllers import orchestrator_of
 from orchestrator.api.security import Security, access_of
 from orchestrator.api.sockets import cancel_when_closed, first_message_principal, refuse
@@ -321,6 +322,12 @@ class Deployments:
 
     # -- workflows ----------------------------------------------------------------------
 
+    def known_url(self, record: dict[str, Any]) -> str | None:
+        """The url without the engine: a custom domain's, or the configured suffix's
+        (what `deployment_status_changed` events carry)."""
+        suffix = str(getattr(self.provider, "domain_suffix", "") or "")
+        return url_of(record, [], suffix)
+
     async def submit(self, ident: str, operation: str, tasks: list[TaskSpec], **extra: Any) -> str:
         spec = WorkflowSpec(
             kind="deployment",
@@ -460,6 +467,7 @@ class DeploymentController(Controller):
                 app_name=data.app_name,
                 owner=deployments.user,
                 record=record,
+                url=deployments.known_url(record),
             )
         return _ok(
             {
@@ -592,7 +600,12 @@ class DeploymentController(Controller):
                     )
                 )
         workflow_id = await deployments.submit(
-            deployment_id, "scale", tasks, app_name=record["app_name"], replicas=data.replicas
+            deployment_id,
+            "scale",
+            tasks,
+            app_name=record["app_name"],
+            replicas=data.replicas,
+            url=deployments.known_url(record),
         )
         return Envelope(
             {
@@ -648,7 +661,12 @@ class DeploymentController(Controller):
                 tasks.append(removed)
                 previous = removed.name
         workflow_id = await deployments.submit(
-            deployment_id, "update", tasks, app_name=record["app_name"], changes=changes
+            deployment_id,
+            "update",
+            tasks,
+            app_name=record["app_name"],
+            changes=changes,
+            url=deployments.known_url(new),
         )
         return Envelope(
             {
@@ -708,7 +726,11 @@ class DeploymentController(Controller):
         if not tasks:
             return record, ""
         workflow_id = await deployments.submit(
-            deployment_id, operation, tasks, app_name=record["app_name"]
+            deployment_id,
+            operation,
+            tasks,
+            app_name=record["app_name"],
+            url=deployments.known_url(record),
         )
         return record, workflow_id
 
@@ -841,7 +863,12 @@ class DeploymentController(Controller):
         deployments.check("update", params)
         task = deployments.task("record", "deployment", "update", params, [])
         workflow_id = await deployments.submit(
-            record["id"], "domains", [task], app_name=record["app_name"], change=what
+            record["id"],
+            "domains",
+            [task],
+            app_name=record["app_name"],
+            change=what,
+            url=deployments.known_url({**record, "domains": domains}),
         )
         workflow = await deployments.settled(workflow_id)
         if workflow["status"] in FAILED:
@@ -983,3 +1010,76 @@ class DeploymentController(Controller):
         finally:
             await lines.aclose()
             streams[principal.user_id] -= 1
+
+
+NOTIFICATIONS_ROUTE = ("GET", "/v1/ws/notifications")
+
+
+@websocket_route("/ws/notifications")
+async def notifications(socket: WebSocket[Any, Any, Any]) -> None:
+    """Seed 002's notifications: each `deployment_status_changed` of the caller's
+    deployments (every one for an administrator), as a text message in the seed's shape
+    with the log's `seq`, from now on (or after `?since=`). Authenticated by a bearer
+    header, `?token=` or a first `{"type": "auth"}` message."""
+    await socket.accept()
+    principal = access_of(socket.scope).principal
+    if principal is None:
+        principal = await first_message_principal(socket, "list", NOTIFICATIONS_ROUTE)
+        if principal is None:
+            return
+    orchestrator = orchestrator_of(socket.app.state)
+    streams = orchestrator.events.streams
+    limit = orchestrator.settings.server.ws_connections_per_user
+    if streams[principal.user_id] >= limit:
+        await refuse(socket, "RATE_LIMITED", f"at most {limit} streams per user")
+        return
+    try:
+        since = socket.query_params.get("since")
+        after = int(since) if since is not None else await orchestrator.records.last_seq()
+    except ValueError:
+        await refuse(socket, "INVALID_INPUT", "since: must be an event seq (an integer)")
+        return
+    streams[principal.user_id] += 1
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(cancel_when_closed, socket, group.cancel_scope)
+            await _notify(socket, orchestrator, principal, after)
+            group.cancel_scope.cancel()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        streams[principal.user_id] -= 1
+
+
+async def _notify(
+    socket: WebSocket[Any, Any, Any], orchestrator: Orchestrator, principal: Principal, after: int
+) -> None:
+    bus = orchestrator.events
+    admin = "admin" in principal.roles
+    patience = orchestrator.settings.server.ws_send_timeout
+    while True:
+        version = bus.version
+        events = await orchestrator.records.events(after, types=[deployment_events.SOURCE])
+        for event in events:
+            after = event.seq
+            if not deployment_events.is_source(event.type, event.data):
+                continue
+            found = await deployment_events.deployment_event(
+                orchestrator.engine, event.data, event.at
+            )
+            if found is None or not (admin or found["user_id"] == principal.user_id):
+                continue
+            try:
+                with anyio.fail_after(patience):
+                    await socket.send_text(
+                        msgspec.json.encode({**found, "seq": event.seq}).decode()
+                    )
+            except TimeoutError:
+                await refuse(
+                    socket,
+                    "SLOW_CONSUMER",
+                    f"the client did not keep up; reconnect with since={after} to resume",
+                )
+                return
+        if not events:
+            await bus.wait_for_change(version)

@@ -6,6 +6,8 @@ service, through an orchestrator process configured with a domain suffix and a q
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,19 +18,47 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.containers.engine import PASSWORD, USERNAME, Engine
-from tests.servers import OrchestratorProcess, provision_user, wait_for_workflow
+from tests.servers import REPO, OrchestratorProcess, free_port, provision_user, wait_for_workflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 AUTH = {"username": USERNAME, "password": PASSWORD}
 FAST = {"path": "/", "period_seconds": 1, "timeout_seconds": 1, "failure_threshold": 3}
 QUOTA = 2
+SECRET = "deployment-hooks-5e1b"
+
+
+@pytest.fixture(scope="module")
+def hooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """The example webhook receiver (it verifies signatures); its port and its log."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("hooks") / "received.jsonl"
+    receiver = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "examples" / "webhook_receiver.py"),
+            *("--port", str(port), "--secret", SECRET, "--log", str(log)),
+        ],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert receiver.stderr is not None and b"listening" in receiver.stderr.readline()
+        yield port, log
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+        assert receiver.stderr is not None
+        receiver.stderr.close()
 
 
 @pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, engine: Engine
+    tmp_path_factory: pytest.TempPathFactory, engine: Engine, hooks: tuple[int, Path]
 ) -> Iterator[OrchestratorProcess]:
+    endpoint = (
+        f'[{{url = "http://127.0.0.1:{hooks[0]}/hook", '
+        f'events = ["deployment_status_changed"], secret = "{SECRET}"}}]'
+    )
     process = OrchestratorProcess(
         tmp_path_factory.mktemp("orchestrator"),
         env={
@@ -37,6 +67,12 @@ def server(
             "PROVISIONING_PROVIDERS__ENGINE__STOP_TIMEOUT": "1",
             "PROVISIONING_PROVIDERS__ENGINE__QUOTA_PER_USER": str(QUOTA),
             "PROVISIONING_PROVIDERS__ENGINE__DOMAIN_SUFFIX": "apps.test",
+            "PROVISIONING_WEBHOOKS__ENABLED": "true",
+            "PROVISIONING_WEBHOOKS__ENDPOINTS": endpoint,
+            "PROVISIONING_WEBHOOKS__INITIAL_DELAY": "0.2",
+            "PROVISIONING_WEBHOOKS__MAX_DELAY": "0.5",
+            # An administrator's API key without enrolling MFA first.
+            "PROVISIONING_AUTH__MFA_REQUIRED_ROLES": "[]",
         },
     ).start()
     yield process
@@ -279,3 +315,89 @@ def test_metrics_come_from_the_engine_for_each_replica(alice: httpx.Client, engi
         )
     finally:
         remove(alice, ident)
+
+
+def token_of(client: httpx.Client) -> str:
+    return client.headers["Authorization"].removeprefix("Bearer ")
+
+
+def until_status(socket: Any, ident: str, status: str) -> list[dict[str, Any]]:
+    """Notifications until `ident` reports `status`; every one read."""
+    read: list[dict[str, Any]] = []
+    while True:
+        message = json.loads(socket.recv(timeout=180))
+        read.append(message)
+        if message.get("deployment_id") == ident and message["data"]["status"] == status:
+            return read
+
+
+def test_deployment_status_changed_on_notifications_ws_and_webhooks(
+    alice: httpx.Client,
+    bob: httpx.Client,
+    engine: Engine,
+    server: OrchestratorProcess,
+    hooks: tuple[int, Path],
+) -> None:
+    base = server.url.replace("http", "ws")
+    with (
+        user(server, "root-admin", ["admin"]) as admin,
+        connect(
+            f"{base}/v1/ws/notifications",
+            additional_headers={"Authorization": f"Bearer {token_of(alice)}"},
+            open_timeout=30,
+        ) as alice_ws,
+        connect(f"{base}/v1/ws/notifications?token={token_of(bob)}", open_timeout=30) as bob_ws,
+        connect(f"{base}/v1/ws/notifications", open_timeout=30) as admin_ws,
+        connect(
+            f"{base}/ws?token={token_of(alice)}&event_type=deployment_status_changed",
+            open_timeout=30,
+        ) as events_ws,
+    ):
+        admin_ws.send(json.dumps({"type": "auth", "token": token_of(admin)}))
+        mine = deploy(alice, engine, "note-a")
+        theirs = deploy(bob, engine, "note-b")
+        remove(alice, mine)
+        remove(bob, theirs)
+
+        # Each user sees only their own deployment's changes, in order.
+        seen = until_status(alice_ws, mine, "deleted")
+        assert {m["deployment_id"] for m in seen} == {mine}
+        assert [m["data"]["status"] for m in seen] == ["pending", "running", "updating", "deleted"]
+        first = seen[1]
+        assert first["type"] == "deployment_status_changed"
+        assert first["data"]["url"] == "http://note-a.apps.test"
+        assert first["data"]["app_name"] == "note-a" and first["timestamp"]
+        assert first["user_id"] and isinstance(first["seq"], int)
+        seen = until_status(bob_ws, theirs, "deleted")
+        assert {m["deployment_id"] for m in seen} == {theirs}
+        # An administrator sees both.
+        seen = until_status(admin_ws, theirs, "deleted")
+        assert {m["deployment_id"] for m in seen} == {mine, theirs}
+
+        # /ws: beside the log's events, in the same shape as the log's.
+        statuses = []
+        while len(statuses) < 8:
+            message = json.loads(events_ws.recv(timeout=60))
+            assert message["event_type"] == "deployment_status_changed", message
+            statuses.append((message["data"]["deployment_id"], message["data"]["data"]["status"]))
+        assert (mine, "running") in statuses and (theirs, "deleted") in statuses
+
+    # Webhooks: signed (the receiver verified them), in the seed's shape.
+    log = hooks[1]
+    deadline = time.monotonic() + 60
+    received: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        received = (
+            [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        )
+        if len([r for r in received if r["data"]["deployment_id"] in (mine, theirs)]) >= 8:
+            break
+        time.sleep(0.2)
+    ours = [r for r in received if r["data"]["deployment_id"] == mine]
+    assert [r["data"]["data"]["status"] for r in ours] == [
+        "pending",
+        "running",
+        "updating",
+        "deleted",
+    ]
+    assert all(r["event"] == "deployment_status_changed" for r in ours)
