@@ -88,10 +88,18 @@ def direct(engine: Engine, app: str, replicas: int) -> float:
     return took
 
 
+def load() -> str:
+    """The load averages (1, 5, 15 min), as `uptime` shows them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--replicas", default="1,10")
-    counts = [int(n) for n in parser.parse_args().replicas.split(",")]
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each count")
+    arguments = parser.parse_args()
+    counts = [int(n) for n in arguments.replicas.split(",")]
+    rounds = arguments.rounds
     engine = Engine().start()
     data = Path(engine.root) / "orchestrator"
     data.mkdir()
@@ -108,12 +116,17 @@ def main() -> None:
         engine.podman("pull", "--creds", f"{USERNAME}:{PASSWORD}", engine.image)
         with server.client() as http:
             http.timeout = httpx.Timeout(120)
-            print(f"{'replicas':>8} {'API (s)':>9} {'podman (s)':>11} {'overhead':>9}")
+            print(f"{'replicas':>8} {'API (s)':>9} {'podman (s)':>11} {'overhead':>9}  load")
             for count in counts:
-                engine_time = direct(engine, f"direct{count}", count)
-                api_time = through_api(http, engine, f"bench{count}", count)
-                overhead = (api_time - engine_time) / engine_time * 100
-                print(f"{count:>8} {api_time:>9.2f} {engine_time:>11.2f} {overhead:>8.0f}%")
+                for _ in range(rounds):
+                    engine_time = direct(engine, f"direct{count}", count)
+                    api_time = through_api(http, engine, f"bench{count}", count)
+                    overhead = (api_time - engine_time) / engine_time * 100
+                    print(
+                        f"{count:>8} {api_time:>9.2f} {engine_time:>11.2f} {overhead:>8.0f}%  "
+                        f"{load()}",
+                        flush=True,
+                    )
     finally:
         server.stop()
         engine.stop()
