@@ -48,7 +48,7 @@ from providers.base import (
     ProviderConfigError,
     ResourceChange,
 )
-from providers.containers._engine import connect, engine_error, runtime_name
+from providers.containers._engine import connect, engine_error, runtime_name, version_of
 from providers.containers._errors import EngineNotFound, EngineRefused
 from providers.containers._kinds import (
     KINDS,
@@ -290,7 +290,7 @@ class ContainersProvider(BaseProvider):
                 all=bool(call.params.get("all", True)), filters=json.dumps(filters)
             )
             infos = [await c.show() for c in found]
-            runtime = runtime_name(await client.version())
+            runtime = runtime_name(await version_of(client, self.socket))
         return ActionResult(
             result={"containers": [container_out(i) for i in infos], "runtime": runtime}
         )
@@ -301,7 +301,7 @@ class ContainersProvider(BaseProvider):
             lines = await container.log(
                 stdout=True, stderr=True, timestamps=True, tail=int(call.params.get("tail", 100))
             )
-            runtime = runtime_name(await client.version())
+            runtime = runtime_name(await version_of(client, self.socket))
         return ActionResult(
             result={"lines": [str(line).rstrip("\n") for line in lines], "runtime": runtime}
         )
@@ -527,8 +527,7 @@ class ContainersProvider(BaseProvider):
         await asyncio.sleep(health.initial_delay_seconds)
         failures = 0
         while True:
-            started = time.monotonic()
-            if await probe(self.publish_ip, host_port, health):
+            if await self._answers_within_period(host_port, health):
                 return
             failures += 1
             async with connect(self.socket) as client:
@@ -542,7 +541,21 @@ class ContainersProvider(BaseProvider):
                     f"replica {name} failed its health check (GET {health.path} on port "
                     f"{host_port}) {failures} times in a row"
                 )
-            await asyncio.sleep(max(0.0, health.period_seconds - (time.monotonic() - started)))
+
+    async def _answers_within_period(self, host_port: int, health: HealthCheck) -> bool:
+        """Whether a check passes within one `period_seconds`: retried meanwhile, after
+        `RETRY_FIRST` s growing to `RETRY_MOST`, so a replica is seen ready as soon as it
+        answers rather than a period later (a period without a pass is one failure)."""
+        deadline = time.monotonic() + health.period_seconds
+        gap = RETRY_FIRST
+        while True:
+            if await probe(self.publish_ip, host_port, health):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(gap, left))
+            gap = min(gap * 1.5, RETRY_MOST)
 
     # -- deployment records -------------------------------------------------------------
 
@@ -631,6 +644,8 @@ async def probe(ip: str, port: int, health: HealthCheck) -> bool:
 
 #: Seconds between the two stats samples that give a replica's CPU share.
 STATS_INTERVAL = 0.5
+#: Seconds between two health checks of a replica not yet ready, at first and at most.
+RETRY_FIRST, RETRY_MOST = 0.05, 1.0
 #: Seconds between looks for replicas a followed deployment gained.
 REPLICAS_POLL = 2.0
 
