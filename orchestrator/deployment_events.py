@@ -33,7 +33,7 @@ TYPE = "deployment_status_changed"
 #: The log event each one is read from.
 SOURCE = "WorkflowStatusChanged"
 _DONE = {"create": "running", "scale": "running", "update": "running", "start": "running"}
-_DONE |= {"domains": "running", "stop": "stopped", "delete": "deleted"}
+_DONE |= {"stop": "stopped", "delete": "deleted"}
 
 
 def is_source(kind: str, data: Mapping[str, Any]) -> bool:
@@ -41,15 +41,19 @@ def is_source(kind: str, data: Mapping[str, Any]) -> bool:
     return kind == SOURCE and data.get("kind") == "deployment"
 
 
-def deployment_status(operation: str, workflow_status: str) -> str:
+def deployment_status(operation: str, workflow_status: str, state: str | None = None) -> str:
+    """`state`: the deployment's recorded one when the change was asked (a change of
+    its domains leaves it as it was)."""
     if workflow_status in ("Pending", "Running"):
         return "pending" if operation == "create" else "updating"
     if workflow_status == "RollingBack":
         return "updating"
+    if operation == "domains":
+        return state or "running"
     if workflow_status == "Completed":
         return _DONE.get(operation, "running")
     # Failed, Cancelled or RolledBack: a scale or update rolled back to the old spec.
-    return "running" if operation in ("scale", "update", "domains") else "failed"
+    return "running" if operation in ("scale", "update") else "failed"
 
 
 async def deployment_event(
@@ -70,7 +74,7 @@ async def deployment_event(
         "timestamp": stamp,
         "user_id": workflow.get("owner"),
         "data": {
-            "status": deployment_status(operation, workflow_status),
+            "status": deployment_status(operation, workflow_status, request.get("state")),
             "url": request.get("url"),
             "app_name": request.get("app_name"),
             "operation": operation,

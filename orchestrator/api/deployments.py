@@ -869,6 +869,7 @@ class DeploymentController(Controller):
             app_name=record["app_name"],
             change=what,
             url=deployments.known_url({**record, "domains": domains}),
+            state=record.get("state"),
         )
         workflow = await deployments.settled(workflow_id)
         if workflow["status"] in FAILED:
@@ -955,9 +956,12 @@ class DeploymentController(Controller):
             return Stream(ndjson(), media_type="application/x-ndjson")
         entries: list[dict[str, Any]] = []
         for replica in await deployments.replicas(deployment_id, probe=False):
-            result = await deployments.read(
-                "container", "logs", {"name": replica["name"], "tail": tail}
-            )
+            try:
+                result = await deployments.read(
+                    "container", "logs", {"name": replica["name"], "tail": tail}
+                )
+            except NotFound:
+                continue  # removed since it was listed (a replica just replaced)
             for line in result["lines"]:
                 stamp, _, message = str(line).partition(" ")
                 entries.append(log_entry(stamp, message, replica["name"]))

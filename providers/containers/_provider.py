@@ -289,7 +289,7 @@ class ContainersProvider(BaseProvider):
             found = await client.containers.list(
                 all=bool(call.params.get("all", True)), filters=json.dumps(filters)
             )
-            infos = [await c.show() for c in found]
+            found, infos = await _shown(found)
             runtime = runtime_name(await version_of(client, self.socket))
         return ActionResult(
             result={"containers": [container_out(i) for i in infos], "runtime": runtime}
@@ -412,7 +412,7 @@ class ContainersProvider(BaseProvider):
         filters = json.dumps({"label": [f"{DEPLOYMENT}={deployment}", f"{INSTANCE}={self.name}"]})
         async with connect(self.socket) as client:
             found = await client.containers.list(all=True, filters=filters)
-            infos = [await c.show() for c in found]
+            found, infos = await _shown(found)
         replicas = [replica_out(info, _port(info)) for info in infos]
         if call.params.get("probe", True):
             checks = [
@@ -436,7 +436,7 @@ class ContainersProvider(BaseProvider):
         filters = json.dumps({"label": [f"{DEPLOYMENT}={deployment}", f"{INSTANCE}={self.name}"]})
         async with connect(self.socket) as client:
             found = await client.containers.list(all=True, filters=filters)
-            infos = [await c.show() for c in found]
+            found, infos = await _shown(found)
             running = [c for c, i in zip(found, infos, strict=True) if i["State"].get("Running")]
             first = await asyncio.gather(*(_sample(c) for c in running))
             await asyncio.sleep(STATS_INTERVAL)
@@ -648,6 +648,23 @@ STATS_INTERVAL = 0.5
 RETRY_FIRST, RETRY_MOST = 0.05, 1.0
 #: Seconds between looks for replicas a followed deployment gained.
 REPLICAS_POLL = 2.0
+
+
+async def _shown(found: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The listed containers still there, with their details: one removed between the
+    list and its look (a replica a workflow just replaced) is left out."""
+    kept, infos = [], []
+    for container in found:
+        try:
+            info: dict[str, Any] = await container.show()
+        except aiodocker.DockerError as exc:
+            gone = exc.status == 404 or "no such container" in str(exc.message).lower()
+            if not gone:
+                raise
+            continue
+        kept.append(container)
+        infos.append(info)
+    return kept, infos
 
 
 async def _sample(container: Any) -> Mapping[str, Any] | None:

@@ -148,6 +148,7 @@ def error(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
+@pytest.mark.both_stores
 def test_domains_are_host_names_unique_across_deployments_and_become_the_url(
     alice: httpx.Client, bob: httpx.Client, engine: Engine
 ) -> None:
@@ -331,6 +332,7 @@ def until_status(socket: Any, ident: str, status: str) -> list[dict[str, Any]]:
             return read
 
 
+@pytest.mark.both_stores
 def test_deployment_status_changed_on_notifications_ws_and_webhooks(
     alice: httpx.Client,
     bob: httpx.Client,

@@ -47,3 +47,5 @@ def test_a_deployment_workflow_change_is_also_a_deployment_status_change():
     assert deployment_status("scale", "RollingBack") == "updating"
     assert deployment_status("stop", "Completed") == "stopped"
     assert deployment_status("delete", "Completed") == "deleted"
+    assert deployment_status("domains", "Completed", "stopped") == "stopped"
+    assert deployment_status("domains", "Running", "stopped") == "updating"
