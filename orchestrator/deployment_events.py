@@ -25,8 +25,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
+from orchestrator.store.engine import AsyncEngine
 from orchestrator.store.workflows import get_workflow
 
 TYPE = "deployment_status_changed"
