@@ -12,17 +12,26 @@ containers, then polling each published port until it answers, as the health che
 do. The overhead is the difference, as a share of the engine's time (issue 14's target:
 at most 20 %).
 
-First figures (2 shared cores under a load average near 30, 2026-12-07):
+Each count is run `--rounds` times after a warm-up deployment (the service's first
+pull with credentials, the client's first look at the engine); `podman ∥` runs the N
+containers at once, and the overhead is against the faster of the two podman times.
 
-    replicas   API (s)  podman (s)  overhead
-           1      6.14        0.88      596%
-          10     20.85        7.64      173%
+Figures (2 cores shared with other work, load average 11 to 16; 2026-12-07, 5 rounds):
 
-Not met yet. Where it goes: the submit pulls the image again with the request's
-credentials (a registry round trip even when the image is present); a replica's first
-health check runs as soon as the container starts, usually before httpd listens, and
-the next one waits a whole `period_seconds` (the direct run polls every 50 ms); the
-replicas wait for the record task, and run within the workflow's parallel limit.
+    replicas   API (s)   podman (s)  podman ∥   overhead
+           1  0.44-0.88  0.47-0.75   0.39-0.94  median -3 % (-36 % to +81 %)
+          10  1.37-2.54  3.82-4.96   2.07-3.15  -15 % to -42 %
+
+Before (same machine, load near 6): 1 replica 2.3-2.5 s against 0.5 s (+355 % to
++415 %), 10 replicas 8.0-10.8 s against 3.3-5.8 s. `--detail` showed where: aiodocker
+asked the engine's `/version` on every new client's first request (podman answers in
+~0.3 s; now asked once per socket), a replica not yet ready waited a whole
+`period_seconds` before its next check (now re-checked within the period), and each
+health check made a TLS context for a plain-HTTP GET (~90 ms under load; now none).
+What remains for one replica is the POST's pull with the request's credentials (a
+registry round trip, which makes an image that cannot be had a 422 and is kept) and
+the noise of a loaded machine; with 10 the replicas start in parallel (the workflow's
+limit), which `podman run` one after the other does not.
 """
 
 from __future__ import annotations
