@@ -10,12 +10,19 @@ included.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from orchestrator.client import OrchestratorClient
+import httpx
+import msgspec
+
+from orchestrator.client import ApiError, OrchestratorClient
+from orchestrator.http.envelope import ErrorBody
 
 JSON = dict[str, Any]
+#: (`list` is a method's name in the class.)
+Rows = list[JSON]
 
 
 def _id(value: str) -> str:
@@ -75,3 +82,46 @@ class Deployments:
 
     def logs(self, ident: str, tail: int = 100) -> JSON:
         return self._call("GET", f"/deployments/{_id(ident)}/logs", params={"tail": tail})
+
+    def follow_logs(self, ident: str, tail: int = 10) -> Iterator[JSON]:
+        """The last `tail` lines of each replica, then each new one as written (from
+        every replica, those it gains later too), until the caller stops iterating."""
+        http = self._client._http
+        path = f"/deployments/{_id(ident)}/logs"
+        params: dict[str, str | int] = {"tail": tail, "follow": "true"}
+        try:
+            with http.stream(
+                "GET", path, params=params, timeout=httpx.Timeout(30, read=None)
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    try:
+                        error = msgspec.json.decode(response.content, type=ErrorBody)
+                    except msgspec.DecodeError:
+                        raise ApiError(
+                            response.text, "UNEXPECTED_RESPONSE", response.status_code
+                        ) from None
+                    raise ApiError(error.error, error.code, response.status_code, error.details)
+                for line in response.iter_lines():
+                    if line:
+                        entry: JSON = msgspec.json.decode(line)
+                        yield entry
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise self._client.unreachable(self._client.base_url, str(exc)) from exc
+
+    def domains(self, ident: str) -> Rows:
+        found: Rows = self._call("GET", f"/deployments/{_id(ident)}/domains")["domains"]
+        return found
+
+    def add_domain(self, ident: str, domain: str) -> JSON:
+        """Map `domain` (a host name, unique across deployments) to the deployment."""
+        return self._call("POST", f"/deployments/{_id(ident)}/domains", json={"domain": domain})
+
+    def remove_domain(self, ident: str, domain: str) -> JSON:
+        """Remove a domain, named by its id or by itself."""
+        return self._call("DELETE", f"/deployments/{_id(ident)}/domains/{_id(domain)}")
+
+    def metrics(self, ident: str) -> JSON:
+        """CPU, memory, network and restarts per replica, sampled from the engine."""
+        found: JSON = self._call("GET", f"/deployments/{_id(ident)}/metrics")["metrics"]
+        return found

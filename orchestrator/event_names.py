@@ -33,6 +33,8 @@ EVENT_NAMES = (
     "resource.created",
     "resource.updated",
     "resource.deleted",
+    # Seed 002's, from a deployment workflow's status change (orchestrator/deployment_events.py).
+    "deployment_status_changed",
 )
 #: The types of the log's events (`Event.type`), as the stream's `event_types` filter
 #: names them.
@@ -73,3 +75,13 @@ def webhook_event(kind: str, data: Mapping[str, Any]) -> str | None:
     if kind == "ResourceChanged":
         return f"resource.{data.get('op')}d"
     return _OTHERS.get(kind)
+
+
+def webhook_events(kind: str, data: Mapping[str, Any]) -> list[str]:
+    """Every webhook name a log event carries: its own, and `deployment_status_changed`
+    beside a deployment workflow's `workflow.*`."""
+    name = webhook_event(kind, data)
+    names = [] if name is None else [name]
+    if kind == "WorkflowStatusChanged" and data.get("kind") == "deployment":
+        names.append("deployment_status_changed")
+    return names

@@ -37,6 +37,8 @@ import httpx
 import msgspec
 import structlog
 
+from orchestrator.deployment_events import TYPE as DEPLOYMENT_STATUS_CHANGED
+from orchestrator.deployment_events import deployment_event
 from orchestrator.metrics import Metrics
 from orchestrator.settings import WebhookSettings
 from orchestrator.store.engine import AsyncEngine
@@ -127,8 +129,16 @@ class WebhookDispatcher:
         await record_attempt(self.engine, outcome)
 
     async def _with_output(self, row: Delivery) -> Delivery:
-        """A task event's delivery with the task's `output` in its `data`."""
+        """A task event's delivery with the task's `output` in its `data`; a
+        `deployment_status_changed` one in seed 002's shape (deployment_events.py)."""
         data = row.payload.get("data")
+        if row.event == DEPLOYMENT_STATUS_CHANGED and isinstance(data, dict):
+            event = await deployment_event(self.engine, data, str(row.payload.get("timestamp")))
+            if event is None:
+                return row
+            return msgspec.structs.replace(
+                row, payload={**row.payload, "data": {**event, "seq": data["seq"]}}
+            )
         if not row.event.startswith("task.") or not isinstance(data, dict) or "output" in data:
             return row
         task_id = data.get("task_id")

@@ -18,7 +18,7 @@ from control_center.gate import Gate, account_routes
 from orchestrator.api.batch import BatchController
 from orchestrator.api.containers import ContainerController, DockerController
 from orchestrator.api.controllers import TaskController, WorkflowController, health
-from orchestrator.api.deployments import DeploymentController
+from orchestrator.api.deployments import DeploymentController, notifications
 from orchestrator.api.host.controllers import HOST_CONTROLLERS, HOST_STREAMS
 from orchestrator.api.idempotency import Idempotency
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
@@ -69,7 +69,9 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
     # and 001); the OpenAPI schema lists the unprefixed ones.
     v1 = Router(path="/api/v1", route_handlers=resources, include_in_schema=False)
     # Seed 002 spells its paths /v1/deployments…
-    seed_002 = Router(path="/v1", route_handlers=[DeploymentController], include_in_schema=False)
+    seed_002 = Router(
+        path="/v1", route_handlers=[DeploymentController, notifications], include_in_schema=False
+    )
     # Login, refresh, logout, MFA, sign-up, one's profile and API keys at this base URL
     # too: the control center's own account app over the same database, mounted
     # (docs/architecture.md).

@@ -19,7 +19,26 @@ def endpoints() -> dict[tuple[str, str], tuple[str, str, str | None]]:
         ("POST", "/deployments/{deployment_id}/start"): ("update", "deployments", "deployment_id"),
         ("GET", "/deployments/{deployment_id}/status"): ("read", "deployments", "deployment_id"),
         ("GET", "/deployments/{deployment_id}/logs"): ("read", "deployments", "deployment_id"),
+        ("GET", "/deployments/{deployment_id}/logs/stream"): (
+            "read",
+            "deployments",
+            "deployment_id",
+        ),
+        ("GET", "/deployments/{deployment_id}/metrics"): ("read", "deployments", "deployment_id"),
+        ("GET", "/deployments/{deployment_id}/domains"): ("read", "deployments", "deployment_id"),
+        ("POST", "/deployments/{deployment_id}/domains"): (
+            "update",
+            "deployments",
+            "deployment_id",
+        ),
+        ("DELETE", "/deployments/{deployment_id}/domains/{domain_id}"): (
+            "update",
+            "deployments",
+            "deployment_id",
+        ),
     }
+    #: Seed 002's notifications socket: deployment events, each user's own.
+    notifications = {("GET", "/v1/ws/notifications"): ("list", "deployments", None)}
     seed_000 = {
         ("GET", "/containers"): ("list", "containers", None),
         ("GET", "/containers/{container_id}"): ("read", "containers", "container_id"),
@@ -31,4 +50,9 @@ def endpoints() -> dict[tuple[str, str], tuple[str, str, str | None]]:
         ("DELETE", "/docker/containers/{container_id}"): ("delete", "docker", "container_id"),
         ("POST", "/docker/images/pull"): ("pull", "docker", None),
     }
-    return {**routes, **{(m, f"/v1{p}"): v for (m, p), v in routes.items()}, **seed_000}
+    return {
+        **routes,
+        **{(m, f"/v1{p}"): v for (m, p), v in routes.items()},
+        **seed_000,
+        **notifications,
+    }

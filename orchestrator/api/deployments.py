@@ -22,19 +22,33 @@ image that cannot be had is a 422) and is then forgotten: never stored, never ec
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio
 import msgspec
-from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar import Controller, Request, Response, WebSocket, delete, get, patch, post, put
+from litestar import websocket as websocket_route
 from litestar.datastructures import State
+from litestar.exceptions import WebSocketDisconnect
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
+from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from orchestrator.api.controllers import orchestrator_of, security_of
-from orchestrator.api.security import access_of
-from orchestrator.errors import Conflict, DomainError, InvalidInput, NotFound, ProviderFailed
+from orchestrator import deployment_events
+from orchestrator.api.controllers import orchestrator_of
+from orchestrator.api.security import Security, access_of
+from orchestrator.api.sockets import cancel_when_closed, first_message_principal, refuse
+from orchestrator.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    ProviderFailed,
+    QuotaExceeded,
+)
 from orchestrator.http.access import Principal
 from orchestrator.http.envelope import Envelope, ErrorBody
 from orchestrator.ids import new_id
@@ -49,9 +63,11 @@ from providers.containers._kinds import (
     EnvName,
     EnvValue,
     HealthCheck,
+    HostName,
     ImageRef,
     Port,
     Resources,
+    log_entry,
 )
 
 ACTIVE = ("Pending", "Running", "RollingBack")
@@ -117,6 +133,11 @@ class ScaleIn(msgspec.Struct, forbid_unknown_fields=True):
     replicas: Replicas
 
 
+class DomainIn(msgspec.Struct, forbid_unknown_fields=True):
+    #: A host name (`myapp.example.com`): no scheme, port, path or empty label.
+    domain: HostName
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -130,7 +151,11 @@ def _ts(value: Any) -> str | None:
 class Deployments:
     """What the endpoints share: the instance, the records, ownership and workflows."""
 
-    def __init__(self, orchestrator: Orchestrator, request: Request[Any, Any, Any]) -> None:
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        request: Request[Any, Any, Any] | WebSocket[Any, Any, Any],
+    ) -> None:
         self.orchestrator = orchestrator
         self.request = request
         self.catalog = orchestrator.catalog
@@ -254,6 +279,41 @@ class Deployments:
         except (EngineUnavailable, EngineFailed) as exc:
             raise engine_error(exc, exc) from None
 
+    async def admissible(self, app_name: str) -> None:
+        """409 when the caller already deployed `app_name`; 409 `QUOTA_EXCEEDED` when a
+        user who is not an administrator already has the instance's `quota_per_user`
+        deployments (failed creates count for neither)."""
+        mine = [
+            r
+            for r in await self.records()
+            if r.get("owner") == self.user and r["status"] != "failed"
+        ]
+        for other in mine:
+            if other["app_name"] == app_name:
+                raise Conflict(f"app_name: {app_name} is already deployed ({other['id']})")
+        quota = int(getattr(self.provider, "quota_per_user", 0) or 0)
+        if quota and not self.admin and len(mine) >= quota:
+            raise QuotaExceeded(
+                f"quota exceeded: you have {len(mine)} deployments, at most {quota} per user "
+                f"(providers.{self.instance}.quota_per_user)",
+                {"deployments": len(mine), "quota": quota},
+            )
+
+    async def domain_free(self, ident: str, domain: str) -> None:
+        """409 when another deployment (anyone's) holds `domain`, or this one already."""
+        rows = await list_resources(self.orchestrator.engine, self.instance, "deployment")
+        for row in rows:
+            held = {str(d.get("domain", "")).lower() for d in row["data"].get("domains") or []}
+            if domain in held:
+                whose = "this deployment" if row["name"] == ident else "another deployment"
+                raise Conflict(f"domain: {domain} is already mapped to {whose}")
+
+    async def settled(self, workflow_id: str) -> dict[str, Any]:
+        """Wait (up to `server.wait_timeout`) for a short workflow; its row."""
+        await self.orchestrator.wait(workflow_id, self.orchestrator.settings.server.wait_timeout)
+        workflow = await get_workflow(self.orchestrator.engine, workflow_id)
+        return workflow or {"id": workflow_id, "status": "Pending"}
+
     def check(self, operation: str, params: dict[str, Any]) -> None:
         try:
             self.provider.validate("deployment", operation, params)
@@ -261,6 +321,12 @@ class Deployments:
             raise InvalidInput(f"{exc.path}: {exc.message}" if exc.path else exc.message) from None
 
     # -- workflows ----------------------------------------------------------------------
+
+    def known_url(self, record: dict[str, Any]) -> str | None:
+        """The url without the engine: a custom domain's, or the configured suffix's
+        (what `deployment_status_changed` events carry)."""
+        suffix = str(getattr(self.provider, "domain_suffix", "") or "")
+        return url_of(record, [], suffix)
 
     async def submit(self, ident: str, operation: str, tasks: list[TaskSpec], **extra: Any) -> str:
         spec = WorkflowSpec(
@@ -271,9 +337,8 @@ class Deployments:
             request={"deployment_id": ident, "operation": operation, **extra},
         )
         TaskLimits.of(self.orchestrator.settings.server).check_workflow(len(spec.tasks))
-        await security_of(self.request).authorize_items(
-            self.request.scope, self.catalog.items(spec)
-        )
+        security: Security = self.request.app.state.security
+        await security.authorize_items(self.request.scope, self.catalog.items(spec))
         return await self.orchestrator.submit(spec, owner=self.user)
 
     def task(
@@ -308,12 +373,22 @@ def engine_error(cause: BaseException | None, fallback: Exception) -> DomainErro
 
 
 def url_of(record: dict[str, Any], replicas: list[dict[str, Any]], suffix: str) -> str | None:
+    """The first custom domain, else `http://<app_name>.<domain_suffix>` when a suffix is
+    configured, else the first running replica's loopback address."""
+    return next(iter(urls_of(record, replicas, suffix)), None)
+
+
+def urls_of(record: dict[str, Any], replicas: list[dict[str, Any]], suffix: str) -> list[str]:
+    """Every address the deployment answers at, `url` first."""
+    urls = [f"http://{d['domain']}" for d in record.get("domains") or []]
     if suffix:
-        return f"http://{record['app_name']}.{suffix}"
-    for replica in replicas:
-        if replica.get("running") and replica.get("host_port"):
-            return f"http://127.0.0.1:{replica['host_port']}"
-    return None
+        urls.append(f"http://{record['app_name']}.{suffix}")
+    urls += [
+        f"http://127.0.0.1:{r['host_port']}"
+        for r in replicas
+        if r.get("running") and r.get("host_port")
+    ]
+    return urls
 
 
 def summary(record: dict[str, Any], url: str | None) -> dict[str, Any]:
@@ -329,9 +404,11 @@ def summary(record: dict[str, Any], url: str | None) -> dict[str, Any]:
     }
 
 
-def detail(record: dict[str, Any], url: str | None) -> dict[str, Any]:
+def detail(record: dict[str, Any], urls: list[str]) -> dict[str, Any]:
     return {
-        **summary(record, url),
+        **summary(record, next(iter(urls), None)),
+        "urls": urls,
+        "domains": record.get("domains") or [],
         "user_id": record.get("owner"),
         "port": record.get("port"),
         "env_vars": record.get("env_vars") or {},
@@ -375,16 +452,23 @@ class DeploymentController(Controller):
         }
         record.pop("registry_auth", None)
         deployments.check("create", record)
-        for other in await deployments.records():
-            mine = other.get("owner") == deployments.user
-            if mine and other["app_name"] == data.app_name and other["status"] != "failed":
-                raise Conflict(f"app_name: {data.app_name} is already deployed ({other['id']})")
+        await deployments.admissible(data.app_name)  # before a pull that may be long
         await deployments.pull(data.image, data.registry_auth)
-        first = deployments.task("record", "deployment", "create", record, [])
-        tasks = [first] + [deployments.replica(record, ["record"]) for _ in range(data.replicas)]
-        workflow_id = await deployments.submit(
-            ident, "create", tasks, app_name=data.app_name, owner=deployments.user, record=record
-        )
+        async with deployments.provider.deciding:
+            await deployments.admissible(data.app_name)
+            first = deployments.task("record", "deployment", "create", record, [])
+            tasks = [first] + [
+                deployments.replica(record, ["record"]) for _ in range(data.replicas)
+            ]
+            workflow_id = await deployments.submit(
+                ident,
+                "create",
+                tasks,
+                app_name=data.app_name,
+                owner=deployments.user,
+                record=record,
+                url=deployments.known_url(record),
+            )
         return _ok(
             {
                 "id": ident,
@@ -423,7 +507,8 @@ class DeploymentController(Controller):
         suffix = self._suffix(deployments)
         out = []
         for record in chosen:
-            replicas = [] if suffix else await deployments.replicas(record["id"], probe=False)
+            named = suffix or record.get("domains")
+            replicas = [] if named else await deployments.replicas(record["id"], probe=False)
             out.append(summary(record, url_of(record, replicas, suffix)))
         return Envelope(
             {
@@ -444,7 +529,7 @@ class DeploymentController(Controller):
         deployments = self._open(state, request)
         record = await deployments.get(deployment_id)
         replicas = await deployments.replicas(deployment_id, probe=False)
-        return Envelope(detail(record, url_of(record, replicas, self._suffix(deployments))))
+        return Envelope(detail(record, urls_of(record, replicas, self._suffix(deployments))))
 
     @get(
         "/{deployment_id:str}/status",
@@ -515,7 +600,12 @@ class DeploymentController(Controller):
                     )
                 )
         workflow_id = await deployments.submit(
-            deployment_id, "scale", tasks, app_name=record["app_name"], replicas=data.replicas
+            deployment_id,
+            "scale",
+            tasks,
+            app_name=record["app_name"],
+            replicas=data.replicas,
+            url=deployments.known_url(record),
         )
         return Envelope(
             {
@@ -571,7 +661,12 @@ class DeploymentController(Controller):
                 tasks.append(removed)
                 previous = removed.name
         workflow_id = await deployments.submit(
-            deployment_id, "update", tasks, app_name=record["app_name"], changes=changes
+            deployment_id,
+            "update",
+            tasks,
+            app_name=record["app_name"],
+            changes=changes,
+            url=deployments.known_url(new),
         )
         return Envelope(
             {
@@ -631,7 +726,11 @@ class DeploymentController(Controller):
         if not tasks:
             return record, ""
         workflow_id = await deployments.submit(
-            deployment_id, operation, tasks, app_name=record["app_name"]
+            deployment_id,
+            operation,
+            tasks,
+            app_name=record["app_name"],
+            url=deployments.known_url(record),
         )
         return record, workflow_id
 
@@ -694,8 +793,145 @@ class DeploymentController(Controller):
             }
         )
 
+    # -- domains ------------------------------------------------------------------------
+
+    @get("/{deployment_id:str}/domains", summary="The deployment's custom domains")
+    async def domains(
+        self, state: State, request: Request[Any, Any, Any], deployment_id: str
+    ) -> Envelope[dict[str, Any]]:
+        record = await self._open(state, request).get(deployment_id)
+        return Envelope({"domains": record.get("domains") or []})
+
+    @post(
+        "/{deployment_id:str}/domains",
+        status_code=HTTP_201_CREATED,
+        summary="Map a custom domain (unique across deployments)",
+        responses=ENGINE_ERRORS,
+    )
+    async def add_domain(
+        self, state: State, request: Request[Any, Any, Any], deployment_id: str, data: DomainIn
+    ) -> Response[Envelope[dict[str, Any]]]:
+        deployments = self._open(state, request)
+        domain = data.domain.lower()
+        entry = {"id": new_id(), "domain": domain, "created_at": _now()}
+        async with deployments.provider.deciding:
+            record = await deployments.get(deployment_id)
+            await deployments.idle(record)
+            await deployments.domain_free(deployment_id, domain)
+            held = list(record.get("domains") or [])
+            workflow = await self._domains(deployments, record, [*held, entry], f"add {domain}")
+        return _ok({**entry, "deployment_id": deployment_id, "workflow_id": workflow}, 201)
+
+    @delete(
+        "/{deployment_id:str}/domains/{domain_id:str}",
+        status_code=HTTP_200_OK,
+        summary="Remove a custom domain (by its id or its name)",
+        responses=ENGINE_ERRORS,
+    )
+    async def remove_domain(
+        self, state: State, request: Request[Any, Any, Any], deployment_id: str, domain_id: str
+    ) -> Envelope[dict[str, Any]]:
+        deployments = self._open(state, request)
+        async with deployments.provider.deciding:
+            record = await deployments.get(deployment_id)
+            held = list(record.get("domains") or [])
+            kept = [d for d in held if domain_id not in (d["id"], d["domain"])]
+            if len(kept) == len(held):
+                raise NotFound(f"deployment {deployment_id} has no domain {domain_id}")
+            await deployments.idle(record)
+            gone = next(d for d in held if d not in kept)
+            workflow = await self._domains(deployments, record, kept, f"remove {gone['domain']}")
+        return Envelope(
+            {
+                "message": "Domain removed",
+                "id": gone["id"],
+                "domain": gone["domain"],
+                "deployment_id": deployment_id,
+                "workflow_id": workflow,
+            }
+        )
+
+    async def _domains(
+        self,
+        deployments: Deployments,
+        record: dict[str, Any],
+        domains: list[dict[str, Any]],
+        what: str,
+    ) -> str:
+        """Record the deployment's new list of domains (a workflow, waited for)."""
+        params = {"id": record["id"], "domains": domains}
+        deployments.check("update", params)
+        task = deployments.task("record", "deployment", "update", params, [])
+        workflow_id = await deployments.submit(
+            record["id"],
+            "domains",
+            [task],
+            app_name=record["app_name"],
+            change=what,
+            url=deployments.known_url({**record, "domains": domains}),
+            state=record.get("state"),
+        )
+        workflow = await deployments.settled(workflow_id)
+        if workflow["status"] in FAILED:
+            raise Conflict(
+                workflow.get("error") or f"domains: {what} failed", {"workflow_id": workflow_id}
+            )
+        return workflow_id
+
+    # -- metrics --------------------------------------------------------------------------
+
     @get(
-        "/{deployment_id:str}/logs", summary="The replicas' last log lines", responses=ENGINE_ERRORS
+        "/{deployment_id:str}/metrics",
+        summary="CPU, memory, network and restarts per replica, from the engine",
+        responses=ENGINE_ERRORS,
+    )
+    async def metrics(
+        self, state: State, request: Request[Any, Any, Any], deployment_id: str
+    ) -> Envelope[dict[str, Any]]:
+        deployments = self._open(state, request)
+        await deployments.get(deployment_id)
+        sampled = await deployments.read("replica", "stats", {"deployment": deployment_id})
+        replicas = [
+            {
+                "name": r["name"],
+                "container_id": r["container_id"],
+                "running": r["running"],
+                "cpu_percent": r["cpu_percent"],
+                "cpu_seconds": r["cpu_seconds"],
+                "memory_bytes": r["memory_bytes"],
+                "memory_limit_bytes": r["memory_limit_bytes"],
+                "memory_percent": r["memory_percent"],
+                "network": r["network"],
+                "restarts": r["restart_count"],
+            }
+            for r in sampled["replicas"]
+        ]
+        total = {
+            "cpu_percent": round(sum(r["cpu_percent"] for r in replicas), 2),
+            "memory_bytes": sum(r["memory_bytes"] for r in replicas),
+            "rx_bytes": sum(r["network"]["rx_bytes"] for r in replicas),
+            "tx_bytes": sum(r["network"]["tx_bytes"] for r in replicas),
+            "restarts": sum(r["restarts"] for r in replicas),
+            "replicas": len(replicas),
+            "running": sum(1 for r in replicas if r["running"]),
+        }
+        return Envelope(
+            {
+                "metrics": {
+                    "timestamp": sampled["timestamp"],
+                    "interval_seconds": sampled["interval_seconds"],
+                    "total": total,
+                    "replicas": replicas,
+                }
+            }
+        )
+
+    # -- logs -----------------------------------------------------------------------------
+
+    @get(
+        "/{deployment_id:str}/logs",
+        summary="The replicas' last log lines; with follow, a stream of them (NDJSON)",
+        responses=ENGINE_ERRORS,
     )
     async def logs(
         self,
@@ -703,23 +939,151 @@ class DeploymentController(Controller):
         request: Request[Any, Any, Any],
         deployment_id: str,
         tail: Annotated[int, Parameter(ge=1, le=10_000)] = 100,
-    ) -> Envelope[dict[str, Any]]:
+        follow: bool = False,
+    ) -> Response[Any]:
         deployments = self._open(state, request)
         await deployments.get(deployment_id)
-        lines: list[dict[str, Any]] = []
+        if follow:
+            lines = deployments.provider.follow_logs(deployment_id, tail)
+
+            async def ndjson() -> AsyncIterator[bytes]:
+                try:
+                    async for entry in lines:
+                        yield msgspec.json.encode(entry) + b"\n"
+                finally:
+                    await lines.aclose()
+
+            return Stream(ndjson(), media_type="application/x-ndjson")
+        entries: list[dict[str, Any]] = []
         for replica in await deployments.replicas(deployment_id, probe=False):
-            result = await deployments.read(
-                "container", "logs", {"name": replica["name"], "tail": tail}
-            )
+            try:
+                result = await deployments.read(
+                    "container", "logs", {"name": replica["name"], "tail": tail}
+                )
+            except NotFound:
+                continue  # removed since it was listed (a replica just replaced)
             for line in result["lines"]:
                 stamp, _, message = str(line).partition(" ")
-                lines.append(
-                    {
-                        "timestamp": stamp,
-                        "level": "info",
-                        "message": message,
-                        "source": replica["name"],
-                    }
+                entries.append(log_entry(stamp, message, replica["name"]))
+        entries.sort(key=lambda entry: str(entry["timestamp"]))
+        return _ok({"logs": entries[-tail:]})
+
+    @websocket_route("/{deployment_id:str}/logs/stream")
+    async def log_stream(self, socket: WebSocket[Any, Any, Any], deployment_id: str) -> None:
+        """Every replica's log lines as `{"type": "log", "data": entry}` (the last `tail`,
+        10 by default, then each new one) until the socket closes; authenticated by a
+        bearer header, `?token=` or a first `{"type": "auth"}` message."""
+        await socket.accept()
+        route = ("GET", "/deployments/{deployment_id}/logs/stream")
+        principal = access_of(socket.scope).principal
+        if principal is None:
+            principal = await first_message_principal(socket, "read", route)
+            if principal is None:
+                return
+        orchestrator = orchestrator_of(socket.app.state)
+        streams = orchestrator.events.streams
+        limit = orchestrator.settings.server.ws_connections_per_user
+        try:
+            tail = int(socket.query_params.get("tail", 10))
+            if not 1 <= tail <= 10_000:
+                raise ValueError
+            deployments = Deployments(orchestrator, socket)
+            await deployments.get(deployment_id)
+        except ValueError:
+            await refuse(socket, "INVALID_INPUT", "tail: an integer from 1 to 10000")
+            return
+        except DomainError as exc:
+            await refuse(socket, exc.code, exc.message)
+            return
+        if streams[principal.user_id] >= limit:
+            await refuse(socket, "RATE_LIMITED", f"at most {limit} streams per user")
+            return
+        streams[principal.user_id] += 1
+        lines = deployments.provider.follow_logs(deployment_id, tail)
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(cancel_when_closed, socket, group.cancel_scope)
+                try:
+                    async for entry in lines:
+                        await socket.send_bytes(msgspec.json.encode({"type": "log", "data": entry}))
+                except (EngineUnavailable, EngineFailed) as exc:
+                    await refuse(socket, engine_error(exc, exc).code, str(exc))
+                group.cancel_scope.cancel()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            await lines.aclose()
+            streams[principal.user_id] -= 1
+
+
+NOTIFICATIONS_ROUTE = ("GET", "/v1/ws/notifications")
+
+
+@websocket_route("/ws/notifications")
+async def notifications(socket: WebSocket[Any, Any, Any]) -> None:
+    """Seed 002's notifications: each `deployment_status_changed` of the caller's
+    deployments (every one for an administrator), as a text message in the seed's shape
+    with the log's `seq`, from now on (or after `?since=`). Authenticated by a bearer
+    header, `?token=` or a first `{"type": "auth"}` message."""
+    await socket.accept()
+    principal = access_of(socket.scope).principal
+    if principal is None:
+        principal = await first_message_principal(socket, "list", NOTIFICATIONS_ROUTE)
+        if principal is None:
+            return
+    orchestrator = orchestrator_of(socket.app.state)
+    streams = orchestrator.events.streams
+    limit = orchestrator.settings.server.ws_connections_per_user
+    if streams[principal.user_id] >= limit:
+        await refuse(socket, "RATE_LIMITED", f"at most {limit} streams per user")
+        return
+    try:
+        since = socket.query_params.get("since")
+        after = int(since) if since is not None else await orchestrator.records.last_seq()
+    except ValueError:
+        await refuse(socket, "INVALID_INPUT", "since: must be an event seq (an integer)")
+        return
+    streams[principal.user_id] += 1
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(cancel_when_closed, socket, group.cancel_scope)
+            await _notify(socket, orchestrator, principal, after)
+            group.cancel_scope.cancel()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        streams[principal.user_id] -= 1
+
+
+async def _notify(
+    socket: WebSocket[Any, Any, Any], orchestrator: Orchestrator, principal: Principal, after: int
+) -> None:
+    bus = orchestrator.events
+    admin = "admin" in principal.roles
+    patience = orchestrator.settings.server.ws_send_timeout
+    while True:
+        version = bus.version
+        events = await orchestrator.records.events(after, types=[deployment_events.SOURCE])
+        for event in events:
+            after = event.seq
+            if not deployment_events.is_source(event.type, event.data):
+                continue
+            found = await deployment_events.deployment_event(
+                orchestrator.engine, event.data, event.at
+            )
+            if found is None or not (admin or found["user_id"] == principal.user_id):
+                continue
+            try:
+                with anyio.fail_after(patience):
+                    await socket.send_text(
+                        msgspec.json.encode({**found, "seq": event.seq}).decode()
+                    )
+            except TimeoutError:
+                await refuse(
+                    socket,
+                    "SLOW_CONSUMER",
+                    f"the client did not keep up; reconnect with since={after} to resume",
                 )
-        lines.sort(key=lambda entry: str(entry["timestamp"]))
-        return Envelope({"logs": lines[-tail:]})
+                return
+        if not events:
+            await bus.wait_for_change(version)

@@ -25,6 +25,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from orchestrator import deployment_events as deployments
 from orchestrator.api.controllers import orchestrator_of
 from orchestrator.api.security import access_of
 from orchestrator.api.sockets import AuthPayload, first_message_principal, refuse
@@ -145,13 +146,28 @@ async def _pump(
     limits = orchestrator.settings.server
     while True:
         version = bus.version
+        types = subscription.types
         events = await orchestrator.records.events(
             after,
             workflow_id=subscription.workflow_id,
-            types=subscription.types,
+            types=[*types, deployments.SOURCE] if deployments.TYPE in types else types,
         )
         for event in events:
-            if not await _send(socket, stream_message(event), limits.ws_send_timeout):
+            messages = [stream_message(event)] if not types or event.type in types else []
+            if deployments.is_source(event.type, event.data) and (
+                not types or deployments.TYPE in types
+            ):
+                derived = await deployments.deployment_event(
+                    orchestrator.engine, event.data, event.at
+                )
+                if derived is not None:
+                    messages.append(
+                        {**stream_message(event), "event_type": deployments.TYPE, "data": derived}
+                    )
+            sent = True
+            for message in messages:
+                sent = sent and await _send(socket, message, limits.ws_send_timeout)
+            if not sent:
                 await refuse(
                     socket,
                     "SLOW_CONSUMER",

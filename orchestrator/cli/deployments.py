@@ -6,8 +6,8 @@ follow it until it ends as `workflow wait` does.
 
 from __future__ import annotations
 
+import json
 import os
-import time
 from typing import Any
 
 import click
@@ -219,23 +219,101 @@ def update(
 @deployment.command("logs")
 @click.argument("deployment_ref")
 @click.option("--tail", type=int, default=100, show_default=True)
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@click.option("--follow", "-f", is_flag=True, help="Then each new line as written (Ctrl-C stops).")
+@json_option
 @pass_options
 def logs(options: Options, deployment_ref: str, tail: int, follow: bool) -> None:
-    """The replicas' log lines, oldest first."""
+    """The replicas' log lines, oldest first; with --follow, streamed as they come."""
     with options.client() as client:
         section = Deployments(client)
         ident = section.find(deployment_ref)["id"]
-        seen: set[tuple[str, str, str]] = set()
-        while True:
-            for line in section.logs(ident, tail)["logs"]:
-                key = (line["timestamp"], line["source"], line["message"])
-                if key not in seen:
-                    seen.add(key)
+        lines = section.follow_logs(ident, tail) if follow else section.logs(ident, tail)["logs"]
+        try:
+            for line in lines:
+                if options.json:
+                    click.echo(json.dumps(line))
+                else:
                     click.echo(f"{line['timestamp']} {line['source']} {line['message']}")
-            if not follow:
-                return
-            try:
-                time.sleep(1)
-            except KeyboardInterrupt:
-                return
+        except KeyboardInterrupt:
+            return
+
+
+@deployment.group("domains")
+def domains() -> None:
+    """A deployment's custom domains (host names, unique across deployments)."""
+
+
+@domains.command("list")
+@click.argument("deployment_ref")
+@json_option
+@pass_options
+def list_domains(options: Options, deployment_ref: str) -> None:
+    """The deployment's domains."""
+    with options.client() as client:
+        section = Deployments(client)
+        found = section.domains(section.find(deployment_ref)["id"])
+    if options.json:
+        print_json(found)
+        return
+    for entry in found:
+        click.echo(f"{entry['domain']}  {entry['id']}  {entry['created_at']}")
+
+
+@domains.command("add")
+@click.argument("deployment_ref")
+@click.argument("domain")
+@json_option
+@pass_options
+def add_domain(options: Options, deployment_ref: str, domain: str) -> None:
+    """Map DOMAIN to the deployment."""
+    with options.client() as client:
+        section = Deployments(client)
+        answer = section.add_domain(section.find(deployment_ref)["id"], domain)
+    if options.json:
+        print_json(answer)
+        return
+    click.echo(f"added {answer['domain']} ({answer['id']})")
+
+
+@domains.command("remove")
+@click.argument("deployment_ref")
+@click.argument("domain")
+@json_option
+@pass_options
+def remove_domain(options: Options, deployment_ref: str, domain: str) -> None:
+    """Remove DOMAIN (a domain or its id) from the deployment."""
+    with options.client() as client:
+        section = Deployments(client)
+        answer = section.remove_domain(section.find(deployment_ref)["id"], domain)
+    if options.json:
+        print_json(answer)
+        return
+    click.echo(f"removed {answer['domain']}")
+
+
+@deployment.command("metrics")
+@click.argument("deployment_ref")
+@json_option
+@pass_options
+def metrics(options: Options, deployment_ref: str) -> None:
+    """CPU, memory, network and restarts per replica, from the engine."""
+    with options.client() as client:
+        section = Deployments(client)
+        found = section.metrics(section.find(deployment_ref)["id"])
+    if options.json:
+        print_json(found)
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("replica", "running", "cpu %", "memory", "rx", "tx", "restarts"):
+        table.add_column(column)
+    for replica in found["replicas"]:
+        table.add_row(
+            replica["name"],
+            "yes" if replica["running"] else "no",
+            f"{replica['cpu_percent']:.1f}",
+            f"{replica['memory_bytes'] / 2**20:.1f} MiB",
+            str(replica["network"]["rx_bytes"]),
+            str(replica["network"]["tx_bytes"]),
+            str(replica["restarts"]),
+        )
+    stdout.print(table)

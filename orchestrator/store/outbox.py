@@ -19,7 +19,7 @@ import msgspec
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.event_names import webhook_event
+from orchestrator.event_names import webhook_events
 from orchestrator.ids import new_id
 from orchestrator.store.models import WebhookDelivery
 
@@ -49,12 +49,14 @@ class Outbox:
     def rows(self, events: Sequence[dict[str, Any]], seqs: Sequence[int]) -> list[dict[str, Any]]:
         rows = []
         for event, seq in zip(events, seqs, strict=True):
-            name = webhook_event(event["type"], event["data"])
-            if name is None:
-                continue
-            for endpoint in self.endpoints:
-                if not endpoint.wants(name):
-                    continue
+            for name in webhook_events(event["type"], event["data"]):
+                rows += self._rows(event, seq, name)
+        return rows
+
+    def _rows(self, event: dict[str, Any], seq: int, name: str) -> list[dict[str, Any]]:
+        rows = []
+        for endpoint in self.endpoints:
+            if endpoint.wants(name):
                 rows.append(
                     {
                         "id": new_id(),

@@ -31,8 +31,25 @@ HostPort = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")]
 AppName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+#: A host name a deployment answers to: dot-separated labels of letters, digits and
+#: inner hyphens (1 to 63 each), two labels at least, 253 characters at most; no `/`,
+#: no empty label (`..`), no port. Compared lowercased.
+HostName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$",
+        max_length=253,
+        description="a host name: labels of letters, digits and inner hyphens, dot-separated",
+    ),
+]
 Seconds = Annotated[int, msgspec.Meta(ge=0, le=3600)]
 PositiveSeconds = Annotated[int, msgspec.Meta(ge=1, le=3600)]
+
+
+def log_entry(stamp: str, message: str, source: str) -> dict[str, str]:
+    """A log line as the API shows it (seed 002's fields): `source` is the replica."""
+    return {"timestamp": stamp, "level": "info", "message": message, "source": source}
 
 
 class PortBinding(msgspec.Struct, forbid_unknown_fields=True):
@@ -97,6 +114,17 @@ class Resources(msgspec.Struct, forbid_unknown_fields=True):
     memory: Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(Ki|Mi|Gi|K|M|G)?$")] | None = None
 
 
+class Domain(msgspec.Struct, forbid_unknown_fields=True):
+    """A custom domain mapped to a deployment (unique across deployments)."""
+
+    id: Id
+    domain: HostName
+    created_at: Annotated[str, msgspec.Meta(max_length=64)]
+
+
+Domains = Annotated[list[Domain], msgspec.Meta(max_length=100)]
+
+
 class ReplicaCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One replica of a deployment: a container labelled with the deployment's id,
     publishing `port` on a free loopback port, healthy before the task completes."""
@@ -120,6 +148,10 @@ class ReplicaList(msgspec.Struct, forbid_unknown_fields=True):
     probe: bool = True
 
 
+class ReplicaStats(msgspec.Struct, forbid_unknown_fields=True):
+    deployment: Id
+
+
 class DeploymentCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A deployment's record (seed 002): what its replicas should be."""
 
@@ -132,6 +164,7 @@ class DeploymentCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     env_vars: dict[EnvName, EnvValue] = {}
     health_check: HealthCheck | None = None
     resources: Resources | None = None
+    domains: Domains = []
 
 
 class DeploymentUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -144,6 +177,8 @@ class DeploymentUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     health_check: HealthCheck | None = None
     resources: Resources | None = None
     state: Literal["running", "stopped", "deleting"] | None = None
+    #: The whole list (add and remove give the list as it should be).
+    domains: Domains | None = None
 
 
 class DeploymentNamed(msgspec.Struct, forbid_unknown_fields=True):
@@ -182,6 +217,9 @@ KINDS: tuple[Kind, ...] = (
             Operation("stop", ReplicaNamed, undo="start", summary="stop a replica"),
             Operation("start", ReplicaNamed, undo="stop", summary="start a replica, healthy"),
             Operation("list", ReplicaList, mutates=False, summary="replicas, probed"),
+            Operation(
+                "stats", ReplicaStats, mutates=False, summary="replicas' engine stats, sampled"
+            ),
         ),
         key="deployment",
         summary="one container of a deployment",

@@ -10,6 +10,8 @@ Config (`[providers.<name>]`, `type = "containers"`):
 - `publish_ip`: where published ports listen (default `127.0.0.1`);
 - `stop_timeout`: seconds a container has to stop before it is killed (default 5);
 - `max_replicas`: the most replicas a deployment may ask for (default 20);
+- `quota_per_user`: the most deployments one user who is not an administrator may
+  have (default 10; 0: no limit), 409 `QUOTA_EXCEEDED` past it;
 - `limits`: apply a deployment's `resources` as cgroup limits (default true);
 - `domain_suffix`: a deployment's `url` is `http://<app_name>.<domain_suffix>` (default
   none: the first replica's loopback address).
@@ -26,7 +28,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -46,7 +48,7 @@ from providers.base import (
     ProviderConfigError,
     ResourceChange,
 )
-from providers.containers._engine import connect, engine_error, runtime_name
+from providers.containers._engine import connect, engine_error, runtime_name, version_of
 from providers.containers._errors import EngineNotFound, EngineRefused
 from providers.containers._kinds import (
     KINDS,
@@ -56,6 +58,7 @@ from providers.containers._kinds import (
     HealthCheck,
     ReplicaCreate,
     Resources,
+    log_entry,
 )
 
 LABEL = "provisioning"
@@ -71,6 +74,7 @@ _SETTINGS = {
     "publish_ip",
     "stop_timeout",
     "max_replicas",
+    "quota_per_user",
     "limits",
     "domain_suffix",
 }
@@ -103,8 +107,16 @@ class ContainersProvider(BaseProvider):
         try:
             self.stop_timeout = int(config.get("stop_timeout", 5))
             self.max_replicas = int(config.get("max_replicas", 20))
+            self.quota_per_user = int(config.get("quota_per_user", 10))
         except (TypeError, ValueError) as exc:
-            raise ProviderConfigError(f"stop_timeout and max_replicas are integers: {exc}") from exc
+            raise ProviderConfigError(
+                f"stop_timeout, max_replicas and quota_per_user are integers: {exc}"
+            ) from exc
+        if self.quota_per_user < 0:
+            raise ProviderConfigError("quota_per_user is 0 (no limit) or more")
+        #: Checks then submissions, one at a time in this process (the API's): two
+        #: requests do not both pass a quota or uniqueness check only one of them may.
+        self.deciding = asyncio.Lock()
         self.limits = bool(config.get("limits", True))
         self.domain_suffix = str(config.get("domain_suffix", ""))
 
@@ -277,8 +289,8 @@ class ContainersProvider(BaseProvider):
             found = await client.containers.list(
                 all=bool(call.params.get("all", True)), filters=json.dumps(filters)
             )
-            infos = [await c.show() for c in found]
-            runtime = runtime_name(await client.version())
+            found, infos = await _shown(found)
+            runtime = runtime_name(await version_of(client, self.socket))
         return ActionResult(
             result={"containers": [container_out(i) for i in infos], "runtime": runtime}
         )
@@ -289,7 +301,7 @@ class ContainersProvider(BaseProvider):
             lines = await container.log(
                 stdout=True, stderr=True, timestamps=True, tail=int(call.params.get("tail", 100))
             )
-            runtime = runtime_name(await client.version())
+            runtime = runtime_name(await version_of(client, self.socket))
         return ActionResult(
             result={"lines": [str(line).rstrip("\n") for line in lines], "runtime": runtime}
         )
@@ -400,7 +412,7 @@ class ContainersProvider(BaseProvider):
         filters = json.dumps({"label": [f"{DEPLOYMENT}={deployment}", f"{INSTANCE}={self.name}"]})
         async with connect(self.socket) as client:
             found = await client.containers.list(all=True, filters=filters)
-            infos = [await c.show() for c in found]
+            found, infos = await _shown(found)
         replicas = [replica_out(info, _port(info)) for info in infos]
         if call.params.get("probe", True):
             checks = [
@@ -415,6 +427,83 @@ class ContainersProvider(BaseProvider):
             for replica in replicas:
                 replica["last_health_check"] = checked
         return ActionResult(result={"replicas": sorted(replicas, key=lambda r: r["created"])})
+
+    async def _replica_stats(self, call: ActionCall) -> ActionResult:
+        """Each replica's CPU, memory, network and restarts from the engine's stats API:
+        two one-shot samples `STATS_INTERVAL` apart (every replica at once) give the CPU
+        share over that interval; the counters are the engine's own."""
+        deployment = call.params["deployment"]
+        filters = json.dumps({"label": [f"{DEPLOYMENT}={deployment}", f"{INSTANCE}={self.name}"]})
+        async with connect(self.socket) as client:
+            found = await client.containers.list(all=True, filters=filters)
+            found, infos = await _shown(found)
+            running = [c for c, i in zip(found, infos, strict=True) if i["State"].get("Running")]
+            first = await asyncio.gather(*(_sample(c) for c in running))
+            await asyncio.sleep(STATS_INTERVAL)
+            second = await asyncio.gather(*(_sample(c) for c in running))
+        samples = {c.id: (a, b) for c, a, b in zip(running, first, second, strict=True)}
+        replicas = []
+        for container, info in zip(found, infos, strict=True):
+            out = replica_out(info, _port(info))
+            pair = samples.get(container.id)
+            replicas.append({**out, **(stats_of(*pair) if pair else stats_of(None, None))})
+        return ActionResult(
+            result={
+                "replicas": sorted(replicas, key=lambda r: r["created"]),
+                "timestamp": now(),
+                "interval_seconds": STATS_INTERVAL,
+            }
+        )
+
+    async def follow_logs(self, deployment: str, tail: int) -> AsyncIterator[JSON]:
+        """The deployment's replicas' log lines: the last `tail` of each, then every new
+        one as written, from every replica (one the deployment gains later too, looked
+        for each `REPLICAS_POLL` s), until the caller stops iterating. Each engine
+        stream ends with the iteration (its connection closes with the client)."""
+        lines: asyncio.Queue[JSON] = asyncio.Queue(maxsize=1000)
+        filters = json.dumps({"label": [f"{DEPLOYMENT}={deployment}", f"{INSTANCE}={self.name}"]})
+
+        async def follow(client: aiodocker.Docker, name: str) -> None:
+            container = client.containers.container(name)
+            with contextlib.suppress(aiodocker.DockerError):
+                stream = container.log(
+                    stdout=True, stderr=True, follow=True, timestamps=True, tail=tail
+                )
+                try:
+                    async for raw in stream:
+                        for line in str(raw).splitlines():
+                            stamp, _, message = line.partition(" ")
+                            await lines.put(log_entry(stamp, message, name))
+                finally:
+                    await stream.aclose()  # type: ignore[attr-defined]
+
+        async with connect(self.socket) as client:
+            following: dict[str, asyncio.Task[None]] = {}
+
+            async def watch() -> None:
+                while True:
+                    for container in await client.containers.list(all=True, filters=filters):
+                        name = str((container["Names"] or [""])[0]).lstrip("/")
+                        if name and name not in following:
+                            following[name] = asyncio.create_task(follow(client, name))
+                    await asyncio.sleep(REPLICAS_POLL)
+
+            watcher = asyncio.create_task(watch())
+            try:
+                while True:
+                    getter = asyncio.ensure_future(lines.get())
+                    done, _ = await asyncio.wait(
+                        {getter, watcher}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if getter not in done:
+                        getter.cancel()
+                        watcher.result()  # the engine's error, raised
+                    yield getter.result()
+            finally:
+                tasks = [watcher, *following.values()]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _remove(self, name: str) -> bool:
         async with connect(self.socket) as client:
@@ -438,8 +527,7 @@ class ContainersProvider(BaseProvider):
         await asyncio.sleep(health.initial_delay_seconds)
         failures = 0
         while True:
-            started = time.monotonic()
-            if await probe(self.publish_ip, host_port, health):
+            if await self._answers_within_period(host_port, health):
                 return
             failures += 1
             async with connect(self.socket) as client:
@@ -453,7 +541,22 @@ class ContainersProvider(BaseProvider):
                     f"replica {name} failed its health check (GET {health.path} on port "
                     f"{host_port}) {failures} times in a row"
                 )
-            await asyncio.sleep(max(0.0, health.period_seconds - (time.monotonic() - started)))
+
+    async def _answers_within_period(self, host_port: int, health: HealthCheck) -> bool:
+        """Whether a check passes within one `period_seconds`: retried meanwhile, after
+        `RETRY_FIRST` s growing to `RETRY_MOST`, so a replica is seen ready as soon as it
+        answers rather than a period later (a period without a pass is one failure)."""
+        deadline = time.monotonic() + health.period_seconds
+        gap = RETRY_FIRST
+        async with _checker(health) as client:
+            while True:
+                if await probe(self.publish_ip, host_port, health, client):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                await asyncio.sleep(min(gap, left))
+                gap = min(gap * 1.2, RETRY_MOST)
 
     # -- deployment records -------------------------------------------------------------
 
@@ -490,6 +593,8 @@ class ContainersProvider(BaseProvider):
         changes = {
             k: v for k, v in msgspec.to_builtins(spec).items() if v is not None and k != "id"
         }
+        if spec.domains is not None:
+            await _domains_free(call, spec.id, [d.domain for d in spec.domains])
         previous = {k: recorded.get(k) for k in changes}
         data = {**recorded, **changes, "updated_at": now()}
         data.pop("status", None)
@@ -513,15 +618,114 @@ class ContainersProvider(BaseProvider):
         )
 
 
-async def probe(ip: str, port: int, health: HealthCheck) -> bool:
+async def _domains_free(call: ActionCall, ident: str, domains: list[str]) -> None:
+    """Refuse a domain another deployment holds (compared lowercased)."""
+    wanted = {d.lower() for d in domains}
+    for other in await call.inventory.list("deployment"):
+        if other.get("name") == ident:
+            continue
+        held = {str(d.get("domain", "")).lower() for d in other.get("domains") or []}
+        taken = sorted(wanted & held)
+        if taken:
+            raise PermanentProviderError(
+                f"domain {taken[0]} is already mapped to deployment {other.get('name')}"
+            )
+
+
+def _checker(health: HealthCheck) -> httpx.AsyncClient:
+    """An HTTP client for health checks, which are plain HTTP (`probe` builds the URL):
+    no TLS context to make (loading the CA bundle costs tens of milliseconds, more than
+    a check) and no proxy from the environment."""
+    # S501: no TLS is ever spoken through it (http:// only), so nothing is left unverified.
+    return httpx.AsyncClient(timeout=health.timeout_seconds, trust_env=False, verify=False)  # noqa: S501
+
+
+async def probe(
+    ip: str, port: int, health: HealthCheck, client: httpx.AsyncClient | None = None
+) -> bool:
     """One HTTP health check: GET `path`, a 2xx or 3xx within `timeout_seconds`."""
     url = f"http://{ip}:{port}{health.path}"
     try:
-        async with httpx.AsyncClient(timeout=health.timeout_seconds, trust_env=False) as client:
+        if client is not None:
             response = await client.get(url)
+        else:
+            async with _checker(health) as own:
+                response = await own.get(url)
     except httpx.HTTPError:
         return False
     return 200 <= response.status_code < 400
+
+
+#: Seconds between the two stats samples that give a replica's CPU share.
+STATS_INTERVAL = 0.5
+#: Seconds between two health checks of a replica not yet ready, at first and at most.
+RETRY_FIRST, RETRY_MOST = 0.05, 1.0
+#: Seconds between looks for replicas a followed deployment gained.
+REPLICAS_POLL = 2.0
+
+
+async def _shown(found: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The listed containers still there, with their details: one removed between the
+    list and its look (a replica a workflow just replaced) is left out."""
+    kept, infos = [], []
+    for container in found:
+        try:
+            info: dict[str, Any] = await container.show()
+        except aiodocker.DockerError as exc:
+            gone = exc.status == 404 or "no such container" in str(exc.message).lower()
+            if not gone:
+                raise
+            continue
+        kept.append(container)
+        infos.append(info)
+    return kept, infos
+
+
+async def _sample(container: Any) -> Mapping[str, Any] | None:
+    try:
+        found = await container.stats(stream=False)
+    except aiodocker.DockerError:
+        return None
+    if isinstance(found, list):
+        return found[0] if found else None
+    return found if isinstance(found, Mapping) else None
+
+
+def stats_of(first: Mapping[str, Any] | None, second: Mapping[str, Any] | None) -> JSON:
+    """A replica's figures from two stats samples (None: it is not running)."""
+    if second is None:
+        return {
+            "cpu_percent": 0.0,
+            "cpu_seconds": 0.0,
+            "memory_bytes": 0,
+            "memory_limit_bytes": 0,
+            "memory_percent": 0.0,
+            "network": {"rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0},
+        }
+    cpu = second.get("cpu_stats") or {}
+    total = int((cpu.get("cpu_usage") or {}).get("total_usage") or 0)
+    system = int(cpu.get("system_cpu_usage") or 0)
+    before = (first or {}).get("cpu_stats") or {}
+    total_before = int((before.get("cpu_usage") or {}).get("total_usage") or 0)
+    system_before = int(before.get("system_cpu_usage") or 0)
+    cpus = int(cpu.get("online_cpus") or 1)
+    percent = 0.0
+    if first is not None and system > system_before and total >= total_before:
+        percent = (total - total_before) / (system - system_before) * cpus * 100
+    memory = second.get("memory_stats") or {}
+    used, limit = int(memory.get("usage") or 0), int(memory.get("limit") or 0)
+    network = {"rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0}
+    for interface in (second.get("networks") or {}).values():
+        for key in network:
+            network[key] += int(interface.get(key) or 0)
+    return {
+        "cpu_percent": round(percent, 2),
+        "cpu_seconds": round(total / 1e9, 3),
+        "memory_bytes": used,
+        "memory_limit_bytes": limit,
+        "memory_percent": round(used / limit * 100, 2) if limit else 0.0,
+        "network": network,
+    }
 
 
 async def _false() -> bool:

@@ -27,7 +27,7 @@ from providers.containers.podman import service_command, write_config
 USERNAME, PASSWORD = "tester", "registry-secret-1"
 SERVE = (
     'mkdir -p /www && echo \\"${GREETING:-hello}\\" > /www/index.html'
-    ' && exec busybox httpd -f -p \\"$PORT\\" -h /www'
+    ' && exec busybox httpd -f -v -p \\"$PORT\\" -h /www'
 )
 CONTAINERFILE = f"""\
 FROM scratch
