@@ -243,6 +243,7 @@ class PodmanBackend:
 
     async def list(self, what: str) -> list[JSON]:
         if what in ("services", "crds"):
+            await self.status()  # it answers, and has none of them
             return []
         pods = await self.pods()
         if what == "pods":
