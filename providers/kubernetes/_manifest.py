@@ -13,6 +13,7 @@ inventory row's name and the policy resource's (`kubernetes:pod/default/web`).
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -251,12 +252,17 @@ def fingerprint(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(canonical).hexdigest()[:32]
 
 
+#: msgspec's "… - at `$.spec.containers[0]`" and "… - at `key` in `$.metadata.labels`".
+_AT = re.compile(r" - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$")
+_MISSING = "Object missing required field `"
+
+
 def _located(message: str) -> InvalidParams:
-    """msgspec's `… - at `$.spec.containers[0]`` as a field path under `manifest`."""
-    text, at, where = message.partition(" - at `$")
-    path = where.rstrip("`").removeprefix(".") if at else ""
+    """msgspec's error as a field path under `manifest`."""
+    at = _AT.search(message)
+    path = at["path"].removeprefix(".") if at else ""
+    text = message[: at.start()] if at else message
     place = f"manifest.{path}" if path else "manifest"
-    missing = "Object missing required field `"
-    if text.startswith(missing):
-        return InvalidParams(f"{place}.{text.removeprefix(missing).rstrip('`')}", "required")
-    return InvalidParams(place, text)
+    if text.startswith(_MISSING):
+        return InvalidParams(f"{place}.{text.removeprefix(_MISSING).rstrip('`')}", "required")
+    return InvalidParams(place, f"a key: {text}" if at and at["key"] else text)
