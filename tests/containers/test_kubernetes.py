@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.containers.engine import PASSWORD, USERNAME, Engine
+from tests.e2e.test_cli import run
 from tests.servers import OrchestratorProcess, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -280,3 +281,29 @@ def test_a_service_is_refused_on_podman_saying_what_it_runs(http, engine):
     listed = http.get("/api/v1/kubernetes/services").json()["data"]
     assert (listed["services"], listed["backend"]) == ([], "podman")
     assert http.get("/api/v1/kubernetes/crds").json()["data"]["crds"] == []
+
+
+def test_the_cli_applies_a_file_of_several_objects_and_lists_them(kube, engine, tmp_path):
+    port = free_port()
+    manifest = tmp_path / "app.yaml"
+    manifest.write_text(
+        yaml.safe_dump(pod(engine, "cli-pod", "from the cli", port))
+        + "---\n"
+        + yaml.safe_dump(deployment(engine, "cli-deploy", 1, None))
+    )
+    applied = run("kubernetes", "apply", "-f", str(manifest), url=kube.url, timeout=300)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "pod/default/cli-pod created (podman)" in applied.stdout
+    assert "deployment/default/cli-deploy created (podman)" in applied.stdout
+    answers(port, "from the cli")
+    again = run("kubernetes", "apply", "-f", str(manifest), "--json", url=kube.url, timeout=300)
+    assert [a["outcome"] for a in json.loads(again.stdout)] == ["unchanged", "unchanged"]
+    listed = run("kubernetes", "get", "pods", url=kube.url)
+    assert listed.returncode == 0, listed.stderr
+    assert "cli-pod" in listed.stdout and "cli-deploy-pod-0" in listed.stdout
+    deployments = json.loads(run("kubernetes", "get", "deployments", "--json", url=kube.url).stdout)
+    assert {d["name"] for d in deployments["deployments"]} >= {"cli-deploy"}
+    other = tmp_path / "map.yaml"
+    other.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    refused = run("kubernetes", "apply", "-f", str(other), url=kube.url)
+    assert refused.returncode == 1 and "kind 'ConfigMap'" in refused.stderr
