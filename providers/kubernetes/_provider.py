@@ -20,7 +20,9 @@ created. `list` and `status` only read.
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, Literal
@@ -93,6 +95,9 @@ class KubernetesProvider(BaseProvider):
         if unknown:
             raise ProviderConfigError(f"unknown settings {unknown}; known: {sorted(_SETTINGS)}")
         self.backend: Backend
+        #: Applies and restores of one object, one at a time (in this process): podman
+        #: replaces pods, and two replacements interleaved would leave both halves.
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         kubeconfig = config.get("kubeconfig")
         if kubeconfig:
             from providers.kubernetes._cluster import ClusterBackend
@@ -117,17 +122,21 @@ class KubernetesProvider(BaseProvider):
         struct = super().validate(kind, operation, params)
         if isinstance(struct, ManifestApply):
             consistent(struct.manifest)
-            ref = ref_of(dict(params["manifest"]))
+        manifest = params.get("manifest")
+        if isinstance(struct, ManifestApply | ManifestRestore) and isinstance(manifest, dict):
+            # The object changed is the one the policies were asked about.
+            ref = ref_of(manifest)
             if struct.ref != ref:
                 raise InvalidParams("ref", f"the manifest names {ref}, not {struct.ref}")
         return struct
 
     async def apply(self, call: ActionCall) -> ActionResult:
         _, operation = self.declared(call)
-        if operation.name == "apply":
-            return await self._apply(call)
-        if operation.name == "restore":
-            return await self._restore(call)
+        if operation.name in ("apply", "restore"):
+            async with self._locks[str(call.params["ref"])]:
+                if operation.name == "apply":
+                    return await self._apply(call)
+                return await self._restore(call)
         if operation.name == "list":
             what = str(call.params["what"])
             return ActionResult(

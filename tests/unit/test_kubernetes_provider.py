@@ -486,6 +486,11 @@ def test_an_apply_names_the_object_its_manifest_names():
     with pytest.raises(InvalidParams) as refused:
         provider.validate("manifest", "apply", {"ref": "pod/default/other", "manifest": POD})
     assert refused.value.path == "ref"
+    deployment = {**DEPLOYMENT, "metadata": {"name": "web"}}
+    with pytest.raises(InvalidParams) as restored:  # not another kind under the pod's name
+        provider.validate("manifest", "restore", {"ref": "pod/default/web", "manifest": deployment})
+    assert restored.value.path == "ref"
+    provider.validate("manifest", "restore", {"ref": "pod/default/web", "manifest": None})
     with pytest.raises(InvalidParams) as bad:
         provider.validate(
             "manifest",
