@@ -165,9 +165,10 @@ class PodmanBackend:
         try:
             await self._play(self.labelled(manifest))
         except (KubernetesRefused, asyncio.CancelledError) as exc:
-            await asyncio.shield(self._undo_failed(kind, name, previous))
+            put_back = await asyncio.shield(self._undo_failed(kind, name, previous))
             if isinstance(exc, KubernetesRefused) and previous is not None:
-                raise KubernetesRefused(f"{exc} (the previous {kind} was put back)") from exc
+                what = "was put back" if put_back else "could not be put back"
+                raise KubernetesRefused(f"{exc} (the previous {kind} {what})") from exc
             raise
         return Applied(
             "configured" if owned else "created",
@@ -176,12 +177,16 @@ class PodmanBackend:
             reversible=reversible,
         )
 
-    async def _undo_failed(self, kind: str, name: str, previous: JSON | None) -> None:
-        """Remove what a failed play left; play the previous manifest again, if any."""
-        with contextlib.suppress(Exception):
+    async def _undo_failed(self, kind: str, name: str, previous: JSON | None) -> bool:
+        """Remove what a failed play left; play the previous manifest again, if any.
+        Whether that was done (its own failure must not hide the play's)."""
+        try:
             await self._remove(owned_pods(await self.pods(), kind, name))
             if previous is not None:
                 await self._play(self.labelled(previous))
+        except (KubernetesRefused, KubernetesUnavailable):
+            return False
+        return True
 
     async def _generated(self, pods: list[JSON]) -> JSON | None:
         """An unrecorded pod as podman describes it (`podman kube generate`)."""

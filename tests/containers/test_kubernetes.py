@@ -267,6 +267,20 @@ def test_an_image_that_cannot_be_had_fails_the_apply_and_leaves_no_pod(http, eng
     assert "orphan" not in {p["name"] for p in listed}
 
 
+def test_an_update_that_cannot_run_puts_the_previous_pod_back(http, engine):
+    port = free_port()
+    kept = http.post("/api/v1/kubernetes/pods", **as_yaml(pod(engine, "kept", "old", port)))
+    assert kept.status_code == 201, kept.text
+    broken = pod(engine, "kept", "new", port)
+    broken["spec"]["containers"][0]["image"] = f"{engine.registry}/absent:v1"
+    response = http.post("/api/v1/kubernetes/pods", **as_yaml(broken))
+    assert response.status_code == 422, response.text
+    assert "the previous Pod was put back" in response.json()["error"]
+    answers(port, "old")
+    again = http.post("/api/v1/kubernetes/pods", **as_yaml(pod(engine, "kept", "old", port)))
+    assert again.json()["data"]["outcome"] == "unchanged", again.text
+
+
 def test_a_service_is_refused_on_podman_saying_what_it_runs(http, engine):
     service = {
         "apiVersion": "v1",
