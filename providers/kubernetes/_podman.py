@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import socket
 from collections.abc import AsyncIterator, Mapping
@@ -211,7 +210,7 @@ class PodmanBackend:
         """The manifest played: this backend's labels on its pods, and every `hostPort`
         given an address (`publish_ip` unless the manifest names one)."""
         kind, namespace, name = identity(manifest)
-        played: JSON = json.loads(json.dumps(manifest))
+        played: JSON = msgspec.json.decode(msgspec.json.encode(manifest))  # a deep copy
         labels = {
             INSTANCE: self.instance,
             KIND: kind,

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import NotFoundError, api_exception
 from urllib3.exceptions import MaxRetryError
@@ -498,3 +500,38 @@ def test_an_apply_names_the_object_its_manifest_names():
             {"ref": "pod/default/web", "manifest": changed(POD, "spec.containers[0].name", "A")},
         )
     assert bad.value.path == "manifest.spec.containers[0].name"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    path=st.sampled_from(["pods", "deployments", "services"]),
+    base=st.sampled_from([POD, DEPLOYMENT, SERVICE]),
+    where=st.sampled_from(["", "metadata", "spec", "spec.containers", "spec.template"]),
+    value=JSON_VALUES,
+)
+def test_any_json_in_any_place_is_accepted_or_refused_naming_a_field(path, base, where, value):
+    manifest: Any = copy.deepcopy(base)
+    if where:
+        node = manifest
+        *parents, last = where.split(".")
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node[last] = value
+    else:
+        manifest = value
+    refused: InvalidParams | None = None
+    try:
+        check(manifest, path)
+    except InvalidParams as exc:  # anything else would be a 500
+        refused = exc
+    assert refused is None or refused.path.startswith("manifest")
