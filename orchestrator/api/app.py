@@ -21,6 +21,7 @@ from orchestrator.api.controllers import TaskController, WorkflowController, hea
 from orchestrator.api.deployments import DeploymentController, notifications
 from orchestrator.api.host.controllers import HOST_CONTROLLERS, HOST_STREAMS
 from orchestrator.api.idempotency import Idempotency
+from orchestrator.api.kubernetes import KubernetesController
 from orchestrator.api.monitoring import event_stream, http_metrics, metrics, request_context
 from orchestrator.api.providers import ProviderController, publish_operations
 from orchestrator.api.resources import ResourceController
@@ -64,6 +65,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         DeploymentController,
         ContainerController,
         DockerController,
+        KubernetesController,
     ]
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
     # and 001); the OpenAPI schema lists the unprefixed ones.

@@ -24,6 +24,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.api.deployment_routes import endpoints as deployment_endpoints
 from orchestrator.api.host.routes import HOST_ENDPOINTS
+from orchestrator.api.kubernetes_routes import ENDPOINTS as KUBERNETES_ENDPOINTS
 from orchestrator.errors import DomainError
 from orchestrator.http.access import (
     MUTATING,
@@ -92,6 +93,7 @@ ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("GET", "/ws"): ("read", "events", None),
     **HOST_ENDPOINTS,
     **deployment_endpoints(),
+    **KUBERNETES_ENDPOINTS,
 }
 OPEN = ("/health", "/schema")
 #: A route handler's `opt` key: the handler authenticates, audits and limits its requests

@@ -17,6 +17,7 @@ from orchestrator.cli import (
     db,
     deployments,
     host,
+    kubernetes,
     login,
     policies,
     profile,
@@ -113,6 +114,7 @@ for command in (
     host.host,
     vms.vm,
     deployments.deployment,
+    kubernetes.kubernetes,
     # The control center: your session and account, and its administration.
     login.login,
     login.logout,

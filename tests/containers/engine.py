@@ -163,6 +163,15 @@ class Engine:
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            # Pods first (kube play's, tests/containers/test_kubernetes.py): their infra
+            # containers go with them.
+            subprocess.run(
+                ["podman", "--runtime", "runc", "pod", "rm", "-af", "-t", "0"],
+                env=self.env,
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
             subprocess.run(
                 ["podman", "--runtime", "runc", "rm", "-af", "-t", "0"],
                 env=self.env,
