@@ -137,7 +137,7 @@ def test_the_account_clients_flow_at_one_url(pair: Pair) -> None:
     }
     with _client(pair) as anonymous:
         registered = data_of(anonymous.post("/v1/auth/register", json=signup), 201)
-        assert registered["user"]["roles"] == ["viewer"]
+        assert registered["user"]["roles"] == ["member"]
         body = {"email": signup["email"], "password": password}
         session = data_of(anonymous.post("/v1/auth/login", json=body))
     with _client(pair, session["access_token"]) as client:

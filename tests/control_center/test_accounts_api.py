@@ -147,10 +147,11 @@ def test_profile_and_password_of_ones_own_account(center, admin_client):
 
 def test_policies_are_listed_created_updated_and_deleted(admin_client):
     names = [p["name"] for p in data_of(admin_client.get("/policies"))]
-    assert names[:5] == [
+    assert names[:6] == [
         "admin_access_policy",
         "operator_access_policy",
         "viewer_access_policy",
+        "member_access_policy",
         "self_service_policy",
         "api_key_privacy_policy",
     ]
