@@ -31,6 +31,9 @@ class Principal:
     via: Literal["jwt", "api_key"]
     #: The user's role requires TOTP and the user has not enrolled yet.
     mfa_pending: bool = False
+    #: A session token of a user with TOTP on: its session began with a login that
+    #: proved a code (or proved one at enrollment). Never an API key.
+    mfa_verified: bool = False
     #: The user still has a one-time password.
     must_change_password: bool = False
     #: The access token's `jti`, or the API key's id.
