@@ -197,13 +197,16 @@ class Pty:
                 return text
 
     async def write(self, data: bytes) -> None:
+        """Type `data` (dropped once the shell side is gone: the session is ending)."""
         view = memoryview(data)
-        while view:
+        while view and not self._closed:
             try:
                 written = os.write(self.master, view)
             except BlockingIOError:
                 await anyio.wait_writable(self.master)
                 continue
+            except OSError:  # EIO: no process holds the terminal any more
+                return
             self.bytes_in += written
             view = view[written:]
 

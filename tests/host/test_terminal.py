@@ -10,8 +10,15 @@ guard's own MFA rule and only the terminal's refuses them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
+import os
 import re
+import select
+import struct
+import subprocess
+import termios
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,13 +28,13 @@ import httpx
 import psutil
 import pyotp
 import pytest
+import sqlalchemy
 import websockets
-from sqlalchemy import select
 
 from control_center.store.models import AuditRecord
 from tests.api.accounts import login_at, new_user
 from tests.backend import fetch
-from tests.servers import OrchestratorProcess, provision_user
+from tests.servers import PROVISIONING, OrchestratorProcess, provision_user
 
 PATIENCE = 60.0
 
@@ -123,7 +130,7 @@ async def refusal(server: OrchestratorProcess, token: str) -> dict[str, Any]:
 
 def audit(server: OrchestratorProcess, action: str) -> list[dict[str, Any]]:
     table = AuditRecord.__table__
-    rows = fetch(server.database, select(table).order_by(table.c.seq))
+    rows = fetch(server.database, sqlalchemy.select(table).order_by(table.c.seq))
     return [row for row in rows if row["action"] == action]
 
 
@@ -274,3 +281,78 @@ def test_bad_messages_are_answered_and_a_bad_size_is_refused(server: Orchestrato
     wrong, refused = asyncio.run(work())
     assert wrong["code"] == "INVALID_INPUT" and "dance" in wrong["error"]
     assert refused["code"] == "INVALID_INPUT" and "cols" in refused["error"]
+
+
+def test_the_cli_types_its_input_and_exits_with_the_shells_status(
+    server: OrchestratorProcess,
+) -> None:
+    token = session_token(server, ["admin"], mfa=True)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONING_")}
+    env = {**base, "PROVISIONING_URL": server.url, "PROVISIONING_TOKEN": token}
+    done = subprocess.run(
+        [PROVISIONING, "host", "--instance", "host", "terminal"],
+        input="echo hi\nexit 5\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 5, done.stderr
+    assert re.search(r"\nhi\n", done.stdout), done.stdout  # (universal newlines)
+    refused = subprocess.run(
+        [PROVISIONING, "host", "--instance", "plain", "terminal"],
+        input="echo hi\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert "TERMINAL_DISABLED" in refused.stderr and "hi" not in refused.stdout
+
+
+def test_the_cli_at_a_terminal_goes_raw_sends_its_size_and_restores_the_terminal(
+    server: OrchestratorProcess,
+) -> None:
+    token = session_token(server, ["admin"], mfa=True)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONING_")}
+    env = {**base, "PROVISIONING_URL": server.url, "PROVISIONING_TOKEN": token}
+    master, slave = os.openpty()
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+        before = termios.tcgetattr(slave)
+        cli = subprocess.Popen(
+            [PROVISIONING, "host", "--instance", "host", "terminal"],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            seen = b""
+            deadline = time.monotonic() + PATIENCE
+            typed = False
+            while cli.poll() is None and time.monotonic() < deadline:
+                ready, _, _ = select.select([master], [], [], 0.1)
+                if ready:
+                    seen += os.read(master, 65536)
+                if not typed and seen.partition(b"detaches")[2].strip():  # the shell's prompt
+                    # Raw mode: a carriage return, as a terminal sends Enter.
+                    os.write(master, b"stty size; exit 7\r")
+                    typed = True
+            with contextlib.suppress(OSError):
+                while select.select([master], [], [], 0.2)[0]:
+                    seen += os.read(master, 65536)
+            assert cli.wait(PATIENCE) == 7, seen
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait()
+        assert b"33 101" in seen, seen
+        assert termios.tcgetattr(slave) == before  # cooked again, as it was
+    finally:
+        os.close(master)
+        os.close(slave)
