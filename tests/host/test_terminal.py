@@ -356,3 +356,37 @@ def test_the_cli_at_a_terminal_goes_raw_sends_its_size_and_restores_the_terminal
     finally:
         os.close(master)
         os.close(slave)
+
+
+@pytest.fixture(scope="module")
+def short_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrchestratorProcess]:
+    """Tokens that expire in 15 s, and a recheck interval far longer: only the expiry
+    can end a session in time."""
+    process = OrchestratorProcess(
+        tmp_path_factory.mktemp("terminal-expiry"),
+        env={
+            "PROVISIONING_PROVIDERS__HOST__TYPE": "host",
+            "PROVISIONING_PROVIDERS__HOST__TERMINAL__ENABLED": "true",
+            "PROVISIONING_PROVIDERS__HOST__TERMINAL__SHELL": "/bin/sh",
+            "PROVISIONING_PROVIDERS__HOST__TERMINAL__RECHECK_INTERVAL": "300",
+            "PROVISIONING_AUTH__ACCESS_TOKEN_TTL": "15",
+            "PROVISIONING_AUTH__RATE_LIMIT_AUTH": "10000",
+        },
+    ).start()
+    yield process
+    process.stop()
+
+
+def test_the_session_ends_when_its_token_expires(short_tokens: OrchestratorProcess) -> None:
+    token = session_token(short_tokens, ["admin"], mfa=True)
+
+    async def work() -> dict[str, Any]:
+        session = await opened(short_tokens, token)
+        async with session.ws:
+            await session.type("echo SHELL=$$\n")
+            await session.until(r"SHELL=\d+\r\n")
+            return await session.next_other()
+
+    message = asyncio.run(work())
+    assert (message["type"], message["code"]) == ("error", "UNAUTHORIZED"), message
+    assert "expired" in message["error"]
