@@ -14,9 +14,11 @@ newest first, with the `total_count` of matching entries and the page asked for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,14 +120,15 @@ def check(query: LogQuery) -> None:
             moment(value, field)
 
 
-def matches(query: LogQuery) -> list[str]:
-    """journalctl's arguments selecting the entries `query` asks for."""
+def matches(query: LogQuery, *, since: bool = True) -> list[str]:
+    """journalctl's arguments selecting the entries `query` asks for (without `--since`
+    where a cursor already starts later)."""
     argv = []
     if query.service is not None:
         argv += ["--unit", query.service]
     if query.priority is not None:
         argv += ["--priority", str(PRIORITIES.index(query.priority))]
-    if query.since is not None:
+    if query.since is not None and since:
         argv += ["--since", moment(query.since, "since")]
     if query.until is not None:
         argv += ["--until", moment(query.until, "until")]
@@ -148,32 +151,92 @@ def command(config: JournalConfig, query: LogQuery) -> list[str]:
     ]
 
 
-def count_command(config: JournalConfig, query: LogQuery) -> list[str]:
-    """Every match, as one short line each: `_BOOT_ID` in the `cat` format (a field
-    journald writes on every entry), so counting costs journalctl's walk through the
-    matches and little more (a tenth of formatting JSON)."""
+def count_command(config: JournalConfig, query: LogQuery, after: str | None = None) -> list[str]:
+    """Every match (after the cursor `after`), as one short line each: `_BOOT_ID` in the
+    `cat` format (a field journald writes on every entry), so counting costs journalctl's
+    walk through the matches and little more (a tenth of formatting JSON); then the last
+    one's cursor (`--show-cursor`)."""
     return [
         "journalctl",
         "--no-pager",
         "--output=cat",
         "--output-fields=_BOOT_ID",
+        "--show-cursor",
         "--quiet",
         *config.source(),
-        *matches(query),
+        # journalctl takes one start: the cursor (a match, so after `since`) or `since`.
+        *matches(query, since=after is None),
+        *([f"--after-cursor={after}"] if after else []),
     ]
 
 
-async def query(config: JournalConfig, params: Mapping[str, Any]) -> JSON:
+@dataclass(slots=True)
+class _Counted:
+    total: int
+    #: The last match counted (None: there was none).
+    cursor: str | None
+    #: The journal files counted, by inode.
+    files: frozenset[int]
+
+
+class Counts:
+    """The matches of recent filters, counted once: journal files are only appended to
+    (and removed whole), so while every file counted is still there, a filter's count is
+    the one before plus the matches after its last cursor. Paging through a filter walks
+    its matches once, not once a page."""
+
+    SIZE = 256
+
+    def __init__(self) -> None:
+        self._counted: OrderedDict[tuple[str, ...], _Counted] = OrderedDict()
+
+    async def count(self, config: JournalConfig, query: LogQuery) -> tuple[int, str | None]:
+        """The matches of `query`, and journalctl's complaint if it failed."""
+        key = (*config.source(), *matches(query))
+        files = await asyncio.to_thread(_journal_files, config)
+        known = self._counted.get(key)
+        if known is not None and not known.files <= files:
+            known = None  # a file was removed (vacuumed): count again
+        after = known.cursor if known is not None else None
+        more, cursor, error = await _count(count_command(config, query, after))
+        if error is not None:
+            return more, error
+        total = more + (known.total if known is not None else 0)
+        self._counted[key] = _Counted(total, cursor or after, files)
+        self._counted.move_to_end(key)
+        while len(self._counted) > self.SIZE:
+            self._counted.popitem(last=False)
+        return total, None
+
+
+def _journal_files(config: JournalConfig) -> frozenset[int]:
+    if config.file is not None:
+        paths: list[Path] = [config.file]
+    else:
+        roots = (
+            [config.directory]
+            if config.directory is not None
+            else [Path("/var/log/journal"), Path("/run/log/journal")]
+        )
+        paths = [p for root in roots for g in ("*.journal", "*.journal~") for p in root.rglob(g)]
+    found = set()
+    for path in paths:
+        with contextlib.suppress(OSError):
+            found.add(path.stat().st_ino)
+    return frozenset(found)
+
+
+async def query(config: JournalConfig, params: Mapping[str, Any], counts: Counts) -> JSON:
     """The page asked for and the count of every match; `{"unavailable": reason}` when
-    there is no journal to read. The page and the count are read by two journalctl
-    processes at once."""
+    there is no journal to read. The page and the count (`Counts`) are read by two
+    journalctl processes at once."""
     reason = config.unavailable()
     if reason is not None:
         return {"unavailable": reason}
     asked = msgspec.convert(params, LogQuery)
     first = (asked.page - 1) * asked.page_size
     (lines, page_error), (total, count_error) = await asyncio.gather(
-        _page(command(config, asked), first), _count(count_command(config, asked))
+        _page(command(config, asked), first), counts.count(config, asked)
     )
     if page_error is not None and not lines:
         raise ProviderError(f"journalctl: {page_error}")
@@ -209,28 +272,40 @@ async def _page(argv: list[str], skip: int) -> tuple[list[bytes], str | None]:
     return lines, await _ended(process)
 
 
-async def _count(argv: list[str]) -> tuple[int, str | None]:
-    """How many lines journalctl writes (counted by the chunk, not by the line)."""
+CURSOR = b"-- cursor: "
+
+
+async def _count(argv: list[str]) -> tuple[int, str | None, str | None]:
+    """How many entries journalctl lists (lines counted by the chunk, not one by one),
+    the last one's cursor, and journalctl's complaint if it failed."""
     process = await _journalctl(argv, stderr=asyncio.subprocess.PIPE)
     assert process.stdout is not None
-    total = 0
+    total, tail = 0, b""
     try:
         while chunk := await process.stdout.read(1 << 20):
             total += chunk.count(b"\n")
+            tail = (tail + chunk)[-4096:]
     except BaseException:
         process.kill()
         await process.wait()
         raise
-    return total, await _ended(process)
+    cursor = None
+    last = tail.rstrip(b"\n").rpartition(b"\n")[2]
+    if last.startswith(CURSOR):
+        total -= 1
+        cursor = last.removeprefix(CURSOR).decode(errors="replace").strip()
+    return total, cursor, await _ended(process)
 
 
 async def _ended(process: asyncio.subprocess.Process) -> str | None:
     assert process.stderr is not None
     err = await process.stderr.read()
     await process.wait()
-    if process.returncode in (0, None):
+    # Silent failure is how journalctl says "nothing": `--show-cursor` with no match
+    # shown exits with 1 and says nothing.
+    if process.returncode in (0, None) or not err.strip():
         return None
-    return err.decode(errors="replace").strip() or f"exit status {process.returncode}"
+    return err.decode(errors="replace").strip()
 
 
 class LogFilters(msgspec.Struct, forbid_unknown_fields=True):

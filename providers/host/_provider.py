@@ -82,6 +82,7 @@ class HostProvider(BaseProvider):
         self.storage = storage.StorageConfig.of(config.get("storage"))
         self.users = users.UsersConfig.of(config.get("users"))
         self.journal = journal.JournalConfig.of(config.get("journal"))
+        self.journal_counts = journal.Counts()
         self.terminal = terminal.TerminalConfig.of(config.get("terminal"))
 
     # -- submit-time checks -----------------------------------------------------------
@@ -151,7 +152,8 @@ class HostProvider(BaseProvider):
         if kind.name == "host_user":
             return await self._users(operation.name, call.params)
         if kind.name == "log_entry":
-            return ActionResult(result=await journal.query(self.journal, call.params))
+            result = await journal.query(self.journal, call.params, self.journal_counts)
+            return ActionResult(result=result)
         raise PermanentProviderError(f"host provider: {call.action} is not implemented")
 
     async def check(self, call: ActionCall) -> ActionResult:
