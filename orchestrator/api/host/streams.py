@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import msgspec
 import psutil
+import structlog
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
@@ -37,6 +38,8 @@ from orchestrator.errors import DomainError
 from orchestrator.service import Orchestrator
 from providers.base import ProviderError
 from providers.host._journal import LogFilters
+
+log = structlog.get_logger(__name__)
 
 ROUTE = ("GET", "/ws/metrics")
 
@@ -140,7 +143,12 @@ class MetricsHub:
     async def _run(feed: _Feed) -> None:
         cpu = CpuMeter()
         while True:
-            reading = await asyncio.to_thread(sample, cpu)
+            try:
+                reading = await asyncio.to_thread(sample, cpu)
+            except Exception:  # a reading failed: the next one may not
+                log.exception("host metrics: a reading failed")
+                await asyncio.sleep(feed.interval)
+                continue
             now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             feed.last = [
                 msgspec.json.encode(

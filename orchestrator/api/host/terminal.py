@@ -315,8 +315,12 @@ async def _send(socket: Socket, body: dict[str, Any]) -> None:
 
 async def _output(socket: Socket, pty: Pty, ending: Ending, scope: anyio.CancelScope) -> None:
     """What the shell writes, to the client; at its end, the exit status and a close."""
-    while (text := await pty.read()) is not None:
-        await _send(socket, {"type": "output", "data": text})
+    try:
+        while (text := await pty.read()) is not None:
+            await _send(socket, {"type": "output", "data": text})
+    except Exception:  # the client went: `_input` says so, the session ends
+        scope.cancel()
+        return
     ending.exit_code = await pty.wait()
     ending.reason = "the shell exited"
     with contextlib.suppress(Exception):
@@ -340,7 +344,7 @@ async def _input(socket: Socket, pty: Pty, scope: anyio.CancelScope) -> None:
                     raise msgspec.ValidationError(f"unknown message type '{message.type}'")
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await _send(socket, {"type": "error", "code": "INVALID_INPUT", "error": str(exc)})
-    except WebSocketDisconnect:
+    except Exception:  # WebSocketDisconnect, or a send to a socket that closed
         scope.cancel()
 
 
