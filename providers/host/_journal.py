@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -177,15 +178,20 @@ class _Counted:
     cursor: str | None
     #: The journal files counted, by inode.
     files: frozenset[int]
+    #: When every match was last counted (monotonic).
+    full_at: float
 
 
 class Counts:
     """The matches of recent filters, counted once: journal files are only appended to
     (and removed whole), so while every file counted is still there, a filter's count is
     the one before plus the matches after its last cursor. Paging through a filter walks
-    its matches once, not once a page."""
+    its matches once, not once a page. An entry that sorts before the cursor when it is
+    written (a late remote source in a directory of several) is missed until the next
+    full count, at most `FULL_EVERY` seconds later."""
 
     SIZE = 256
+    FULL_EVERY = 300.0
 
     def __init__(self) -> None:
         self._counted: OrderedDict[tuple[str, ...], _Counted] = OrderedDict()
@@ -195,14 +201,17 @@ class Counts:
         key = (*config.source(), *matches(query))
         files = await asyncio.to_thread(_journal_files, config)
         known = self._counted.get(key)
-        if known is not None and not known.files <= files:
-            known = None  # a file was removed (vacuumed): count again
+        if known is not None and (
+            not known.files <= files or time.monotonic() - known.full_at > self.FULL_EVERY
+        ):
+            known = None  # a file was removed (vacuumed), or it is time: count again
         after = known.cursor if known is not None else None
         more, cursor, error = await _count(count_command(config, query, after))
         if error is not None:
             return more, error
         total = more + (known.total if known is not None else 0)
-        self._counted[key] = _Counted(total, cursor or after, files)
+        full_at = known.full_at if known is not None else time.monotonic()
+        self._counted[key] = _Counted(total, cursor or after, files, full_at)
         self._counted.move_to_end(key)
         while len(self._counted) > self.SIZE:
             self._counted.popitem(last=False)
