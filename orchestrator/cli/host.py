@@ -494,20 +494,21 @@ def terminal(options: Options, shell: str | None) -> None:
     url = "ws" + base.removeprefix("http") + "/ws/terminal"
     if instance:
         url += f"?instance={instance}"
+    # The first message must follow the handshake within server.ws_auth_timeout: all
+    # that it needs is ready before.
+    auth = msgspec.json.encode({"type": "auth", "payload": {"token": options.bearer()}})
+    payload: dict[str, Any] = {**_size(), **({"shell": shell} if shell else {})}
+    subscribe = msgspec.json.encode({"type": "subscribe", "payload": payload})
     try:
         socket = connect(url, open_timeout=30)
     except InvalidStatus as exc:
         raise Failure(_denial(exc.response.status_code, exc.response.body)) from None
     except (OSError, TimeoutError) as exc:
         raise Failure(f"cannot reach the terminal at {url}: {exc}") from exc
-    size = _size()
     status: int | None = None
     with socket:
-        auth = {"type": "auth", "payload": {"token": options.bearer()}}
-        socket.send(msgspec.json.encode(auth).decode())
-        payload: dict[str, Any] = {**size, **({"shell": shell} if shell else {})}
-        subscribe = {"type": "subscribe", "payload": payload}
-        socket.send(msgspec.json.encode(subscribe).decode())
+        socket.send(auth.decode())
+        socket.send(subscribe.decode())
         if sys.stdin.isatty():
             click.echo("connected to the host's shell; Ctrl-] detaches", err=True)
         with _raw_terminal(socket):
