@@ -38,6 +38,9 @@ from tests.servers import PROVISIONING, OrchestratorProcess, provision_user
 
 #: A safety net against a hang, not a measure (the machine may be shared and busy).
 PATIENCE = 120.0
+#: Where a command's output starts: a line of its own, or after the prompt (when what
+#: was typed is echoed before the shell first prompts).
+LINE = r"(?:\r\n|# )"
 
 
 @pytest.fixture(scope="module")
@@ -176,12 +179,12 @@ def test_an_administrator_with_mfa_gets_a_shell_sized_audited_and_cleaned_up(
         session = await opened(server, token, cols=100, rows=30)
         async with session.ws:
             await session.type("echo hi\n")
-            await session.until(r"\r\nhi\r\n")
+            await session.until(LINE + r"hi\r\n")
             await session.type("stty size\n")
-            assert (await session.until(r"\r\n(\d+) (\d+)\r\n")).groups() == ("30", "100")
+            assert (await session.until(LINE + r"(\d+) (\d+)\r\n")).groups() == ("30", "100")
             await session.send({"type": "resize", "payload": {"cols": 132, "rows": 43}})
             await session.type("stty size\n")
-            assert (await session.until(r"\r\n(\d+) (\d+)\r\n")).groups() == ("43", "132")
+            assert (await session.until(LINE + r"(\d+) (\d+)\r\n")).groups() == ("43", "132")
             # A background job has a process group of its own: it must go too.
             await session.type("sleep 1000 & echo SHELL=$$ JOB=$!\n")
             found = await session.until(r"SHELL=(\d+) JOB=(\d+)\r\n")
@@ -274,7 +277,7 @@ def test_bad_messages_are_answered_and_a_bad_size_is_refused(server: Orchestrato
             await session.send({"type": "dance"})
             wrong = await session.next_other()
             await session.type("echo still here\n")
-            await session.until(r"\r\nstill here\r\n")
+            await session.until(LINE + r"still here\r\n")
         session = await opened(server, token, cols=0)
         async with session.ws:
             return wrong, await session.next_other()
@@ -300,7 +303,9 @@ def test_the_cli_types_its_input_and_exits_with_the_shells_status(
         check=False,
     )
     assert done.returncode == 5, done.stderr
-    assert re.search(r"\nhi\n", done.stdout), done.stdout  # (universal newlines)
+    # (Universal newlines.) The shell's "hi" comes on a line of its own or after its
+    # prompt: the whole input may be echoed before the shell first reads.
+    assert re.search(r"(?:^|\n|# )hi\n", done.stdout), done.stdout
     refused = subprocess.run(
         [PROVISIONING, "host", "--instance", "plain", "terminal"],
         input="echo hi\n",
