@@ -78,6 +78,7 @@ def _principal(
         roles=user.roles,
         via="jwt" if via == "jwt" else "api_key",
         mfa_pending=needs_mfa and not user.mfa_enabled,
+        mfa_verified=via == "jwt" and user.mfa_enabled,
         must_change_password=user.must_change_password,
         credential_id=credential_id,
         expires_at=expires_at,

@@ -51,6 +51,15 @@ async def first_message_principal(
 ) -> Principal | None:
     """The principal of the socket's first message, checked for `action` on `route`; on
     any failure the socket is refused (`text`: as `refuse` says) and None returned."""
+    found = await first_message_credential(socket, action, route, text=text)
+    return None if found is None else found[0]
+
+
+async def first_message_credential(
+    socket: Socket, action: str, route: tuple[str, str], *, text: bool = False
+) -> tuple[Principal, str] | None:
+    """`first_message_principal`, with the token it presented (for a stream that checks
+    again later that the token still holds)."""
     security: Security = socket.app.state.security
     settings = security.orchestrator.settings.server
     waiting = security.unauthenticated_sockets
@@ -85,7 +94,7 @@ async def _first_message_principal(
             raise msgspec.ValidationError(
                 "the first message must be {type: auth, token} or {type: auth, payload: {token}}"
             )
-        return await security.check(socket.scope, f"Bearer {token}", action, route)
+        return await security.check(socket.scope, f"Bearer {token}", action, route), token
     except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         error = str(exc) or f"no auth message within {patience:g} s"
         await refuse(socket, "UNAUTHORIZED", f"authentication required: {error}", text=text)

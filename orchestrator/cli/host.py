@@ -7,6 +7,8 @@
   standard input with `--password-stdin`: never an argument)
 - `system [summary|cpu|memory]`
 - `logs [--service …] [--priority …] [--since …] [--until …] [--page …] [--page-size …]`
+- `terminal [--shell …]`: an interactive shell over `/ws/terminal` (raw mode, the window's
+  size followed, the terminal restored on exit; Ctrl-] detaches)
 
 A change prints its workflow id (`--wait` follows it as `workflow wait` does; `--check`
 runs it in check mode). `--instance` names the host instance where several are
@@ -15,8 +17,14 @@ configured.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Callable
+import termios
+import threading
+import tty
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -24,6 +32,7 @@ import msgspec
 from rich.table import Table
 
 from orchestrator.cli.common import (
+    Failure,
     Options,
     confirm,
     json_option,
@@ -86,7 +95,7 @@ def _grid(values: dict[str, Any]) -> None:
 @click.option("--instance", help="The host provider instance (where several are configured).")
 @click.pass_context
 def host(ctx: click.Context, instance: str | None) -> None:
-    """The orchestrator's host: network, storage, users, system, logs."""
+    """The orchestrator's host: network, storage, users, system, logs, terminal."""
     ctx.find_root().meta["host_instance"] = instance
 
 
@@ -463,3 +472,125 @@ def logs(
         )
     stdout.print(table)
     click.echo(f"page {found['page']}: {len(found['logs'])} of {found['total_count']} entries")
+
+
+# -- terminal -----------------------------------------------------------------------------
+
+DETACH = b"\x1d"  # Ctrl-]
+
+
+@host.command("terminal")
+@click.option("--shell", help="A login shell of the host (/etc/shells); default: the configured.")
+@pass_options
+def terminal(options: Options, shell: str | None) -> None:
+    """A shell on the host, over /ws/terminal (administrators with MFA; off unless the
+    host instance's terminal.enabled). Ctrl-] detaches; the command exits with the
+    shell's status. Standard input that is not a terminal is typed in, then Ctrl-D."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    base = options.base_url().rstrip("/").removesuffix("/api/v1")
+    instance = click.get_current_context().find_root().meta.get("host_instance")
+    url = "ws" + base.removeprefix("http") + "/ws/terminal"
+    if instance:
+        url += f"?instance={instance}"
+    # The first message must follow the handshake within server.ws_auth_timeout: all
+    # that it needs is ready before.
+    auth = msgspec.json.encode({"type": "auth", "payload": {"token": options.bearer()}})
+    payload: dict[str, Any] = {**_size(), **({"shell": shell} if shell else {})}
+    subscribe = msgspec.json.encode({"type": "subscribe", "payload": payload})
+    try:
+        socket = connect(url, open_timeout=30)
+    except InvalidStatus as exc:
+        raise Failure(_denial(exc.response.status_code, exc.response.body)) from None
+    except (OSError, TimeoutError) as exc:
+        raise Failure(f"cannot reach the terminal at {url}: {exc}") from exc
+    status: int | None = None
+    with socket:
+        socket.send(auth.decode())
+        socket.send(subscribe.decode())
+        if sys.stdin.isatty():
+            click.echo("connected to the host's shell; Ctrl-] detaches", err=True)
+        with _raw_terminal(socket):
+            threading.Thread(target=_type_into, args=(socket,), daemon=True).start()
+            out = sys.stdout.buffer
+            try:
+                for raw in socket:
+                    message = msgspec.json.decode(raw)
+                    kind = message.get("type")
+                    if kind == "output":
+                        out.write(str(message.get("data", "")).encode())
+                        out.flush()
+                    elif kind == "exit":
+                        status = int(message.get("code") or 0)
+                    elif kind == "error":
+                        error = f"{message.get('error')} ({message.get('code')})"
+                        if message.get("code") != "INVALID_INPUT":
+                            raise Failure(error)
+                        click.echo(f"\r\n[{error}]\r", err=True)
+            except ConnectionClosed:
+                pass
+    if status is None:
+        click.echo("\r\n[detached]", err=True)
+    sys.exit(0 if status is None else (status if status >= 0 else 128 - status))
+
+
+def _denial(status: int, body: bytes | bytearray | None) -> str:
+    try:
+        error = msgspec.json.decode(body or b"{}")
+        return f"{error['error']} ({error['code']})"
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return f"the terminal was refused: HTTP {status}"
+
+
+def _size() -> dict[str, int]:
+    try:
+        found = os.get_terminal_size(sys.stdout.fileno())
+    except OSError:
+        return {"cols": 80, "rows": 24}
+    return {"cols": max(1, found.columns), "rows": max(1, found.lines)}
+
+
+def _type_into(socket: Any) -> None:
+    """Send what is typed until Ctrl-] (then close) or the end of standard input (then
+    Ctrl-D, so the shell ends as it would at a terminal)."""
+    try:
+        while chunk := os.read(sys.stdin.fileno(), 4096):
+            if DETACH in chunk:
+                before = chunk.split(DETACH, 1)[0]
+                if before:
+                    _send_input(socket, before)
+                socket.close()
+                return
+            _send_input(socket, chunk)
+        _send_input(socket, b"\x04")
+    except Exception:  # noqa: S110 - the socket closed under us: nothing left to send
+        pass
+
+
+def _send_input(socket: Any, data: bytes) -> None:
+    message = {"type": "input", "data": data.decode(errors="replace")}
+    socket.send(msgspec.json.encode(message).decode())
+
+
+@contextlib.contextmanager
+def _raw_terminal(socket: Any) -> Iterator[None]:
+    """Raw mode while attached (each key goes to the shell as typed) and the window's
+    size followed (SIGWINCH); the terminal as it was afterwards, whatever happens."""
+    if not sys.stdin.isatty():
+        yield
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+
+    def resized(signum: int, frame: Any) -> None:
+        with contextlib.suppress(Exception):
+            socket.send(msgspec.json.encode({"type": "resize", "payload": _size()}).decode())
+
+    before = signal.signal(signal.SIGWINCH, resized)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGWINCH, before)

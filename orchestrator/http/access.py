@@ -31,6 +31,10 @@ class Principal:
     via: Literal["jwt", "api_key"]
     #: The user's role requires TOTP and the user has not enrolled yet.
     mfa_pending: bool = False
+    #: A session token of a user with TOTP on, whose logins all prove a code. (A session
+    #: opened before the user enrolled, in it or elsewhere, counts too: how a session
+    #: began is not stored.) Never an API key.
+    mfa_verified: bool = False
     #: The user still has a one-time password.
     must_change_password: bool = False
     #: The access token's `jti`, or the API key's id.

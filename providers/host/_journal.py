@@ -14,9 +14,12 @@ newest first, with the `total_count` of matching entries and the page asked for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,47 +121,200 @@ def check(query: LogQuery) -> None:
             moment(value, field)
 
 
-def command(config: JournalConfig, query: LogQuery) -> list[str]:
-    argv = ["journalctl", "--no-pager", "--output=json", "--reverse", "--quiet", *config.source()]
+def matches(query: LogQuery, *, since: bool = True) -> list[str]:
+    """journalctl's arguments selecting the entries `query` asks for (without `--since`
+    where a cursor already starts later)."""
+    argv = []
     if query.service is not None:
         argv += ["--unit", query.service]
     if query.priority is not None:
         argv += ["--priority", str(PRIORITIES.index(query.priority))]
-    if query.since is not None:
+    if query.since is not None and since:
         argv += ["--since", moment(query.since, "since")]
     if query.until is not None:
         argv += ["--until", moment(query.until, "until")]
     return argv
 
 
-async def query(config: JournalConfig, params: Mapping[str, Any]) -> JSON:
+def command(config: JournalConfig, query: LogQuery) -> list[str]:
+    """The page: the newest `page * page_size` matches, newest first, as JSON (journalctl
+    stops there: a first page reads a hundred entries whatever the journal's size)."""
+    last = query.page * query.page_size
+    return [
+        "journalctl",
+        "--no-pager",
+        "--output=json",
+        "--reverse",
+        "--quiet",
+        f"--lines={last}",
+        *config.source(),
+        *matches(query),
+    ]
+
+
+def count_command(config: JournalConfig, query: LogQuery, after: str | None = None) -> list[str]:
+    """Every match (after the cursor `after`), as one short line each: `_BOOT_ID` in the
+    `cat` format (a field journald writes on every entry), so counting costs journalctl's
+    walk through the matches and little more (a tenth of formatting JSON); then the last
+    one's cursor (`--show-cursor`)."""
+    return [
+        "journalctl",
+        "--no-pager",
+        "--output=cat",
+        "--output-fields=_BOOT_ID",
+        "--show-cursor",
+        "--quiet",
+        *config.source(),
+        # journalctl takes one start: the cursor (a match, so after `since`) or `since`.
+        *matches(query, since=after is None),
+        *([f"--after-cursor={after}"] if after else []),
+    ]
+
+
+@dataclass(slots=True)
+class _Counted:
+    total: int
+    #: The last match counted (None: there was none).
+    cursor: str | None
+    #: The journal files counted, by inode.
+    files: frozenset[int]
+    #: When every match was last counted (monotonic).
+    full_at: float
+
+
+class Counts:
+    """The matches of recent filters, counted once: journal files are only appended to
+    (and removed whole), so while every file counted is still there, a filter's count is
+    the one before plus the matches after its last cursor. Paging through a filter walks
+    its matches once, not once a page. An entry that sorts before the cursor when it is
+    written (a late remote source in a directory of several) is missed until the next
+    full count, at most `FULL_EVERY` seconds later."""
+
+    SIZE = 256
+    FULL_EVERY = 300.0
+
+    def __init__(self) -> None:
+        self._counted: OrderedDict[tuple[str, ...], _Counted] = OrderedDict()
+
+    async def count(self, config: JournalConfig, query: LogQuery) -> tuple[int, str | None]:
+        """The matches of `query`, and journalctl's complaint if it failed."""
+        key = (*config.source(), *matches(query))
+        files = await asyncio.to_thread(_journal_files, config)
+        known = self._counted.get(key)
+        if known is not None and (
+            not known.files <= files or time.monotonic() - known.full_at > self.FULL_EVERY
+        ):
+            known = None  # a file was removed (vacuumed), or it is time: count again
+        after = known.cursor if known is not None else None
+        more, cursor, error = await _count(count_command(config, query, after))
+        if error is not None:
+            return more, error
+        total = more + (known.total if known is not None else 0)
+        full_at = known.full_at if known is not None else time.monotonic()
+        self._counted[key] = _Counted(total, cursor or after, files, full_at)
+        self._counted.move_to_end(key)
+        while len(self._counted) > self.SIZE:
+            self._counted.popitem(last=False)
+        return total, None
+
+
+def _journal_files(config: JournalConfig) -> frozenset[int]:
+    if config.file is not None:
+        paths: list[Path] = [config.file]
+    else:
+        roots = (
+            [config.directory]
+            if config.directory is not None
+            else [Path("/var/log/journal"), Path("/run/log/journal")]
+        )
+        paths = [p for root in roots for g in ("*.journal", "*.journal~") for p in root.rglob(g)]
+    found = set()
+    for path in paths:
+        with contextlib.suppress(OSError):
+            found.add(path.stat().st_ino)
+    return frozenset(found)
+
+
+async def query(config: JournalConfig, params: Mapping[str, Any], counts: Counts) -> JSON:
     """The page asked for and the count of every match; `{"unavailable": reason}` when
-    there is no journal to read."""
+    there is no journal to read. The page and the count (`Counts`) are read by two
+    journalctl processes at once."""
     reason = config.unavailable()
     if reason is not None:
         return {"unavailable": reason}
     asked = msgspec.convert(params, LogQuery)
     first = (asked.page - 1) * asked.page_size
-    last = first + asked.page_size
-    process = await _journalctl(command(config, asked), stderr=asyncio.subprocess.PIPE)
+    (lines, page_error), (total, count_error) = await asyncio.gather(
+        _page(command(config, asked), first), counts.count(config, asked)
+    )
+    if page_error is not None and not lines:
+        raise ProviderError(f"journalctl: {page_error}")
+    if count_error is not None and not total:
+        raise ProviderError(f"journalctl: {count_error}")
+    logs = [entry(json.loads(line)) for line in lines]
+    if logs:  # (an entry without `_BOOT_ID`, which journald never writes, is not counted)
+        total = max(total, first + len(logs))
+    return {
+        "logs": logs,
+        "total_count": total,
+        "page": asked.page,
+        "page_size": asked.page_size,
+    }
+
+
+async def _page(argv: list[str], skip: int) -> tuple[list[bytes], str | None]:
+    """The lines after the first `skip`, and journalctl's complaint if it failed."""
+    process = await _journalctl(argv, stderr=asyncio.subprocess.PIPE)
     assert process.stdout is not None
     assert process.stderr is not None
-    total, logs = 0, []
+    lines: list[bytes] = []
+    seen = 0
     try:
-        # Every match is counted (`total_count`); only the page's are decoded.
         async for line in process.stdout:
-            if first <= total < last:
-                logs.append(entry(json.loads(line)))
-            total += 1
+            if seen >= skip:
+                lines.append(line)
+            seen += 1
     except BaseException:
         process.kill()
         await process.wait()
         raise
+    return lines, await _ended(process)
+
+
+CURSOR = b"-- cursor: "
+
+
+async def _count(argv: list[str]) -> tuple[int, str | None, str | None]:
+    """How many entries journalctl lists (lines counted by the chunk, not one by one),
+    the last one's cursor, and journalctl's complaint if it failed."""
+    process = await _journalctl(argv, stderr=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    total, tail = 0, b""
+    try:
+        while chunk := await process.stdout.read(1 << 20):
+            total += chunk.count(b"\n")
+            tail = (tail + chunk)[-4096:]
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    cursor = None
+    last = tail.rstrip(b"\n").rpartition(b"\n")[2]
+    if last.startswith(CURSOR):
+        total -= 1
+        cursor = last.removeprefix(CURSOR).decode(errors="replace").strip()
+    return total, cursor, await _ended(process)
+
+
+async def _ended(process: asyncio.subprocess.Process) -> str | None:
+    assert process.stderr is not None
     err = await process.stderr.read()
     await process.wait()
-    if process.returncode not in (0, None) and total == 0:
-        raise ProviderError(f"journalctl: {err.decode(errors='replace').strip()}")
-    return {"logs": logs, "total_count": total, "page": asked.page, "page_size": asked.page_size}
+    # Silent failure is how journalctl says "nothing": `--show-cursor` with no match
+    # shown exits with 1 and says nothing.
+    if process.returncode in (0, None) or not err.strip():
+        return None
+    return err.decode(errors="replace").strip()
 
 
 class LogFilters(msgspec.Struct, forbid_unknown_fields=True):

@@ -14,7 +14,9 @@ Config (the instance's table, `[providers.host]`):
 - `users.prefix` (the directory whose etc/passwd, shadow and group accounts change; `/`
   by default) and `users.shell` (new accounts' shell, `/bin/bash`);
 - `journal.file` or `journal.directory`: the journal `GET /logs` reads (absent: the
-  system's).
+  system's);
+- `terminal.enabled` (false: `/ws/terminal` answers 403), `terminal.shell` and
+  `terminal.recheck_interval` (`providers.host._terminal`).
 """
 
 from __future__ import annotations
@@ -43,13 +45,14 @@ from providers.host import _journal as journal
 from providers.host import _network as network
 from providers.host import _storage as storage
 from providers.host import _system as system
+from providers.host import _terminal as terminal
 from providers.host import _users as users
 from providers.host._privilege import CAP_NET_ADMIN, CAP_SYS_ADMIN, missing
 
 #: `ip netns` names: a file name in /run/netns.
 NAMESPACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 S = TypeVar("S", bound=msgspec.Struct)
-SETTINGS = {"network_namespace", "storage", "users", "journal"}
+SETTINGS = {"network_namespace", "storage", "users", "journal", "terminal"}
 
 
 class HostProvider(BaseProvider):
@@ -79,6 +82,8 @@ class HostProvider(BaseProvider):
         self.storage = storage.StorageConfig.of(config.get("storage"))
         self.users = users.UsersConfig.of(config.get("users"))
         self.journal = journal.JournalConfig.of(config.get("journal"))
+        self.journal_counts = journal.Counts()
+        self.terminal = terminal.TerminalConfig.of(config.get("terminal"))
 
     # -- submit-time checks -----------------------------------------------------------
 
@@ -147,7 +152,8 @@ class HostProvider(BaseProvider):
         if kind.name == "host_user":
             return await self._users(operation.name, call.params)
         if kind.name == "log_entry":
-            return ActionResult(result=await journal.query(self.journal, call.params))
+            result = await journal.query(self.journal, call.params, self.journal_counts)
+            return ActionResult(result=result)
         raise PermanentProviderError(f"host provider: {call.action} is not implemented")
 
     async def check(self, call: ActionCall) -> ActionResult:

@@ -113,3 +113,46 @@ def test_without_follow_the_stream_ends_and_bad_filters_are_refused(
     }
     refused = asyncio.run(_follow(url, server.token, {"unit": "a/b"}, None, 1))
     assert refused[-1]["type"] == "error" and refused[-1]["code"] == "INVALID_INPUT", refused
+
+
+def test_a_count_grows_with_what_is_written_and_is_made_again_when_a_file_goes(
+    server: OrchestratorProcess, directory: Path
+) -> None:
+    """`total_count` is counted once per filter, then from its last cursor on (the
+    `Counts` cache): a file written in between is counted, a file removed is noticed."""
+
+    def count(**since: str) -> int:
+        with server.client() as http:
+            query = {"service": "cron", "page_size": 1, **since}
+            answer = http.get("/logs", params=query)
+        assert answer.status_code == 200, answer.text
+        return int(answer.json()["data"]["total_count"])
+
+    before = count()
+    assert count() == before  # from the cache: nothing after the cursor
+    # journalctl takes a cursor or --since: from the cursor on, since is left out.
+    soon = datetime.now(UTC) + timedelta(minutes=30)
+    recent = {"since": soon.isoformat().replace("+00:00", "Z")}
+    assert count(**recent) == count(**recent) == 0
+    later = {
+        "time": datetime.now(UTC) + timedelta(hours=2),
+        "unit": "cron",
+        "priority": 6,
+        "message": "counted later",
+        "pid": 4343,
+    }
+    path = directory / "counted.journal"
+    source = path.with_suffix(".export")
+    text = export_format([later]).replace(
+        "__MONOTONIC_TIMESTAMP=1000000\n", "__MONOTONIC_TIMESTAMP=9500000\n"
+    )
+    source.write_text(text)
+    try:
+        subprocess.run([str(REMOTE), f"--output={path}", str(source)], check=True, timeout=60)
+        assert count() == before + 1
+        assert count() == before + 1
+        assert count(**recent) == count(**recent) == 1
+    finally:
+        path.unlink(missing_ok=True)
+        source.unlink(missing_ok=True)
+    assert count() == before

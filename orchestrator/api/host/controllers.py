@@ -5,6 +5,7 @@ from orchestrator.api.host.network import NetworkController
 from orchestrator.api.host.storage import StorageController
 from orchestrator.api.host.streams import log_stream, metrics_stream
 from orchestrator.api.host.system import SystemController
+from orchestrator.api.host.terminal import terminal_session
 from orchestrator.api.host.users import HostUserController
 
 HOST_CONTROLLERS = [
@@ -15,4 +16,4 @@ HOST_CONTROLLERS = [
     LogController,
 ]
 #: WebSockets: at the root only, as `/ws` is.
-HOST_STREAMS = [metrics_stream, log_stream]
+HOST_STREAMS = [metrics_stream, log_stream, terminal_session]

@@ -35,4 +35,6 @@ HOST_ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("GET", "/logs"): ("read", "logs", None),
     ("GET", "/ws/metrics"): ("read", "system", None),
     ("GET", "/ws/logs"): ("read", "logs", None),
+    # `/ws/terminal` checks its caller itself (`open` on `host:terminal`, admin, MFA:
+    # `orchestrator.api.host.terminal`), so it is not in this table.
 }
