@@ -75,16 +75,16 @@ async def first_message_credential(
         return None
     waiting[address] += 1
     try:
-        return await _first_message_principal(socket, security, action, route, text=text)
+        return await _first_message_credential(socket, security, action, route, text=text)
     finally:
         waiting[address] -= 1
         if not waiting[address]:
             del waiting[address]
 
 
-async def _first_message_principal(
+async def _first_message_credential(
     socket: Socket, security: Security, action: str, route: tuple[str, str], *, text: bool
-) -> Principal | None:
+) -> tuple[Principal, str] | None:
     patience = security.orchestrator.settings.server.ws_auth_timeout
     try:
         with anyio.fail_after(patience):
