@@ -64,6 +64,9 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: A stream opened without `?token=` must authenticate (its first message) within
     #: this many seconds; one address may have this many such streams waiting at once.
     ws_auth_timeout: float = 3.0
+    #: A stream's credential is checked again this often (seconds) and at its expiry: a
+    #: logout, a revocation or a policy change ends the stream within this time.
+    ws_recheck_interval: float = 30.0
     ws_unauthenticated_per_address: int = 8
     log_format: str = "auto"  # auto | console | json
     log_level: str = "info"
@@ -404,6 +407,8 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"server.{key} must be at least 1")
     if settings.server.log_format not in LOG_FORMATS:
         raise ConfigError(f"server.log_format must be one of {', '.join(LOG_FORMATS)}")
+    if settings.server.ws_recheck_interval <= 0:
+        raise ConfigError("server.ws_recheck_interval must be positive")
     if settings.server.ws_auth_timeout <= 0:
         raise ConfigError("server.ws_auth_timeout must be positive")
     if settings.server.ws_unauthenticated_per_address < 1:

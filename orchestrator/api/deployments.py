@@ -40,7 +40,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from orchestrator import deployment_events
 from orchestrator.api.controllers import orchestrator_of
 from orchestrator.api.security import Security, access_of
-from orchestrator.api.sockets import cancel_when_closed, first_message_principal, refuse
+from orchestrator.api.sockets import cancel_when_closed, refuse, socket_credential, while_allowed
 from orchestrator.errors import (
     Conflict,
     DomainError,
@@ -975,11 +975,10 @@ class DeploymentController(Controller):
         bearer header, `?token=` or a first `{"type": "auth"}` message."""
         await socket.accept()
         route = ("GET", "/deployments/{deployment_id}/logs/stream")
-        principal = access_of(socket.scope).principal
-        if principal is None:
-            principal = await first_message_principal(socket, "read", route)
-            if principal is None:
-                return
+        credential = await socket_credential(socket, "read", route)
+        if credential is None:
+            return
+        principal = credential.principal
         orchestrator = orchestrator_of(socket.app.state)
         streams = orchestrator.events.streams
         limit = orchestrator.settings.server.ws_connections_per_user
@@ -1000,7 +999,8 @@ class DeploymentController(Controller):
             return
         streams[principal.user_id] += 1
         lines = deployments.provider.follow_logs(deployment_id, tail)
-        try:
+
+        async def stream() -> None:
             async with anyio.create_task_group() as group:
                 group.start_soon(cancel_when_closed, socket, group.cancel_scope)
                 try:
@@ -1009,6 +1009,9 @@ class DeploymentController(Controller):
                 except (EngineUnavailable, EngineFailed) as exc:
                     await refuse(socket, engine_error(exc, exc).code, str(exc))
                 group.cancel_scope.cancel()
+
+        try:
+            await while_allowed(socket, credential, "read", stream)
         except WebSocketDisconnect:
             pass
         finally:
@@ -1026,11 +1029,10 @@ async def notifications(socket: WebSocket[Any, Any, Any]) -> None:
     with the log's `seq`, from now on (or after `?since=`). Authenticated by a bearer
     header, `?token=` or a first `{"type": "auth"}` message."""
     await socket.accept()
-    principal = access_of(socket.scope).principal
-    if principal is None:
-        principal = await first_message_principal(socket, "list", NOTIFICATIONS_ROUTE)
-        if principal is None:
-            return
+    credential = await socket_credential(socket, "list", NOTIFICATIONS_ROUTE)
+    if credential is None:
+        return
+    principal = credential.principal
     orchestrator = orchestrator_of(socket.app.state)
     streams = orchestrator.events.streams
     limit = orchestrator.settings.server.ws_connections_per_user
@@ -1044,11 +1046,15 @@ async def notifications(socket: WebSocket[Any, Any, Any]) -> None:
         await refuse(socket, "INVALID_INPUT", "since: must be an event seq (an integer)")
         return
     streams[principal.user_id] += 1
-    try:
+
+    async def stream() -> None:
         async with anyio.create_task_group() as group:
             group.start_soon(cancel_when_closed, socket, group.cancel_scope)
             await _notify(socket, orchestrator, principal, after)
             group.cancel_scope.cancel()
+
+    try:
+        await while_allowed(socket, credential, "list", stream)
     except WebSocketDisconnect:
         pass
     finally:

@@ -27,8 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from orchestrator import deployment_events as deployments
 from orchestrator.api.controllers import orchestrator_of
-from orchestrator.api.security import access_of
-from orchestrator.api.sockets import AuthPayload, first_message_principal, refuse
+from orchestrator.api.sockets import AuthPayload, refuse, socket_credential, while_allowed
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
 from orchestrator.service import Orchestrator
@@ -85,12 +84,11 @@ class _Subscription:
 async def event_stream(socket: WebSocket[Any, Any, Any]) -> None:
     orchestrator: Orchestrator = socket.app.state.orchestrator
     await socket.accept()
-    principal = access_of(socket.scope).principal
-    if principal is None:  # no ?token=: the first message must be {"type": "auth"}
-        principal = await first_message_principal(socket, "read", ("GET", "/ws"))
-        if principal is None:
-            return
-    user = principal.user_id
+    # No ?token=: the first message must be {"type": "auth"}.
+    credential = await socket_credential(socket, "read", ("GET", "/ws"))
+    if credential is None:
+        return
+    user = credential.principal.user_id
     limit = orchestrator.settings.server.ws_connections_per_user
     streams = orchestrator.events.streams
     if streams[user] >= limit:
@@ -98,7 +96,7 @@ async def event_stream(socket: WebSocket[Any, Any, Any]) -> None:
         return
     streams[user] += 1
     try:
-        await _stream(socket, orchestrator)
+        await while_allowed(socket, credential, "read", lambda: _stream(socket, orchestrator))
     finally:
         streams[user] -= 1
 

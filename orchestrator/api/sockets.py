@@ -8,11 +8,19 @@ route's action. A socket waiting for that message costs a connection and proves 
 so one address may have `server.ws_unauthenticated_per_address` of them waiting at once,
 across every socket route. A refusal is `{"type": "error", "code", "error"}`, then a
 close with 1008 (policy violation).
+
+A stream lives only as long as its credential: `while_allowed` checks it again every
+`server.ws_recheck_interval` seconds and at the token's expiry, and a logout, a revoked
+key or session, a disabled account or a policy that no longer allows the route ends
+the stream with that refusal.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -20,11 +28,15 @@ import msgspec
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
-from orchestrator.api.security import Security
+from orchestrator.api.security import Security, access_of
 from orchestrator.errors import DomainError
 from orchestrator.http.access import Principal
+from orchestrator.http.errors import Unauthorized
 
 WS_POLICY_VIOLATION = 1008
+#: Where a socket that authenticates by other means (the console's cookie) leaves the
+#: `Authorization` value its stream is checked with again.
+CREDENTIAL = "provisioning_socket_credential"
 
 Socket = WebSocket[Any, Any, Any]
 
@@ -127,3 +139,80 @@ async def cancel_when_closed(socket: Socket, scope: anyio.CancelScope) -> None:
     except WebSocketDisconnect:
         pass
     scope.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """Who a socket is, and the `Authorization` value that proved it."""
+
+    principal: Principal
+    header: str
+
+
+def _presented(socket: Socket) -> str | None:
+    """The credential the guard checked: a console's cookie, the header, or `?token=`."""
+    kept = socket.scope.get(CREDENTIAL)
+    if kept:
+        return str(kept)
+    header = socket.headers.get("authorization")
+    if header:
+        return header
+    token = socket.query_params.get("token")
+    return f"Bearer {token}" if token else None
+
+
+async def socket_credential(
+    socket: Socket, action: str, route: tuple[str, str], *, text: bool = False
+) -> Credential | None:
+    """The credential the guard let in, else the first message's (refused on failure, as
+    `first_message_principal` says)."""
+    principal = access_of(socket.scope).principal
+    header = _presented(socket)
+    if principal is not None and header is not None:
+        return Credential(principal, header)
+    found = await first_message_credential(socket, action, route, text=text)
+    return None if found is None else Credential(found[0], f"Bearer {found[1]}")
+
+
+async def while_allowed(
+    socket: Socket,
+    credential: Credential,
+    action: str,
+    stream: Callable[[], Awaitable[None]],
+    *,
+    text: bool = False,
+) -> None:
+    """Run `stream` while `credential` may still do `action` on the socket's resource:
+    checked every `server.ws_recheck_interval` seconds and at the token's expiry; when it
+    no longer may, the socket is refused with the reason and `stream` cancelled. What
+    `stream` raises is raised here."""
+    security: Security = socket.app.state.security
+    interval = security.orchestrator.settings.server.ws_recheck_interval
+    expires = credential.principal.expires_at
+    failure: Exception | None = None
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        while True:
+            wait = interval
+            if expires is not None:
+                wait = min(wait, max(0.0, (expires - datetime.now(UTC)).total_seconds()))
+            await anyio.sleep(wait)
+            try:
+                if expires is not None and datetime.now(UTC) >= expires:
+                    raise Unauthorized("the token has expired; log in again")
+                await security.still_allowed(socket.scope, credential.header, action)
+            except DomainError as exc:
+                await refuse(socket, exc.code, exc.message, text=text)
+                scope.cancel()
+                return
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch, group.cancel_scope)
+        try:
+            await stream()
+        except Exception as exc:  # raised after the group, not wrapped in a group
+            failure = exc
+        finally:
+            group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure

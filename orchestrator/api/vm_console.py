@@ -20,8 +20,7 @@ import anyio
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-from orchestrator.api.security import access_of
-from orchestrator.api.sockets import first_message_principal, refuse
+from orchestrator.api.sockets import refuse, socket_credential, while_allowed
 from orchestrator.api.vms import visible, vms_of
 from orchestrator.errors import DomainError
 from orchestrator.vms import Vms
@@ -35,11 +34,12 @@ async def vm_console(socket: WebSocket[Any, Any, Any], vm_id: str) -> None:
     await socket.accept()
     vms = vms_of(socket.app.state)
     orchestrator = vms.orchestrator
-    principal = access_of(socket.scope).principal or await first_message_principal(
+    credential = await socket_credential(
         socket, "console", ("GET", "/vms/{vm_id}/console"), text=True
     )
-    if principal is None:
+    if credential is None:
         return
+    principal = credential.principal
     try:
         vm = await visible(socket, vms, vm_id, "console")
     except DomainError as exc:
@@ -61,7 +61,9 @@ async def vm_console(socket: WebSocket[Any, Any, Any], vm_id: str) -> None:
     streams[user] += 1
     vms.consoles.add(vm_id)
     try:
-        await _bridge(socket, vms, vm_id)
+        await while_allowed(
+            socket, credential, "console", lambda: _bridge(socket, vms, vm_id), text=True
+        )
     finally:
         streams[user] -= 1
         vms.consoles.discard(vm_id)

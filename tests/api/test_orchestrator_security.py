@@ -33,7 +33,11 @@ BATCH = {
 def server(tmp_path_factory) -> Iterator[OrchestratorProcess]:
     process = OrchestratorProcess(
         tmp_path_factory.mktemp("security"),
-        env={"PROVISIONING_AUTH__RATE_LIMIT_BATCH": "3"},
+        env={
+            "PROVISIONING_AUTH__RATE_LIMIT_BATCH": "3",
+            # Streams check their credential again every second here (30 by default).
+            "PROVISIONING_SERVER__WS_RECHECK_INTERVAL": "1",
+        },
     ).start()
     yield process
     process.stop()
@@ -429,3 +433,29 @@ def test_an_administrators_command_reads_nothing_of_the_orchestrators_secrets(tm
         assert "SQLite format" not in output
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("route", ["/ws", "/ws/metrics"])
+def test_a_stream_ends_when_its_key_is_revoked(server, route):
+    """A socket lives only as long as its credential: a revoked API key (as a logout or
+    a disabled account) ends the stream, with the reason, at the next check."""
+    key = provision_user(server.data_dir, server.env, f"revoked-{route.count('/')}", ["operator"])
+    with _client(server, key) as client:
+        key_id = client.get("/api-keys").json()["data"][0]["id"]
+
+    async def scenario() -> dict:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}{route}?token={key}") as ws:
+            if route == "/ws/metrics":
+                await ws.send(json.dumps({"type": "subscribe"}))
+            with _client(server, key) as client:
+                assert client.delete(f"/api-keys/{key_id}").status_code == 200
+            while True:  # readings or events until the refusal
+                message = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                if message.get("type") == "error":
+                    with pytest.raises(websockets.ConnectionClosed):
+                        await asyncio.wait_for(ws.recv(), 30)
+                    return message
+
+    refused = asyncio.run(scenario())
+    assert refused["code"] == "UNAUTHORIZED"
+    assert "revoked" in refused["error"]

@@ -27,12 +27,12 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from orchestrator.api.host.common import host_instance
-from orchestrator.api.security import access_of
 from orchestrator.api.sockets import (
     AuthMessage,
     cancel_when_closed,
-    first_message_principal,
     refuse,
+    socket_credential,
+    while_allowed,
 )
 from orchestrator.errors import DomainError
 from orchestrator.service import Orchestrator
@@ -178,11 +178,10 @@ async def metrics_stream(socket: WebSocket[Any, Any, Any]) -> None:
     if not 0.2 <= interval <= 60:
         await refuse(socket, "INVALID_INPUT", "interval: seconds from 0.2 to 60")
         return
-    principal = access_of(socket.scope).principal
-    if principal is None:
-        principal = await first_message_principal(socket, "read", ROUTE)
-        if principal is None:
-            return
+    credential = await socket_credential(socket, "read", ROUTE)
+    if credential is None:
+        return
+    principal = credential.principal
     streams = orchestrator.events.streams
     limit = orchestrator.settings.server.ws_connections_per_user
     if streams[principal.user_id] >= limit:
@@ -190,7 +189,7 @@ async def metrics_stream(socket: WebSocket[Any, Any, Any]) -> None:
         return
     streams[principal.user_id] += 1
     try:
-        await _serve(socket, interval)
+        await while_allowed(socket, credential, "read", lambda: _serve(socket, interval))
     except WebSocketDisconnect:
         pass
     finally:
@@ -236,11 +235,10 @@ async def log_stream(socket: WebSocket[Any, Any, Any]) -> None:
     close. `?instance=` names the host instance where several are configured."""
     orchestrator: Orchestrator = socket.app.state.orchestrator
     await socket.accept()
-    principal = access_of(socket.scope).principal
-    if principal is None:
-        principal = await first_message_principal(socket, "read", LOGS_ROUTE)
-        if principal is None:
-            return
+    credential = await socket_credential(socket, "read", LOGS_ROUTE)
+    if credential is None:
+        return
+    principal = credential.principal
     try:
         instance = host_instance(orchestrator.catalog, socket.query_params.get("instance"))
     except DomainError as exc:
@@ -256,7 +254,10 @@ async def log_stream(socket: WebSocket[Any, Any, Any]) -> None:
     try:
         filters = await _log_filters(socket)
         if filters is not None:
-            await _follow(socket, provider, filters)
+            chosen = filters
+            await while_allowed(
+                socket, credential, "read", lambda: _follow(socket, provider, chosen)
+            )
     except WebSocketDisconnect:
         pass
     finally:
