@@ -7,10 +7,13 @@ start on an outdated schema with a message naming that command.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import anyio.to_thread
 import msgspec
 import sqlalchemy
 from alembic import command
@@ -222,6 +225,22 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         return await connection.run_sync(_current_revision)
 
 
+@contextlib.asynccontextmanager
+async def _migration_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """An exclusive lock on `<database file>.migrating`, held while the block runs (no
+    lock for an in-memory database). Waiting for it does not block the event loop."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    with open(f"{database}.migrating", "a") as lock:  # noqa: ASYNC230 (a local file, once)
+        await anyio.to_thread.run_sync(fcntl.flock, lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class DatabaseUnreachable(Exception):
     """The configured database could not be opened or read."""
 
@@ -240,9 +259,18 @@ async def on_database(settings: DatabaseSettings, work: Callable[[AsyncEngine], 
 
 
 async def ensure_schema(engine: AsyncEngine, settings: DatabaseSettings) -> None:
-    """Upgrade the embedded database; refuse to run on an outdated external one."""
+    """Upgrade the embedded database; refuse to run on an outdated external one.
+
+    The embedded database is read first and upgraded only when it is not at head (a
+    restart does not run Alembic's upgrade machinery). The upgrade holds a lock on a
+    file beside the database: both apps of `provisioning serve` start at once on a new
+    data directory, and SQLite does not make two processes' `CREATE TABLE`s wait for
+    each other (the second failed with "table ... already exists")."""
     if settings.is_sqlite:
-        await upgrade(engine)
+        if await current_revision(engine) == head_revision():
+            return
+        async with _migration_lock(engine):
+            await upgrade(engine)  # a no-op when the other process did it meanwhile
         return
     current = await current_revision(engine)
     head = head_revision()
