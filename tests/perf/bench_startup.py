@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Start-up benchmark (issue 20): prints figures, asserts nothing.
 
-    .venv/bin/python tests/perf/bench_startup.py [--runs 5]
+    .venv/bin/python tests/perf/bench_startup.py [--runs 5] [--source DIR]
+
+`--source DIR` runs the code of another checkout of the project (`python -m
+orchestrator.cli` with DIR as the working directory), with this virtualenv: a before and
+after on the same machine.
 
 `provisioning serve` (both apps) runs as a real process on free loopback ports, with its
 own data directory (the embedded SQLite database) and the example workspace. Measured,
@@ -37,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PROVISIONING = str(Path(sys.executable).parent / "provisioning")
+PROVISIONING = [sys.executable, "-m", "orchestrator.cli"]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -75,14 +79,17 @@ def tree_cpu(pid: int) -> float:
 
 
 class Serve:
-    def __init__(self, data_dir: Path, orchestrator: int, control_center: int) -> None:
+    def __init__(
+        self, source: Path, data_dir: Path, orchestrator: int, control_center: int
+    ) -> None:
+        self.source = source
         self.ports = (orchestrator, control_center)
         self.env = {
             **os.environ,
             "PROVISIONING_DATA_DIR": str(data_dir),
             "PROVISIONING_SERVER__PORT": str(orchestrator),
             "PROVISIONING_CONTROL_CENTER__PORT": str(control_center),
-            "PROVISIONING_WORKSPACE_ROOT": str(REPO / "examples" / "workspace"),
+            "PROVISIONING_WORKSPACE_ROOT": str(source / "examples" / "workspace"),
         }
         self.log = (data_dir.parent / f"{data_dir.name}.log").open("ab")
         self.process: subprocess.Popen[bytes] | None = None
@@ -91,22 +98,26 @@ class Serve:
         """Wall and CPU seconds until both apps answer `/health`."""
         began = time.perf_counter()
         self.process = subprocess.Popen(
-            [PROVISIONING, "serve"],
+            [*PROVISIONING, "serve"],
+            cwd=self.source,
             env=self.env,
             stdout=self.log,
             stderr=self.log,
             start_new_session=True,
         )
         waiting = set(self.ports)
-        cpu = 0.0
+        deadline = time.monotonic() + 300  # a safety net
         while waiting:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"serve did not answer on {waiting}: see the log")
             if self.process.poll() is not None:
                 raise RuntimeError(f"serve exited with {self.process.returncode}: see the log")
-            cpu = tree_cpu(self.process.pid)
+            cpu = tree_cpu(self.process.pid)  # before the process may end the loop
             waiting = {port for port in waiting if not healthy(port)}
             if waiting:
                 time.sleep(0.01)
-        return time.perf_counter() - began, cpu
+        wall = time.perf_counter() - began
+        return wall, max(cpu, tree_cpu(self.process.pid))
 
     def kill(self) -> None:
         """SIGKILL to the whole service (its process group), as in a crash of the host
@@ -136,9 +147,11 @@ def summary(name: str, values: list[float], unit: str = "s") -> str:
     )
 
 
-def timed(command: list[str]) -> tuple[float, float]:
+def timed(command: list[str], source: Path) -> tuple[float, float]:
     began = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=source, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     _, _, usage = os.wait4(process.pid, 0)
     return time.perf_counter() - began, usage.ru_utime + usage.ru_stime
 
@@ -146,7 +159,9 @@ def timed(command: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--source", type=Path, default=REPO, help="the checkout to run")
     args = parser.parse_args()
+    source = args.source.resolve()
     print("load:", Path("/proc/loadavg").read_text().split()[:3], "cores:", os.cpu_count())
     figures: dict[str, list[float]] = {}
 
@@ -158,7 +173,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     try:
         for run in range(args.runs):
-            serve = Serve(root / f"run{run}", free_port(), free_port())
+            serve = Serve(source, root / f"run{run}", free_port(), free_port())
             try:
                 add("serve cold", serve.start)
                 serve.stop()
@@ -168,7 +183,7 @@ def main() -> None:
             finally:
                 serve.stop()
         for _ in range(args.runs):
-            add("provisioning --help", lambda: timed([PROVISIONING, "--help"]))
+            add("provisioning --help", lambda: timed([*PROVISIONING, "--help"], source))
     finally:
         if os.environ.get("BENCH_KEEP"):
             print("kept:", root)
