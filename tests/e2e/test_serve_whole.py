@@ -162,3 +162,22 @@ def test_both_apps_log_json_lines_when_stderr_is_not_a_terminal(serve):
     for record in records:
         assert {"event", "level", "logger", "timestamp"} <= record.keys()
     assert any(r["logger"] == "orchestrator.service" for r in records)
+
+
+def test_serve_takes_config_after_the_command_as_dev_run_passes_it(serve, tmp_path):
+    """`./dev run --config FILE` runs `provisioning serve --config FILE`."""
+    port = free_port()
+    config = tmp_path / "ports.toml"
+    config.write_text(f"[control_center]\nport = {port}\n")
+    env = {k: v for k, v in serve.env.items() if k != "PROVISIONING_CONTROL_CENTER__PORT"}
+    with socket.create_server(("127.0.0.1", port)):
+        done = subprocess.run(
+            [PROVISIONING, "serve", "--config", str(config)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr  # the file's port
