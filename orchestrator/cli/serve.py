@@ -149,7 +149,7 @@ def run_both(settings: Settings, config: str | None) -> None:
             control_center.wait(15)
         except subprocess.TimeoutExpired:
             control_center.kill()
-    if watch.ended is not None:
+    if watch.ended:  # 0 is a clean stop: SIGINT to the terminal's group reaches both
         raise Failure(
             f"the control center stopped (exit status {watch.ended}; its message is above), "
             "so the orchestrator was stopped too"

@@ -61,6 +61,7 @@ class Serve:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # a group of its own, as a terminal's job
         )
         deadline = time.monotonic() + TIMEOUT
         for port in self.ports.values():
@@ -139,6 +140,18 @@ def test_the_control_center_ending_stops_the_orchestrator(serve):
         "so the orchestrator was stopped too"
     ) in stderr
     assert not listening(serve.ports["orchestrator"])
+
+
+def test_ctrl_c_stops_both_cleanly(serve):
+    """Ctrl-C on a terminal sends SIGINT to the whole group: both apps stop, exit 0."""
+    process = serve.start()
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0, stderr
+    assert "control center stopped" not in stderr
+    assert stdout.rstrip().endswith("orchestrator stopped")
+    for port in serve.ports.values():
+        assert not listening(port)
 
 
 def test_sigkill_to_serve_takes_the_control_center_with_it(serve):
