@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
+import socket
 from collections.abc import Mapping
 
-import structlog
-
 from control_center.bootstrap import ADMIN_PASSWORD_VARIABLE
+from orchestrator.running import configure_logging, listen, log_level
 from orchestrator.settings import Settings, load_settings
 
 
@@ -25,45 +24,37 @@ def settings_from_environment(
     return load_settings(config_file, kept)
 
 
-def _configure_logging(settings: Settings) -> int:
-    level = logging.getLevelName(settings.server.log_level.upper())
-    level = level if isinstance(level, int) else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(level)
-    structlog.configure(
-        processors=[
-            structlog.stdlib.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
-    # At DEBUG both would log SQL parameters: password hashes, token digests.
-    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
-    logging.getLogger("sqlalchemy").setLevel(max(level, logging.WARNING))
-    return level
-
-
 def run_control_center(
-    settings: Settings, host: str | None = None, port: int | None = None
+    settings: Settings, host: str | None = None, port: int | None = None, fd: int | None = None
 ) -> None:
-    """Serve until SIGINT or SIGTERM; uvicorn shuts the app down gracefully."""
+    """Serve until SIGINT or SIGTERM; uvicorn shuts the app down gracefully.
+
+    The port is bound first (`CannotListen` names the setting that moves it), unless
+    `fd` is a listening socket inherited from `provisioning serve`, which bound it."""
+    level = log_level(settings)
+    if fd is not None:
+        listener = socket.socket(fileno=fd)
+    else:
+        listener = listen(
+            host or settings.control_center.host,
+            settings.control_center.port if port is None else port,
+            "control_center.port (PROVISIONING_CONTROL_CENTER__PORT)",
+        )
+    try:
+        _serve(settings, listener, level)
+    finally:
+        listener.close()
+
+
+def _serve(settings: Settings, listener: socket.socket, level: int) -> None:
     import uvicorn
 
     from control_center.app import create_app
 
-    level = _configure_logging(settings)
     app = create_app(settings)
+    configure_logging(settings, level)  # after create_app: Litestar configures on creation
     config = uvicorn.Config(
         app,
-        host=host or settings.control_center.host,
-        port=settings.control_center.port if port is None else port,
         log_config=None,
         log_level=level,
         access_log=level <= logging.DEBUG,
@@ -71,4 +62,4 @@ def run_control_center(
         timeout_graceful_shutdown=10,
         **settings.proxy_options(),
     )
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[listener])

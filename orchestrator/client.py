@@ -13,10 +13,9 @@ module loads no server: those modules are pure msgspec types.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 from urllib.parse import quote
 
-import httpx
 import msgspec
 
 from orchestrator.api.schemas import (
@@ -45,6 +44,9 @@ from orchestrator.api.schemas import TaskOut as Task
 from orchestrator.api.schemas import WorkflowOut as Workflow
 from orchestrator.client_vms import VmsSection
 from orchestrator.http.envelope import Envelope, ErrorBody
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "MAX_PAGE",
@@ -150,6 +152,9 @@ class ApiClient:
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        # Imported here: httpx (and the rich it imports) was half of `provisioning --help`.
+        import httpx
+
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
         )
@@ -204,6 +209,8 @@ class ApiClient:
             content = msgspec.json.encode(json)
             headers = {**(headers or {}), "Content-Type": "application/json"}
         waited = self._http.timeout.read if timeout is None else timeout
+        import httpx  # loaded by __init__ already
+
         try:
             response = self._http.request(
                 method,

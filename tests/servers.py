@@ -4,10 +4,13 @@ suite's database (`tests/backend.py`)."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import secrets
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -188,6 +191,42 @@ def provision_user(
     return key
 
 
+#: This test process's SQLite database migrated once (`_premigrated`).
+_template: Path | None = None
+
+
+async def _premigrated(data_dir: Path, url: str) -> None:
+    """A new embedded database starts as a copy of one this test process migrated once
+    (SQLite's backup API: a consistent copy, WAL or not), not by running every migration
+    again for each server. Migrating a new database is what tests/unit/test_migrations.py
+    and the tests that start apps on a data directory of their own check."""
+    global _template
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from orchestrator.store.engine import upgrade
+
+    target = Path(make_url(url).database or "")
+    if target.exists() or not target.is_absolute():
+        return
+    if _template is None:
+        import tempfile
+
+        made = Path(tempfile.mkdtemp(prefix="provisioning-template-")) / "provisioning.db"
+        engine = create_async_engine(f"sqlite+aiosqlite:///{made}")
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+        _template = made
+        atexit.register(shutil.rmtree, made.parent, ignore_errors=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with sqlite3.connect(_template) as source, sqlite3.connect(target) as copy:
+        source.backup(copy)
+    source.close()
+    copy.close()
+
+
 async def _provision(
     env: Mapping[str, str], username: str, roles: list[str], host_commands: bool
 ) -> str:
@@ -202,6 +241,8 @@ async def _provision(
     settings = load_settings(
         environ={k: v for k, v in env.items() if k.startswith("PROVISIONING_")}
     )
+    if settings.is_sqlite:
+        await _premigrated(Path(settings.data_dir), settings.resolved_database_url)
     engine = create_engine(settings)
     try:
         await upgrade(engine)

@@ -134,6 +134,6 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             "TaskIn.provider": providers,
             "Operation.provider": providers,
         },
+        then=lambda: publish_operations(app, orchestrator.catalog),
     )
-    publish_operations(app, orchestrator.catalog)
     return app

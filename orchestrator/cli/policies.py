@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 import msgspec
-import yaml
 from rich.table import Table
 from rich.text import Text
 
@@ -137,6 +136,8 @@ def _read_policy(file: str) -> dict[str, Any]:
         text = sys.stdin.read() if file == "-" else Path(file).read_text()
     except OSError as exc:
         raise Failure(f"{source}: {exc.strerror}") from exc
+    import yaml  # only this command reads YAML: imported here, not by every command
+
     try:
         document = json.loads(text) if file.endswith(".json") else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

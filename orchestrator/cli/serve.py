@@ -9,13 +9,13 @@ server gracefully, lifespan shutdown included, and then exit 0.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
@@ -25,6 +25,7 @@ import msgspec
 
 from orchestrator.cli.common import Failure, Options, pass_options, shown_database
 from orchestrator.data_dir import PRIVATE_UMASK
+from orchestrator.running import CannotListen, configure_logging, listen, log_level
 from orchestrator.settings import ConfigError, Settings
 
 #: What each shipped provider type is, for the start-up banner.
@@ -33,6 +34,11 @@ PROVIDER_TYPE_DESCRIPTIONS = {"sim": "simulated cloud", "local": "commands on th
 
 @click.command()
 @click.argument("app", required=False, type=click.Choice(["orchestrator", "control-center"]))
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file (as the global --config, also accepted here).",
+)
 @click.option("--host", help="Listen address (default: server.host / control_center.host).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Listen port of the app served.")
 @click.option(
@@ -43,13 +49,20 @@ PROVIDER_TYPE_DESCRIPTIONS = {"sim": "simulated cloud", "local": "commands on th
 )
 @pass_options
 def serve(
-    options: Options, app: str | None, host: str | None, port: int | None, worker: bool | None
+    options: Options,
+    app: str | None,
+    config: str | None,
+    host: str | None,
+    port: int | None,
+    worker: bool | None,
 ) -> None:
     """Run the orchestrator and the control center until SIGINT or SIGTERM.
 
     APP picks one of them; without it both run, the control center in a child process
     (--host and --port then apply to the orchestrator).
     """
+    if config is not None:
+        options.config = config
     settings = options.settings()
     os.umask(PRIVATE_UMASK)  # the database, keys and logs it writes are its own
     if worker is not None:
@@ -64,7 +77,10 @@ def serve(
     if app == "control-center":
         from control_center.serve import run_control_center
 
-        run_control_center(settings, host, port)
+        try:
+            run_control_center(settings, host, port)
+        except CannotListen as exc:
+            raise Failure(str(exc)) from exc
         return
     server = msgspec.structs.replace(
         settings.server,
@@ -75,29 +91,103 @@ def serve(
     if app == "orchestrator":
         run_orchestrator(settings)
         return
-    command = [sys.executable, "-m", "orchestrator.cli", "serve", "control-center"]
-    if options.config:
-        command[3:3] = ["--config", options.config]
-    control_center = subprocess.Popen(command)
+    run_both(settings, options.config)
+
+
+#: What moves each app's port, for the message when it is taken.
+ORCHESTRATOR_PORT = "server.port (PROVISIONING_SERVER__PORT, or serve --port)"
+CONTROL_CENTER_PORT = "control_center.port (PROVISIONING_CONTROL_CENTER__PORT)"
+
+
+def _bind(host: str, port: int, setting: str) -> socket.socket:
     try:
-        run_orchestrator(settings)
-    finally:
-        control_center.terminate()
-        try:
-            control_center.wait(15)
-        except subprocess.TimeoutExpired:
-            control_center.kill()
+        return listen(host, port, setting)
+    except CannotListen as exc:
+        raise Failure(str(exc)) from exc
 
 
 def run_orchestrator(settings: Settings) -> None:
     """Serve the orchestrator API on `settings.server`; return once it has stopped."""
-    level = log_level(settings)
-    listener = _listen(settings.server.host, settings.server.port)  # fail fast, before imports
+    level = _log_level(settings)
+    listener = _bind(settings.server.host, settings.server.port, ORCHESTRATOR_PORT)
     try:
         _serve(settings, listener, level)
     finally:
         listener.close()
     click.echo("orchestrator stopped")
+
+
+def run_both(settings: Settings, config: str | None) -> None:
+    """Both apps, whole or not at all: both ports are bound here first (a taken port
+    stops the start before anything runs, naming the setting that moves it); the
+    control center runs in a child process on its inherited socket, which ends with
+    this process (even on SIGKILL) and whose exit stops the orchestrator too."""
+    level = _log_level(settings)
+    listener = _bind(settings.server.host, settings.server.port, ORCHESTRATOR_PORT)
+    try:
+        cc = settings.control_center
+        cc_listener = _bind(cc.host, cc.port, CONTROL_CENTER_PORT)
+    except Failure:
+        listener.close()
+        raise
+    command = [sys.executable, "-m", "control_center", "--fd", str(cc_listener.fileno())]
+    if config:
+        command += ["--config", config]
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    control_center = subprocess.Popen(
+        command, pass_fds=[cc_listener.fileno()], preexec_fn=_end_with_parent
+    )
+    cc_listener.close()
+    watch = _ChildWatch(control_center)
+    try:
+        _serve(settings, listener, level)
+    finally:
+        listener.close()
+        watch.stopping = True
+        control_center.terminate()
+        try:
+            control_center.wait(15)
+        except subprocess.TimeoutExpired:
+            control_center.kill()
+    if watch.ended:  # 0 is a clean stop: SIGINT to the terminal's group reaches both
+        raise Failure(
+            f"the control center stopped (exit status {watch.ended}; its message is above), "
+            "so the orchestrator was stopped too"
+        )
+    click.echo("orchestrator stopped")
+
+
+def _end_with_parent() -> None:  # pragma: no cover (runs in the child, before exec)
+    """In the control center's process: SIGTERM when `serve` ends, SIGKILL included."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class _ChildWatch:
+    """Waits for the control center's process in a thread; when it ends while the
+    orchestrator is not stopping, stops the orchestrator (SIGTERM to this process)."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.stopping = False
+        #: The child's exit status, when it ended on its own.
+        self.ended: int | None = None
+        threading.Thread(target=self._wait, name="control-center-watch", daemon=True).start()
+
+    def _wait(self) -> None:
+        status = self.process.wait()
+        if not self.stopping:
+            self.ended = status
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _log_level(settings: Settings) -> int:
+    try:
+        return log_level(settings)
+    except ConfigError as exc:
+        raise Failure(str(exc)) from exc
 
 
 def _serve(settings: Settings, listener: socket.socket, level: int) -> None:
@@ -203,20 +293,6 @@ class _Lifespan:
         return not (self.known_error is not None and "startup failed" in record.getMessage())
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    if not 0 <= port <= 65535:  # getaddrinfo would quietly wrap it around
-        raise Failure(f"server.port: {port} is not a port number (0-65535)")
-    try:
-        family, _, _, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        listener = socket.create_server(address[:2], family=family)
-    except OSError as exc:
-        why = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise Failure(f"cannot listen on {host}:{port}: {why or exc}") from exc
-    return listener
-
-
 def _started(settings: Settings, instance_types: dict[str, str], port: int) -> None:
     from orchestrator.service import freeze_startup_heap
 
@@ -253,60 +329,3 @@ def _executor_line(settings: Settings) -> str:
     if settings.server.worker:
         return "a worker in this process, beside any `provisioning worker`"
     return "none here: `provisioning worker` processes run the tasks"
-
-
-def log_level(settings: Settings) -> int:
-    level = logging.getLevelName(settings.server.log_level.upper())
-    if not isinstance(level, int):
-        raise Failure(f"server.log_level: unknown level '{settings.server.log_level}'")
-    if settings.server.log_format not in ("auto", "console", "json"):
-        raise Failure(
-            f"server.log_format must be auto, console or json, not '{settings.server.log_format}'"
-        )
-    return level
-
-
-def configure_logging(settings: Settings, level: int) -> None:
-    """structlog's and the standard library's records through one handler on stderr:
-    console lines on a terminal (or `log_format = "console"`), JSON lines otherwise."""
-    import structlog
-
-    json_lines = settings.server.log_format == "json" or (
-        settings.server.log_format == "auto" and not sys.stderr.isatty()
-    )
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json_lines
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    if json_lines:  # the console renderer formats tracebacks itself
-        shared.append(structlog.processors.format_exc_info)
-    structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
-    )
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(level)
-    litestar = logging.getLogger("litestar")  # Litestar's default config gives it its own
-    litestar.handlers, litestar.propagate = [], True
-    # Database drivers log statement parameters at DEBUG, which can hold password hashes.
-    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
-    logging.getLogger("sqlalchemy").setLevel(max(level, logging.WARNING))
-    # Alembic narrates every start ("Context impl SQLiteImpl."); keep that for debugging.
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))

@@ -17,8 +17,8 @@ import click
 import uvloop
 
 from orchestrator.cli.common import Failure, Options, pass_options, shown_database
-from orchestrator.cli.serve import configure_logging, log_level
 from orchestrator.data_dir import PRIVATE_UMASK
+from orchestrator.running import configure_logging, log_level
 from orchestrator.settings import Settings
 
 

@@ -17,11 +17,14 @@ every method of the path.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
+import anyio.to_thread
 import msgspec
 from litestar import Litestar, Router
+from litestar.connection import ASGIConnection
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
@@ -122,12 +125,59 @@ def _constrain(components: dict[str, Any], constraints: Mapping[str, Mapping[str
                 member.update(keywords)
 
 
-def publish(app: Litestar, constraints: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    """Correct the app's OpenAPI document in place, before it is first served.
+#: Where `publish` keeps an app's corrections until its document is first asked for.
+_PUBLICATION = "openapi_publication"
+
+
+def publish(
+    app: Litestar,
+    constraints: Mapping[str, Mapping[str, Any]] | None = None,
+    then: Callable[[], None] | None = None,
+) -> None:
+    """Correct the app's OpenAPI document in place before it is first served.
 
     `constraints` adds keywords that come from the settings to request components:
-    `{"WorkflowIn.tasks": {"maxItems": 10_000}}`.
+    `{"WorkflowIn.tasks": {"maxItems": 10_000}}`; `then` runs after the corrections
+    (more of them, on the same document).
+
+    Litestar builds the document when it is first asked for; so does this, not at
+    start: building it was a third of an app's start-up. The schema router's guard
+    (`openapi_config`) builds and corrects it once, in a thread, before any schema
+    route answers.
     """
+    app.state[_PUBLICATION] = _Publication(app, constraints or {}, then)
+
+
+class _Publication:
+    def __init__(
+        self,
+        app: Litestar,
+        constraints: Mapping[str, Mapping[str, Any]],
+        then: Callable[[], None] | None,
+    ) -> None:
+        self.app = app
+        self.constraints = constraints
+        self.then = then
+        self.done = False
+        self.lock = threading.Lock()
+
+    def ensure(self) -> None:
+        with self.lock:
+            if not self.done:
+                _correct(self.app, self.constraints)
+                if self.then is not None:
+                    self.then()
+                self.done = True
+
+
+async def _published_first(connection: ASGIConnection[Any, Any, Any, Any], _: Any) -> None:
+    """The schema routes' guard: the document is corrected before it is served."""
+    publication = connection.app.state.get(_PUBLICATION)
+    if publication is not None and not publication.done:
+        await anyio.to_thread.run_sync(publication.ensure)
+
+
+def _correct(app: Litestar, constraints: Mapping[str, Mapping[str, Any]]) -> None:
     document: dict[str, Any] = app.plugins.get("OpenAPIPlugin").provide_openapi_schema()
     operations = _operations(app, document.get("paths", {}))
     bodies = [(operation, _body_of(handler)) for operation, handler in operations]
@@ -188,6 +238,9 @@ def openapi_config(title: str) -> OpenAPIConfig:
     return OpenAPIConfig(
         title=title,
         version="1.0.0",
+        openapi_router=Router(
+            "/schema", route_handlers=[], include_in_schema=False, guards=[_published_first]
+        ),
         render_plugins=[
             SwaggerRenderPlugin(
                 js_url=f"{assets}/swagger-ui-bundle.js",

@@ -7,23 +7,26 @@ start on an outdated schema with a message naming that command.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+import fcntl
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import anyio.to_thread
 import msgspec
 import sqlalchemy
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from orchestrator.data_dir import private_data_dir
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 #: The handle of the database the store's functions take (callers above the store
 #: name its type from here, and never import SQLAlchemy).
@@ -188,6 +191,10 @@ def create_writer_engine(settings: DatabaseSettings) -> Engine:
 
 
 def alembic_config(url: str) -> Config:
+    # Alembic is imported where a migration runs or is listed, not at every start: a
+    # start on a current schema reads its revision with one query (`ensure_schema`).
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = url
@@ -195,15 +202,36 @@ def alembic_config(url: str) -> Config:
 
 
 def head_revision() -> str | None:
-    """The newest schema revision this version of the code has."""
+    """The newest schema revision this version of the code has (Alembic's reading)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config("")).get_current_head()
 
 
+#: Each migration is `versions/NNNN_<what>.py` with revision "NNNN" (a test holds every
+#: file to it), so the newest revision is the highest prefix: read without Alembic.
+_NUMBERED = re.compile(r"^(\d{4})_\w+\.py$")
+
+
+def newest_revision() -> str | None:
+    """`head_revision`, from the migrations' file names: what a start compares with."""
+    numbers = [
+        m.group(1) for p in (MIGRATIONS / "versions").iterdir() if (m := _NUMBERED.match(p.name))
+    ]
+    return max(numbers, default=None)
+
+
 def _current_revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    """The revision Alembic recorded in `alembic_version` (None: never migrated)."""
+    if not sqlalchemy.inspect(connection).has_table("alembic_version"):
+        return None
+    found = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return found[0] if len(found) == 1 else None
 
 
 def _upgrade_on(connection: Connection, url: str) -> None:
+    from alembic import command
+
     config = alembic_config(url)
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
@@ -220,6 +248,22 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     """The database's schema revision (None: never migrated)."""
     async with engine.connect() as connection:
         return await connection.run_sync(_current_revision)
+
+
+@contextlib.asynccontextmanager
+async def _migration_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """An exclusive lock on `<database file>.migrating`, held while the block runs (no
+    lock for an in-memory database). Waiting for it does not block the event loop."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    with open(f"{database}.migrating", "a") as lock:  # noqa: ASYNC230 (a local file, once)
+        await anyio.to_thread.run_sync(fcntl.flock, lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class DatabaseUnreachable(Exception):
@@ -240,11 +284,22 @@ async def on_database(settings: DatabaseSettings, work: Callable[[AsyncEngine], 
 
 
 async def ensure_schema(engine: AsyncEngine, settings: DatabaseSettings) -> None:
-    """Upgrade the embedded database; refuse to run on an outdated external one."""
+    """Upgrade the embedded database; refuse to run on an outdated external one.
+
+    The embedded database is read first and upgraded only when it is not at head (a
+    restart does not run Alembic's upgrade machinery). The upgrade holds a lock on a
+    file beside the database: both apps of `provisioning serve` start at once on a new
+    data directory, and SQLite does not make two processes' `CREATE TABLE`s wait for
+    each other (the second failed with "table ... already exists")."""
     if settings.is_sqlite:
-        await upgrade(engine)
+        if await current_revision(engine) == newest_revision():
+            return
+        async with _migration_lock(engine):
+            await upgrade(engine)  # a no-op when the other process did it meanwhile
         return
     current = await current_revision(engine)
+    if current == newest_revision():
+        return
     head = head_revision()
     if current != head:
         raise SchemaNotCurrent(

@@ -91,7 +91,8 @@ def test_serve_on_a_port_in_use_exits_1_with_a_clear_message(server, server_env)
     done = run("serve", env={**server_env, "PROVISIONING_SERVER__PORT": str(server.port)})
     assert done.returncode == 1
     assert done.stderr.strip() == (
-        f"error: cannot listen on 127.0.0.1:{server.port}: the address is already in use"
+        f"error: cannot listen on 127.0.0.1:{server.port}: the address is already in use; "
+        "choose another port with server.port (PROVISIONING_SERVER__PORT, or serve --port)"
     )
 
 

@@ -4,6 +4,7 @@ the suite's database (a fresh SQLite file, or a fresh PostgreSQL database)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -149,3 +150,19 @@ def test_a_database_not_seeded_yet_gets_the_later_default_with_the_others(tmp_pa
     url = backend.database_url(tmp_path)
     command.upgrade(alembic_config(url), "head")
     assert _on(url, _policy_names) == []  # the first start seeds them all
+
+
+def test_the_newest_revision_read_from_file_names_is_alembics_head():
+    """A start compares the database with `newest_revision` (file names, no Alembic);
+    every migration must keep to `NNNN_<what>.py` with revision "NNNN" for it to hold."""
+    from alembic.script import ScriptDirectory
+
+    from orchestrator.store.engine import MIGRATIONS, head_revision, newest_revision
+
+    assert newest_revision() == head_revision()
+    scripts = ScriptDirectory.from_config(alembic_config(""))
+    for revision in scripts.walk_revisions():
+        assert revision.path is not None
+        assert Path(revision.path).name.startswith(f"{revision.revision}_")
+    files = [p for p in (MIGRATIONS / "versions").glob("*.py") if p.name != "__init__.py"]
+    assert len(files) == len(list(scripts.walk_revisions()))
