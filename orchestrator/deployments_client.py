@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import msgspec
 
 from orchestrator.client import ApiError, OrchestratorClient
@@ -86,6 +85,8 @@ class Deployments:
     def follow_logs(self, ident: str, tail: int = 10) -> Iterator[JSON]:
         """The last `tail` lines of each replica, then each new one as written (from
         every replica, those it gains later too), until the caller stops iterating."""
+        import httpx  # a command that follows logs needs it; `--help` does not
+
         http = self._client._http
         path = f"/deployments/{_id(ident)}/logs"
         params: dict[str, str | int] = {"tail": tail, "follow": "true"}

@@ -795,7 +795,11 @@ class DeploymentController(Controller):
 
     # -- domains ------------------------------------------------------------------------
 
-    @get("/{deployment_id:str}/domains", summary="The deployment's custom domains")
+    @get(
+        "/{deployment_id:str}/domains",
+        summary="The deployment's custom domains",
+        responses=ENGINE_ERRORS,
+    )
     async def domains(
         self, state: State, request: Request[Any, Any, Any], deployment_id: str
     ) -> Envelope[dict[str, Any]]:

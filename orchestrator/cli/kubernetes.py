@@ -18,11 +18,12 @@ from rich.table import Table
 
 from orchestrator.cli.common import Failure, Options, json_option, pass_options, print_json, stdout
 from orchestrator.errors import DomainError
-from orchestrator.http.limits import BodyLimits, load_yaml
 from orchestrator.kubernetes_client import PATHS, Kubernetes
 
-#: A local file is read with the limits the server applies to a request's YAML.
-LIMITS = BodyLimits(depth=64, nodes=10_000)
+#: A local file is read with the limits the server applies to a request's YAML (depth,
+#: nodes: `orchestrator.http.limits.BodyLimits`, imported by `documents`, as it brings
+#: the HTTP stack that `--help` does without).
+LIMITS = {"depth": 64, "nodes": 10_000}
 _SEPARATOR = re.compile(rb"^---[ \t]*(#.*)?$", re.MULTILINE)
 COLUMNS = {
     "pods": ("name", "namespace", "status", "ready", "restarts", "age"),
@@ -34,11 +35,14 @@ COLUMNS = {
 
 def documents(raw: bytes, json_file: bool) -> list[tuple[bytes, str, str]]:
     """(body, content type, API path) of each object of a manifest file."""
+    from orchestrator.http.limits import BodyLimits, load_yaml
+
+    limits = BodyLimits(**LIMITS)
     parts = [raw] if json_file else [p for p in _SEPARATOR.split(raw) if p and p.strip()]
     found = []
     for index, part in enumerate(parts):
         try:
-            obj = msgspec.json.decode(part) if json_file else load_yaml(part, LIMITS)
+            obj = msgspec.json.decode(part) if json_file else load_yaml(part, limits)
         except (msgspec.DecodeError, DomainError) as exc:
             raise Failure(f"document {index + 1}: {exc}") from None
         if obj is None:

@@ -77,7 +77,8 @@ def test_the_seed_batch_as_given_runs_on_the_configured_store_with_a_warning(cli
 def test_the_multi_cloud_example_runs_to_completed(client):
     accepted = submit(client, "multi_cloud.yaml")
     assert [op["id"] for op in accepted["operations"]] == ["upcloud_servers", "aws_taskservs"]
-    assert {op["progress"] for op in accepted["operations"]} == {0.0}
+    # The batch runs from the moment it is accepted: the answer shows how far it got.
+    assert all(0.0 <= op["progress"] <= 100.0 for op in accepted["operations"])
     batch = wait_batch(client, accepted["batch_id"])
     assert batch["status"] == "Completed"
     for op in batch["operations"]:
