@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,26 +13,14 @@ from pathlib import Path
 import pytest
 import websockets
 
-from tests.host.test_logs import REMOTE, export_format, written
+from tests.host.journal import require_journal_tools, write_journal
+from tests.host.test_logs import written
 from tests.servers import OrchestratorProcess
-
-
-def write_journal(path: Path, entries: list[dict], *, later: bool = False) -> None:
-    source = path.with_suffix(".export")
-    text = export_format(entries)
-    if later:  # of the same boot: a monotonic time after the first file's
-        text = text.replace("__MONOTONIC_TIMESTAMP=1000000\n", "__MONOTONIC_TIMESTAMP=9000000\n")
-    source.write_text(text)
-    subprocess.run([str(REMOTE), f"--output={path}", str(source)], check=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
 def directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Under ./dev test (DEV_TEST), which installs them, a missing tool fails the test.
-    if (not REMOTE.exists() or shutil.which("journalctl") is None) and not os.environ.get(
-        "DEV_TEST"
-    ):
-        pytest.skip("systemd-journal-remote and journalctl are needed (./dev test installs them)")
+    require_journal_tools()
     found = tmp_path_factory.mktemp("journal-directory")
     write_journal(found / "first.journal", written()[:20])
     return found
@@ -88,7 +73,7 @@ def test_the_latest_entries_then_one_written_after_subscribing(
             url,
             server.token,
             {"unit": "sshd", "lines": 2},
-            lambda: write_journal(directory / "later.journal", [later], later=True),
+            lambda: write_journal(directory / "later.journal", [later], monotonic=9_000_000),
             3,
         )
     )
@@ -142,17 +127,12 @@ def test_a_count_grows_with_what_is_written_and_is_made_again_when_a_file_goes(
         "pid": 4343,
     }
     path = directory / "counted.journal"
-    source = path.with_suffix(".export")
-    text = export_format([later]).replace(
-        "__MONOTONIC_TIMESTAMP=1000000\n", "__MONOTONIC_TIMESTAMP=9500000\n"
-    )
-    source.write_text(text)
     try:
-        subprocess.run([str(REMOTE), f"--output={path}", str(source)], check=True, timeout=60)
+        write_journal(path, [later], monotonic=9_500_000)
         assert count() == before + 1
         assert count() == before + 1
         assert count(**recent) == count(**recent) == 1
     finally:
         path.unlink(missing_ok=True)
-        source.unlink(missing_ok=True)
+        path.with_suffix(".export").unlink(missing_ok=True)
     assert count() == before

@@ -5,8 +5,6 @@ entries written; no journal is a 503."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,9 +13,9 @@ import httpx
 import pytest
 
 from tests.e2e.test_cli import run
+from tests.host.journal import require_journal_tools, write_journal
 from tests.servers import OrchestratorProcess
 
-REMOTE = Path("/lib/systemd/systemd-journal-remote")
 START = datetime(2025, 8, 1, 10, 0, tzinfo=UTC)
 COUNT = 250
 PRIORITIES = {6: "info", 4: "warning", 3: "error"}
@@ -38,33 +36,11 @@ def written() -> list[dict]:
     ]
 
 
-def export_format(entries: list[dict]) -> str:
-    records = []
-    for i, e in enumerate(entries):
-        fields = {
-            "__REALTIME_TIMESTAMP": int(e["time"].timestamp() * 1_000_000),
-            "__MONOTONIC_TIMESTAMP": 1_000_000 + i,
-            "_BOOT_ID": "0123456789abcdef0123456789abcdef",
-            "MESSAGE": e["message"],
-            "PRIORITY": e["priority"],
-            "_SYSTEMD_UNIT": f"{e['unit']}.service",
-            "SYSLOG_IDENTIFIER": e["unit"],
-            "_HOSTNAME": "journal-test",
-            "_PID": e["pid"],
-        }
-        records.append("".join(f"{k}={v}\n" for k, v in fields.items()))
-    return "\n".join(records) + "\n"
-
-
 @pytest.fixture(scope="module")
 def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not REMOTE.exists() or shutil.which("journalctl") is None:
-        pytest.skip("systemd-journal-remote and journalctl are needed (./dev test installs them)")
-    directory = tmp_path_factory.mktemp("journal")
-    source = directory / "export.txt"
-    source.write_text(export_format(written()))
-    target = directory / "test.journal"
-    subprocess.run([str(REMOTE), f"--output={target}", str(source)], check=True, timeout=60)
+    require_journal_tools()
+    target = tmp_path_factory.mktemp("journal") / "test.journal"
+    write_journal(target, written())
     return target
 
 

@@ -42,9 +42,9 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 import websockets  # noqa: E402
 
+from tests.host.journal import REMOTE  # noqa: E402
 from tests.servers import OrchestratorProcess  # noqa: E402
 
-REMOTE = Path("/lib/systemd/systemd-journal-remote")
 START = datetime(2025, 8, 1, tzinfo=UTC)
 UNITS = [f"svc{i:02d}" for i in range(16)] + ["sshd"]  # 17: every unit meets every priority
 PRIORITY_CYCLE = (6, 6, 6, 5, 4, 3, 6, 7)  # mostly info; some notice, warning, error, debug
