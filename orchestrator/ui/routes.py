@@ -35,6 +35,7 @@ from orchestrator.clock import format_duration, utcnow
 from orchestrator.errors import DomainError
 from orchestrator.event_names import EVENT_TYPES
 from orchestrator.http.access import Principal
+from orchestrator.http.errors import error_response
 from orchestrator.service import Orchestrator
 from orchestrator.ui.api import Api, Reply
 from orchestrator.ui.dag import NODE_HEIGHT, NODE_WIDTH, layout
@@ -701,10 +702,10 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[Any]:
 async def metrics_sample(request: Request[Any, Any, Any]) -> Response[Any]:
     session = await open_session(request)
     if session is None:
-        return forget_session(Response({"error": "no session"}, status_code=401))
+        return forget_session(_no_session())
     sample = await _metrics_sample(session.api)
     if isinstance(sample, Reply):
-        return Response({"error": sample.error}, status_code=sample.status)
+        return error_response(sample.status, sample.code or "UNAVAILABLE", sample.error)
     return Response(sample, cookies=session.cookies)
 
 
@@ -757,8 +758,12 @@ async def session_alive(request: Request[Any, Any, Any]) -> Response[Any]:
     open keeps its session without a reload."""
     session = await open_session(request)
     if session is None:
-        return forget_session(Response(None, status_code=401))
+        return forget_session(_no_session())
     return Response(None, status_code=204, cookies=session.cookies)
+
+
+def _no_session() -> Response[Any]:
+    return error_response(401, "UNAUTHORIZED", "no console session: log in at /ui/login")
 
 
 async def _attempts(api: Api, task: dict[str, Any]) -> list[dict[str, Any]]:

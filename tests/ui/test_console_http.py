@@ -460,7 +460,8 @@ def test_the_events_page_is_the_logs_and_checks_its_filters(console, quick):
 
 def test_the_session_keeps_itself_alive_without_a_page_load(console):
     with console.browser() as anonymous:
-        assert anonymous.get("/ui/session").status_code == 401
+        refused = anonymous.get("/ui/session")
+        assert refused.status_code == 401 and refused.json()["code"] == "UNAUTHORIZED"
     with console.login("ops") as http:
         assert http.get("/ui/session").status_code == 204
         http.cookies.set("provisioning_session", "not-a-token", domain="127.0.0.1", path="/")
@@ -483,7 +484,9 @@ def test_the_metrics_page_samples_the_schedulers_essentials(console, quick):
         assert durations["count"] >= 2 and durations["buckets"][-1][0] is None
         assert durations["buckets"][-1][1] == durations["count"]
     with console.browser() as anonymous:
-        assert anonymous.get("/ui/metrics/sample").status_code == 401
+        refused = anonymous.get("/ui/metrics/sample")
+        assert refused.status_code == 401
+        assert refused.json()["code"] == "UNAUTHORIZED" and "/ui/login" in refused.json()["error"]
 
 
 def test_an_operator_makes_sees_once_and_revokes_an_api_key(console):
