@@ -178,13 +178,20 @@ class Security:
             raise
         return principal
 
-    async def still_allowed(self, scope: Scope, header: str, action: str) -> None:
-        """Raise unless `header` still authenticates and may still do `action` on the
-        resource noted for this connection: a stream's periodic check (no rate limit)."""
+    async def still_allowed(
+        self, scope: Scope, header: str, action: str, resource: str | None = None
+    ) -> Principal:
+        """Who `header` is now, if it still authenticates and may still do `action` on
+        `resource` (by default the one noted for this connection); raise otherwise. A
+        stream's periodic check: no rate limit."""
         principal = await self.gate.authenticate(header)
         await self.gate.authorize(
-            principal, action, access_of(scope).resource, {"ip": _client_ip(scope), "method": "GET"}
+            principal,
+            action,
+            resource or access_of(scope).resource,
+            {"ip": _client_ip(scope), "method": "GET"},
         )
+        return principal
 
     async def credential_valid(self, header: str | None) -> bool:
         try:

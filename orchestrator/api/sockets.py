@@ -21,10 +21,12 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio
 import msgspec
+import structlog
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
@@ -37,6 +39,8 @@ WS_POLICY_VIOLATION = 1008
 #: Where a socket that authenticates by other means (the console's cookie) leaves the
 #: `Authorization` value its stream is checked with again.
 CREDENTIAL = "provisioning_socket_credential"
+
+log = structlog.get_logger(__name__)
 
 Socket = WebSocket[Any, Any, Any]
 
@@ -174,6 +178,51 @@ async def socket_credential(
     return None if found is None else Credential(found[0], f"Bearer {found[1]}")
 
 
+async def watch_credential(
+    socket: Socket,
+    credential: Credential,
+    action: str,
+    scope: anyio.CancelScope,
+    *,
+    interval: float,
+    resource: str | None = None,
+    also: Callable[[Principal], None] | None = None,
+    ended: Callable[[str], None] | None = None,
+    text: bool = False,
+) -> None:
+    """Check `credential` every `interval` seconds and at the token's expiry: that it
+    still authenticates, may still do `action` on `resource` (by default the socket's),
+    and passes `also` (a route's own rules). When it fails, or cannot be checked (fail
+    closed), refuse the socket with the reason, tell `ended`, and cancel `scope`."""
+    security: Security = socket.app.state.security
+    expires = credential.principal.expires_at
+    while True:
+        wait = interval
+        if expires is not None:
+            wait = min(wait, max(0.0, (expires - datetime.now(UTC)).total_seconds()))
+        await anyio.sleep(wait)
+        try:
+            if expires is not None and datetime.now(UTC) >= expires:
+                raise Unauthorized("the token has expired; log in again")
+            principal = await security.still_allowed(
+                socket.scope, credential.header, action, resource
+            )
+            if also is not None:
+                also(principal)
+        except DomainError as exc:
+            code, message = exc.code, exc.message
+        except Exception as exc:
+            log.exception("a socket's credential could not be checked again")
+            code, message = "UNAUTHORIZED", f"the credential could not be checked again: {exc}"
+        else:
+            continue
+        if ended is not None:
+            ended(f"{code}: {message}")
+        await refuse(socket, code, message, text=text)
+        scope.cancel()
+        return
+
+
 async def while_allowed(
     socket: Socket,
     credential: Credential,
@@ -182,32 +231,25 @@ async def while_allowed(
     *,
     text: bool = False,
 ) -> None:
-    """Run `stream` while `credential` may still do `action` on the socket's resource:
-    checked every `server.ws_recheck_interval` seconds and at the token's expiry; when it
-    no longer may, the socket is refused with the reason and `stream` cancelled. What
-    `stream` raises is raised here."""
+    """Run `stream` while `credential` may still do `action` on the socket's resource
+    (`watch_credential`, every `server.ws_recheck_interval` seconds); when it no longer
+    may, the socket is refused with the reason and `stream` cancelled. What `stream`
+    raises is raised here."""
     security: Security = socket.app.state.security
     interval = security.orchestrator.settings.server.ws_recheck_interval
-    expires = credential.principal.expires_at
     failure: Exception | None = None
-
-    async def watch(scope: anyio.CancelScope) -> None:
-        while True:
-            wait = interval
-            if expires is not None:
-                wait = min(wait, max(0.0, (expires - datetime.now(UTC)).total_seconds()))
-            await anyio.sleep(wait)
-            try:
-                if expires is not None and datetime.now(UTC) >= expires:
-                    raise Unauthorized("the token has expired; log in again")
-                await security.still_allowed(socket.scope, credential.header, action)
-            except DomainError as exc:
-                await refuse(socket, exc.code, exc.message, text=text)
-                scope.cancel()
-                return
-
     async with anyio.create_task_group() as group:
-        group.start_soon(watch, group.cancel_scope)
+        group.start_soon(
+            partial(
+                watch_credential,
+                socket,
+                credential,
+                action,
+                group.cancel_scope,
+                interval=interval,
+                text=text,
+            )
+        )
         try:
             await stream()
         except Exception as exc:  # raised after the group, not wrapped in a group

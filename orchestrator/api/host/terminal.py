@@ -33,7 +33,7 @@ import contextlib
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -44,10 +44,15 @@ from litestar.exceptions import WebSocketDisconnect
 
 from orchestrator.api.host.common import host_instance
 from orchestrator.api.security import OWN_ACCESS, Security, access_of
-from orchestrator.api.sockets import first_message_credential, refuse
+from orchestrator.api.sockets import (
+    Credential,
+    first_message_credential,
+    refuse,
+    watch_credential,
+)
 from orchestrator.errors import DomainError
 from orchestrator.http.access import AuditEntry, Principal
-from orchestrator.http.errors import Forbidden, Unauthorized
+from orchestrator.http.errors import Forbidden
 from orchestrator.service import Orchestrator
 from providers.base import ProviderError
 from providers.host._terminal import Pty, TerminalConfig, TerminalSize
@@ -88,6 +93,9 @@ class ClientMessage(msgspec.Struct):
 class Ending:
     reason: str = "the client closed the socket"
     exit_code: int | None = None
+
+    def end(self, reason: str) -> None:
+        self.reason = reason
 
 
 def _required(principal: Principal) -> None:
@@ -258,7 +266,17 @@ async def _session(
             group.start_soon(_input, socket, pty, group.cancel_scope)
             group.start_soon(_reap, pty)
             group.start_soon(
-                _watch, socket, security, config, principal, header, ending, group.cancel_scope
+                partial(
+                    watch_credential,
+                    socket,
+                    Credential(principal, header),
+                    ACTION,
+                    group.cancel_scope,
+                    interval=config.recheck_interval,
+                    resource=RESOURCE,
+                    also=_required,
+                    ended=ending.end,
+                )
             )
     finally:
         with anyio.CancelScope(shield=True):
@@ -353,41 +371,6 @@ async def _reap(pty: Pty) -> None:
     its last output reaches the client)."""
     await pty.wait()
     await pty.end_processes()
-
-
-async def _watch(
-    socket: Socket,
-    security: Security,
-    config: TerminalConfig,
-    principal: Principal,
-    header: str,
-    ending: Ending,
-    scope: anyio.CancelScope,
-) -> None:
-    """End the session when its token expires or no longer passes (see the module)."""
-    expires = principal.expires_at
-    context = {"ip": _ip(socket), "method": "GET"}
-    while True:
-        wait = config.recheck_interval
-        if expires is not None:
-            wait = min(wait, max(0.0, (expires - datetime.now(UTC)).total_seconds()))
-        await anyio.sleep(wait)
-        try:
-            if expires is not None and datetime.now(UTC) >= expires:
-                raise Unauthorized("the token has expired; log in again")
-            again = await security.gate.authenticate(header)
-            _required(again)
-            await security.gate.authorize(again, ACTION, RESOURCE, context)
-        except DomainError as exc:
-            ending.reason = f"{exc.code}: {exc.message}"
-            await refuse(socket, exc.code, exc.message)
-            break
-        except Exception as exc:  # fail closed: a root shell outlives no unchecked token
-            log.exception("terminal: the credential could not be checked again")
-            ending.reason = f"the credential could not be checked again: {exc}"
-            await refuse(socket, "UNAUTHORIZED", "the credential could not be checked again")
-            break
-    scope.cancel()
 
 
 async def _record(security: Security, socket: Socket, entry: AuditEntry) -> None:
