@@ -154,7 +154,9 @@ class HostProvider(BaseProvider):
         if kind.name == "log_entry":
             result = await journal.query(self.journal, call.params, self.journal_counts)
             return ActionResult(result=result)
-        raise PermanentProviderError(f"host provider: {call.action} is not implemented")
+        # `declared` refused every kind this provider does not declare; each declared
+        # one has its branch above. Reaching here is a bug in this module.
+        raise PermanentProviderError(f"host provider: declared kind '{kind.name}' has no handler")
 
     async def check(self, call: ActionCall) -> ActionResult:
         """What the change would do, from the live state; changes nothing."""
