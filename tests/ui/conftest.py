@@ -153,6 +153,7 @@ def start_console(data_dir: Path, env: Mapping[str, str] | None = None) -> Conso
         "ops": Account("ops", PASSWORD, ["operator"]),
         "watcher": Account("watcher", PASSWORD, ["viewer"]),
         "secure": Account("secure", PASSWORD, ["operator"]),
+        "member": Account("member", PASSWORD, ["member"]),
     }
     for account in accounts.values():
         make_user(server.env, account.username, account.roles)

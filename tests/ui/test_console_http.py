@@ -456,6 +456,10 @@ def test_the_events_page_is_the_logs_and_checks_its_filters(console, quick):
         assert 'data-event-types=""' in odd and "<script>" not in odd
     with console.login("watcher") as http:
         assert http.get("/ui/events").status_code == 200  # viewers read the log
+    with console.login("member") as http:
+        refused = http.get("/ui/events")  # members do not (the default policies)
+        assert refused.status_code == 403
+        assert "do not let you read the event log" in refused.text
 
 
 def test_the_session_keeps_itself_alive_without_a_page_load(console):
