@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -112,6 +112,9 @@ class Access:
     action: str = ""
     resource: str = ""
     principal: Principal | None = None
+    #: The `Authorization` value `principal` was proved by (a stream checks it again);
+    #: never logged nor audited.
+    credential: str | None = field(default=None, repr=False)
     ratelimit: RateLimitStatus | None = None
     error: DomainError | None = None
 
@@ -168,7 +171,7 @@ class Security:
         access = access_of(scope)
         try:
             principal = await self.gate.authenticate(header)
-            access.principal = principal
+            access.principal, access.credential = principal, header
             self._limit(access, principal, key)
             await self.gate.authorize(
                 principal, action, access.resource, {"ip": _client_ip(scope), "method": key[0]}

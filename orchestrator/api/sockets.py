@@ -36,9 +36,6 @@ from orchestrator.http.access import Principal
 from orchestrator.http.errors import Unauthorized
 
 WS_POLICY_VIOLATION = 1008
-#: Where a socket that authenticates by other means (the console's cookie) leaves the
-#: `Authorization` value its stream is checked with again.
-CREDENTIAL = "provisioning_socket_credential"
 
 log = structlog.get_logger(__name__)
 
@@ -153,27 +150,14 @@ class Credential:
     header: str
 
 
-def _presented(socket: Socket) -> str | None:
-    """The credential the guard checked: a console's cookie, the header, or `?token=`."""
-    kept = socket.scope.get(CREDENTIAL)
-    if kept:
-        return str(kept)
-    header = socket.headers.get("authorization")
-    if header:
-        return header
-    token = socket.query_params.get("token")
-    return f"Bearer {token}" if token else None
-
-
 async def socket_credential(
     socket: Socket, action: str, route: tuple[str, str], *, text: bool = False
 ) -> Credential | None:
-    """The credential the guard let in, else the first message's (refused on failure, as
-    `first_message_principal` says)."""
-    principal = access_of(socket.scope).principal
-    header = _presented(socket)
-    if principal is not None and header is not None:
-        return Credential(principal, header)
+    """The credential the guard (or a console's cookie check) let in, else the first
+    message's (refused on failure, as `first_message_principal` says)."""
+    access = access_of(socket.scope)
+    if access.principal is not None and access.credential is not None:
+        return Credential(access.principal, access.credential)
     found = await first_message_credential(socket, action, route, text=text)
     return None if found is None else Credential(found[0], f"Bearer {found[1]}")
 

@@ -30,7 +30,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.api.monitoring import event_stream
 from orchestrator.api.security import OWN_ACCESS, Security, access_of
-from orchestrator.api.sockets import CREDENTIAL
 from orchestrator.clock import format_duration, utcnow
 from orchestrator.errors import DomainError
 from orchestrator.event_names import EVENT_TYPES
@@ -963,7 +962,6 @@ async def stream(socket: WebSocket[Any, Any, Any]) -> None:
     except DomainError as exc:
         await socket.close(code=1008, reason=exc.code)
         return
-    socket.scope[CREDENTIAL] = f"Bearer {token}"  # type: ignore[literal-required]
     await event_stream.fn(socket)
 
 
