@@ -123,13 +123,16 @@ class Vms:
         enough to count them)."""
         if self.instance not in self.orchestrator.providers:
             return []
+        # Workflows first, rows second: a change that ends between the two reads is
+        # then seen as under way or as done, never as a row whose machine is gone.
+        active = await self._active()
         rows = await list_resources(self.orchestrator.engine, self.instance, KIND)
-        return await self._records(rows, await self._active(), live=live)
+        return await self._records(rows, active, live=live)
 
     async def get(self, vm_id: str) -> Vm:
         if self.instance in self.orchestrator.providers:
+            active = [w for w in await self._active() if _vm_of(w) == vm_id]  # first: see all()
             row = await get_resource(self.orchestrator.engine, self.instance, KIND, vm_id)
-            active = [w for w in await self._active() if _vm_of(w) == vm_id]
             for vm in await self._records([row] if row else [], active):
                 return vm
         raise VmNotFound(f"virtual machine '{vm_id}' was not found")

@@ -184,13 +184,16 @@ class Deployments:
     async def records(self) -> list[dict[str, Any]]:
         """Every deployment this principal may see: recorded ones and creates not yet
         recorded (or failed), with their status."""
+        # Workflows before rows: a create ending between the two reads is then found
+        # as a row, or as a create under way, never missed by both.
+        workflows = await self.workflows((*ACTIVE, *FAILED))
         rows = await list_resources(self.orchestrator.engine, self.instance, "deployment")
         found: dict[str, dict[str, Any]] = {}
         for row in rows:
             record = {**row["data"], "id": row["name"], "workflow_id": row["workflow_id"]}
             record["updated_at"] = record.get("updated_at") or _ts(row["updated_at"])
             found[row["name"]] = record
-        for workflow in await self.workflows((*ACTIVE, *FAILED)):
+        for workflow in workflows:
             request = workflow["spec"] or {}
             ident = request.get("deployment_id")
             if request.get("operation") != "create" or not ident or ident in found:
