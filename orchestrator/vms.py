@@ -41,7 +41,7 @@ from orchestrator.errors import (
 from orchestrator.ids import new_id
 from orchestrator.service import Orchestrator
 from orchestrator.specs import TaskSpec, WorkflowSpec
-from orchestrator.store.workflows import get_resource, list_resources, list_workflows
+from orchestrator.store.workflows import get_resource, list_resources, workflows_in
 
 KIND = "vm"
 STATUSES = ("creating", "stopped", "starting", "running", "stopping", "deleting", "error")
@@ -346,13 +346,8 @@ class Vms:
     async def _active(self) -> list[dict[str, Any]]:
         """The VM workflows pending or running now (check-mode ones change nothing),
         newest first."""
-        found: list[dict[str, Any]] = []
-        for status in _ACTIVE:
-            rows, _ = await list_workflows(
-                self.orchestrator.engine, status=status, kind=KIND, limit=1000, offset=0
-            )
-            found += [row for row in rows if not row["check_mode"]]
-        return sorted(found, key=lambda row: row["created_at"], reverse=True)
+        rows = await workflows_in(self.orchestrator.engine, KIND, _ACTIVE, 1000)
+        return [row for row in rows if not row["check_mode"]]
 
     async def _live(self, vm: Vm) -> None:
         declared = self.orchestrator.catalog.by_action(self.instance, "vm.status")
