@@ -31,6 +31,7 @@ from orchestrator.api.state import StateController
 from orchestrator.api.vm_console import vm_console
 from orchestrator.api.vms import VmController
 from orchestrator.api.webhooks import WebhookController
+from orchestrator.http.aliases import AliasedLitestar, Aliases, first_segments
 from orchestrator.http.errors import EXCEPTION_HANDLERS, document_errors
 from orchestrator.http.limits import BodyLimits, refuse_nul, screen_request
 from orchestrator.http.openapi import allow_every_method, openapi_config, publish, schema_assets
@@ -68,12 +69,12 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         KubernetesController,
     ]
     # The same endpoints under /api/v1, for clients whose base URL ends there (seeds 000
-    # and 001); the OpenAPI schema lists the unprefixed ones.
-    v1 = Router(path="/api/v1", route_handlers=resources, include_in_schema=False)
-    # Seed 002 spells its paths /v1/deployments…
-    seed_002 = Router(
-        path="/v1", route_handlers=[DeploymentController, notifications], include_in_schema=False
+    # and 001), and seed 002's /v1/deployments…: aliases of the root routes, not copies
+    # (orchestrator/http/aliases.py); the OpenAPI schema lists the unprefixed ones.
+    aliases = Aliases(
+        {"/api/v1": first_segments(resources), "/v1": first_segments([DeploymentController])}
     )
+    seed_002 = Router(path="/v1", route_handlers=[notifications], include_in_schema=False)
     # Login, refresh, logout, MFA, sign-up, one's profile and API keys at this base URL
     # too: the control center's own account app over the same database, mounted
     # (docs/architecture.md).
@@ -90,11 +91,10 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         for prefix in ("", "/api/v1", "/v1")
     ]
     security = Security(orchestrator, Gate(orchestrator.engine, orchestrator.settings))
-    app = Litestar(
+    app = AliasedLitestar(
         route_handlers=[
             health,
             *resources,
-            v1,
             seed_002,
             *account_mounts,
             metrics,
@@ -125,6 +125,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         logging_config=None,  # the CLI configures logging (structlog) once
         openapi_config=openapi_config("provisioning orchestrator"),
     )
+    app.aliases = aliases
     document_errors(app)
     providers = {"enum": sorted(orchestrator.instance_types)}
     publish(

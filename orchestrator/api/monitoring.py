@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from orchestrator import deployment_events as deployments
 from orchestrator.api.controllers import orchestrator_of
 from orchestrator.api.sockets import AuthPayload, refuse, socket_credential, while_allowed
+from orchestrator.http.aliases import full_path
 from orchestrator.ids import new_id
 from orchestrator.metrics import Metrics
 from orchestrator.service import Orchestrator
@@ -258,7 +259,7 @@ def request_context(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         with structlog.contextvars.bound_contextvars(
-            request_id=request_id, method=scope.get("method"), path=scope.get("path")
+            request_id=request_id, method=scope.get("method"), path=full_path(scope)
         ):
             await app(scope, receive, tagged)
 

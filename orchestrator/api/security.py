@@ -34,6 +34,7 @@ from orchestrator.http.access import (
     Principal,
     result_of,
 )
+from orchestrator.http.aliases import full_path
 from orchestrator.http.errors import RateLimited
 from orchestrator.http.ratelimit import RateLimiter, RateLimitStatus
 from orchestrator.service import Orchestrator
@@ -294,7 +295,7 @@ class Security:
     async def _record(self, scope: Scope, access: Access, status: int) -> None:
         details: dict[str, Any] = {
             "method": scope.get("method"),
-            "path": scope.get("path"),
+            "path": full_path(scope),
             "status": status,
             "app": "orchestrator",
         }
