@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -52,8 +53,11 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-#: Checked against when the user does not exist, so both cases take the same time.
-_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    """Checked against when the user does not exist, so both cases take the same time
+    (made on first use: an scrypt hash costs a start-up tens of milliseconds)."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 async def hash_password_async(password: str) -> str:
@@ -63,7 +67,7 @@ async def hash_password_async(password: str) -> str:
 async def verify_password_async(password: str, stored: str | None) -> bool:
     """`verify_password` in a thread; with no stored hash, spend the same time and fail."""
     if stored is None:
-        await asyncio.to_thread(verify_password, password, _DUMMY_HASH)
+        await asyncio.to_thread(verify_password, password, _dummy_hash())
         return False
     return await asyncio.to_thread(verify_password, password, stored)
 

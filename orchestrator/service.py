@@ -43,10 +43,9 @@ from orchestrator.store.engine import (
     ensure_schema,
 )
 from orchestrator.store.idempotency import IdempotencyKeys
-from orchestrator.store.postgres import IdentityInUse, PostgresTaskStore
 from orchestrator.store.retention import prune
 from orchestrator.store.sqlite import SqliteTaskStore
-from orchestrator.store.taskstore import Claim, Limits, NewWorkflow, TaskStore
+from orchestrator.store.taskstore import Claim, IdentityInUse, Limits, NewWorkflow, TaskStore
 from orchestrator.store.workflows import insert_workflow
 from orchestrator.webhooks import WebhookDispatcher, outbox_for
 from providers.base import JSON, Provider, ProviderError, ResourceNotFound
@@ -117,7 +116,10 @@ class Orchestrator:
         )
         self.metrics.watch(lambda: self.scheduler.running, lambda: self.scheduler.queued)
         store = self.scheduler.store
-        if isinstance(store, PostgresTaskStore):
+        if not settings.is_sqlite:
+            from orchestrator.store.postgres import PostgresTaskStore
+
+            assert isinstance(store, PostgresTaskStore)
             round_trips = self.round_trips = count_round_trips(self.engine)
             self.metrics.watch_database(
                 lambda: round_trips.count + store.round_trips, lambda: store.database.failures
@@ -147,6 +149,9 @@ class Orchestrator:
                 outbox=self.outbox,
                 on_commit=self.committed,
             )
+        # Imported here: asyncpg (a fifth of the start-up's imports) is PostgreSQL's only.
+        from orchestrator.store.postgres import PostgresTaskStore
+
         return PostgresTaskStore(
             self.engine,
             limits,

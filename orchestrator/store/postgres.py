@@ -59,6 +59,7 @@ from orchestrator.store.taskstore import (
     AttemptEnd,
     Claim,
     EndReport,
+    IdentityInUse,
     Inventory,
     Limits,
     NewWorkflow,
@@ -73,10 +74,6 @@ log = structlog.get_logger(__name__)
 
 #: Tasks claimed in one statement at most.
 CLAIM_BATCH = 64
-
-
-class IdentityInUse(Exception):
-    """Another live process uses this worker's identity (host and data directory)."""
 
 
 def _claim(row: dict[str, Any], owner: str | None = None) -> Claim:

@@ -34,6 +34,10 @@ from orchestrator.rules import Outcome, TaskStatus
 JSON = dict[str, Any]
 
 
+class IdentityInUse(Exception):
+    """Another live process uses this worker's identity (host and data directory)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """How many tasks may run at once: in all, per provider instance (unless it has a
