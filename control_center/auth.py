@@ -132,7 +132,12 @@ class AuthController(Controller):
             record.details["mfa"] = factor
         await users.record_login(service.db, user.id)
         session = await sessions.start_session(
-            service.db, service.settings.auth, key_for(service.settings), user.id, user.roles
+            service.db,
+            service.settings.auth,
+            key_for(service.settings),
+            user.id,
+            user.roles,
+            mfa=user.mfa_enabled,  # (refused above unless its code was right)
         )
         return Envelope(
             LoginOut(

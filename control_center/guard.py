@@ -70,6 +70,7 @@ def _principal(
     credential_id: str,
     expires_at: datetime | None,
     session_id: str = "",
+    session_mfa: bool = False,
 ) -> Principal:
     needs_mfa = any(role in settings.auth.mfa_required_roles for role in user.roles)
     return Principal(
@@ -78,7 +79,8 @@ def _principal(
         roles=user.roles,
         via="jwt" if via == "jwt" else "api_key",
         mfa_pending=needs_mfa and not user.mfa_enabled,
-        mfa_verified=via == "jwt" and user.mfa_enabled,
+        # The session's login proved TOTP (or a backup code), not merely "TOTP is on now".
+        mfa_verified=via == "jwt" and session_mfa and user.mfa_enabled,
         must_change_password=user.must_change_password,
         credential_id=credential_id,
         expires_at=expires_at,
@@ -107,7 +109,9 @@ async def authenticate(
     if not session.user.enabled:
         raise Unauthorized("the account no longer exists or is disabled")
     expires_at = datetime.fromtimestamp(claims["exp"], UTC)
-    return _principal(settings, session.user, "jwt", claims["jti"], expires_at, session.family_id)
+    return _principal(
+        settings, session.user, "jwt", claims["jti"], expires_at, session.family_id, session.mfa
+    )
 
 
 async def _api_key_principal(engine: AsyncEngine, settings: Settings, key: str) -> Principal:

@@ -59,10 +59,17 @@ def _issue(
 
 
 async def start_session(
-    engine: AsyncEngine, auth: AuthSettings, key: str, user_id: str, roles: Sequence[str]
+    engine: AsyncEngine,
+    auth: AuthSettings,
+    key: str,
+    user_id: str,
+    roles: Sequence[str],
+    *,
+    mfa: bool = False,
 ) -> Session:
+    """A login's session (`mfa`: the login proved a second factor)."""
     pair, session = _issue(auth, key, user_id, roles)
-    await store.start_session(engine, user_id, pair)
+    await store.start_session(engine, user_id, pair, mfa=mfa)
     return session
 
 

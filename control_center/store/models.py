@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, text
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orchestrator.store.base import Base, SequenceInt
@@ -64,6 +64,9 @@ class RefreshToken(Base):
     access_expires_at: Mapped[datetime]
     used: Mapped[bool] = mapped_column(Boolean, default=False)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The session's login proved a second factor (TOTP or a backup code); every pair
+    #: of the family carries it on.
+    mfa: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
 

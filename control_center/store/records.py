@@ -77,12 +77,14 @@ class TokenPair:
 
 @dataclass(frozen=True, slots=True)
 class SessionState:
-    """The user of the session that issued an access token, whether it was revoked, and
-    the session's (refresh family's) id."""
+    """The user of the session that issued an access token, whether it was revoked, the
+    session's (refresh family's) id, and whether its login proved a second factor."""
 
     user: User
     revoked: bool
     family_id: str
+    #: Its login proved a second factor.
+    mfa: bool = False
 
 
 @dataclass(frozen=True, slots=True)

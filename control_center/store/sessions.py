@@ -31,7 +31,7 @@ Issue = Callable[[str, Sequence[str], datetime], tuple[TokenPair, T]]
 
 
 async def _store(
-    connection: AsyncConnection, user_id: str, family_id: str, pair: TokenPair
+    connection: AsyncConnection, user_id: str, family_id: str, pair: TokenPair, mfa: bool
 ) -> None:
     await connection.execute(
         insert(RefreshToken),
@@ -45,6 +45,7 @@ async def _store(
                 "access_expires_at": pair.access_expires_at,
                 "used": False,
                 "revoked": False,
+                "mfa": mfa,
                 "created_at": pair.created_at,
                 "expires_at": pair.expires_at,
             }
@@ -52,10 +53,12 @@ async def _store(
     )
 
 
-async def start_session(engine: AsyncEngine, user_id: str, pair: TokenPair) -> None:
-    """Store the first pair of a new family (a login)."""
+async def start_session(
+    engine: AsyncEngine, user_id: str, pair: TokenPair, *, mfa: bool = False
+) -> None:
+    """Store the first pair of a new family (a login; `mfa`: it proved a second factor)."""
     async with engine.begin() as connection:
-        await _store(connection, user_id, new_id(), pair)
+        await _store(connection, user_id, new_id(), pair, mfa)
 
 
 class _Refused(Exception):
@@ -110,7 +113,7 @@ async def rotate(
                     raise _Refused(RefreshRefusal("disabled", token.user_id))
                 roles = [str(role) for role in user.roles]
                 pair, issued = issue(token.user_id, roles, token.expires_at)
-                await _store(connection, token.user_id, token.family_id, pair)
+                await _store(connection, token.user_id, token.family_id, pair, token.mfa)
                 return issued
     except _Refused as refused:
         return refused.refusal
@@ -143,7 +146,9 @@ async def session_of(engine: AsyncEngine, jti: str) -> SessionState | None:
     and the user's primary key."""
     async with engine.connect() as connection:
         found = await connection.execute(
-            select(UserRow.__table__, RefreshToken.revoked, RefreshToken.family_id)
+            select(
+                UserRow.__table__, RefreshToken.revoked, RefreshToken.family_id, RefreshToken.mfa
+            )
             .join_from(RefreshToken, UserRow, RefreshToken.user_id == UserRow.id)
             .where(RefreshToken.access_jti == jti)
         )
@@ -151,5 +156,7 @@ async def session_of(engine: AsyncEngine, jti: str) -> SessionState | None:
     return (
         None
         if row is None
-        else SessionState(user_of(row), bool(row["revoked"]), str(row["family_id"]))
+        else SessionState(
+            user_of(row), bool(row["revoked"]), str(row["family_id"]), bool(row["mfa"])
+        )
     )

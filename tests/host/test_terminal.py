@@ -68,17 +68,26 @@ def _data(response: httpx.Response) -> Any:
 
 def session_token(server: OrchestratorProcess, roles: list[str], *, mfa: bool) -> str:
     """A session token of a new user with `roles`, logged in with a TOTP code if `mfa`."""
+    return session_tokens(server, roles, mfa=mfa)[-1]
+
+
+def session_tokens(server: OrchestratorProcess, roles: list[str], *, mfa: bool) -> list[str]:
+    """A new user's session token from a login without MFA, and (if `mfa`) then, after
+    enrolling TOTP, a second session's token, from a login with a code."""
     user = new_user(server, roles)
     with httpx.Client(base_url=server.url, timeout=30) as http:
         token = _data(login_at(http, user["username"], user["password"]))["token"]
         if not mfa:
-            return token
+            return [token]
         auth = {"Authorization": f"Bearer {token}"}
         secret = _data(http.post("/auth/mfa/enroll", headers=auth))["secret"]
         _data(http.post("/auth/mfa/verify", headers=auth, json={"code": pyotp.TOTP(secret).now()}))
         # The next step's code: the one just spent may not be used twice.
         code = pyotp.TOTP(secret).at(time.time() + 30)
-        return str(_data(login_at(http, user["username"], user["password"], code))["token"])
+        return [
+            token,
+            str(_data(login_at(http, user["username"], user["password"], code))["token"]),
+        ]
 
 
 @dataclass
@@ -233,6 +242,21 @@ def test_a_viewer_and_an_administrator_without_mfa_are_refused(
     no_mfa = session_token(server, ["admin"], mfa=False)
     message = asyncio.run(refusal(server, no_mfa))
     assert message["code"] == "MFA_REQUIRED" and "multi-factor" in message["error"], message
+    # A session that began before its user enrolled TOTP proved no second factor: only
+    # a login with a code does (the session remembers it, through its refreshes too).
+    before, after = session_tokens(server, ["admin"], mfa=True)
+    message = asyncio.run(refusal(server, before))
+    assert message["code"] == "MFA_REQUIRED", message
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        renewed = _data(http.post("/auth/refresh", json={"token": after}))["token"]
+
+    async def shell_exits() -> dict[str, Any]:
+        session = await opened(server, renewed)
+        async with session.ws:
+            await session.type("exit 4\n")
+            return await session.next_other()
+
+    assert asyncio.run(shell_exits()) == {"type": "exit", "code": 4}
     # An administrator's API key proves no second factor either.
     key = provision_user(server.data_dir, server.env, "terminal-admin-key", ["admin"])
     assert asyncio.run(refusal(server, key))["code"] == "MFA_REQUIRED"
