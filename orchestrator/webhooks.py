@@ -31,9 +31,8 @@ import json
 import random
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import msgspec
 import structlog
 
@@ -43,6 +42,9 @@ from orchestrator.metrics import Metrics
 from orchestrator.settings import WebhookSettings
 from orchestrator.store.engine import AsyncEngine
 from orchestrator.store.outbox import Delivery, DeliveryAttempt, Endpoint, Outbox, record_attempt
+
+if TYPE_CHECKING:
+    import httpx
 from orchestrator.store.outbox import claim_due as claim_due_deliveries
 from orchestrator.store.workflows import get_task
 
@@ -90,14 +92,19 @@ class WebhookDispatcher:
             self._task = None
 
     async def _run(self) -> None:
-        async with httpx.AsyncClient(timeout=self.settings.timeout) as http:
+        # The HTTP client is made for the first delivery: importing httpx is a twentieth
+        # of the orchestrator's start-up, and most installations never post a webhook.
+        http: httpx.AsyncClient | None = None
+        try:
             while True:
                 self._wake.clear()
                 due: list[Delivery] = []
                 next_at: float | None = None
                 try:
                     due, next_at = await self.claim_due()
-                    await asyncio.gather(*(self._deliver(http, row) for row in due))
+                    if due:
+                        http = http or _client(self.settings.timeout)
+                        await asyncio.gather(*(self._deliver(http, row) for row in due))
                 except Exception:
                     log.exception("webhook dispatch failed")
                     next_at = time.time() + 1
@@ -106,6 +113,9 @@ class WebhookDispatcher:
                 wait = 5.0 if next_at is None else max(0.0, next_at - time.time())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), min(wait, 5.0))
+        finally:
+            if http is not None:
+                await http.aclose()
 
     async def claim_due(self) -> tuple[list[Delivery], float | None]:
         """Claim the deliveries due now (50 at most) for as long as posting them may take,
@@ -151,6 +161,8 @@ class WebhookDispatcher:
     async def _post(
         self, http: httpx.AsyncClient, row: Delivery, secret: str, attempts: int
     ) -> DeliveryAttempt:
+        import httpx
+
         body, headers = self.signed(row, secret)
         code: int | None = None
         try:
@@ -186,3 +198,9 @@ class WebhookDispatcher:
             "X-Signature-256": signature(secret, f"{stamp}.{text}"),
             "User-Agent": "provisioning-webhooks/1",
         }
+
+
+def _client(timeout: float) -> httpx.AsyncClient:
+    import httpx
+
+    return httpx.AsyncClient(timeout=timeout)

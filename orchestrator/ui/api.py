@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -47,9 +45,12 @@ class Reply:
 
 
 class Api:
-    """The API as one session sees it."""
+    """The API as one session sees it. (httpx is imported where it is used: it costs
+    every start-up a twentieth, and many never open the console.)"""
 
     def __init__(self, app: Any, token: str, client: tuple[str, int] | None) -> None:
+        import httpx
+
         self.transport = httpx.ASGITransport(app=app, client=client or ("127.0.0.1", 0))
         self.token = token
 
@@ -61,6 +62,8 @@ class Api:
         params: dict[str, Any] | None = None,
         json: Any = None,
     ) -> Reply:
+        import httpx
+
         query = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         async with httpx.AsyncClient(
             transport=self.transport,
@@ -80,6 +83,8 @@ class Api:
 
     async def text(self, path: str) -> tuple[int, str]:
         """A GET whose answer is not the envelope (`/metrics`): its status and text."""
+        import httpx
+
         async with httpx.AsyncClient(
             transport=self.transport,
             base_url="http://console.invalid",

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from litestar import Request, Response
 from litestar.datastructures import Cookie
 
@@ -68,6 +67,8 @@ class ControlCenter:
     the login rate limit counts each browser and not the orchestrator."""
 
     def __init__(self, app: Any, client: tuple[str, int] | None) -> None:
+        import httpx
+
         self.transport = httpx.ASGITransport(app=app, client=client or ("127.0.0.1", 0))
 
     async def call(
@@ -77,6 +78,8 @@ class ControlCenter:
         token: str | None = None,
         method: str = "POST",
     ) -> Answer:
+        import httpx
+
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             async with httpx.AsyncClient(
