@@ -5,12 +5,14 @@ orchestrator process (orchestrator/deployment_health.py)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.containers.engine import PASSWORD, USERNAME, Engine
 from tests.servers import OrchestratorProcess, wait_for_workflow
@@ -67,7 +69,7 @@ def restarts_of(http: httpx.Client, app: str) -> list[dict[str, Any]]:
 
 @pytest.mark.both_stores
 def test_a_replica_failing_its_health_check_is_restarted_by_a_workflow_and_counted(
-    http: httpx.Client, engine: Engine
+    http: httpx.Client, engine: Engine, server: OrchestratorProcess
 ) -> None:
     body = {
         "app_name": "sickly",
@@ -127,9 +129,15 @@ def test_a_replica_failing_its_health_check_is_restarted_by_a_workflow_and_count
         assert metrics["total"]["restarts"] == 1
         # Once, and no more while it stays healthy.
         assert len(restarts_of(http, "sickly")) == 1
-        # The count is the deployment's record's (it survives the orchestrator).
-        record = http.get(f"/v1/deployments/{ident}").json()["data"]
-        assert record["status"] == "running"
+        # Readiness changes are deployment_status_changed events: down, then up again.
+        base = server.url.replace("http", "ws")
+        with connect(f"{base}/v1/ws/notifications?since=0&token={server.token}") as socket:
+            seen: list[tuple[str, str]] = []
+            while ("restart", "running") not in seen:
+                message = json.loads(socket.recv(timeout=60))
+                if message["deployment_id"] == ident:
+                    seen.append((message["data"]["operation"], message["data"]["status"]))
+        assert seen[-2:] == [("restart", "updating"), ("restart", "running")], seen
     finally:
         gone = http.delete(f"/v1/deployments/{ident}")
         if gone.status_code == 200:
