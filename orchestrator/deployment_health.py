@@ -7,7 +7,10 @@ deployment recorded as `running` and changed by no workflow under way, it lists 
 replicas and probes each (`replica.list`: GET `path` on the published loopback port
 within `timeout_seconds`) once per `period_seconds` of the deployment's health check.
 A pass clears a replica's count of failures; a failed check, or a container that is not
-running, adds one. At `failure_threshold` the replica is restarted by a workflow of one
+running, adds one, once that incarnation of the replica (its container and start time)
+was ready: seen passing, or recorded by the task that made, started or restarted it
+(which waited for it), so that a replica still starting is not failing. At
+`failure_threshold` the replica is restarted by a workflow of one
 task, `replica.restart` (the container restarted, healthy again before the task
 completes, counted in the deployment's record), through the executor like every other
 change: its status changes are `deployment_status_changed` events (`restart`:
@@ -19,8 +22,10 @@ with several orchestrator processes on one PostgreSQL database, each watching ev
 deployment, the first to claim a given state of a deployment submits the restart and the
 others skip it; once the replica restarted the key is new. A deployment with a workflow
 under way is skipped (and its counts cleared: its replicas are being changed). A replica
-that keeps failing is restarted again after another `failure_threshold` failed checks
-(its restart task itself waits that long for it to come back).
+whose restart did not bring it back (the task failed: `failure_threshold` periods
+without a pass) is not restarted again: it was never ready since, and stays not ready
+in `status` until a change of the deployment (update, scale, stop and start) replaces
+or starts it.
 
 `view(deployment)` is this process's latest look at each replica, which `GET
 …/status` uses: a replica failing its checks is neither ready nor counted available
@@ -63,6 +68,9 @@ class ReplicaHealth:
 
     #: Its container and start time: a restart (by anyone) begins a new count.
     incarnation: str
+    #: This incarnation was ready once (seen passing, or recorded by the task that
+    #: waited for it): only then do failures count.
+    was_ready: bool = False
     failures: int = 0
     #: The last check's outcome and time.
     healthy: bool = False
@@ -76,15 +84,25 @@ class Watch:
     replicas: dict[str, ReplicaHealth] = field(default_factory=dict)
 
     def observe(
-        self, name: str, incarnation: str, healthy: bool, threshold: int, at: str | None = None
+        self,
+        name: str,
+        incarnation: str,
+        healthy: bool,
+        threshold: int,
+        *,
+        was_ready: bool = False,
+        at: str | None = None,
     ) -> bool:
         """Record one check of `name`; True when it has now failed `threshold` checks in
-        a row (it is to be restarted)."""
+        a row after it was ready (it is to be restarted). `was_ready`: the store says
+        this incarnation was ready. A replica not yet ready is starting (a task waits
+        for it), not failing."""
         known = self.replicas.get(name)
         if known is None or known.incarnation != incarnation:
             known = self.replicas[name] = ReplicaHealth(incarnation)
+        known.was_ready = known.was_ready or was_ready or healthy
         known.healthy, known.checked_at = healthy, at
-        known.failures = 0 if healthy else known.failures + 1
+        known.failures = 0 if healthy or not known.was_ready else known.failures + 1
         return known.failures >= threshold
 
     def keep_only(self, names: set[str]) -> None:
@@ -204,16 +222,20 @@ class HealthMonitor:
             )
             return
         replicas: list[dict[str, Any]] = listed["replicas"]
+        # The incarnation each replica's last task recorded: it waited for it to be ready.
+        rows = await list_resources(self.orchestrator.engine, instance, "replica")
+        recorded = {str(row["name"]): incarnation(row["data"]) for row in rows}
         watch = self.watches.setdefault((instance, ident), Watch())
         watch.keep_only({str(r["name"]) for r in replicas})
         for replica in replicas:
-            healthy = bool(replica.get("running")) and bool(replica.get("healthy"))
+            name = str(replica["name"])
             watch.observe(
-                str(replica["name"]),
+                name,
                 incarnation(replica),
-                healthy,
+                bool(replica.get("running")) and bool(replica.get("healthy")),
                 health.failure_threshold,
-                replica.get("last_health_check") or _now(),
+                was_ready=recorded.get(name) == incarnation(replica),
+                at=replica.get("last_health_check") or _now(),
             )
         due = watch.failing(health.failure_threshold)
         if due:

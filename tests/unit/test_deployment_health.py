@@ -30,10 +30,23 @@ def test_a_replica_is_due_after_threshold_failures_in_a_row() -> None:
     assert watch.replicas["r1"].failures == 3 and not watch.replicas["r1"].healthy
 
 
+def test_a_replica_not_yet_ready_is_starting_not_failing() -> None:
+    watch = Watch()
+    for _ in range(5):
+        assert not watch.observe("r1", "c1@t1", False, 2)
+    assert watch.replicas["r1"].failures == 0
+    # Ready once (seen passing here, or recorded ready by its task): failures count.
+    watch.observe("r1", "c1@t1", True, 2)
+    assert not watch.observe("r1", "c1@t1", False, 2)
+    assert watch.observe("r1", "c1@t1", False, 2)
+    assert not watch.observe("r2", "c2@t1", False, 2, was_ready=True)
+    assert watch.observe("r2", "c2@t1", False, 2)
+
+
 def test_a_pass_clears_the_count() -> None:
     watch = Watch()
     for _ in range(2):
-        watch.observe("r1", "c1@t1", False, 3)
+        watch.observe("r1", "c1@t1", False, 3, was_ready=True)
     watch.observe("r1", "c1@t1", True, 3)
     assert watch.replicas["r1"].failures == 0
     assert not watch.observe("r1", "c1@t1", False, 3)
@@ -42,20 +55,23 @@ def test_a_pass_clears_the_count() -> None:
 def test_a_restarted_replica_counts_afresh() -> None:
     watch = Watch()
     for _ in range(3):
-        watch.observe("r1", "c1@t1", False, 3)
+        watch.observe("r1", "c1@t1", False, 3, was_ready=True)
     assert watch.failing(3) == ["r1"]
-    # The same container started again (by the monitor's workflow, or anyone).
+    # The same container started again (by the monitor's workflow, or anyone): not
+    # counted until that incarnation was ready.
     assert not watch.observe("r1", "c1@t2", False, 3)
+    assert watch.replicas["r1"].failures == 0
+    assert not watch.observe("r1", "c1@t2", False, 3, was_ready=True)
     assert watch.replicas["r1"].failures == 1
 
 
 def test_replicas_are_counted_apart_and_gone_ones_forgotten() -> None:
     watch = Watch()
     for _ in range(2):
-        watch.observe("r1", "c1@t1", False, 2)
-    watch.observe("r2", "c2@t1", False, 2)
+        watch.observe("r1", "c1@t1", False, 2, was_ready=True)
+    watch.observe("r2", "c2@t1", False, 2, was_ready=True)
     for _ in range(3):
-        watch.observe("r3", "c3@t1", False, 2)
+        watch.observe("r3", "c3@t1", False, 2, was_ready=True)
     assert watch.failing(2) == ["r3", "r1"]  # most failures first
     watch.keep_only({"r1", "r2"})
     assert set(watch.replicas) == {"r1", "r2"}
@@ -63,14 +79,16 @@ def test_replicas_are_counted_apart_and_gone_ones_forgotten() -> None:
 
 
 @given(st.lists(st.booleans(), max_size=60), st.integers(min_value=1, max_value=10))
-def test_due_exactly_when_the_last_threshold_checks_all_failed(
+def test_due_exactly_when_the_last_threshold_checks_all_failed_after_a_pass(
     checks: list[bool], threshold: int
 ) -> None:
     watch = Watch()
     for index, healthy in enumerate(checks):
         due = watch.observe("r", "c@t", healthy, threshold)
-        recent = checks[: index + 1][-threshold:]
-        assert due == (len(recent) == threshold and not any(recent))
+        seen = checks[: index + 1]
+        recent = seen[-threshold:]
+        ready_before = True in seen[: len(seen) - threshold]
+        assert due == (len(recent) == threshold and not any(recent) and ready_before)
 
 
 def test_the_record_gives_the_health_check_or_the_defaults() -> None:
