@@ -260,7 +260,10 @@ class HealthMonitor:
         key = RequestKey(SCOPE, f"{ident}:{digest}", hashlib.sha256(name.encode()).hexdigest())
         claimed_at, held = await orchestrator.idempotency.claim(key)
         if held is not None:
-            return None  # another process decided for this state of the deployment
+            log.info(
+                "deployment health monitor: another process decided", deployment=ident, replica=name
+            )
+            return None
         failures = self.view(instance, ident)[name].failures
         try:
             task = orchestrator.catalog.task(

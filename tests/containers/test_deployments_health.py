@@ -199,3 +199,11 @@ def test_two_orchestrators_on_one_database_restart_a_failing_replica_once(
         remove(http, ident)
         other.stop()
     assert "Traceback" not in other.log()
+    # Both watched it; one decision was logged per restart, whichever process made it.
+    decided = [
+        line
+        for log in (server.log(), other.log())
+        for line in log.splitlines()
+        if ident in line and "restarting a replica" in line
+    ]
+    assert len(decided) == 2, decided
