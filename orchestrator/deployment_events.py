@@ -14,7 +14,10 @@ output). So it is exactly as durable, ordered and resumable (`seq`) as the log.
 `status` is the deployment's, as the API reports it: `pending` while a create runs,
 `updating` while another change runs (or rolls back), then `running`, `stopped`,
 `deleted`, or `failed` (a create, stop, start or delete that failed; a scale or update
-that failed was rolled back to the previous spec, so `running` with its `error`).
+that failed was rolled back to the previous spec, so `running` with its `error`). A
+`restart` (the health monitor's, `orchestrator/deployment_health.py`: a replica failed
+its health check) is `updating` while its replica is down, then `running` again (its
+`error` when the replica did not come back healthy).
 `url` is the one known when the change was asked (a custom domain or the configured
 suffix's); null where it is a replica's loopback address, which `GET` gives.
 """
@@ -25,14 +28,54 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from orchestrator.specs import TaskSpec, WorkflowSpec
 from orchestrator.store.engine import AsyncEngine
 from orchestrator.store.workflows import get_workflow
 
 TYPE = "deployment_status_changed"
 #: The log event each one is read from.
 SOURCE = "WorkflowStatusChanged"
+#: A deployment's workflows that are changing it.
+ACTIVE = ("Pending", "Running", "RollingBack")
 _DONE = {"create": "running", "scale": "running", "update": "running", "start": "running"}
-_DONE |= {"stop": "stopped", "delete": "deleted"}
+_DONE |= {"stop": "stopped", "delete": "deleted", "restart": "running"}
+#: Changes whose failure leaves the deployment running as it was (rolled back, or one
+#: replica that did not come back).
+_KEPT = ("scale", "update", "restart")
+
+
+def deployment_workflow(
+    ident: str, operation: str, tasks: list[TaskSpec], **request: Any
+) -> WorkflowSpec:
+    """A change of deployment `ident` as a workflow: its `request` is what the events
+    and the API read back (`deployment_id`, `operation`, `app_name`, `url`, `state`, …).
+    Create, scale and update roll back when a task fails."""
+    return WorkflowSpec(
+        kind="deployment",
+        name=f"deployment {request.get('app_name', ident)} {operation}"[:200],
+        tasks=tasks,
+        rollback_enabled=operation in ("create", "scale", "update"),
+        request={"deployment_id": ident, "operation": operation, **request},
+    )
+
+
+def url_of(record: dict[str, Any], replicas: list[dict[str, Any]], suffix: str) -> str | None:
+    """The first custom domain, else `http://<app_name>.<domain_suffix>` when a suffix is
+    configured, else the first running replica's loopback address."""
+    return next(iter(urls_of(record, replicas, suffix)), None)
+
+
+def urls_of(record: dict[str, Any], replicas: list[dict[str, Any]], suffix: str) -> list[str]:
+    """Every address the deployment answers at, `url` first."""
+    urls = [f"http://{d['domain']}" for d in record.get("domains") or []]
+    if suffix:
+        urls.append(f"http://{record['app_name']}.{suffix}")
+    urls += [
+        f"http://127.0.0.1:{r['host_port']}"
+        for r in replicas
+        if r.get("running") and r.get("host_port")
+    ]
+    return urls
 
 
 def is_source(kind: str, data: Mapping[str, Any]) -> bool:
@@ -52,7 +95,7 @@ def deployment_status(operation: str, workflow_status: str, state: str | None = 
     if workflow_status == "Completed":
         return _DONE.get(operation, "running")
     # Failed, Cancelled or RolledBack: a scale or update rolled back to the old spec.
-    return "running" if operation in ("scale", "update") else "failed"
+    return "running" if operation in _KEPT else "failed"
 
 
 async def deployment_event(

@@ -236,6 +236,14 @@ class VmSettings(msgspec.Struct, forbid_unknown_fields=True):
     max_total_memory: int = 0
 
 
+class DeploymentSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """App deployments (docs/deployments.md) beyond their provider instance's settings."""
+
+    #: Probe every running deployment's replicas on their health check's period and
+    #: restart (a workflow) one that fails `failure_threshold` checks in a row.
+    health_monitor: bool = True
+
+
 def _default_providers() -> dict[str, dict[str, Any]]:
     # The seed's cloud names map to the shipped simulated cloud, so every example runs on
     # a fresh machine; pointing them at a real cloud is a change of `type`.
@@ -270,6 +278,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=_default_providers)
     vms: VmSettings = msgspec.field(default_factory=VmSettings)
+    deployments: DeploymentSettings = msgspec.field(default_factory=DeploymentSettings)
     #: The file these settings were read from (set by `load_settings`, not a setting).
     config_file: str = ""
 

@@ -31,6 +31,7 @@ from orchestrator.api.state import StateController
 from orchestrator.api.vm_console import vm_console
 from orchestrator.api.vms import VmController
 from orchestrator.api.webhooks import WebhookController
+from orchestrator.deployment_health import HealthMonitor
 from orchestrator.http.aliases import AliasedLitestar, Aliases, first_segments
 from orchestrator.http.errors import EXCEPTION_HANDLERS, document_errors
 from orchestrator.http.limits import BodyLimits, refuse_nul, screen_request
@@ -42,12 +43,19 @@ from orchestrator.vms import Vms
 
 
 def create_app(orchestrator: Orchestrator) -> Litestar:
+    # Restarts replicas that fail their health checks (docs/deployments.md).
+    monitor = HealthMonitor.of(orchestrator)
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await orchestrator.start()
         try:
+            if monitor is not None:
+                monitor.start()
             yield
         finally:
+            if monitor is not None:
+                await monitor.stop()
             await orchestrator.stop()
 
     resources: list[ControllerRouterHandler] = [
@@ -117,7 +125,14 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             http_metrics(lambda: orchestrator.metrics),
         ],
         lifespan=[lifespan],
-        state=State({"orchestrator": orchestrator, "security": security, "vms": Vms(orchestrator)}),
+        state=State(
+            {
+                "orchestrator": orchestrator,
+                "security": security,
+                "vms": Vms(orchestrator),
+                "health_monitor": monitor,
+            }
+        ),
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=screen_request(BodyLimits.of(orchestrator.settings.server)),
         before_send=[allow_every_method, console_headers],

@@ -41,6 +41,8 @@ from orchestrator import deployment_events
 from orchestrator.api.controllers import orchestrator_of
 from orchestrator.api.security import Security, access_of
 from orchestrator.api.sockets import cancel_when_closed, refuse, socket_credential, while_allowed
+from orchestrator.deployment_events import url_of, urls_of
+from orchestrator.deployment_health import HealthMonitor, health_of, incarnation
 from orchestrator.errors import (
     Conflict,
     DomainError,
@@ -54,7 +56,7 @@ from orchestrator.http.envelope import Envelope, ErrorBody
 from orchestrator.ids import new_id
 from orchestrator.planner import TaskLimits
 from orchestrator.service import Orchestrator
-from orchestrator.specs import TaskSpec, WorkflowSpec
+from orchestrator.specs import TaskSpec
 from orchestrator.store.workflows import get_resource, get_workflow, list_resources, workflows_in
 from providers.base import InvalidParams
 from providers.containers import EngineFailed, EngineRefused, EngineUnavailable
@@ -70,7 +72,7 @@ from providers.containers._kinds import (
     log_entry,
 )
 
-ACTIVE = ("Pending", "Running", "RollingBack")
+ACTIVE = deployment_events.ACTIVE
 FAILED = ("Failed", "RolledBack", "Cancelled")
 STATUSES = ("pending", "running", "stopped", "failed", "updating")
 
@@ -258,6 +260,14 @@ class Deployments:
             )
         if record["status"] == "failed" and record.get("state") == "pending":
             raise Conflict(f"deployment {record['id']} failed to deploy: delete it and retry")
+        # One whose record its workflow has not written yet (a restart by the health
+        # monitor, a change just submitted by another process).
+        for workflow in await self.workflows(ACTIVE):
+            if (workflow["spec"] or {}).get("deployment_id") == record["id"]:
+                raise Conflict(
+                    f"deployment {record['id']} is being changed (workflow {workflow['id']}, "
+                    f"{(workflow['spec'] or {}).get('operation')}): wait for it to end"
+                )
 
     # -- the engine ---------------------------------------------------------------------
 
@@ -332,13 +342,7 @@ class Deployments:
         return url_of(record, [], suffix)
 
     async def submit(self, ident: str, operation: str, tasks: list[TaskSpec], **extra: Any) -> str:
-        spec = WorkflowSpec(
-            kind="deployment",
-            name=f"deployment {extra.get('app_name', ident)} {operation}"[:200],
-            tasks=tasks,
-            rollback_enabled=operation in ("create", "scale", "update"),
-            request={"deployment_id": ident, "operation": operation, **extra},
-        )
+        spec = deployment_events.deployment_workflow(ident, operation, tasks, **extra)
         TaskLimits.of(self.orchestrator.settings.server).check_workflow(len(spec.tasks))
         security: Security = self.request.app.state.security
         await security.authorize_items(self.request.scope, self.catalog.items(spec))
@@ -375,23 +379,26 @@ def engine_error(cause: BaseException | None, fallback: Exception) -> DomainErro
     return ProviderFailed(str(fallback))
 
 
-def url_of(record: dict[str, Any], replicas: list[dict[str, Any]], suffix: str) -> str | None:
-    """The first custom domain, else `http://<app_name>.<domain_suffix>` when a suffix is
-    configured, else the first running replica's loopback address."""
-    return next(iter(urls_of(record, replicas, suffix)), None)
-
-
-def urls_of(record: dict[str, Any], replicas: list[dict[str, Any]], suffix: str) -> list[str]:
-    """Every address the deployment answers at, `url` first."""
-    urls = [f"http://{d['domain']}" for d in record.get("domains") or []]
-    if suffix:
-        urls.append(f"http://{record['app_name']}.{suffix}")
-    urls += [
-        f"http://127.0.0.1:{r['host_port']}"
-        for r in replicas
-        if r.get("running") and r.get("host_port")
-    ]
-    return urls
+def watched(
+    deployments: Deployments, record: dict[str, Any], replicas: list[dict[str, Any]]
+) -> None:
+    """Each replica's `ready` (its check passes now and the health monitor saw no failure
+    since its last pass), `available` (running, not condemned to a restart),
+    `health_failures` (the monitor's count in a row) and `restarts` (the monitor's,
+    recorded, and the engine's own)."""
+    monitor: HealthMonitor | None = deployments.request.app.state.get("health_monitor")
+    seen = monitor.view(deployments.instance, record["id"]) if monitor is not None else {}
+    threshold = health_of(record).failure_threshold
+    restarted = record.get("restarts") or {}
+    for replica in replicas:
+        known = seen.get(replica["name"])
+        failures = known.failures if known and known.incarnation == incarnation(replica) else 0
+        replica["health_failures"] = failures
+        replica["ready"] = bool(replica.get("healthy")) and failures == 0
+        replica["available"] = bool(replica.get("running")) and failures < threshold
+        replica["restarts"] = int(replica.get("restart_count") or 0) + int(
+            restarted.get(replica["name"]) or 0
+        )
 
 
 def summary(record: dict[str, Any], url: str | None) -> dict[str, Any]:
@@ -546,8 +553,9 @@ class DeploymentController(Controller):
         record = await deployments.get(deployment_id)
         replicas = await deployments.replicas(deployment_id, probe=True)
         desired = int(record.get("replicas") or 0) if record.get("state") == "running" else 0
-        ready = sum(1 for r in replicas if r.get("healthy"))
-        available = sum(1 for r in replicas if r.get("running"))
+        watched(deployments, record, replicas)
+        ready = sum(1 for r in replicas if r["ready"])
+        available = sum(1 for r in replicas if r["available"])
         health = "healthy" if ready >= desired else ("degraded" if ready else "unhealthy")
         started = sorted(str(r["started_at"]) for r in replicas if r.get("running"))
         uptime = 0
@@ -564,7 +572,7 @@ class DeploymentController(Controller):
                 "replicas": {"desired": desired, "ready": ready, "available": available},
                 "last_health_check": replicas[0].get("last_health_check") if replicas else None,
                 "uptime": f"{uptime}s",
-                "restart_count": sum(int(r.get("restart_count") or 0) for r in replicas),
+                "restart_count": sum(r["restarts"] for r in replicas),
                 "instances": replicas,
             }
         )
@@ -896,8 +904,9 @@ class DeploymentController(Controller):
         self, state: State, request: Request[Any, Any, Any], deployment_id: str
     ) -> Envelope[dict[str, Any]]:
         deployments = self._open(state, request)
-        await deployments.get(deployment_id)
+        record = await deployments.get(deployment_id)
         sampled = await deployments.read("replica", "stats", {"deployment": deployment_id})
+        restarted = record.get("restarts") or {}
         replicas = [
             {
                 "name": r["name"],
@@ -909,7 +918,7 @@ class DeploymentController(Controller):
                 "memory_limit_bytes": r["memory_limit_bytes"],
                 "memory_percent": r["memory_percent"],
                 "network": r["network"],
-                "restarts": r["restart_count"],
+                "restarts": r["restart_count"] + int(restarted.get(r["name"]) or 0),
             }
             for r in sampled["replicas"]
         ]

@@ -142,6 +142,14 @@ class ReplicaNamed(msgspec.Struct, forbid_unknown_fields=True):
     name: ContainerName
 
 
+class ReplicaRestart(msgspec.Struct, forbid_unknown_fields=True):
+    """A replica restarted (the health monitor's: it failed its health check), healthy
+    before the task completes; counted in its deployment's record (`restarts`)."""
+
+    name: ContainerName
+    deployment: Id
+
+
 class ReplicaList(msgspec.Struct, forbid_unknown_fields=True):
     deployment: Id
     #: Probe each running replica's health check now.
@@ -216,6 +224,9 @@ KINDS: tuple[Kind, ...] = (
             Operation("delete", ReplicaNamed, undo="create", summary="remove a replica"),
             Operation("stop", ReplicaNamed, undo="start", summary="stop a replica"),
             Operation("start", ReplicaNamed, undo="stop", summary="start a replica, healthy"),
+            Operation(
+                "restart", ReplicaRestart, summary="restart a replica, healthy again (counted)"
+            ),
             Operation("list", ReplicaList, mutates=False, summary="replicas, probed"),
             Operation(
                 "stats", ReplicaStats, mutates=False, summary="replicas' engine stats, sampled"

@@ -57,6 +57,7 @@ from providers.containers._kinds import (
     DeploymentUpdate,
     HealthCheck,
     ReplicaCreate,
+    ReplicaRestart,
     Resources,
     log_entry,
 )
@@ -405,6 +406,41 @@ class ContainersProvider(BaseProvider):
         return ActionResult(
             output=f"started replica {name}: healthy",
             resources=(ResourceChange("replica", name, "update", data=data),),
+        )
+
+    async def _replica_restart(self, call: ActionCall) -> ActionResult:
+        """Restart the replica's container and wait for its health check; then count it
+        in the deployment's record (`restarts`: by replica) and the replica's row."""
+        spec = msgspec.convert(call.params, ReplicaRestart)
+        async with connect(self.socket) as client:
+            container = client.containers.container(spec.name)
+            info = await container.show()
+            labelled = (info["Config"].get("Labels") or {}).get(DEPLOYMENT)
+            if labelled != spec.deployment:
+                raise PermanentProviderError(
+                    f"container {spec.name} is not a replica of deployment {spec.deployment}"
+                )
+            await container.restart(t=self.stop_timeout)
+            info = await container.show()
+        port = _port(info)
+        await self._healthy(spec.name, info, port, _health_of(info))
+        changes: list[ResourceChange] = []
+        record = await call.inventory.get("deployment", spec.deployment)
+        counted = 1
+        if record is not None:
+            restarts = {**(record.get("restarts") or {})}
+            counted = restarts[spec.name] = int(restarts.get(spec.name) or 0) + 1
+            data = {**record, "restarts": restarts}
+            data.pop("status", None)
+            changes.append(ResourceChange("deployment", spec.deployment, "update", data=data))
+        recorded = await call.inventory.get("replica", spec.name) or {}
+        row = {**recorded, **replica_out(info, port), "restarts": counted}
+        row.pop("status", None)
+        changes.append(ResourceChange("replica", spec.name, "update", data=row))
+        return ActionResult(
+            output=f"restarted replica {spec.name} (restart {counted}): healthy",
+            result={**replica_out(info, port), "restarts": counted},
+            resources=tuple(changes),
         )
 
     async def _replica_list(self, call: ActionCall) -> ActionResult:

@@ -49,3 +49,8 @@ def test_a_deployment_workflow_change_is_also_a_deployment_status_change():
     assert deployment_status("delete", "Completed") == "deleted"
     assert deployment_status("domains", "Completed", "stopped") == "stopped"
     assert deployment_status("domains", "Running", "stopped") == "updating"
+    # The health monitor's restart of a replica: down, then up; one that did not come
+    # back leaves the deployment running (not failed).
+    assert deployment_status("restart", "Pending") == "updating"
+    assert deployment_status("restart", "Completed") == "running"
+    assert deployment_status("restart", "Failed") == "running"

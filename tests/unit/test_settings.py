@@ -62,6 +62,8 @@ def test_toml_then_environment_override(tmp_path):
         ("[smtp]\nsecurity = 'ssl'\n", "smtp.security"),
         ("[smtp]\nhost = 'mail.example.com'\n", "smtp.sender"),
         ("[auth]\nreset_url = 'https://x/reset'\n", "auth.reset_url"),
+        ("[deployments]\nhealth_monitor = 'maybe'\n", "deployments.health_monitor"),
+        ("[deployments]\nhealth_monitr = true\n", "health_monitr"),
         ("not toml [", "not valid TOML"),
     ],
 )
