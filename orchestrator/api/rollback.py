@@ -3,6 +3,7 @@ visible in `/tasks`, resumable after a crash."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from litestar.status_codes import HTTP_201_CREATED
 
 from orchestrator.api.controllers import orchestrator_of, security_of
 from orchestrator.api.schemas import (
+    UNDO_SHOWN,
     CheckpointIn,
     CheckpointOut,
     RollbackBody,
@@ -21,7 +23,7 @@ from orchestrator.api.schemas import (
 )
 from orchestrator.api.security import user_of
 from orchestrator.api.state import human_bytes
-from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.errors import Conflict, InvalidInput, NotFound
 from orchestrator.http.envelope import Envelope
 from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.rules import plan_compensations
@@ -73,10 +75,25 @@ class RollbackController(Controller):
             headers=page_headers(request, total, limit, offset),
         )
 
-    @get("/checkpoints/{checkpoint_id:str}", summary="A checkpoint")
+    @get(
+        "/checkpoints/{checkpoint_id:str}",
+        summary="A checkpoint",
+        description="With what a rollback to it would undo now: `undo`, the compensation "
+        "tasks it would run in their order, or `undo_blocked`, why it cannot run now.",
+    )
     async def show(self, state: State, checkpoint_id: str) -> Envelope[CheckpointOut]:
-        row = await _checkpoint(orchestrator_of(state), checkpoint_id)
-        return Envelope(_checkpoint_out(row))
+        orchestrator = orchestrator_of(state)
+        row = await _checkpoint(orchestrator, checkpoint_id)
+        out = _checkpoint_out(row)
+        try:
+            done = await orchestrator.records.undoable(since=row["created_at"])
+        except Conflict as exc:  # (RollbackInProgress too): the detail says so
+            out.undo_blocked = exc.message
+        else:
+            # Newest first: an order the compensations may run in (dependents first).
+            specs = reversed(plan_compensations(done))
+            out.undo = [spec.name for spec in itertools.islice(specs, UNDO_SHOWN)]
+        return Envelope(out)
 
     @delete(
         "/checkpoints/{checkpoint_id:str}",

@@ -237,6 +237,16 @@ class CheckpointOut(msgspec.Struct, omit_defaults=True):
     #: Inventory rows the checkpoint recorded: what a restore would put back (in its
     #: detail only).
     resources: int | None = None
+    #: The compensation tasks a rollback to it would run now, in their order (the first
+    #: `UNDO_SHOWN`; in its detail only).
+    undo: list[str] | None = None
+    #: Why a rollback to it cannot run now (another rollback holds some of that work, or
+    #: a workflow doing it still runs), if so (in its detail only).
+    undo_blocked: str | None = None
+
+
+#: How many compensation tasks a checkpoint's detail names.
+UNDO_SHOWN = 100
 
 
 class RollbackIn(msgspec.Struct, forbid_unknown_fields=True):

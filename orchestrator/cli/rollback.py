@@ -87,7 +87,23 @@ def show_checkpoint(options: Options, checkpoint_id: str) -> None:
     if options.json:
         print_json(found)
         return
-    stdout.print(detail(found))
+    stdout.print(detail(found, skip=("undo", "undo_blocked")))
+    for line in _would_undo(found):
+        click.echo(line)
+
+
+def _would_undo(found: Checkpoint) -> list[str]:
+    """What a rollback to the checkpoint would run now, a line each."""
+    if found.undo_blocked:
+        return [f"a rollback to it cannot run now: {found.undo_blocked}"]
+    if not found.undo:
+        return ["a rollback to it has nothing to undo"]
+    more = (found.operations_count or 0) - len(found.undo)
+    lines = [f"a rollback to it would run, newest work first ({len(found.undo)}):"]
+    lines += [f"  {name}" for name in found.undo]
+    if more > 0:
+        lines.append(f"  … and {more} more")
+    return lines
 
 
 @checkpoint.command("delete")
@@ -145,6 +161,9 @@ def rollback(
     with options.client() as client:
         if checkpoint_id is not None:
             checkpoint_id = client.resolve_id("checkpoint", checkpoint_id)
+            if not options.json:  # what will be undone, before the question
+                for line in _would_undo(client.get_checkpoint(checkpoint_id)):
+                    click.echo(line, err=True)
         since = f"since checkpoint {checkpoint_id}" if checkpoint_id else f"by {operations}"
         confirm(yes, f"undo the work completed {since}?")
         result = client.rollback(checkpoint_id=checkpoint_id, operation_ids=operation_ids)

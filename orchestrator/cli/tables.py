@@ -90,13 +90,14 @@ def page_note(page: Page[Any], noun: str) -> str:
     return note + (f"; next: --offset {last}" if page.next else "")
 
 
-def detail(record: msgspec.Struct) -> RenderableType:
-    """Every field of a record, one per row; nested values as compact JSON."""
+def detail(record: msgspec.Struct, *, skip: tuple[str, ...] = ()) -> RenderableType:
+    """Every field of a record but `skip`, one per row; nested values as compact JSON."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
     for name, value in msgspec.structs.asdict(record).items():
-        grid.add_row(name, _value(name, value))
+        if name not in skip:
+            grid.add_row(name, _value(name, value))
     return grid
 
 

@@ -261,9 +261,15 @@ def test_rollback_to_the_checkpoint_undoes_what_ran_since(
     submitted = run("batch", "submit", str(path), "--wait", url=server.url)
     assert submitted.returncode == 0, submitted.stderr
     batch_id = submitted_id(submitted)
+    # What a rollback would run, before it runs: in the checkpoint and asked first.
+    shown = run("checkpoint", "show", checkpoint_id, url=server.url).stdout
+    assert "a rollback to it would run, newest work first (1):" in shown, shown
+    assert "undo_blocked" not in shown
+    assert "  undo extra/server extra-01" in shown, shown
 
     done = run("rollback", "--yes", "--checkpoint", checkpoint_id, url=server.url)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "  undo extra/server extra-01" in done.stderr.split("undo the work", 1)[0], done.stderr
     assert " Completed: " in done.stdout
     assert " undone, 0 failed" in done.stdout
     # the failed upgrade had undone its own work: only the new batch was left to undo

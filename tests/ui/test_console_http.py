@@ -323,6 +323,33 @@ def test_checkpoints_list_detail_and_a_viewer_s_forced_rollback(console, quick):
         assert forced.status_code == 403
 
 
+def test_a_checkpoint_lists_the_compensations_a_rollback_would_run(console):
+    with console.api("ops") as api:
+        made = api.post("/rollback/checkpoints", json={"name": "undo_list"})
+        assert made.status_code == 201, made.text
+        checkpoint_id = made.json()["data"]
+    batch = {
+        **QUICK_BATCH,
+        "operations": [
+            {**op, "server_configs": [{**op["server_configs"][0], "name": f"u-{i}"}]}
+            for i, op in enumerate(QUICK_BATCH["operations"], 1)
+        ],
+    }
+    workflow_id = submit(console, batch)
+    with console.api("ops") as api:
+        wait_for_workflow(api, workflow_id, timeout=120)
+        shown = api.get(f"/rollback/checkpoints/{checkpoint_id}").json()["data"]
+    # Newest work first: u-2 ran after u-1 (its soft dependency), so it is undone first.
+    undo = [name for name in shown["undo"] if name.startswith("undo ") and " u-" in name]
+    assert len(undo) == 2 and "u-2" in undo[0] and "u-1" in undo[1], shown
+    with console.login("ops") as http:
+        page = http.get(f"/ui/checkpoints/{checkpoint_id}")
+        assert page.status_code == 200
+        listed = page.text.split('id="undo-list"', 1)[1].split("</ol>", 1)[0]
+        assert listed.index(undo[0]) < listed.index(undo[1]), listed
+        assert 'id="rollback-to"' in page.text
+
+
 def test_a_login_posted_by_another_site_is_refused(console):
     with console.browser() as http:
         form = {"username": "ops", "password": console.accounts["ops"].password}
