@@ -363,6 +363,7 @@ async def main(
     only: set[str],
     postmaster: int | None = None,
     fresh: Callable[[], str] | None = None,
+    statements: int = 0,
 ) -> None:
     """`fresh`: a new empty database for each worker count (on the bench's own cluster),
     so that each count starts from the same state rather than after the others' runs."""
@@ -423,7 +424,11 @@ async def main(
                 for _ in range(2 * count):
                     await run_workflow(orchestrator, chain(20), 8)
                 counts = Counts(orchestrator, dsn, metrics, pids, postmaster)
+                if dsn is not None and statements:
+                    await reset_statements(dsn)
                 await workloads(orchestrator, repeat, only, counts)
+                if dsn is not None and statements:
+                    print(await top_statements(dsn, statements))
         finally:
             await orchestrator.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -446,6 +451,38 @@ async def statement_statistics(url: str) -> str | None:
     return dsn
 
 
+async def reset_statements(dsn: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("SELECT pg_stat_statements_reset()")
+    finally:
+        await connection.close()
+
+
+async def top_statements(dsn: str, count: int) -> str:
+    """The `count` statements that took the server the most time over the workloads
+    (pg_stat_statements, this database): total ms, calls, rows, and the statement."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT total_exec_time, calls, rows, query FROM pg_stat_statements "
+            "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "ORDER BY total_exec_time DESC LIMIT $1",
+            count,
+        )
+    finally:
+        await connection.close()
+    lines = [f"  top {count} statements by server time (ms, calls, rows, statement):"]
+    for row in rows:
+        query = " ".join(str(row["query"]).split())[:160]
+        lines.append(f"  {row['total_exec_time']:9.1f} {row['calls']:7d} {row['rows']:8d}  {query}")
+    return "\n".join(lines)
+
+
 def throwaway_postgres() -> tuple[str, object]:
     from tests.pg import PostgresServer
 
@@ -466,6 +503,13 @@ if __name__ == "__main__":
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workloads", default="w1,w2,w3", help="which to run (default: w1,w2,w3)")
+    parser.add_argument(
+        "--statements",
+        type=int,
+        default=0,
+        metavar="N",
+        help="PostgreSQL: print the N statements that took the server the most time",
+    )
     arguments = parser.parse_args()
     only = {name.strip().lower() for name in arguments.workloads.split(",")}
     if not only or not only <= {"w1", "w2", "w3"}:
@@ -481,7 +525,9 @@ if __name__ == "__main__":
             pid_file = server.data / "postmaster.pid"  # type: ignore[attr-defined]
             postmaster = int(pid_file.read_text().split()[0])
             fresh = server.new_database  # type: ignore[attr-defined]
-        uvloop.run(main(database, arguments.repeat, counts, only, postmaster, fresh))
+        uvloop.run(
+            main(database, arguments.repeat, counts, only, postmaster, fresh, arguments.statements)
+        )
     finally:
         if server is not None:
             server.stop()  # type: ignore[attr-defined]
