@@ -75,19 +75,19 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
         path="/v1", route_handlers=[DeploymentController, notifications], include_in_schema=False
     )
     # Login, refresh, logout, MFA, sign-up, one's profile and API keys at this base URL
-    # too: the control center's own account app over the same database, mounted
-    # (docs/architecture.md).
+    # too, and the administration of users, policies and the audit log: the control
+    # center's own app over the same database, mounted (docs/architecture.md). The
+    # account paths also under /v1 (seed 002), the others as this API's own resources.
     account_mounts = [
         asgi(
-            f"{prefix}{path}",
+            path,
             is_mount=True,
             copy_scope=True,
-            name=f"accounts{prefix}{path}".replace("/", "-"),
+            name=f"accounts{path}".replace("/", "-"),
             opt={OWN_ACCESS: True},
             include_in_schema=False,
         )(mounted)
         for path, mounted in account_routes(orchestrator.engine, orchestrator.settings).items()
-        for prefix in ("", "/api/v1", "/v1")
     ]
     security = Security(orchestrator, Gate(orchestrator.engine, orchestrator.settings))
     app = Litestar(
