@@ -17,7 +17,10 @@ so that one base URL serves a client's whole flow and the console's admin pages:
 same handlers, policies, audit trail and rate limits, no proxy and no copy.
 
 `seed_default_policies` creates the default policies once per database, whichever app
-opens it first. One implementation serves both apps: `Gate` calls the guard
+opens it first; `one_time_password` is the kind of password the control center makes
+for a first admin, which the console's user pages make for a new user or a reset.
+
+One implementation serves both apps: `Gate` calls the guard
 (`control_center.guard`) and the audit trail (`control_center.audit`) the control
 center's own handlers call.
 """
@@ -35,6 +38,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from control_center.app import account_app
 from control_center.audit import record_audit
 from control_center.guard import authenticate, authorize, decide, decide_each
+from control_center.passwords import one_time_password
 from control_center.policy_set import seed_default_policies
 from control_center.secret_keys import keys_for
 from orchestrator.http.access import AuditEntry, Principal
@@ -47,6 +51,7 @@ __all__ = [
     "MOUNTS",
     "Gate",
     "account_routes",
+    "one_time_password",
     "seed_default_policies",
 ]
 
