@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from litestar import Request, Response, get, post
+from litestar import Request, Response, Router, get, post
 from litestar.types import ControllerRouterHandler
 
 from control_center.gate import one_time_password
@@ -621,7 +621,7 @@ async def audit(request: AnyRequest) -> Response[Any]:
     )
 
 
-#: The admin pages' routes, registered by `orchestrator.ui.routes.console_router`.
+#: The admin pages' routes (`admin_router`).
 ADMIN_ROUTES: list[ControllerRouterHandler] = [
     users,
     create_user,
@@ -641,3 +641,9 @@ ADMIN_ROUTES: list[ControllerRouterHandler] = [
     delete_policy,
     audit,
 ]
+
+
+def admin_router() -> Router:
+    """The admin pages, for the orchestrator's app beside `console_router` (this module
+    builds on that one's sessions)."""
+    return Router(path="/", route_handlers=ADMIN_ROUTES, opt=_OPT, include_in_schema=False)

@@ -966,9 +966,6 @@ async def stream(socket: WebSocket[Any, Any, Any]) -> None:
 
 
 def console_router() -> Router:
-    # The admin pages' module builds on this one's sessions: imported once this is loaded.
-    from orchestrator.ui.admin import ADMIN_ROUTES
-
     static = create_static_files_router(
         path="/ui/static", directories=[HERE / "static"], opt={OWN_ACCESS: True}, name="ui-static"
     )
@@ -1000,7 +997,6 @@ def console_router() -> Router:
             checkpoints,
             checkpoint,
             rollback_to,
-            *ADMIN_ROUTES,  # users, API keys, policies, the audit log (orchestrator.ui.admin)
             stream,
             static,
         ],
