@@ -59,6 +59,9 @@ def _announce(password: str) -> None:
 #: `/v1` and `/api/v1` (as the account clients spell them), and by the orchestrator
 #: (`account_app`).
 ACCOUNT_CONTROLLERS = (AuthController, AccountController, ProfileController, ApiKeyController)
+#: The administration endpoints (`/users`, `/policies`, `/audit`): served also by the
+#: orchestrator (`account_app`), for its console's admin pages and one base URL.
+ADMIN_CONTROLLERS = (UserController, PolicyController, AuditController)
 
 
 def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litestar:
@@ -91,9 +94,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         [
             health,
             *ACCOUNT_CONTROLLERS,
-            UserController,
-            PolicyController,
-            AuditController,
+            *ADMIN_CONTROLLERS,
             *(
                 Router(
                     path=prefix, route_handlers=list(ACCOUNT_CONTROLLERS), include_in_schema=False
@@ -120,14 +121,16 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
 
 
 def account_app(settings: Settings, engine: AsyncEngine) -> Litestar:
-    """The control center's own account endpoints (`/auth/…`) as an app of their own, over
-    `engine`, for the orchestrator to mount (`control_center.gate.account_app`).
+    """The control center's own account endpoints (`/auth/…`, `/user/…`, `/api-keys`) and
+    administration endpoints (`/users`, `/policies`, `/audit`) as an app of their own,
+    over `engine`, for the orchestrator to mount (`control_center.gate.account_routes`).
 
     The same handlers, middleware (audit trail, rate-limit headers), error envelope and
     request limits as the control center's app, against the same database; it has no
     lifespan: `engine` is the mounting app's, opened and closed by it."""
     services = Services(settings=settings, limiter=RateLimiter(), engine=engine)
-    return _litestar(settings, services, list(ACCOUNT_CONTROLLERS), lifespan=[])
+    handlers: list[ControllerRouterHandler] = [*ACCOUNT_CONTROLLERS, *ADMIN_CONTROLLERS]
+    return _litestar(settings, services, handlers, lifespan=[])
 
 
 def _litestar(

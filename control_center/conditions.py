@@ -50,7 +50,26 @@ Value: TypeAlias = Scalar | tuple[Scalar, ...]
 
 
 class ConditionError(ValueError):
-    """The condition cannot be used; the message says why."""
+    """The condition cannot be used; the message says why and, when one part is at
+    fault, where: `line` and `column` (both from 1) in the text as given."""
+
+    def __init__(self, reason: str, line: int | None = None, column: int | None = None) -> None:
+        self.reason, self.line, self.column = reason, line, column
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        if self.column is None:
+            return self.reason
+        line = "" if self.line in (None, 1) else f"line {self.line}, "
+        return f"{self.reason} ({line}column {self.column})"
+
+    def shifted(self, lines: int, columns: int) -> ConditionError:
+        """The same error, its position moved by text cut before the parsed part
+        (`columns` counts on the first line only)."""
+        if self.line is None or self.column is None:
+            return self
+        column = self.column + columns if self.line == 1 else self.column
+        return ConditionError(self.reason, self.line + lines, column)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +141,15 @@ def parse_condition(source: str) -> Condition:
     if not isinstance(source, str):
         raise ConditionError("must be a string")
     text = source.strip()
+    # Positions are reported in `source` as given: what `strip` cut before the text.
+    lead = source[: len(source) - len(source.lstrip())]
+    try:
+        return _parse(text)
+    except ConditionError as exc:
+        raise exc.shifted(lead.count("\n"), len(lead) - lead.rfind("\n") - 1) from None
+
+
+def _parse(text: str) -> Condition:
     if not text:
         raise ConditionError("is empty")
     if len(text) > MAX_LENGTH:
@@ -132,8 +160,7 @@ def parse_condition(source: str) -> Condition:
             warnings.simplefilter("ignore")
             tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        where = f" at column {exc.offset}" if exc.offset else ""
-        raise ConditionError(f"is not a valid expression{where}: {exc.msg}") from None
+        raise ConditionError(f"is not a valid expression: {exc.msg}", *_where(text, exc)) from None
     except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
         raise ConditionError(f"is not a valid expression: {type(exc).__name__}") from None
     builder = _Builder()
@@ -141,6 +168,16 @@ def parse_condition(source: str) -> Condition:
         node = builder.build(tree.body, 0)
     except RecursionError:
         raise ConditionError(f"nests deeper than {MAX_DEPTH} levels") from None
+    except ConditionError as exc:
+        if exc.line is None or exc.column is None:
+            raise
+        # The tree counts columns in UTF-8 bytes; a reader counts characters.
+        lines = text.split("\n")
+        if exc.line > len(lines):
+            raise
+        before = lines[exc.line - 1].encode()[: exc.column - 1]
+        column = len(before.decode(errors="ignore")) + 1
+        raise ConditionError(exc.reason, exc.line, column) from None
     return Condition(text, node)
 
 
@@ -169,7 +206,7 @@ class _Builder:
             return ListOf(tuple(self.build(item, depth + 1) for item in node.elts))
         if isinstance(node, ast.Name | ast.Attribute):
             return Name(_name(node))
-        raise ConditionError(f"{_describe(node)} is not allowed{_at(node)}")
+        raise ConditionError(f"{_describe(node)} is not allowed", *_at(node))
 
     def _unary(self, node: ast.UnaryOp, depth: int) -> Node:
         if isinstance(node.op, ast.Not):
@@ -178,7 +215,7 @@ class _Builder:
             value = _literal(node.operand)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 return Literal(-value if isinstance(node.op, ast.USub) else value)
-        raise ConditionError(f"the operator {_describe(node.op)} is not allowed{_at(node)}")
+        raise ConditionError(f"the operator {_describe(node.op)} is not allowed", *_at(node))
 
     def _compare(self, node: ast.Compare, depth: int) -> Node:
         operands = [self.build(node.left, depth + 1)]
@@ -187,7 +224,7 @@ class _Builder:
         for index, op in enumerate(node.ops):
             symbol = _COMPARATORS.get(type(op))
             if symbol is None:
-                raise ConditionError(f"the operator {_describe(op)} is not allowed{_at(node)}")
+                raise ConditionError(f"the operator {_describe(op)} is not allowed", *_at(node))
             pairs.append(Compare(symbol, operands[index], operands[index + 1]))
         return pairs[0] if len(pairs) == 1 else BoolOp("and", tuple(pairs))
 
@@ -196,7 +233,7 @@ def _literal(node: ast.Constant) -> Scalar:
     value = node.value
     if isinstance(value, bool | str | int | float):
         return value
-    raise ConditionError(f"the literal {value!r} is not allowed{_at(node)}")
+    raise ConditionError(f"the literal {value!r} is not allowed", *_at(node))
 
 
 def _name(node: ast.expr) -> str:
@@ -205,12 +242,12 @@ def _name(node: ast.expr) -> str:
         parts.append(node.attr)
         node = node.value
     if not isinstance(node, ast.Name):
-        raise ConditionError(f"{_describe(node)} is not allowed{_at(node)}")
+        raise ConditionError(f"{_describe(node)} is not allowed", *_at(node))
     parts.append(node.id)
     path = ".".join(reversed(parts))
     if path not in NAMES:
         known = ", ".join(sorted(NAMES))
-        raise ConditionError(f"unknown name '{path}'{_at(node)} (known: {known})")
+        raise ConditionError(f"unknown name '{path}' (known: {known})", *_at(node))
     return path
 
 
@@ -235,9 +272,23 @@ def _describe(node: ast.AST) -> str:
     return kinds.get(name, f"'{name}'")
 
 
-def _at(node: ast.AST) -> str:
-    column = getattr(node, "col_offset", None)
-    return f" (column {column + 1})" if isinstance(column, int) else ""
+def _where(text: str, error: SyntaxError) -> tuple[int | None, int | None]:
+    """Where the parser stopped (its offset counts characters); offset 0: at the end
+    (the text stops before the expression does)."""
+    lines = text.split("\n")
+    line = error.lineno
+    if not isinstance(line, int) or not 1 <= line <= len(lines):
+        return None, None
+    return line, error.offset or len(lines[line - 1]) + 1
+
+
+def _at(node: ast.AST) -> tuple[int | None, int | None]:
+    """The node's line and column, from 1 (the column in UTF-8 bytes: `_parse` turns it
+    into characters)."""
+    line, column = getattr(node, "lineno", None), getattr(node, "col_offset", None)
+    if not isinstance(line, int) or not isinstance(column, int):
+        return None, None
+    return line, column + 1
 
 
 def _evaluate(node: Node, context: Mapping[str, Value]) -> Value:

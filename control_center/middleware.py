@@ -1,7 +1,8 @@
 """The audit trail and rate-limit headers, added around every route.
 
-Every mutating request (POST, PUT, PATCH, DELETE), and every request refused with 401,
-403 or 429 whatever its method, writes one audit record before its response starts:
+Every mutating request (POST, PUT, PATCH, DELETE; but a POST whose handler says it
+changes nothing, `CHANGES_NOTHING`), and every request refused with 401, 403 or 429
+whatever its method, writes one audit record before its response starts:
 `success` for 2xx/3xx, `denied` for 401/403/429, `failure` for other 4xx, `error` for
 5xx. Handlers name the action and resource (`audit_as`, `check`); otherwise the
 method and path stand in. The record's details hold the status, the error code and
@@ -27,6 +28,10 @@ from orchestrator.http.errors import CODES, EXCEPTION_HANDLERS
 
 log = structlog.get_logger(__name__)
 
+#: A route handler's `opt` key: its POST changes nothing (a check, such as
+#: `POST /policies/validate`), so only its refusals are audited, like a GET's.
+CHANGES_NOTHING = "changes_nothing"
+
 
 def audit_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -46,13 +51,19 @@ def audit_middleware(app: ASGIApp) -> ASGIApp:
                     ]
                 message = {**message, "headers": headers}  # type: ignore[typeddict-item]
                 status = int(message["status"])  # type: ignore[typeddict-item]
-                if scope.get("method") in MUTATING or status in REFUSED:
+                if _changes(scope) or status in REFUSED:
                     await _write(scope, record, status)
             await send(message)
 
         await app(scope, receive, send_noted)
 
     return middleware
+
+
+def _changes(scope: Scope) -> bool:
+    handler = scope.get("route_handler")
+    quiet = handler is not None and bool(handler.opt.get(CHANGES_NOTHING))
+    return scope.get("method") in MUTATING and not quiet
 
 
 async def _write(scope: Scope, record: AuditNote, status: int) -> None:

@@ -13,6 +13,8 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from control_center import policy_set
+from control_center.conditions import ConditionError, parse_condition
+from control_center.middleware import CHANGES_NOTHING
 from control_center.policies import compile_rules
 from control_center.request_context import (
     AnyRequest,
@@ -22,7 +24,15 @@ from control_center.request_context import (
     client_ip,
     services,
 )
-from control_center.schemas import PolicyCreated, PolicyIn, PolicyOut, PolicyUpdate, policy_out
+from control_center.schemas import (
+    ConditionCheck,
+    ConditionIn,
+    PolicyCreated,
+    PolicyIn,
+    PolicyOut,
+    PolicyUpdate,
+    policy_out,
+)
 from control_center.store import policies as store
 from control_center.store.records import NewPolicy, PolicyChanges
 from orchestrator.http.envelope import Envelope
@@ -55,6 +65,28 @@ class PolicyController(Controller):
             Envelope([policy_out(policy) for policy in found]),
             headers=page_headers(request, total, limit, offset),
         )
+
+    @post(
+        "/validate",
+        status_code=HTTP_200_OK,
+        opt={CHANGES_NOTHING: True},
+        summary="Check a rule's condition: valid, or the error and its line and column",
+    )
+    async def validate(
+        self,
+        request: AnyRequest,
+        principal: CurrentPrincipal,
+        data: JSONBody[ConditionIn],
+    ) -> Envelope[ConditionCheck]:
+        """The parser `create` and `update` use, on one condition, without storing it: an
+        editor asks as its user types (a refusal is audited; an answer is not, as it
+        changes nothing)."""
+        await check(request, principal, "validate", "policies:*")
+        try:
+            parse_condition(data.condition)
+        except ConditionError as exc:
+            return Envelope(ConditionCheck(False, exc.reason, exc.line, exc.column))
+        return Envelope(ConditionCheck(True))
 
     @get("/{policy_id:str}", summary="A policy")
     async def show(

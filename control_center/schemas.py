@@ -287,6 +287,23 @@ class PolicyOut(msgspec.Struct):
     updated_at: datetime
 
 
+class ConditionIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A rule's condition to check (`POST /policies/validate`); longer than a rule takes,
+    so that the parser's own message says how long it may be."""
+
+    condition: Annotated[str, msgspec.Meta(max_length=4 * CONDITION_LENGTH)]
+
+
+class ConditionCheck(msgspec.Struct):
+    """Whether a condition compiles; if not, why and where (`line`, `column`: from 1, in
+    the text as sent; absent when no one place is at fault)."""
+
+    valid: bool
+    error: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+
 class PolicyCreated(msgspec.Struct):
     id: str
     name: str

@@ -38,6 +38,7 @@ from orchestrator.http.limits import BodyLimits, refuse_nul, screen_request
 from orchestrator.http.openapi import allow_every_method, openapi_config, publish, schema_assets
 from orchestrator.http.versioning import versioning
 from orchestrator.service import Orchestrator
+from orchestrator.ui.admin import admin_router
 from orchestrator.ui.routes import console_headers, console_router
 from orchestrator.vms import Vms
 
@@ -84,19 +85,19 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
     )
     seed_002 = Router(path="/v1", route_handlers=[notifications], include_in_schema=False)
     # Login, refresh, logout, MFA, sign-up, one's profile and API keys at this base URL
-    # too: the control center's own account app over the same database, mounted
-    # (docs/architecture.md).
+    # too, and the administration of users, policies and the audit log: the control
+    # center's own app over the same database, mounted (docs/architecture.md). The
+    # account paths also under /v1 (seed 002), the others as this API's own resources.
     account_mounts = [
         asgi(
-            f"{prefix}{path}",
+            path,
             is_mount=True,
             copy_scope=True,
-            name=f"accounts{prefix}{path}".replace("/", "-"),
+            name=f"accounts{path}".replace("/", "-"),
             opt={OWN_ACCESS: True},
             include_in_schema=False,
         )(mounted)
         for path, mounted in account_routes(orchestrator.engine, orchestrator.settings).items()
-        for prefix in ("", "/api/v1", "/v1")
     ]
     security = Security(orchestrator, Gate(orchestrator.engine, orchestrator.settings))
     app = AliasedLitestar(
@@ -109,6 +110,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             event_stream,
             *HOST_STREAMS,
             console_router(),  # the web console, /ui (docs/ui.md)
+            admin_router(),  # its admin pages, /ui/admin
             schema_assets(),
         ],
         guards=[security.guard],

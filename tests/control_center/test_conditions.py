@@ -223,3 +223,30 @@ def test_the_language_agrees_with_python_on_strings(expression):
     # The oracle is Python itself, on expressions this test generated.
     expected = bool(eval(python_text, {"__builtins__": {}}, scope))
     assert parse_condition(expression).evaluate(STRING_NAMES) is expected
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "column"),
+    [
+        ("user.rol == 'x'", 1, 1),
+        ("   user.rol == 'x'", 1, 4),  # in the text as given, before it is stripped
+        ("user.id ==", 1, 11),  # the end: something must follow
+        ("user.id = 1", 1, 9),
+        ("'éé' == 1 + 1", 1, 9),  # characters, not the parser's UTF-8 bytes
+        ("\n (user.id == 'x'\n  or len(x))", 3, 6),
+        ("(user.id ==\n 1 +)", 2, 5),
+    ],
+)
+def test_a_refusal_says_where_in_the_text_as_given(source, line, column):
+    with pytest.raises(ConditionError) as refused:
+        parse_condition(source)
+    assert (refused.value.line, refused.value.column) == (line, column)
+    where = f"line {line}, column {column}" if line != 1 else f"column {column}"
+    assert str(refused.value).endswith(f"({where})")
+
+
+def test_a_refusal_of_the_whole_text_has_no_position():
+    with pytest.raises(ConditionError) as refused:
+        parse_condition("   ")
+    assert (refused.value.line, refused.value.column) == (None, None)
+    assert str(refused.value) == "is empty"
