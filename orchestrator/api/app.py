@@ -36,6 +36,7 @@ from orchestrator.http.limits import BodyLimits, refuse_nul, screen_request
 from orchestrator.http.openapi import allow_every_method, openapi_config, publish, schema_assets
 from orchestrator.http.versioning import versioning
 from orchestrator.service import Orchestrator
+from orchestrator.ui.resources import resources_router
 from orchestrator.ui.routes import console_headers, console_router
 from orchestrator.vms import Vms
 
@@ -101,6 +102,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             event_stream,
             *HOST_STREAMS,
             console_router(),  # the web console, /ui (docs/ui.md)
+            resources_router(),  # its VM, deployment and host pages
             schema_assets(),
         ],
         guards=[security.guard],
