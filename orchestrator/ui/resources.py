@@ -14,6 +14,7 @@ its bearer: the API's guard, policies, limits and re-checks apply unchanged.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -32,6 +33,7 @@ from orchestrator.ui.routes import (
     _page_number,
     _to_login,
     open_session,
+    templates,
 )
 from orchestrator.ui.session import SESSION_COOKIE
 
@@ -53,6 +55,28 @@ LOG_KEPT = 1000
 DEPLOYMENTS_PAGE = 25
 #: A name and its id: what a console socket door may name (never a path of its own).
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def human_bytes(value: object) -> str:
+    """`1.5 GiB`: a count of bytes as a person reads it ("" for none)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return ""
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(amount) < 1024 or unit == "TiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return ""  # not reached
+
+
+def epoch(value: object) -> str:
+    """A Unix time as `2026-12-07 21:30:00 UTC` ("" for none)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return ""
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+templates.filters.update(bytes=human_bytes, epoch=epoch)
 
 
 def _q(ident: str) -> str:
