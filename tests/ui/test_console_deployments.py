@@ -5,6 +5,7 @@ the page."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -77,7 +78,8 @@ def test_the_list_and_a_deployments_page_show_its_replicas_and_metrics(console, 
         for instance in deployed["instances"]:
             row = page.text.split(f'data-replica="{instance["name"]}"')[1].split("</tr>")[0]
             assert "healthy" in row and str(instance["host_port"]) in row
-            assert "MiB" in row and "%" in row  # the engine's stats
+            # The engine's stats: CPU, memory, network.
+            assert re.search(r"<td>[0-9.]+%</td>\s*<td>[0-9.]+ (B|KiB|MiB|GiB)", row), row
         url = page.text.split("<dt>URL</dt>")[1].split("</dd>")[0]
         assert 'href="http://127.0.0.1:' in url  # a running replica's address
         for action in ("scale", "start", "stop", "delete"):
