@@ -5,7 +5,8 @@
 while it runs (pid, start time, boot id); `state.json`, the last failure to start (the
 `error` status until a start succeeds); the sockets QEMU listens on, `qmp.sock` (the
 monitor) and `serial.sock` (the serial console); `serial.log`, all the guest wrote to
-its console; `qemu.pid` and `qemu.log`, QEMU's pid file and what it printed starting.
+its console; `qemu.pid` and `qemu.log`, QEMU's pid file and what it printed starting;
+`sercon-port`, the UART port SeaBIOS writes its own messages to (its serial console).
 
 QEMU is started with `-daemonize` from a session of its own: it is never the
 orchestrator's child, and outlives it. Its sockets are bound with paths relative to the
