@@ -3,8 +3,8 @@ Python API (`tests/ui/test_console_browser.py` says how). An operator opens the 
 an `os: none` guest made through the API and sees its serial console's output arrive
 (SeaBIOS, then "No bootable device."); the VM is then force-stopped through the API and
 the page follows: its status changes without a reload and the console says the VM
-stopped. A screenshot is written beside the others (`docs/ui/vm.png` with
-`UPDATE_SCREENSHOTS=1`)."""
+stopped; started again, the page reopens the console by itself. A screenshot is
+written beside the others (`docs/ui/vm.png` with `UPDATE_SCREENSHOTS=1`)."""
 
 from __future__ import annotations
 
@@ -96,5 +96,14 @@ def test_a_vms_page_shows_its_serial_console_and_follows_its_status(
     expect(page.locator("#vm-start")).to_be_enabled()
     expect(page.locator("#serial-state")).to_contain_text("VM_STOPPED", timeout=60_000)
     expect(page.get_by_role("button", name="Reconnect")).to_be_visible()
+
+    # Started again elsewhere: the page sees it running and opens the console again
+    # (which starts afresh: the firmware's messages of this boot, after the last one's).
+    with console.api("ops") as api:
+        started = api.post(f"/vms/{vm['id']}/start", json={"wait": True})
+        assert started.status_code == 202, started.text
+    expect(page.locator("#vm-status")).to_have_text("running", timeout=60_000)
+    expect(page.locator("#serial-state")).to_have_text("connected", timeout=60_000)
+    expect(screen).to_contain_text("No bootable device.", timeout=PATIENCE * 1000)
     assert problems == [], problems
     page.context.close()

@@ -16,8 +16,10 @@
     due = null;
     try {
       const response = await fetch(main.dataset.refreshUrl, { credentials: "same-origin", cache: "no-store" });
-      if (response.ok && !response.redirected) target.innerHTML = await response.text();  // escaped HTML
-      else if (response.redirected && response.url.includes("/ui/login")) window.location.assign(response.url);
+      if (response.ok && !response.redirected) {
+        target.innerHTML = await response.text();  // escaped HTML
+        document.dispatchEvent(new CustomEvent("console:refreshed"));
+      } else if (response.redirected && response.url.includes("/ui/login")) window.location.assign(response.url);
     } catch (error) {
       // The server is away: the next event tries again.
     }
@@ -54,6 +56,7 @@ function setState(element, state, text) {
   let decoder = null;
   let escape = "";  // an escape sequence being read
   let drawn = false;
+  let renewed = false;  // one session renewal per failed opening
 
   function clear() { lines = [""]; column = 0; }
   function put(char) {
@@ -103,7 +106,8 @@ function setState(element, state, text) {
     let refusal = null;
     socket = new WebSocket(socketUrl(screen.dataset.url));
     socket.binaryType = "arraybuffer";
-    socket.addEventListener("open", () => setState(state, "live", "connected"));
+    let opened = false;
+    socket.addEventListener("open", () => { opened = true; renewed = false; setState(state, "live", "connected"); });
     socket.addEventListener("message", (event) => {
       if (typeof event.data === "string") {  // a refusal, or the VM's end
         try { refusal = JSON.parse(event.data); } catch (error) { refusal = { error: event.data }; }
@@ -114,7 +118,10 @@ function setState(element, state, text) {
     socket.addEventListener("close", (event) => {
       socket = null;
       const why = refusal ? `${refusal.error} (${refusal.code})` : (event.reason || "the connection ended");
-      if (refusal?.code === "UNAUTHORIZED") {  // the access token lapsed: renew, then again
+      // The access token lapsed (the stream says so; a refused opening says nothing):
+      // renew the session, then open it again, once.
+      if (refusal?.code === "UNAUTHORIZED" || (!opened && !refusal && !renewed)) {
+        renewed = true;
         setState(state, "reconnecting", "reconnecting…");
         window.setTimeout(() => keepSession().then(connect), 500);
         return;
@@ -149,7 +156,12 @@ function setState(element, state, text) {
     send(encoder.encode(`${input.value}\r`));
     input.value = "";
   });
-  if (again) again.addEventListener("click", connect);
+  if (again) again.addEventListener("click", () => { renewed = false; connect(); });
+  // The VM started again (its panel was refreshed from the event stream): reopen.
+  document.addEventListener("console:refreshed", () => {
+    const status = document.getElementById("vm-status");
+    if (!socket && status && status.textContent.trim() === "running") connect();
+  });
   connect();
 })();
 
