@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -113,6 +114,41 @@ def test_the_logs_follow_live_through_the_console_door(console, deployed):
         assert set(counts) == names
 
 
+def test_the_page_follows_the_logs_in_a_browser(console, deployed):
+    """Chromium: the page's script shows each replica's lines, then a new one as it is
+    written (a request to a replica), without a reload."""
+    from tests.ui.test_console_browser import CHROMIUM, LAPTOP, SCREENSHOTS, log_in
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (./dev test installs it)")
+    expect = playwright_api.expect
+    ident, first = deployed["id"], deployed["instances"][0]
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = browser.new_context(viewport=LAPTOP, base_url=console.url).new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            log_in(page, "ops", console.accounts["ops"].password)
+            page.goto(f"/ui/deployments/{ident}")
+            expect(page.locator("#deployment-replicas")).to_contain_text("2 ready of 2")
+            expect(page.locator("#logs-state")).to_have_text("live", timeout=60_000)
+            logs = page.locator("#logs")
+            for instance in deployed["instances"]:
+                expect(logs).to_contain_text(instance["name"], timeout=60_000)
+            before = logs.locator(".log-line").count()
+            marker = f"/from-the-browser-{time.monotonic_ns()}"
+            httpx.get(f"http://127.0.0.1:{first['host_port']}{marker}", timeout=10, trust_env=False)
+            expect(logs.locator(".log-line")).to_have_count(before + 1, timeout=60_000)
+            page.screenshot(path=str(SCREENSHOTS / "deployment.png"), full_page=True)
+            assert problems == [], problems
+        finally:
+            browser.close()
+
+
 def test_scale_and_delete_from_the_page(console, deployed):
     ident = deployed["id"]
     with console.login("ops") as http, console.api("ops") as api:
@@ -121,8 +157,18 @@ def test_scale_and_delete_from_the_page(console, deployed):
         assert bad.status_code == 422
         scaled = http.post(f"/ui/deployments/{ident}/scale", data={"_csrf": token, "replicas": "1"})
         assert scaled.status_code == 303, scaled.text
-        record = api.get(f"/v1/deployments/{ident}").json()["data"]
-        assert wait_for_workflow(api, record["workflow_id"], timeout=300)["status"] == "Completed"
+        # The scale's workflow (the record names it once submitted), until it ends and the
+        # deployment is idle again.
+        deadline = time.monotonic() + 300
+        while True:
+            record = api.get(f"/v1/deployments/{ident}").json()["data"]
+            if record["replicas"] == 1 and record["workflow_id"] != deployed["workflow_id"]:
+                ended = wait_for_workflow(api, record["workflow_id"], timeout=300)
+                assert ended["status"] == "Completed", ended
+                if api.get(f"/v1/deployments/{ident}").json()["data"]["status"] == "running":
+                    break
+            assert time.monotonic() < deadline, record
+            time.sleep(0.1)
         assert "1 ready of 1 desired" in http.get(f"/ui/deployments/{ident}?fragment=1").text
         deleted = http.post(f"/ui/deployments/{ident}/delete", data={"_csrf": token})
         assert deleted.status_code == 303

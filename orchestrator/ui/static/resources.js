@@ -175,7 +175,7 @@ function setState(element, state, text) {
   let delay = 500;
   function line(entry) {
     const row = document.createElement("span");
-    row.className = `line level-${String(entry.level || "info").toLowerCase()}`;
+    row.className = `log-line level-${String(entry.level || "info").toLowerCase()}`;
     const source = document.createElement("span");
     source.className = "source";
     source.textContent = `${String(entry.timestamp || "").slice(11, 19)} ${entry.source || ""} `;
