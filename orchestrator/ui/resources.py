@@ -411,6 +411,7 @@ async def host(request: Request[Any, Any, Any]) -> Response[Any]:
         instance = instances[0]
     sections: dict[str, Any] = {}
     errors: dict[str, str] = {}
+    refusals: list[Reply] = []
     for name, path, key in (
         ("summary", "/system/summary", None),
         ("memory", "/system/memory", None),
@@ -425,6 +426,9 @@ async def host(request: Request[Any, Any, Any]) -> Response[Any]:
             sections[name] = reply.data.get(key) if key else reply.data
         else:
             errors[name] = f"{reply.error} ({reply.code or reply.status})"
+            refusals.append(reply)
+    if not sections:  # nothing to show: the API's first refusal, as any page shows it
+        return session.failure(refusals[0])
     return session.render(
         "host.html",
         title="Host",
