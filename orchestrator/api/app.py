@@ -39,6 +39,7 @@ from orchestrator.http.openapi import allow_every_method, openapi_config, publis
 from orchestrator.http.versioning import versioning
 from orchestrator.service import Orchestrator
 from orchestrator.ui.admin import admin_router
+from orchestrator.ui.resources import resources_router
 from orchestrator.ui.routes import console_headers, console_router
 from orchestrator.vms import Vms
 
@@ -111,6 +112,7 @@ def create_app(orchestrator: Orchestrator) -> Litestar:
             *HOST_STREAMS,
             console_router(),  # the web console, /ui (docs/ui.md)
             admin_router(),  # its admin pages, /ui/admin
+            resources_router(),  # its VM, deployment and host pages
             schema_assets(),
         ],
         guards=[security.guard],

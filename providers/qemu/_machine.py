@@ -5,7 +5,8 @@
 while it runs (pid, start time, boot id); `state.json`, the last failure to start (the
 `error` status until a start succeeds); the sockets QEMU listens on, `qmp.sock` (the
 monitor) and `serial.sock` (the serial console); `serial.log`, all the guest wrote to
-its console; `qemu.pid` and `qemu.log`, QEMU's pid file and what it printed starting.
+its console; `qemu.pid` and `qemu.log`, QEMU's pid file and what it printed starting;
+`sercon-port`, the UART port SeaBIOS writes its own messages to (its serial console).
 
 QEMU is started with `-daemonize` from a session of its own: it is never the
 orchestrator's child, and outlives it. Its sockets are bound with paths relative to the
@@ -36,6 +37,10 @@ T = TypeVar("T")
 
 DISK, DEFINITION, RUN, STATE = "disk.qcow2", "vm.json", "run.json", "state.json"
 QMP, SERIAL, SERIAL_LOG, PID, LOG = "qmp.sock", "serial.sock", "serial.log", "qemu.pid", "qemu.log"
+#: SeaBIOS's serial console (`etc/sercon-port`: the UART's I/O port, a little-endian
+#: integer): without a display the firmware's own messages ("No bootable device.") reach
+#: the serial console, so a guest that boots nothing still shows why.
+SERCON, SERCON_PORT = "sercon-port", (0x3F8).to_bytes(2, "little")
 
 
 class Definition(msgspec.Struct, kw_only=True):
@@ -125,6 +130,7 @@ class Machine:
         for name in (QMP, SERIAL, PID, RUN):
             self.path(name).unlink(missing_ok=True)
         ssh_port = _free_port() if config.network == "user" else None
+        self.path(SERCON).write_bytes(SERCON_PORT)
         argv = command(config, accel, definition, image, ssh_port)
         with self.path(LOG).open("wb") as log:
             starter = await asyncio.create_subprocess_exec(
@@ -217,6 +223,8 @@ def command(
         f"socket,id=serial0,path={SERIAL},server=on,wait=off,logfile={SERIAL_LOG},logappend=on",
         "-serial",
         "chardev:serial0",
+        "-fw_cfg",
+        f"name=etc/sercon-port,file={SERCON}",
         "-chardev",
         f"socket,id=qmp,path={QMP},server=on,wait=off",
         "-mon",
