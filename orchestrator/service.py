@@ -388,7 +388,8 @@ def _lock_data_dir(data_dir: Path, name: str) -> IO[str]:
         # Say which setting separates them: the data directory holds the database.
         why = (
             "; to run a second one beside it, give it its own data directory "
-            "(data_dir, or PROVISIONING_DATA_DIR) and port (server.port, or serve --port), "
+            "(data_dir, or PROVISIONING_DATA_DIR) and port (serve --port, or "
+            "PROVISIONING_SERVER__PORT), "
             "or use PostgreSQL to run several workers on one database"
             if name == "orchestrator.lock"
             else "; give each worker on a host its own data directory "

@@ -213,9 +213,27 @@ class BaseProvider:
         return await self.apply(replace(call, action=kind.action(undo), params=params))
 
     async def check(self, call: ActionCall) -> ActionResult:
+        """What would be done, from the declarations: the change to the item the params
+        name (`create` and `delete` as such, any other mutation an `update` of it), as
+        check mode's plan reads it. A type that knows the live state overrides this."""
         kind, operation = self.declared(call)
         named = f" {call.params.get(kind.key, '')}" if kind.key else ""
-        return ActionResult(output=f"would {operation.name} {kind.name}{named}")
+        output = f"would {operation.name} {kind.name}{named}"
+        item = kind.item_name(call.params)
+        if item is None or not operation.mutates:
+            return ActionResult(output=output)
+        op: Literal["create", "update", "delete"] = (
+            "create"
+            if operation.name == "create"
+            else "delete"
+            if operation.name == "delete"
+            else "update"
+        )
+        data = {k: v for k, v in call.params.items() if k != kind.key}
+        change = ResourceChange(kind.name, item, op, data=data)
+        return ActionResult(
+            output=output, resources=(change,), reversible=operation.undo is not None
+        )
 
     async def cancel(self, task_id: str) -> None:
         """Nothing to stop unless the subclass says otherwise."""
