@@ -12,20 +12,20 @@ from __future__ import annotations
 import sys
 
 import click
+import msgspec
 
 from orchestrator.cli.common import Options, confirm, json_option, pass_options, yes_option
 from orchestrator.cli.workflows import follow, servers, show_plan
 from orchestrator.client import DestroyIn
 
 
-def _delete(options: Options, body: DestroyIn, what: str, yes: bool) -> None:
+def _delete(options: Options, body: DestroyIn, what: str, only_plan: bool, yes: bool) -> None:
     with options.client() as client:
-        planned = client.destroy(body).plan
+        planned = client.destroy(msgspec.structs.replace(body, check_mode=True)).plan
         # With -o json, stdout is for one document: the plan, or the ended workflow.
-        show_plan(options, planned, title=f"Plan to {what}:", data=body.check_mode)
-        if body.check_mode:
+        show_plan(options, planned, title=f"Plan to {what}:", data=only_plan)
+        if only_plan:
             return
-        body.check_mode = False
         if not planned.delete:
             click.echo("nothing to delete", err=True)
             sys.exit(1 if planned.skipped else 0)
@@ -56,10 +56,8 @@ def delete_servers(
     yes: bool,
 ) -> None:
     """Delete servers a workflow created, by undoing that work (asks unless --yes)."""
-    body = DestroyIn(
-        infra=infra, names=list(names), kind="server", provider=provider, check_mode=check
-    )
-    _delete(options, body, f"delete server {', '.join(names)}", yes)
+    body = DestroyIn(infra=infra, names=list(names), kind="server", provider=provider)
+    _delete(options, body, f"delete server {', '.join(names)}", check, yes)
 
 
 @click.command("destroy")
@@ -72,5 +70,5 @@ def delete_servers(
 def destroy(options: Options, infra: str, settings: str | None, check: bool, yes: bool) -> None:
     """Delete every recorded resource an infra declares, newest work first, by undoing
     the work that created it (asks unless --yes)."""
-    body = DestroyIn(infra=infra, settings=settings, check_mode=check)
-    _delete(options, body, f"destroy infra {infra}", yes)
+    body = DestroyIn(infra=infra, settings=settings)
+    _delete(options, body, f"destroy infra {infra}", check, yes)
