@@ -20,7 +20,7 @@ from orchestrator.api.schemas import (
     WorkflowOut,
 )
 from orchestrator.api.security import Security, user_of
-from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.errors import Conflict, NotFound
 from orchestrator.http.envelope import Envelope
 from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
 from orchestrator.plan import Plan, inventory_index, workflow_plan
@@ -357,7 +357,7 @@ class WorkflowController(Controller):
         if row is None:
             raise NotFound(f"workflow '{workflow_id}' not found")
         if not row["check_mode"]:
-            raise InvalidInput(
+            raise Conflict(
                 f"workflow '{workflow_id}' did not run in check mode: its changes are done "
                 f"(see GET /tasks?workflow_id={workflow_id})"
             )

@@ -122,7 +122,7 @@ def test_a_failed_check_is_an_error_of_the_plan(client, workspace):
 def test_only_a_check_mode_workflow_has_a_plan(client):
     done = _created(client, "gamma")
     assert "did not run in check mode" in _error(
-        client.get(f"/workflows/{done}/plan"), 422, "INVALID_INPUT"
+        client.get(f"/workflows/{done}/plan"), 409, "CONFLICT"
     )
     _error(client.get("/workflows/no-such-workflow/plan"), 404, "NOT_FOUND")
 
