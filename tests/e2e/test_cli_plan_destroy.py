@@ -147,3 +147,18 @@ def test_a_viewer_is_refused(server):
     done = run("--url", server.url, "--token", viewer, "servers", "delete", "web-2", "--yes")
     assert done.returncode == 1 and "(FORBIDDEN)" in done.stderr
     assert "server/web-2" in _inventory(server)
+
+
+def test_a_batch_submitted_with_check_prints_its_plan(server):
+    before = _inventory(server)
+    document = EXAMPLE_WORKSPACE.parent / "batches" / "multi_cloud.yaml"
+    done = run("batch", "submit", str(document), "--check", url=server.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("Plan of check-mode workflow ")
+    assert "  + create server web-01 (plan=1xCPU-2 GB, zone=de-fra1)" in done.stdout
+    assert done.stdout.splitlines()[-1].startswith("Plan: ")
+    assert "to create, 0 to change, 0 to destroy" in done.stdout.splitlines()[-1]
+    followed = run("batch", "submit", str(document), "--check", "--wait", url=server.url)
+    assert followed.returncode == 0, followed.stdout + followed.stderr
+    assert "Completed" in followed.stdout and "  + create server web-02" in followed.stdout
+    assert _inventory(server) == before
