@@ -4,7 +4,10 @@ resources would undo (`POST /resources/destroy`).
 
 In check mode a provider's `check` reports the changes it would make as `resources`
 (`ResourceChange`s: create, update or delete), recorded in the task's result and never
-written to the inventory. The plan compares each with the inventory row it names:
+written to the inventory; one that reports none, without saying there is none
+(`result={"change": None}`), is taken to do what its operation declares
+(`providers.base.planned_change`). The plan compares each with the inventory row it
+names:
 
 - a create of an item the inventory holds with the same values changes nothing; with
   others, it is an update of the fields that differ;
@@ -19,10 +22,13 @@ Pure functions over rows: the API reads them, the CLI prints the result.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
+
+from providers.base import planned_change
 
 if TYPE_CHECKING:  # the CLI reads plans without importing the providers
     from orchestrator.resources import Catalog
@@ -165,9 +171,15 @@ def workflow_plan(
         reversible = result.get("reversible") is not False and (
             declared is None or declared.operation.undo is not None
         )
+        changes = list(result.get("resources") or [])
+        if not changes and declared is not None and "change" not in result:
+            # A check that reported no change of its own, nor that there is none: what
+            # the operation declares (a host's mount, a container's start).
+            derived = planned_change(declared.kind, declared.operation, task["params"] or {})
+            changes = [] if derived is None else [dataclasses.asdict(derived)]
         found = [
             entry
-            for change in result.get("resources") or []
+            for change in changes
             if (entry := _entry(task, change, inventory, catalog, reversible)) is not None
         ]
         unchanged += not found

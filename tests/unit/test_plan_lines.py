@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from orchestrator.plan import FieldChange, PlanEntry, PlanError, counted, line
+import msgspec
+
+from orchestrator.plan import FieldChange, PlanEntry, PlanError, counted, line, workflow_plan
+from orchestrator.resources import Declared
+from providers.kinds import Kind, Operation
 
 
 def _entry(action: str, name: str, **extra: object) -> PlanEntry:
@@ -43,3 +47,53 @@ def test_the_summary_counts_what_would_be_done() -> None:
     failed = counted("w", "Failed", [], errors=[PlanError("server x", "boom")])
     assert failed.summary().endswith("; 1 failed to plan")
     assert counted("w", "Completed", []).summary().startswith("No changes")
+
+
+class _Named(msgspec.Struct):
+    device: str
+
+
+_STORAGE = Kind(
+    "storage",
+    "storage",
+    (Operation("format", _Named), Operation("mount", _Named, undo="unmount")),
+    key="device",
+)
+
+
+class _Catalog:
+    """What the plan asks of the catalog: an action's declaration, an instance's kinds."""
+
+    def by_action(self, instance: str, action: str) -> Declared | None:
+        name = action.partition(".")[2]
+        operation = _STORAGE.operation(name)
+        return None if operation is None else Declared(instance, "host", _STORAGE, operation)
+
+    def kinds(self, instance: str) -> list[Kind]:
+        return [_STORAGE]
+
+
+def _task(action: str, result: dict[str, object]) -> dict[str, object]:
+    return {
+        "name": action,
+        "status": "Completed",
+        "provider": "host",
+        "action": action,
+        "params": {"device": "/dev/sdb"},
+        "result": result,
+        "error": None,
+    }
+
+
+def test_a_check_that_reports_no_change_of_its_own_is_taken_as_declared() -> None:
+    tasks = [
+        # A format's check says only that it is irreversible.
+        _task("storage.format", {"reversible": False, "resources": []}),
+        # One that found nothing to do says so.
+        _task("storage.mount", {"change": None, "reversible": True, "resources": []}),
+    ]
+    workflow = {"id": "w", "status": "Completed"}
+    plan = workflow_plan(workflow, tasks, {}, _Catalog())  # type: ignore[arg-type]
+    (entry,) = plan.entries
+    assert line(entry) == ("! update storage /dev/sdb [irreversible: its operation has no undo]")
+    assert (plan.update, plan.irreversible, plan.unchanged) == (1, 1, 1)
