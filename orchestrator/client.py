@@ -22,6 +22,8 @@ from orchestrator.api.schemas import (
     ApplyIn,
     CheckpointIn,
     ClusterCreate,
+    DestroyIn,
+    DestroyOut,
     InfraOperation,
     OperationResult,
     RollbackIn,
@@ -44,6 +46,7 @@ from orchestrator.api.schemas import TaskOut as Task
 from orchestrator.api.schemas import WorkflowOut as Workflow
 from orchestrator.client_vms import VmsSection
 from orchestrator.http.envelope import Envelope, ErrorBody
+from orchestrator.plan import Plan
 
 if TYPE_CHECKING:
     import httpx
@@ -57,10 +60,13 @@ __all__ = [
     "Batch",
     "BatchOperation",
     "Checkpoint",
+    "DestroyIn",
+    "DestroyOut",
     "Event",
     "OperationResult",
     "OrchestratorClient",
     "Page",
+    "Plan",
     "ProviderInstance",
     "Resource",
     "RollbackResult",
@@ -422,6 +428,10 @@ class OrchestratorClient(ApiClient):
                 return found
             after = page[-1].seq
 
+    def workflow_plan(self, workflow_id: str) -> Plan:
+        """What a check-mode workflow would change, per resource."""
+        return self._call("GET", f"/workflows/{_segment(workflow_id)}/plan", Plan)
+
     def cancel_workflow(self, workflow_id: str) -> str:
         """Ask the orchestrator to cancel; return its message (also when already ended)."""
         return self._call("POST", f"/workflows/{_segment(workflow_id)}/cancel", str)
@@ -520,6 +530,10 @@ class OrchestratorClient(ApiClient):
     ) -> Page[Resource]:
         query = {"kind": kind, "provider": provider, "limit": limit, "offset": offset}
         return self._page("/resources", query, list[Resource])
+
+    def destroy(self, body: DestroyIn, *, timeout: float = ROLLBACK_TIMEOUT) -> DestroyOut:
+        """Delete recorded resources (the plan only, with `check_mode`)."""
+        return self._call("POST", "/resources/destroy", DestroyOut, json=body, timeout=timeout)
 
     def get_resource(self, resource_id: str) -> Resource:
         return self._call("GET", f"/resources/{_segment(resource_id)}", Resource)

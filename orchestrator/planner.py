@@ -211,3 +211,29 @@ OPERATIONS = ("create", "delete")
 def check_operation(operation: str) -> None:
     if operation not in OPERATIONS:
         raise InvalidInput(f"operation: '{operation}' is not one of {', '.join(OPERATIONS)}")
+
+
+def infra_items(catalog: Catalog, infra: InfraSettings) -> list[tuple[str, str, str]]:
+    """What the infra declares, as the inventory names it: (instance, kind, name) of each
+    server, each taskserv on each of its servers, and each cluster (`destroy`)."""
+    tasks = list(_taskserv_tasks(catalog, infra, infra.taskservs)) if infra.taskservs else []
+    tasks += [_server_task(catalog, i, s) for i, s in enumerate(infra.servers)]
+    for cluster in infra.clusters:
+        params = {"name": cluster.name, "cluster_type": cluster.cluster_type, **cluster.params}
+        tasks.append(
+            catalog.task(
+                cluster.provider,
+                "cluster",
+                "create",
+                name=f"cluster {cluster.name}",
+                params=params,
+                origin=f"clusters[{infra.clusters.index(cluster)}]",
+            )
+        )
+    items = set()
+    for task in tasks:
+        declared = catalog.by_action(task.provider, task.action)
+        name = None if declared is None else declared.item(task.params, task.name)
+        if declared is not None and name is not None:
+            items.add((task.provider, declared.kind.name, name))
+    return sorted(items)

@@ -122,6 +122,13 @@ class Records:
             self._engine, since=since, operation_ids=operation_ids
         )
 
+    async def undoable_for(
+        self, items: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], list[DoneTask]]:
+        """The completed work, not undone, that created or changed each (instance, kind,
+        name): what deleting it undoes."""
+        return await rollbacks.undoable_for(self._engine, items)
+
     # The inventory.
 
     async def resources(self, *, kind: str | None, provider: str | None) -> list[Row]:

@@ -390,14 +390,17 @@ def _lock_data_dir(data_dir: Path, name: str) -> IO[str]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
         handle.close()
+        # Say which setting separates them: the data directory holds the database.
         why = (
-            "(use PostgreSQL to run several workers on one database)"
+            "; to run a second one beside it, give it its own data directory "
+            "(data_dir, or PROVISIONING_DATA_DIR) and port (serve --port, or "
+            "PROVISIONING_SERVER__PORT), "
+            "or use PostgreSQL to run several workers on one database"
             if name == "orchestrator.lock"
-            else "(give each worker on a host its own data_dir)"
+            else "; give each worker on a host its own data directory "
+            "(data_dir, or PROVISIONING_DATA_DIR)"
         )
-        raise AlreadyRunning(
-            f"another orchestrator is already running on {data_dir} {why}"
-        ) from exc
+        raise AlreadyRunning(f"another orchestrator is already running on {data_dir}{why}") from exc
     handle.truncate(0)
     handle.write(str(os.getpid()))
     handle.flush()

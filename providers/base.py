@@ -37,6 +37,7 @@ __all__ = [
     "ProviderFactory",
     "ResourceChange",
     "ResourceNotFound",
+    "planned_change",
 ]
 
 JSON = dict[str, Any]
@@ -154,6 +155,26 @@ ProviderFactory = Callable[[str, Mapping[str, Any]], Provider]
 """A provider class: called with the instance name and its configuration table."""
 
 
+def planned_change(
+    kind: Kind, operation: Operation, params: Mapping[str, Any]
+) -> ResourceChange | None:
+    """The change an operation would make, from its declaration alone: `create` and
+    `delete` as such, any other mutation an `update` of the item the params name, with
+    the params as its values; None for a read or an unnamed item."""
+    item = kind.item_name(params)
+    if item is None or not operation.mutates:
+        return None
+    op: Literal["create", "update", "delete"] = (
+        "create"
+        if operation.name == "create"
+        else "delete"
+        if operation.name == "delete"
+        else "update"
+    )
+    data = {k: v for k, v in params.items() if k != kind.key}
+    return ResourceChange(kind.name, item, op, data=data)
+
+
 class BaseProvider:
     """What a provider type that declares its kinds gets for free.
 
@@ -213,9 +234,17 @@ class BaseProvider:
         return await self.apply(replace(call, action=kind.action(undo), params=params))
 
     async def check(self, call: ActionCall) -> ActionResult:
+        """What would be done, from the declarations (`planned_change`), as check mode's
+        plan reads it. A type that knows the live state overrides this; a check that
+        finds nothing to do says so with `result={"change": None}`."""
         kind, operation = self.declared(call)
         named = f" {call.params.get(kind.key, '')}" if kind.key else ""
-        return ActionResult(output=f"would {operation.name} {kind.name}{named}")
+        change = planned_change(kind, operation, call.params)
+        return ActionResult(
+            output=f"would {operation.name} {kind.name}{named}",
+            resources=() if change is None else (change,),
+            reversible=operation.undo is not None,
+        )
 
     async def cancel(self, task_id: str) -> None:
         """Nothing to stop unless the subclass says otherwise."""

@@ -20,9 +20,10 @@ from orchestrator.api.schemas import (
     WorkflowOut,
 )
 from orchestrator.api.security import Security, user_of
-from orchestrator.errors import NotFound
+from orchestrator.errors import Conflict, NotFound
 from orchestrator.http.envelope import Envelope
 from orchestrator.http.pagination import DEFAULT_LIMIT, Limit, Offset, check_page, page_headers
+from orchestrator.plan import Plan, inventory_index, workflow_plan
 from orchestrator.planner import (
     TaskLimits,
     check_operation,
@@ -341,6 +342,28 @@ class WorkflowController(Controller):
         if row is None:
             raise NotFound(f"workflow '{workflow_id}' not found")
         return Envelope(workflow_out(row))
+
+    @get(
+        "/{workflow_id:str}/plan",
+        summary="What a check-mode workflow would change, per resource",
+        description="Each resource its checks would create, change or delete, compared "
+        "with the inventory, with the changed fields, what is irreversible, and the "
+        "checks that failed. Whole once the workflow has ended (`status`).",
+    )
+    async def plan(self, state: State, workflow_id: str) -> Envelope[Plan]:
+        orchestrator = orchestrator_of(state)
+        records = orchestrator.records
+        row = await records.workflow(workflow_id)
+        if row is None:
+            raise NotFound(f"workflow '{workflow_id}' not found")
+        if not row["check_mode"]:
+            raise Conflict(
+                f"workflow '{workflow_id}' did not run in check mode: its changes are done "
+                f"(see GET /tasks?workflow_id={workflow_id})"
+            )
+        tasks = await records.tasks_of([workflow_id])
+        inventory = inventory_index(await records.resources(kind=None, provider=None))
+        return Envelope(workflow_plan(row, tasks, inventory, orchestrator.catalog))
 
     @post("/{workflow_id:str}/cancel", status_code=200, summary="Cancel a workflow")
     async def cancel(self, state: State, workflow_id: str) -> Envelope[str]:

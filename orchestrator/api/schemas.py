@@ -14,6 +14,7 @@ import msgspec
 
 from orchestrator.errors import InvalidInput
 from orchestrator.fields import NO_CONTROL, Id, Identifier, Name, ParallelLimit, Text
+from orchestrator.plan import Plan
 from orchestrator.rules import TERMINAL, WORKFLOW_TERMINAL
 from orchestrator.specs import TaskSpec
 
@@ -394,6 +395,29 @@ class ApplyIn(msgspec.Struct, forbid_unknown_fields=True):
     params: dict[str, Any] = {}
     check_mode: bool = False
     wait: bool = False
+
+
+class DestroyIn(msgspec.Struct, forbid_unknown_fields=True):
+    """What to delete: every recorded resource an infra declares (`infra`), or the
+    named ones (`names`), narrowed by `kind` and `provider`."""
+
+    infra: Identifier | None = None
+    settings: str | None = None
+    names: list[Name] | None = None
+    kind: Identifier | None = None
+    provider: Identifier | None = None
+    #: Only the plan: nothing is submitted.
+    check_mode: bool = False
+    wait: bool = False
+
+
+class DestroyOut(msgspec.Struct):
+    """The plan of a deletion and, unless `check_mode`, the workflow undoing it (None
+    when nothing could be deleted). Entries marked `skipped` are the resources that
+    cannot be deleted this way, with why (`note`)."""
+
+    workflow_id: str | None
+    plan: Plan
 
 
 class ResourceOut(msgspec.Struct):

@@ -53,6 +53,7 @@ ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("GET", "/workflows/{workflow_id}"): ("read", "workflows", "workflow_id"),
     ("GET", "/workflows/{workflow_id}/events"): ("read", "workflows", "workflow_id"),
     ("POST", "/workflows/{workflow_id}/cancel"): ("cancel", "workflows", "workflow_id"),
+    ("GET", "/workflows/{workflow_id}/plan"): ("read", "workflows", "workflow_id"),
     ("POST", "/batch/execute"): ("execute", "batches", None),
     ("GET", "/batch/operations"): ("list", "batches", None),
     ("GET", "/batch/operations/{batch_id}"): ("read", "batches", "batch_id"),
@@ -79,6 +80,8 @@ ENDPOINTS: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("POST", "/providers/{instance}/{kind}/{operation}"): ("apply", "providers", "instance"),
     ("GET", "/resources"): ("list", "resources", None),
     ("GET", "/resources/{resource_id}"): ("read", "resources", "resource_id"),
+    # A workflow of undos; each item needs `delete` on its own name (`servers:web-01`).
+    ("POST", "/resources/destroy"): ("destroy", "workflows", None),
     # The VM API (seed 001): each VM is also checked with its owner (`orchestrator/api/vms.py`).
     ("GET", "/vms"): ("list", "vms", None),
     ("POST", "/vms"): ("create", "vms", None),

@@ -16,6 +16,7 @@ from orchestrator.cli import (
     contexts,
     db,
     deployments,
+    destroy,
     host,
     kubernetes,
     login,
@@ -102,6 +103,9 @@ for command in (
     worker.worker,
     db.db,
     workflows.workflow,
+    # `servers create|delete` as `workflow servers …`, and deleting an infra.
+    workflows.servers,
+    destroy.destroy,
     tasks.tasks,
     batch.batch,
     resources.list_providers,

@@ -12,11 +12,14 @@ progress lines go to stderr and the final batch, as JSON, to stdout.
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import NoReturn
 
 import click
+import msgspec
+import msgspec.yaml
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -31,6 +34,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.cli.ids import BATCH_ID
 from orchestrator.cli.tables import page_note, short_id, status_text, when
+from orchestrator.cli.workflows import show_plan
 from orchestrator.client import ApiError, Batch, OrchestratorClient
 from orchestrator.progress import BatchOutcome, watch_batch
 
@@ -46,11 +50,14 @@ def batch() -> None:
 @batch.command("submit")
 @click.argument("file", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--wait", is_flag=True, help="Follow the batch until it ends.")
+@click.option("--check", is_flag=True, help="Check mode: print the plan, change nothing.")
 @json_option
 @pass_options
-def submit_batch(options: Options, file: str, wait: bool) -> None:
+def submit_batch(options: Options, file: str, wait: bool, check: bool) -> None:
     """Submit the batch in FILE (YAML, or JSON if it ends in .json; - for stdin)."""
     document, content_type = _read(file)
+    if check:
+        document, content_type = _checking(document, content_type, file)
     with options.client() as client:
         try:
             submitted = client.submit_batch(document, content_type)
@@ -59,6 +66,9 @@ def submit_batch(options: Options, file: str, wait: bool) -> None:
                 source = "stdin" if file == "-" else file
                 raise Failure(f"{source}: {exc.message} ({exc.code})") from exc
             raise
+        if check and not wait:
+            ended = _ended(client, submitted.batch_id)
+            sys.exit(show_plan(options, client.workflow_plan(ended)))
         if not wait:
             if options.json:
                 print_json(submitted)
@@ -66,7 +76,30 @@ def submit_batch(options: Options, file: str, wait: bool) -> None:
                 click.echo(submitted.batch_id)
             return
         click.echo(f"batch {submitted.batch_id} submitted", err=options.json)
-        _follow(client, submitted.batch_id, options.json)
+        _follow(client, submitted.batch_id, options.json, check=check)
+
+
+def _checking(document: bytes, content_type: str, file: str) -> tuple[bytes, str]:
+    """The document with `check_mode: true`, as JSON."""
+    try:
+        decoded = (
+            msgspec.json.decode(document)
+            if content_type == "application/json"
+            else msgspec.yaml.decode(document)
+        )
+    except (msgspec.DecodeError, ValueError) as exc:
+        source = "stdin" if file == "-" else file
+        raise Failure(f"{source}: not a batch document ({exc}) (INVALID_INPUT)") from exc
+    if not isinstance(decoded, dict):
+        raise Failure(f"{file}: a batch document is a mapping (INVALID_INPUT)")
+    return msgspec.json.encode({**decoded, "check_mode": True}), "application/json"
+
+
+def _ended(client: OrchestratorClient, batch_id: str) -> str:
+    """Wait quietly for a (check-mode) batch to end; its id."""
+    while not client.get_workflow(batch_id).is_final:
+        time.sleep(0.1)
+    return batch_id
 
 
 @batch.command("list")
@@ -141,7 +174,9 @@ def _read(file: str) -> tuple[bytes, str]:
     return document, "application/json" if json_file else "application/yaml"
 
 
-def _follow(client: OrchestratorClient, batch_id: str, as_json: bool) -> NoReturn:
+def _follow(
+    client: OrchestratorClient, batch_id: str, as_json: bool, *, check: bool = False
+) -> NoReturn:
     # With --json, stdout carries only the final batch; the progress lines go to stderr.
     console = Console(stderr=True, highlight=False) if as_json else stdout
     try:
@@ -155,10 +190,15 @@ def _follow(client: OrchestratorClient, batch_id: str, as_json: bool) -> NoRetur
             err=True,
         )
         sys.exit(130)
-    if as_json:
+    if as_json and not check:
         print_json(outcome.batch)
     _report(outcome, as_json)
-    sys.exit(0 if outcome.succeeded else 1)
+    code = 0 if outcome.succeeded else 1
+    if check:
+        options = click.get_current_context().find_object(Options)
+        assert options is not None
+        code = max(code, show_plan(options, client.workflow_plan(batch_id)))
+    sys.exit(code)
 
 
 def _report(outcome: BatchOutcome, as_json: bool) -> None:

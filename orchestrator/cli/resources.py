@@ -92,10 +92,10 @@ def apply(
     with options.client() as client:
         applied = client.apply(instance, kind, operation, values, check_mode=check)
         if applied.workflow_id is not None:
-            if options.json and not wait:
+            if options.json and not wait and not check:
                 print_json({"workflow_id": applied.workflow_id})
                 return
-            submitted(options, client, applied.workflow_id, wait)
+            submitted(options, client, applied.workflow_id, wait, check=check)
             return
     result = applied.result or {}
     if options.json:

@@ -9,6 +9,7 @@ A submission without `--wait` prints only the workflow id on stdout, for scripts
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -27,11 +28,14 @@ from orchestrator.cli.common import (
 from orchestrator.cli.ids import WORKFLOW_ID
 from orchestrator.cli.tables import detail, page_note, task_table, workflow_table
 from orchestrator.cli.watching import Snapshot, watch_list
-from orchestrator.client import OrchestratorClient
+from orchestrator.client import OrchestratorClient, Plan, Workflow
 from orchestrator.clock import format_duration
+from orchestrator.plan import line as plan_line
 from orchestrator.progress import watch
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: How often a check-mode submission asks whether its workflow has ended.
+_POLL = 0.1
 
 
 @click.group()
@@ -73,7 +77,7 @@ def create_servers(
     """Create the servers an infra's settings declare."""
     with options.client() as client:
         workflow_id = client.create_servers(infra, settings=settings, check_mode=check)
-        submitted(options, client, workflow_id, wait)
+        submitted(options, client, workflow_id, wait, check=check)
 
 
 @workflow.group()
@@ -99,7 +103,7 @@ def create_taskserv(
         workflow_id = client.create_taskserv(
             name, infra, operation=operation, settings=settings, check_mode=check
         )
-        submitted(options, client, workflow_id, wait)
+        submitted(options, client, workflow_id, wait, check=check)
 
 
 @workflow.group()
@@ -125,7 +129,7 @@ def create_cluster(
         workflow_id = client.create_cluster(
             cluster_type, infra, operation=operation, settings=settings, check_mode=check
         )
-        submitted(options, client, workflow_id, wait)
+        submitted(options, client, workflow_id, wait, check=check)
 
 
 @workflow.command("list")
@@ -207,19 +211,71 @@ def wait_workflow(options: Options, workflow_id: str) -> None:
     """Follow a workflow until it ends; exit 0 if it Completed, else 1. With --json (or
     -o yaml), progress goes to stderr and the ended workflow to stdout."""
     with options.client() as client:
-        _follow(options, client, workflow_id)
+        follow(options, client, workflow_id)
 
 
-def submitted(options: Options, client: OrchestratorClient, workflow_id: str, wait: bool) -> None:
-    """A submitted workflow: its id, or with `wait` followed until it ends (and exit)."""
+def submitted(
+    options: Options,
+    client: OrchestratorClient,
+    workflow_id: str,
+    wait: bool,
+    *,
+    check: bool = False,
+) -> None:
+    """A submitted workflow: its id, or with `wait` followed until it ends (and exit).
+    In check mode: its plan, once it has ended (with `wait`, after following it)."""
+    if check:
+        if wait:
+            click.echo(f"workflow {workflow_id} submitted", err=options.json)
+            ended, code = _watched(options, client, workflow_id, data=False)
+        else:
+            ended, code = _ended(client, workflow_id), 0
+        sys.exit(max(code, show_plan(options, client.workflow_plan(ended.id))))
     if not wait:
         say(options, {"workflow_id": workflow_id}, workflow_id)
         return
     click.echo(f"workflow {workflow_id} submitted", err=options.json)
-    _follow(options, client, workflow_id)
+    follow(options, client, workflow_id)
 
 
-def _follow(options: Options, client: OrchestratorClient, workflow_id: str) -> NoReturn:
+def _ended(client: OrchestratorClient, workflow_id: str) -> Workflow:
+    """The workflow once it has ended (a check-mode one takes moments), quietly."""
+    found = client.get_workflow(workflow_id)
+    while not found.is_final:
+        time.sleep(_POLL)
+        found = client.get_workflow(workflow_id)
+    return found
+
+
+def show_plan(options: Options, plan: Plan, *, title: str | None = None, data: bool = True) -> int:
+    """Print a plan: as text, or with -o json|yaml as data (unless not `data`: then the
+    text goes to stderr, stdout being kept for other data); 1 when some of it failed
+    to plan."""
+    if options.json and data:
+        print_json(plan)
+        return 1 if plan.errors else 0
+    err = options.json
+    if title is None and plan.workflow_id is not None:
+        title = f"Plan of check-mode workflow {plan.workflow_id} (nothing was changed):"
+    if title:
+        click.echo(title, err=err)
+    for entry in plan.entries:
+        click.echo(f"  {plan_line(entry)}", err=err)
+    for error in plan.errors:
+        click.echo(f"  ! {error.task}: failed to plan: {error.error}", err=err)
+    click.echo(plan.summary(), err=err)
+    return 1 if plan.errors else 0
+
+
+def follow(options: Options, client: OrchestratorClient, workflow_id: str) -> NoReturn:
+    sys.exit(_watched(options, client, workflow_id)[1])
+
+
+def _watched(
+    options: Options, client: OrchestratorClient, workflow_id: str, *, data: bool = True
+) -> tuple[Workflow, int]:
+    """Follow the workflow to its end, print how it ended (with `data` and -o json, the
+    ended workflow on stdout); it and the exit status."""
     console, out = progress_console(options)
     try:
         outcome = watch(client, workflow_id, console=console, out=out)
@@ -237,15 +293,15 @@ def _follow(options: Options, client: OrchestratorClient, workflow_id: str) -> N
     summary = (
         f"workflow {ended.id} {ended.status}: {ended.finished_tasks}/{ended.total_tasks} tasks"
     )
-    if options.json:
+    if options.json and data:
         print_json(ended)
     if outcome.succeeded:
         check = " (check mode: nothing was changed)" if ended.check_mode else ""
         click.echo(f"{summary}{took}{check}", err=options.json)
-        sys.exit(0)
+        return ended, 0
     failed = outcome.failed_tasks
     reason = f": {ended.error}" if ended.error and not failed else ""
     click.echo(f"error: {summary}{took}{reason}", err=True)
     for task in failed:
         click.echo(f"  {task.name} ({task.id}): {task.error}", err=True)
-    sys.exit(1)
+    return ended, 1

@@ -119,6 +119,56 @@ async def undoable_tasks(
     ]
 
 
+async def undoable_for(
+    engine: AsyncEngine, items: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], list[DoneTask]]:
+    """The completed, not undone tasks that created or changed each (provider instance,
+    kind, name): what undoing them would delete (`POST /resources/destroy`), oldest
+    first. Refused like a rollback (`_refuse_held`) when some are being undone or
+    belong to a workflow still running."""
+    wanted = set(items)
+    providers = sorted({provider for provider, _, _ in wanted})
+    found: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    async with engine.connect() as connection:
+        query = _candidates().where(Task.provider.in_(providers)).order_by(Task.completed_at)
+        rows = (await connection.execute(query)).mappings().all()
+        by_id = {r["id"]: r for r in rows}
+        for row in rows:
+            for change in (row["result"] or {}).get("resources") or []:
+                key = (row["provider"], change.get("kind"), change.get("name"))
+                if key in wanted and change.get("op") in ("create", "update"):
+                    found[key].append(row["id"])
+        ids = sorted({i for chosen in found.values() for i in chosen})
+        deps: dict[str, list[str]] = defaultdict(list)
+        if ids:
+            await connection.run_sync(_refuse_held, ids, None)
+            edges = await connection.execute(
+                select(TaskDependency.task_id, TaskDependency.depends_on).where(
+                    TaskDependency.task_id.in_(ids)
+                )
+            )
+            for task_id, depends_on in edges:
+                deps[task_id].append(depends_on)
+    order = sorted({by_id[i]["workflow_created_at"] for i in ids})
+    group = {moment: n for n, moment in enumerate(order)}
+    done = {
+        i: DoneTask(
+            id=i,
+            name=by_id[i]["name"],
+            provider=by_id[i]["provider"],
+            action=by_id[i]["action"],
+            params=by_id[i]["params"],
+            output=by_id[i]["output"],
+            result=by_id[i]["result"],
+            dependencies=tuple(deps[i]),
+            operation_id=by_id[i]["operation_id"],
+            group=group[by_id[i]["workflow_created_at"]],
+        )
+        for i in ids
+    }
+    return {key: [done[i] for i in chosen] for key, chosen in found.items()}
+
+
 async def _operation_filter(connection: AsyncConnection, operation_ids: Sequence[str]) -> Any:
     pairs = []
     for raw in operation_ids:

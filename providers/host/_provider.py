@@ -345,12 +345,22 @@ class HostProvider(BaseProvider):
         current = await self.netlink.interface(name)
         if operation in ("up", "down"):
             if current["state"] == operation:
-                return ActionResult(output=f"interface {name} is {operation} already: no change")
+                return ActionResult(
+                    output=f"interface {name} is {operation} already: no change",
+                    result={"change": None},
+                )
             return ActionResult(output=f"would bring interface {name} {operation}")
         interface = network.address_of(msgspec.convert(params, network.AddressParams))
         present = str(interface) in current["addresses"]
         if operation == "add_address":
             said = f"{name} already has {interface}: no change" if present else None
-            return ActionResult(output=said or f"would add {interface} to {name}")
+            return _planned(said, f"would add {interface} to {name}")
         said = None if present else f"{name} has no {interface}: no change"
-        return ActionResult(output=said or f"would remove {interface} from {name}")
+        return _planned(said, f"would remove {interface} from {name}")
+
+
+def _planned(unchanged: str | None, change: str) -> ActionResult:
+    """A check's answer: nothing to do (said so, for the plan), or what would be done."""
+    if unchanged is not None:
+        return ActionResult(output=unchanged, result={"change": None})
+    return ActionResult(output=change)

@@ -50,6 +50,8 @@ DEFAULT_ZONES = (
 )
 _CONFIG_KEYS = frozenset({"latency", "failure_rate", "seed", "plans", "zones"})
 _NOT_DATA = frozenset({"name", "simulate"})
+#: What undoes a create or a delete.
+_UNDO: dict[str, Any] = {"create": "delete", "delete": "create"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +134,14 @@ class SimProvider(BaseProvider):
     async def compensate(self, call: ActionCall, applied: ActionResult) -> ActionResult:
         """Delete what `applied` created and recreate what it deleted, newest first."""
         simulate = _simulate(call.params)
+        previous = applied.result.get("previous")
         undo = tuple(
-            ResourceChange(r.kind, r.name, "delete" if r.op == "create" else "create", data=r.data)
+            ResourceChange(r.kind, r.name, _UNDO[r.op], data=r.data)
+            if r.op != "update"
+            # A resize is undone by the values it replaced.
+            else ResourceChange(r.kind, r.name, "update", data=dict(previous or {}))
             for r in reversed(applied.resources)
-            if r.op in ("create", "delete")
+            if r.op != "update" or isinstance(previous, Mapping)
         )
         if undo or simulate.fail_compensate:
             delay = simulate.latency if simulate.latency is not None else self.latency
@@ -148,7 +154,8 @@ class SimProvider(BaseProvider):
         return ActionResult(output=output, resources=undo)
 
     async def check(self, call: ActionCall) -> ActionResult:
-        """Say what `apply` would change, without latency, failures or resources."""
+        """Say what `apply` would change, without latency or failures: the planned
+        change as `resources` (which check mode records but never writes)."""
         _simulate(call.params)
         if call.action == "noop":
             return ActionResult(output="would do nothing")
@@ -156,7 +163,9 @@ class SimProvider(BaseProvider):
         if plan.change is None:
             return ActionResult(output=plan.summary, result={"change": None})
         return ActionResult(
-            output=f"would {plan.change.op} {plan.summary}", result={"change": plan.change.op}
+            output=f"would {plan.change.op} {plan.summary}",
+            result={"change": plan.change.op},
+            resources=(plan.change,),
         )
 
     async def cancel(self, task_id: str) -> None:
@@ -209,6 +218,12 @@ class SimProvider(BaseProvider):
         if existing is not None:
             if all(existing.get(k) == v for k, v in identity.items()):
                 return _Plan(f"{kind} {key} already exists", result=existing)
+            if kind == "server" and existing.get("zone") == identity["zone"]:
+                # Another plan in the same zone: resized in place, as clouds do.
+                data = existing | {k: v for k, v in params.items() if k not in _NOT_DATA}
+                change = ResourceChange(kind, key, "update", data=data)
+                summary = f"{kind} {name} ({_describe(data, IDENTITY[kind])})"
+                return _Plan(summary, change, result={"previous": existing})
             held = ", ".join(f"{k} {existing.get(k)!r}" for k in identity)
             raise PermanentProviderError(f"{kind} {name} already exists with {held}")
         server = identity.get("server")

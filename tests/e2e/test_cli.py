@@ -107,6 +107,8 @@ def test_a_second_orchestrator_on_the_same_data_dir_exits_1_without_a_traceback(
     assert "error: the orchestrator did not start: another orchestrator is already running" in (
         done.stderr
     )
+    # The message names the setting that would let a second one run beside it.
+    assert "own data directory (data_dir, or PROVISIONING_DATA_DIR)" in done.stderr
     assert "Traceback" not in done.stderr
     assert "listening" not in done.stdout
 

@@ -186,6 +186,20 @@ def test_check_mode_changes_nothing(http: httpx.Client, root: Path) -> None:
     (task,) = http.get("/tasks", params={"workflow_id": workflow_id}).json()["data"]
     assert task["output"] == "would create file dry.txt"
     assert not (root / "dry.txt").exists()
+    # The plan comes from the declarations: a create, and a delete, which has no undo.
+    (entry,) = http.get(f"/workflows/{workflow_id}/plan").json()["data"]["entries"]
+    assert (entry["action"], entry["name"], entry["reversible"]) == ("create", "dry.txt", True)
+    apply(http, "create", params={"name": "kept.txt"}, wait=True)
+    response = apply(http, "delete", params={"name": "kept.txt"}, check_mode=True, wait=True)
+    plan = http.get(f"/workflows/{response.json()['data']}/plan").json()["data"]
+    (entry,) = plan["entries"]
+    assert (entry["action"], entry["resource"], entry["reversible"]) == (
+        "delete",
+        "files:kept.txt",
+        False,
+    )
+    assert (plan["delete"], plan["irreversible"]) == (1, 1)
+    assert (root / "kept.txt").exists()
 
 
 def test_a_rolled_back_checkpoint_deletes_the_file_and_reports_the_irreversible(

@@ -165,6 +165,23 @@ async def test_creating_what_exists_with_the_same_plan_and_zone_changes_nothing(
         await provider.apply(make_call("server.create", inventory, **{**WEB, "zone": "fi-hel1"}))
 
 
+async def test_another_plan_in_the_same_zone_resizes_and_its_undo_restores() -> None:
+    inventory, provider = MemoryInventory(), fast()
+    inventory.record(await provider.apply(make_call("server.create", inventory, **WEB)))
+    bigger = make_call("server.create", inventory, **{**WEB, "plan": "4xCPU-8 GB"})
+    planned = await provider.check(bigger)
+    assert planned.output == "would update server web-01 (4xCPU-8 GB, de-fra1)"
+    assert [(c.op, c.data["plan"]) for c in planned.resources] == [("update", "4xCPU-8 GB")]
+    assert inventory.rows[("server", "web-01")]["plan"] == "1xCPU-2 GB"
+    resized = await provider.apply(bigger)
+    assert resized.output.startswith("updated server web-01")
+    inventory.record(resized)
+    assert inventory.rows[("server", "web-01")]["plan"] == "4xCPU-8 GB"
+    undone = await provider.compensate(bigger, resized)
+    inventory.record(undone)
+    assert inventory.rows[("server", "web-01")]["plan"] == "1xCPU-2 GB"
+
+
 async def test_inventory_rows_with_a_status_are_understood() -> None:
     inventory = MemoryInventory()
     for row in ({**WEB, "status": "active"}, {"status": "active", "data": dict(WEB)}):
@@ -314,7 +331,9 @@ async def test_check_says_what_would_change_and_changes_nothing() -> None:
     started = time.monotonic()
     planned = await provider.check(make_call("server.create", inventory, **WEB))
     assert planned.output == "would create server web-01 (1xCPU-2 GB, de-fra1)"
-    assert planned.resources == ()
+    # The planned change, for check mode's plan (which never writes it).
+    (change,) = planned.resources
+    assert (change.op, change.name, change.data["plan"]) == ("create", "web-01", "1xCPU-2 GB")
     assert inventory.rows == {}
     assert time.monotonic() - started < 1
     gone = await provider.check(make_call("server.delete", inventory, name="web-01"))
