@@ -263,7 +263,8 @@ def test_rollback_to_the_checkpoint_undoes_what_ran_since(
     batch_id = submitted_id(submitted)
     # What a rollback would run, before it runs: in the checkpoint and asked first.
     shown = run("checkpoint", "show", checkpoint_id, url=server.url).stdout
-    assert "a rollback to it would run, newest work first (1):" in shown, shown
+    # (Other tests of the module may have run work since the checkpoint too.)
+    assert "a rollback to it would run, newest work first (" in shown, shown
     assert "undo_blocked" not in shown
     assert "  undo extra/server extra-01" in shown, shown
 
