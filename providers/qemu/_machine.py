@@ -21,6 +21,7 @@ import contextlib
 import os
 import shutil
 import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -41,6 +42,8 @@ QMP, SERIAL, SERIAL_LOG, PID, LOG = "qmp.sock", "serial.sock", "serial.log", "qe
 #: integer): without a display the firmware's own messages ("No bootable device.") reach
 #: the serial console, so a guest that boots nothing still shows why.
 SERCON, SERCON_PORT = "sercon-port", (0x3F8).to_bytes(2, "little")
+#: Seconds between two presses of the power button during a graceful stop.
+POWERDOWN_EVERY = 10.0
 
 
 class Definition(msgspec.Struct, kw_only=True):
@@ -169,12 +172,20 @@ class Machine:
         return running
 
     async def shut_down(self, running: Running, grace: float) -> None:
-        """ACPI power-off (the guest shuts itself down), a hard stop after `grace` s."""
+        """ACPI power-off (the guest shuts itself down), a hard stop after `grace` s.
+
+        The power button is pressed again every `POWERDOWN_EVERY` seconds while the
+        grace lasts: a guest that was not listening yet (still booting, its ACPI daemon
+        not started) misses a press, as a machine's OS misses one during its boot."""
+        deadline = time.monotonic() + grace
         with contextlib.suppress(MonitorError):
-            await execute(self.path(QMP), "system_powerdown")
-            if await _process.wait_gone(running.pid, running.ticks, grace):
-                self._stopped()
-                return
+            while (left := deadline - time.monotonic()) > 0:
+                await execute(self.path(QMP), "system_powerdown")
+                if await _process.wait_gone(
+                    running.pid, running.ticks, min(left, POWERDOWN_EVERY)
+                ):
+                    self._stopped()
+                    return
         await self.kill(running)
 
     async def kill(self, running: Running) -> None:

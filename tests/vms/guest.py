@@ -3,7 +3,8 @@ packages `./dev test` installs (linux-image-amd64, busybox-static).
 
 `/init` loads the power button's modules and runs busybox's `acpid`, so an ACPI
 power-off (a graceful stop) powers the guest off; it prints `GUEST-READY` on the serial
-console, then runs a shell there (a command typed into the console is echoed back).
+console once acpid holds the button's event device (a press before that is lost), then
+runs a shell there (a command typed into the console is echoed back).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ insmod /lib/evdev.ko
 insmod /lib/button.ko
 printf '#!/bin/sh\\npoweroff -f\\n' > /etc/acpi/PWRF/00000080
 chmod +x /etc/acpi/PWRF/00000080
+until ls /dev/input/event* >/dev/null 2>&1; do sleep 0.1; done
 acpid
+until ls -l /proc/*/fd 2>/dev/null | grep -q /dev/input/event; do sleep 0.1; done
 echo GUEST-READY
 exec setsid cttyhack sh
 """
