@@ -181,9 +181,7 @@ class Machine:
         with contextlib.suppress(MonitorError):
             while (left := deadline - time.monotonic()) > 0:
                 await execute(self.path(QMP), "system_powerdown")
-                if await _process.wait_gone(
-                    running.pid, running.ticks, min(left, POWERDOWN_EVERY)
-                ):
+                if await _process.wait_gone(running.pid, running.ticks, min(left, POWERDOWN_EVERY)):
                     self._stopped()
                     return
         await self.kill(running)
