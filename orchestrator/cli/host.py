@@ -509,9 +509,9 @@ def terminal(options: Options, shell: str | None) -> None:
     with socket:
         socket.send(auth.decode())
         socket.send(subscribe.decode())
-        if sys.stdin.isatty():
-            click.echo("connected to the host's shell; Ctrl-] detaches", err=True)
         with _raw_terminal(socket):
+            if sys.stdin.isatty():  # (once raw: a Ctrl-] typed on seeing it is taken)
+                click.echo("connected to the host's shell; Ctrl-] detaches\r", err=True)
             threading.Thread(target=_type_into, args=(socket,), daemon=True).start()
             out = sys.stdout.buffer
             try:
@@ -588,7 +588,7 @@ def _raw_terminal(socket: Any) -> Iterator[None]:
             socket.send(msgspec.json.encode({"type": "resize", "payload": _size()}).decode())
 
     before = signal.signal(signal.SIGWINCH, resized)
-    tty.setraw(fd)
+    tty.setraw(fd, termios.TCSANOW)  # (not TCSAFLUSH: what was typed already is kept)
     try:
         yield
     finally:

@@ -168,9 +168,9 @@ def console(options: Options, vm_id: str) -> None:
         raise Failure(f"cannot reach the console at {url}: {exc}") from exc
     with socket:
         socket.send(msgspec.json.encode({"type": "auth", "token": token or ""}).decode())
-        if sys.stdin.isatty():
-            click.echo("connected; Ctrl-] detaches", err=True)
         with _raw_terminal():
+            if sys.stdin.isatty():  # (once raw: a Ctrl-] typed on seeing it is taken)
+                click.echo("connected; Ctrl-] detaches\r", err=True)
             threading.Thread(target=_type_into, args=(socket,), daemon=True).start()
             out = sys.stdout.buffer
             try:
@@ -219,7 +219,7 @@ def _raw_terminal() -> Iterator[None]:
         return
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    tty.setraw(fd, termios.TCSANOW)  # (not TCSAFLUSH: what was typed already is kept)
     try:
         yield
     finally:
