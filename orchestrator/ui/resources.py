@@ -26,13 +26,11 @@ from orchestrator.ui.api import Reply
 from orchestrator.ui.routes import (
     PAGE_SIZE,
     Session,
-    _csrf_ok,
-    _csrf_refused,
     _foreign,
-    _form,
     _page_number,
     _to_login,
     open_session,
+    posted_form,
     templates,
 )
 from orchestrator.ui.session import SESSION_COOKIE
@@ -99,19 +97,6 @@ async def _may(session: Session, action: str, resource: str, owner: str | None =
     if owner is not None:
         context["owner"] = owner
     return await session.security.gate.allows(session.principal, action, resource, context)
-
-
-async def _checked(
-    request: Request[Any, Any, Any],
-) -> tuple[Session, Mapping[str, str]] | Response[Any]:
-    """The session of a posted form with a valid CSRF token, else the answer to give."""
-    session = await open_session(request)
-    if session is None:
-        return _to_login(request)
-    form = await _form(request)
-    if not _csrf_ok(request, session, form):
-        return _csrf_refused(session)
-    return session, form
 
 
 def _done(session: Session, back: str, reply: Reply, done: str) -> Response[Any]:
@@ -234,7 +219,7 @@ async def vm(request: Request[Any, Any, Any], vm_id: str) -> Response[Any]:
 )
 async def vm_action(request: Request[Any, Any, Any], vm_id: str, action: str) -> Response[Any]:
     """`POST /vms/{id}/{action}`, or `DELETE /vms/{id}` (then: the list)."""
-    checked = await _checked(request)
+    checked = await posted_form(request)
     if isinstance(checked, Response):
         return checked
     session, _ = checked
@@ -363,7 +348,7 @@ async def deployment_action(
     request: Request[Any, Any, Any], deployment_id: str, action: str
 ) -> Response[Any]:
     """`PATCH …/scale`, `POST …/stop` and `…/start`, `DELETE /deployments/{id}`."""
-    checked = await _checked(request)
+    checked = await posted_form(request)
     if isinstance(checked, Response):
         return checked
     session, form = checked

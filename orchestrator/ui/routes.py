@@ -372,9 +372,11 @@ async def account(request: Request[Any, Any, Any]) -> Response[Any]:
     return _account(session, notice=request.query_params.get("notice"))
 
 
-async def _account_form(
+async def posted_form(
     request: Request[Any, Any, Any],
 ) -> tuple[Session, Mapping[str, str]] | Response[Any]:
+    """The session of a posted form with a valid CSRF token, and the form; else the
+    answer to give (the login, a CSRF refusal)."""
     session = await open_session(request)
     if session is None:
         return _to_login(request)
@@ -387,7 +389,7 @@ async def _account_form(
 @post("/ui/account/mfa/enroll", opt={OWN_ACCESS: True}, include_in_schema=False, status_code=200)
 async def mfa_enroll(request: Request[Any, Any, Any]) -> Response[Any]:
     """`POST /auth/mfa/enroll`: the secret and its QR code, shown on this answer only."""
-    opened = await _account_form(request)
+    opened = await posted_form(request)
     if isinstance(opened, Response):
         return opened
     session, _ = opened
@@ -402,7 +404,7 @@ async def mfa_enroll(request: Request[Any, Any, Any]) -> Response[Any]:
 @post("/ui/account/mfa/verify", opt={OWN_ACCESS: True}, include_in_schema=False, status_code=200)
 async def mfa_verify(request: Request[Any, Any, Any]) -> Response[Any]:
     """`POST /auth/mfa/verify`: the backup codes, shown on this answer only."""
-    opened = await _account_form(request)
+    opened = await posted_form(request)
     if isinstance(opened, Response):
         return opened
     session, form = opened
@@ -419,7 +421,7 @@ async def mfa_verify(request: Request[Any, Any, Any]) -> Response[Any]:
 @post("/ui/account/password", opt={OWN_ACCESS: True}, include_in_schema=False, status_code=303)
 async def change_password(request: Request[Any, Any, Any]) -> Response[Any]:
     """`PUT /user/password` (every other session of the user ends; this one goes on)."""
-    opened = await _account_form(request)
+    opened = await posted_form(request)
     if isinstance(opened, Response):
         return opened
     session, form = opened
@@ -467,7 +469,7 @@ async def api_keys(request: Request[Any, Any, Any]) -> Response[Any]:
 @post("/ui/account/api-keys", opt={OWN_ACCESS: True}, include_in_schema=False, status_code=200)
 async def create_api_key(request: Request[Any, Any, Any]) -> Response[Any]:
     """`POST /api-keys`: the key is shown on this answer only (never in a URL)."""
-    opened = await _account_form(request)
+    opened = await posted_form(request)
     if isinstance(opened, Response):
         return opened
     session, form = opened
@@ -495,7 +497,7 @@ async def create_api_key(request: Request[Any, Any, Any]) -> Response[Any]:
     status_code=303,
 )
 async def revoke_api_key(request: Request[Any, Any, Any], key_id: str) -> Response[Any]:
-    opened = await _account_form(request)
+    opened = await posted_form(request)
     if isinstance(opened, Response):
         return opened
     session, _ = opened
