@@ -35,6 +35,7 @@ from orchestrator.ui.routes import (
     _page_number,
     _to_login,
     open_session,
+    page_links,
 )
 from orchestrator.ui.session import CSRF_HEADER, csrf_valid, forget_session
 
@@ -138,10 +139,7 @@ async def _users_page(
         role=role,
         enabled=enabled,
         roles=ROLES,
-        page=number,
-        pages=pages,
-        previous=link(number - 1) if number > 1 else None,
-        next=link(number + 1) if number < pages else None,
+        **page_links(number, pages, link),
         can_create=await session.allows("create", "users:*"),
         notice=request.query_params.get("notice"),
         **context,
@@ -331,10 +329,7 @@ async def policies(request: AnyRequest) -> Response[Any]:
         title="Policies",
         policies=reply.data or [],
         total=reply.total,
-        page=number,
-        pages=pages,
-        previous=f"/ui/admin/policies?page={number - 1}" if number > 1 else None,
-        next=f"/ui/admin/policies?page={number + 1}" if number < pages else None,
+        **page_links(number, pages, lambda n: f"/ui/admin/policies?page={n}"),
         can_create=await session.allows("create", "policies:*"),
         notice=request.query_params.get("notice"),
     )
@@ -613,10 +608,7 @@ async def audit(request: AnyRequest) -> Response[Any]:
         names=names,
         filters=filters,
         total=reply.total,
-        page=number,
-        pages=pages,
-        previous=link(number - 1) if number > 1 else None,
-        next=link(number + 1) if number < pages else None,
+        **page_links(number, pages, link),
         errors=errors,
     )
 

@@ -30,6 +30,7 @@ from orchestrator.ui.routes import (
     _page_number,
     _to_login,
     open_session,
+    page_links,
     posted_form,
     templates,
 )
@@ -140,10 +141,7 @@ async def vms(request: Request[Any, Any, Any]) -> Response[Any]:
     context: dict[str, Any] = {
         "vms": reply.data or [],
         "total": reply.total,
-        "page": number,
-        "pages": pages,
-        "previous": link(number - 1) if number > 1 else None,
-        "next": link(number + 1) if number < pages else None,
+        **page_links(number, pages, link),
     }
     if request.query_params.get("fragment"):
         return session.render("vms_table.html", **context)
@@ -266,10 +264,7 @@ async def deployments(request: Request[Any, Any, Any]) -> Response[Any]:
     context: dict[str, Any] = {
         "deployments": listed.get("deployments", []),
         "total": listed.get("pagination", {}).get("total", 0),
-        "page": number,
-        "pages": pages,
-        "previous": link(number - 1) if number > 1 else None,
-        "next": link(number + 1) if number < pages else None,
+        **page_links(number, pages, link),
     }
     if request.query_params.get("fragment"):
         return session.render("deployments_table.html", **context)
@@ -464,10 +459,7 @@ async def host_logs(request: Request[Any, Any, Any]) -> Response[Any]:
         service=service,
         priority=priority,
         total=total,
-        page=number,
-        pages=pages,
-        previous=link(number - 1) if number > 1 else None,
-        next=link(number + 1) if number < pages else None,
+        **page_links(number, pages, link),
     )
 
 

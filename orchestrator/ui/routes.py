@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -509,6 +509,17 @@ async def revoke_api_key(request: Request[Any, Any, Any], key_id: str) -> Respon
     return session.redirect(f"/ui/account/api-keys?{urlencode({'notice': answer.data})}")
 
 
+def page_links(number: int, pages: int, link: Callable[[int], str]) -> dict[str, Any]:
+    """What `pager.html` shows: page `number` of `pages`, and the links (`link(n)`) to
+    the pages before and after it, where there are such."""
+    return {
+        "page": number,
+        "pages": pages,
+        "previous": link(number - 1) if number > 1 else None,
+        "next": link(number + 1) if number < pages else None,
+    }
+
+
 def _page_number(request: Request[Any, Any, Any]) -> int:
     try:
         return max(1, int(request.query_params.get("page") or 1))
@@ -552,11 +563,8 @@ async def workflows(request: Request[Any, Any, Any]) -> Response[Any]:
         statuses=WORKFLOW_STATUSES_ALL,
         selected_status=status,
         kind=kind,
-        page=number,
-        pages=pages,
+        **page_links(number, pages, link),
         total=total,
-        previous=link(number - 1) if number > 1 else None,
-        next=link(number + 1) if number < pages else None,
         first_page=link(1),
         since=since,
     )
@@ -902,10 +910,7 @@ async def checkpoints(request: Request[Any, Any, Any]) -> Response[Any]:
         title="Checkpoints",
         checkpoints=reply.data or [],
         total=reply.total,
-        page=number,
-        pages=pages,
-        previous=f"/ui/checkpoints?page={number - 1}" if number > 1 else None,
-        next=f"/ui/checkpoints?page={number + 1}" if number < pages else None,
+        **page_links(number, pages, lambda n: f"/ui/checkpoints?page={n}"),
     )
 
 
