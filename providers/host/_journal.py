@@ -17,19 +17,22 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from providers.base import JSON, InvalidParams, Kind, Operation, ProviderConfigError, ProviderError
+from providers.host import _journal_index
 
+MACHINE_ID = re.compile(r"^[0-9a-f]{32}$")
 PRIORITIES = ("emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
 Priority = Literal["emergency", "alert", "critical", "error", "warning", "notice", "info", "debug"]
 Unit = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9@_.:\\-]{1,128}$")]
@@ -103,15 +106,26 @@ class JournalConfig:
         return None
 
 
-def moment(value: str, field: str) -> str:
-    """An ISO 8601 time as journalctl's `@<seconds>` (UTC when no offset is given)."""
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def microseconds(value: str, field: str) -> int:
+    """An ISO 8601 time in microseconds since the epoch (UTC when no offset is given)."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidParams(field, f"'{value}' is not an ISO 8601 time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return f"@{parsed.timestamp():.6f}"
+    # (no journal holds an entry before 1970: an earlier time is 1970's first moment)
+    return max(0, (parsed - EPOCH) // timedelta(microseconds=1))
+
+
+def moment(value: str, field: str) -> str:
+    """An ISO 8601 time as journalctl's `@<seconds>`, to the microsecond the index counts
+    with (`_journal_index`)."""
+    seconds, micros = divmod(microseconds(value, field), 1_000_000)
+    return f"@{seconds}.{micros:06d}"
 
 
 def check(query: LogQuery) -> None:
@@ -119,6 +133,13 @@ def check(query: LogQuery) -> None:
         value = getattr(query, field)
         if value is not None:
             moment(value, field)
+    since, until = query.since, query.until
+    if (
+        since is not None
+        and until is not None
+        and (microseconds(since, "since") > microseconds(until, "until"))
+    ):
+        raise InvalidParams("until", f"'{query.until}' is before since '{query.since}'")
 
 
 def matches(query: LogQuery, *, since: bool = True) -> list[str]:
@@ -197,7 +218,12 @@ class Counts:
         self._counted: OrderedDict[tuple[str, ...], _Counted] = OrderedDict()
 
     async def count(self, config: JournalConfig, query: LogQuery) -> tuple[int, str | None]:
-        """The matches of `query`, and journalctl's complaint if it failed."""
+        """The matches of `query`, and journalctl's complaint if it failed: read from the
+        files' indexes (`_journal_index`), else counted by journalctl's walk."""
+        try:
+            return await asyncio.to_thread(_indexed_count, config, query), None
+        except _journal_index.Unsupported:
+            pass
         key = (*config.source(), *matches(query))
         files = await asyncio.to_thread(_journal_files, config)
         known = self._counted.get(key)
@@ -218,18 +244,40 @@ class Counts:
         return total, None
 
 
-def _journal_files(config: JournalConfig) -> frozenset[int]:
+def _indexed_count(config: JournalConfig, query: LogQuery) -> int:
+    level = PRIORITIES.index(query.priority) if query.priority is not None else None
+    groups = _journal_index.groups(query.service, level)
+    since = microseconds(query.since, "since") if query.since is not None else None
+    until = microseconds(query.until, "until") if query.until is not None else None
+    try:
+        paths = journal_paths(config)
+    except OSError as error:
+        raise _journal_index.Unsupported(str(error)) from None
+    return _journal_index.count(paths, groups, since, until)
+
+
+def journal_paths(config: JournalConfig) -> list[Path]:
+    """The files journalctl reads: the file; or a directory's journal files and those of
+    its machine-id subdirectories; or the system journal's files of this machine (as root,
+    without `--merge`)."""
     if config.file is not None:
-        paths: list[Path] = [config.file]
+        return [config.file]
+    if config.directory is not None:
+        roots = [config.directory]
+        roots += [p for p in config.directory.iterdir() if MACHINE_ID.match(p.name) and p.is_dir()]
     else:
-        roots = (
-            [config.directory]
-            if config.directory is not None
-            else [Path("/var/log/journal"), Path("/run/log/journal")]
-        )
-        paths = [p for root in roots for g in ("*.journal", "*.journal~") for p in root.rglob(g)]
+        try:
+            machine = Path("/etc/machine-id").read_text().strip()
+        except OSError:
+            machine = ""
+        roots = [Path(base, machine) for base in ("/var/log/journal", "/run/log/journal")]
+        roots = [root for root in roots if machine and root.is_dir()]
+    return sorted(p for root in roots for g in ("*.journal", "*.journal~") for p in root.glob(g))
+
+
+def _journal_files(config: JournalConfig) -> frozenset[int]:
     found = set()
-    for path in paths:
+    for path in journal_paths(config):
         with contextlib.suppress(OSError):
             found.add(path.stat().st_ino)
     return frozenset(found)

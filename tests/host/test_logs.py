@@ -123,12 +123,15 @@ def test_pages_cover_every_entry_once_newest_first(client: httpx.Client) -> None
         {"service": "ssh d"},
         {"service": "x" * 200},
         {"service": "../etc"},
+        {"since": "2025-08-02T00:00:00Z", "until": "2025-08-01T23:59:59.999999Z"},
     ],
 )
 def test_bad_queries_are_refused(client: httpx.Client, query: dict) -> None:
     response = client.get("/logs", params={"instance": "host", **query})
     assert response.status_code in (400, 422), response.text
     assert response.json()["code"] == "INVALID_INPUT"
+    if "until" in query:
+        assert "is before since" in response.json()["error"]
 
 
 def test_no_journal_is_a_503_with_a_clear_code(client: httpx.Client) -> None:
