@@ -24,6 +24,15 @@ from tests import backend
 
 REPO = Path(__file__).resolve().parent.parent
 PROVISIONING = str(Path(sys.executable).parent / "provisioning")
+
+
+def interruptible() -> None:
+    """`preexec_fn` of a process a test interrupts as Ctrl-C does (SIGINT): in a test run
+    started in the background (`./dev test &`) SIGINT is ignored, and a child inherits
+    that (a Python program then never sees KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 EXAMPLE_WORKSPACE = REPO / "examples" / "workspace"
 
 

@@ -67,8 +67,7 @@ async def _run(settings: Settings) -> None:
             await orchestrator.stop()
             raise Failure(str(exc)) from exc
     freeze_startup_heap()
-    click.echo("provisioning worker")
-    for key, value in (
+    banner = [
         ("id", orchestrator.scheduler.worker_id),
         ("database", shown_database(settings)),
         ("workspace", str(settings.workspace)),
@@ -78,8 +77,9 @@ async def _run(settings: Settings) -> None:
             f"{settings.executor.worker_limit} here, {settings.executor.global_limit} in all",
         ),
         ("metrics", address),
-    ):
-        click.echo(f"  {key:<10} {value}")
+    ]
+    # One write: whoever reads the banner for the metrics address never sees half of it.
+    click.echo("\n".join(["provisioning worker", *(f"  {k:<10} {v}" for k, v in banner)]))
     try:
         await stopped.wait()
     finally:

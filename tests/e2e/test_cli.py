@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from tests import backend
-from tests.servers import PROVISIONING, TOKENS, OrchestratorProcess, free_port, wait_for_workflow
+from tests.servers import (
+    PROVISIONING,
+    TOKENS,
+    OrchestratorProcess,
+    free_port,
+    interruptible,
+    wait_for_workflow,
+)
 
 UUID_LENGTH = 36
 
@@ -352,6 +359,7 @@ def test_ctrl_c_stops_watching_and_says_how_to_cancel(server):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         assert watcher.stdout is not None

@@ -18,7 +18,7 @@ import pytest
 
 from tests import backend
 from tests.e2e.test_cli import UUID_LENGTH, run
-from tests.servers import PROVISIONING, REPO, OrchestratorProcess
+from tests.servers import PROVISIONING, REPO, OrchestratorProcess, interruptible
 
 #: On PostgreSQL, copies naming that store as their `storage_backend`.
 BATCHES = backend.example_batches(REPO)
@@ -202,6 +202,7 @@ def test_ctrl_c_stops_watching_then_cancel_then_wait_reports_cancelled(server, t
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         assert watcher.stdout is not None

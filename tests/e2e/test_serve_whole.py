@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests import backend
-from tests.servers import EXAMPLE_WORKSPACE, PROVISIONING, free_port
+from tests.servers import EXAMPLE_WORKSPACE, PROVISIONING, free_port, interruptible
 
 #: A safety net, not a measure: a busy machine starts slowly.
 TIMEOUT = 120
@@ -62,6 +62,7 @@ class Serve:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # a group of its own, as a terminal's job
+            preexec_fn=interruptible,
         )
         deadline = time.monotonic() + TIMEOUT
         for port in self.ports.values():

@@ -76,7 +76,8 @@ class WorkerProcess:
         # a while on a machine shared with another test run.
         deadline = time.monotonic() + 180
         try:
-            while "provisioning worker" not in self.log():
+            # (its banner's last line: the banner is written whole, once started)
+            while "\n  metrics " not in self.log():
                 assert self.process.poll() is None, self.log()
                 assert time.monotonic() < deadline, self.log()
                 time.sleep(0.05)
