@@ -29,13 +29,14 @@ from orchestrator.ui.routes import (
     PAGE_SIZE,
     RESTRICTED,
     Session,
-    _csrf_ok,
-    _csrf_refused,
-    _no_session,
-    _page_number,
-    _to_login,
+    csrf_ok,
+    csrf_refused,
+    no_session,
     open_session,
+    page_count,
     page_links,
+    page_number,
+    to_login,
 )
 from orchestrator.ui.session import CSRF_HEADER, csrf_valid, forget_session
 
@@ -64,11 +65,11 @@ async def _checked(request: AnyRequest) -> tuple[Session, Any] | Response[Any]:
     (the login, a CSRF refusal)."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     form = await request.form()
     flat = {k: str(v) for k, v in form.items() if isinstance(v, str)}
-    if not _csrf_ok(request, session, flat):
-        return _csrf_refused(session)
+    if not csrf_ok(request, session, flat):
+        return csrf_refused(session)
     return session, form
 
 
@@ -93,10 +94,6 @@ async def _usernames(session: Session) -> dict[str, str]:
     return {u["id"]: u["username"] for u in reply.data or []} if reply.ok else {}
 
 
-def _pages(total: int, size: int) -> int:
-    return max(1, -(-total // size))
-
-
 # -- users ---------------------------------------------------------------------------------
 
 
@@ -104,7 +101,7 @@ def _pages(total: int, size: int) -> int:
 async def users(request: AnyRequest) -> Response[Any]:
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     return await _users_page(request, session)
 
 
@@ -117,13 +114,13 @@ async def _users_page(
     enabled = query.get("enabled") or ""
     if enabled not in ("true", "false"):
         enabled = ""
-    number = _page_number(request)
+    number = page_number(request)
     reply = await session.api.get(
         "/users", role=role, enabled=enabled, limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE
     )
     if not reply.ok:
         return session.failure(reply)
-    pages = _pages(reply.total, PAGE_SIZE)
+    pages = page_count(reply.total)
 
     def link(to: int) -> str:
         kept = {"role": role, "enabled": enabled, "page": to if to > 1 else ""}
@@ -179,7 +176,7 @@ async def create_user(request: AnyRequest) -> Response[Any]:
 async def user(request: AnyRequest, user_id: str) -> Response[Any]:
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     return await _user_page(request, session, user_id)
 
 
@@ -274,7 +271,7 @@ async def api_keys(request: AnyRequest) -> Response[Any]:
     one owner's keys at a time), the user chosen from the list of users."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     listed = await session.api.get("/users", limit=MAX_USERS)
     if not listed.ok:
         return session.failure(listed)
@@ -318,12 +315,12 @@ async def revoke_api_key(request: AnyRequest, key_id: str) -> Response[Any]:
 async def policies(request: AnyRequest) -> Response[Any]:
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
-    number = _page_number(request)
+        return to_login(request)
+    number = page_number(request)
     reply = await session.api.get("/policies", limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE)
     if not reply.ok:
         return session.failure(reply)
-    pages = _pages(reply.total, PAGE_SIZE)
+    pages = page_count(reply.total)
     return session.render(
         "admin_policies.html",
         title="Policies",
@@ -418,7 +415,7 @@ def _policy_form(
 async def new_policy(request: AnyRequest) -> Response[Any]:
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     if not await session.allows("create", "policies:*"):
         return session.failure(
             Reply(
@@ -459,7 +456,7 @@ async def policy(request: AnyRequest, policy_id: str) -> Response[Any]:
     """A policy, and (for those its rules let change it) its form."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     reply = await session.api.get(f"/policies/{_quoted(policy_id)}")
     if not reply.ok:
         return session.failure(reply)
@@ -531,7 +528,7 @@ async def validate_condition(request: AnyRequest) -> Response[Any]:
     `{"condition": …}` (JSON, `X-CSRF-Token`); its answer, or its error envelope."""
     session = await open_session(request)
     if session is None:
-        return forget_session(_no_session())
+        return forget_session(no_session())
     if not csrf_valid(session.csrf, request.headers.get(CSRF_HEADER)):
         return error_response(403, "FORBIDDEN", "no or a wrong CSRF token: reload the page")
     try:
@@ -568,7 +565,7 @@ async def audit(request: AnyRequest) -> Response[Any]:
     and time (UTC); each user shown by name."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     query = request.query_params
     filters = {
         name: (query.get(name) or "").strip()[:300]
@@ -579,7 +576,7 @@ async def audit(request: AnyRequest) -> Response[Any]:
     errors += [problem] if problem else []
     until, problem = _moment(filters["to"], "To")
     errors += [problem] if problem else []
-    number = _page_number(request)
+    number = page_number(request)
     reply = await session.api.get(
         "/audit/logs",
         user_id=filters["user_id"],
@@ -594,7 +591,7 @@ async def audit(request: AnyRequest) -> Response[Any]:
     if not reply.ok:
         errors.append(reply.error)
     names = await _usernames(session)
-    pages = _pages(reply.total, AUDIT_PAGE)
+    pages = page_count(reply.total, AUDIT_PAGE)
 
     def link(to: int) -> str:
         kept = {**filters, "page": to if to > 1 else ""}

@@ -26,13 +26,14 @@ from orchestrator.ui.api import Reply
 from orchestrator.ui.routes import (
     PAGE_SIZE,
     Session,
-    _foreign,
-    _page_number,
-    _to_login,
+    foreign_origin,
     open_session,
+    page_count,
     page_links,
+    page_number,
     posted_form,
     templates,
+    to_login,
 )
 from orchestrator.ui.session import SESSION_COOKIE
 
@@ -121,17 +122,17 @@ async def vms(request: Request[Any, Any, Any]) -> Response[Any]:
     `?fragment=1` the table alone, which the page fetches again."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     status = request.query_params.get("status") or ""
     if status not in VM_STATUSES:
         status = ""
-    number = _page_number(request)
+    number = page_number(request)
     orchestrator: Orchestrator = request.app.state.orchestrator
     since = await orchestrator.records.last_seq()
     reply = await _vm_rows(session, status, number)
     if not reply.ok:
         return session.failure(reply)
-    pages = max(1, -(-reply.total // PAGE_SIZE))
+    pages = page_count(reply.total)
 
     def link(to: int) -> str:
         return "/ui/vms?" + urlencode(
@@ -191,7 +192,7 @@ async def vm(request: Request[Any, Any, Any], vm_id: str) -> Response[Any]:
     `?fragment=1` the facts and actions alone (fetched again as its workflows change)."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     orchestrator: Orchestrator = request.app.state.orchestrator
     since = await orchestrator.records.last_seq()
     reply = await session.api.get(f"/vms/{_q(vm_id)}")
@@ -242,11 +243,11 @@ async def deployments(request: Request[Any, Any, Any]) -> Response[Any]:
     change status; `?fragment=1`: the table alone."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     status = request.query_params.get("status") or ""
     if status not in DEPLOYMENT_STATUSES:
         status = ""
-    number = _page_number(request)
+    number = page_number(request)
     orchestrator: Orchestrator = request.app.state.orchestrator
     since = await orchestrator.records.last_seq()
     reply = await session.api.get(
@@ -314,7 +315,7 @@ async def deployment(request: Request[Any, Any, Any], deployment_id: str) -> Res
     metrics, the actions, and its logs following live; `?fragment=1`: the panel alone."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     orchestrator: Orchestrator = request.app.state.orchestrator
     since = await orchestrator.records.last_seq()
     context = await _deployment_context(session, deployment_id)
@@ -382,7 +383,7 @@ async def host(request: Request[Any, Any, Any]) -> Response[Any]:
     page saying no `host` instance is configured."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     instances = _host_instances(request)
     if not instances:
         return session.render("host.html", title="Host", configured=False)
@@ -425,7 +426,7 @@ async def host_logs(request: Request[Any, Any, Any]) -> Response[Any]:
     """The journal (`GET /logs`), newest first, by unit and priority."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     instances = _host_instances(request)
     if not instances:
         return session.render("host.html", title="Host", configured=False)
@@ -433,7 +434,7 @@ async def host_logs(request: Request[Any, Any, Any]) -> Response[Any]:
     instance = query.get("instance") if query.get("instance") in instances else instances[0]
     service = (query.get("service") or "").strip()[:200]
     priority = (query.get("priority") or "").strip()[:10]
-    number = _page_number(request)
+    number = page_number(request)
     reply = await session.api.get(
         "/logs",
         instance=instance,
@@ -445,7 +446,7 @@ async def host_logs(request: Request[Any, Any, Any]) -> Response[Any]:
     if not reply.ok:
         return session.failure(reply)
     total = int(reply.data.get("total_count") or 0)
-    pages = max(1, -(-total // 100))
+    pages = page_count(total, 100)
 
     def link(to: int) -> str:
         values = {"instance": instance, "service": service, "priority": priority, "page": to}
@@ -476,7 +477,7 @@ async def _door(socket: WebSocket[Any, Any, Any], path: str, query: Mapping[str,
     nothing else of the request reaches the API (its cookies stay here)."""
     token = socket.cookies.get(SESSION_COOKIE)
     origin = socket.headers.get("origin")
-    if not token or origin is None or _foreign(origin, socket.headers.get("host")):
+    if not token or origin is None or foreign_origin(origin, socket.headers.get("host")):
         await socket.close(code=1008, reason="a console page of this server only")
         return
     scope = socket.scope

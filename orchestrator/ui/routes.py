@@ -222,7 +222,7 @@ async def _open_session(request: Request[Any, Any, Any]) -> Session | None:
     return Session(token, principal, Api(request.app, token, client), security, client, cookies)
 
 
-def _to_login(request: Request[Any, Any, Any]) -> Response[Any]:
+def to_login(request: Request[Any, Any, Any]) -> Response[Any]:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return forget_session(Redirect(f"/ui/login?next={quote(target)}", status_code=303))
 
@@ -267,7 +267,7 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any]:
     asks for one (the answer never says which factor was wrong, so the code step is
     offered whenever the password step fails); the password is typed again, never
     written back into the page."""
-    if _foreign(request.headers.get("origin"), request.headers.get("host")):
+    if foreign_origin(request.headers.get("origin"), request.headers.get("host")):
         # No session yet, so no CSRF token: a login posted by another site's page (to
         # sign the browser into the attacker's account) is refused by its Origin.
         return page(
@@ -315,7 +315,7 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any]:
     return response
 
 
-def _foreign(origin: str | None, host: str | None) -> bool:
+def foreign_origin(origin: str | None, host: str | None) -> bool:
     """Whether a request's `Origin` names another site (a request without one, from an
     older browser or a script, is judged by its CSRF token alone)."""
     if origin is None:
@@ -323,12 +323,12 @@ def _foreign(origin: str | None, host: str | None) -> bool:
     return not host or origin not in (f"http://{host}", f"https://{host}")
 
 
-def _csrf_ok(request: Request[Any, Any, Any], session: Session, form: Mapping[str, str]) -> bool:
+def csrf_ok(request: Request[Any, Any, Any], session: Session, form: Mapping[str, str]) -> bool:
     presented = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
     return csrf_valid(session.csrf, presented)
 
 
-def _csrf_refused(session: Session) -> Response[Any]:
+def csrf_refused(session: Session) -> Response[Any]:
     return session.render(
         "error.html",
         403,
@@ -344,8 +344,8 @@ async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
     session = await open_session(request)
     if session is None:
         return forget_session(Redirect("/ui/login", status_code=303))
-    if not _csrf_ok(request, session, await _form(request)):
-        return _csrf_refused(session)
+    if not csrf_ok(request, session, await _form(request)):
+        return csrf_refused(session)
     await ControlCenter(request.app, _client(request)).logout(session.token)
     return forget_session(Redirect("/ui/login", status_code=303))
 
@@ -368,7 +368,7 @@ def _account(session: Session, status: int = 200, **context: Any) -> Response[An
 async def account(request: Request[Any, Any, Any]) -> Response[Any]:
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     return _account(session, notice=request.query_params.get("notice"))
 
 
@@ -379,10 +379,10 @@ async def posted_form(
     answer to give (the login, a CSRF refusal)."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     form = await _form(request)
-    if not _csrf_ok(request, session, form):
-        return _csrf_refused(session)
+    if not csrf_ok(request, session, form):
+        return csrf_refused(session)
     return session, form
 
 
@@ -462,7 +462,7 @@ async def _api_keys_page(
 async def api_keys(request: Request[Any, Any, Any]) -> Response[Any]:
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     return await _api_keys_page(request, session)
 
 
@@ -509,6 +509,11 @@ async def revoke_api_key(request: Request[Any, Any, Any], key_id: str) -> Respon
     return session.redirect(f"/ui/account/api-keys?{urlencode({'notice': answer.data})}")
 
 
+def page_count(total: int, size: int = PAGE_SIZE) -> int:
+    """How many pages `total` items take (one at least: an empty listing is a page)."""
+    return max(1, -(-total // size))
+
+
 def page_links(number: int, pages: int, link: Callable[[int], str]) -> dict[str, Any]:
     """What `pager.html` shows: page `number` of `pages`, and the links (`link(n)`) to
     the pages before and after it, where there are such."""
@@ -520,7 +525,7 @@ def page_links(number: int, pages: int, link: Callable[[int], str]) -> dict[str,
     }
 
 
-def _page_number(request: Request[Any, Any, Any]) -> int:
+def page_number(request: Request[Any, Any, Any]) -> int:
     try:
         return max(1, int(request.query_params.get("page") or 1))
     except ValueError:
@@ -534,11 +539,11 @@ def _page_number(request: Request[Any, Any, Any]) -> int:
 async def workflows(request: Request[Any, Any, Any]) -> Response[Any]:
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     query = request.query_params
     status = query.get("status") or ""
     kind = (query.get("kind") or "").strip()
-    number = _page_number(request)
+    number = page_number(request)
     if status and status not in WORKFLOW_STATUSES_ALL:
         status = ""
     orchestrator: Orchestrator = request.app.state.orchestrator
@@ -549,7 +554,7 @@ async def workflows(request: Request[Any, Any, Any]) -> Response[Any]:
     if not reply.ok:
         return session.failure(reply)
     total = reply.total
-    pages = max(1, -(-total // PAGE_SIZE))
+    pages = page_count(total)
 
     def link(to: int) -> str:
         return "/ui/workflows?" + urlencode(
@@ -587,7 +592,7 @@ async def _tasks_of(api: Api, workflow_id: str) -> Reply | list[dict[str, Any]]:
 async def workflow(request: Request[Any, Any, Any], workflow_id: str) -> Response[Any]:
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     orchestrator: Orchestrator = request.app.state.orchestrator
     # The log's head before the reads: the page's stream resumes from here, so nothing
     # that happens between this render and the socket's opening is missed.
@@ -640,7 +645,7 @@ async def workflow_progress(request: Request[Any, Any, Any], workflow_id: str) -
     """The progress panel alone, for the page to replace as the workflow's events come."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     reply = await session.api.get(f"/workflows/{quote(workflow_id, safe='')}")
     if not reply.ok:
         return session.failure(reply)
@@ -664,7 +669,7 @@ async def events(request: Request[Any, Any, Any]) -> Response[Any]:
     with the filters the stream itself applies (types, workflow)."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     if not await session.allows("read", "events:*", method="GET"):
         return session.failure(
             Reply(
@@ -700,7 +705,7 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[Any]:
     task durations. The page samples `/ui/metrics/sample` every 2 seconds."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     first = await _metrics_sample(session.api)
     if isinstance(first, Reply):
         return session.failure(first)
@@ -711,7 +716,7 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[Any]:
 async def metrics_sample(request: Request[Any, Any, Any]) -> Response[Any]:
     session = await open_session(request)
     if session is None:
-        return forget_session(_no_session())
+        return forget_session(no_session())
     sample = await _metrics_sample(session.api)
     if isinstance(sample, Reply):
         return error_response(sample.status, sample.code or "UNAVAILABLE", sample.error)
@@ -767,11 +772,11 @@ async def session_alive(request: Request[Any, Any, Any]) -> Response[Any]:
     open keeps its session without a reload."""
     session = await open_session(request)
     if session is None:
-        return forget_session(_no_session())
+        return forget_session(no_session())
     return Response(None, status_code=204, cookies=session.cookies)
 
 
-def _no_session() -> Response[Any]:
+def no_session() -> Response[Any]:
     return error_response(401, "UNAUTHORIZED", "no console session: log in at /ui/login")
 
 
@@ -815,7 +820,7 @@ async def task(request: Request[Any, Any, Any], task_id: str) -> Response[Any]:
     """A task's detail: the whole page, or (`?fragment=1`) the panel the DAG page shows."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     reply = await session.api.get(f"/tasks/{quote(task_id, safe='')}")
     if not reply.ok:
         return session.failure(reply)
@@ -832,9 +837,9 @@ async def _act(
     rollback workflow the call started) with the API's message."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
-    if not _csrf_ok(request, session, await _form(request)):
-        return _csrf_refused(session)
+        return to_login(request)
+    if not csrf_ok(request, session, await _form(request)):
+        return csrf_refused(session)
     reply = await session.api.post(call, body)
     if not reply.ok:
         return session.failure(reply)
@@ -880,7 +885,7 @@ async def rollback(request: Request[Any, Any, Any], workflow_id: str) -> Respons
     --operation …` sends), without waiting: the page then shows the rollback's graph."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     batch = await session.api.get(f"/batch/operations/{quote(workflow_id, safe='')}")
     if not batch.ok:
         return session.failure(batch)
@@ -897,14 +902,14 @@ async def rollback(request: Request[Any, Any, Any], workflow_id: str) -> Respons
 async def checkpoints(request: Request[Any, Any, Any]) -> Response[Any]:
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
-    number = _page_number(request)
+        return to_login(request)
+    number = page_number(request)
     reply = await session.api.get(
         "/rollback/checkpoints", limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE
     )
     if not reply.ok:
         return session.failure(reply)
-    pages = max(1, -(-reply.total // PAGE_SIZE))
+    pages = page_count(reply.total)
     return session.render(
         "checkpoints.html",
         title="Checkpoints",
@@ -919,7 +924,7 @@ async def checkpoint(request: Request[Any, Any, Any], checkpoint_id: str) -> Res
     """A checkpoint, with what a rollback to it would undo, and the confirmation."""
     session = await open_session(request)
     if session is None:
-        return _to_login(request)
+        return to_login(request)
     reply = await session.api.get(f"/rollback/checkpoints/{quote(checkpoint_id, safe='')}")
     if not reply.ok:
         return session.failure(reply)
@@ -959,7 +964,7 @@ async def stream(socket: WebSocket[Any, Any, Any]) -> None:
     security: Security = socket.app.state.security
     token = socket.cookies.get(SESSION_COOKIE)
     origin = socket.headers.get("origin")
-    if not token or origin is None or _foreign(origin, socket.headers.get("host")):
+    if not token or origin is None or foreign_origin(origin, socket.headers.get("host")):
         await socket.close(code=1008, reason="a console page of this server only")
         return
     access = access_of(socket.scope)
