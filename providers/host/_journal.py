@@ -8,7 +8,9 @@ what to read (absent: the system's journal), which is how the tests read a journ
 they wrote with `systemd-journal-remote`.
 
 The answer is seed 000's: `logs[{timestamp, priority, unit, message, hostname, pid}]`,
-newest first, with the `total_count` of matching entries and the page asked for.
+newest first, with the `total_count` of matching entries and the page asked for. The
+count is read from the journal files' own indexes (`_journal_index`), or, where that
+reader cannot count, by journalctl's walk through the matches (`Counts`).
 """
 
 from __future__ import annotations
@@ -204,7 +206,8 @@ class _Counted:
 
 
 class Counts:
-    """The matches of recent filters, counted once: journal files are only appended to
+    """The matches of recent filters, counted once where journalctl counts them (the
+    index reader could not): journal files are only appended to
     (and removed whole), so while every file counted is still there, a filter's count is
     the one before plus the matches after its last cursor. Paging through a filter walks
     its matches once, not once a page. An entry that sorts before the cursor when it is
