@@ -130,17 +130,16 @@ def moment(value: str, field: str) -> str:
     return f"@{seconds}.{micros:06d}"
 
 
+def window(query: LogQuery) -> tuple[int | None, int | None]:
+    """`since` and `until` in microseconds since the epoch (None: not given)."""
+    since = microseconds(query.since, "since") if query.since is not None else None
+    until = microseconds(query.until, "until") if query.until is not None else None
+    return since, until
+
+
 def check(query: LogQuery) -> None:
-    for field in ("since", "until"):
-        value = getattr(query, field)
-        if value is not None:
-            moment(value, field)
-    since, until = query.since, query.until
-    if (
-        since is not None
-        and until is not None
-        and (microseconds(since, "since") > microseconds(until, "until"))
-    ):
+    since, until = window(query)
+    if since is not None and until is not None and since > until:
         raise InvalidParams("until", f"'{query.until}' is before since '{query.since}'")
 
 
@@ -250,8 +249,7 @@ class Counts:
 def _indexed_count(config: JournalConfig, query: LogQuery) -> int:
     level = PRIORITIES.index(query.priority) if query.priority is not None else None
     groups = _journal_index.groups(query.service, level)
-    since = microseconds(query.since, "since") if query.since is not None else None
-    until = microseconds(query.until, "until") if query.until is not None else None
+    since, until = window(query)
     try:
         paths = journal_paths(config)
     except OSError as error:
