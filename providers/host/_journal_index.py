@@ -50,7 +50,9 @@ UNIT_SUFFIXES = (
     ".service", ".socket", ".target", ".device", ".mount", ".automount",
     ".swap", ".timer", ".path", ".slice", ".scope",
 )  # fmt: skip
-_PLAIN_UNIT = re.compile(r"^[A-Za-z0-9_.:\\-]+(@[A-Za-z0-9_.:\\-]*)?$")
+#: Names journalctl takes as they are (a name starting with a dot or `@` it mangles in ways
+#: not mirrored here: those are counted by journalctl).
+_PLAIN_UNIT = re.compile(r"^[A-Za-z0-9_:\\-][A-Za-z0-9_.:\\-]*(@[A-Za-z0-9_.:\\-]*)?$")
 COREDUMP = b"MESSAGE_ID=fc2e22bc6ee647b6b90729ab34a250b1"
 
 #: Alternative values of one field (`PRIORITY=0` … `PRIORITY=3`): entries holding any.

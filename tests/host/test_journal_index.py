@@ -201,3 +201,12 @@ def test_a_damaged_file_never_breaks_the_count(damaged: Path, at: int, garbage: 
     query = journal.LogQuery(service="sshd", priority="error", since=START.isoformat())
     with contextlib.suppress(index.Unsupported):
         indexed(journal.JournalConfig(file=copy), query)
+
+
+@pytest.mark.parametrize("unit", [".service", "@x"])
+def test_names_journalctl_mangles_are_counted_by_journalctl(directory: Path, unit: str) -> None:
+    config = journal.JournalConfig(directory=directory)
+    asked = journal.LogQuery(service=unit)
+    with pytest.raises(index.Unsupported, match="not counted here"):
+        indexed(config, asked)
+    assert asyncio.run(journal.Counts().count(config, asked)) == (walked(config, asked), None)
